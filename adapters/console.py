@@ -1,0 +1,177 @@
+"""The terminal as a chat: the demo and ``kling-bot generate`` talk to the engine here.
+
+Commands are the same as in Discord and Telegram; a photo or audio file is named by
+its path instead of being attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from bot.catalog import Params, ValidationError
+from bot.commands import OPTION_HELP, effects_text, parse_animate
+from bot.jobs import Accepted, GenerationRequest, Job, Progress, Rejected, UserRef, Video
+
+PLATFORM = "console"
+
+HELP = f"""Commands (a photo is a file path; without one the current photo is used):
+  /effect NAME [PHOTO]            one of the 77 Kling effects, e.g. /effect hula
+  /animate [PHOTO] PROMPT         animate the photo as the prompt says
+        options: {OPTION_HELP}
+  /avatar PHOTO AUDIO [PROMPT]    make the photo speak the audio (mp3/wav/ogg/m4a)
+  /photo PATH                     use another photo from now on
+  /effects   /quota   /jobs   /cancel ID   /help   /quit"""
+
+
+class ConsoleCourier:
+    """Shows a job's progress as a bar and saves the finished video to a folder."""
+
+    def __init__(self, out: TextIO, output_dir: Path, *, target: Path | None = None):
+        self.out = out
+        self.output_dir = output_dir
+        self.target = target  # exact file for `generate -o`
+        self.finished: dict[int, asyncio.Future[Path | None]] = {}
+        self._last_stage: dict[int, str] = {}
+
+    def watch(self, job_id: int) -> asyncio.Future[Path | None]:
+        return self.finished.setdefault(job_id, asyncio.get_running_loop().create_future())
+
+    async def progress(self, job: Job, update: Progress) -> None:
+        line = f"[job {job.id}] {_bar(update.fraction)}{update.text()}"
+        tty = self.out.isatty()
+        if not tty and self._last_stage.get(job.id) == update.stage:
+            return  # in a log or pipe, one line per stage is enough
+        self._last_stage[job.id] = update.stage
+        self.out.write(f"\r\033[K{line}" if tty else f"{line}\n")
+        self.out.flush()
+
+    async def deliver(self, job: Job, video: Video) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        name = f"job-{job.id}-{_slug(job.label)}.mp4"
+        dest = self.target or self.output_dir / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(video.path, dest)
+        flag = " (flagged NSFW by WaveSpeed)" if video.nsfw else ""
+        self._end(job, f"[job {job.id}] done: {dest} ({video.size / 1024:.0f} KB){flag}", dest)
+
+    async def fail(self, job: Job, reason: str) -> None:
+        self._end(job, f"[job {job.id}] {reason}", None)
+
+    def _end(self, job: Job, line: str, result: Path | None) -> None:
+        self.out.write(("\r\033[K" if self.out.isatty() else "") + line + "\n")
+        self.out.flush()
+        future = self.watch(job.id)
+        if not future.done():
+            future.set_result(result)
+
+
+class ConsoleChat:
+    """Turns typed commands into engine requests and prints the answers."""
+
+    def __init__(self, engine, courier: ConsoleCourier, user: UserRef, photo: bytes,
+                 out: TextIO = sys.stdout):
+        self.engine = engine
+        self.courier = courier
+        self.user = user
+        self.photo = photo
+        self.out = out
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    async def handle(self, line: str) -> bool:
+        """Run one command line; False when the user wants to quit."""
+        command, _, rest = line.strip().partition(" ")
+        command = command.lower()
+        try:
+            if command in ("/quit", "/exit"):
+                return False
+            if command in ("/help", "/start"):
+                self.say(HELP)
+            elif command == "/effects":
+                self.say(effects_text())
+            elif command == "/quota":
+                self.say(self.engine.balance(self.user).text())
+            elif command == "/jobs":
+                self.say(self._jobs_text())
+            elif command == "/cancel":
+                self.say(await self._cancel(rest))
+            elif command == "/photo":
+                self.photo = _read(rest.strip(), "photo")
+                self.say(f"Using {rest.strip()} from now on.")
+            elif command == "/effect":
+                words = rest.split()
+                photo = _read(words[1], "photo") if len(words) > 1 else self.photo
+                await self.generate(GenerationRequest(self.user, "effect", photo,
+                                                      Params(effect=words[0] if words else "")))
+            elif command == "/animate":
+                photo, text = self._leading_photo(rest)
+                args = parse_animate(text)
+                await self.generate(GenerationRequest(self.user, "animate", photo, args.params,
+                                                      model=args.model))
+            elif command == "/avatar":
+                words = shlex.split(rest)
+                if len(words) < 2:
+                    raise ValidationError("Usage: /avatar PHOTO AUDIO [PROMPT]")
+                await self.generate(GenerationRequest(
+                    self.user, "avatar", _read(words[0], "photo"),
+                    Params(prompt=" ".join(words[2:]) or None), audio=_read(words[1], "audio")))
+            elif command:
+                self.say(f"Unknown command {command}. /help lists them.")
+        except ValidationError as err:
+            self.say(str(err))
+        return True
+
+    def _leading_photo(self, text: str) -> tuple[bytes, str]:
+        first, _, rest = text.strip().partition(" ")
+        if first and Path(first).expanduser().is_file():
+            return _read(first, "photo"), rest
+        return self.photo, text
+
+    async def generate(self, request: GenerationRequest) -> Path | None:
+        """Submit a request and wait for its video, as a chat user watching would."""
+        answer = await self.engine.accept(request)
+        if isinstance(answer, Rejected):
+            self.say(answer.text)
+            return None
+        assert isinstance(answer, Accepted)
+        self.say(answer.text)
+        return await self.courier.watch(answer.job.id)
+
+    def _jobs_text(self) -> str:
+        jobs = self.engine.jobs_of(self.user)
+        if not jobs:
+            return "You have no jobs running."
+        return "\n".join(f"job {job.id}: {job.label}: "
+                         f"{f'queued, position {pos}' if pos else job.state.value}"
+                         for job, pos in jobs)
+
+    async def _cancel(self, rest: str) -> str:
+        if not rest.strip().isdigit():
+            return "Usage: /cancel JOB_ID (/jobs lists yours)."
+        return await self.engine.cancel(self.user, int(rest.strip()))
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as err:
+        raise ValidationError(f"Cannot read the {what} file {path}: {err.strerror or err}.") from None
+
+
+def _bar(fraction: float | None, width: int = 20) -> str:
+    if fraction is None:
+        return ""
+    filled = int(fraction * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:3.0f}% "
+
+
+def _slug(text: str) -> str:
+    kept = "".join(c if c.isalnum() else "-" for c in text.lower())
+    return "-".join(part for part in kept.split("-") if part)[:40] or "video"

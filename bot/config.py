@@ -1,0 +1,195 @@
+"""TOML settings as typed dataclasses; secrets may also come from the environment.
+
+Every key has a default except secrets. A wrong key or value raises ConfigError
+whose message is one line naming the key, meant to be printed as-is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from bot import catalog
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; str() is a one-line explanation."""
+
+
+@dataclass(frozen=True)
+class WaveSpeedSettings:
+    api_key: str = field(default="", repr=False)
+    base_url: str = "https://api.wavespeed.ai"
+    max_concurrent: int = 2  # jobs at WaveSpeed at once (Bronze tier allows 2)
+    job_timeout: float = 900.0  # seconds from submit until a job is failed and refunded
+    poll_interval: float = 15.0  # longest gap between two result checks of a job
+    media: Literal["upload", "data_uri"] = "upload"  # how images and audio reach the API
+    request_timeout: float = 60.0  # seconds for one HTTP request
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    path: str = "kling-bot.sqlite"  # the SQLite file
+    videos_dir: str = "videos"  # finished MP4s, until delivered
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    daily_credits: int = 10
+    reset_hour_utc: int = 0
+    max_jobs_per_user: int = 2  # a user's jobs queued or running at once
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    max_download_mb: float = 20.0  # largest photo or audio file the bot accepts
+    max_audio_seconds: float = 60.0
+
+
+def _default_costs() -> dict[str, Any]:
+    # Credits per 5 seconds of video, roughly in line with WaveSpeed's prices.
+    return {"effects": 1, "avatar": 1, "v1.6": 1, "v2.1": 1, "master": 4}
+
+
+@dataclass(frozen=True)
+class Settings:
+    wavespeed: WaveSpeedSettings = WaveSpeedSettings()
+    storage: StorageSettings = StorageSettings()
+    quota: QuotaSettings = QuotaSettings()
+    media: MediaSettings = MediaSettings()
+    costs: dict[str, Any] = field(default_factory=_default_costs)
+    source: str = "built-in defaults"
+
+    def with_wavespeed(self, **changes: Any) -> "Settings":
+        return replace(self, wavespeed=replace(self.wavespeed, **changes))
+
+
+_SECTIONS = {"wavespeed": WaveSpeedSettings, "storage": StorageSettings,
+             "quota": QuotaSettings, "media": MediaSettings}
+# Environment variables that override a secret in the file.
+_ENV_SECRETS = {("wavespeed", "api_key"): "WAVESPEED_API_KEY"}
+
+
+def load_settings(path: str | os.PathLike[str] | None = None,
+                  env: typing.Mapping[str, str] | None = None) -> Settings:
+    """Read a TOML file (or none: defaults) and the environment into Settings."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    source = "built-in defaults"
+    if path is not None:
+        file = Path(path)
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"Config file {file} not found (copy config.example.toml).") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{file}: not valid TOML: {err}") from None
+        source = str(file)
+    unknown = set(raw) - set(_SECTIONS) - {"costs", "telegram", "discord"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ConfigError(f"{source}: unknown section [{name}]{_did_you_mean(name, [*_SECTIONS, 'costs'])}")
+    sections = {name: _section(cls, name, raw.get(name, {}), source, env)
+                for name, cls in _SECTIONS.items()}
+    costs = _costs(raw.get("costs", {}), source)
+    settings = Settings(**sections, costs=costs, source=source)
+    _check_ranges(settings, source)
+    return settings
+
+
+def _section(cls: type, name: str, values: Any, source: str,
+             env: typing.Mapping[str, str]) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table of keys.")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key [{name}] {key}{_did_you_mean(key, known)}")
+    kwargs = {key: _coerce(f"[{name}] {key}", hints[key], value, source)
+              for key, value in values.items()}
+    for (section, key), var in _ENV_SECRETS.items():
+        if section == name and env.get(var):
+            kwargs[key] = env[var].strip()
+    return cls(**kwargs)
+
+
+def _coerce(label: str, hint: Any, value: Any, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            allowed = " or ".join(repr(a) for a in typing.get_args(hint))
+            raise ConfigError(f"{source}: {label} must be {allowed} (got {value!r}).")
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(hint)
+        return [_coerce(label, item, v, source) for v in value]
+    kind = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
+    wanted = kind.get(hint, f"a list of {typing.get_args(hint)[0].__name__}" if origin is list else str(hint))
+    raise ConfigError(f"{source}: {label} must be {wanted} (got {value!r}).")
+
+
+def _costs(values: Any, source: str) -> dict[str, Any]:
+    costs = _default_costs()
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: [costs] must be a table of model = credits.")
+    keys = [m.key for m in catalog.MODELS]
+    for key, value in values.items():
+        if key not in keys:
+            raise ConfigError(f"{source}: unknown model [costs] {key}{_did_you_mean(key, keys)} "
+                              f"(models: {', '.join(keys)})")
+        if isinstance(value, dict):
+            table = {}
+            for seconds, credits in value.items():
+                if not str(seconds).isdigit() or not _is_count(credits):
+                    raise ConfigError(f"{source}: [costs] {key} must map seconds to whole "
+                                      f"credits, e.g. {{ 5 = 1, 10 = 2 }} (got {value!r}).")
+                table[int(seconds)] = credits
+            costs[key] = table
+        elif _is_count(value):
+            costs[key] = value
+        else:
+            raise ConfigError(f"{source}: [costs] {key} must be a whole number of credits "
+                              f"per 5 seconds, or a table {{ 5 = 1, 10 = 2 }} (got {value!r}).")
+    return costs
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_ranges(s: Settings, source: str) -> None:
+    rules = [
+        (s.wavespeed.max_concurrent >= 1, "[wavespeed] max_concurrent must be at least 1"),
+        (s.wavespeed.poll_interval > 0, "[wavespeed] poll_interval must be above 0 seconds"),
+        (s.wavespeed.job_timeout > 0, "[wavespeed] job_timeout must be above 0 seconds"),
+        (s.wavespeed.request_timeout > 0, "[wavespeed] request_timeout must be above 0 seconds"),
+        (s.wavespeed.base_url.startswith(("http://", "https://")),
+         "[wavespeed] base_url must start with http:// or https://"),
+        (s.quota.daily_credits >= 0, "[quota] daily_credits cannot be negative"),
+        (0 <= s.quota.reset_hour_utc <= 23, "[quota] reset_hour_utc must be 0 to 23"),
+        (s.quota.max_jobs_per_user >= 1, "[quota] max_jobs_per_user must be at least 1"),
+        (s.media.max_download_mb > 0, "[media] max_download_mb must be above 0"),
+        (s.media.max_audio_seconds > 0, "[media] max_audio_seconds must be above 0"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(f"{source}: {message}.")
+
+
+def _did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,152 @@
+"""Platform-neutral types of a generation job and the courier port adapters implement."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from bot.catalog import Kind, Params
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    PROCESSING = "processing"
+    DOWNLOADING = "downloading"
+    DELIVERING = "delivering"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+ACTIVE_STATES = tuple(s for s in JobState if not s.finished)
+
+
+@dataclass(frozen=True)
+class UserRef:
+    """Who asked: the platform and its user id (plus a display name for logs/admins)."""
+
+    platform: str
+    user_id: str
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.user_id}"
+
+
+@dataclass
+class GenerationRequest:
+    """One ask from a chat, already turned into plain data by an adapter."""
+
+    user: UserRef
+    kind: Kind
+    image: bytes
+    params: Params = field(default_factory=Params)
+    model: str | None = None  # short name or id; None = the kind's default
+    end_image: bytes | None = None
+    audio: bytes | None = None
+    # Where to answer, as the adapter needs it after a restart (chat id, message id…).
+    reply_to: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    user_key: str
+    platform: str
+    reply_to: dict[str, Any]
+    model_id: str
+    kind: Kind
+    inputs: dict[str, Any]
+    label: str
+    cost: int
+    state: JobState
+    prediction_id: str | None = None
+    result_url: str | None = None
+    output_url: str | None = None
+    nsfw: bool = False
+    video_path: str | None = None
+    error: str | None = None
+    created_at: float = 0.0
+    submitted_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def seconds(self) -> int:
+        return int(self.inputs.get("duration", 5))
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: Job
+    position: int  # 1 = next to start; 0 = already running
+    credits_left: int
+
+    @property
+    def text(self) -> str:
+        where = "next in line" if self.position <= 1 else f"position {self.position} in the queue"
+        return (f"Job {self.job.id} queued ({self.job.label}), {where}. "
+                f"It costs {self.job.cost} credit{'s' * (self.job.cost != 1)}; "
+                f"{self.credits_left} left.")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str  # user-facing
+
+    @property
+    def text(self) -> str:
+        return self.reason
+
+
+Stage = Literal["queued", "submitting", "generating", "downloading", "uploading"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: Stage
+    position: int | None = None  # for queued
+    elapsed: float = 0.0  # seconds since the job reached WaveSpeed
+    expected: float | None = None  # rough total run time, for a progress bar
+
+    @property
+    def fraction(self) -> float | None:
+        """Rough completion estimate, capped below 1 until the video exists."""
+        if self.stage != "generating" or not self.expected:
+            return None
+        return min(0.95, self.elapsed / self.expected)
+
+    def text(self) -> str:
+        if self.stage == "queued":
+            return ("Queued, next in line." if (self.position or 0) <= 1
+                    else f"Queued, position {self.position}.")
+        if self.stage == "generating":
+            minutes, seconds = divmod(int(self.elapsed), 60)
+            return f"Generating… {minutes}:{seconds:02d} elapsed."
+        return {"submitting": "Sending to Kling…", "downloading": "Fetching the video…",
+                "uploading": "Uploading the video…"}[self.stage]
+
+
+@dataclass(frozen=True)
+class Video:
+    path: Path
+    size: int
+    nsfw: bool
+    url: str | None  # WaveSpeed's output URL (kept 7 days): a fallback link for big files
+
+
+class Courier(Protocol):
+    """What the engine calls to show a job's life in a chat. Adapters implement it."""
+
+    async def progress(self, job: Job, update: Progress) -> None: ...
+
+    async def deliver(self, job: Job, video: Video) -> None: ...
+
+    async def fail(self, job: Job, reason: str) -> None: ...

@@ -1,0 +1,179 @@
+"""SQLite persistence through sqlite-utils: users, the credit ledger, jobs and their media.
+
+One file, WAL mode, numbered migrations tracked in ``PRAGMA user_version``. Writes
+that must be atomic together (a job and its credit reservation) run inside
+``transaction()``, which takes SQLite's write lock up front (BEGIN IMMEDIATE) so two
+processes sharing the file cannot interleave a read-check-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from bot.jobs import ACTIVE_STATES, Job, JobState
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["users"].create({
+        "key": str, "platform": str, "name": str, "period": str,
+        "daily_left": int, "bonus": int, "created_at": float,
+    }, pk="key", not_null={"platform", "period", "daily_left", "bonus"}, defaults={"bonus": 0})
+    db["jobs"].create({
+        "id": int, "user_key": str, "platform": str, "reply_to": str,
+        "model_id": str, "kind": str, "inputs": str, "label": str,
+        "cost": int, "paid_daily": int, "paid_bonus": int, "period": str,
+        "settlement": str,  # reserved -> committed | refunded
+        "state": str, "not_before": float, "submit_attempts": int,
+        "prediction_id": str, "result_url": str, "output_url": str, "nsfw": int,
+        "video_path": str, "error": str, "inference_ms": int,
+        "created_at": float, "updated_at": float, "submitted_at": float,
+        "finished_at": float,
+    }, pk="id", foreign_keys=[("user_key", "users", "key")],
+        defaults={"settlement": "reserved", "submit_attempts": 0, "nsfw": 0, "not_before": 0})
+    db["jobs"].create_index(["state", "id"])
+    db["jobs"].create_index(["user_key", "state"])
+    db["job_media"].create({
+        "job_id": int, "role": str, "mime": str, "filename": str, "data": bytes,
+    }, pk=("job_id", "role"), foreign_keys=[("job_id", "jobs", "id")])
+    db["ledger"].create({
+        "id": int, "at": float, "user_key": str, "job_id": int, "entry": str,
+        "daily_delta": int, "bonus_delta": int, "note": str,
+    }, pk="id")
+    db["ledger"].create_index(["user_key", "at"])
+
+
+# Append only: a database at version N runs migrations N+1.. in order.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+class Store:
+    """The bot's database. Not thread-safe: one Store per thread or event loop."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # timeout: how long a write waits for another process's lock before failing.
+        self.db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=30))
+        if str(path) != ":memory:":
+            self.db.enable_wal()
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                migration(self.db)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One atomic unit of work holding the write lock from its first statement."""
+        conn = self.db.conn
+        if conn.in_transaction:  # nested: sqlite-utils' savepoints do the work
+            with self.db.atomic():
+                yield self.db
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+    # --- jobs -----------------------------------------------------------------
+
+    def insert_job(self, row: dict[str, Any]) -> int:
+        row = {**row, "reply_to": json.dumps(row["reply_to"]), "inputs": json.dumps(row["inputs"])}
+        return self.db["jobs"].insert(row).last_pk
+
+    def job(self, job_id: int) -> Job | None:
+        rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))
+        return _job(rows[0]) if rows else None
+
+    def job_row(self, job_id: int) -> dict[str, Any]:
+        return self.db["jobs"].get(job_id)
+
+    def update_job(self, job_id: int, **changes: Any) -> Job:
+        """One write to a job row; returns the job as it now is."""
+        if isinstance(changes.get("state"), JobState):
+            changes["state"] = changes["state"].value
+        self.db["jobs"].update(job_id, changes)
+        return _job(self.db["jobs"].get(job_id))
+
+    def jobs_where(self, where: str, args: list[Any], order: str = "id") -> list[Job]:
+        return [_job(r) for r in self.db["jobs"].rows_where(where, args, order_by=order)]
+
+    def active_jobs(self) -> list[Job]:
+        return self.jobs_where(_in("state", ACTIVE_STATES), [s.value for s in ACTIVE_STATES])
+
+    def user_jobs(self, user_key: str, *, active_only: bool = True, limit: int = 10) -> list[Job]:
+        states = ACTIVE_STATES if active_only else tuple(JobState)
+        return self.jobs_where(f"user_key = ? and {_in('state', states)}",
+                               [user_key, *[s.value for s in states]], order="id desc")[:limit]
+
+    def count_active(self, user_key: str) -> int:
+        return self.db["jobs"].count_where(
+            f"user_key = ? and {_in('state', ACTIVE_STATES)}",
+            [user_key, *[s.value for s in ACTIVE_STATES]])
+
+    def queue_position(self, job_id: int) -> int:
+        """1-based place among queued jobs, first come first served; 0 if not queued."""
+        row = self.db.execute(
+            "select count(*) from jobs where state = 'queued' and id <= ?"
+            " and exists (select 1 from jobs j where j.id = ? and j.state = 'queued')",
+            [job_id, job_id]).fetchone()
+        return row[0]
+
+    def recent_run_seconds(self, model_id: str, duration: str | None, limit: int = 20) -> list[float]:
+        """How long the last finished jobs of a model spent at WaveSpeed."""
+        rows = self.db.execute(
+            "select finished_at - submitted_at, inputs from jobs where model_id = ?"
+            " and state = 'done' and submitted_at is not null order by id desc limit ?",
+            [model_id, limit * 3]).fetchall()
+        return [span for span, inputs in rows
+                if json.loads(inputs).get("duration") == duration][:limit]
+
+    # --- media ------------------------------------------------------------------
+
+    def put_media(self, job_id: int, role: str, mime: str, filename: str, data: bytes) -> None:
+        self.db["job_media"].insert({"job_id": job_id, "role": role, "mime": mime,
+                                     "filename": filename, "data": data})
+
+    def media(self, job_id: int) -> dict[str, dict[str, Any]]:
+        return {r["role"]: r for r in self.db["job_media"].rows_where("job_id = ?", [job_id])}
+
+    def drop_media(self, job_id: int) -> None:
+        self.db.execute("delete from job_media where job_id = ?", [job_id])
+
+
+def _in(column: str, values: tuple[Any, ...]) -> str:
+    return f"{column} in ({', '.join('?' * len(values))})"
+
+
+def _job(row: dict[str, Any]) -> Job:
+    return Job(
+        id=row["id"], user_key=row["user_key"], platform=row["platform"],
+        reply_to=json.loads(row["reply_to"] or "{}"), model_id=row["model_id"],
+        kind=row["kind"], inputs=json.loads(row["inputs"] or "{}"), label=row["label"],
+        cost=row["cost"], state=JobState(row["state"]), prediction_id=row["prediction_id"],
+        result_url=row["result_url"], output_url=row["output_url"], nsfw=bool(row["nsfw"]),
+        video_path=row["video_path"], error=row["error"], created_at=row["created_at"],
+        submitted_at=row["submitted_at"], finished_at=row["finished_at"],
+    )

@@ -1,0 +1,274 @@
+"""aiohttp client for the WaveSpeed REST API: submit, results, media upload, downloads.
+
+Errors are typed so the engine can decide: retry later, refund, or tell the user.
+Submits are never retried here: only the caller knows whether a paid task may
+already exist (``SubmitUncertain``) or surely does not (``NotSubmitted``). Result
+checks are retried on 429, 5xx and connection errors with capped, jittered backoff.
+The API key is sent only to the configured API origin and never appears in errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+MODERATION_CODES = {1200}
+BAD_INPUT_CODES = {1400, 1401, 1402}
+TASK_FAILED_CODES = {1403, 1405}  # the user's or the model's fault: no retry
+UNAVAILABLE_CODE = 5003
+
+
+class WaveSpeedError(Exception):
+    """Base class; ``str()`` is safe to log and show (never holds the key)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class AuthError(WaveSpeedError):
+    """The API key was refused (401/403)."""
+
+
+class BadRequest(WaveSpeedError):
+    """The API refused the inputs (1400/1401/1402, other 4xx)."""
+
+
+class Moderated(BadRequest):
+    """The content filter refused the inputs (1200)."""
+
+
+class Transient(WaveSpeedError):
+    """Worth trying again later: 429, 5xx, connection trouble."""
+
+
+class RateLimited(Transient):
+    def __init__(self, message: str, retry_after: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class NotSubmitted(Transient):
+    """The submit surely created no task (refused, rate limited, never connected)."""
+
+
+class SubmitUncertain(WaveSpeedError):
+    """The submit may or may not have created a task (timeout, 5xx after sending)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str
+    status: str  # created | processing | completed | failed (| cancelled | timeout)
+    result_url: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    nsfw: list[bool] = field(default_factory=list)
+    error: str = ""
+    inference_ms: int | None = None
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> "Prediction":
+        return cls(
+            id=str(data.get("id") or ""),
+            status=str(data.get("status") or "created"),
+            result_url=(data.get("urls") or {}).get("get"),
+            outputs=list(data.get("outputs") or []),
+            nsfw=[bool(x) for x in data.get("has_nsfw_contents") or []],
+            error=str(data.get("error") or ""),
+            inference_ms=(data.get("timings") or {}).get("inference"),
+        )
+
+
+def backoff(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
+    """Delay before retry number ``attempt`` (0-based): exponential, capped, jittered."""
+    return min(cap, base * 2 ** attempt) * random.uniform(0.5, 1.0)
+
+
+class WaveSpeedClient:
+    def __init__(self, base_url: str, api_key: str, *, request_timeout: float = 60.0,
+                 result_retries: int = 4, retry_cap: float = 10.0,
+                 session: aiohttp.ClientSession | None = None):
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._origin = _origin(self.base_url)
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._result_retries = result_retries
+        self._retry_cap = retry_cap
+        self._session = session
+        self._owns_session = session is None
+
+    def __repr__(self) -> str:  # keeps the key out of reprs in tracebacks
+        return f"WaveSpeedClient({self.base_url!r})"
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._owns_session = True
+        return self._session
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+
+    def _headers(self, url: str) -> dict[str, str]:
+        # Only the API itself gets the key: a result URL on another host would
+        # otherwise receive our secret.
+        if self._api_key and _origin(url) == self._origin:
+            return {"Authorization": f"Bearer {self._api_key}"}
+        return {}
+
+    # --- calls --------------------------------------------------------------
+
+    async def submit(self, model_id: str, inputs: dict[str, Any]) -> Prediction:
+        """Create a task. Raises NotSubmitted, SubmitUncertain, AuthError or BadRequest."""
+        url = f"{self.base_url}/api/v3/{model_id}"
+        try:
+            async with self.session.post(url, json=inputs, headers=self._headers(url)) as resp:
+                status, body = resp.status, await _json_or_none(resp)
+                retry_after = _retry_after(resp)
+        except aiohttp.ClientConnectorError as err:
+            raise NotSubmitted(f"cannot reach WaveSpeed ({type(err).__name__})") from None
+        except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+            raise SubmitUncertain(f"no answer to the submit ({type(err).__name__})") from None
+        try:
+            data = _unwrap(status, body, retry_after)
+        except RateLimited as err:
+            raise NotSubmitted(str(err), status=err.status, code=err.code) from None
+        except Transient as err:
+            if status == 503 or err.code == UNAVAILABLE_CODE:  # refused at the door
+                raise NotSubmitted(str(err), status=status, code=err.code) from None
+            raise SubmitUncertain(str(err), status=err.status, code=err.code) from None
+        prediction = Prediction.from_data(data)
+        if not prediction.id:
+            raise SubmitUncertain("the submit answer had no task id", status=status)
+        return prediction
+
+    async def result(self, prediction_id: str, result_url: str | None = None) -> Prediction:
+        """The task's current state; retries transient failures, then raises Transient."""
+        url = result_url or f"{self.base_url}/api/v3/predictions/{prediction_id}/result"
+        if _origin(url) != self._origin:
+            url = f"{self.base_url}/api/v3/predictions/{prediction_id}/result"
+        attempt = 0
+        while True:
+            try:
+                async with self.session.get(url, headers=self._headers(url)) as resp:
+                    data = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
+                return Prediction.from_data(data)
+            except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+                failure: Transient = Transient(f"result check failed ({type(err).__name__})")
+            except Transient as err:
+                failure = err
+            if attempt >= self._result_retries:
+                raise failure
+            delay = backoff(attempt, cap=self._retry_cap)
+            if isinstance(failure, RateLimited) and failure.retry_after:
+                delay = min(max(delay, failure.retry_after), self._retry_cap)
+            log.info("result check for %s: %s; retrying in %.1fs", prediction_id, failure, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def upload(self, data: bytes, filename: str, mime: str) -> str:
+        """Upload media; returns the URL WaveSpeed can read it from."""
+        url = f"{self.base_url}/api/v3/media/upload/binary"
+        attempt = 0
+        while True:
+            form = aiohttp.FormData()
+            form.add_field("file", data, filename=filename, content_type=mime)
+            try:
+                async with self.session.post(url, data=form, headers=self._headers(url)) as resp:
+                    body = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
+                download_url = body.get("download_url")
+                if not download_url:
+                    raise BadRequest("the upload answer had no download_url")
+                return download_url
+            except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+                failure: Transient = Transient(f"upload failed ({type(err).__name__})")
+            except Transient as err:
+                failure = err
+            if attempt >= self._result_retries:
+                raise failure
+            await asyncio.sleep(backoff(attempt, cap=self._retry_cap))
+            attempt += 1
+
+    async def download(self, url: str, dest: Path, *, max_bytes: int = 2 << 30) -> int:
+        """Stream an output file to ``dest`` (atomically); returns its size in bytes."""
+        part = dest.with_suffix(dest.suffix + ".part")
+        size = 0
+        try:
+            async with self.session.get(url, headers=self._headers(url)) as resp:
+                if resp.status != 200:
+                    error = Transient if resp.status == 429 or resp.status >= 500 else WaveSpeedError
+                    raise error(f"video download answered HTTP {resp.status}", status=resp.status)
+                with part.open("wb") as out:
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise WaveSpeedError("the video is larger than the bot accepts")
+                        out.write(chunk)
+        except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+            part.unlink(missing_ok=True)
+            raise Transient(f"video download failed ({type(err).__name__})") from None
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        if size == 0:
+            part.unlink(missing_ok=True)
+            raise Transient("the video download was empty")
+        part.replace(dest)
+        return size
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc.lower()
+
+
+async def _json_or_none(resp: aiohttp.ClientResponse) -> Any:
+    try:
+        return await resp.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        return None
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    try:
+        return float(resp.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+
+
+def _unwrap(status: int, body: Any, retry_after: float | None = None) -> dict[str, Any]:
+    """The envelope's ``data``, or the typed error its HTTP status / ``code`` means."""
+    envelope = body if isinstance(body, dict) else {}
+    code = envelope.get("code", status)
+    message = str(envelope.get("message") or f"HTTP {status}")[:300]
+    if status == 200 and code == 200 and isinstance(envelope.get("data"), dict):
+        return envelope["data"]
+    if status == 200 and code == 200:
+        raise Transient("the answer was not the expected JSON envelope", status=status)
+    failing = status if status != 200 else code
+    if failing in (401, 403):
+        raise AuthError("WaveSpeed refused the API key", status=status, code=code)
+    if failing == 429:
+        raise RateLimited(f"rate limited: {message}", retry_after, status=status, code=code)
+    if code in MODERATION_CODES:
+        raise Moderated(message, status=status, code=code)
+    if code in BAD_INPUT_CODES | TASK_FAILED_CODES or 400 <= failing < 500:
+        raise BadRequest(message, status=status, code=code)
+    raise Transient(f"WaveSpeed error {failing}: {message}", status=status, code=code)
