@@ -18,7 +18,7 @@ from bot.catalog import ImageRule, ValidationError
 
 # Formats Pillow may decode for us: what phones and chat apps send. Anything else
 # (HEIC, PSD, SVG, ...) is refused rather than fed to a rarely used decoder.
-_READABLE_IMAGE_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"]
+_READABLE_IMAGE_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]  # JPEG covers MPO
 _SENDABLE_IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
 MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: above any phone photo, far below a bomb
 
@@ -107,7 +107,7 @@ def _decode_image(data: bytes, label: str) -> tuple[Image.Image, str]:
         raise unreadable from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise MediaError(f"The {label} has too many pixels to process. Send a smaller one.") from None
-    except (OSError, SyntaxError, ValueError, EOFError):
+    except Exception:  # any decoder error on untrusted bytes means "unreadable"
         raise unreadable from None
     return image, source_format
 

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from bot.config import load_settings
+from bot.jobs import GenerationRequest, UserRef
+from bot.catalog import Params
+from bot.service import Engine
+from bot.simulator import Simulator
+from tests.helpers import RecordingCourier, image_bytes
+
+API_KEY = "ws-test-key-DO-NOT-LEAK-7f3a"
+PLATFORM = "test"
+
+
+@pytest.fixture
+async def simulator():
+    sim = Simulator(job_seconds=0.3, api_key=API_KEY, video_seconds=1.0)
+    await sim.start()
+    yield sim
+    await sim.close()
+
+
+@pytest.fixture
+def settings(tmp_path, simulator):
+    base = load_settings(None, env={})
+    base = base.with_wavespeed(base_url=simulator.base_url, api_key=API_KEY,
+                               poll_interval=0.05, job_timeout=20.0, max_concurrent=2)
+    return replace(base, storage=replace(base.storage, path=str(tmp_path / "bot.sqlite"),
+                                         videos_dir=str(tmp_path / "videos")))
+
+
+@pytest.fixture
+def courier():
+    return RecordingCourier()
+
+
+@pytest.fixture
+async def make_engine(settings, courier):
+    """Build and start engines (optionally with changed settings); all are closed after."""
+    engines = []
+
+    async def make(custom=None, *, start=True, **wavespeed):
+        chosen = custom or settings
+        if wavespeed:
+            chosen = chosen.with_wavespeed(**wavespeed)
+        engine = Engine.from_settings(chosen)
+        engine.register(PLATFORM, courier)
+        if start:
+            await engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.close()
+
+
+@pytest.fixture
+async def engine(make_engine):
+    return await make_engine()
+
+
+def user(n: int | str = 1) -> UserRef:
+    return UserRef(PLATFORM, str(n), f"user{n}")
+
+
+def effect_request(effect: str = "hula", who: UserRef | None = None, **kw) -> GenerationRequest:
+    image = kw.pop("image") if "image" in kw else image_bytes()
+    return GenerationRequest(who or user(), "effect", image,
+                             Params(effect=effect), reply_to={"chat": 42}, **kw)
