@@ -142,7 +142,8 @@ class Quota:
             return False
         row = self.store.job_row(job.id)
         daily, bonus = row["paid_daily"], row["paid_bonus"]
-        user = self.store.db["users"].get(job.user_key)
+        platform, user_id = job.user_key.split(":", 1)
+        user = self._user_row(UserRef(platform, user_id))  # rolled into today first
         if user["period"] != row["period"]:
             # The day it was reserved in is over: give it back as lasting credit.
             daily, bonus = 0, daily + bonus

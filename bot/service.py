@@ -9,10 +9,10 @@ the job row in one transaction and settled with its final state in another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import statistics
 import time
-from collections.abc import Awaitable
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,6 +73,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._first_job_id = 0  # with resume=False: ignore jobs older than this run
+        self._stopping = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Engine":
@@ -97,6 +98,7 @@ class Engine:
         else:
             last = self.store.db.execute("select max(id) from jobs").fetchone()[0]
             self._first_job_id = (last or 0) + 1
+        self._stopping = False
         self._scheduler = asyncio.create_task(self._schedule_loop(), name="kling-scheduler")
 
     def _resume(self, job: Job) -> None:
@@ -113,6 +115,7 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop all work; unfinished jobs stay in the database for the next start."""
+        self._stopping = True
         tasks = [t for t in [self._scheduler, *self._tasks.values()] if t]
         for task in tasks:
             task.cancel()
@@ -205,15 +208,16 @@ class Engine:
     # --- scheduling -----------------------------------------------------------
 
     async def _schedule_loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._fill_slots()
             except Exception:  # a bug here must not stop every future job
                 log.exception("scheduler error")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._next_retry_in())
-            except asyncio.TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+            # that arrives as the event is set, and stop() would wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._next_retry_in()):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _queued_where(self) -> tuple[str, list[object]]:
@@ -390,7 +394,8 @@ class Engine:
         await self._tell(job, "progress", Progress("uploading"))
         for attempt in range(DELIVERY_ATTEMPTS):
             try:
-                await asyncio.wait_for(courier.deliver(job, video), DELIVERY_TIMEOUT)
+                async with asyncio.timeout(DELIVERY_TIMEOUT):
+                    await courier.deliver(job, video)
                 break
             except asyncio.CancelledError:
                 raise
@@ -426,9 +431,9 @@ class Engine:
         courier = self.couriers.get(job.platform)
         if courier is None:
             return
-        call: Awaitable[None] = getattr(courier, what)(job, payload)
         try:
-            await asyncio.wait_for(call, COURIER_TIMEOUT)
+            async with asyncio.timeout(COURIER_TIMEOUT):
+                await getattr(courier, what)(job, payload)
         except asyncio.CancelledError:
             raise
         except Exception as err:

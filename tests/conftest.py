@@ -44,7 +44,7 @@ async def make_engine(settings, courier):
 
     async def make(custom=None, *, start=True, **wavespeed):
         chosen = custom or settings
-        if wavespeed:
+        if wavespeed:  # e.g. max_concurrent=1
             chosen = chosen.with_wavespeed(**wavespeed)
         engine = Engine.from_settings(chosen)
         engine.register(PLATFORM, courier)

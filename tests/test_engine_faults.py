@@ -1,0 +1,150 @@
+"""The engine survives what WaveSpeed and chats throw at it, and never loses credits."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from bot.jobs import JobState
+from bot.service import poll_delay
+from bot.wavespeed import WaveSpeedClient
+from tests.conftest import API_KEY, effect_request, user
+
+
+def _result_checks(simulator):
+    return [r for r in simulator.requests if r["path"].endswith("/result")]
+
+
+@pytest.mark.parametrize("status, code", [(429, 429), (500, 5000), (502, 502), (503, 5003), (504, 5004)])
+async def test_errors_while_polling_are_survived(engine, courier, simulator, status, code):
+    simulator.fail_next("result", status, code, times=3, retry_after=0.01 if status == 429 else None)
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    assert len(simulator.submissions) == 1
+    assert len(_result_checks(simulator)) >= 4
+    assert engine.balance(user()).total == 9
+
+
+async def test_rate_limited_submit_waits_and_submits_once(make_engine, courier, simulator):
+    engine = await make_engine()
+    simulator.fail_next("submit", 429, 429, retry_after=0.2, message="too many requests")
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    submits = [r for r in simulator.requests if r["path"] == "/api/v3/kwaivgi/kling-effects"]
+    assert len(submits) == 2 and len(simulator.tasks) == 1
+    assert engine.store.job_row(answer.job.id)["submit_attempts"] == 1
+
+
+async def test_uncertain_submit_fails_with_refund_and_is_not_repeated(engine, courier, simulator):
+    simulator.fail_next("submit", 500, 5000, message="internal error")
+    answer = await engine.accept(effect_request())
+    kind, reason = await courier.outcome(answer.job.id)
+    assert kind == "failed"
+    assert reason == ("WaveSpeed did not confirm the job. Please try again in a minute. "
+                      "Your 1 credit was refunded.")
+    submits = [r for r in simulator.requests if r["path"] == "/api/v3/kwaivgi/kling-effects"]
+    assert len(submits) == 1
+    assert engine.balance(user()).total == 10
+
+
+async def test_refused_api_key_fails_clearly_without_showing_the_key(make_engine, settings, courier, caplog):
+    engine = await make_engine(api_key="wrong-key-SECRET-123")
+    answer = await engine.accept(effect_request())
+    kind, reason = await courier.outcome(answer.job.id)
+    assert reason.startswith("The bot's WaveSpeed account refused the job; the operator has been told.")
+    assert "wrong-key-SECRET-123" not in reason and "wrong-key-SECRET-123" not in caplog.text
+    assert "WAVESPEED_API_KEY" in caplog.text  # the operator's log says what to fix
+    assert engine.balance(user()).total == 10
+
+
+async def test_moderated_request_is_refused_and_refunded(engine, courier, simulator):
+    simulator.plan_outcome("moderated")
+    answer = await engine.accept(effect_request())
+    kind, reason = await courier.outcome(answer.job.id)
+    assert reason.startswith("Kling's content filter refused this photo or prompt.")
+    assert engine.balance(user()).total == 10
+
+
+async def test_stuck_job_times_out_and_is_refunded(make_engine, courier, simulator):
+    engine = await make_engine(job_timeout=0.8)
+    simulator.plan_outcome("stuck")
+    answer = await engine.accept(effect_request())
+    kind, reason = await courier.outcome(answer.job.id)
+    assert kind == "failed"
+    assert reason == "The video took longer than 0.8 s and was stopped. Your 1 credit was refunded."
+    assert engine.store.job(answer.job.id).state == JobState.FAILED
+    assert engine.balance(user()).total == 10
+
+
+async def test_video_download_errors_are_retried(engine, courier, simulator):
+    simulator.fail_next("output", 503, times=2)
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+
+
+async def test_flaky_chat_delivery_is_retried_and_charged_once(engine, courier):
+    courier.fail_deliveries = 1
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    assert courier.deliver_calls == 2
+    assert engine.balance(user()).total == 9
+
+
+async def test_nsfw_flag_reaches_the_courier(engine, courier, simulator):
+    simulator.plan_outcome("nsfw")
+    answer = await engine.accept(effect_request())
+    await courier.outcome(answer.job.id)
+    assert courier.delivered_videos[answer.job.id].nsfw is True
+
+
+async def test_global_limit_on_jobs_at_wavespeed_and_queue_positions(make_engine, courier, simulator):
+    engine = await make_engine(max_concurrent=1, start=False)
+    answers = [await engine.accept(effect_request(who=user(n))) for n in range(3)]
+    assert [a.position for a in answers] == [1, 2, 3]
+    assert "position 3 in the queue" in answers[2].text
+    await engine.start()
+    for answer in answers:
+        assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    # each submit arrived only after the previous task's video was fetched
+    paths = [r["path"] for r in simulator.requests]
+    submits = [i for i, p in enumerate(paths) if p == "/api/v3/kwaivgi/kling-effects"]
+    outputs = [i for i, p in enumerate(paths) if p.startswith("/outputs/")]
+    assert submits[1] > outputs[0] and submits[2] > outputs[1]
+    last = answers[2].job.id
+    positions = [p.position for j, p in courier.progress_log if j == last and p.stage == "queued"]
+    assert positions == [2, 1]
+
+
+def test_poll_schedule_is_sparse_early_dense_near_the_end_and_never_above_the_cap():
+    assert poll_delay(0, expected=120, max_gap=15) == 15
+    assert poll_delay(110, expected=120, max_gap=15) == 5
+    assert poll_delay(120, expected=120, max_gap=15) == 1
+    assert poll_delay(200, expected=120, max_gap=15) == 15
+    assert all(poll_delay(t, 120, 0.05) <= 0.05 for t in range(0, 300, 7))
+
+
+async def test_result_url_on_another_host_never_receives_the_key(simulator, aiohttp_server):
+    seen = []
+
+    async def elsewhere(request):
+        seen.append(dict(request.headers))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", elsewhere)
+    other = await aiohttp_server(app)
+    client = WaveSpeedClient(simulator.base_url, API_KEY)
+    try:
+        submitted = await client.submit("kwaivgi/kling-effects", {
+            "effect_scene": "hula", "image": "data:image/jpeg;base64," + _b64_photo()})
+        result = await client.result(submitted.id, str(other.make_url("/steal")))
+    finally:
+        await client.close()
+    assert result.id == submitted.id  # answered by the API's own result path
+    assert seen == []
+
+
+def _b64_photo() -> str:
+    import base64
+    from tests.helpers import image_bytes
+    return base64.b64encode(image_bytes()).decode()
