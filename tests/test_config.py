@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def _load(tmp_path, text, env=None):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return load_settings(path, env=env or {})
+
+
+def test_every_key_has_a_default_except_secrets():
+    s = load_settings(None, env={})
+    assert s.wavespeed.api_key == "" and s.wavespeed.base_url == "https://api.wavespeed.ai"
+    assert (s.quota.daily_credits, s.quota.reset_hour_utc, s.quota.max_jobs_per_user) == (10, 0, 2)
+
+
+def test_the_example_config_loads_and_documents_every_key():
+    example = (ROOT / "config.example.toml").read_text()
+    settings = load_settings(ROOT / "config.example.toml", env={})
+    for section in ("wavespeed", "storage", "quota", "media"):
+        for key in vars(getattr(settings, section)):
+            assert f"{key} =" in example, f"[{section}] {key} is not in config.example.toml"
+    for model in settings.costs:
+        assert f'"{model}" =' in example or f"{model} =" in example
+
+
+def test_api_key_from_environment_wins_and_is_not_in_repr(tmp_path):
+    s = _load(tmp_path, '[wavespeed]\napi_key = "from-file"\n', env={"WAVESPEED_API_KEY": "from-env"})
+    assert s.wavespeed.api_key == "from-env"
+    assert "from-env" not in repr(s)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[quota]\ndaily_credits = \"ten\"\n", "[quota] daily_credits must be a whole number (got 'ten')."),
+    ("[quota]\nreset_hour_utc = 24\n", "[quota] reset_hour_utc must be 0 to 23."),
+    ("[wavespeed]\nmedia = \"inline\"\n", "[wavespeed] media must be 'upload' or 'data_uri' (got 'inline')."),
+    ("[wavespeed]\nbase_url = \"ftp://x\"\n", "[wavespeed] base_url must start with http:// or https://."),
+    ("[wavespeed]\nmax_concurent = 3\n", "unknown key [wavespeed] max_concurent (did you mean 'max_concurrent'?)"),
+    ("[wavespeeed]\n", "unknown section [wavespeeed] (did you mean 'wavespeed'?)"),
+    ("[costs]\nmaster = \"lots\"\n", "[costs] master must be a whole number of credits"),
+    ("[costs]\nv3 = 1\n", "unknown model [costs] v3"),
+    ("[quota\n", "not valid TOML"),
+])
+def test_mistakes_name_the_key_on_one_line(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, text)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_costs_accept_a_table_by_duration(tmp_path):
+    s = _load(tmp_path, '[costs]\nmaster = { 5 = 3, 10 = 5 }\neffects = 2\n')
+    assert s.costs["master"] == {5: 3, 10: 5} and s.costs["effects"] == 2 and s.costs["v1.6"] == 1
+
+
+def test_missing_file_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
