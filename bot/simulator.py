@@ -47,10 +47,11 @@ class SimTask:
 
 @dataclass
 class Fault:
-    status: int
+    status: int  # 0: no error, just answer late (after ``delay``)
     code: int | None = None
     message: str = "simulated fault"
     retry_after: float | None = None
+    delay: float = 0.0
 
 
 class SimulatedError(Exception):
@@ -78,12 +79,14 @@ class Simulator:
     # --- scripting ------------------------------------------------------------
 
     def fail_next(self, endpoint: str, status: int, code: int | None = None, *, times: int = 1,
-                  message: str = "simulated fault", retry_after: float | None = None) -> None:
-        """Answer the next ``times`` calls of an endpoint with an error."""
+                  message: str = "simulated fault", retry_after: float | None = None,
+                  delay: float = 0.0) -> None:
+        """Answer the next ``times`` calls of an endpoint with an error (status 0: none),
+        after ``delay`` seconds (to make clients time out)."""
         if endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS}")
         for _ in range(times):
-            self.faults[endpoint].append(Fault(status, code, message, retry_after))
+            self.faults[endpoint].append(Fault(status, code, message, retry_after, delay))
 
     def plan_outcome(self, outcome: str, times: int = 1) -> None:
         """How the next submitted tasks end: ok, nsfw, failed, stuck or moderated."""
@@ -129,10 +132,13 @@ class Simulator:
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
         return bool(token) and (self.api_key is None or token == self.api_key)
 
-    def _pending_fault(self, endpoint: str) -> web.Response | None:
+    async def _pending_fault(self, endpoint: str) -> web.Response | None:
         if not self.faults[endpoint]:
             return None
         fault = self.faults[endpoint].popleft()
+        await asyncio.sleep(fault.delay)
+        if not fault.status:
+            return None
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
         return _envelope(None, fault.status, fault.code or fault.status, fault.message, headers)
 
@@ -143,7 +149,7 @@ class Simulator:
         model = next((m for m in catalog.MODELS if m.id == model_id), None)
         if model is None:
             return _envelope(None, 404, 404, f"model {model_id} not found")
-        if fault := self._pending_fault("submit"):
+        if fault := await self._pending_fault("submit"):
             return fault
         try:
             body = await request.json()
@@ -228,7 +234,7 @@ class Simulator:
     async def _result(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return _envelope(None, 401, 401, "Unauthorized: invalid API key")
-        if fault := self._pending_fault("result"):
+        if fault := await self._pending_fault("result"):
             return fault
         task = self.tasks.get(request.match_info["id"])
         if task is None:
@@ -259,7 +265,7 @@ class Simulator:
         }
 
     async def _output(self, request: web.Request) -> web.StreamResponse:
-        if fault := self._pending_fault("output"):
+        if fault := await self._pending_fault("output"):
             return fault
         task = self.tasks.get(request.match_info["id"])
         if task is None or task.video is None:
@@ -269,7 +275,7 @@ class Simulator:
     async def _upload(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return _envelope(None, 401, 401, "Unauthorized: invalid API key")
-        if fault := self._pending_fault("upload"):
+        if fault := await self._pending_fault("upload"):
             return fault
         reader = await request.multipart()
         async for part in reader:

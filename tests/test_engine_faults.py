@@ -25,6 +25,15 @@ async def test_errors_while_polling_are_survived(engine, courier, simulator, sta
     assert engine.balance(user()).total == 9
 
 
+async def test_result_checks_that_time_out_are_survived(make_engine, courier, simulator):
+    engine = await make_engine(request_timeout=0.3)
+    simulator.fail_next("result", 0, delay=1.0, times=2)  # answers too late to count
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    assert len(simulator.submissions) == 1
+    assert len(_result_checks(simulator)) >= 3
+
+
 async def test_rate_limited_submit_waits_and_submits_once(make_engine, courier, simulator):
     engine = await make_engine()
     simulator.fail_next("submit", 429, 429, retry_after=0.2, message="too many requests")
