@@ -15,12 +15,14 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MODERATION_CODES = {1200}
 BAD_INPUT_CODES = {1400, 1401, 1402}
@@ -160,14 +162,37 @@ class WaveSpeedClient:
         url = result_url or f"{self.base_url}/api/v3/predictions/{prediction_id}/result"
         if _origin(url) != self._origin:
             url = f"{self.base_url}/api/v3/predictions/{prediction_id}/result"
+
+        async def check() -> Prediction:
+            async with self.session.get(url, headers=self._headers(url)) as resp:
+                data = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
+            return Prediction.from_data(data)
+
+        return await self._retrying(f"result check for {prediction_id}", check)
+
+    async def upload(self, data: bytes, filename: str, mime: str) -> str:
+        """Upload media; returns the URL WaveSpeed can read it from."""
+        url = f"{self.base_url}/api/v3/media/upload/binary"
+
+        async def send() -> str:
+            form = aiohttp.FormData()
+            form.add_field("file", data, filename=filename, content_type=mime)
+            async with self.session.post(url, data=form, headers=self._headers(url)) as resp:
+                body = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
+            if not body.get("download_url"):
+                raise BadRequest("the upload answer had no download_url")
+            return body["download_url"]
+
+        return await self._retrying(f"upload of {filename}", send)
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run an idempotent request, retrying 429/5xx/connection errors with backoff."""
         attempt = 0
         while True:
             try:
-                async with self.session.get(url, headers=self._headers(url)) as resp:
-                    data = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
-                return Prediction.from_data(data)
+                return await call()
             except (asyncio.TimeoutError, aiohttp.ClientError) as err:
-                failure: Transient = Transient(f"result check failed ({type(err).__name__})")
+                failure: Transient = Transient(f"{what} failed ({type(err).__name__})")
             except Transient as err:
                 failure = err
             if attempt >= self._result_retries:
@@ -175,31 +200,8 @@ class WaveSpeedClient:
             delay = backoff(attempt, cap=self._retry_cap)
             if isinstance(failure, RateLimited) and failure.retry_after:
                 delay = min(max(delay, failure.retry_after), self._retry_cap)
-            log.info("result check for %s: %s; retrying in %.1fs", prediction_id, failure, delay)
+            log.info("%s: %s; retrying in %.1fs", what, failure, delay)
             await asyncio.sleep(delay)
-            attempt += 1
-
-    async def upload(self, data: bytes, filename: str, mime: str) -> str:
-        """Upload media; returns the URL WaveSpeed can read it from."""
-        url = f"{self.base_url}/api/v3/media/upload/binary"
-        attempt = 0
-        while True:
-            form = aiohttp.FormData()
-            form.add_field("file", data, filename=filename, content_type=mime)
-            try:
-                async with self.session.post(url, data=form, headers=self._headers(url)) as resp:
-                    body = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
-                download_url = body.get("download_url")
-                if not download_url:
-                    raise BadRequest("the upload answer had no download_url")
-                return download_url
-            except (asyncio.TimeoutError, aiohttp.ClientError) as err:
-                failure: Transient = Transient(f"upload failed ({type(err).__name__})")
-            except Transient as err:
-                failure = err
-            if attempt >= self._result_retries:
-                raise failure
-            await asyncio.sleep(backoff(attempt, cap=self._retry_cap))
             attempt += 1
 
     async def download(self, url: str, dest: Path, *, max_bytes: int = 2 << 30) -> int:
