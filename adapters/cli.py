@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import signal
 import sys
 import tempfile
 from dataclasses import replace
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--simulate", action="store_true", help="use the offline simulator, not WaveSpeed")
     gen.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
 
+    run = sub.add_parser(
+        "run", help="run the chat bots whose tokens are configured",
+        description="Start every chat adapter with a token in the config (Telegram: "
+                    "[telegram] token or TELEGRAM_BOT_TOKEN), sharing one engine and database.")
+    run.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
+    run.add_argument("--simulate", action="store_true",
+                     help="use the offline simulator instead of WaveSpeed (no API key needed)")
+
     sim = sub.add_parser("simulator", help="run the WaveSpeed simulator as a server",
                          description="Serve the WaveSpeed-compatible simulator until Ctrl+C.")
     sim.add_argument("--host", default="127.0.0.1")
@@ -72,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "run":
+            return asyncio.run(run_bots(args))
         if args.command == "demo":
             return asyncio.run(run_demo(args))
         if args.command == "generate":
@@ -89,9 +100,70 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings_from(path: Path | None) -> Settings:
-    if path is not None:
-        return load_settings(path)
-    return load_settings(DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    settings = load_settings(path if path is not None
+                             else DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    redact_secrets(settings.secrets)
+    return settings
+
+
+class _Redact(logging.Filter):
+    """Masks secrets in every log line, whatever library wrote it."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "[secret]")
+            record.msg, record.args = message, None
+        return True
+
+
+def redact_secrets(secrets: list[str]) -> None:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Redact(secrets))
+
+
+async def run_bots(args: argparse.Namespace) -> int:
+    """``kling-bot run``: every configured chat adapter, one engine, until Ctrl+C."""
+    from adapters.telegram_bot import TelegramAdapter  # imported here: demo needs no PTB
+
+    settings = _settings_from(args.config)
+    if not settings.telegram.token:
+        print("kling-bot: no chat bot is configured. Add a Telegram bot token from @BotFather "
+              "as [telegram] token in config.toml or TELEGRAM_BOT_TOKEN.", file=sys.stderr)
+        return 2
+    simulator = None
+    if args.simulate:
+        simulator = Simulator(job_seconds=5.0)
+        settings = _simulated(settings, await simulator.start())
+    elif not settings.wavespeed.api_key:
+        print("kling-bot: no WaveSpeed API key: set [wavespeed] api_key in config.toml or the "
+              "WAVESPEED_API_KEY environment variable (or try --simulate).", file=sys.stderr)
+        return 2
+    engine = Engine.from_settings(settings)
+    adapters = [TelegramAdapter(settings, engine)]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await engine.start()
+    try:
+        for adapter in adapters:
+            await adapter.start()
+        print(f"kling-bot is running ({', '.join(type(a).__name__ for a in adapters)}). "
+              "Ctrl+C stops; unfinished jobs resume at the next start.", flush=True)
+        await stop.wait()
+    finally:
+        for adapter in adapters:
+            await adapter.stop()
+        await engine.close()
+        if simulator:
+            await simulator.close()
+    return 0
 
 
 def _simulated(settings: Settings, base_url: str, *, storage_dir: Path | None = None) -> Settings:

@@ -51,6 +51,19 @@ class MediaSettings:
     max_audio_seconds: float = 60.0
 
 
+@dataclass(frozen=True)
+class TelegramSettings:
+    token: str = field(default="", repr=False)
+    # A self-hosted Bot API server (or the tests' fake one) goes here.
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    admins: list[int] = field(default_factory=list)  # Telegram user ids
+    allowed_chats: list[int] = field(default_factory=list)  # empty: every chat
+    upload_limit_mb: float = 50.0  # bots may send up to 50 MB (more on a local server)
+    nsfw: Literal["spoiler", "block"] = "spoiler"
+    progress_interval: float = 3.0  # seconds between two edits of a progress message
+
+
 def _default_costs() -> dict[str, Any]:
     # Credits per 5 seconds of video, roughly in line with WaveSpeed's prices.
     return {"effects": 1, "avatar": 1, "v1.6": 1, "v2.1": 1, "master": 4}
@@ -62,17 +75,24 @@ class Settings:
     storage: StorageSettings = StorageSettings()
     quota: QuotaSettings = QuotaSettings()
     media: MediaSettings = MediaSettings()
+    telegram: TelegramSettings = TelegramSettings()
     costs: dict[str, Any] = field(default_factory=_default_costs)
     source: str = "built-in defaults"
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every configured secret, for log redaction."""
+        return [v for v in (self.wavespeed.api_key, self.telegram.token) if v]
 
     def with_wavespeed(self, **changes: Any) -> "Settings":
         return replace(self, wavespeed=replace(self.wavespeed, **changes))
 
 
 _SECTIONS = {"wavespeed": WaveSpeedSettings, "storage": StorageSettings,
-             "quota": QuotaSettings, "media": MediaSettings}
+             "quota": QuotaSettings, "media": MediaSettings, "telegram": TelegramSettings}
 # Environment variables that override a secret in the file.
-_ENV_SECRETS = {("wavespeed", "api_key"): "WAVESPEED_API_KEY"}
+_ENV_SECRETS = {("wavespeed", "api_key"): "WAVESPEED_API_KEY",
+                ("telegram", "token"): "TELEGRAM_BOT_TOKEN"}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None,
@@ -90,7 +110,7 @@ def load_settings(path: str | os.PathLike[str] | None = None,
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{file}: not valid TOML: {err}") from None
         source = str(file)
-    unknown = set(raw) - set(_SECTIONS) - {"costs", "telegram", "discord"}
+    unknown = set(raw) - set(_SECTIONS) - {"costs"}
     if unknown:
         name = sorted(unknown)[0]
         raise ConfigError(f"{source}: unknown section [{name}]{_did_you_mean(name, [*_SECTIONS, 'costs'])}")
@@ -184,6 +204,8 @@ def _check_ranges(s: Settings, source: str) -> None:
         (s.quota.max_jobs_per_user >= 1, "[quota] max_jobs_per_user must be at least 1"),
         (s.media.max_download_mb > 0, "[media] max_download_mb must be above 0"),
         (s.media.max_audio_seconds > 0, "[media] max_audio_seconds must be above 0"),
+        (s.telegram.upload_limit_mb > 0, "[telegram] upload_limit_mb must be above 0"),
+        (s.telegram.progress_interval >= 0, "[telegram] progress_interval cannot be negative"),
     ]
     for ok, message in rules:
         if not ok:

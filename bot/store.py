@@ -49,8 +49,16 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["ledger"].create_index(["user_key", "at"])
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    # A question the bot asked in a chat and the answer it waits for (e.g. "reply with
+    # the voice note"), kept in the database so the answer still works after a restart.
+    db["pending_asks"].create({
+        "platform": str, "chat": str, "message_id": str, "data": str, "created_at": float,
+    }, pk=("platform", "chat", "message_id"))
+
+
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 
 
 class Store:
@@ -149,6 +157,30 @@ class Store:
             [model_id, limit * 3]).fetchall()
         return [span for span, inputs in rows
                 if json.loads(inputs).get("duration") == duration][:limit]
+
+    def effect_counts(self) -> dict[str, int]:
+        """How often each effect was asked for, for "most used first" menus."""
+        rows = self.db.execute(
+            "select json_extract(inputs, '$.effect_scene') as effect, count(*) from jobs"
+            " where kind = 'effect' group by effect").fetchall()
+        return {effect: count for effect, count in rows if effect}
+
+    # --- pending asks -----------------------------------------------------------
+
+    def put_ask(self, platform: str, chat: object, message_id: object, data: dict[str, Any],
+                now: float) -> None:
+        self.db["pending_asks"].upsert({"platform": platform, "chat": str(chat),
+                                        "message_id": str(message_id), "data": json.dumps(data),
+                                        "created_at": now}, pk=("platform", "chat", "message_id"))
+
+    def ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
+        rows = list(self.db["pending_asks"].rows_where(
+            "platform = ? and chat = ? and message_id = ?", [platform, str(chat), str(message_id)]))
+        return json.loads(rows[0]["data"]) if rows else None
+
+    def drop_ask(self, platform: str, chat: object, message_id: object) -> None:
+        self.db.execute("delete from pending_asks where platform = ? and chat = ? and message_id = ?",
+                        [platform, str(chat), str(message_id)])
 
     # --- media ------------------------------------------------------------------
 

@@ -1,0 +1,259 @@
+"""A fake Telegram Bot API server: enough of it for python-telegram-bot to run against.
+
+It serves getMe, getUpdates (long polling over a queue the test fills), sendMessage,
+editMessageText, sendVideo, getFile and file downloads, and records every call.
+``flood_next`` answers a method with 429 + retry_after, like Telegram's flood control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+BOT_USER = {"id": 777000, "is_bot": True, "first_name": "Kling", "username": "kling_test_bot",
+            "can_join_groups": True, "can_read_all_group_messages": False,
+            "supports_inline_queries": False}
+
+
+class FakeTelegram:
+    def __init__(self, token: str):
+        self.token = token
+        self.calls: list[dict[str, Any]] = []  # {"method", "params", "files", "at"}
+        self.paths: list[str] = []
+        self.files: dict[str, bytes] = {}
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        self.floods: dict[str, list[float]] = {}
+        self._updates: list[dict[str, Any]] = []
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(100)
+        self._file_ids = itertools.count(1)
+        self._new_update = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.base = ""
+
+    # --- test side ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=100 * 1024 * 1024)
+        app.router.add_route("*", "/bot{token}/{method}", self._api)
+        app.router.add_get("/file/bot{token}/{path:.*}", self._file)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.base}/bot"
+
+    @property
+    def base_file_url(self) -> str:
+        return f"{self.base}/file/bot"
+
+    def add_file(self, data: bytes) -> dict[str, Any]:
+        file_id = f"file-{next(self._file_ids)}"
+        self.files[file_id] = data
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": len(data)}
+
+    def user_message(self, chat_id: int, user_id: int, *, text: str | None = None,
+                     caption: str | None = None, photo: bytes | None = None,
+                     document: tuple[bytes, str] | None = None, voice: bytes | None = None,
+                     reply_to: dict[str, Any] | None = None, push: bool = True,
+                     file_size: int | None = None) -> dict[str, Any]:
+        """A message a user sends; queued as an update for the bot unless push=False."""
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids), "date": int(time.time()),
+            "chat": _chat(chat_id), "from": {"id": user_id, "is_bot": False,
+                                             "first_name": f"User{user_id}"}}
+        if text is not None:
+            message["text"] = text
+            if text.startswith("/"):
+                length = len(text.split()[0])
+                message["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        if caption is not None:
+            message["caption"] = caption
+        if photo is not None:
+            info = self.add_file(photo)
+            if file_size:
+                info["file_size"] = file_size
+            message["photo"] = [{**info, "file_id": info["file_id"], "width": 90, "height": 90},
+                                {**info, "width": 800, "height": 600}]
+        if document is not None:
+            data, mime = document
+            message["document"] = {**self.add_file(data), "mime_type": mime, "file_name": "f"}
+        if voice is not None:
+            message["voice"] = {**self.add_file(voice), "duration": 2, "mime_type": "audio/ogg"}
+        if reply_to is not None:
+            message["reply_to_message"] = {k: v for k, v in reply_to.items() if k != "reply_to_message"}
+        self.messages[(chat_id, message["message_id"])] = message
+        if push:
+            self.push({"message": message})
+        return message
+
+    def press_button(self, user_id: int, message: dict[str, Any], data: str) -> None:
+        self.push({"callback_query": {
+            "id": str(next(self._update_ids)), "from": {"id": user_id, "is_bot": False,
+                                                       "first_name": f"User{user_id}"},
+            "chat_instance": "ci", "data": data, "message": message}})
+
+    def push(self, update: dict[str, Any]) -> None:
+        self._updates.append({"update_id": next(self._update_ids), **update})
+        self._new_update.set()
+
+    def flood_next(self, method: str, retry_after: float = 1) -> None:
+        self.floods.setdefault(method, []).append(retry_after)
+
+    def calls_to(self, method: str) -> list[dict[str, Any]]:
+        return [c for c in self.calls if c["method"] == method]
+
+    async def wait_for(self, check, timeout: float = 20.0):
+        async with asyncio.timeout(timeout):
+            while not (found := check()):
+                await asyncio.sleep(0.02)
+        return found
+
+    # --- server side --------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path)
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"},
+                                     status=401)
+        method = request.match_info["method"]
+        params, files = await _read_params(request)
+        if method != "getUpdates":
+            self.calls.append({"method": method, "params": params, "files": files, "at": time.monotonic()})
+        if self.floods.get(method):
+            retry = self.floods[method].pop(0)
+            return web.json_response({
+                "ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {retry}",
+                "parameters": {"retry_after": retry}}, status=429)
+        handler = getattr(self, f"_m_{method}", None)
+        result = handler(params, files) if handler else True
+        if asyncio.iscoroutine(result):
+            result = await result
+        if isinstance(result, web.Response):
+            return result
+        return web.json_response({"ok": True, "result": result})
+
+    async def _file(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path)
+        if request.match_info["token"] != self.token:
+            raise web.HTTPUnauthorized()
+        file_id = request.match_info["path"].split("/")[-1]
+        if file_id not in self.files:
+            raise web.HTTPNotFound()
+        return web.Response(body=self.files[file_id])
+
+    def _m_getMe(self, params, files):
+        return BOT_USER
+
+    async def _m_getUpdates(self, params, files):
+        offset = int(params.get("offset") or 0)
+        wait = min(float(params.get("timeout") or 0), 0.5)
+        pending = [u for u in self._updates if u["update_id"] >= offset]
+        if not pending and wait:
+            self._new_update.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._new_update.wait()
+            except TimeoutError:
+                pass
+            pending = [u for u in self._updates if u["update_id"] >= offset]
+        return pending
+
+    def _bot_message(self, params, **content) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        message = {"message_id": next(self._message_ids), "date": int(time.time()),
+                   "chat": _chat(chat_id), "from": BOT_USER, **content}
+        reply = params.get("reply_parameters") or {}
+        replied = self.messages.get((chat_id, int(reply.get("message_id") or params.get("reply_to_message_id") or 0)))
+        if replied:
+            message["reply_to_message"] = {k: v for k, v in replied.items() if k != "reply_to_message"}
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        self.messages[(chat_id, message["message_id"])] = message
+        return message
+
+    def _m_sendMessage(self, params, files):
+        return self._bot_message(params, text=params["text"])
+
+    def _m_editMessageText(self, params, files):
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        message = self.messages.get(key)
+        if message is None:
+            return web.json_response({"ok": False, "error_code": 400,
+                                      "description": "Bad Request: message to edit not found"}, status=400)
+        if message.get("text") == params["text"]:
+            return web.json_response({"ok": False, "error_code": 400, "description":
+                                      "Bad Request: message is not modified"}, status=400)
+        message["text"] = params["text"]
+        message.pop("reply_markup", None)
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        return message
+
+    def _m_editMessageReplyMarkup(self, params, files):
+        message = self.messages[(int(params["chat_id"]), int(params["message_id"]))]
+        message["reply_markup"] = params.get("reply_markup")
+        return message
+
+    def _m_sendVideo(self, params, files):
+        video = files.get("video", b"")
+        return self._bot_message(params, caption=params.get("caption", ""), video={
+            **self.add_file(video), "width": 320, "height": 320, "duration": 2})
+
+    def _m_getFile(self, params, files):
+        file_id = params["file_id"]
+        if file_id not in self.files:
+            return web.json_response({"ok": False, "error_code": 400,
+                                      "description": "Bad Request: invalid file_id"}, status=400)
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}",
+                "file_size": len(self.files[file_id]), "file_path": f"documents/{file_id}"}
+
+
+def _chat(chat_id: int) -> dict[str, Any]:
+    if chat_id < 0:
+        return {"id": chat_id, "type": "supergroup", "title": "Test group"}
+    return {"id": chat_id, "type": "private", "first_name": "User"}
+
+
+async def _read_params(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+    params: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        async for part in reader:
+            data = await part.read()
+            if part.filename:
+                files[part.name] = bytes(data)
+            else:
+                params[part.name] = _value(data.decode())
+    elif request.content_type == "application/json":
+        params = await request.json()
+    else:
+        form = await request.post()
+        params = {k: _value(v) for k, v in form.items()}
+    # PTB may pass a file as attach://name
+    for key, value in list(params.items()):
+        if isinstance(value, str) and value.startswith("attach://"):
+            files[key] = files.pop(value.removeprefix("attach://"), b"")
+    return params, files
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
