@@ -268,7 +268,7 @@ class TelegramAdapter:
             image = await self._download(photo_file or _file_of(photo), "photo")
             audio = await self._download(audio_file, "audio") if audio_file else None
         except ValidationError as err:
-            await status.edit_text(str(err))
+            await self.courier.edit(status.chat_id, status.message_id, str(err))
             return
         request = GenerationRequest(
             UserRef(PLATFORM, str(user.id), user.full_name), kind, image, params, model=model,
@@ -277,7 +277,8 @@ class TelegramAdapter:
                 "photo_message_id": photo.message_id if photo else photo_message_id,
                 "group": status.chat.type != ChatType.PRIVATE if status.chat else False})
         answer = await self.engine.accept(request)
-        await status.edit_text(answer.text)
+        # through the courier: its edits of this message are kept in order
+        await self.courier.edit(status.chat_id, status.message_id, answer.text)
 
     async def _download(self, ref: dict | None, what: str) -> bytes:
         if not ref:

@@ -8,6 +8,7 @@ and retries (``RetryAfter``) whatever is sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -27,6 +28,8 @@ class TelegramCourier:
         self.settings = settings
         self.clock = clock
         self._last_edit: dict[int, tuple[float, str]] = {}  # status message -> (when, stage)
+        self._latest: dict[tuple[int, int], str] = {}  # the text each message should end up with
+        self._locks: dict[tuple[int, int], asyncio.Lock] = {}
 
     async def progress(self, job: Job, update: Progress) -> None:
         status = job.reply_to.get("status_message_id")
@@ -68,17 +71,31 @@ class TelegramCourier:
         status = job.reply_to.get("status_message_id")
         if not status:
             return False
-        try:
-            await self.bot.edit_message_text(text, chat_id=job.reply_to["chat_id"], message_id=status)
-        except BadRequest as err:
-            if "not modified" in str(err).lower():
-                return True
-            log.info("job %s: cannot edit its status message (%s)", job.id, err)
-            return False
-        except TelegramError as err:
-            log.warning("job %s: status edit failed (%s)", job.id, err)
-            return False
-        return True
+        return await self.edit(job.reply_to["chat_id"], status, text)
+
+    async def edit(self, chat_id: int, message_id: int, text: str) -> bool:
+        """Edit a status message; edits of one message never overtake each other.
+
+        A RetryAfter makes PTB's rate limiter wait and resend; meanwhile newer texts
+        queue here, and only the newest is sent, so a stale "queued" can never land
+        on top of "done".
+        """
+        key = (chat_id, message_id)
+        self._latest[key] = text
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if self._latest.get(key) != text:
+                return True  # superseded while waiting: the newer text goes instead
+            try:
+                await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
+            except BadRequest as err:
+                if "not modified" in str(err).lower():
+                    return True
+                log.info("cannot edit status message %s (%s)", message_id, err)
+                return False
+            except TelegramError as err:
+                log.warning("status edit of %s failed (%s)", message_id, err)
+                return False
+            return True
 
 
 def _caption(job: Job) -> str:

@@ -161,6 +161,8 @@ class FakeTelegram:
 
     async def _m_getUpdates(self, params, files):
         offset = int(params.get("offset") or 0)
+        # Like Telegram: asking with an offset confirms (forgets) every earlier update.
+        self._updates = [u for u in self._updates if u["update_id"] >= offset]
         wait = min(float(params.get("timeout") or 0), 0.5)
         pending = [u for u in self._updates if u["update_id"] >= offset]
         if not pending and wait:
