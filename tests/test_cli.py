@@ -112,6 +112,15 @@ def test_demo_reads_typed_commands(tmp_path):
 
 
 def test_help_texts():
-    for args in (["--help"], ["generate", "--help"], ["demo", "--help"], ["simulator", "--help"]):
+    for args in (["--help"], ["generate", "--help"], ["demo", "--help"], ["run", "--help"],
+                 ["simulator", "--help"]):
         done = kling(*args, cwd=ROOT)
         assert done.returncode == 0 and "usage: kling-bot" in done.stdout
+
+
+def test_run_without_any_token_says_how_to_add_one(tmp_path):
+    done = kling("run", cwd=tmp_path, env={"TELEGRAM_BOT_TOKEN": ""})
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("kling-bot: no chat bot is configured. Add a Telegram bot token "
+                                   "from @BotFather as [telegram] token in config.toml or "
+                                   "TELEGRAM_BOT_TOKEN.")

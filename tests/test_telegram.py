@@ -306,3 +306,47 @@ async def test_restart_mid_job_still_replies_to_the_right_photo(run_bot, telegra
     assert video["params"]["chat_id"] == GROUP
     assert video["params"]["reply_parameters"]["message_id"] == photo["message_id"]
     assert len(simulator.submissions) == 1
+
+
+async def test_photo_sent_as_a_file_works(run_bot, telegram, simulator):
+    await run_bot()
+    png = image_bytes(640, 480, "PNG")
+    telegram.user_message(ALICE, ALICE, caption="/effect hula", document=(png, "image/png"))
+    await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
+    assert png in [data for data, _ in simulator.uploads.values()]
+
+
+async def test_a_running_job_does_not_block_other_users(run_bot, telegram, simulator):
+    simulator.job_seconds = 2.0
+    await run_bot()
+    telegram.user_message(ALICE, ALICE, caption="/effect hula", photo=image_bytes())
+    await telegram.wait_for(lambda: simulator.submissions)
+    telegram.user_message(BOB, BOB, text="/quota")
+    await telegram.wait_for(lambda: [t for t in _texts(telegram, "sendMessage") if t.startswith("You have 10")])
+    assert telegram.calls_to("sendVideo") == []  # Bob was answered while Alice's job ran
+    await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
+
+
+async def test_kling_bot_run_serves_telegram_as_a_whole_process(tmp_path, telegram):
+    import os
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "config.toml").write_text(
+        f'[telegram]\nbase_url = "{telegram.base_url}"\nbase_file_url = "{telegram.base_file_url}"\n'
+        f'progress_interval = 0\n[storage]\npath = "bot.sqlite"\n')
+    env = {**os.environ, "PYTHONPATH": str(root), "TELEGRAM_BOT_TOKEN": TOKEN}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "--simulate", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        banner = await asyncio.wait_for(process.stdout.readline(), 30)
+        assert b"kling-bot is running (TelegramAdapter)" in banner
+        telegram.user_message(ALICE, ALICE, caption="/effect hula", photo=image_bytes())
+        [video] = await telegram.wait_for(lambda: telegram.calls_to("sendVideo"), timeout=40)
+        assert mp4_info(video["files"]["video"])[0] == "h264"
+    finally:
+        process.terminate()
+        _, stderr = await process.communicate()
+    assert process.returncode == 0
+    assert TOKEN.encode() not in stderr
