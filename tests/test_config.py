@@ -22,17 +22,26 @@ def test_every_key_has_a_default_except_secrets():
 def test_the_example_config_loads_and_documents_every_key():
     example = (ROOT / "config.example.toml").read_text()
     settings = load_settings(ROOT / "config.example.toml", env={})
-    for section in ("wavespeed", "storage", "quota", "media"):
+    for section in ("wavespeed", "storage", "quota", "media", "telegram"):
         for key in vars(getattr(settings, section)):
             assert f"{key} =" in example, f"[{section}] {key} is not in config.example.toml"
     for model in settings.costs:
         assert f'"{model}" =' in example or f"{model} =" in example
 
 
-def test_api_key_from_environment_wins_and_is_not_in_repr(tmp_path):
-    s = _load(tmp_path, '[wavespeed]\napi_key = "from-file"\n', env={"WAVESPEED_API_KEY": "from-env"})
-    assert s.wavespeed.api_key == "from-env"
-    assert "from-env" not in repr(s)
+def test_secrets_from_environment_win_and_are_not_in_repr(tmp_path):
+    s = _load(tmp_path, '[wavespeed]\napi_key = "from-file"\n',
+              env={"WAVESPEED_API_KEY": "from-env", "TELEGRAM_BOT_TOKEN": "123:tok"})
+    assert s.wavespeed.api_key == "from-env" and s.telegram.token == "123:tok"
+    assert "from-env" not in repr(s) and "123:tok" not in repr(s)
+    assert s.secrets == ["from-env", "123:tok"]
+
+
+def test_telegram_lists(tmp_path):
+    s = _load(tmp_path, '[telegram]\nadmins = [1, 2]\nallowed_chats = [-100]\nnsfw = "block"\n')
+    assert (s.telegram.admins, s.telegram.allowed_chats, s.telegram.nsfw) == ([1, 2], [-100], "block")
+    with pytest.raises(ConfigError, match=r"\[telegram\] admins must be a list of int"):
+        _load(tmp_path, '[telegram]\nadmins = "me"\n')
 
 
 @pytest.mark.parametrize("text, message", [

@@ -350,3 +350,29 @@ async def test_kling_bot_run_serves_telegram_as_a_whole_process(tmp_path, telegr
         _, stderr = await process.communicate()
     assert process.returncode == 0
     assert TOKEN.encode() not in stderr
+
+
+async def test_allowed_chats_limits_where_the_bot_answers(run_bot, tg_settings, telegram, simulator):
+    await run_bot(replace(tg_settings, telegram=replace(tg_settings.telegram, allowed_chats=[GROUP])))
+    telegram.user_message(ALICE, ALICE, caption="/effect hula", photo=image_bytes())  # private: not allowed
+    telegram.user_message(GROUP, BOB, text="/quota")
+    await telegram.wait_for(lambda: telegram.calls_to("sendMessage"))
+    await asyncio.sleep(0.3)
+    assert [c["params"]["chat_id"] for c in telegram.calls_to("sendMessage")] == [GROUP]
+    assert simulator.submissions == []
+
+
+async def test_effect_menu_still_works_after_a_restart(run_bot, telegram, simulator):
+    engine, adapter = await run_bot()
+    photo = telegram.user_message(ALICE, ALICE, photo=image_bytes(), push=False)
+    telegram.user_message(ALICE, ALICE, text="/effect", reply_to=photo)
+    await telegram.wait_for(lambda: telegram.calls_to("sendMessage"))
+    menu = telegram.messages[(ALICE, max(m for c, m in telegram.messages if c == ALICE))]
+    await adapter.stop()
+    await engine.close()
+
+    await run_bot()  # a new process knows nothing of the menu but what the button says
+    telegram.press_button(ALICE, menu, f"fx:{ALICE}:squish")
+    [video] = await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
+    assert video["params"]["reply_parameters"]["message_id"] == photo["message_id"]
+    assert simulator.submissions[0]["body"]["effect_scene"] == "squish"
