@@ -127,6 +127,19 @@ def redact_secrets(secrets: list[str]) -> None:
         handler.addFilter(_Redact(secrets))
 
 
+async def _backend(settings: Settings, simulate: bool, *, job_seconds: float
+                   ) -> tuple[Settings | None, Simulator | None]:
+    """Settings pointed at a fresh simulator, or checked to have an API key."""
+    if simulate:
+        simulator = Simulator(job_seconds=job_seconds)
+        return _simulated(settings, await simulator.start()), simulator
+    if not settings.wavespeed.api_key:
+        print("kling-bot: no WaveSpeed API key: set [wavespeed] api_key in config.toml or the "
+              "WAVESPEED_API_KEY environment variable (or try --simulate).", file=sys.stderr)
+        return None, None
+    return settings, None
+
+
 async def run_bots(args: argparse.Namespace) -> int:
     """``kling-bot run``: every configured chat adapter, one engine, until Ctrl+C."""
     from adapters.telegram_bot import TelegramAdapter  # imported here: demo needs no PTB
@@ -136,13 +149,8 @@ async def run_bots(args: argparse.Namespace) -> int:
         print("kling-bot: no chat bot is configured. Add a Telegram bot token from @BotFather "
               "as [telegram] token in config.toml or TELEGRAM_BOT_TOKEN.", file=sys.stderr)
         return 2
-    simulator = None
-    if args.simulate:
-        simulator = Simulator(job_seconds=5.0)
-        settings = _simulated(settings, await simulator.start())
-    elif not settings.wavespeed.api_key:
-        print("kling-bot: no WaveSpeed API key: set [wavespeed] api_key in config.toml or the "
-              "WAVESPEED_API_KEY environment variable (or try --simulate).", file=sys.stderr)
+    settings, simulator = await _backend(settings, args.simulate, job_seconds=5.0)
+    if settings is None:
         return 2
     engine = Engine.from_settings(settings)
     adapters = [TelegramAdapter(settings, engine)]
@@ -221,14 +229,8 @@ async def _read_line(prompt: str) -> str | None:
 
 
 async def run_generate(args: argparse.Namespace) -> int:
-    settings = _settings_from(args.config)
-    simulator = None
-    if args.simulate:
-        simulator = Simulator(job_seconds=2.0)
-        settings = _simulated(settings, await simulator.start())
-    elif not settings.wavespeed.api_key:
-        print("kling-bot: no WaveSpeed API key: set [wavespeed] api_key in config.toml or the "
-              "WAVESPEED_API_KEY environment variable (or try --simulate).", file=sys.stderr)
+    settings, simulator = await _backend(_settings_from(args.config), args.simulate, job_seconds=2.0)
+    if settings is None:
         return 2
     try:
         request = _generate_request(args)
