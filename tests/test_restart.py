@@ -90,14 +90,15 @@ async def test_job_killed_mid_way_is_delivered_after_restart_without_second_subm
     second = await _spawn(config, events)
     try:
         delivered = await _until(lambda: [e for e in _events(events) if e["event"] == "delivered"])
+        await _until(lambda: _job_state(db) == ("done", "committed"))  # settled right after
     finally:
         second.kill()
         await second.wait()
 
     assert delivered[0]["job"] == 1 and delivered[0]["size"] > 1000
     assert delivered[0]["reply_to"] == {"chat": 99, "message": 1234}  # answered in the right place
+    assert len(delivered) == 1
     assert len(simulator.submissions) == 1 and len(simulator.tasks) == 1
-    assert _job_state(db) == ("done", "committed")
     assert _credits(db) == 9
 
 
