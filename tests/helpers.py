@@ -90,6 +90,14 @@ def _tone_frame(start: int, n: int, rate: int, sample_fmt: str) -> av.AudioFrame
     return frame
 
 
+async def settled(engine, job_id: int, timeout: float = 10.0):
+    """The job once it has ended: settlement follows the courier's last call."""
+    async with asyncio.timeout(timeout):
+        while not engine.store.job(job_id).state.finished:
+            await asyncio.sleep(0.01)
+    return engine.store.job(job_id)
+
+
 def mp4_info(data: bytes) -> tuple[str, int, int, int]:
     """(codec, width, height, frames) of an MP4, or an error if PyAV cannot open it."""
     with av.open(io.BytesIO(data)) as container:

@@ -15,13 +15,7 @@ from bot.jobs import GenerationRequest, JobState, Rejected
 from bot.quota import OutOfCredits, Quota, cost_of
 from bot.store import Store
 from tests.conftest import effect_request, user
-from tests.helpers import image_bytes
-
-
-async def _settled(engine, job_id):
-    async with asyncio.timeout(10):
-        while not engine.store.job(job_id).state.finished:
-            await asyncio.sleep(0.01)
+from tests.helpers import image_bytes, settled
 
 
 def _ledger(engine, job_id):
@@ -33,7 +27,7 @@ async def test_credit_is_reserved_on_accept_and_committed_on_delivery(engine, co
     assert answer.credits_left == 9
     assert engine.balance(user()).total == 9  # reserved before the job even starts
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
-    await _settled(engine, answer.job.id)  # the commit follows the delivery
+    await settled(engine, answer.job.id)  # the commit follows the delivery
     assert engine.balance(user()).total == 9
     assert _ledger(engine, answer.job.id) == ["reserve", "commit"]
     assert engine.store.job_row(answer.job.id)["settlement"] == "committed"

@@ -9,7 +9,7 @@ import pytest
 from bot.catalog import Params
 from bot.jobs import GenerationRequest, JobState
 from tests.conftest import API_KEY, effect_request, user
-from tests.helpers import audio_bytes, image_bytes, mp4_info
+from tests.helpers import audio_bytes, image_bytes, mp4_info, settled
 
 
 async def _run(engine, courier, request):
@@ -38,7 +38,7 @@ async def test_effect_job_delivers_a_playable_mp4_and_sends_the_documented_body(
     assert submission["body"]["effect_scene"] == "hula"
     # the photo reached WaveSpeed byte for byte (it was already a valid JPEG)
     assert _fetched(simulator, submission["body"]["image"]) == photo
-    assert engine.store.job(job_id).state == JobState.DONE
+    assert (await settled(engine, job_id)).state == JobState.DONE
     assert courier.stages(job_id)[:2] == ["queued", "submitting"] or \
         courier.stages(job_id)[0] == "submitting"
     assert {"generating", "downloading", "uploading"} <= set(courier.stages(job_id))

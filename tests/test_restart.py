@@ -14,7 +14,7 @@ import pytest
 from bot.catalog import Params
 from bot.jobs import GenerationRequest, JobState
 from tests.conftest import API_KEY, effect_request, user
-from tests.helpers import image_bytes
+from tests.helpers import image_bytes, settled
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,7 +112,7 @@ async def test_job_accepted_but_never_submitted_is_submitted_after_restart(
     after = await make_engine()
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
     assert len(simulator.submissions) == 1
-    assert after.store.job(answer.job.id).state == JobState.DONE
+    assert (await settled(after, answer.job.id)).state == JobState.DONE
 
 
 async def test_jobs_of_platforms_without_an_adapter_wait_for_it(make_engine, courier, simulator):
