@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="run the chat bots whose tokens are configured",
         description="Start every chat adapter with a token in the config (Telegram: "
-                    "[telegram] token or TELEGRAM_BOT_TOKEN), sharing one engine and database.")
+                    "[telegram] token or TELEGRAM_BOT_TOKEN; Discord: [discord] token or "
+                    "DISCORD_BOT_TOKEN), sharing one engine and database.")
     run.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
     run.add_argument("--simulate", action="store_true",
                      help="use the offline simulator instead of WaveSpeed (no API key needed)")
@@ -142,18 +143,24 @@ async def _backend(settings: Settings, simulate: bool, *, job_seconds: float
 
 async def run_bots(args: argparse.Namespace) -> int:
     """``kling-bot run``: every configured chat adapter, one engine, until Ctrl+C."""
-    from adapters.telegram_bot import TelegramAdapter  # imported here: demo needs no PTB
-
     settings = _settings_from(args.config)
-    if not settings.telegram.token:
+    if not (settings.telegram.token or settings.discord.token):
         print("kling-bot: no chat bot is configured. Add a Telegram bot token from @BotFather "
-              "as [telegram] token in config.toml or TELEGRAM_BOT_TOKEN.", file=sys.stderr)
+              "([telegram] token or TELEGRAM_BOT_TOKEN) or a Discord bot token ([discord] token "
+              "or DISCORD_BOT_TOKEN) to config.toml.", file=sys.stderr)
         return 2
     settings, simulator = await _backend(settings, args.simulate, job_seconds=5.0)
     if settings is None:
         return 2
     engine = Engine.from_settings(settings)
-    adapters = [TelegramAdapter(settings, engine)]
+    adapters = []
+    # Imported only when configured: the demo and generate need neither library.
+    if settings.telegram.token:
+        from adapters.telegram_bot import TelegramAdapter
+        adapters.append(TelegramAdapter(settings, engine))
+    if settings.discord.token:
+        from adapters.discord_bot import DiscordAdapter
+        adapters.append(DiscordAdapter(settings, engine))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

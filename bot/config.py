@@ -64,6 +64,17 @@ class TelegramSettings:
     progress_interval: float = 3.0  # seconds between two edits of a progress message
 
 
+@dataclass(frozen=True)
+class DiscordSettings:
+    token: str = field(default="", repr=False)
+    guild_ids: list[int] = field(default_factory=list)  # sync commands here at once; empty: global
+    admins: list[int] = field(default_factory=list)  # user ids, besides Manage Server holders
+    allowed_channels: list[int] = field(default_factory=list)  # empty: every channel
+    api_base_url: str = "https://discord.com/api/v10"  # or a REST proxy such as nirn-proxy
+    nsfw: Literal["spoiler", "block", "nsfw_channels_only"] = "spoiler"
+    progress_interval: float = 2.0  # seconds between two edits of a progress message
+
+
 def _default_costs() -> dict[str, Any]:
     # Credits per 5 seconds of video, roughly in line with WaveSpeed's prices.
     return {"effects": 1, "avatar": 1, "v1.6": 1, "v2.1": 1, "master": 4}
@@ -76,23 +87,26 @@ class Settings:
     quota: QuotaSettings = QuotaSettings()
     media: MediaSettings = MediaSettings()
     telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
     costs: dict[str, Any] = field(default_factory=_default_costs)
     source: str = "built-in defaults"
 
     @property
     def secrets(self) -> list[str]:
         """Every configured secret, for log redaction."""
-        return [v for v in (self.wavespeed.api_key, self.telegram.token) if v]
+        return [v for v in (self.wavespeed.api_key, self.telegram.token, self.discord.token) if v]
 
     def with_wavespeed(self, **changes: Any) -> "Settings":
         return replace(self, wavespeed=replace(self.wavespeed, **changes))
 
 
 _SECTIONS = {"wavespeed": WaveSpeedSettings, "storage": StorageSettings,
-             "quota": QuotaSettings, "media": MediaSettings, "telegram": TelegramSettings}
+             "quota": QuotaSettings, "media": MediaSettings, "telegram": TelegramSettings,
+             "discord": DiscordSettings}
 # Environment variables that override a secret in the file.
 _ENV_SECRETS = {("wavespeed", "api_key"): "WAVESPEED_API_KEY",
-                ("telegram", "token"): "TELEGRAM_BOT_TOKEN"}
+                ("telegram", "token"): "TELEGRAM_BOT_TOKEN",
+                ("discord", "token"): "DISCORD_BOT_TOKEN"}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None,
@@ -206,6 +220,9 @@ def _check_ranges(s: Settings, source: str) -> None:
         (s.media.max_audio_seconds > 0, "[media] max_audio_seconds must be above 0"),
         (s.telegram.upload_limit_mb > 0, "[telegram] upload_limit_mb must be above 0"),
         (s.telegram.progress_interval >= 0, "[telegram] progress_interval cannot be negative"),
+        (s.discord.progress_interval >= 0, "[discord] progress_interval cannot be negative"),
+        (s.discord.api_base_url.startswith(("http://", "https://")),
+         "[discord] api_base_url must start with http:// or https://"),
     ]
     for ok, message in rules:
         if not ok:

@@ -111,17 +111,18 @@ class Quota:
         """Take ``cost`` credits (daily first); returns (from_daily, from_bonus, period)."""
         row = self._user_row(user)
         if row["daily_left"] + row["bonus"] < cost:
-            have = row["daily_left"] + row["bonus"]
-            raise OutOfCredits(
-                f"You're out of credits: this needs {cost} and you have {have}. "
-                f"Daily credits reset to {self.settings.daily_credits} "
-                f"{reset_text(self.resets_at())}."
-            )
+            raise OutOfCredits(self.shortfall(cost, row["daily_left"] + row["bonus"]))
         from_daily = min(cost, row["daily_left"])
         from_bonus = cost - from_daily
         self.store.db["users"].update(user.key, {
             "daily_left": row["daily_left"] - from_daily, "bonus": row["bonus"] - from_bonus})
         return from_daily, from_bonus, row["period"]
+
+    def shortfall(self, cost: int, have: int) -> str:
+        """What a user is told when ``have`` credits do not cover ``cost``."""
+        return (f"You're out of credits: this needs {cost} and you have {have}. "
+                f"Daily credits reset to {self.settings.daily_credits} "
+                f"{reset_text(self.resets_at())}.")
 
     def record(self, user_key: str, entry: str, daily: int, bonus: int,
                job_id: int | None = None, note: str = "") -> None:

@@ -145,10 +145,8 @@ class Engine:
         now = self.clock()
         try:
             with self.store.transaction():
-                limit = self.settings.quota.max_jobs_per_user
-                if self.store.count_active(user.key) >= limit:
-                    return Rejected(f"You already have {limit} job{'s' * (limit != 1)} queued or "
-                                    "running. Wait for one to finish (/jobs shows them).")
+                if busy := self._too_many_jobs(user):
+                    return Rejected(busy)
                 daily, bonus, period = self.quota.reserve(user, cost)
                 job_id = self.store.insert_job({
                     "user_key": user.key, "platform": user.platform, "reply_to": request.reply_to,
@@ -166,6 +164,28 @@ class Engine:
         job = self.store.job(job_id)
         log.info("job %s accepted: %s for %s, %s credits", job_id, model.id, user.key, cost)
         return Accepted(job, self.store.queue_position(job_id), self.quota.balance(user).total)
+
+    def precheck(self, user: UserRef, kind: catalog.Kind, model_name: str | None,
+                 params: catalog.Params) -> Rejected | None:
+        """Refusals that need no media (bad settings, too many jobs, no credits), so an
+        adapter can answer before downloading anything. ``accept`` checks again."""
+        try:
+            model = catalog.resolve_model(model_name, kind)
+            inputs = catalog.check_params(model, params)
+        except ValidationError as err:
+            return Rejected(str(err))
+        if busy := self._too_many_jobs(user):
+            return Rejected(busy)
+        cost = cost_of(model, int(inputs.get("duration", 5)), self.settings.costs)
+        have = self.quota.balance(user).total
+        return Rejected(self.quota.shortfall(cost, have)) if have < cost else None
+
+    def _too_many_jobs(self, user: UserRef) -> str | None:
+        limit = self.settings.quota.max_jobs_per_user
+        if self.store.count_active(user.key) < limit:
+            return None
+        return (f"You already have {limit} job{'s' * (limit != 1)} queued or running. "
+                "Wait for one to finish (/jobs shows them).")
 
     def _prepare_media(self, model: catalog.Model, request: GenerationRequest) -> dict[str, Media]:
         max_bytes = int(self.settings.media.max_download_mb * 1024 * 1024)

@@ -165,6 +165,15 @@ class Store:
             " where kind = 'effect' group by effect").fetchall()
         return {effect: count for effect, count in rows if effect}
 
+    def usage_since(self, platform: str, since: float, place_key: str, place: object) -> tuple[int, int]:
+        """(jobs, credits spent) on a platform since a moment, in one place (e.g. a server)."""
+        row = self.db.execute(
+            "select count(*), coalesce(sum(case when settlement != 'refunded' then cost end), 0)"
+            " from jobs where platform = ? and created_at >= ?"
+            " and cast(json_extract(reply_to, '$.' || ?) as text) = ?",
+            [platform, since, place_key, str(place)]).fetchone()
+        return row[0], row[1]
+
     # --- pending asks -----------------------------------------------------------
 
     def put_ask(self, platform: str, chat: object, message_id: object, data: dict[str, Any],

@@ -22,7 +22,7 @@ def test_every_key_has_a_default_except_secrets():
 def test_the_example_config_loads_and_documents_every_key():
     example = (ROOT / "config.example.toml").read_text()
     settings = load_settings(ROOT / "config.example.toml", env={})
-    for section in ("wavespeed", "storage", "quota", "media", "telegram"):
+    for section in ("wavespeed", "storage", "quota", "media", "telegram", "discord"):
         for key in vars(getattr(settings, section)):
             assert f"{key} =" in example, f"[{section}] {key} is not in config.example.toml"
     for model in settings.costs:

@@ -188,3 +188,12 @@ async def test_admin_grant_and_set(engine):
     assert engine.quota.set_credits(user(), 3).total == 3
     entries = [r["entry"] for r in engine.store.db["ledger"].rows_where(order_by="id")]
     assert entries == ["grant", "set", "set"]
+
+
+async def test_precheck_refuses_without_media_what_accept_would_refuse(make_engine, settings):
+    engine = await make_engine(replace(settings, quota=QuotaSettings(daily_credits=1, max_jobs_per_user=5)))
+    assert engine.precheck(user(), "effect", None, Params(effect="hula")) is None
+    assert engine.precheck(user(), "effect", None, Params(effect="hulla")).text == \
+        "Unknown effect 'hulla'. Did you mean 'hula'?"
+    short = engine.precheck(user(), "animate", "master", Params(prompt="go"))
+    assert short.text.startswith("You're out of credits: this needs 4 and you have 1.")

@@ -1,0 +1,233 @@
+"""A fake Discord REST API for discord.py (via ``Route.BASE``), plus interaction payloads.
+
+It records every request; answers login, command sync, interaction callbacks,
+webhook (followup) messages, channel messages and attachment downloads; and can
+treat an interaction token as expired ("Invalid Webhook Token", code 50027).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+APP_ID = 900000000000000001
+BOT_ID = 900000000000000002
+GUILD = 800000000000000001
+CHANNEL = 700000000000000001
+
+
+def _reply(body: Any, status: int = 200) -> web.Response:
+    # discord.py parses JSON only when Content-Type is exactly "application/json",
+    # as Discord sends it (aiohttp's json_response would add a charset).
+    return web.Response(body=json.dumps(body).encode(), status=status,
+                        headers={"Content-Type": "application/json"})
+
+
+def _user(user_id: int, bot: bool = False) -> dict[str, Any]:
+    return {"id": str(user_id), "username": f"user{user_id}", "discriminator": "0",
+            "global_name": f"User {user_id}", "avatar": None, "bot": bot}
+
+
+class FakeDiscord:
+    def __init__(self, token: str):
+        self.token = token
+        self.calls: list[dict[str, Any]] = []
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.originals: dict[str, int] = {}  # interaction token -> its response message
+        self.attachments: dict[int, bytes] = {}
+        self.expired_tokens: set[str] = set()
+        self._ids = itertools.count(500000000000000001)
+        self._runner: web.AppRunner | None = None
+        self.base = ""
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=100 * 1024 * 1024)
+        api = "/api/v10"
+        app.router.add_get(f"{api}/users/@me", self._me)
+        app.router.add_get(f"{api}/oauth2/applications/@me", self._app_info)
+        app.router.add_put(f"{api}/applications/{{app}}/commands", self._sync)
+        app.router.add_put(f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._sync)
+        app.router.add_post(f"{api}/interactions/{{iid}}/{{token}}/callback", self._callback)
+        app.router.add_route("*", f"{api}/webhooks/{{app}}/{{token}}/messages/{{mid}}", self._webhook_message)
+        app.router.add_post(f"{api}/webhooks/{{app}}/{{token}}", self._followup)
+        app.router.add_post(f"{api}/channels/{{cid}}/messages", self._channel_message)
+        app.router.add_get("/attachments/{aid}/{name}", self._attachment)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    async def close(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    @property
+    def api_base_url(self) -> str:
+        return f"{self.base}/api/v10"
+
+    # --- what the test sends ------------------------------------------------------
+
+    def attachment(self, data: bytes, filename: str = "cat.jpg", content_type: str = "image/jpeg",
+                   size: int | None = None) -> dict[str, Any]:
+        aid = next(self._ids)
+        self.attachments[aid] = data
+        return {"id": str(aid), "filename": filename, "size": size or len(data),
+                "url": f"{self.base}/attachments/{aid}/{filename}",
+                "proxy_url": f"{self.base}/attachments/{aid}/{filename}",
+                "content_type": content_type, "width": 640, "height": 480}
+
+    def interaction(self, kind: int, data: dict[str, Any], *, user: int, permissions: str = "0",
+                    nsfw: bool = False, size_limit: int = 25 * 1024 * 1024,
+                    message: dict[str, Any] | None = None) -> dict[str, Any]:
+        iid = next(self._ids)
+        payload = {
+            "id": str(iid), "application_id": str(APP_ID), "type": kind, "token": f"itoken-{iid}",
+            "version": 1, "guild_id": str(GUILD), "channel_id": str(CHANNEL),
+            "channel": {"id": str(CHANNEL), "type": 0, "guild_id": str(GUILD), "name": "general",
+                        "nsfw": nsfw, "position": 0, "permission_overwrites": []},
+            "member": {"user": _user(user), "roles": [], "permissions": permissions,
+                       "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False, "mute": False,
+                       "flags": 0},
+            "app_permissions": "0", "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "authorizing_integration_owners": {"0": str(GUILD)}, "context": 0,
+            "attachment_size_limit": size_limit, "data": data,
+        }
+        if message is not None:
+            payload["message"] = message
+        return payload
+
+    def slash(self, name: str, options: list[dict[str, Any]], *, user: int,
+              attachments: list[dict[str, Any]] = (), subcommand: str | None = None,
+              **kw: Any) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": "1", "name": name, "type": 1, "options": options}
+        if subcommand:
+            data["options"] = [{"name": subcommand, "type": 1, "options": options}]
+        if attachments:
+            data["resolved"] = {"attachments": {a["id"]: a for a in attachments}}
+        if "users" in kw:
+            data.setdefault("resolved", {})["users"] = {str(u): _user(u) for u in kw.pop("users")}
+        return self.interaction(2, data, user=user, **kw)
+
+    def user_message(self, user: int, attachments: list[dict[str, Any]] = (),
+                     embeds: list[dict[str, Any]] = ()) -> dict[str, Any]:
+        return self._message(author=_user(user), attachments=list(attachments), embeds=list(embeds))
+
+    def webhook_tokens_expire(self, token: str) -> None:
+        self.expired_tokens.add(token)
+
+    def to(self, path_part: str, method: str | None = None) -> list[dict[str, Any]]:
+        return [c for c in self.calls if path_part in c["path"] and (method is None or c["method"] == method)]
+
+    # --- server side --------------------------------------------------------------
+
+    def _message(self, **fields: Any) -> dict[str, Any]:
+        message = {"id": str(next(self._ids)), "channel_id": str(CHANNEL), "type": 0, "content": "",
+                   "author": _user(BOT_ID, bot=True), "attachments": [], "embeds": [], "mentions": [],
+                   "mention_roles": [], "pinned": False, "mention_everyone": False, "tts": False,
+                   "timestamp": "2026-11-21T20:00:00+00:00", "edited_timestamp": None, "flags": 0,
+                   "components": [], **fields}
+        self.messages[int(message["id"])] = message
+        return message
+
+    async def _record(self, request: web.Request) -> dict[str, Any]:
+        call: dict[str, Any] = {"method": request.method, "path": request.path, "query": dict(request.query),
+                                "headers": dict(request.headers), "json": None, "files": {}, "at": time.monotonic()}
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            async for part in reader:
+                data = await part.read()
+                if part.name == "payload_json":
+                    call["json"] = json.loads(data)
+                else:
+                    call["files"][part.filename] = bytes(data)
+        elif request.can_read_body:
+            text = await request.text()
+            call["json"] = json.loads(text) if text else None
+        self.calls.append(call)
+        return call
+
+    async def _json(self, request: web.Request, body: Any, status: int = 200) -> web.Response:
+        await self._record(request)
+        return _reply(body, status=status)
+
+    async def _me(self, request: web.Request) -> web.Response:
+        return await self._json(request, _user(BOT_ID, bot=True))
+
+    async def _app_info(self, request: web.Request) -> web.Response:
+        return await self._json(request, {
+            "id": str(APP_ID), "name": "Kling", "icon": None, "description": "", "rpc_origins": [],
+            "bot_public": True, "bot_require_code_grant": False, "owner": _user(1),
+            "summary": "", "verify_key": "00", "team": None, "flags": 0, "bot": _user(BOT_ID, bot=True)})
+
+    async def _sync(self, request: web.Request) -> web.Response:
+        call = await self._record(request)
+        return _reply([{"description": "", **c, "id": str(next(self._ids)), "application_id": str(APP_ID),
+                                   "version": "1", "type": c.get("type", 1)} for c in call["json"]])
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        call = await self._record(request)
+        body = call["json"] or {}
+        kind = body.get("type")
+        token = request.match_info["token"]
+        answer: dict[str, Any] = {"interaction": {"id": request.match_info["iid"], "type": 2}}
+        if kind in (4, 5):  # a message, or "thinking…" that becomes one
+            data = body.get("data") or {}
+            message = self._message(content=data.get("content", ""), flags=data.get("flags", 0),
+                                    components=data.get("components", []))
+            self.originals[token] = int(message["id"])
+            answer["interaction"].update(response_message_id=message["id"],
+                                         response_message_loading=kind == 5,
+                                         response_message_ephemeral=bool(data.get("flags", 0) & 64))
+            answer["resource"] = {"type": kind, "message": message}
+        elif kind == 7:  # update the component's message
+            answer["resource"] = {"type": 7}
+        return _reply(answer)
+
+    def _expired(self, token: str) -> web.Response | None:
+        if token in self.expired_tokens:
+            return _reply({"code": 50027, "message": "Invalid Webhook Token"}, status=401)
+        return None
+
+    async def _webhook_message(self, request: web.Request) -> web.Response:
+        call = await self._record(request)
+        token = request.match_info["token"]
+        if refused := self._expired(token):
+            return refused
+        mid = request.match_info["mid"]
+        message_id = self.originals.get(token) if mid == "@original" else int(mid)
+        message = self.messages.get(message_id or 0)
+        if message is None:
+            return _reply({"code": 10008, "message": "Unknown Message"}, status=404)
+        if request.method == "DELETE":
+            self.messages.pop(message_id)
+            return web.Response(status=204)
+        if request.method == "PATCH":
+            message.update({k: v for k, v in (call["json"] or {}).items() if k in ("content", "components")})
+        return _reply(message)
+
+    async def _followup(self, request: web.Request) -> web.Response:
+        call = await self._record(request)
+        if refused := self._expired(request.match_info["token"]):
+            return refused
+        body = call["json"] or {}
+        message = self._message(content=body.get("content", ""), flags=body.get("flags", 0),
+                                attachments=[{"id": str(next(self._ids)), "filename": name, "size": len(data),
+                                              "url": "", "proxy_url": ""} for name, data in call["files"].items()])
+        return _reply(message)
+
+    async def _channel_message(self, request: web.Request) -> web.Response:
+        call = await self._record(request)
+        body = call["json"] or {}
+        return _reply(self._message(content=body.get("content", "")))
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        data = self.attachments.get(int(request.match_info["aid"]))
+        if data is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=data)
