@@ -178,8 +178,9 @@ class DiscordAdapter:
                 await interaction.response.send_message(text, ephemeral=True)
 
     def _is_admin(self, interaction: discord.Interaction) -> bool:
-        perms = getattr(interaction.user, "guild_permissions", None)
-        return interaction.user.id in self.settings.admins or bool(perms and perms.manage_guild)
+        # interaction.permissions is what Discord resolved for this member here; it
+        # needs no cached guild roles (the bot asks for no member intents).
+        return interaction.user.id in self.settings.admins or interaction.permissions.manage_guild
 
     # --- generation -----------------------------------------------------------------
 

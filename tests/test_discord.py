@@ -114,3 +114,255 @@ async def test_commands_are_synced_to_the_configured_guild(run_discord, fake_dis
                             "help", "credits", "usage", "Animate with Kling"])
     credits = next(c for c in sync["json"] if c["name"] == "credits")
     assert int(credits["default_member_permissions"]) == discord.Permissions(manage_guild=True).value
+
+
+def _response_of(fake, token):
+    return callbacks(fake, token)[0]
+
+
+async def test_autocomplete_offers_best_matches_first(run_discord, fake_discord):
+    _, adapter = await run_discord()
+    payload = fake_discord.interaction(4, {"id": "1", "name": "effect", "type": 1, "options": [
+        {"name": "scene", "type": 3, "value": "jel", "focused": True}]}, user=ALICE)
+    feed(adapter, payload)
+    answer = await until(lambda: callbacks(fake_discord, payload["token"]))
+    assert answer[0]["type"] == 8
+    names = [c["value"] for c in answer[0]["data"]["choices"]]
+    assert names[:4] == ["jelly_press", "jelly_slice", "jelly_squish", "jelly_jiggle"]
+
+
+def _context_menu(fake, message, user=ALICE):
+    return fake.interaction(2, {"id": "2", "name": "Animate with Kling", "type": 3,
+                                "target_id": message["id"],
+                                "resolved": {"messages": {message["id"]: message}}}, user=user)
+
+
+async def _pick(fake, adapter, menu_payload, effect, user=ALICE):
+    """Choose an effect in the ephemeral menu the context-menu command answered with."""
+    response = await until(lambda: callbacks(fake, menu_payload["token"]))
+    select = response[0]["data"]["components"][0]["components"][0]
+    menu_message = fake.messages[fake.originals[menu_payload["token"]]]
+    pick = fake.interaction(3, {"custom_id": select["custom_id"], "component_type": 3, "values": [effect]},
+                            user=user, message=menu_message)
+    feed(adapter, pick)
+    return response[0], pick
+
+
+async def test_context_menu_offers_effects_and_animates_the_attachment(run_discord, fake_discord, simulator):
+    _, adapter = await run_discord()
+    photo = image_bytes(800, 600)
+    target = fake_discord.user_message(BOB, attachments=[fake_discord.attachment(photo)])
+    menu = _context_menu(fake_discord, target)
+    feed(adapter, menu)
+    response, pick = await _pick(fake_discord, adapter, menu, "hula")
+    assert response["type"] == 4 and response["data"]["flags"] & 64  # ephemeral
+    options = response["data"]["components"][0]["components"][0]["options"]
+    assert len(options) == 24 and options[0]["value"] == "emoji"
+    upload = await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{pick['token']}", "POST")
+                                  if c["files"]])
+    assert "kling-1.mp4" in upload[0]["files"]
+    assert photo in [data for data, _ in simulator.uploads.values()]
+    status = fake_discord.to(f"/webhooks/{APP_ID}/{pick['token']}", "POST")[0]["json"]
+    assert status["content"] == "Checking the photo…" and not status.get("flags", 0) & 64  # public
+
+
+async def test_context_menu_reads_an_embed_image(run_discord, fake_discord, simulator):
+    _, adapter = await run_discord()
+    hosted = fake_discord.attachment(image_bytes(700, 500))
+    target = fake_discord.user_message(BOB, embeds=[{"type": "image", "image": {
+        "url": "https://example.invalid/cat.jpg", "proxy_url": hosted["url"], "width": 700, "height": 500}}])
+    menu = _context_menu(fake_discord, target)
+    feed(adapter, menu)
+    _, pick = await _pick(fake_discord, adapter, menu, "squish")
+    await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{pick['token']}", "POST") if c["files"]])
+    assert simulator.submissions[0]["body"]["effect_scene"] == "squish"
+
+
+async def test_context_menu_on_a_message_without_image(run_discord, fake_discord):
+    _, adapter = await run_discord()
+    menu = _context_menu(fake_discord, fake_discord.user_message(BOB))
+    feed(adapter, menu)
+    [response] = await until(lambda: callbacks(fake_discord, menu["token"]))
+    assert response["data"] == {"content": "That message has no image to animate.", "flags": 64} or \
+        (response["data"]["content"] == "That message has no image to animate." and response["data"]["flags"] & 64)
+
+
+@pytest.mark.parametrize("how", ["token expired by the clock", "Invalid Webhook Token"])
+async def test_late_video_is_posted_in_the_channel_mentioning_the_user(run_discord, fake_discord, simulator, how):
+    simulator.job_seconds = 1.0
+    engine, adapter = await run_discord()
+    payload = effect_payload(fake_discord)
+    feed(adapter, payload)
+    await until(lambda: engine.store.job(1) and engine.store.job(1).state.value == "processing")
+    if how == "Invalid Webhook Token":
+        fake_discord.webhook_tokens_expire(payload["token"])
+    else:
+        real_clock = adapter.courier.clock
+        adapter.courier.clock = lambda: real_clock() + 16 * 60
+    [post] = await until(lambda: [c for c in fake_discord.to(f"/channels/{CHANNEL}/messages", "POST")])
+    assert post["json"]["content"].startswith(f"<@{ALICE}> effect hula")
+    assert int(post["json"]["message_reference"]["message_id"]) == fake_discord.originals[payload["token"]]
+    assert [int(u) for u in post["json"]["allowed_mentions"]["users"]] == [ALICE]
+    assert "kling-1.mp4" in post["files"]
+
+
+async def test_video_over_the_interactions_size_limit_is_a_link(run_discord, fake_discord, simulator):
+    _, adapter = await run_discord()
+    payload = effect_payload(fake_discord, size_limit=1000)
+    feed(adapter, payload)
+    [post] = await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}", "POST")])
+    assert post["files"] == {}
+    assert "over this server's upload limit" in post["json"]["content"]
+    assert f"{simulator.base_url}/outputs/" in post["json"]["content"]
+
+
+@pytest.mark.parametrize("policy, nsfw_channel, expected", [
+    ("spoiler", False, "SPOILER_kling-1.mp4"),
+    ("block", True, None),
+    ("nsfw_channels_only", False, None),
+    ("nsfw_channels_only", True, "SPOILER_kling-1.mp4"),
+])
+async def test_nsfw_policies(run_discord, dc_settings, fake_discord, simulator, policy, nsfw_channel, expected):
+    _, adapter = await run_discord(replace(dc_settings, discord=replace(dc_settings.discord, nsfw=policy)))
+    simulator.plan_outcome("nsfw")
+    payload = effect_payload(fake_discord, nsfw=nsfw_channel)
+    feed(adapter, payload)
+    [post] = await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}", "POST")])
+    if expected:
+        assert list(post["files"]) == [expected]
+    else:
+        assert post["files"] == {} and "flagged the video as NSFW" in post["json"]["content"]
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda f: effect_payload(f, scene="hulla"), "Unknown effect 'hulla'. Did you mean 'hula'?"),
+    (lambda f: effect_payload(f, image=f.attachment(b"hello", "notes.txt", "text/plain")),
+     "The photo must be a photo (got text/plain)."),
+    (lambda f: effect_payload(f, image=f.attachment(b"x", size=30 * 1024 * 1024)),
+     "The photo is 30.0 MB; the bot accepts up to 20 MB."),
+])
+async def test_refusals_that_need_no_download_are_ephemeral_and_not_deferred(
+        run_discord, fake_discord, simulator, make, expected):
+    engine, adapter = await run_discord()
+    payload = make(fake_discord)
+    feed(adapter, payload)
+    [response] = await until(lambda: callbacks(fake_discord, payload["token"]))
+    assert response["type"] == 4 and response["data"]["flags"] & 64
+    assert response["data"]["content"] == expected
+    assert simulator.submissions == [] and engine.balance(UserRef("discord", str(ALICE))).total == 10
+
+
+async def test_out_of_credits_is_refused_ephemerally(run_discord, dc_settings, fake_discord):
+    _, adapter = await run_discord(replace(dc_settings, quota=QuotaSettings(daily_credits=0)))
+    payload = effect_payload(fake_discord)
+    feed(adapter, payload)
+    [response] = await until(lambda: callbacks(fake_discord, payload["token"]))
+    assert response["data"]["flags"] & 64
+    assert response["data"]["content"].startswith("You're out of credits: this needs 1 and you have 0.")
+
+
+async def test_bad_image_after_download_is_refused_privately(run_discord, fake_discord, simulator):
+    engine, adapter = await run_discord()
+    payload = effect_payload(fake_discord, image=fake_discord.attachment(image_bytes(200, 150)))
+    feed(adapter, payload)
+    followup = await until(lambda: fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}", "POST"))
+    assert followup[0]["json"]["flags"] & 64
+    assert followup[0]["json"]["content"].startswith("The photo is 200×150 px")
+    assert fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}/messages/", "DELETE")  # public "thinking" removed
+    assert engine.balance(UserRef("discord", str(ALICE))).total == 10
+
+
+async def test_failure_edits_the_message_and_refunds(run_discord, fake_discord, simulator):
+    engine, adapter = await run_discord()
+    simulator.plan_outcome("failed")
+    payload = effect_payload(fake_discord)
+    feed(adapter, payload)
+    final = await until(lambda: [e for e in edits(fake_discord, payload["token"]) if "refunded" in e])
+    assert final[0].startswith("Job 1: Kling could not make this video")
+    assert engine.balance(UserRef("discord", str(ALICE))).total == 10
+
+
+async def test_animate_options_and_end_image(run_discord, fake_discord, simulator):
+    _, adapter = await run_discord()
+    first, last = fake_discord.attachment(image_bytes(800, 600)), fake_discord.attachment(image_bytes(800, 600, "PNG"))
+    feed(adapter, fake_discord.slash("animate", [
+        {"name": "image", "type": 11, "value": first["id"]}, {"name": "prompt", "type": 3, "value": "a cat dances"},
+        {"name": "model", "type": 3, "value": "master"}, {"name": "duration", "type": 4, "value": 10},
+        {"name": "guidance", "type": 10, "value": 0.8}, {"name": "end_image", "type": 11, "value": last["id"]},
+    ], user=ALICE, attachments=[first, last]))
+    await until(lambda: simulator.submissions)
+    [submission] = simulator.submissions
+    assert submission["model"] == "kwaivgi/kling-v2.0-i2v-master"
+    assert {k: submission["body"][k] for k in ("prompt", "duration", "guidance_scale")} == \
+        {"prompt": "a cat dances", "duration": "10", "guidance_scale": 0.8}
+    assert "end_image" in submission["body"]
+
+
+async def test_avatar_with_audio_attachment(run_discord, fake_discord, simulator):
+    _, adapter = await run_discord()
+    photo = fake_discord.attachment(image_bytes())
+    voice = fake_discord.attachment(audio_bytes(2, "mp3", "libmp3lame", 22050), "voice.mp3", "audio/mpeg")
+    payload = fake_discord.slash("avatar", [{"name": "image", "type": 11, "value": photo["id"]},
+                                            {"name": "audio", "type": 11, "value": voice["id"]}],
+                                 user=ALICE, attachments=[photo, voice])
+    feed(adapter, payload)
+    await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}", "POST") if c["files"]])
+    assert simulator.submissions[0]["model"] == "kwaivgi/kling-v1-ai-avatar-standard"
+
+
+@pytest.mark.parametrize("permissions, admins, allowed", [
+    ("0", [], False), (str(discord.Permissions(manage_guild=True).value), [], True), ("0", [ALICE], True)])
+async def test_credit_admin_commands_check_permissions(run_discord, dc_settings, fake_discord,
+                                                        permissions, admins, allowed):
+    engine, adapter = await run_discord(replace(dc_settings, discord=replace(dc_settings.discord, admins=admins)))
+    payload = fake_discord.slash("credits", [{"name": "member", "type": 6, "value": str(BOB)},
+                                             {"name": "amount", "type": 4, "value": 5}],
+                                 subcommand="grant", user=ALICE, permissions=permissions, users=[BOB])
+    feed(adapter, payload)
+    [response] = await until(lambda: callbacks(fake_discord, payload["token"]))
+    assert response["data"]["flags"] & 64
+    if allowed:
+        assert response["data"]["content"] == f"<@{BOB}> now has 15 credits."
+    else:
+        assert response["data"]["content"] == "Only server managers and the bot's admins can do that."
+    assert engine.balance(UserRef("discord", str(BOB))).total == (15 if allowed else 10)
+
+
+async def test_usage_counts_todays_jobs_in_the_server(run_discord, fake_discord):
+    _, adapter = await run_discord()
+    first = effect_payload(fake_discord)
+    feed(adapter, first)
+    await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{first['token']}", "POST") if c["files"]])
+    payload = fake_discord.slash("usage", [], user=ALICE, permissions=str(discord.Permissions(manage_guild=True).value))
+    feed(adapter, payload)
+    [response] = await until(lambda: callbacks(fake_discord, payload["token"]))
+    assert response["data"]["content"] == "Today (UTC) in this server: 1 job, 1 credits spent."
+
+
+async def test_quota_jobs_cancel_effects_help_are_ephemeral(run_discord, fake_discord):
+    _, adapter = await run_discord()
+    payloads = [fake_discord.slash(name, options, user=ALICE) for name, options in [
+        ("quota", []), ("jobs", []), ("cancel", [{"name": "job", "type": 4, "value": 3}]), ("effects", []), ("help", [])]]
+    for payload in payloads:
+        feed(adapter, payload)
+    answers = [(await until(lambda p=p: callbacks(fake_discord, p["token"])))[0]["data"] for p in payloads]
+    assert all(a["flags"] & 64 for a in answers)
+    assert answers[0]["content"].startswith("You have 10 credits.")
+    assert answers[1]["content"] == "You have no jobs running."
+    assert answers[2]["content"] == "You have no job 3."
+    assert answers[3]["content"].startswith("77 effects:")
+    assert answers[4]["content"].startswith("I turn a photo into a short Kling AI video.")
+
+
+async def test_restart_mid_job_delivers_to_the_same_interaction(run_discord, fake_discord, simulator):
+    simulator.job_seconds = 1.5
+    engine, adapter = await run_discord()
+    payload = effect_payload(fake_discord)
+    feed(adapter, payload)
+    await until(lambda: engine.store.job(1) and engine.store.job(1).state.value == "processing")
+    await adapter.stop()
+    await engine.close()
+
+    await run_discord()
+    await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}", "POST") if c["files"]])
+    assert len(simulator.submissions) == 1
