@@ -71,3 +71,22 @@ def effect_request(effect: str = "hula", who: UserRef | None = None, **kw) -> Ge
     image = kw.pop("image") if "image" in kw else image_bytes()
     return GenerationRequest(who or user(), "effect", image,
                              Params(effect=effect), reply_to={"chat": 42}, **kw)
+
+
+@pytest.fixture
+async def adapter_runner():
+    """Start an engine with a chat adapter; both are stopped after the test."""
+    running = []
+
+    async def start(settings, adapter_class, launch: str = "start"):
+        engine = Engine.from_settings(settings)
+        adapter = adapter_class(settings, engine)
+        await engine.start()
+        await getattr(adapter, launch)()
+        running.append((engine, adapter))
+        return engine, adapter
+
+    yield start
+    for engine, adapter in running:
+        await adapter.stop()
+        await engine.close()

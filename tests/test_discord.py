@@ -11,7 +11,6 @@ import pytest
 from adapters.discord_bot import DiscordAdapter
 from bot.config import QuotaSettings
 from bot.jobs import UserRef
-from bot.service import Engine
 from tests.conftest import API_KEY
 from tests.fake_discord import APP_ID, CHANNEL, GUILD, FakeDiscord
 from tests.helpers import audio_bytes, image_bytes, mp4_info
@@ -36,23 +35,10 @@ def dc_settings(settings, fake_discord):
 
 
 @pytest.fixture
-async def run_discord(dc_settings):
+async def run_discord(dc_settings, adapter_runner):
+    """Engine + Discord adapter logged in over REST (no gateway: tests feed interactions)."""
     original_base = discord.http.Route.BASE
-    running = []
-
-    async def start(custom=None):
-        chosen = custom or dc_settings
-        engine = Engine.from_settings(chosen)
-        adapter = DiscordAdapter(chosen, engine)
-        await engine.start()
-        await adapter.prepare()
-        running.append((engine, adapter))
-        return engine, adapter
-
-    yield start
-    for engine, adapter in running:
-        await adapter.stop()
-        await engine.close()
+    yield lambda custom=None: adapter_runner(custom or dc_settings, DiscordAdapter, launch="prepare")
     discord.http.Route.BASE = original_base
 
 
@@ -366,3 +352,41 @@ async def test_restart_mid_job_delivers_to_the_same_interaction(run_discord, fak
     await run_discord()
     await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}", "POST") if c["files"]])
     assert len(simulator.submissions) == 1
+
+
+async def test_context_menu_other_effect_by_name(run_discord, fake_discord, simulator):
+    _, adapter = await run_discord()
+    target = fake_discord.user_message(BOB, attachments=[fake_discord.attachment(image_bytes())])
+    menu = _context_menu(fake_discord, target)
+    feed(adapter, menu)
+    [response] = await until(lambda: callbacks(fake_discord, menu["token"]))
+    button = response["data"]["components"][1]["components"][0]
+    assert button["label"] == "Another effect…"
+    menu_message = fake_discord.messages[fake_discord.originals[menu["token"]]]
+    press = fake_discord.interaction(3, {"custom_id": button["custom_id"], "component_type": 2},
+                                     user=ALICE, message=menu_message)
+    feed(adapter, press)
+    [modal] = await until(lambda: callbacks(fake_discord, press["token"]))
+    assert modal["type"] == 9
+    text_input = modal["data"]["components"][0]["components"][0]
+    submit = fake_discord.interaction(5, {"custom_id": modal["data"]["custom_id"], "components": [
+        {"type": 1, "components": [{"type": 4, "custom_id": text_input["custom_id"], "value": "santa hug"}]}]},
+        user=ALICE, message=menu_message)
+    feed(adapter, submit)
+    await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{submit['token']}", "POST") if c["files"]])
+    assert simulator.submissions[0]["body"]["effect_scene"] == "santa_hug"
+
+
+async def test_allowed_channels(run_discord, dc_settings, fake_discord, simulator):
+    _, adapter = await run_discord(replace(dc_settings, discord=replace(dc_settings.discord, allowed_channels=[123])))
+    payload = effect_payload(fake_discord)
+    feed(adapter, payload)
+    [response] = await until(lambda: callbacks(fake_discord, payload["token"]))
+    assert response["data"]["content"] == "I don't make videos in this channel." and response["data"]["flags"] & 64
+    assert simulator.submissions == []
+
+
+async def test_no_privileged_intents(run_discord):
+    _, adapter = await run_discord()
+    intents = adapter.client.intents
+    assert not (intents.members or intents.presences or intents.message_content)

@@ -13,7 +13,6 @@ from PIL import Image
 from adapters.telegram_bot import TelegramAdapter
 from bot import catalog
 from bot.config import QuotaSettings
-from bot.service import Engine
 from tests.fake_telegram import FakeTelegram
 from tests.helpers import audio_bytes, image_bytes, mp4_info
 
@@ -38,23 +37,9 @@ def tg_settings(settings, telegram):
 
 
 @pytest.fixture
-async def run_bot(tg_settings):
+def run_bot(tg_settings, adapter_runner):
     """Start engine + Telegram adapter (optionally with other settings); stopped after."""
-    running = []
-
-    async def start(custom=None):
-        chosen = custom or tg_settings
-        engine = Engine.from_settings(chosen)
-        adapter = TelegramAdapter(chosen, engine)
-        await engine.start()
-        await adapter.start()
-        running.append((engine, adapter))
-        return engine, adapter
-
-    yield start
-    for engine, adapter in running:
-        await adapter.stop()
-        await engine.close()
+    return lambda custom=None: adapter_runner(custom or tg_settings, TelegramAdapter)
 
 
 def _texts(telegram, method="editMessageText"):
