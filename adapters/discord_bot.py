@@ -63,7 +63,9 @@ class DiscordAdapter:
 
     async def start(self) -> None:
         await self.prepare()
-        self._gateway = self.client.loop.create_task(self.client.connect(), name="discord-gateway")
+        gateway = self.client.loop.create_task(self.client.connect(), name="discord-gateway")
+        gateway.add_done_callback(_log_gateway_end)
+        self._gateway = gateway
         log.info("Discord bot %s is running", self.client.user)
 
     async def stop(self) -> None:
@@ -299,6 +301,12 @@ class EffectNameModal(discord.ui.Modal, title="Animate with Kling"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await self.picker._run(interaction, str(self.effect.value))
+
+
+def _log_gateway_end(task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the Discord gateway connection ended: %s: %s",
+                  type(task.exception()).__name__, task.exception())
 
 
 def _image_in(message: discord.Message) -> discord.Attachment | str | None:

@@ -56,6 +56,7 @@ class DiscordCourier:
                 await self._webhook(job).send(content, file=file or discord.utils.MISSING,
                                               allowed_mentions=_mention_only(job))
                 await self._edit(job, f"Job {job.id} ({job.label}): done.")
+                self._last_edit.pop(job.reply_to["message_id"], None)
                 return
             except discord.HTTPException as err:
                 if not _token_gone(err):
@@ -63,6 +64,7 @@ class DiscordCourier:
                 log.info("job %s: interaction token no longer valid; posting in the channel", job.id)
                 content, file = self._result(job, video)  # a File is consumed by a send
         await self._post_in_channel(job, content, file)
+        self._last_edit.pop(job.reply_to["message_id"], None)
 
     def _result(self, job: Job, video: Video) -> tuple[str, discord.File | None]:
         mention = f"<@{job.reply_to['user_id']}>"
@@ -77,6 +79,7 @@ class DiscordCourier:
         return caption, discord.File(video.path, filename=f"kling-{job.id}.mp4", spoiler=video.nsfw)
 
     async def fail(self, job: Job, reason: str) -> None:
+        self._last_edit.pop(job.reply_to["message_id"], None)
         if self._token_alive(job) and await self._edit(job, f"Job {job.id}: {reason}"):
             return
         await self._post_in_channel(job, f"<@{job.reply_to['user_id']}> job {job.id}: {reason}", None)

@@ -62,10 +62,22 @@ class TelegramCourier:
                     has_spoiler=video.nsfw, supports_streaming=True,
                     filename=f"kling-{job.id}.mp4", write_timeout=120, read_timeout=120)
         await self._edit(job, f"Job {job.id} ({job.label}): done.")
+        self._forget(job)
 
     async def fail(self, job: Job, reason: str) -> None:
         if not await self._edit(job, f"Job {job.id}: {reason}"):
             await self.bot.send_message(job.reply_to["chat_id"], f"Job {job.id}: {reason}")
+        self._forget(job)
+
+    def _forget(self, job: Job) -> None:
+        """Drop a finished job's throttle state, so a long-running bot does not grow."""
+        status = job.reply_to.get("status_message_id")
+        key = (job.reply_to.get("chat_id"), status)
+        self._last_edit.pop(status, None)
+        self._latest.pop(key, None)
+        lock = self._locks.get(key)
+        if lock is not None and not lock.locked():
+            del self._locks[key]
 
     async def _edit(self, job: Job, text: str) -> bool:
         status = job.reply_to.get("status_message_id")

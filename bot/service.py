@@ -256,7 +256,8 @@ class Engine:
         started = False
         while len(self._at_wavespeed) < self.settings.wavespeed.max_concurrent:
             where, args = self._queued_where()
-            jobs = self.store.jobs_where(f"{where} and not_before <= ?", [*args, self.clock()])
+            jobs = self.store.jobs_where(f"{where} and not_before <= ?", [*args, self.clock()],
+                                         limit=len(self._tasks) + 1)
             job = next((j for j in jobs if j.id not in self._tasks), None)
             if job is None:
                 break

@@ -20,6 +20,9 @@ import sqlite_utils
 from bot.jobs import ACTIVE_STATES, Job, JobState
 
 
+ASK_LIFETIME = 24 * 3600  # seconds an unanswered question in a chat is kept
+
+
 def _v1(db: sqlite_utils.Database) -> None:
     db["users"].create({
         "key": str, "platform": str, "name": str, "period": str,
@@ -125,8 +128,9 @@ class Store:
         self.db["jobs"].update(job_id, changes)
         return _job(self.db["jobs"].get(job_id))
 
-    def jobs_where(self, where: str, args: list[Any], order: str = "id") -> list[Job]:
-        return [_job(r) for r in self.db["jobs"].rows_where(where, args, order_by=order)]
+    def jobs_where(self, where: str, args: list[Any], order: str = "id",
+                   limit: int | None = None) -> list[Job]:
+        return [_job(r) for r in self.db["jobs"].rows_where(where, args, order_by=order, limit=limit)]
 
     def active_jobs(self) -> list[Job]:
         return self.jobs_where(_in("state", ACTIVE_STATES), [s.value for s in ACTIVE_STATES])
@@ -178,6 +182,8 @@ class Store:
 
     def put_ask(self, platform: str, chat: object, message_id: object, data: dict[str, Any],
                 now: float) -> None:
+        """Remember a question asked in a chat (unanswered ones are dropped after a day)."""
+        self.db.execute("delete from pending_asks where created_at < ?", [now - ASK_LIFETIME])
         self.db["pending_asks"].upsert({"platform": platform, "chat": str(chat),
                                         "message_id": str(message_id), "data": json.dumps(data),
                                         "created_at": now}, pk=("platform", "chat", "message_id"))

@@ -29,3 +29,11 @@ def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
     except RuntimeError:
         pass
     assert quota.balance(user()).total == 10
+
+
+def test_unanswered_asks_expire_after_a_day(tmp_path):
+    store = Store(tmp_path / "bot.sqlite")
+    store.put_ask("telegram", 1, 10, {"prompt": "old"}, now=1000.0)
+    store.put_ask("telegram", 1, 11, {"prompt": "new"}, now=1000.0 + 25 * 3600)
+    assert store.ask("telegram", 1, 10) is None
+    assert store.ask("telegram", 1, 11) == {"prompt": "new"}

@@ -361,3 +361,12 @@ async def test_effect_menu_still_works_after_a_restart(run_bot, telegram, simula
     [video] = await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
     assert video["params"]["reply_parameters"]["message_id"] == photo["message_id"]
     assert simulator.submissions[0]["body"]["effect_scene"] == "squish"
+
+
+async def test_finished_jobs_leave_no_throttle_state_behind(run_bot, telegram):
+    _, adapter = await run_bot()
+    for _ in range(2):
+        telegram.user_message(ALICE, ALICE, caption="/effect hula", photo=image_bytes())
+    await telegram.wait_for(lambda: len(telegram.calls_to("sendVideo")) == 2)
+    await telegram.wait_for(lambda: not adapter.courier._latest)  # a long-running bot must not grow
+    assert adapter.courier._last_edit == {} and adapter.courier._locks == {}
