@@ -7,7 +7,6 @@ import threading
 from dataclasses import replace
 from datetime import datetime, timezone
 
-import pytest
 
 from bot.catalog import MODELS, Params
 from bot.config import QuotaSettings

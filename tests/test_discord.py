@@ -11,7 +11,6 @@ import pytest
 from adapters.discord_bot import DiscordAdapter
 from bot.config import QuotaSettings
 from bot.jobs import UserRef
-from tests.conftest import API_KEY
 from tests.fake_discord import APP_ID, CHANNEL, GUILD, FakeDiscord
 from tests.helpers import audio_bytes, image_bytes, mp4_info
 
@@ -61,7 +60,7 @@ def effect_payload(fake, scene="hula", user=ALICE, image=None, **kw):
 
 
 def callbacks(fake, token):
-    return [c["json"] for c in fake.to(f"/interactions/") if token in c["path"]]
+    return [c["json"] for c in fake.to("/interactions/") if token in c["path"]]
 
 
 def edits(fake, token):

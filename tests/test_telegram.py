@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from dataclasses import replace
 
 import pytest
-from PIL import Image
 
 from adapters.telegram_bot import TelegramAdapter
 from bot import catalog
