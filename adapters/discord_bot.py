@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Literal
 
 import discord
+import yarl
 from discord import app_commands
 
 from bot import catalog
@@ -51,7 +52,10 @@ class DiscordAdapter:
 
     async def prepare(self) -> None:
         """Log in over REST and sync the commands (no gateway yet)."""
+        # discord.py reads both addresses from class attributes: one bot per process.
         discord.http.Route.BASE = self.settings.api_base_url.rstrip("/")
+        if self.settings.gateway_url:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.settings.gateway_url)
         await self.client.login(self.settings.token)
         if self.settings.guild_ids:
             for guild_id in self.settings.guild_ids:

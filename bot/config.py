@@ -71,6 +71,7 @@ class DiscordSettings:
     admins: list[int] = field(default_factory=list)  # user ids, besides Manage Server holders
     allowed_channels: list[int] = field(default_factory=list)  # empty: every channel
     api_base_url: str = "https://discord.com/api/v10"  # or a REST proxy such as nirn-proxy
+    gateway_url: str = ""  # empty: Discord's own gateway (tests point it at a fake one)
     nsfw: Literal["spoiler", "block", "nsfw_channels_only"] = "spoiler"
     progress_interval: float = 2.0  # seconds between two edits of a progress message
 
@@ -223,6 +224,8 @@ def _check_ranges(s: Settings, source: str) -> None:
         (s.discord.progress_interval >= 0, "[discord] progress_interval cannot be negative"),
         (s.discord.api_base_url.startswith(("http://", "https://")),
          "[discord] api_base_url must start with http:// or https://"),
+        (not s.discord.gateway_url or s.discord.gateway_url.startswith(("ws://", "wss://")),
+         "[discord] gateway_url must start with ws:// or wss://"),
     ]
     for ok, message in rules:
         if not ok:

@@ -40,6 +40,9 @@ class FakeDiscord:
         self.originals: dict[str, int] = {}  # interaction token -> its response message
         self.attachments: dict[int, bytes] = {}
         self.expired_tokens: set[str] = set()
+        self.identify: dict[str, Any] | None = None  # what the client sent to log in
+        self._sockets: list[web.WebSocketResponse] = []
+        self._seq = itertools.count(1)
         self._ids = itertools.count(500000000000000001)
         self._runner: web.AppRunner | None = None
         self.base = ""
@@ -56,6 +59,7 @@ class FakeDiscord:
         app.router.add_post(f"{api}/webhooks/{{app}}/{{token}}", self._followup)
         app.router.add_post(f"{api}/channels/{{cid}}/messages", self._channel_message)
         app.router.add_get("/attachments/{aid}/{name}", self._attachment)
+        app.router.add_get("/gateway", self._gateway)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -63,8 +67,36 @@ class FakeDiscord:
         self.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
 
     async def close(self) -> None:
+        for socket in self._sockets:
+            await socket.close()
         if self._runner:
             await self._runner.cleanup()
+
+    @property
+    def gateway_url(self) -> str:
+        return f"{self.base.replace('http://', 'ws://')}/gateway"
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send a gateway event (e.g. INTERACTION_CREATE) to every connected client."""
+        for socket in self._sockets:
+            await socket.send_json({"op": 0, "t": event, "s": next(self._seq), "d": data})
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_json({"op": 10, "d": {"heartbeat_interval": 41250}})  # HELLO
+        async for frame in socket:
+            message = json.loads(frame.data)
+            if message["op"] == 2:  # IDENTIFY
+                self.identify = message["d"]
+                await socket.send_json({"op": 0, "t": "READY", "s": next(self._seq), "d": {
+                    "v": 10, "user": _user(BOT_ID, bot=True), "guilds": [], "session_id": "fake",
+                    "resume_gateway_url": self.gateway_url, "private_channels": [],
+                    "application": {"id": str(APP_ID), "flags": 0}}})
+                self._sockets.append(socket)
+            elif message["op"] == 1:  # heartbeat
+                await socket.send_json({"op": 11})
+        return socket
 
     @property
     def api_base_url(self) -> str:

@@ -389,3 +389,49 @@ async def test_no_privileged_intents(run_discord):
     _, adapter = await run_discord()
     intents = adapter.client.intents
     assert not (intents.members or intents.presences or intents.message_content)
+
+
+async def test_gateway_login_and_interactions_through_the_configured_gateway(
+        adapter_runner, dc_settings, fake_discord):
+    original = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY, discord.http.Route.BASE
+    settings = replace(dc_settings, discord=replace(dc_settings.discord, gateway_url=fake_discord.gateway_url))
+    try:
+        _, adapter = await adapter_runner(settings, DiscordAdapter)  # start(): REST login + gateway
+        identify = await until(lambda: fake_discord.identify)
+        assert identify["token"] == TOKEN
+        assert identify["intents"] == discord.Intents(guilds=True).value  # no privileged intents
+        await until(lambda: adapter.client.is_ready())
+        payload = fake_discord.slash("quota", [], user=ALICE)
+        await fake_discord.dispatch("INTERACTION_CREATE", payload)
+        [answer] = await until(lambda: callbacks(fake_discord, payload["token"]))
+        assert answer["data"]["content"].startswith("You have 10 credits.")
+    finally:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY, discord.http.Route.BASE = original
+
+
+async def test_kling_bot_run_serves_discord_as_a_whole_process(tmp_path, fake_discord):
+    import os
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "config.toml").write_text(
+        f'[discord]\napi_base_url = "{fake_discord.api_base_url}"\ngateway_url = "{fake_discord.gateway_url}"\n'
+        f'guild_ids = [{GUILD}]\nprogress_interval = 0\n[storage]\npath = "bot.sqlite"\n')
+    env = {**os.environ, "PYTHONPATH": str(root), "DISCORD_BOT_TOKEN": TOKEN, "TELEGRAM_BOT_TOKEN": ""}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "--simulate", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        banner = await asyncio.wait_for(process.stdout.readline(), 30)
+        assert b"kling-bot is running (DiscordAdapter)" in banner
+        await until(lambda: fake_discord._sockets)
+        payload = effect_payload(fake_discord)
+        await fake_discord.dispatch("INTERACTION_CREATE", payload)
+        upload = await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}", "POST")
+                                      if c["files"]], timeout=40)
+        assert mp4_info(upload[0]["files"]["kling-1.mp4"])[0] == "h264"
+    finally:
+        process.terminate()
+        _, stderr = await process.communicate()
+    assert process.returncode == 0
+    assert TOKEN.encode() not in stderr
