@@ -1,4 +1,4 @@
-# Two entry points for a fresh clone: `make demo` and `make test`.
+# Two entry points for a fresh clone: `make demo` and `make test` (lint, types, tests).
 # Both create .venv with the Python on PATH and install the project into it.
 PYTHON ?= python3
 VENV   := .venv
@@ -16,6 +16,8 @@ demo: $(STAMP)
 	$(BIN)/kling-bot demo $(PHOTO)
 
 test: $(STAMP)
+	$(BIN)/ruff check bot adapters tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

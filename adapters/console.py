@@ -13,19 +13,14 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from adapters.chat import jobs_text
+from adapters.text_commands import parse_animate
+from bot import catalog, messages
 from bot.catalog import Params, ValidationError
-from bot.commands import OPTION_HELP, effects_text, parse_animate
+from bot.engine import Engine
 from bot.jobs import Accepted, GenerationRequest, Job, Progress, Rejected, UserRef, Video
 
 PLATFORM = "console"
-
-HELP = f"""Commands (a photo is a file path; without one the current photo is used):
-  /effect NAME [PHOTO]            one of the 77 Kling effects, e.g. /effect hula
-  /animate [PHOTO] PROMPT         animate the photo as the prompt says
-        options: {OPTION_HELP}
-  /avatar PHOTO AUDIO [PROMPT]    make the photo speak the audio (mp3/wav/ogg/m4a)
-  /photo PATH                     use another photo from now on
-  /effects   /quota   /jobs   /cancel ID   /help   /quit"""
 
 
 class ConsoleCourier:
@@ -42,7 +37,7 @@ class ConsoleCourier:
         return self.finished.setdefault(job_id, asyncio.get_running_loop().create_future())
 
     async def progress(self, job: Job, update: Progress) -> None:
-        line = f"[job {job.id}] {_bar(update.fraction)}{update.text()}"
+        line = messages.console_line(job.id, f"{_bar(update.fraction)}{update.text()}")
         tty = self.out.isatty()
         if not tty and self._last_stage.get(job.id) == update.stage:
             return  # in a log or pipe, one line per stage is enough
@@ -56,11 +51,10 @@ class ConsoleCourier:
         dest = self.target or self.output_dir / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(video.path, dest)
-        flag = " (flagged NSFW by WaveSpeed)" if video.nsfw else ""
-        self._end(job, f"[job {job.id}] done: {dest} ({video.size / 1024:.0f} KB){flag}", dest)
+        self._end(job, messages.console_saved(job.id, dest, video.size, video.nsfw), dest)
 
     async def fail(self, job: Job, reason: str) -> None:
-        self._end(job, f"[job {job.id}] {reason}", None)
+        self._end(job, messages.console_line(job.id, reason), None)
 
     def _end(self, job: Job, line: str, result: Path | None) -> None:
         self.out.write(("\r\033[K" if self.out.isatty() else "") + line + "\n")
@@ -73,7 +67,7 @@ class ConsoleCourier:
 class ConsoleChat:
     """Turns typed commands into engine requests and prints the answers."""
 
-    def __init__(self, engine, courier: ConsoleCourier, user: UserRef, photo: bytes,
+    def __init__(self, engine: Engine, courier: ConsoleCourier, user: UserRef, photo: bytes,
                  out: TextIO = sys.stdout):
         self.engine = engine
         self.courier = courier
@@ -93,18 +87,18 @@ class ConsoleChat:
             if command in ("/quit", "/exit"):
                 return False
             if command in ("/help", "/start"):
-                self.say(HELP)
+                self.say(messages.console_help(len(catalog.EFFECTS), catalog.animate_options()))
             elif command == "/effects":
-                self.say(effects_text())
+                self.say(messages.effects_list(catalog.EFFECTS))
             elif command == "/quota":
                 self.say(self.engine.balance(self.user).text())
             elif command == "/jobs":
-                self.say(self._jobs_text())
+                self.say(jobs_text(self.engine, self.user))
             elif command == "/cancel":
                 self.say(await self._cancel(rest))
             elif command == "/photo":
                 self.photo = _read(rest.strip(), "photo")
-                self.say(f"Using {rest.strip()} from now on.")
+                self.say(messages.using_photo(rest.strip()))
             elif command == "/effect":
                 words = rest.split()
                 photo = _read(words[1], "photo") if len(words) > 1 else self.photo
@@ -118,12 +112,12 @@ class ConsoleChat:
             elif command == "/avatar":
                 words = shlex.split(rest)
                 if len(words) < 2:
-                    raise ValidationError("Usage: /avatar PHOTO AUDIO [PROMPT]")
+                    raise ValidationError(messages.AVATAR_USAGE)
                 await self.generate(GenerationRequest(
                     self.user, "avatar", _read(words[0], "photo"),
                     Params(prompt=" ".join(words[2:]) or None), audio=_read(words[1], "audio")))
             elif command:
-                self.say(f"Unknown command {command}. /help lists them.")
+                self.say(messages.unknown_command(command))
         except ValidationError as err:
             self.say(str(err))
         return True
@@ -144,17 +138,9 @@ class ConsoleChat:
         self.say(answer.text)
         return await self.courier.watch(answer.job.id)
 
-    def _jobs_text(self) -> str:
-        jobs = self.engine.jobs_of(self.user)
-        if not jobs:
-            return "You have no jobs running."
-        return "\n".join(f"job {job.id}: {job.label}: "
-                         f"{f'queued, position {pos}' if pos else job.state.value}"
-                         for job, pos in jobs)
-
     async def _cancel(self, rest: str) -> str:
         if not rest.strip().isdigit():
-            return "Usage: /cancel JOB_ID (/jobs lists yours)."
+            return messages.CONSOLE_CANCEL_USAGE
         return await self.engine.cancel(self.user, int(rest.strip()))
 
 
@@ -162,7 +148,7 @@ def _read(path: str, what: str) -> bytes:
     try:
         return Path(path).expanduser().read_bytes()
     except OSError as err:
-        raise ValidationError(f"Cannot read the {what} file {path}: {err.strerror or err}.") from None
+        raise ValidationError(messages.cannot_read_file(what, path, str(err.strerror or err))) from None
 
 
 def _bar(fraction: float | None, width: int = 20) -> str:

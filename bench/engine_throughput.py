@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.catalog import Params  # noqa: E402
-from bot.clips import sample_photo  # noqa: E402
-from bot.config import QuotaSettings, load_settings  # noqa: E402
-from bot.jobs import GenerationRequest, UserRef  # noqa: E402
-from bot.service import Engine  # noqa: E402
-from bot.simulator import Simulator  # noqa: E402
+from bot.catalog import Params
+from bot.config import QuotaSettings, load_settings
+from bot.devtools.clips import sample_photo
+from bot.devtools.simulator import Simulator
+from bot.engine import Engine
+from bot.jobs import GenerationRequest, UserRef
 
 
 class Done:

@@ -10,6 +10,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal
 
+from bot import messages
+
 PROMPT_MAX_CHARS = 2500
 GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_DEFAULT = 0.0, 1.0, 0.5
 
@@ -68,6 +70,7 @@ class Model:
     durations: tuple[int, ...]  # selectable clip lengths; () = fixed or audio-driven
     image: ImageRule = ImageRule()
     expected_seconds: int = 120  # first guess of run time, refined from history
+    cost: int = 1  # default credits per started 5 s of video ([costs] overrides it)
 
     @property
     def default_duration(self) -> int:
@@ -111,34 +114,66 @@ MODELS: tuple[Model, ...] = (
         title="Kling v2.0 master", aliases=("v2.0", "2.0", "v2", "kling-v2.0-i2v-master"),
         inputs=("image", "end_image", *_I2V_INPUTS[1:]), required=frozenset({"image"}),
         durations=(5, 10), image=ImageRule(aspect=(1 / 2.5, 2.5)), expected_seconds=240,
+        cost=4,  # roughly in line with WaveSpeed's price: master costs about 4x standard
     ),
 )
 
 DEFAULT_ANIMATE_MODEL = "v2.1"
-_BY_NAME: dict[str, Model] = {}
-for _m in MODELS:
-    for _name in (_m.key, _m.id, *_m.aliases):
-        _BY_NAME[_name.lower()] = _m
 
 
 class ValidationError(ValueError):
     """A request the bot refuses before spending anything; str() is user-facing."""
 
 
+# The lists every front end shows are computed from MODELS on each call, so a model
+# added to the table appears in the CLI, the parsers, the help and Discord's choices.
+
+def models_of(kind: Kind) -> list[Model]:
+    return [m for m in MODELS if m.kind == kind]
+
+
+def model_keys(kind: Kind) -> list[str]:
+    """Short names users type for a kind, e.g. ["v1.6", "v2.1", "master"]."""
+    return [m.key for m in models_of(kind)]
+
+
+def durations_of(kind: Kind) -> list[int]:
+    """Every clip length some model of a kind makes, shortest first."""
+    return sorted({d for m in models_of(kind) for d in m.durations})
+
+
+def models_taking(name: str) -> list[str]:
+    return [m.key for m in MODELS if m.takes(name)]
+
+
+def default_costs() -> dict[str, int]:
+    """Credits per started 5 s of video for each model, before [costs] overrides."""
+    return {m.key: m.cost for m in MODELS}
+
+
+def animate_options() -> str:
+    """The /animate text options, as help texts and refusals show them."""
+    return messages.animate_options(model_keys("animate"), durations_of("animate"))
+
+
 def model_by_id(model_id: str) -> Model:
     return next(m for m in MODELS if m.id == model_id)
+
+
+def _by_name(name: str) -> Model | None:
+    wanted = name.strip().lower()
+    return next((m for m in MODELS
+                 if wanted in (n.lower() for n in (m.key, m.id, *m.aliases))), None)
 
 
 def resolve_model(name: str | None, kind: Kind) -> Model:
     """The model a user named (short name, alias or full id) for a command kind."""
     if not name:
-        return {"effect": _BY_NAME["effects"], "avatar": _BY_NAME["avatar"]}.get(
-            kind, _BY_NAME[DEFAULT_ANIMATE_MODEL]
-        )
-    model = _BY_NAME.get(name.strip().lower())
-    choices = [m.key for m in MODELS if m.kind == kind]
+        default = DEFAULT_ANIMATE_MODEL if kind == "animate" else models_of(kind)[0].key
+        return next(m for m in MODELS if m.key == default)
+    model = _by_name(name)
     if model is None or model.kind != kind:
-        raise ValidationError(f"Unknown model '{name}'. Choose one of: {', '.join(choices)}.")
+        raise ValidationError(messages.unknown_model(name, model_keys(kind)))
     return model
 
 
@@ -149,7 +184,7 @@ def _normalise_effect(name: str) -> str:
 def resolve_effect(name: str) -> str:
     """The API's spelling of an effect a user typed, or a refusal with suggestions."""
     if not name or not name.strip():
-        raise ValidationError("Name an effect, e.g. /effect hula. /effects lists them all.")
+        raise ValidationError(messages.EFFECT_MISSING)
     wanted = _normalise_effect(name)
     if wanted in EFFECTS:
         return wanted
@@ -158,7 +193,7 @@ def resolve_effect(name: str) -> str:
     unquoted = {e.replace("'", ""): e for e in EFFECTS}
     if wanted.replace("'", "") in unquoted:
         return unquoted[wanted.replace("'", "")]
-    raise ValidationError(_unknown_effect_message(name.strip(), wanted))
+    raise ValidationError(messages.unknown_effect(name.strip(), suggest_effects(wanted), len(EFFECTS)))
 
 
 def suggest_effects(name: str, limit: int = 3) -> list[str]:
@@ -186,15 +221,6 @@ def search_effects(query: str, limit: int = 25) -> list[str]:
     return (starts + contains + close)[:limit]
 
 
-def _unknown_effect_message(typed: str, wanted: str) -> str:
-    hints = suggest_effects(wanted)
-    if len(hints) == 1:
-        return f"Unknown effect '{typed}'. Did you mean '{hints[0]}'?"
-    if hints:
-        return f"Unknown effect '{typed}'. Did you mean one of: {', '.join(hints)}?"
-    return f"Unknown effect '{typed}'. /effects lists the {len(EFFECTS)} effects."
-
-
 @dataclass(frozen=True)
 class Params:
     """The non-media inputs of one request, as the user gave them."""
@@ -217,43 +243,38 @@ def check_params(model: Model, params: Params) -> dict[str, object]:
         inputs["effect_scene"] = resolve_effect(params.effect or "")
     if prompt:
         if not model.takes("prompt"):
-            raise ValidationError(f"{model.title} takes no prompt: the effect decides the motion.")
+            raise ValidationError(messages.takes_no_prompt(model.title))
         _check_length("Prompt", prompt)
         inputs["prompt"] = prompt
     elif "prompt" in model.required:
-        raise ValidationError(f"{model.title} needs a prompt describing the motion, e.g. 'a cat dances'.")
+        raise ValidationError(messages.needs_prompt(model.title))
     if negative:
         if not model.takes("negative_prompt"):
-            raise ValidationError(f"{model.title} takes no negative prompt.")
+            raise ValidationError(messages.takes_no_negative_prompt(model.title))
         _check_length("Negative prompt", negative)
         inputs["negative_prompt"] = negative
     if params.guidance is not None:
         if not model.takes("guidance_scale"):
-            raise ValidationError(f"{model.title} takes no guidance setting.")
+            raise ValidationError(messages.takes_no_guidance(model.title))
         if not GUIDANCE_MIN <= params.guidance <= GUIDANCE_MAX:
-            raise ValidationError(
-                f"Guidance must be between {GUIDANCE_MIN:g} and {GUIDANCE_MAX:g} "
-                f"(got {params.guidance:g}); {GUIDANCE_DEFAULT:g} is the default."
-            )
+            raise ValidationError(messages.guidance_range(
+                GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_DEFAULT, params.guidance))
         inputs["guidance_scale"] = round(float(params.guidance), 2)
     if params.duration is not None:
         if not model.durations:
-            raise ValidationError(f"{model.title} makes clips of a fixed length; leave out the duration.")
+            raise ValidationError(messages.fixed_length(model.title))
         if params.duration not in model.durations:
-            allowed = " or ".join(str(d) for d in model.durations)
-            raise ValidationError(f"Duration must be {allowed} seconds (got {params.duration}).")
+            raise ValidationError(messages.duration_choices(model.durations, params.duration))
     if model.durations:
         # The API wants the duration as a string: "5" or "10".
         inputs["duration"] = str(params.duration or model.default_duration)
     if params.has_end_image and not model.takes("end_image"):
-        raise ValidationError("Only the 'master' model takes an end image.")
+        raise ValidationError(messages.end_image_only(models_taking("end_image")))
     if "audio" in model.required and not params.has_audio:
-        raise ValidationError("The avatar model needs an audio clip or voice note to lip-sync to.")
+        raise ValidationError(messages.AVATAR_NEEDS_AUDIO)
     return inputs
 
 
 def _check_length(label: str, text: str) -> None:
     if len(text) > PROMPT_MAX_CHARS:
-        raise ValidationError(
-            f"{label} is {len(text)} characters; the limit is {PROMPT_MAX_CHARS}."
-        )
+        raise ValidationError(messages.text_too_long(label, len(text), PROMPT_MAX_CHARS))

@@ -76,11 +76,6 @@ class DiscordSettings:
     progress_interval: float = 2.0  # seconds between two edits of a progress message
 
 
-def _default_costs() -> dict[str, Any]:
-    # Credits per 5 seconds of video, roughly in line with WaveSpeed's prices.
-    return {"effects": 1, "avatar": 1, "v1.6": 1, "v2.1": 1, "master": 4}
-
-
 @dataclass(frozen=True)
 class Settings:
     wavespeed: WaveSpeedSettings = WaveSpeedSettings()
@@ -89,7 +84,7 @@ class Settings:
     media: MediaSettings = MediaSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
-    costs: dict[str, Any] = field(default_factory=_default_costs)
+    costs: dict[str, Any] = field(default_factory=catalog.default_costs)  # per model
     source: str = "built-in defaults"
 
     @property
@@ -97,7 +92,7 @@ class Settings:
         """Every configured secret, for log redaction."""
         return [v for v in (self.wavespeed.api_key, self.telegram.token, self.discord.token) if v]
 
-    def with_wavespeed(self, **changes: Any) -> "Settings":
+    def with_wavespeed(self, **changes: Any) -> Settings:
         return replace(self, wavespeed=replace(self.wavespeed, **changes))
 
 
@@ -178,7 +173,7 @@ def _coerce(label: str, hint: Any, value: Any, source: str) -> Any:
 
 
 def _costs(values: Any, source: str) -> dict[str, Any]:
-    costs = _default_costs()
+    costs: dict[str, Any] = dict(catalog.default_costs())
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: [costs] must be a table of model = credits.")
     keys = [m.key for m in catalog.MODELS]

@@ -1,12 +1,17 @@
-"""Platform-neutral types of a generation job and the courier port adapters implement."""
+"""Platform-neutral types of a generation job and the courier port adapters implement.
+
+Types only: the sentences their ``text`` members return are built in ``bot.messages``.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from bot import messages
 from bot.catalog import Kind, Params
 
 
@@ -91,10 +96,8 @@ class Accepted:
 
     @property
     def text(self) -> str:
-        where = "next in line" if self.position <= 1 else f"position {self.position} in the queue"
-        return (f"Job {self.job.id} queued ({self.job.label}), {where}. "
-                f"It costs {self.job.cost} credit{'s' * (self.job.cost != 1)}; "
-                f"{self.credits_left} left.")
+        return messages.accepted(self.job.id, self.job.label, self.position, self.job.cost,
+                                 self.credits_left)
 
 
 @dataclass(frozen=True)
@@ -124,14 +127,7 @@ class Progress:
         return min(0.95, self.elapsed / self.expected)
 
     def text(self) -> str:
-        if self.stage == "queued":
-            return ("Queued, next in line." if (self.position or 0) <= 1
-                    else f"Queued, position {self.position}.")
-        if self.stage == "generating":
-            minutes, seconds = divmod(int(self.elapsed), 60)
-            return f"Generating… {minutes}:{seconds:02d} elapsed."
-        return {"submitting": "Sending to Kling…", "downloading": "Fetching the video…",
-                "uploading": "Uploading the video…"}[self.stage]
+        return messages.progress(self.stage, self.position, self.elapsed)
 
 
 @dataclass(frozen=True)
@@ -140,6 +136,22 @@ class Video:
     size: int
     nsfw: bool
     url: str | None  # WaveSpeed's output URL (kept 7 days): a fallback link for big files
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A user's credits right now."""
+
+    daily_left: int
+    bonus: int
+    resets_at: datetime
+
+    @property
+    def total(self) -> int:
+        return self.daily_left + self.bonus
+
+    def text(self, now: datetime | None = None) -> str:
+        return messages.balance(self.total, self.bonus, self.resets_at, now)
 
 
 class Courier(Protocol):

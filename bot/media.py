@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import av
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from bot import messages
 from bot.catalog import ImageRule, ValidationError
 
 # Formats Pillow may decode for us: what phones and chat apps send. Anything else
@@ -56,18 +57,12 @@ def prepare_image(data: bytes, rule: ImageRule, *, max_input_bytes: int,
     oriented = ImageOps.exif_transpose(image)
     width, height = oriented.size
     if min(width, height) < rule.min_side:
-        raise MediaError(
-            f"The {label} is {width}×{height} px; Kling needs at least "
-            f"{rule.min_side}×{rule.min_side} px. Send a larger {label}."
-        )
+        raise MediaError(messages.image_too_small(label, width, height, rule.min_side))
     if rule.aspect:
         low, high = rule.aspect
         ratio = width / height
         if not low <= ratio <= high:
-            raise MediaError(
-                f"The {label} is {_ratio_text(ratio)}; this model needs a shape between "
-                f"1:2.5 and 2.5:1. Crop it, or choose another model."
-            )
+            raise MediaError(messages.image_bad_shape(label, ratio))
     if (source_format in _SENDABLE_IMAGE_FORMATS and len(data) <= rule.max_bytes
             and not _has_rotation(image)):
         mime = _SENDABLE_IMAGE_FORMATS[source_format]
@@ -78,27 +73,19 @@ def prepare_image(data: bytes, rule: ImageRule, *, max_input_bytes: int,
 
 def _check_input_size(data: bytes, max_input_bytes: int, label: str) -> None:
     if not data:
-        raise MediaError(f"The {label} is empty.")
+        raise MediaError(messages.media_empty(label))
     if len(data) > max_input_bytes:
-        raise MediaError(
-            f"The {label} is {_mb(len(data))}; the bot accepts files up to {_mb(max_input_bytes)}."
-        )
+        raise MediaError(messages.media_too_large(label, len(data), max_input_bytes))
 
 
 def _decode_image(data: bytes, label: str) -> tuple[Image.Image, str]:
-    unreadable = MediaError(
-        f"The {label} could not be read: it is damaged or not an image. "
-        "Send a JPEG, PNG, WebP, GIF or BMP photo."
-    )
+    unreadable = MediaError(messages.image_unreadable(label))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=_READABLE_IMAGE_FORMATS)
             if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise MediaError(
-                    f"The {label} is {image.width}×{image.height} px, too many pixels "
-                    "to process. Send a smaller one."
-                )
+                raise MediaError(messages.image_too_many_pixels(label, image.width, image.height))
             source_format = image.format or ""
             image.load()  # full decode: truncated data fails here, not later
     except MediaError:
@@ -106,7 +93,7 @@ def _decode_image(data: bytes, label: str) -> tuple[Image.Image, str]:
     except UnidentifiedImageError:
         raise unreadable from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise MediaError(f"The {label} has too many pixels to process. Send a smaller one.") from None
+        raise MediaError(messages.image_too_many_pixels(label)) from None
     except Exception:  # any decoder error on untrusted bytes means "unreadable"
         raise unreadable from None
     return image, source_format
@@ -132,32 +119,32 @@ def _reencode(image: Image.Image, rule: ImageRule, label: str) -> Media:
         scale = (rule.max_bytes / len(encoded)) ** 0.5 * 0.9
         width, height = int(image.width * scale), int(image.height * scale)
         if min(width, height) < rule.min_side:
-            raise MediaError(f"The {label} cannot be made small enough for Kling. Send a smaller one.")
+            raise MediaError(messages.image_cannot_shrink(label))
         image = image.resize((width, height), Image.Resampling.LANCZOS)
 
 
 def prepare_audio(data: bytes, *, max_seconds: float, max_input_bytes: int) -> Media:
     """Validate an audio clip (mp3, wav, ogg/opus, m4a) and measure its length."""
     _check_input_size(data, max_input_bytes, "audio")
-    unreadable = MediaError("The audio could not be read. Send an MP3, WAV, OGG/Opus or M4A clip.")
+    unreadable = MediaError(messages.AUDIO_UNREADABLE)
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             kind = _AUDIO_CONTAINERS.get(container.format.name)
             if kind is None:
                 raise unreadable
             if container.streams.video:
-                raise MediaError("That file has video in it. Send the sound alone (MP3, WAV, OGG or M4A).")
+                raise MediaError(messages.AUDIO_HAS_VIDEO)
             if not container.streams.audio:
-                raise MediaError("That file has no sound in it.")
+                raise MediaError(messages.AUDIO_SILENT)
             seconds = _audio_seconds(container)
     except MediaError:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, OSError):
         raise unreadable from None
     if seconds < MIN_AUDIO_SECONDS:
-        raise MediaError("The audio is too short; send at least a second of speech.")
+        raise MediaError(messages.AUDIO_TOO_SHORT)
     if seconds > max_seconds:
-        raise MediaError(f"The audio is {seconds:.0f} s long; the limit is {max_seconds:.0f} s.")
+        raise MediaError(messages.audio_too_long(seconds, max_seconds))
     mime, ext = kind
     return Media(data, mime, f"audio.{ext}", seconds=round(seconds, 2))
 
@@ -172,10 +159,3 @@ def _audio_seconds(container: av.container.InputContainer) -> float:
     samples = sum(frame.samples for frame in container.decode(stream))
     return samples / (stream.rate or 1)
 
-
-def _ratio_text(ratio: float) -> str:
-    return f"{ratio:.1f}:1 (wide)" if ratio >= 1 else f"1:{1 / ratio:.1f} (tall)"
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1024 / 1024:.1f} MB"

@@ -1,5 +1,8 @@
 """SQLite persistence through sqlite-utils: users, the credit ledger, jobs and their media.
 
+The only module that speaks SQL: the engine, the credit policy and the adapters call
+the methods below, so another database could replace this one module.
+
 One file, WAL mode, numbered migrations tracked in ``PRAGMA user_version``. Writes
 that must be atomic together (a job and its credit reservation) run inside
 ``transaction()``, which takes SQLite's write lock up front (BEGIN IMMEDIATE) so two
@@ -19,16 +22,15 @@ import sqlite_utils
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
 
-
 ASK_LIFETIME = 24 * 3600  # seconds an unanswered question in a chat is kept
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["users"].create({
+    db.table("users").create({
         "key": str, "platform": str, "name": str, "period": str,
         "daily_left": int, "bonus": int, "created_at": float,
     }, pk="key", not_null={"platform", "period", "daily_left", "bonus"}, defaults={"bonus": 0})
-    db["jobs"].create({
+    db.table("jobs").create({
         "id": int, "user_key": str, "platform": str, "reply_to": str,
         "model_id": str, "kind": str, "inputs": str, "label": str,
         "cost": int, "paid_daily": int, "paid_bonus": int, "period": str,
@@ -40,22 +42,22 @@ def _v1(db: sqlite_utils.Database) -> None:
         "finished_at": float,
     }, pk="id", foreign_keys=[("user_key", "users", "key")],
         defaults={"settlement": "reserved", "submit_attempts": 0, "nsfw": 0, "not_before": 0})
-    db["jobs"].create_index(["state", "id"])
-    db["jobs"].create_index(["user_key", "state"])
-    db["job_media"].create({
+    db.table("jobs").create_index(["state", "id"])
+    db.table("jobs").create_index(["user_key", "state"])
+    db.table("job_media").create({
         "job_id": int, "role": str, "mime": str, "filename": str, "data": bytes,
     }, pk=("job_id", "role"), foreign_keys=[("job_id", "jobs", "id")])
-    db["ledger"].create({
+    db.table("ledger").create({
         "id": int, "at": float, "user_key": str, "job_id": int, "entry": str,
         "daily_delta": int, "bonus_delta": int, "note": str,
     }, pk="id")
-    db["ledger"].create_index(["user_key", "at"])
+    db.table("ledger").create_index(["user_key", "at"])
 
 
 def _v2(db: sqlite_utils.Database) -> None:
     # A question the bot asked in a chat and the answer it waits for (e.g. "reply with
     # the voice note"), kept in the database so the answer still works after a restart.
-    db["pending_asks"].create({
+    db.table("pending_asks").create({
         "platform": str, "chat": str, "message_id": str, "data": str, "created_at": float,
     }, pk=("platform", "chat", "message_id"))
 
@@ -90,7 +92,11 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        return self.db.execute("PRAGMA user_version").fetchone()[0]
+        return int(self._value("PRAGMA user_version"))
+
+    def _value(self, sql: str, args: list[Any] | None = None) -> Any:
+        """The first column of the first row of a query."""
+        return self.db.execute(sql, args or []).fetchone()[0]
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
@@ -108,29 +114,73 @@ class Store:
             raise
         conn.commit()
 
+    # --- users and the ledger ----------------------------------------------------
+
+    def user(self, key: str) -> dict[str, Any] | None:
+        rows = list(self.db.table("users").rows_where("key = ?", [key]))
+        return rows[0] if rows else None
+
+    def add_user(self, row: dict[str, Any]) -> None:
+        self.db.table("users").insert(row)
+
+    def update_user(self, key: str, **changes: Any) -> None:
+        self.db.table("users").update(key, changes)
+
+    def add_ledger(self, **entry: Any) -> None:
+        self.db.table("ledger").insert(entry)
+
+    def settle(self, job_id: int, outcome: str) -> bool:
+        """Mark a job's reservation committed or refunded, once: False if already settled."""
+        cursor = self.db.execute(
+            "update jobs set settlement = ? where id = ? and settlement = 'reserved'",
+            [outcome, job_id])
+        return cursor.rowcount == 1
+
     # --- jobs -----------------------------------------------------------------
 
     def insert_job(self, row: dict[str, Any]) -> int:
         row = {**row, "reply_to": json.dumps(row["reply_to"]), "inputs": json.dumps(row["inputs"])}
-        return self.db["jobs"].insert(row).last_pk
+        return int(self.db.table("jobs").insert(row).last_pk or 0)
 
     def job(self, job_id: int) -> Job | None:
-        rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))
+        rows = list(self.db.table("jobs").rows_where("id = ?", [job_id]))
         return _job(rows[0]) if rows else None
 
     def job_row(self, job_id: int) -> dict[str, Any]:
-        return self.db["jobs"].get(job_id)
+        return self.db.table("jobs").get(job_id)
 
     def update_job(self, job_id: int, **changes: Any) -> Job:
         """One write to a job row; returns the job as it now is."""
         if isinstance(changes.get("state"), JobState):
             changes["state"] = changes["state"].value
-        self.db["jobs"].update(job_id, changes)
-        return _job(self.db["jobs"].get(job_id))
+        self.db.table("jobs").update(job_id, changes)
+        return _job(self.db.table("jobs").get(job_id))
 
     def jobs_where(self, where: str, args: list[Any], order: str = "id",
                    limit: int | None = None) -> list[Job]:
-        return [_job(r) for r in self.db["jobs"].rows_where(where, args, order_by=order, limit=limit)]
+        return [_job(r) for r in self.db.table("jobs").rows_where(where, args, order_by=order, limit=limit)]
+
+    def max_job_id(self) -> int:
+        return int(self._value("select coalesce(max(id), 0) from jobs"))
+
+    def queued_jobs(self, platforms: list[str], min_id: int, *, due_by: float | None = None,
+                    limit: int | None = None) -> list[Job]:
+        """Queued jobs of some platforms, first come first; only those due by a time."""
+        where = f"state = 'queued' and id >= ? and {_in('platform', tuple(platforms))}"
+        args: list[Any] = [min_id, *platforms]
+        if due_by is not None:
+            where += " and not_before <= ?"
+            args.append(due_by)
+        return self.jobs_where(where, args, limit=limit)
+
+    def next_due(self, platforms: list[str], min_id: int) -> float | None:
+        """When the earliest queued job of these platforms may start (None: none queued)."""
+        where = f"state = 'queued' and id >= ? and {_in('platform', tuple(platforms))}"
+        due = self._value(f"select min(not_before) from jobs where {where}", [min_id, *platforms])
+        return None if due is None else float(due)
+
+    def submit_attempts(self, job_id: int) -> int:
+        return int(self._value("select submit_attempts from jobs where id = ?", [job_id]))
 
     def active_jobs(self) -> list[Job]:
         return self.jobs_where(_in("state", ACTIVE_STATES), [s.value for s in ACTIVE_STATES])
@@ -141,17 +191,16 @@ class Store:
                                [user_key, *[s.value for s in states]], order="id desc")[:limit]
 
     def count_active(self, user_key: str) -> int:
-        return self.db["jobs"].count_where(
+        return self.db.table("jobs").count_where(
             f"user_key = ? and {_in('state', ACTIVE_STATES)}",
             [user_key, *[s.value for s in ACTIVE_STATES]])
 
     def queue_position(self, job_id: int) -> int:
         """1-based place among queued jobs, first come first served; 0 if not queued."""
-        row = self.db.execute(
+        return int(self._value(
             "select count(*) from jobs where state = 'queued' and id <= ?"
             " and exists (select 1 from jobs j where j.id = ? and j.state = 'queued')",
-            [job_id, job_id]).fetchone()
-        return row[0]
+            [job_id, job_id]))
 
     def recent_run_seconds(self, model_id: str, duration: str | None, limit: int = 20) -> list[float]:
         """How long the last finished jobs of a model spent at WaveSpeed."""
@@ -184,12 +233,12 @@ class Store:
                 now: float) -> None:
         """Remember a question asked in a chat (unanswered ones are dropped after a day)."""
         self.db.execute("delete from pending_asks where created_at < ?", [now - ASK_LIFETIME])
-        self.db["pending_asks"].upsert({"platform": platform, "chat": str(chat),
+        self.db.table("pending_asks").upsert({"platform": platform, "chat": str(chat),
                                         "message_id": str(message_id), "data": json.dumps(data),
                                         "created_at": now}, pk=("platform", "chat", "message_id"))
 
     def ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
-        rows = list(self.db["pending_asks"].rows_where(
+        rows = list(self.db.table("pending_asks").rows_where(
             "platform = ? and chat = ? and message_id = ?", [platform, str(chat), str(message_id)]))
         return json.loads(rows[0]["data"]) if rows else None
 
@@ -200,11 +249,11 @@ class Store:
     # --- media ------------------------------------------------------------------
 
     def put_media(self, job_id: int, role: str, mime: str, filename: str, data: bytes) -> None:
-        self.db["job_media"].insert({"job_id": job_id, "role": role, "mime": mime,
+        self.db.table("job_media").insert({"job_id": job_id, "role": role, "mime": mime,
                                      "filename": filename, "data": data})
 
     def media(self, job_id: int) -> dict[str, dict[str, Any]]:
-        return {r["role"]: r for r in self.db["job_media"].rows_where("job_id = ?", [job_id])}
+        return {r["role"]: r for r in self.db.table("job_media").rows_where("job_id = ?", [job_id])}
 
     def drop_media(self, job_id: int) -> None:
         self.db.execute("delete from job_media where job_id = ?", [job_id])

@@ -13,9 +13,9 @@ import asyncio
 import base64
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -80,7 +80,7 @@ class Prediction:
     inference_ms: int | None = None
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> "Prediction":
+    def from_data(cls, data: dict[str, Any]) -> Prediction:
         return cls(
             id=str(data.get("id") or ""),
             status=str(data.get("status") or "created"),
@@ -94,7 +94,7 @@ class Prediction:
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
     """Delay before retry number ``attempt`` (0-based): exponential, capped, jittered."""
-    return min(cap, base * 2 ** attempt) * random.uniform(0.5, 1.0)
+    return float(min(cap, base * 2 ** attempt) * random.uniform(0.5, 1.0))
 
 
 class WaveSpeedClient:
@@ -142,7 +142,7 @@ class WaveSpeedClient:
                 retry_after = _retry_after(resp)
         except aiohttp.ClientConnectorError as err:
             raise NotSubmitted(f"cannot reach WaveSpeed ({type(err).__name__})") from None
-        except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+        except (TimeoutError, aiohttp.ClientError) as err:
             raise SubmitUncertain(f"no answer to the submit ({type(err).__name__})") from None
         try:
             data = _unwrap(status, body, retry_after)
@@ -181,7 +181,7 @@ class WaveSpeedClient:
                 body = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
             if not body.get("download_url"):
                 raise BadRequest("the upload answer had no download_url")
-            return body["download_url"]
+            return str(body["download_url"])
 
         return await self._retrying(f"upload of {filename}", send)
 
@@ -191,7 +191,7 @@ class WaveSpeedClient:
         while True:
             try:
                 return await call()
-            except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+            except (TimeoutError, aiohttp.ClientError) as err:
                 failure: Transient = Transient(f"{what} failed ({type(err).__name__})")
             except Transient as err:
                 failure = err
@@ -219,7 +219,7 @@ class WaveSpeedClient:
                         if size > max_bytes:
                             raise WaveSpeedError("the video is larger than the bot accepts")
                         out.write(chunk)
-        except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+        except (TimeoutError, aiohttp.ClientError) as err:
             part.unlink(missing_ok=True)
             raise Transient(f"video download failed ({type(err).__name__})") from None
         except BaseException:
@@ -260,8 +260,9 @@ def _unwrap(status: int, body: Any, retry_after: float | None = None) -> dict[st
     envelope = body if isinstance(body, dict) else {}
     code = envelope.get("code", status)
     message = str(envelope.get("message") or f"HTTP {status}")[:300]
-    if status == 200 and code == 200 and isinstance(envelope.get("data"), dict):
-        return envelope["data"]
+    data = envelope.get("data")
+    if status == 200 and code == 200 and isinstance(data, dict):
+        return data
     if status == 200 and code == 200:
         raise Transient("the answer was not the expected JSON envelope", status=status)
     failing = status if status != 200 else code

@@ -4,11 +4,11 @@ from dataclasses import replace
 
 import pytest
 
-from bot.config import load_settings
-from bot.jobs import GenerationRequest, UserRef
 from bot.catalog import Params
-from bot.service import Engine
-from bot.simulator import Simulator
+from bot.config import load_settings
+from bot.devtools.simulator import Simulator
+from bot.engine import Engine
+from bot.jobs import GenerationRequest, UserRef
 from tests.helpers import RecordingCourier, image_bytes
 
 API_KEY = "ws-test-key-DO-NOT-LEAK-7f3a"

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 from bot.catalog import Params
-from bot.clips import sample_photo
 from bot.config import load_settings
+from bot.devtools.clips import sample_photo
+from bot.engine import Engine
 from bot.jobs import GenerationRequest, Job, Progress, UserRef, Video
-from bot.service import Engine
 
 PLATFORM = "proc"
 

@@ -1,21 +1,125 @@
-"""bot/ is platform-neutral: it imports no chat library and no adapter."""
+"""The layering the code relies on, checked on the source itself.
+
+Arrows point down only: adapters use the engine's facade and the core's types,
+never the store or the credit policy; only the store speaks SQL; bot/ knows no chat
+platform; every sentence a user reads is built in bot/messages.py.
+"""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
-BOT = Path(__file__).resolve().parent.parent / "bot"
-FORBIDDEN = ("discord", "telegram", "adapters")
+ROOT = Path(__file__).resolve().parent.parent
+BOT, ADAPTERS = ROOT / "bot", ROOT / "adapters"
+CHAT_LIBRARIES = ("discord", "telegram")
+# What an adapter may import from the core. The composition root also starts the
+# shipped development servers (the demo's simulator and sample photo).
+ADAPTER_MAY_IMPORT = {"bot.engine", "bot.jobs", "bot.messages", "bot.catalog", "bot.config"}
+COMPOSITION_ROOT_MAY_ALSO = {"bot.devtools.simulator", "bot.devtools.clips"}
+SQL = re.compile(r"^\s*(select\s.*\sfrom\s|insert\s+into\s|update\s+\w+\s+set\s|delete\s+from\s"
+                 r"|create\s+(table|index)\s|pragma\s|begin\s+immediate)", re.IGNORECASE | re.DOTALL)
+SQL_CALLS = {"execute", "executemany", "executescript", "rows_where", "count_where", "conn"}
+LONGEST_CLASS = 250
+# Files whose words are not for chat users: operator diagnostics of the config schema,
+# API error details that are logged, argparse help (and, below, SQL and the dev servers).
+NOT_USER_FACING = {"bot/messages.py", "bot/config.py", "bot/wavespeed.py", "adapters/cli.py"}
+
+
+def sources(*folders: Path) -> list[Path]:
+    return sorted(p for folder in folders for p in folder.rglob("*.py"))
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def imported(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            # "from bot import messages" imports the module bot.messages
+            names += [f"{node.module}.{a.name}" for a in node.names] if node.module == "bot" \
+                else [node.module]
+    return names
 
 
 def test_core_imports_no_platform_code():
+    offenders = [f"{rel(p)}: {n}" for p in sources(BOT) for n in imported(p)
+                 if n.split(".")[0] in (*CHAT_LIBRARIES, "adapters")]
+    assert offenders == []
+
+
+def test_adapters_use_only_the_facade_and_the_core_types():
     offenders = []
-    for path in BOT.glob("*.py"):
-        if path.name == "__main__.py":  # the documented entry point that wires adapters
+    for path in sources(ADAPTERS):
+        allowed = ADAPTER_MAY_IMPORT | (COMPOSITION_ROOT_MAY_ALSO if path.name == "app.py" else set())
+        offenders += [f"{rel(path)}: {name}" for name in imported(path)
+                      if name.split(".")[0] == "bot" and name not in allowed]
+    assert offenders == []
+
+
+def test_only_the_store_speaks_sql():
+    offenders = []
+    for path in sources(BOT, ADAPTERS):
+        if rel(path) == "bot/store.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value):
+                offenders.append(f"{rel(path)}:{node.lineno}: {node.value[:40]!r}")
+            if isinstance(node, ast.Attribute) and node.attr in SQL_CALLS:
+                offenders.append(f"{rel(path)}:{node.lineno}: .{node.attr}")
+    assert offenders == []
+
+
+def test_no_core_class_is_a_crowded_room():
+    long = [f"{rel(p)}: {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for p in sources(BOT) for node in ast.walk(ast.parse(p.read_text()))
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > LONGEST_CLASS]
+    assert long == []
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    nodes = [n for n in ast.walk(tree)
+             if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+    return {id(n.body[0].value) for n in nodes
+            if n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+
+
+def _logged(tree: ast.AST) -> set[int]:
+    """String nodes inside log calls (log.info(...), log.warning(...)): not for users."""
+    inside = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in ("log", "logging")):
+            inside |= {id(n) for n in ast.walk(node)}
+    return inside
+
+
+def _internal_errors(tree: ast.AST) -> set[int]:
+    """String nodes in ``raise RuntimeError(...)``: a bug report for the log, not for users."""
+    inside = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+                and isinstance(node.exc.func, ast.Name) and node.exc.func.id == "RuntimeError"):
+            inside |= {id(n) for n in ast.walk(node)}
+    return inside
+
+
+def test_every_user_facing_sentence_is_built_in_messages():
+    """A literal of three or more words that reads like a sentence belongs in messages.py."""
+    sentence = re.compile(r"[A-Za-z]+[,;:'’]?\s+[A-Za-z]+[,;:'’]?\s+[A-Za-z]+")
+    offenders = []
+    for path in sources(BOT, ADAPTERS):
+        if rel(path) in NOT_USER_FACING | {"bot/store.py"} or "devtools" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        skip = _docstrings(tree) | _logged(tree) | _internal_errors(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and id(node) not in skip and sentence.search(node.value)):
+                offenders.append(f"{rel(path)}:{node.lineno}: {node.value[:50]!r}")
     assert offenders == []

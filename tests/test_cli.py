@@ -16,7 +16,7 @@ def kling(*args: str, cwd: Path, stdin: str = "", env: dict | None = None) -> su
     full_env = {k: v for k, v in os.environ.items() if k != "WAVESPEED_API_KEY"}
     full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=cwd, input=stdin,
+    return subprocess.run([sys.executable, "-m", "adapters", *args], cwd=cwd, input=stdin,
                           capture_output=True, text=True, timeout=120, env=full_env)
 
 
@@ -61,7 +61,7 @@ def test_generate_without_a_key_says_how_to_add_one(tmp_path):
 
 def test_generate_honours_the_config_file_and_env_key(tmp_path):
     """Against a simulator run as its own server, found through [wavespeed] base_url."""
-    server = subprocess.Popen([sys.executable, "-m", "bot", "simulator", "--port", "0",
+    server = subprocess.Popen([sys.executable, "-m", "adapters", "simulator", "--port", "0",
                                "--job-seconds", "0.5"], cwd=tmp_path, stdout=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

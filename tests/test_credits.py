@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import replace
-from datetime import datetime, timezone
-
+from datetime import UTC, datetime
 
 from bot.catalog import MODELS, Params
 from bot.config import QuotaSettings
+from bot.credits import Credits, OutOfCredits, cost_of
 from bot.jobs import GenerationRequest, JobState, Rejected
-from bot.quota import OutOfCredits, Quota, cost_of
 from bot.store import Store
 from tests.conftest import effect_request, user
 from tests.helpers import image_bytes, settled
@@ -81,7 +80,7 @@ def test_fifty_threads_on_separate_connections_cannot_both_take_the_last_credit(
 
     def spend() -> None:
         store = Store(path)  # its own connection, like another process
-        quota = Quota(store, settings)
+        quota = Credits(store, settings)
         barrier.wait()
         try:
             with store.transaction():
@@ -117,27 +116,27 @@ async def test_jobs_in_flight_per_user_are_limited(engine, courier):
 
 
 async def test_daily_credits_reset_at_the_configured_hour(tmp_path):
-    now = [datetime(2026, 11, 21, 5, 30, tzinfo=timezone.utc).timestamp()]
+    now = [datetime(2026, 11, 21, 5, 30, tzinfo=UTC).timestamp()]
     store = Store(tmp_path / "q.sqlite")
-    quota = Quota(store, QuotaSettings(daily_credits=3, reset_hour_utc=6), clock=lambda: now[0])
+    quota = Credits(store, QuotaSettings(daily_credits=3, reset_hour_utc=6), clock=lambda: now[0])
     with store.transaction():
         quota.reserve(user(), 3)
     balance = quota.balance(user())
     assert balance.total == 0
-    assert balance.resets_at == datetime(2026, 11, 21, 6, 0, tzinfo=timezone.utc)
-    assert "at 06:00 UTC (in 30 min)" in balance.text(datetime.fromtimestamp(now[0], timezone.utc))
+    assert balance.resets_at == datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
+    assert "at 06:00 UTC (in 30 min)" in balance.text(datetime.fromtimestamp(now[0], UTC))
     now[0] += 31 * 60  # 06:01: a new period
     assert quota.balance(user()).total == 3
 
 
 async def test_refund_after_the_reset_is_kept_as_bonus(make_engine, settings, courier, simulator):
     engine = await make_engine(start=False)
-    now = [datetime(2026, 11, 21, 23, 59, tzinfo=timezone.utc).timestamp()]
-    engine.quota.clock = engine.clock = lambda: now[0]
+    now = [datetime(2026, 11, 21, 23, 59, tzinfo=UTC).timestamp()]
+    engine.credits.clock = engine.pipeline.clock = engine.clock = lambda: now[0]
     answer = await engine.accept(effect_request())
     assert engine.balance(user()).total == 9
     now[0] += 120  # the job fails after midnight, when the daily credits are fresh again
-    await engine._fail(answer.job.id, "Kling could not make this video.")
+    await engine.pipeline.fail(answer.job.id, "Kling could not make this video.")
     balance = engine.balance(user())
     assert (balance.daily_left, balance.bonus) == (10, 1)
     assert "Your 1 credit was refunded." in courier.failures[answer.job.id]
@@ -149,7 +148,7 @@ async def test_refund_happens_once(engine, courier, simulator):
     await courier.outcome(answer.job.id)
     job = engine.store.job(answer.job.id)
     with engine.store.transaction():
-        assert engine.quota.refund(job, "again") is False
+        assert engine.credits.refund(job, "again") is False
     assert engine.balance(user()).total == 10
 
 
@@ -181,10 +180,10 @@ async def test_a_running_job_cannot_be_cancelled(engine, courier, simulator):
 
 
 async def test_admin_grant_and_set(engine):
-    assert engine.quota.grant(user(), 5, by="admin").total == 15
-    balance = engine.quota.set_credits(user(), 12, by="admin")
+    assert engine.credits.grant(user(), 5, by="admin").total == 15
+    balance = engine.credits.set_credits(user(), 12, by="admin")
     assert (balance.daily_left, balance.bonus) == (10, 2)
-    assert engine.quota.set_credits(user(), 3).total == 3
+    assert engine.credits.set_credits(user(), 3).total == 3
     entries = [r["entry"] for r in engine.store.db["ledger"].rows_where(order_by="id")]
     assert entries == ["grant", "set", "set"]
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import discord
 import pytest
 
-from adapters.discord_bot import DiscordAdapter
+from adapters.discord import DiscordAdapter
 from bot.config import QuotaSettings
 from bot.jobs import UserRef
 from tests.fake_discord import APP_ID, CHANNEL, GUILD, FakeDiscord
@@ -327,7 +327,8 @@ async def test_usage_counts_todays_jobs_in_the_server(run_discord, fake_discord)
 async def test_quota_jobs_cancel_effects_help_are_ephemeral(run_discord, fake_discord):
     _, adapter = await run_discord()
     payloads = [fake_discord.slash(name, options, user=ALICE) for name, options in [
-        ("quota", []), ("jobs", []), ("cancel", [{"name": "job", "type": 4, "value": 3}]), ("effects", []), ("help", [])]]
+        ("quota", []), ("jobs", []), ("cancel", [{"name": "job", "type": 4, "value": 3}]),
+        ("effects", []), ("help", [])]]
     for payload in payloads:
         feed(adapter, payload)
     answers = [(await until(lambda p=p: callbacks(fake_discord, p["token"])))[0]["data"] for p in payloads]
@@ -419,7 +420,7 @@ async def test_kling_bot_run_serves_discord_as_a_whole_process(tmp_path, fake_di
         f'guild_ids = [{GUILD}]\nprogress_interval = 0\n[storage]\npath = "bot.sqlite"\n')
     env = {**os.environ, "PYTHONPATH": str(root), "DISCORD_BOT_TOKEN": TOKEN, "TELEGRAM_BOT_TOKEN": ""}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "--simulate", cwd=tmp_path, env=env,
+        sys.executable, "-m", "adapters", "run", "--simulate", cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         banner = await asyncio.wait_for(process.stdout.readline(), 30)
@@ -435,3 +436,22 @@ async def test_kling_bot_run_serves_discord_as_a_whole_process(tmp_path, fake_di
         _, stderr = await process.communicate()
     assert process.returncode == 0
     assert TOKEN.encode() not in stderr
+
+
+async def test_every_command_and_option_has_a_real_description(run_discord, fake_discord):
+    await run_discord()
+    [sync] = fake_discord.to(f"/applications/{APP_ID}/guilds/{GUILD}/commands", "PUT")
+
+    def undescribed(items, path=""):
+        """Commands, subcommands and options whose description is empty or discord.py's "…"."""
+        for item in items:
+            where = f"{path}/{item['name']}"
+            if item.get("description", "") in ("", "…"):
+                yield where
+            yield from undescribed(item.get("options", []), where)
+
+    commands = [c for c in sync["json"] if c.get("type", 1) == 1]  # context menus have none
+    assert list(undescribed(commands)) == []
+    animate = next(c for c in commands if c["name"] == "animate")
+    model = next(o for o in animate["options"] if o["name"] == "model")
+    assert [c["value"] for c in model["choices"]] == ["v1.6", "v2.1", "master"]

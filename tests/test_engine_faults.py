@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
+from bot.engine.pipeline import poll_delay
 from bot.jobs import JobState
-from bot.service import poll_delay
 from bot.wavespeed import WaveSpeedClient
 from tests.conftest import API_KEY, effect_request, user
 
@@ -155,5 +155,6 @@ async def test_result_url_on_another_host_never_receives_the_key(simulator, aioh
 
 def _b64_photo() -> str:
     import base64
+
     from tests.helpers import image_bytes
     return base64.b64encode(image_bytes()).decode()

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from bot.store import MIGRATIONS, Store
-from bot.quota import Quota
 from bot.config import QuotaSettings
+from bot.credits import Credits
+from bot.store import MIGRATIONS, Store
 from tests.conftest import user
 
 
@@ -10,7 +10,7 @@ def test_reopening_keeps_data_and_runs_each_migration_once(tmp_path):
     path = tmp_path / "bot.sqlite"
     store = Store(path)
     with store.transaction():
-        Quota(store, QuotaSettings()).reserve(user(), 3)
+        Credits(store, QuotaSettings()).reserve(user(), 3)
     store.close()
 
     again = Store(path)
@@ -21,7 +21,7 @@ def test_reopening_keeps_data_and_runs_each_migration_once(tmp_path):
 
 def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
     store = Store(tmp_path / "bot.sqlite")
-    quota = Quota(store, QuotaSettings())
+    quota = Credits(store, QuotaSettings())
     try:
         with store.transaction():
             quota.reserve(user(), 3)

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from adapters.telegram_bot import TelegramAdapter
+from adapters.telegram import TelegramAdapter
 from bot import catalog
 from bot.config import QuotaSettings
 from tests.fake_telegram import FakeTelegram
@@ -320,7 +320,7 @@ async def test_kling_bot_run_serves_telegram_as_a_whole_process(tmp_path, telegr
         f'progress_interval = 0\n[storage]\npath = "bot.sqlite"\n')
     env = {**os.environ, "PYTHONPATH": str(root), "TELEGRAM_BOT_TOKEN": TOKEN}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "--simulate", cwd=tmp_path, env=env,
+        sys.executable, "-m", "adapters", "run", "--simulate", cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         banner = await asyncio.wait_for(process.stdout.readline(), 30)

@@ -1,4 +1,4 @@
-"""Parsing of the text after a chat command, shared by every text-based adapter.
+"""Parsing of the text after a chat command, shared by the text-based adapters.
 
 ``/animate --model master --duration 10 a cat dances --negative blurry, dark``:
 options may stand anywhere; ``--negative`` takes the words up to the next option;
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot import catalog
+from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 
 # option -> (canonical name, takes the rest of the words up to the next option)
@@ -19,8 +19,6 @@ _OPTIONS = {
     "--guidance": ("guidance", False), "-g": ("guidance", False),
     "--negative": ("negative", True), "--no": ("negative", True),
 }
-OPTION_HELP = ("--model v1.6|v2.1|master  --duration 5|10  --guidance 0-1  "
-               "--negative <what to avoid>")
 
 
 @dataclass
@@ -40,17 +38,17 @@ def parse_animate(text: str) -> AnimateArgs:
         if word.startswith("-") and len(word) > 1 and not word[1:2].isdigit():
             name = word.lower()
             if name not in _OPTIONS:
-                raise ValidationError(f"Unknown option {word}. Options: {OPTION_HELP}.")
+                raise ValidationError(messages.unknown_option(word, catalog.animate_options()))
             key, greedy = _OPTIONS[name]
             taken = []
             index += 1
-            while index < len(words) and not (words[index].lower() in _OPTIONS):
+            while index < len(words) and words[index].lower() not in _OPTIONS:
                 taken.append(words[index])
                 index += 1
                 if not greedy:
                     break
             if not taken:
-                raise ValidationError(f"{word} needs a value. Options: {OPTION_HELP}.")
+                raise ValidationError(messages.option_needs_value(word, catalog.animate_options()))
             values[key] = " ".join(taken)
             continue
         prompt.append(word)
@@ -70,18 +68,11 @@ def _number(text: str, label: str) -> float:
     try:
         return float(text.replace(",", "."))
     except ValueError:
-        raise ValidationError(f"{label} must be a number such as 0.5 (got '{text}').") from None
+        raise ValidationError(messages.not_a_number(label, text)) from None
 
 
 def _seconds(text: str) -> int:
     cleaned = text.lower().removesuffix("seconds").removesuffix("sec").removesuffix("s").strip()
     if not cleaned.isdigit():
-        raise ValidationError(f"Duration must be 5 or 10 seconds (got '{text}').")
+        raise ValidationError(messages.duration_choices(catalog.durations_of("animate"), f"'{text}'"))
     return int(cleaned)
-
-
-def effects_text(columns: int = 4) -> str:
-    """All effect names, a few per line, for /effects."""
-    names = list(catalog.EFFECTS)
-    lines = [", ".join(names[i:i + columns]) for i in range(0, len(names), columns)]
-    return f"{len(names)} effects:\n" + "\n".join(lines)

@@ -7,49 +7,44 @@ and hands a GenerationRequest to the engine. Rules live in ``bot/``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from typing import TypeVar
 
-from telegram import (BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message,
-                      ReplyParameters, Update)
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, Update, User
 from telegram.constants import ChatType
 from telegram.error import TelegramError
-from telegram.ext import (AIORateLimiter, Application, ApplicationBuilder, CallbackQueryHandler,
-                          CommandHandler, ContextTypes, MessageHandler, filters)
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    Updater,
+    filters,
+)
 
-from bot import catalog
+from adapters.chat import jobs_text
+from adapters.telegram.courier import TelegramCourier
+from adapters.text_commands import parse_animate
+from bot import catalog, messages
 from bot.catalog import Params, ValidationError
-from bot.commands import OPTION_HELP, effects_text, parse_animate
 from bot.config import Settings
+from bot.engine import Engine
 from bot.jobs import GenerationRequest, UserRef
-from bot.service import Engine
-from adapters.telegram_courier import TelegramCourier
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PLATFORM = "telegram"
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB to bots
 PAGE_SIZE = 12  # effects per keyboard page (4 rows of 3)
 CAPTION_COMMAND = re.compile(r"^/(effect|animate|avatar)(@\w+)?(\s|$)", re.IGNORECASE)
 
-HELP = f"""I turn a photo into a short Kling AI video.
-
-/effect hula: send a photo with this caption, or reply it to any photo. /effect alone, as a reply to a photo, shows a menu of effects.
-/animate a cat dances: the same, with your own prompt. Options: {OPTION_HELP}
-/avatar [prompt]: reply it to a photo, then answer my message with a voice note or audio file: the photo speaks it.
-
-/effects: all effect names · /quota: your credits · /jobs: your jobs · /cancel N: cancel a queued job"""
-
-COMMANDS = [
-    BotCommand("effect", "Animate a photo with an effect, e.g. /effect hula"),
-    BotCommand("animate", "Animate a photo from a prompt"),
-    BotCommand("avatar", "Make a photo speak a voice note"),
-    BotCommand("effects", "List the effects"),
-    BotCommand("quota", "Your credits"),
-    BotCommand("jobs", "Your jobs"),
-    BotCommand("cancel", "Cancel a queued job"),
-    BotCommand("help", "How to use the bot"),
-]
+MENU_COMMANDS = ["effect", "animate", "avatar", "effects", "quota", "jobs", "cancel", "help"]
 
 
 class TelegramAdapter:
@@ -57,6 +52,7 @@ class TelegramAdapter:
 
     def __init__(self, settings: Settings, engine: Engine):
         self.settings = settings.telegram
+        self.media = settings.media
         self.engine = engine
         _quiet_token_loggers()
         self.app: Application = (
@@ -90,14 +86,16 @@ class TelegramAdapter:
 
     async def start(self) -> None:
         await self.app.initialize()
-        await self.app.bot.set_my_commands(COMMANDS)
+        await self.app.bot.set_my_commands(
+            [BotCommand(name, messages.COMMANDS[name]) for name in MENU_COMMANDS])
         await self.app.start()
-        await self.app.updater.start_polling(allowed_updates=["message", "callback_query"])
+        await _updater(self.app).start_polling(allowed_updates=["message", "callback_query"])
         log.info("Telegram bot @%s is running", self.app.bot.username)
 
     async def stop(self) -> None:
-        if self.app.updater.running:
-            await self.app.updater.stop()
+        updater = _updater(self.app)
+        if updater.running:
+            await updater.stop()
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
@@ -105,55 +103,53 @@ class TelegramAdapter:
     # --- simple commands --------------------------------------------------------
 
     async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await update.effective_message.reply_text(HELP)
+        await _message(update).reply_text(messages.telegram_help(catalog.animate_options()))
 
     async def _effects(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await update.effective_message.reply_text(effects_text())
+        await _message(update).reply_text(messages.effects_list(catalog.EFFECTS))
 
     async def _quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await update.effective_message.reply_text(self.engine.balance(_user(update)).text())
+        await _message(update).reply_text(self.engine.balance(_user(update)).text())
 
     async def _jobs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        jobs = self.engine.jobs_of(_user(update))
-        text = "\n".join(f"Job {job.id} ({job.label}): "
-                         f"{f'queued, position {pos}' if pos else job.state.value}"
-                         for job, pos in jobs) or "You have no jobs running."
-        await update.effective_message.reply_text(text)
+        await _message(update).reply_text(jobs_text(self.engine, _user(update)))
 
     async def _cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if len(context.args) != 1 or not context.args[0].lstrip("#").isdigit():
-            await update.effective_message.reply_text("Usage: /cancel N (/jobs lists yours).")
+        args = _args(context)
+        if len(args) != 1 or not args[0].lstrip("#").isdigit():
+            await _message(update).reply_text(messages.TELEGRAM_CANCEL_USAGE)
             return
-        text = await self.engine.cancel(_user(update), int(context.args[0].lstrip("#")))
-        await update.effective_message.reply_text(text)
+        text = await self.engine.cancel(_user(update), int(args[0].lstrip("#")))
+        await _message(update).reply_text(text)
 
     async def _grant(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
-        if update.effective_user.id not in self.settings.admins:
-            await message.reply_text("Only the bot's admins can grant credits.")
+        message, args = _message(update), _args(context)
+        if _effective_user(update).id not in self.settings.admins:
+            await message.reply_text(messages.TELEGRAM_ADMINS_ONLY)
             return
         target = message.reply_to_message.from_user if message.reply_to_message else None
-        if target is None or len(context.args) != 1 or not context.args[0].lstrip("-").isdigit():
-            await message.reply_text("Reply /grant N to a message of the person to give N credits.")
+        if target is None or len(args) != 1 or not args[0].lstrip("-").isdigit():
+            await message.reply_text(messages.TELEGRAM_GRANT_USAGE)
             return
-        balance = self.engine.quota.grant(UserRef(PLATFORM, str(target.id), target.full_name),
-                                          int(context.args[0]), by=f"telegram:{update.effective_user.id}")
-        await message.reply_text(f"{target.full_name} now has {balance.total} credits.")
+        balance = self.engine.grant(UserRef(PLATFORM, str(target.id), target.full_name),
+                                    int(args[0]), by=f"telegram:{_effective_user(update).id}")
+        await message.reply_text(messages.now_has_credits(target.full_name, balance.total))
 
     # --- generation ---------------------------------------------------------------
 
     async def _effect_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._effect(update.effective_message, " ".join(context.args))
+        await self._effect(_message(update), " ".join(_args(context)))
 
     async def _animate_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._animate(update.effective_message, " ".join(context.args))
+        await self._animate(_message(update), " ".join(_args(context)))
 
     async def _avatar_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._avatar(update.effective_message, " ".join(context.args))
+        await self._avatar(_message(update), " ".join(_args(context)))
 
     async def _caption_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
+        message = _message(update)
         match = CAPTION_COMMAND.match(message.caption or "")
+        assert match is not None  # the CaptionRegex filter only lets matching captions through
         mention = (match.group(2) or "").lstrip("@")
         if mention and mention.lower() != (context.bot.username or "").lower():
             return  # a command for another bot in the group
@@ -168,11 +164,11 @@ class TelegramAdapter:
     async def _effect(self, message: Message, name: str) -> None:
         photo = _photo_message(message)
         if photo is None:
-            await message.reply_text("Reply /effect hula to a photo, or send a photo with that caption.")
+            await message.reply_text(messages.EFFECT_NEEDS_PHOTO)
             return
         if not name.strip():
             await message.reply_text(
-                "Pick an effect:", reply_markup=self._effect_keyboard(message.from_user.id, 0),
+                messages.PICK_EFFECT, reply_markup=self._effect_keyboard(_sender(message).id, 0),
                 reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True))
             return
         await self._start(message, photo, "effect", Params(effect=name))
@@ -180,7 +176,7 @@ class TelegramAdapter:
     async def _animate(self, message: Message, text: str) -> None:
         photo = _photo_message(message)
         if photo is None:
-            await message.reply_text("Reply /animate <prompt> to a photo, or send a photo with that caption.")
+            await message.reply_text(messages.ANIMATE_NEEDS_PHOTO)
             return
         try:
             args = parse_animate(text)
@@ -192,23 +188,21 @@ class TelegramAdapter:
     async def _avatar(self, message: Message, prompt: str) -> None:
         photo = _photo_message(message)
         if photo is None:
-            await message.reply_text("Reply /avatar to a photo; I will then ask you for the voice note.")
+            await message.reply_text(messages.AVATAR_NEEDS_PHOTO)
             return
-        ask = await message.reply_text(
-            "Now reply to this message with a voice note or audio file "
-            f"(up to {self.engine.settings.media.max_audio_seconds:g} s) and the photo will say it.")
-        self.engine.store.put_ask(PLATFORM, ask.chat_id, ask.message_id, {
-            "user": message.from_user.id, "photo_chat": photo.chat_id,
-            "photo_message_id": photo.message_id, "photo": _file_of(photo), "prompt": prompt},
-            self.engine.clock())
+        ask = await message.reply_text(messages.ask_for_audio(self.media.max_audio_seconds))
+        self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
+            "user": _sender(message).id, "photo_chat": photo.chat_id,
+            "photo_message_id": photo.message_id, "photo": _file_of(photo), "prompt": prompt})
 
     async def _audio_answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
+        message = _message(update)
         asked = message.reply_to_message
-        ask = self.engine.store.ask(PLATFORM, asked.chat_id, asked.message_id)
-        if ask is None or ask["user"] != message.from_user.id:
+        assert asked is not None  # the handler's filters.REPLY guarantees it
+        ask = self.engine.pending_ask(PLATFORM, asked.chat_id, asked.message_id)
+        if ask is None or ask["user"] != _sender(message).id:
             return  # an ordinary reply, or someone else's voice note
-        self.engine.store.drop_ask(PLATFORM, asked.chat_id, asked.message_id)
+        self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
         await self._start(message, None, "avatar", Params(prompt=ask["prompt"] or None),
                           photo_file=ask["photo"], photo_message_id=ask["photo_message_id"],
                           audio_file=_file_of(message))
@@ -217,53 +211,54 @@ class TelegramAdapter:
         photo = message.reply_to_message if message.reply_to_message and _file_of(
             message.reply_to_message, images_only=True) else None
         if photo is None:
-            await message.reply_text("Send the voice note as a reply to the photo, or reply "
-                                     "/avatar to the photo first.")
+            await message.reply_text(messages.AVATAR_AUDIO_NEEDS_PHOTO)
             return
         await self._start(message, photo, "avatar", Params(prompt=prompt or None),
                           audio_file=_file_of(audio))
 
     def _effect_keyboard(self, user_id: int, page: int) -> InlineKeyboardMarkup:
-        counts = self.engine.store.effect_counts()
-        names = sorted(catalog.EFFECTS, key=lambda e: -counts.get(e, 0))  # stable: API order on ties
+        names = self.engine.popular_effects()
         chunk = names[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
         rows = [[InlineKeyboardButton(n, callback_data=f"fx:{user_id}:{n}") for n in chunk[i:i + 3]]
                 for i in range(0, len(chunk), 3)]
         nav = []
         if page > 0:
-            nav.append(InlineKeyboardButton("‹ Back", callback_data=f"fxp:{user_id}:{page - 1}"))
+            nav.append(InlineKeyboardButton(messages.MENU_BACK, callback_data=f"fxp:{user_id}:{page - 1}"))
         if (page + 1) * PAGE_SIZE < len(names):
-            nav.append(InlineKeyboardButton("More ›", callback_data=f"fxp:{user_id}:{page + 1}"))
+            nav.append(InlineKeyboardButton(messages.MENU_MORE, callback_data=f"fxp:{user_id}:{page + 1}"))
         return InlineKeyboardMarkup(rows + ([nav] if nav else []))
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
+        assert query is not None and query.data is not None  # the handler's pattern matched the data
         kind, owner, value = query.data.split(":", 2)
         if str(query.from_user.id) != owner:
-            await query.answer("This menu belongs to whoever asked. Reply /effect to a photo "
-                               "for your own.", show_alert=True)
+            await query.answer(messages.MENU_NOT_YOURS, show_alert=True)
             return
         if kind == "fxp":
             await query.answer()
             await query.edit_message_reply_markup(self._effect_keyboard(int(owner), int(value)))
             return
-        photo = query.message.reply_to_message if query.message else None
-        if photo is None or _file_of(photo, images_only=True) is None:
-            await query.answer("I can no longer see that photo. Reply /effect to it again.", show_alert=True)
+        # the menu message itself; an InaccessibleMessage once it is too old for the Bot API
+        message = query.message if isinstance(query.message, Message) else None
+        photo = message.reply_to_message if message else None
+        if message is None or photo is None or _file_of(photo, images_only=True) is None:
+            await query.answer(messages.PHOTO_GONE, show_alert=True)
             return
-        await query.answer(f"{value} it is!")
-        status = await query.edit_message_text(f"Effect {value}: checking the photo…")
-        await self._start(query.message, photo, "effect", Params(effect=value), status=status,
+        await query.answer(messages.effect_chosen_toast(value))
+        status = await query.edit_message_text(messages.effect_checking(value))
+        assert isinstance(status, Message)  # True comes back only for inline messages
+        await self._start(message, photo, "effect", Params(effect=value), status=status,
                           user=query.from_user)
 
-    async def _start(self, message: Message, photo: Message | None, kind: str, params: Params, *,
-                     model: str | None = None, status: Message | None = None, user=None,
+    async def _start(self, message: Message, photo: Message | None, kind: catalog.Kind, params: Params, *,
+                     model: str | None = None, status: Message | None = None, user: User | None = None,
                      photo_file: dict | None = None, photo_message_id: int | None = None,
                      audio_file: dict | None = None) -> None:
         """Download the media, hand the request to the engine, show its answer."""
-        user = user or message.from_user
+        user = user or _sender(message)
         if status is None:
-            status = await message.reply_text("Checking the photo…")
+            status = await message.reply_text(messages.CHECKING_PHOTO)
         try:
             image = await self._download(photo_file or _file_of(photo), "photo")
             audio = await self._download(audio_file, "audio") if audio_file else None
@@ -282,10 +277,9 @@ class TelegramAdapter:
 
     async def _download(self, ref: dict | None, what: str) -> bytes:
         if not ref:
-            raise ValidationError(f"I could not find the {what}.")
+            raise ValidationError(messages.cannot_find(what))
         if ref.get("size") and ref["size"] > DOWNLOAD_LIMIT:
-            raise ValidationError(f"The {what} is {ref['size'] / 1048576:.1f} MB; Telegram lets bots "
-                                  "download files up to 20 MB. Send a smaller one.")
+            raise ValidationError(messages.telegram_file_too_large(what, ref["size"]))
         try:
             file = await self.app.bot.get_file(ref["file_id"])
             # download_as_bytearray reads file.file_path, a URL holding the bot token: it
@@ -293,15 +287,13 @@ class TelegramAdapter:
             return bytes(await file.download_as_bytearray())
         except TelegramError as err:
             log.warning("download of a %s failed: %s", what, type(err).__name__)
-            raise ValidationError(f"I could not download the {what} from Telegram. Try again?") from None
+            raise ValidationError(messages.download_failed(what, "Telegram")) from None
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("update handling failed: %s: %s", type(context.error).__name__, context.error)
         if isinstance(update, Update) and update.effective_message:
-            try:
-                await update.effective_message.reply_text("Sorry, something went wrong on my side.")
-            except TelegramError:
-                pass
+            with contextlib.suppress(TelegramError):
+                await update.effective_message.reply_text(messages.SOMETHING_WENT_WRONG)
 
 
 def _quiet_token_loggers() -> None:
@@ -313,8 +305,37 @@ def _quiet_token_loggers() -> None:
 
 
 def _user(update: Update) -> UserRef:
-    user = update.effective_user
+    user = _effective_user(update)
     return UserRef(PLATFORM, str(user.id), user.full_name)
+
+
+# PTB types these as optional because some update types lack them; the handlers above
+# only receive updates that have them, so a missing one is a bug worth an error.
+
+def _present(value: T | None, what: str) -> T:
+    if value is None:
+        raise RuntimeError(f"the update carries no {what}")
+    return value
+
+
+def _message(update: Update) -> Message:
+    return _present(update.effective_message, "message")
+
+
+def _effective_user(update: Update) -> User:
+    return _present(update.effective_user, "user")
+
+
+def _sender(message: Message) -> User:
+    return _present(message.from_user, "sender")  # set for every message outside channels
+
+
+def _args(context: ContextTypes.DEFAULT_TYPE) -> list[str]:
+    return _present(context.args, "command arguments")  # CommandHandler always sets them
+
+
+def _updater(app: Application) -> Updater:
+    return _present(app.updater, "updater")  # ApplicationBuilder builds one unless told not to
 
 
 def _photo_message(message: Message) -> Message | None:

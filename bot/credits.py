@@ -1,69 +1,54 @@
-"""Credits policy: a daily allowance plus granted bonus credits, reserved per job.
+"""Credit policy: a daily allowance plus granted bonus credits, reserved per job.
 
 A user has two buckets: ``daily_left`` (refilled to ``[quota] daily_credits`` at the
 reset hour) and ``bonus`` (granted by admins, never expires). A job reserves its cost
 when accepted, daily credits first; the reservation is committed when the video is
 delivered, or refunded to the buckets it came from. A refund that arrives after the
 day rolled over goes to the bonus bucket, so a user never loses a refunded credit.
-Every movement is a ledger row. All functions here expect to run inside
-``Store.transaction()``.
+Every movement is a ledger row. The rules live here; the SQL lives in ``bot.store``.
+Movements expect to run inside ``Store.transaction()``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot import messages
 from bot.catalog import Model
 from bot.config import QuotaSettings
-from bot.jobs import Job, UserRef
+from bot.jobs import Balance, Job, UserRef
 from bot.store import Store
+
+__all__ = ["Balance", "Credits", "OutOfCredits", "cost_of"]
 
 
 class OutOfCredits(Exception):
     """Not enough credits; str() is user-facing."""
 
 
-@dataclass(frozen=True)
-class Balance:
-    daily_left: int
-    bonus: int
-    resets_at: datetime
+def cost_of(model: Model, seconds: float, costs: Mapping[str, Any]) -> int:
+    """Credits for a clip: ``[costs]`` holds credits per 5 s, or a table by duration.
 
-    @property
-    def total(self) -> int:
-        return self.daily_left + self.bonus
-
-    def text(self, now: datetime | None = None) -> str:
-        extra = f" (+{self.bonus} bonus)" if self.bonus else ""
-        return (f"You have {self.total} credit{'s' * (self.total != 1)}{extra}. "
-                f"Daily credits reset {reset_text(self.resets_at, now)}.")
-
-
-def reset_text(resets_at: datetime, now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
-    minutes = max(1, math.ceil((resets_at - now).total_seconds() / 60))
-    hours, minutes = divmod(minutes, 60)
-    left = f"{hours} h {minutes} min" if hours else f"{minutes} min"
-    return f"at {resets_at:%H:%M} UTC (in {left})"
-
-
-def cost_of(model: Model, seconds: float, costs: dict[str, Any]) -> int:
-    """Credits for a clip: ``[costs]`` holds credits per 5 s, or a table by duration."""
-    rate = costs[model.key]
+    A model missing from ``costs`` costs its catalog default.
+    """
+    rate = costs.get(model.key, model.cost)
     if isinstance(rate, dict):
         seconds_key = int(seconds)
         if seconds_key in rate:
-            return rate[seconds_key]
+            return int(rate[seconds_key])
         rate = max(rate.values())  # a length the table does not name: its top rate per 5 s
-    return rate * max(1, math.ceil(seconds / 5))
+    return int(rate) * max(1, math.ceil(seconds / 5))
 
 
-class Quota:
-    def __init__(self, store: Store, settings: QuotaSettings, clock=time.time):
+class Credits:
+    """Reserve, commit, refund, grant and set credits, by the rules above."""
+
+    def __init__(self, store: Store, settings: QuotaSettings,
+                 clock: Callable[[], float] = time.time):
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -72,11 +57,11 @@ class Quota:
 
     def period(self, now: float | None = None) -> str:
         """Label of the credit period a moment falls in: the date it started on."""
-        moment = datetime.fromtimestamp(self.clock() if now is None else now, timezone.utc)
+        moment = datetime.fromtimestamp(self.clock() if now is None else now, UTC)
         return (moment - timedelta(hours=self.settings.reset_hour_utc)).date().isoformat()
 
     def resets_at(self, now: float | None = None) -> datetime:
-        start = datetime.fromisoformat(self.period(now)).replace(tzinfo=timezone.utc)
+        start = datetime.fromisoformat(self.period(now)).replace(tzinfo=UTC)
         return start + timedelta(days=1, hours=self.settings.reset_hour_utc)
 
     # --- reading ----------------------------------------------------------------
@@ -88,21 +73,19 @@ class Quota:
 
     def _user_row(self, user: UserRef) -> dict[str, Any]:
         """The user's row, created or rolled into the current period as needed."""
-        users = self.store.db["users"]
         period = self.period()
-        rows = list(users.rows_where("key = ?", [user.key]))
-        if not rows:
+        row = self.store.user(user.key)
+        if row is None:
             row = {"key": user.key, "platform": user.platform, "name": user.name,
                    "period": period, "daily_left": self.settings.daily_credits,
                    "bonus": 0, "created_at": self.clock()}
-            users.insert(row)
+            self.store.add_user(row)
             return row
-        row = rows[0]
         if row["period"] != period:
             row = {**row, "period": period, "daily_left": self.settings.daily_credits}
-            users.update(user.key, {"period": period, "daily_left": row["daily_left"]})
+            self.store.update_user(user.key, period=period, daily_left=row["daily_left"])
         if user.name and user.name != row["name"]:
-            users.update(user.key, {"name": user.name})
+            self.store.update_user(user.key, name=user.name)
         return row
 
     # --- movements --------------------------------------------------------------
@@ -114,32 +97,29 @@ class Quota:
             raise OutOfCredits(self.shortfall(cost, row["daily_left"] + row["bonus"]))
         from_daily = min(cost, row["daily_left"])
         from_bonus = cost - from_daily
-        self.store.db["users"].update(user.key, {
-            "daily_left": row["daily_left"] - from_daily, "bonus": row["bonus"] - from_bonus})
+        self.store.update_user(user.key, daily_left=row["daily_left"] - from_daily,
+                               bonus=row["bonus"] - from_bonus)
         return from_daily, from_bonus, row["period"]
 
     def shortfall(self, cost: int, have: int) -> str:
         """What a user is told when ``have`` credits do not cover ``cost``."""
-        return (f"You're out of credits: this needs {cost} and you have {have}. "
-                f"Daily credits reset to {self.settings.daily_credits} "
-                f"{reset_text(self.resets_at())}.")
+        return messages.out_of_credits(cost, have, self.settings.daily_credits, self.resets_at())
 
     def record(self, user_key: str, entry: str, daily: int, bonus: int,
                job_id: int | None = None, note: str = "") -> None:
-        self.store.db["ledger"].insert({
-            "at": self.clock(), "user_key": user_key, "job_id": job_id, "entry": entry,
-            "daily_delta": daily, "bonus_delta": bonus, "note": note})
+        self.store.add_ledger(at=self.clock(), user_key=user_key, job_id=job_id, entry=entry,
+                              daily_delta=daily, bonus_delta=bonus, note=note)
 
     def commit(self, job: Job) -> bool:
         """Make a job's reservation final. False if it was already settled."""
-        if not self._settle(job.id, "committed"):
+        if not self.store.settle(job.id, "committed"):
             return False
         self.record(job.user_key, "commit", 0, 0, job.id)
         return True
 
     def refund(self, job: Job, why: str) -> bool:
         """Return a job's credits. False if it was already settled (no double refund)."""
-        if not self._settle(job.id, "refunded"):
+        if not self.store.settle(job.id, "refunded"):
             return False
         row = self.store.job_row(job.id)
         daily, bonus = row["paid_daily"], row["paid_bonus"]
@@ -148,23 +128,17 @@ class Quota:
         if user["period"] != row["period"]:
             # The day it was reserved in is over: give it back as lasting credit.
             daily, bonus = 0, daily + bonus
-        self.store.db["users"].update(job.user_key, {
-            "daily_left": user["daily_left"] + daily, "bonus": user["bonus"] + bonus})
+        self.store.update_user(job.user_key, daily_left=user["daily_left"] + daily,
+                               bonus=user["bonus"] + bonus)
         self.record(job.user_key, "refund", daily, bonus, job.id, why)
         return True
-
-    def _settle(self, job_id: int, outcome: str) -> bool:
-        cursor = self.store.db.execute(
-            "update jobs set settlement = ? where id = ? and settlement = 'reserved'",
-            [outcome, job_id])
-        return cursor.rowcount == 1
 
     def grant(self, user: UserRef, credits: int, by: str = "") -> Balance:
         """Add lasting bonus credits (negative takes them away, not below zero)."""
         with self.store.transaction():
             row = self._user_row(user)
             bonus = max(0, row["bonus"] + credits)
-            self.store.db["users"].update(user.key, {"bonus": bonus})
+            self.store.update_user(user.key, bonus=bonus)
             self.record(user.key, "grant", 0, bonus - row["bonus"], note=by)
         return self.balance(user)
 
@@ -174,6 +148,6 @@ class Quota:
             row = self._user_row(user)
             daily = min(max(0, credits), self.settings.daily_credits)
             bonus = max(0, credits - daily)
-            self.store.db["users"].update(user.key, {"daily_left": daily, "bonus": bonus})
+            self.store.update_user(user.key, daily_left=daily, bonus=bonus)
             self.record(user.key, "set", daily - row["daily_left"], bonus - row["bonus"], note=by)
         return self.balance(user)

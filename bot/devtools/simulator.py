@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.typedefs import Handler
 from PIL import Image, UnidentifiedImageError
 
 from bot import catalog
-from bot.clips import zoom_clip
+from bot.devtools.clips import zoom_clip
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # the port when 0 was asked
+        bound = self._runner.addresses[0][1]  # the port when 0 was asked
         self.base_url = f"http://{host}:{bound}"
         return self.base_url
 
@@ -122,7 +123,7 @@ class Simulator:
             await self._runner.cleanup()
 
     @web.middleware
-    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests.append({"method": request.method, "path": request.path_qs,
                               "headers": dict(request.headers)})
         return await handler(request)
@@ -207,11 +208,11 @@ class Simulator:
             if token in self.uploads:
                 return self.uploads[token][0]
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
-                async with s.get(ref) as resp:
-                    if resp.status == 200:
-                        return await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s, \
+                    s.get(ref) as resp:
+                if resp.status == 200:
+                    return await resp.read()
+        except (TimeoutError, aiohttp.ClientError, ValueError):
             pass
         raise SimulatedError(400, 1402, "media URL unreachable")
 
@@ -279,7 +280,7 @@ class Simulator:
             return fault
         reader = await request.multipart()
         async for part in reader:
-            if part.name == "file":
+            if isinstance(part, BodyPartReader) and part.name == "file":
                 data = await part.read()
                 token = secrets.token_hex(8)
                 name = part.filename or "file"
@@ -314,15 +315,3 @@ def _envelope(data: dict[str, Any] | None, status: int = 200, code: int = 200,
               message: str = "success", headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"code": code, "message": message, "data": data},
                              status=status, headers=headers)
-
-
-async def serve_forever(host: str, port: int, job_seconds: float) -> None:
-    """``kling-bot simulator``: run until interrupted."""
-    sim = Simulator(job_seconds=job_seconds)
-    url = await sim.start(host, port)
-    print(f"WaveSpeed simulator listening on {url} (jobs take {job_seconds:g} s). "
-          f"Point [wavespeed] base_url at it. Ctrl+C stops.", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await sim.close()

@@ -1,0 +1,238 @@
+"""The composition root: settings -> store -> engine -> adapters, signals and log redaction.
+
+Each ``run_*`` coroutine is one command of ``kling-bot`` and returns its exit code;
+``adapters/cli.py`` parses the arguments and calls them through ``main``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from adapters.console import PLATFORM, ConsoleChat, ConsoleCourier
+from bot import messages
+from bot.catalog import ValidationError
+from bot.config import ConfigError, Settings, load_settings
+from bot.devtools.clips import sample_photo
+from bot.devtools.simulator import Simulator
+from bot.engine import Engine
+from bot.jobs import Accepted, GenerationRequest, UserRef
+
+DEFAULT_CONFIG = Path("config.toml")
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class ChatAdapter(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def main(command: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run one command; configuration problems are one line on stderr, never a traceback."""
+    try:
+        return asyncio.run(command())
+    except ConfigError as err:
+        fail(str(err))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def fail(text: str) -> None:
+    print(f"kling-bot: {' '.join(text.split())}", file=sys.stderr)
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class _Redact(logging.Filter):
+    """Masks secrets in every log line, whatever library wrote it."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "[secret]")
+            record.msg, record.args = message, None
+        return True
+
+
+def redact_secrets(secrets: list[str]) -> None:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Redact(secrets))
+
+
+def settings_from(path: Path | None) -> Settings:
+    """The config file given, else ./config.toml if present, else the defaults."""
+    settings = load_settings(path if path is not None
+                             else DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    redact_secrets(settings.secrets)
+    return settings
+
+
+def simulated(settings: Settings, base_url: str, *, storage_dir: Path | None = None) -> Settings:
+    """Point settings at a local simulator; jobs there are short, so poll often."""
+    settings = settings.with_wavespeed(base_url=base_url, api_key="simulator",
+                                       poll_interval=min(settings.wavespeed.poll_interval, 0.5))
+    if storage_dir is not None:
+        settings = replace(settings, storage=replace(
+            settings.storage, path=str(storage_dir / "demo.sqlite"),
+            videos_dir=str(storage_dir / "videos")))
+    return settings
+
+
+async def _backend(settings: Settings, simulate: bool, *, job_seconds: float
+                   ) -> tuple[Settings | None, Simulator | None]:
+    """Settings pointed at a fresh simulator, or checked to have an API key."""
+    if simulate:
+        simulator = Simulator(job_seconds=job_seconds)
+        return simulated(settings, await simulator.start()), simulator
+    if not settings.wavespeed.api_key:
+        fail(messages.NO_API_KEY)
+        return None, None
+    return settings, None
+
+
+def _chat_adapters(settings: Settings, engine: Engine) -> list[ChatAdapter]:
+    adapters: list[ChatAdapter] = []
+    # Imported only when configured: the demo and generate need neither library.
+    if settings.telegram.token:
+        from adapters.telegram import TelegramAdapter
+        adapters.append(TelegramAdapter(settings, engine))
+    if settings.discord.token:
+        from adapters.discord import DiscordAdapter
+        adapters.append(DiscordAdapter(settings, engine))
+    return adapters
+
+
+async def run_bots(config: Path | None, *, simulate: bool) -> int:
+    """``kling-bot run``: every configured chat adapter, one engine, until Ctrl+C."""
+    settings = settings_from(config)
+    if not (settings.telegram.token or settings.discord.token):
+        fail(messages.NO_CHAT_BOT)
+        return EXIT_USAGE
+    ready, simulator = await _backend(settings, simulate, job_seconds=5.0)
+    if ready is None:
+        return EXIT_USAGE
+    engine = Engine.from_settings(ready)
+    adapters = _chat_adapters(ready, engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await engine.start()
+    try:
+        for adapter in adapters:
+            await adapter.start()
+        print(messages.running_banner([type(a).__name__ for a in adapters]), flush=True)
+        await stop.wait()
+    finally:
+        for adapter in adapters:
+            await adapter.stop()
+        await engine.close()
+        if simulator:
+            await simulator.close()
+    return 0
+
+
+async def run_demo(photo_path: Path | None, output_dir: Path, job_seconds: float) -> int:
+    """``kling-bot demo``: the simulator and a terminal chat; a tour when stdin is empty."""
+    photo = photo_path.read_bytes() if photo_path else sample_photo()
+    simulator = Simulator(job_seconds=job_seconds)
+    base_url = await simulator.start()
+    with tempfile.TemporaryDirectory(prefix="kling-demo-") as state:
+        engine = Engine.from_settings(simulated(load_settings(None), base_url, storage_dir=Path(state)))
+        courier = ConsoleCourier(sys.stdout, output_dir)
+        engine.register(PLATFORM, courier)
+        await engine.start()
+        chat = ConsoleChat(engine, courier, UserRef(PLATFORM, getpass.getuser(), "you"), photo)
+        print(messages.demo_banner(base_url, output_dir), flush=True)
+        try:
+            await _converse(chat)
+        finally:
+            await engine.close()
+            await simulator.close()
+    return 0
+
+
+async def _converse(chat: ConsoleChat) -> None:
+    ran_any = False
+    while (line := await _read_line("> " if sys.stdin.isatty() else "")) is not None:
+        if not line.strip():
+            continue
+        if not sys.stdin.isatty():
+            print(f"> {line.strip()}", flush=True)
+        ran_any = True
+        if not await chat.handle(line):
+            return
+    if not ran_any:  # nothing on stdin (e.g. run from a script): show a tour
+        for line in messages.DEMO_TOUR:
+            print(f"> {line}", flush=True)
+            await chat.handle(line)
+
+
+async def _read_line(prompt: str) -> str | None:
+    try:
+        return await asyncio.to_thread(input, prompt)
+    except EOFError:
+        return None
+
+
+async def run_generate(config: Path | None, build_request: Callable[[], GenerationRequest],
+                       output: Path | None, *, simulate: bool) -> int:
+    """``kling-bot generate``: one video, saved to ``output``; prints its path."""
+    settings, simulator = await _backend(settings_from(config), simulate, job_seconds=2.0)
+    if settings is None:
+        return EXIT_USAGE
+    try:
+        request = build_request()
+    except (ValidationError, OSError) as err:
+        fail(str(err))
+        return EXIT_USAGE
+    engine = Engine.from_settings(settings)
+    courier = ConsoleCourier(sys.stderr, Path("."), target=output)
+    engine.register(request.user.platform, courier)
+    await engine.start(resume=False)
+    try:
+        answer = await engine.accept(request)
+        if not isinstance(answer, Accepted):
+            fail(answer.text)
+            return EXIT_FAILED
+        if output is None:
+            courier.target = Path(f"kling-{answer.job.id}.mp4")
+        result = await courier.watch(answer.job.id)
+        if result is None:
+            return EXIT_FAILED
+        print(result)
+        return 0
+    finally:
+        await engine.close()
+        if simulator:
+            await simulator.close()
+
+
+async def serve_simulator(host: str, port: int, job_seconds: float) -> int:
+    """``kling-bot simulator``: a WaveSpeed-compatible server until Ctrl+C."""
+    simulator = Simulator(job_seconds=job_seconds)
+    url = await simulator.start(host, port)
+    print(messages.simulator_listening(url, job_seconds), flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await simulator.close()
+    return 0

@@ -1,0 +1,178 @@
+"""The Discord bot: a discord.py client whose app commands turn interactions into jobs.
+
+Thin by design: refusals that need no download are answered ephemerally before
+deferring (the engine's precheck), then the interaction is deferred, the
+attachment read, and the request handed to the engine. Rules live in ``bot/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import discord
+import yarl
+from discord import app_commands
+
+from adapters.discord import commands
+from adapters.discord.courier import TOKEN_LIFETIME, DiscordCourier
+from adapters.discord.picker import EffectPicker
+from bot import catalog, messages
+from bot.catalog import Params
+from bot.config import Settings
+from bot.engine import Engine
+from bot.jobs import GenerationRequest, Rejected
+
+log = logging.getLogger(__name__)
+
+MENU_SIZE = 24  # a select holds 25 options: 24 effects + "other…"
+Source = discord.Attachment | str  # an attachment, or an embed image's proxy URL
+
+
+class KlingClient(discord.Client):
+    """A client that knows its adapter, so commands reach it via ``interaction.client``."""
+
+    def __init__(self, adapter: DiscordAdapter):
+        # Slash commands need no privileged intent; guilds lets us see channel info.
+        super().__init__(intents=discord.Intents(guilds=True))
+        self.adapter = adapter
+
+
+class DiscordAdapter:
+    """Owns the discord.py client; ``start``/``stop`` run it next to the other adapters."""
+
+    def __init__(self, settings: Settings, engine: Engine):
+        self.settings = settings.discord
+        self.media = settings.media
+        self.engine = engine
+        self.client = KlingClient(self)
+        self.tree: app_commands.CommandTree[KlingClient] = app_commands.CommandTree(self.client)
+        commands.install(self.tree)
+        self.courier = DiscordCourier(self.client, self.settings)
+        engine.register(commands.PLATFORM, self.courier)
+        self._gateway: asyncio.Task[None] | None = None
+
+    async def prepare(self) -> None:
+        """Log in over REST and sync the commands (no gateway yet)."""
+        # discord.py reads both addresses from class attributes: one bot per process.
+        discord.http.Route.BASE = self.settings.api_base_url.rstrip("/")
+        if self.settings.gateway_url:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.settings.gateway_url)
+        await self.client.login(self.settings.token)
+        if self.settings.guild_ids:
+            for guild_id in self.settings.guild_ids:
+                guild = discord.Object(guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+
+    async def start(self) -> None:
+        await self.prepare()
+        self._gateway = self.client.loop.create_task(self.client.connect(), name="discord-gateway")
+        self._gateway.add_done_callback(_log_gateway_end)
+        log.info("Discord bot %s is running", self.client.user)
+
+    async def stop(self) -> None:
+        await self.client.close()
+
+    # --- making a video -----------------------------------------------------------
+
+    async def generate(self, interaction: discord.Interaction, kind: catalog.Kind, params: Params,
+                       image: Source, *, model: str | None = None,
+                       end_image: discord.Attachment | None = None,
+                       audio: discord.Attachment | None = None, public: bool = False) -> None:
+        """Check, defer, download, accept; the courier takes it from there."""
+        user = commands.user_of(interaction.user)
+        refusal = self._channel_refusal(interaction) \
+            or self._attachment_refusal(image, "photo", wants_image=True) \
+            or self._attachment_refusal(end_image, "end image", wants_image=True) \
+            or self._attachment_refusal(audio, "audio", wants_image=False) \
+            or self.engine.precheck(user, kind, model, params)
+        if refusal:
+            await commands.answer(interaction, refusal.text if isinstance(refusal, Rejected) else refusal)
+            return
+        status: discord.WebhookMessage | discord.InteractionMessage
+        if public:  # a component interaction: its own message is ephemeral, post a public one
+            status = await interaction.followup.send(messages.CHECKING_PHOTO, wait=True)
+        else:
+            await interaction.response.defer(thinking=True)
+            status = await interaction.original_response()
+        try:
+            image_bytes = await self._read(image)
+            end_bytes = await self._read(end_image) if end_image else None
+            audio_bytes = await self._read(audio) if audio else None
+        except discord.HTTPException:
+            await self._refuse_after_defer(interaction, status, messages.ATTACHMENT_DOWNLOAD_FAILED)
+            return
+        channel = interaction.channel
+        request = GenerationRequest(user, kind, image_bytes, params, model=model, end_image=end_bytes,
+                                    audio=audio_bytes, reply_to={
+                                        "application_id": interaction.application_id,
+                                        "token": interaction.token,
+                                        "token_expires": time.time() + TOKEN_LIFETIME,
+                                        "message_id": status.id, "channel_id": interaction.channel_id,
+                                        "guild_id": interaction.guild_id, "user_id": interaction.user.id,
+                                        "filesize_limit": interaction.filesize_limit,
+                                        "nsfw_channel": bool(channel and getattr(channel, "nsfw", False))})
+        accepted = await self.engine.accept(request)
+        if isinstance(accepted, Rejected):
+            await self._refuse_after_defer(interaction, status, accepted.text)
+            return
+        await interaction.followup.edit_message(status.id, content=accepted.text)
+
+    async def _refuse_after_defer(self, interaction: discord.Interaction, status: discord.Message,
+                                  text: str) -> None:
+        # The deferred message is public; the refusal is for the user alone.
+        await interaction.followup.delete_message(status.id)
+        await interaction.followup.send(text, ephemeral=True)
+
+    def _channel_refusal(self, interaction: discord.Interaction) -> str | None:
+        allowed = self.settings.allowed_channels
+        if allowed and interaction.channel_id not in allowed:
+            return messages.CHANNEL_NOT_ALLOWED
+        return None
+
+    def _attachment_refusal(self, attachment: Source | None, what: str, *,
+                            wants_image: bool) -> str | None:
+        if attachment is None or isinstance(attachment, str):
+            return None
+        if not (attachment.content_type or "").startswith("image/" if wants_image else "audio/"):
+            return messages.attachment_wrong_type(what, wants_image, attachment.content_type)
+        if attachment.size > self.media.max_download_mb * 1024 * 1024:
+            return messages.attachment_too_large(what, attachment.size, self.media.max_download_mb)
+        return None
+
+    async def _read(self, source: Source) -> bytes:
+        if isinstance(source, str):  # an embed image: Discord's media proxy URL
+            return await self.client.http.get_from_cdn(source)
+        return await source.read()
+
+    async def effect_picker(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """The context menu: an ephemeral menu of popular effects for a message's image."""
+        image = _image_in(message)
+        if image is None:
+            await commands.answer(interaction, messages.NO_IMAGE_IN_MESSAGE)
+            return
+        popular = self.engine.popular_effects()[:MENU_SIZE]
+        view = EffectPicker(self, image, popular, owner=interaction.user.id)
+        await interaction.response.send_message(messages.PICK_EFFECT_FOR_IMAGE, view=view, ephemeral=True)
+
+
+def _log_gateway_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the Discord gateway connection ended: %s: %s",
+                  type(task.exception()).__name__, task.exception())
+
+
+def _image_in(message: discord.Message) -> Source | None:
+    """The first image of a message: an attachment, else an embed's (via Discord's proxy)."""
+    for attachment in message.attachments:
+        if (attachment.content_type or "").startswith("image/"):
+            return attachment
+    for embed in message.embeds:
+        for media in (embed.image, embed.thumbnail):
+            if media and (media.proxy_url or media.url):
+                return media.proxy_url or media.url
+    return None

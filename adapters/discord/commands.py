@@ -1,0 +1,189 @@
+"""The slash commands and the message context menu, one function each.
+
+Defined as in discord.py's ``examples/app_commands``: module-level functions whose
+annotated parameters become options, every option described. Wording comes from
+``bot.messages``; model and duration choices from ``bot.catalog``, so a model added
+there appears here. ``install`` puts them on a client's command tree.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+
+from adapters.chat import jobs_text
+from bot import catalog, messages
+from bot.catalog import Params
+from bot.jobs import UserRef
+
+if TYPE_CHECKING:
+    from adapters.discord.bot import DiscordAdapter
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
+
+
+def adapter_of(interaction: discord.Interaction) -> DiscordAdapter:
+    return interaction.client.adapter  # type: ignore[attr-defined, no-any-return]
+
+
+def user_of(user: discord.abc.User) -> UserRef:
+    return UserRef(PLATFORM, str(user.id), user.display_name)
+
+
+def is_admin(interaction: discord.Interaction) -> bool:
+    """Server managers and the configured admins. ``interaction.permissions`` is what
+    Discord resolved for this member here; it needs no cached guild roles."""
+    admins = adapter_of(interaction).settings.admins
+    return interaction.user.id in admins or interaction.permissions.manage_guild
+
+
+async def answer(interaction: discord.Interaction, text: str) -> None:
+    """An ephemeral answer, whether or not the interaction was answered before."""
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+# --- making videos ---------------------------------------------------------------------
+
+@app_commands.command(name="effect", description=messages.COMMANDS["effect"])
+@app_commands.describe(scene=messages.OPTIONS["scene"], image=messages.OPTIONS["image"])
+async def effect(interaction: discord.Interaction, scene: str, image: discord.Attachment) -> None:
+    await adapter_of(interaction).generate(interaction, "effect", Params(effect=scene), image)
+
+
+@effect.autocomplete("scene")
+async def scene_choices(interaction: discord.Interaction,
+                        current: str) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=name, value=name)
+            for name in catalog.search_effects(current, limit=AUTOCOMPLETE_LIMIT)]
+
+
+@app_commands.command(name="animate", description=messages.COMMANDS["animate"])
+@app_commands.describe(
+    image=messages.OPTIONS["image"], prompt=messages.OPTIONS["prompt"],
+    model=messages.model_option(catalog.DEFAULT_ANIMATE_MODEL),
+    duration=messages.OPTIONS["duration"], negative_prompt=messages.OPTIONS["negative_prompt"],
+    guidance=messages.OPTIONS["guidance"],
+    end_image=messages.end_image_option(catalog.models_taking("end_image")))
+@app_commands.choices(model=[app_commands.Choice(name=key, value=key) for key in catalog.model_keys("animate")])
+@app_commands.choices(duration=[app_commands.Choice(name=f"{d} s", value=d) for d in catalog.durations_of("animate")])
+async def animate(interaction: discord.Interaction, image: discord.Attachment, prompt: str,
+                  model: app_commands.Choice[str] | None = None,
+                  duration: app_commands.Choice[int] | None = None,
+                  negative_prompt: str | None = None,
+                  guidance: app_commands.Range[float, 0.0, 1.0] | None = None,
+                  end_image: discord.Attachment | None = None) -> None:
+    params = Params(prompt=prompt, negative_prompt=negative_prompt, guidance=guidance,
+                    duration=duration.value if duration else None,
+                    has_end_image=end_image is not None)
+    await adapter_of(interaction).generate(interaction, "animate", params, image,
+                                           model=model.value if model else None,
+                                           end_image=end_image)
+
+
+@app_commands.command(name="avatar", description=messages.COMMANDS["avatar"])
+@app_commands.describe(image=messages.OPTIONS["image"], audio=messages.OPTIONS["audio"],
+                       prompt=messages.OPTIONS["avatar prompt"])
+async def avatar(interaction: discord.Interaction, image: discord.Attachment,
+                 audio: discord.Attachment, prompt: str | None = None) -> None:
+    await adapter_of(interaction).generate(interaction, "avatar", Params(prompt=prompt, has_audio=True),
+                                           image, audio=audio)
+
+
+@app_commands.context_menu(name=messages.COMMANDS["context menu"])
+async def animate_message(interaction: discord.Interaction, message: discord.Message) -> None:
+    await adapter_of(interaction).effect_picker(interaction, message)
+
+
+# --- questions --------------------------------------------------------------------------
+
+@app_commands.command(name="quota", description=messages.COMMANDS["quota"])
+async def quota(interaction: discord.Interaction) -> None:
+    balance = adapter_of(interaction).engine.balance(user_of(interaction.user))
+    await answer(interaction, balance.text())
+
+
+@app_commands.command(name="jobs", description=messages.COMMANDS["jobs"])
+async def jobs(interaction: discord.Interaction) -> None:
+    await answer(interaction, jobs_text(adapter_of(interaction).engine, user_of(interaction.user)))
+
+
+@app_commands.command(name="cancel", description=messages.COMMANDS["cancel"])
+@app_commands.describe(job=messages.OPTIONS["job"])
+async def cancel(interaction: discord.Interaction, job: int) -> None:
+    text = await adapter_of(interaction).engine.cancel(user_of(interaction.user), job)
+    await answer(interaction, text)
+
+
+@app_commands.command(name="effects", description=messages.COMMANDS["effects"])
+async def effects(interaction: discord.Interaction) -> None:
+    await answer(interaction, messages.effects_list(catalog.EFFECTS))
+
+
+@app_commands.command(name="help", description=messages.COMMANDS["help"])
+async def help_(interaction: discord.Interaction) -> None:
+    await answer(interaction, messages.discord_help(len(catalog.EFFECTS)))
+
+
+# --- admins -------------------------------------------------------------------------------
+
+credits = app_commands.Group(name="credits", description=messages.COMMANDS["credits"],
+                             default_permissions=discord.Permissions(manage_guild=True),
+                             guild_only=True)
+
+
+@credits.command(name="grant", description=messages.COMMANDS["credits grant"])
+@app_commands.describe(member=messages.OPTIONS["member"], amount=messages.OPTIONS["amount"])
+@app_commands.check(is_admin)
+async def grant(interaction: discord.Interaction, member: discord.User, amount: int) -> None:
+    balance = adapter_of(interaction).engine.grant(user_of(member), amount,
+                                                   by=f"discord:{interaction.user.id}")
+    await answer(interaction, messages.now_has_credits(member.mention, balance.total))
+
+
+@credits.command(name="set", description=messages.COMMANDS["credits set"])
+@app_commands.describe(member=messages.OPTIONS["member"], amount=messages.OPTIONS["amount"])
+@app_commands.check(is_admin)
+async def set_(interaction: discord.Interaction, member: discord.User,
+               amount: app_commands.Range[int, 0]) -> None:
+    balance = adapter_of(interaction).engine.set_credits(user_of(member), amount,
+                                                         by=f"discord:{interaction.user.id}")
+    await answer(interaction, messages.now_has_credits(member.mention, balance.total))
+
+
+@app_commands.command(name="usage", description=messages.COMMANDS["usage"])
+@app_commands.default_permissions(manage_guild=True)
+@app_commands.guild_only()
+@app_commands.check(is_admin)
+async def usage(interaction: discord.Interaction) -> None:
+    since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    jobs_today, spent = adapter_of(interaction).engine.usage_since(
+        PLATFORM, since.timestamp(), "guild_id", interaction.guild_id)
+    await answer(interaction, messages.usage_today(jobs_today, spent))
+
+
+async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    if isinstance(error, app_commands.CheckFailure):
+        text = messages.ADMINS_ONLY
+    else:
+        log.error("command failed: %s: %s", type(error).__name__, error)
+        text = messages.SOMETHING_WENT_WRONG
+    await answer(interaction, text)
+
+
+def install(tree: app_commands.CommandTree[discord.Client]) -> None:
+    """Put every command on a tree."""
+    everything: list[app_commands.Command[Any, ..., Any] | app_commands.ContextMenu | app_commands.Group] = [
+        effect, animate, avatar, animate_message, quota, jobs, cancel, effects, help_, credits, usage]
+    for command in everything:
+        tree.add_command(command)
+    tree.error(on_tree_error)

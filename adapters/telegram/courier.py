@@ -1,0 +1,73 @@
+"""Shows a job's life in Telegram: edits one progress reply, then sends the video.
+
+Where to answer comes from the job row (``reply_to``), so a restarted bot still
+replies in the right chat to the right photo. Flood limits are handled twice: the
+shared courier skips progress edits that come too soon, and PTB's AIORateLimiter
+spaces and retries (``RetryAfter``) whatever is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable
+
+from telegram import Bot, ReplyParameters
+from telegram.error import BadRequest, TelegramError
+
+from adapters.chat import ChatCourier
+from bot import messages
+from bot.config import TelegramSettings
+from bot.jobs import Job, Video
+
+log = logging.getLogger(__name__)
+
+CAPTION_LIMIT = 1024  # characters Telegram allows in a media caption
+
+
+class TelegramCourier(ChatCourier):
+    def __init__(self, bot: Bot, settings: TelegramSettings):
+        super().__init__(settings)
+        self.bot, self.settings = bot, settings
+
+    def status_key(self, job: Job) -> Hashable | None:
+        status = job.reply_to.get("status_message_id")
+        return (job.reply_to["chat_id"], status) if status else None
+
+    def upload_limit(self, job: Job) -> int:
+        return int(self.settings.upload_limit_mb * 1024 * 1024)
+
+    def upload_limit_text(self, job: Job) -> str:
+        return messages.telegram_upload_limit(self.settings.upload_limit_mb)
+
+    async def edit_message(self, job: Job, text: str) -> bool:
+        return await self._edit(job.reply_to["chat_id"], job.reply_to["status_message_id"], text)
+
+    async def post(self, job: Job, text: str, video: Video | None) -> None:
+        chat, photo = job.reply_to["chat_id"], job.reply_to.get("photo_message_id")
+        reply = ReplyParameters(message_id=photo, allow_sending_without_reply=True) if photo else None
+        if video is None:
+            await self.bot.send_message(chat, text, reply_parameters=reply)
+            return
+        with video.path.open("rb") as file:
+            await self.bot.send_video(
+                chat, file, caption=text[:CAPTION_LIMIT], reply_parameters=reply,
+                has_spoiler=video.nsfw, supports_streaming=True,
+                filename=f"kling-{job.id}.mp4", write_timeout=120, read_timeout=120)
+
+    async def edit(self, chat_id: int, message_id: int, text: str) -> bool:
+        """Edit a status message before its job exists, in order with the job's edits."""
+        return await self.ordered_edit((chat_id, message_id), text,
+                                       lambda latest: self._edit(chat_id, message_id, latest))
+
+    async def _edit(self, chat_id: int, message_id: int, text: str) -> bool:
+        try:
+            await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
+        except BadRequest as err:
+            if "not modified" in str(err).lower():
+                return True
+            log.info("cannot edit status message %s (%s)", message_id, err)
+            return False
+        except TelegramError as err:
+            log.warning("status edit of %s failed (%s)", message_id, err)
+            return False
+        return True

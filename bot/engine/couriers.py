@@ -1,0 +1,59 @@
+"""The couriers adapters register, called through typed methods.
+
+Progress and failure notices are best effort: a chat that misbehaves or hangs must
+not break the job, so errors are logged and a slow call is abandoned. Delivery is
+not: its errors reach the pipeline, which retries or fails the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+
+from bot.jobs import Courier, Job, Progress, Video
+
+log = logging.getLogger(__name__)
+
+COURIER_TIMEOUT = 30.0  # a progress or failure message that hangs is skipped
+
+
+class Couriers:
+    """One courier per platform."""
+
+    def __init__(self) -> None:
+        self._by_platform: dict[str, Courier] = {}
+
+    def register(self, platform: str, courier: Courier) -> None:
+        self._by_platform[platform] = courier
+
+    @property
+    def platforms(self) -> list[str]:
+        return list(self._by_platform)
+
+    def serves(self, platform: str) -> bool:
+        return platform in self._by_platform
+
+    async def progress(self, job: Job, update: Progress) -> None:
+        courier = self._by_platform.get(job.platform)
+        if courier is not None:
+            await self._best_effort(job, "progress", courier.progress(job, update))
+
+    async def fail(self, job: Job, reason: str) -> None:
+        courier = self._by_platform.get(job.platform)
+        if courier is not None:
+            await self._best_effort(job, "fail", courier.fail(job, reason))
+
+    async def deliver(self, job: Job, video: Video) -> None:
+        """Hand the video to the job's courier; errors are the caller's to handle."""
+        await self._by_platform[job.platform].deliver(job, video)
+
+    @staticmethod
+    async def _best_effort(job: Job, what: str, call: Awaitable[None]) -> None:
+        try:
+            async with asyncio.timeout(COURIER_TIMEOUT):
+                await call
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.warning("job %s: courier %s failed (%s: %s)", job.id, what, type(err).__name__, err)

@@ -1,0 +1,206 @@
+"""The engine's one facade: what adapters may ask of the core.
+
+Requests come in (accept, precheck, cancel), questions are answered (balance, jobs,
+usage, popular effects), admins move credits, and chat adapters keep the questions
+they asked a user (``remember_ask``). Adapters never reach the store or the credit
+policy behind it; everything they need is a method here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bot import catalog, messages
+from bot.catalog import ValidationError
+from bot.config import Settings
+from bot.credits import Credits, OutOfCredits, cost_of
+from bot.engine.couriers import Couriers
+from bot.engine.pipeline import Pipeline
+from bot.engine.scheduler import Scheduler
+from bot.jobs import Accepted, Balance, Courier, GenerationRequest, Job, JobState, Rejected, UserRef
+from bot.media import Media, prepare_audio, prepare_image
+from bot.store import Store
+from bot.wavespeed import WaveSpeedClient
+
+log = logging.getLogger(__name__)
+
+CANCELLED = "owner cancelled"  # the job's error and the ledger note of its refund
+
+
+class Engine:
+    """Runs jobs for every adapter; adapters register a courier per platform."""
+
+    def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
+                 *, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.credits = Credits(store, settings.quota, clock)
+        self.couriers = Couriers()
+        self.pipeline = Pipeline(settings, store, client, self.credits, self.couriers, clock)
+        self.scheduler = Scheduler(store, self.pipeline, self.couriers,
+                                   settings.wavespeed.max_concurrent, clock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        """An engine with its own store and WaveSpeed client, as configured."""
+        ws = settings.wavespeed
+        client = WaveSpeedClient(ws.base_url, ws.api_key, request_timeout=ws.request_timeout,
+                                 retry_cap=min(10.0, ws.poll_interval))
+        return cls(settings, Store(settings.storage.path), client)
+
+    def register(self, platform: str, courier: Courier) -> None:
+        self.couriers.register(platform, courier)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self, *, resume: bool = True) -> None:
+        """Start scheduling; with resume, pick up unfinished jobs of registered platforms."""
+        Path(self.settings.storage.videos_dir).mkdir(parents=True, exist_ok=True)
+        await self.scheduler.start(resume=resume)
+
+    async def stop(self) -> None:
+        """Stop all work; unfinished jobs stay in the database for the next start."""
+        await self.scheduler.stop()
+
+    async def close(self) -> None:
+        await self.stop()
+        await self.client.close()
+        self.store.close()
+
+    # --- requests -------------------------------------------------------------------
+
+    async def accept(self, request: GenerationRequest) -> Accepted | Rejected:
+        """Validate, check media, reserve credits and queue the job; or say why not."""
+        user = request.user
+        try:
+            model = catalog.resolve_model(request.model, request.kind)
+            params = replace(request.params, has_end_image=request.end_image is not None,
+                             has_audio=request.audio is not None)
+            inputs = catalog.check_params(model, params)
+            media = await asyncio.to_thread(self._prepare_media, model, request)
+        except ValidationError as err:
+            return Rejected(str(err))
+        seconds = media["audio"].seconds if "audio" in media else int(str(inputs.get("duration", 5)))
+        cost = cost_of(model, seconds, self.settings.costs)
+        now = self.clock()
+        try:
+            with self.store.transaction():
+                if busy := self._too_many_jobs(user):
+                    return Rejected(busy)
+                daily, bonus, period = self.credits.reserve(user, cost)
+                job_id = self.store.insert_job({
+                    "user_key": user.key, "platform": user.platform, "reply_to": request.reply_to,
+                    "model_id": model.id, "kind": model.kind, "inputs": inputs,
+                    "label": messages.job_label(model.key, model.title, inputs), "cost": cost,
+                    "paid_daily": daily, "paid_bonus": bonus, "period": period,
+                    "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
+                })
+                self.credits.record(user.key, "reserve", -daily, -bonus, job_id)
+                for role, item in media.items():
+                    self.store.put_media(job_id, role, item.mime, item.filename, item.data)
+        except OutOfCredits as err:
+            return Rejected(str(err))
+        self.scheduler.wake()
+        job = self.store.job(job_id)
+        assert job is not None
+        log.info("job %s accepted: %s for %s, %s credits", job_id, model.id, user.key, cost)
+        return Accepted(job, self.store.queue_position(job_id), self.credits.balance(user).total)
+
+    def precheck(self, user: UserRef, kind: catalog.Kind, model_name: str | None,
+                 params: catalog.Params) -> Rejected | None:
+        """Refusals that need no media (bad settings, too many jobs, no credits), so an
+        adapter can answer before downloading anything. ``accept`` checks again."""
+        try:
+            model = catalog.resolve_model(model_name, kind)
+            inputs = catalog.check_params(model, params)
+        except ValidationError as err:
+            return Rejected(str(err))
+        if busy := self._too_many_jobs(user):
+            return Rejected(busy)
+        cost = cost_of(model, int(str(inputs.get("duration", 5))), self.settings.costs)
+        have = self.credits.balance(user).total
+        return Rejected(self.credits.shortfall(cost, have)) if have < cost else None
+
+    def _too_many_jobs(self, user: UserRef) -> str | None:
+        limit = self.settings.quota.max_jobs_per_user
+        return None if self.store.count_active(user.key) < limit else messages.too_many_jobs(limit)
+
+    def _prepare_media(self, model: catalog.Model, request: GenerationRequest) -> dict[str, Media]:
+        max_bytes = int(self.settings.media.max_download_mb * 1024 * 1024)
+        media = {"image": prepare_image(request.image or b"", model.image, max_input_bytes=max_bytes)}
+        if request.end_image is not None:
+            media["end_image"] = prepare_image(request.end_image, catalog.ImageRule(),
+                                               max_input_bytes=max_bytes, label="end image")
+        if request.audio is not None:
+            media["audio"] = prepare_audio(request.audio, max_input_bytes=max_bytes,
+                                           max_seconds=self.settings.media.max_audio_seconds)
+        return media
+
+    async def cancel(self, user: UserRef, job_id: int) -> str:
+        """Cancel a queued job of the user's and refund it; the answer is user-facing."""
+        with self.store.transaction():
+            job = self.store.job(job_id)
+            if job is None or job.user_key != user.key:
+                return messages.no_such_job(job_id)
+            if job.state.finished:
+                return messages.job_already_ended(job_id, job.state.value)
+            if job.state != JobState.QUEUED or self.scheduler.is_driving(job_id):
+                return messages.job_already_running(job_id)
+            job = self.store.update_job(job_id, state=JobState.CANCELLED, finished_at=self.clock(),
+                                        error=CANCELLED)
+            self.credits.refund(job, CANCELLED)
+            self.store.drop_media(job_id)
+        text = messages.job_cancelled(job_id, job.cost)
+        await self.couriers.fail(job, text)
+        await self.scheduler.announce_positions()
+        return text
+
+    # --- questions --------------------------------------------------------------------
+
+    def balance(self, user: UserRef) -> Balance:
+        return self.credits.balance(user)
+
+    def jobs_of(self, user: UserRef) -> list[tuple[Job, int]]:
+        """The user's unfinished jobs with their queue positions (0 = running)."""
+        return [(job, self.store.queue_position(job.id)) for job in self.store.user_jobs(user.key)]
+
+    def popular_effects(self) -> list[str]:
+        """Every effect, most asked for first (the API's order on ties)."""
+        counts = self.store.effect_counts()
+        return sorted(catalog.EFFECTS, key=lambda e: -counts.get(e, 0))
+
+    def usage_since(self, platform: str, since: float, place_key: str,
+                    place: object) -> tuple[int, int]:
+        """(jobs, credits spent) in one place (e.g. a server) since a moment."""
+        return self.store.usage_since(platform, since, place_key, place)
+
+    # --- admins -------------------------------------------------------------------------
+
+    def grant(self, user: UserRef, credits: int, by: str = "") -> Balance:
+        """Add lasting bonus credits (negative takes them away, not below zero)."""
+        return self.credits.grant(user, credits, by)
+
+    def set_credits(self, user: UserRef, credits: int, by: str = "") -> Balance:
+        """Set what a user has right now: today's allowance, the rest as bonus."""
+        return self.credits.set_credits(user, credits, by)
+
+    # --- questions a chat asked a user ---------------------------------------------------
+
+    def remember_ask(self, platform: str, chat: object, message_id: object,
+                     data: dict[str, Any]) -> None:
+        """Keep a question asked in a chat, so its answer still works after a restart."""
+        self.store.put_ask(platform, chat, message_id, data, self.clock())
+
+    def pending_ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
+        return self.store.ask(platform, chat, message_id)
+
+    def forget_ask(self, platform: str, chat: object, message_id: object) -> None:
+        self.store.drop_ask(platform, chat, message_id)

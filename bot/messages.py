@@ -1,0 +1,520 @@
+"""Every sentence a user reads, one function (or constant) per message.
+
+Chat users, the console and the command line all see these words; nothing else in
+the code builds a user-facing sentence. Keeping them here gives one voice on every
+platform and one place to translate. Functions take plain values, never platform
+objects, so any front end can call them. Log lines are not user-facing and stay
+with their code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+# --- small pieces ---------------------------------------------------------------
+
+
+def credits(n: int) -> str:
+    return f"{n} credit{'s' * (n != 1)}"
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+def _either(values: Iterable[object]) -> str:
+    return " or ".join(str(v) for v in values)
+
+
+# --- commands and options: names and descriptions every front end shows ----------
+
+COMMANDS: dict[str, str] = {
+    "effect": "Animate a photo with an effect, e.g. /effect hula",
+    "animate": "Animate a photo from a prompt",
+    "avatar": "Make a photo speak a voice note",
+    "effects": "List the effects",
+    "quota": "Your credits and when they reset",
+    "jobs": "Your jobs",
+    "cancel": "Cancel a queued job of yours",
+    "help": "How to use the bot",
+    "credits": "Manage credits (admins)",
+    "credits grant": "Give a member lasting extra credits",
+    "credits set": "Set how many credits a member has now",
+    "usage": "Today's videos and credits in this server (admins)",
+    "context menu": "Animate with Kling",
+}
+
+OPTIONS: dict[str, str] = {
+    "scene": "The effect (start typing to search)",
+    "image": "The photo to animate (JPEG, PNG, WebP…)",
+    "prompt": "What should happen in the video",
+    "avatar prompt": "Optional: how the person should look while speaking",
+    "audio": "The voice or sound the photo speaks (MP3, WAV, OGG, M4A)",
+    "model": "Kling model",
+    "duration": "Clip length in seconds",
+    "negative_prompt": "What to keep out of the video",
+    "guidance": "0-1: how closely to follow the prompt",
+    "end_image": "The last frame",
+    "job": "The job number (/jobs lists yours)",
+    "member": "Whose credits to change",
+    "amount": "How many credits",
+}
+
+
+def model_option(default: str) -> str:
+    return f"{OPTIONS['model']} (default {default})"
+
+
+def end_image_option(models: Sequence[str]) -> str:
+    return f"{OPTIONS['end_image']} ({', '.join(models)} model only)"
+
+
+def animate_options(models: Sequence[str], durations: Sequence[int]) -> str:
+    """The text-command options of /animate, for help texts and refusals."""
+    return (f"--model {'|'.join(models)}  --duration {'|'.join(map(str, durations))}  "
+            "--guidance 0-1  --negative <what to avoid>")
+
+
+# --- help -------------------------------------------------------------------------
+
+INTRO = "I turn a photo into a short Kling AI video."
+
+
+def telegram_help(options: str) -> str:
+    return f"""{INTRO}
+
+/effect hula: send a photo with this caption, or reply it to any photo. \
+/effect alone, as a reply to a photo, shows a menu of effects.
+/animate a cat dances: the same, with your own prompt. Options: {options}
+/avatar [prompt]: reply it to a photo, then answer my message with a voice note or audio file: the photo speaks it.
+
+/effects: all effect names · /quota: your credits · /jobs: your jobs · /cancel N: cancel a queued job"""
+
+
+def discord_help(effect_count: int) -> str:
+    return f"""{INTRO}
+**/effect** scene image: one of the {effect_count} effects (start typing to search).
+**/animate** image prompt [model] [duration] [negative_prompt] [guidance] [end_image]
+**/avatar** image audio [prompt]: the photo speaks the audio.
+Right-click a message with a photo > Apps > **{COMMANDS['context menu']}** to pick an effect.
+**/quota** your credits · **/jobs** your jobs · **/cancel** a queued job · **/effects** all effects"""
+
+
+def console_help(effect_count: int, options: str) -> str:
+    return f"""Commands (a photo is a file path; without one the current photo is used):
+  /effect NAME [PHOTO]            one of the {effect_count} Kling effects, e.g. /effect hula
+  /animate [PHOTO] PROMPT         animate the photo as the prompt says
+        options: {options}
+  /avatar PHOTO AUDIO [PROMPT]    make the photo speak the audio (mp3/wav/ogg/m4a)
+  /photo PATH                     use another photo from now on
+  /effects   /quota   /jobs   /cancel ID   /help   /quit"""
+
+
+def effects_list(names: Sequence[str], columns: int = 4) -> str:
+    lines = [", ".join(names[i:i + columns]) for i in range(0, len(names), columns)]
+    return f"{len(names)} effects:\n" + "\n".join(lines)
+
+
+# --- refusals before anything is spent ----------------------------------------------
+
+def unknown_model(name: str, choices: Sequence[str]) -> str:
+    return f"Unknown model '{name}'. Choose one of: {', '.join(choices)}."
+
+
+EFFECT_MISSING = "Name an effect, e.g. /effect hula. /effects lists them all."
+
+
+def unknown_effect(typed: str, hints: Sequence[str], total: int) -> str:
+    if len(hints) == 1:
+        return f"Unknown effect '{typed}'. Did you mean '{hints[0]}'?"
+    if hints:
+        return f"Unknown effect '{typed}'. Did you mean one of: {', '.join(hints)}?"
+    return f"Unknown effect '{typed}'. /effects lists the {total} effects."
+
+
+def takes_no_prompt(model: str) -> str:
+    return f"{model} takes no prompt: the effect decides the motion."
+
+
+def needs_prompt(model: str) -> str:
+    return f"{model} needs a prompt describing the motion, e.g. 'a cat dances'."
+
+
+def takes_no_negative_prompt(model: str) -> str:
+    return f"{model} takes no negative prompt."
+
+
+def takes_no_guidance(model: str) -> str:
+    return f"{model} takes no guidance setting."
+
+
+def guidance_range(low: float, high: float, default: float, got: float) -> str:
+    return (f"Guidance must be between {low:g} and {high:g} "
+            f"(got {got:g}); {default:g} is the default.")
+
+
+def fixed_length(model: str) -> str:
+    return f"{model} makes clips of a fixed length; leave out the duration."
+
+
+def duration_choices(allowed: Sequence[int], got: object) -> str:
+    return f"Duration must be {_either(allowed)} seconds (got {got})."
+
+
+def end_image_only(models: Sequence[str]) -> str:
+    names = " or ".join(f"'{m}'" for m in models)
+    return f"Only the {names} model takes an end image."
+
+
+AVATAR_NEEDS_AUDIO = "The avatar model needs an audio clip or voice note to lip-sync to."
+
+
+def text_too_long(label: str, length: int, limit: int) -> str:
+    return f"{label} is {length} characters; the limit is {limit}."
+
+
+def unknown_option(word: str, options: str) -> str:
+    return f"Unknown option {word}. Options: {options}."
+
+
+def option_needs_value(word: str, options: str) -> str:
+    return f"{word} needs a value. Options: {options}."
+
+
+def not_a_number(label: str, text: str) -> str:
+    return f"{label} must be a number such as 0.5 (got '{text}')."
+
+
+def too_many_jobs(limit: int) -> str:
+    return (f"You already have {limit} job{'s' * (limit != 1)} queued or running. "
+            "Wait for one to finish (/jobs shows them).")
+
+
+# --- media ----------------------------------------------------------------------------
+
+def media_empty(label: str) -> str:
+    return f"The {label} is empty."
+
+
+def media_too_large(label: str, size: int, limit: int) -> str:
+    return f"The {label} is {megabytes(size)}; the bot accepts files up to {megabytes(limit)}."
+
+
+def image_unreadable(label: str) -> str:
+    return (f"The {label} could not be read: it is damaged or not an image. "
+            "Send a JPEG, PNG, WebP, GIF or BMP photo.")
+
+
+def image_too_many_pixels(label: str, width: int | None = None, height: int | None = None) -> str:
+    if width and height:
+        return f"The {label} is {width}×{height} px, too many pixels to process. Send a smaller one."
+    return f"The {label} has too many pixels to process. Send a smaller one."
+
+
+def image_too_small(label: str, width: int, height: int, min_side: int) -> str:
+    return (f"The {label} is {width}×{height} px; Kling needs at least "
+            f"{min_side}×{min_side} px. Send a larger {label}.")
+
+
+def image_bad_shape(label: str, ratio: float) -> str:
+    shape = f"{ratio:.1f}:1 (wide)" if ratio >= 1 else f"1:{1 / ratio:.1f} (tall)"
+    return (f"The {label} is {shape}; this model needs a shape between "
+            f"1:2.5 and 2.5:1. Crop it, or choose another model.")
+
+
+def image_cannot_shrink(label: str) -> str:
+    return f"The {label} cannot be made small enough for Kling. Send a smaller one."
+
+
+AUDIO_UNREADABLE = "The audio could not be read. Send an MP3, WAV, OGG/Opus or M4A clip."
+AUDIO_HAS_VIDEO = "That file has video in it. Send the sound alone (MP3, WAV, OGG or M4A)."
+AUDIO_SILENT = "That file has no sound in it."
+AUDIO_TOO_SHORT = "The audio is too short; send at least a second of speech."
+
+
+def audio_too_long(seconds: float, limit: float) -> str:
+    return f"The audio is {seconds:.0f} s long; the limit is {limit:.0f} s."
+
+
+def attachment_wrong_type(what: str, wanted_image: bool, got: str | None) -> str:
+    return (f"The {what} must be {'a photo' if wanted_image else 'an audio file'} "
+            f"(got {got or 'an unknown file type'}).")
+
+
+def attachment_too_large(what: str, size: int, limit_mb: float) -> str:
+    return f"The {what} is {size / 1048576:.1f} MB; the bot accepts up to {limit_mb:g} MB."
+
+
+def telegram_file_too_large(what: str, size: int) -> str:
+    return (f"The {what} is {size / 1048576:.1f} MB; Telegram lets bots download files up "
+            "to 20 MB. Send a smaller one.")
+
+
+def cannot_find(what: str) -> str:
+    return f"I could not find the {what}."
+
+
+def download_failed(what: str, source: str) -> str:
+    return f"I could not download the {what} from {source}. Try again?"
+
+
+ATTACHMENT_DOWNLOAD_FAILED = "I could not download the attachment. Try again?"
+
+
+def cannot_read_file(what: str, path: object, why: str) -> str:
+    return f"Cannot read the {what} file {path}: {why}."
+
+
+# --- credits --------------------------------------------------------------------------
+
+def reset_time(resets_at: datetime, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    minutes = max(1, math.ceil((resets_at - now).total_seconds() / 60))
+    hours, minutes = divmod(minutes, 60)
+    left = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    return f"at {resets_at:%H:%M} UTC (in {left})"
+
+
+def balance(total: int, bonus: int, resets_at: datetime, now: datetime | None = None) -> str:
+    extra = f" (+{bonus} bonus)" if bonus else ""
+    return (f"You have {total} credit{'s' * (total != 1)}{extra}. "
+            f"Daily credits reset {reset_time(resets_at, now)}.")
+
+
+def out_of_credits(cost: int, have: int, daily: int, resets_at: datetime) -> str:
+    return (f"You're out of credits: this needs {cost} and you have {have}. "
+            f"Daily credits reset to {daily} {reset_time(resets_at)}.")
+
+
+def now_has_credits(who: str, total: int) -> str:
+    return f"{who} now has {total} credits."
+
+
+ADMINS_ONLY = "Only server managers and the bot's admins can do that."
+TELEGRAM_ADMINS_ONLY = "Only the bot's admins can grant credits."
+TELEGRAM_GRANT_USAGE = "Reply /grant N to a message of the person to give N credits."
+
+
+def usage_today(jobs: int, spent: int) -> str:
+    return f"Today (UTC) in this server: {jobs} job{'s' * (jobs != 1)}, {spent} credits spent."
+
+
+# --- a job's life -------------------------------------------------------------------
+
+def job_label(model_key: str, model_title: str, inputs: dict[str, object]) -> str:
+    """The short name a job goes by in every message: ``effect hula``, ``v2.1: a cat…``."""
+    if "effect_scene" in inputs:
+        return f"effect {inputs['effect_scene']}"
+    prompt = str(inputs.get("prompt") or "")
+    short = prompt if len(prompt) <= 60 else prompt[:57] + "…"
+    return f"{model_key}: {short}" if short else model_title
+
+
+def accepted(job_id: int, label: str, position: int, cost: int, left: int) -> str:
+    where = "next in line" if position <= 1 else f"position {position} in the queue"
+    return (f"Job {job_id} queued ({label}), {where}. "
+            f"It costs {credits(cost)}; {left} left.")
+
+
+def progress(stage: str, position: int | None = None, elapsed: float = 0.0) -> str:
+    if stage == "queued":
+        return "Queued, next in line." if (position or 0) <= 1 else f"Queued, position {position}."
+    if stage == "generating":
+        minutes, seconds = divmod(int(elapsed), 60)
+        return f"Generating… {minutes}:{seconds:02d} elapsed."
+    return {"submitting": "Sending to Kling…", "downloading": "Fetching the video…",
+            "uploading": "Uploading the video…"}[stage]
+
+
+def job_status(job_id: int, label: str, text: str) -> str:
+    """A job's status message in a chat: ``Job 3 (effect hula): Generating…``."""
+    return f"Job {job_id} ({label}): {text}"
+
+
+def job_done(job_id: int, label: str) -> str:
+    return job_status(job_id, label, "done.")
+
+
+def job_failed(job_id: int, reason: str) -> str:
+    return f"Job {job_id}: {reason}"
+
+
+def caption(label: str, model_title: str) -> str:
+    return f"{label} · {model_title}"
+
+
+def nsfw_withheld(job_id: int) -> str:
+    return f"Job {job_id}: WaveSpeed flagged the video as NSFW, so it is not posted here."
+
+
+def too_big_to_upload(caption_text: str, size: int, limit: str, url: str | None) -> str:
+    return (f"{caption_text}\nThe video is {size / 1048576:.0f} MB, over {limit}. "
+            f"Download it here (kept for 7 days): {url}")
+
+
+def telegram_upload_limit(limit_mb: float) -> str:
+    return f"the {limit_mb:g} MB a bot may upload"
+
+
+DISCORD_UPLOAD_LIMIT = "this server's upload limit"
+
+
+def console_saved(job_id: int, path: object, size: int, nsfw: bool) -> str:
+    flag = " (flagged NSFW by WaveSpeed)" if nsfw else ""
+    return f"[job {job_id}] done: {path} ({size / 1024:.0f} KB){flag}"
+
+
+def console_line(job_id: int, text: str) -> str:
+    return f"[job {job_id}] {text}"
+
+
+def job_list(jobs: Sequence[tuple[int, str, str, int]]) -> str:
+    """/jobs: (id, label, state, queue position) per unfinished job."""
+    if not jobs:
+        return "You have no jobs running."
+    return "\n".join(f"Job {job_id} ({label}): "
+                     f"{f'queued, position {position}' if position else state}"
+                     for job_id, label, state, position in jobs)
+
+
+def no_such_job(job_id: int) -> str:
+    return f"You have no job {job_id}."
+
+
+def job_already_ended(job_id: int, state: str) -> str:
+    return f"Job {job_id} has already ended ({state})."
+
+
+def job_already_running(job_id: int) -> str:
+    return (f"Job {job_id} is already being generated and can no longer be "
+            "cancelled; it will be delivered when ready.")
+
+
+def job_cancelled(job_id: int, cost: int) -> str:
+    return f"Job {job_id} cancelled; {credits(cost)} refunded."
+
+
+TELEGRAM_CANCEL_USAGE = "Usage: /cancel N (/jobs lists yours)."
+CONSOLE_CANCEL_USAGE = "Usage: /cancel JOB_ID (/jobs lists yours)."
+
+
+def with_refund(reason: str, cost: int) -> str:
+    return f"{reason} Your {credits(cost)} {'were' if cost != 1 else 'was'} refunded."
+
+
+# Why a job failed (the refund sentence is added by with_refund).
+ACCOUNT_PROBLEM = "The bot's WaveSpeed account refused the job; the operator has been told."
+SUBMIT_UNCONFIRMED = "WaveSpeed did not confirm the job. Please try again in a minute."
+WAVESPEED_BUSY = "WaveSpeed is busy or unreachable right now. Please try again later."
+MODERATED = "Kling's content filter refused this photo or prompt."
+NO_VIDEO = "Kling finished without a video."
+FETCH_FAILED = "The finished video could not be fetched from WaveSpeed."
+NOT_POSTED = "The video was made but could not be posted here."
+BOT_ERROR = "Something went wrong on the bot's side."
+
+
+def api_refused(detail: object) -> str:
+    return f"WaveSpeed refused the request: {detail}"
+
+
+def lost_track(detail: object) -> str:
+    return f"WaveSpeed lost track of the job ({detail})."
+
+
+def model_failed(detail: str) -> str:
+    return f"Kling could not make this video: {detail}."
+
+
+def took_too_long(timeout: float) -> str:
+    return f"The video took longer than {duration(timeout)} and was stopped."
+
+
+def fetch_failed(detail: object) -> str:
+    return f"The finished video could not be fetched ({detail})."
+
+
+# --- chat flow ------------------------------------------------------------------------
+
+CHECKING_PHOTO = "Checking the photo…"
+PICK_EFFECT = "Pick an effect:"
+PICK_EFFECT_FOR_IMAGE = "Pick an effect for this image:"
+POPULAR_EFFECTS = "Popular effects"
+ANOTHER_EFFECT = "Another effect…"
+EFFECT_NAME = "Effect name"
+EFFECT_NAME_EXAMPLE = "e.g. hula, jelly press, santa hug"
+MENU_BACK = "‹ Back"
+MENU_MORE = "More ›"
+MENU_NOT_YOURS = "This menu belongs to whoever asked. Reply /effect to a photo for your own."
+PHOTO_GONE = "I can no longer see that photo. Reply /effect to it again."
+NO_IMAGE_IN_MESSAGE = "That message has no image to animate."
+CHANNEL_NOT_ALLOWED = "I don't make videos in this channel."
+SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side."
+EFFECT_NEEDS_PHOTO = "Reply /effect hula to a photo, or send a photo with that caption."
+ANIMATE_NEEDS_PHOTO = "Reply /animate <prompt> to a photo, or send a photo with that caption."
+AVATAR_NEEDS_PHOTO = "Reply /avatar to a photo; I will then ask you for the voice note."
+AVATAR_AUDIO_NEEDS_PHOTO = ("Send the voice note as a reply to the photo, or reply "
+                            "/avatar to the photo first.")
+
+
+def effect_chosen_toast(effect: str) -> str:
+    return f"{effect} it is!"
+
+
+def effect_chosen(effect: str) -> str:
+    return f"Effect {effect} chosen."
+
+
+def effect_checking(effect: str) -> str:
+    return f"Effect {effect}: checking the photo…"
+
+
+def ask_for_audio(max_seconds: float) -> str:
+    return ("Now reply to this message with a voice note or audio file "
+            f"(up to {max_seconds:g} s) and the photo will say it.")
+
+
+# --- console and command line -------------------------------------------------------
+
+AVATAR_USAGE = "Usage: /avatar PHOTO AUDIO [PROMPT]"
+# What the demo types for the user when standard input is empty.
+DEMO_TOUR = ["/help", "/effect hula", "/animate --duration 5 the sun smiles and waves", "/quota"]
+
+
+def using_photo(path: str) -> str:
+    return f"Using {path} from now on."
+
+
+def unknown_command(command: str) -> str:
+    return f"Unknown command {command}. /help lists them."
+
+
+def demo_banner(base_url: str, output_dir: object) -> str:
+    return (f"kling-bot demo: offline WaveSpeed simulator at {base_url}; videos go to "
+            f"{output_dir}/. Type /help, or /quit to leave.")
+
+
+def running_banner(adapters: Sequence[str]) -> str:
+    return (f"kling-bot is running ({', '.join(adapters)}). "
+            "Ctrl+C stops; unfinished jobs resume at the next start.")
+
+
+NO_API_KEY = ("no WaveSpeed API key: set [wavespeed] api_key in config.toml or the "
+              "WAVESPEED_API_KEY environment variable (or try --simulate).")
+NO_CHAT_BOT = ("no chat bot is configured. Add a Telegram bot token from @BotFather "
+               "([telegram] token or TELEGRAM_BOT_TOKEN) or a Discord bot token ([discord] token "
+               "or DISCORD_BOT_TOKEN) to config.toml.")
+
+
+def cannot_read_input(what: str, path: object, why: str) -> str:
+    return f"cannot read the {what} {path}: {why}"
+
+
+def simulator_listening(url: str, job_seconds: float) -> str:
+    return (f"WaveSpeed simulator listening on {url} (jobs take {job_seconds:g} s). "
+            "Point [wavespeed] base_url at it. Ctrl+C stops.")
