@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from adapters.console import PLATFORM, ConsoleChat, ConsoleCourier
+from adapters.console import PLATFORM, ConsoleChat, ConsoleCourier, max_bytes, read_limited
 from bot import messages
 from bot.catalog import ValidationError
 from bot.config import ConfigError, Settings, load_settings
@@ -25,6 +25,8 @@ from bot.devtools.clips import sample_photo
 from bot.devtools.simulator import Simulator
 from bot.engine import Engine
 from bot.jobs import Accepted, GenerationRequest, UserRef
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("config.toml")
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -34,6 +36,10 @@ class ChatAdapter(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def start_problem(self, error: Exception) -> str | None:
+        """One line saying why ``start`` failed, if the error is one the platform knows."""
+        ...
 
 
 def main(command: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -47,7 +53,14 @@ def main(command: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return EXIT_INTERRUPTED
 
 
+# Every configured secret, masked in whatever fail() prints (set by redact_secrets).
+_secrets: list[str] = []
+
+
 def fail(text: str) -> None:
+    """One line on stderr; configured secrets are masked, as in the log."""
+    for secret in _secrets:
+        text = text.replace(secret, "[secret]")
     print(f"kling-bot: {' '.join(text.split())}", file=sys.stderr)
 
 
@@ -73,6 +86,7 @@ class _Redact(logging.Filter):
 
 
 def redact_secrets(secrets: list[str]) -> None:
+    _secrets[:] = sorted(set(_secrets) | set(secrets), key=len, reverse=True)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_Redact(secrets))
 
@@ -129,34 +143,74 @@ async def run_bots(config: Path | None, *, simulate: bool) -> int:
     ready, simulator = await _backend(settings, simulate, job_seconds=5.0)
     if ready is None:
         return EXIT_USAGE
-    engine = Engine.from_settings(ready)
-    adapters = _chat_adapters(ready, engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await engine.start()
+    engine: Engine | None = None
+    adapters: list[ChatAdapter] = []
     try:
+        # Start-up: a problem here is one line naming it (secrets masked), never a traceback.
+        try:
+            engine = Engine.from_settings(ready)
+            adapters = _chat_adapters(ready, engine)
+            await engine.start()
+        except Exception as err:
+            fail(messages.start_failed("kling-bot", _described(err)))
+            return EXIT_USAGE
         for adapter in adapters:
-            await adapter.start()
+            if problem := await _start(adapter):
+                fail(problem)
+                return EXIT_USAGE
         print(messages.running_banner([type(a).__name__ for a in adapters]), flush=True)
         await stop.wait()
     finally:
         for adapter in adapters:
-            await adapter.stop()
-        await engine.close()
+            await _quietly(adapter.stop())
+        if engine is not None:
+            await engine.close()
         if simulator:
             await simulator.close()
     return 0
 
 
+async def _start(adapter: ChatAdapter) -> str | None:
+    """Start a chat adapter; None when it runs, else the one-line reason it does not."""
+    try:
+        await adapter.start()
+    except Exception as err:
+        return adapter.start_problem(err) or messages.start_failed(type(adapter).__name__, _described(err))
+    return None
+
+
+def _described(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+async def _quietly(step: Coroutine[Any, Any, None]) -> None:
+    """A shutdown step whose failure is logged, so the others still run."""
+    try:
+        await step
+    except Exception as err:
+        log.info("shutdown step failed: %s: %s", type(err).__name__, err)
+
+
 async def run_demo(photo_path: Path | None, output_dir: Path, job_seconds: float) -> int:
     """``kling-bot demo``: the simulator and a terminal chat; a tour when stdin is empty."""
-    photo = photo_path.read_bytes() if photo_path else sample_photo()
+    defaults = load_settings(None)
+    try:
+        photo = read_limited(photo_path, max_bytes(defaults.media.max_download_mb), "photo") \
+            if photo_path else sample_photo()
+    except OSError as err:
+        fail(messages.cannot_read_input("photo", photo_path, str(err.strerror or err)))
+        return EXIT_USAGE
+    except ValidationError as err:
+        fail(str(err))
+        return EXIT_USAGE
     simulator = Simulator(job_seconds=job_seconds)
     base_url = await simulator.start()
     with tempfile.TemporaryDirectory(prefix="kling-demo-") as state:
-        engine = Engine.from_settings(simulated(load_settings(None), base_url, storage_dir=Path(state)))
+        engine = Engine.from_settings(simulated(defaults, base_url, storage_dir=Path(state)))
         courier = ConsoleCourier(sys.stdout, output_dir)
         engine.register(PLATFORM, courier)
         await engine.start()
@@ -193,16 +247,19 @@ async def _read_line(prompt: str) -> str | None:
         return None
 
 
-async def run_generate(config: Path | None, build_request: Callable[[], GenerationRequest],
+async def run_generate(config: Path | None, build_request: Callable[[int], GenerationRequest],
                        output: Path | None, *, simulate: bool) -> int:
-    """``kling-bot generate``: one video, saved to ``output``; prints its path."""
+    """``kling-bot generate``: one video, saved to ``output``; prints its path.
+    ``build_request`` gets the most bytes it may read of each file it names."""
     settings, simulator = await _backend(settings_from(config), simulate, job_seconds=2.0)
     if settings is None:
         return EXIT_USAGE
     try:
-        request = build_request()
+        request = build_request(max_bytes(settings.media.max_download_mb))
     except (ValidationError, OSError) as err:
         fail(str(err))
+        if simulator:
+            await simulator.close()
         return EXIT_USAGE
     engine = Engine.from_settings(settings)
     courier = ConsoleCourier(sys.stderr, Path("."), target=output)

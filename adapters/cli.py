@@ -7,6 +7,7 @@ import getpass
 from pathlib import Path
 
 from adapters import app
+from adapters.console import read_limited
 from bot import catalog, messages
 from bot.catalog import Params
 from bot.jobs import GenerationRequest, UserRef
@@ -77,29 +78,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return app.main(lambda: app.run_demo(args.photo, args.output_dir, args.job_seconds))
     if args.command == "generate":
-        return app.main(lambda: app.run_generate(args.config, lambda: generate_request(args),
+        return app.main(lambda: app.run_generate(args.config, lambda limit: generate_request(args, limit),
                                                  args.output, simulate=args.simulate))
     return app.main(lambda: app.serve_simulator(args.host, args.port, args.job_seconds))
 
 
-def generate_request(args: argparse.Namespace) -> GenerationRequest:
-    """The request ``generate``'s arguments describe; reads the files they name."""
+def generate_request(args: argparse.Namespace, max_bytes: int) -> GenerationRequest:
+    """The request ``generate``'s arguments describe; reads the files they name, each up to
+    ``max_bytes``. Every option given goes into the request, so the model's own checks
+    refuse one it does not take (``--duration`` with ``--effect``) instead of ignoring it."""
+    if args.avatar_prompt is not None and args.prompt is not None:
+        raise catalog.ValidationError(messages.option_not_with("--avatar-prompt", "--audio"))
     user = UserRef("cli", getpass.getuser(), getpass.getuser())
-    image = _read(args.image, "image")
-    end_image = _read(args.end_image, "end image") if args.end_image else None
-    if args.effect:
-        return GenerationRequest(user, "effect", image, Params(effect=args.effect), model=args.model)
-    if args.audio:
-        return GenerationRequest(user, "avatar", image, Params(prompt=args.avatar_prompt),
-                                 model=args.model, audio=_read(args.audio, "audio"))
-    params = Params(prompt=args.prompt, negative_prompt=args.negative_prompt,
-                    guidance=args.guidance, duration=args.duration)
-    return GenerationRequest(user, "animate", image, params, model=args.model, end_image=end_image)
+    kind: catalog.Kind = "effect" if args.effect else "avatar" if args.audio else "animate"
+    params = Params(effect=args.effect, prompt=args.prompt if args.prompt is not None else args.avatar_prompt,
+                    negative_prompt=args.negative_prompt, guidance=args.guidance, duration=args.duration)
+    return GenerationRequest(
+        user, kind, _read(args.image, "image", max_bytes), params, model=args.model,
+        end_image=_read(args.end_image, "end image", max_bytes) if args.end_image else None,
+        audio=_read(args.audio, "audio", max_bytes) if args.audio else None)
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str, max_bytes: int) -> bytes:
     try:
-        return path.read_bytes()
+        return read_limited(path, max_bytes, what)
     except OSError as err:
         raise catalog.ValidationError(
             messages.cannot_read_input(what, path, str(err.strerror or err))) from None

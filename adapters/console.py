@@ -7,6 +7,7 @@ its path instead of being attached.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import shutil
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from adapters.chat import jobs_text
-from adapters.text_commands import parse_animate
+from adapters.text_commands import cancel_job, parse_animate
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.engine import Engine
@@ -74,6 +75,7 @@ class ConsoleChat:
         self.user = user
         self.photo = photo
         self.out = out
+        self.max_bytes = max_bytes(engine.settings.media.max_download_mb)
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -97,11 +99,11 @@ class ConsoleChat:
             elif command == "/cancel":
                 self.say(await self._cancel(rest))
             elif command == "/photo":
-                self.photo = _read(rest.strip(), "photo")
+                self.photo = self._read(rest.strip(), "photo")
                 self.say(messages.using_photo(rest.strip()))
             elif command == "/effect":
                 words = rest.split()
-                photo = _read(words[1], "photo") if len(words) > 1 else self.photo
+                photo = self._read(words[1], "photo") if len(words) > 1 else self.photo
                 await self.generate(GenerationRequest(self.user, "effect", photo,
                                                       Params(effect=words[0] if words else "")))
             elif command == "/animate":
@@ -114,8 +116,8 @@ class ConsoleChat:
                 if len(words) < 2:
                     raise ValidationError(messages.AVATAR_USAGE)
                 await self.generate(GenerationRequest(
-                    self.user, "avatar", _read(words[0], "photo"),
-                    Params(prompt=" ".join(words[2:]) or None), audio=_read(words[1], "audio")))
+                    self.user, "avatar", self._read(words[0], "photo"),
+                    Params(prompt=" ".join(words[2:]) or None), audio=self._read(words[1], "audio")))
             elif command:
                 self.say(messages.unknown_command(command))
         except ValidationError as err:
@@ -125,8 +127,14 @@ class ConsoleChat:
     def _leading_photo(self, text: str) -> tuple[bytes, str]:
         first, _, rest = text.strip().partition(" ")
         if first and Path(first).expanduser().is_file():
-            return _read(first, "photo"), rest
+            return self._read(first, "photo"), rest
         return self.photo, text
+
+    def _read(self, path: str, what: str) -> bytes:
+        try:
+            return read_limited(Path(path).expanduser(), self.max_bytes, what)
+        except OSError as err:
+            raise ValidationError(messages.cannot_read_file(what, path, str(err.strerror or err))) from None
 
     async def generate(self, request: GenerationRequest) -> Path | None:
         """Submit a request and wait for its video, as a chat user watching would."""
@@ -139,16 +147,23 @@ class ConsoleChat:
         return await self.courier.watch(answer.job.id)
 
     async def _cancel(self, rest: str) -> str:
-        if not rest.strip().isdigit():
-            return messages.CONSOLE_CANCEL_USAGE
-        return await self.engine.cancel(self.user, int(rest.strip()))
+        return await cancel_job(self.engine, self.user, rest, messages.CONSOLE_CANCEL_USAGE)
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).expanduser().read_bytes()
-    except OSError as err:
-        raise ValidationError(messages.cannot_read_file(what, path, str(err.strerror or err))) from None
+def max_bytes(max_download_mb: float) -> int:
+    """``[media] max_download_mb`` in bytes: the most of a user's file the bot reads."""
+    return int(max_download_mb * 1024 * 1024)
+
+
+def read_limited(path: Path, limit: int, what: str) -> bytes:
+    """A file's bytes, reading at most ``limit`` + 1 of them: a larger file (or an endless
+    one such as /dev/zero) is refused, not read into memory. OSError when unreadable."""
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+        if len(data) > limit:
+            size = max(len(data), os.fstat(file.fileno()).st_size)
+            raise ValidationError(messages.media_too_large(what, size, limit))
+    return data
 
 
 def _bar(fraction: float | None, width: int = 20) -> str:

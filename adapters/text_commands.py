@@ -7,10 +7,19 @@ every other word is the prompt.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
+from bot.engine import Engine
+from bot.jobs import UserRef
+
+# Numbers users type are ASCII digits only: str.isdigit() and int() also take "²" or "٣".
+_WHOLE = re.compile(r"[0-9]{1,4000}", re.ASCII)  # int() takes at most 4300 digits
+_JOB_NUMBER = re.compile(r"#?([0-9]{1,4000})", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)", re.ASCII)
+LARGEST_JOB_ID = 2**63 - 1  # SQLite's largest integer: no job has a higher number
 
 # option -> (canonical name, takes the rest of the words up to the next option)
 _OPTIONS = {
@@ -64,15 +73,42 @@ def parse_animate(text: str) -> AnimateArgs:
     )
 
 
+def parse_job_number(text: str) -> int | None:
+    """A job number as typed after /cancel ("7" or "#7"); None when it is not one."""
+    match = _JOB_NUMBER.fullmatch(text.strip())
+    return int(match.group(1)) if match else None
+
+
+async def cancel_job(engine: Engine, user: UserRef, text: str, usage: str) -> str:
+    """The answer to ``/cancel TEXT``: the usage when TEXT is no job number; a number
+    beyond any job's is simply a job the user does not have."""
+    job_id = parse_job_number(text)
+    if job_id is None:
+        return usage
+    if job_id > LARGEST_JOB_ID:
+        return messages.no_such_job(job_id)
+    return await engine.cancel(user, job_id)
+
+
+def parse_whole_number(text: str, *, signed: bool = False) -> int | None:
+    """An integer typed in ASCII digits (with a leading minus if ``signed``), else None."""
+    digits = text.strip()
+    negative = signed and digits.startswith("-")
+    if negative:
+        digits = digits[1:]
+    if not _WHOLE.fullmatch(digits):
+        return None
+    return -int(digits) if negative else int(digits)
+
+
 def _number(text: str, label: str) -> float:
-    try:
-        return float(text.replace(",", "."))
-    except ValueError:
-        raise ValidationError(messages.not_a_number(label, text)) from None
+    if not _DECIMAL.fullmatch(text):
+        raise ValidationError(messages.not_a_number(label, text))
+    return float(text.replace(",", "."))
 
 
 def _seconds(text: str) -> int:
     cleaned = text.lower().removesuffix("seconds").removesuffix("sec").removesuffix("s").strip()
-    if not cleaned.isdigit():
+    if not _WHOLE.fullmatch(cleaned):
         raise ValidationError(messages.duration_choices(catalog.durations_of("animate"), f"'{text}'"))
     return int(cleaned)

@@ -30,12 +30,14 @@ class WaveSpeedSettings:
     poll_interval: float = 15.0  # longest gap between two result checks of a job
     media: Literal["upload", "data_uri"] = "upload"  # how images and audio reach the API
     request_timeout: float = 60.0  # seconds for one HTTP request
+    history_settle: float = 20.0  # seconds WaveSpeed's history gets to show an unconfirmed task
 
 
 @dataclass(frozen=True)
 class StorageSettings:
     path: str = "kling-bot.sqlite"  # the SQLite file
     videos_dir: str = "videos"  # finished MP4s, until delivered
+    lease_seconds: float = 30.0  # a job whose process stops renewing is taken over after this
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,13 @@ def _section(cls: type, name: str, values: Any, source: str,
 
 
 def _coerce(label: str, hint: Any, value: Any, source: str) -> Any:
+    # A secret's value is never echoed: the error may end up in a log or a bug report.
+    got = "" if label in {f"[{s}] {k}" for s, k in _ENV_SECRETS} else f" (got {value!r})"
     origin = typing.get_origin(hint)
     if origin is Literal:
         if value not in typing.get_args(hint):
             allowed = " or ".join(repr(a) for a in typing.get_args(hint))
-            raise ConfigError(f"{source}: {label} must be {allowed} (got {value!r}).")
+            raise ConfigError(f"{source}: {label} must be {allowed}{got}.")
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -169,7 +173,7 @@ def _coerce(label: str, hint: Any, value: Any, source: str) -> Any:
         return [_coerce(label, item, v, source) for v in value]
     kind = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
     wanted = kind.get(hint, f"a list of {typing.get_args(hint)[0].__name__}" if origin is list else str(hint))
-    raise ConfigError(f"{source}: {label} must be {wanted} (got {value!r}).")
+    raise ConfigError(f"{source}: {label} must be {wanted}{got}.")
 
 
 def _costs(values: Any, source: str) -> dict[str, Any]:
@@ -207,6 +211,8 @@ def _check_ranges(s: Settings, source: str) -> None:
         (s.wavespeed.poll_interval > 0, "[wavespeed] poll_interval must be above 0 seconds"),
         (s.wavespeed.job_timeout > 0, "[wavespeed] job_timeout must be above 0 seconds"),
         (s.wavespeed.request_timeout > 0, "[wavespeed] request_timeout must be above 0 seconds"),
+        (s.wavespeed.history_settle >= 0, "[wavespeed] history_settle cannot be negative"),
+        (s.storage.lease_seconds > 0, "[storage] lease_seconds must be above 0 seconds"),
         (s.wavespeed.base_url.startswith(("http://", "https://")),
          "[wavespeed] base_url must start with http:// or https://"),
         (s.quota.daily_credits >= 0, "[quota] daily_credits cannot be negative"),

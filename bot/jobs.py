@@ -82,6 +82,11 @@ class Job:
     created_at: float = 0.0
     submitted_at: float | None = None
     finished_at: float | None = None
+    owner: str | None = None  # the process driving the job
+    submit_started_at: float | None = None  # set while a submit may have created a task
+    submit_ended_at: float | None = None  # when that submit went unanswered
+    resubmits: int = 0  # submits sent again after WaveSpeed provably had no task
+    submit_attempts: int = 0  # submits refused at the door (429, 503), retried later
 
     @property
     def seconds(self) -> int:

@@ -435,10 +435,6 @@ def took_too_long(timeout: float) -> str:
     return f"The video took longer than {duration(timeout)} and was stopped."
 
 
-def fetch_failed(detail: object) -> str:
-    return f"The finished video could not be fetched ({detail})."
-
-
 # --- chat flow ------------------------------------------------------------------------
 
 CHECKING_PHOTO = "Checking the photo…"
@@ -454,6 +450,7 @@ MENU_NOT_YOURS = "This menu belongs to whoever asked. Reply /effect to a photo f
 PHOTO_GONE = "I can no longer see that photo. Reply /effect to it again."
 NO_IMAGE_IN_MESSAGE = "That message has no image to animate."
 CHANNEL_NOT_ALLOWED = "I don't make videos in this channel."
+CHAT_NOT_ALLOWED = "I don't make videos in this chat."
 SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side."
 EFFECT_NEEDS_PHOTO = "Reply /effect hula to a photo, or send a photo with that caption."
 ANIMATE_NEEDS_PHOTO = "Reply /animate <prompt> to a photo, or send a photo with that caption."
@@ -513,6 +510,30 @@ NO_CHAT_BOT = ("no chat bot is configured. Add a Telegram bot token from @BotFat
 
 def cannot_read_input(what: str, path: object, why: str) -> str:
     return f"cannot read the {what} {path}: {why}"
+
+
+def option_not_with(option: str, needs: str) -> str:
+    return f"{option} goes with {needs} only."
+
+
+# Start-up problems of ``kling-bot run``: one line each, printed after "kling-bot: ".
+TELEGRAM_TOKEN_REJECTED = ("Telegram rejected the bot token. Check [telegram] token or "
+                           "TELEGRAM_BOT_TOKEN (@BotFather: /mybots > API Token).")
+DISCORD_TOKEN_REJECTED = ("Discord rejected the bot token. Check [discord] token or "
+                          "DISCORD_BOT_TOKEN (Developer Portal > Bot > Reset Token).")
+
+
+def cannot_reach(service: str, address: str, setting: str, detail: str) -> str:
+    return (f"cannot reach {service} at {address} ({detail}). Check the network "
+            f"connection and {setting}.")
+
+
+def refused_at_start(service: str, detail: str) -> str:
+    return f"{service} refused to start the bot: {detail}"
+
+
+def start_failed(what: str, detail: str) -> str:
+    return f"{what} could not start: {detail}"
 
 
 def simulator_listening(url: str, job_seconds: float) -> str:

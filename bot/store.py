@@ -23,6 +23,7 @@ import sqlite_utils
 from bot.jobs import ACTIVE_STATES, Job, JobState
 
 ASK_LIFETIME = 24 * 3600  # seconds an unanswered question in a chat is kept
+SQLITE_MAX_INT = 2**63 - 1
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -62,8 +63,26 @@ def _v2(db: sqlite_utils.Database) -> None:
     }, pk=("platform", "chat", "message_id"))
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    # Claims: the process driving a job (owner) and until when its claim holds; the
+    # submit window (for finding a task whose submit was not confirmed); resubmits.
+    jobs = db.table("jobs")
+    for name, kind in (("owner", str), ("lease_until", float), ("submit_started_at", float),
+                       ("submit_ended_at", float)):
+        jobs.add_column(name, kind)
+    jobs.add_column("resubmits", int, not_null_default=0)
+    jobs.create_index(["owner", "state"])
+    jobs.create_index(["prediction_id"])
+
+
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+ACTIVE = tuple(s.value for s in ACTIVE_STATES)
+IN_FLIGHT = tuple(s.value for s in ACTIVE_STATES if s != JobState.QUEUED)
+
+
+class LeaseLost(Exception):
+    """The job is no longer this process's: another one took it over."""
 
 
 class Store:
@@ -74,7 +93,10 @@ class Store:
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # timeout: how long a write waits for another process's lock before failing.
-        self.db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=30))
+        # isolation_level=None: autocommit. Each statement commits at once unless it runs
+        # in transaction(); Python's implicit BEGIN would otherwise hold the write lock
+        # after a lone UPDATE until some later commit, blocking every other process.
+        self.db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=30, isolation_level=None))
         if str(path) != ":memory:":
             self.db.enable_wal()
         self.db.execute("PRAGMA foreign_keys = ON")
@@ -143,47 +165,95 @@ class Store:
         return int(self.db.table("jobs").insert(row).last_pk or 0)
 
     def job(self, job_id: int) -> Job | None:
+        if not 0 < job_id <= SQLITE_MAX_INT:  # a number typed by a user: no such job
+            return None
         rows = list(self.db.table("jobs").rows_where("id = ?", [job_id]))
         return _job(rows[0]) if rows else None
 
     def job_row(self, job_id: int) -> dict[str, Any]:
         return self.db.table("jobs").get(job_id)
 
-    def update_job(self, job_id: int, **changes: Any) -> Job:
-        """One write to a job row; returns the job as it now is."""
+    def update_job(self, job_id: int, *, owner: str | None = None, **changes: Any) -> Job:
+        """One write to a job row; returns the job as it now is.
+
+        With ``owner``, the write happens only while that process holds the job, and
+        LeaseLost says it no longer does (a fence: two processes never both drive it).
+        """
         if isinstance(changes.get("state"), JobState):
             changes["state"] = changes["state"].value
-        self.db.table("jobs").update(job_id, changes)
-        return _job(self.db.table("jobs").get(job_id))
+        columns = ", ".join(f"{name} = ?" for name in changes)  # names come from code, not users
+        fence = " and owner = ?" if owner else ""
+        cursor = self.db.execute(f"update jobs set {columns} where id = ?{fence}",
+                                 [*changes.values(), job_id, *([owner] if owner else [])])
+        if cursor.rowcount != 1:
+            raise LeaseLost(job_id) if owner else KeyError(job_id)
+        job = self.job(job_id)
+        assert job is not None
+        return job
 
     def jobs_where(self, where: str, args: list[Any], order: str = "id",
                    limit: int | None = None) -> list[Job]:
         return [_job(r) for r in self.db.table("jobs").rows_where(where, args, order_by=order, limit=limit)]
 
-    def max_job_id(self) -> int:
-        return int(self._value("select coalesce(max(id), 0) from jobs"))
+    # --- claims: which process drives which job ----------------------------------------
+    # A job belongs to the process that accepted it, as a lease the owner renews. A
+    # process claims only its own queued jobs, and takes over the jobs of a process
+    # whose lease ran out (it died) when it serves their platform. Each claim is one
+    # transaction holding SQLite's write lock, so two processes never claim one job.
 
-    def queued_jobs(self, platforms: list[str], min_id: int, *, due_by: float | None = None,
-                    limit: int | None = None) -> list[Job]:
-        """Queued jobs of some platforms, first come first; only those due by a time."""
-        where = f"state = 'queued' and id >= ? and {_in('platform', tuple(platforms))}"
-        args: list[Any] = [min_id, *platforms]
-        if due_by is not None:
-            where += " and not_before <= ?"
-            args.append(due_by)
-        return self.jobs_where(where, args, limit=limit)
+    def claim_next(self, owner: str, platforms: list[str], lease_until: float, now: float,
+                   exclude: set[int]) -> Job | None:
+        """Move this process's first due queued job to ``submitting``; None if none is due."""
+        skip = tuple(exclude) or (0,)
+        with self.transaction():
+            job_id = self._value(
+                f"select coalesce(min(id), 0) from jobs where state = 'queued' and owner = ?"
+                f" and {_in('platform', tuple(platforms) or ('',))} and not_before <= ?"
+                f" and id not in ({', '.join('?' * len(skip))})",
+                [owner, *platforms, now, *skip])
+            if not job_id:
+                return None
+            return self.update_job(int(job_id), owner=owner, state=JobState.SUBMITTING.value,
+                                   lease_until=lease_until, updated_at=now)
 
-    def next_due(self, platforms: list[str], min_id: int) -> float | None:
-        """When the earliest queued job of these platforms may start (None: none queued)."""
-        where = f"state = 'queued' and id >= ? and {_in('platform', tuple(platforms))}"
-        due = self._value(f"select min(not_before) from jobs where {where}", [min_id, *platforms])
+    def take_over(self, owner: str, platforms: list[str], lease_until: float,
+                  now: float) -> list[Job]:
+        """Take the unfinished jobs of these platforms whose owner's lease ran out."""
+        where = (f"state in ({', '.join('?' * len(ACTIVE))}) and {_in('platform', tuple(platforms))}"
+                 " and (lease_until is null or lease_until < ?)")
+        with self.transaction():
+            taken = self.db.execute(f"select id from jobs where {where}",
+                                    [*ACTIVE, *platforms, now]).fetchall()
+            self.db.execute(f"update jobs set owner = ?, lease_until = ? where {where}",
+                            [owner, lease_until, *ACTIVE, *platforms, now])
+        return [job for (job_id,) in taken if (job := self.job(job_id)) is not None]
+
+    def renew(self, owner: str, lease_until: float) -> set[int]:
+        """Extend this process's claims; returns the ids of the jobs it still holds."""
+        self.db.execute(f"update jobs set lease_until = ? where owner = ? and {_in('state', ACTIVE)}",
+                        [lease_until, owner, *ACTIVE])
+        rows = self.db.execute(f"select id from jobs where owner = ? and {_in('state', ACTIVE)}",
+                               [owner, *ACTIVE]).fetchall()
+        return {job_id for (job_id,) in rows}
+
+    def release(self, owner: str) -> None:
+        """Hand this process's unfinished jobs over at once (a clean stop)."""
+        self.db.execute(f"update jobs set lease_until = 0 where owner = ? and {_in('state', ACTIVE)}",
+                        [owner, *ACTIVE])
+
+    def own_queued(self, owner: str) -> list[Job]:
+        """This process's queued jobs, first come first."""
+        return self.jobs_where("state = 'queued' and owner = ?", [owner])
+
+    def next_due(self, owner: str) -> float | None:
+        """When this process's earliest queued job may start (None: none queued)."""
+        due = self._value("select min(not_before) from jobs where state = 'queued' and owner = ?",
+                          [owner])
         return None if due is None else float(due)
 
-    def submit_attempts(self, job_id: int) -> int:
-        return int(self._value("select submit_attempts from jobs where id = ?", [job_id]))
-
-    def active_jobs(self) -> list[Job]:
-        return self.jobs_where(_in("state", ACTIVE_STATES), [s.value for s in ACTIVE_STATES])
+    def prediction_taken(self, prediction_id: str) -> bool:
+        """Whether some job already follows this WaveSpeed task."""
+        return bool(self._value("select count(*) from jobs where prediction_id = ?", [prediction_id]))
 
     def user_jobs(self, user_key: str, *, active_only: bool = True, limit: int = 10) -> list[Job]:
         states = ACTIVE_STATES if active_only else tuple(JobState)
@@ -271,5 +341,7 @@ def _job(row: dict[str, Any]) -> Job:
         cost=row["cost"], state=JobState(row["state"]), prediction_id=row["prediction_id"],
         result_url=row["result_url"], output_url=row["output_url"], nsfw=bool(row["nsfw"]),
         video_path=row["video_path"], error=row["error"], created_at=row["created_at"],
-        submitted_at=row["submitted_at"], finished_at=row["finished_at"],
+        submitted_at=row["submitted_at"], finished_at=row["finished_at"], owner=row["owner"],
+        submit_started_at=row["submit_started_at"], submit_ended_at=row["submit_ended_at"],
+        resubmits=row["resubmits"] or 0, submit_attempts=row["submit_attempts"] or 0,
     )

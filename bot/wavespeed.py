@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -28,6 +30,7 @@ MODERATION_CODES = {1200}
 BAD_INPUT_CODES = {1400, 1401, 1402}
 TASK_FAILED_CODES = {1403, 1405}  # the user's or the model's fault: no retry
 UNAVAILABLE_CODE = 5003
+HISTORY_PAGE = 100  # the largest page the history endpoint serves
 
 
 class WaveSpeedError(Exception):
@@ -58,11 +61,15 @@ class Transient(WaveSpeedError):
 class RateLimited(Transient):
     def __init__(self, message: str, retry_after: float | None = None, **kw: Any):
         super().__init__(message, **kw)
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds the API asked us to wait, if it said
 
 
 class NotSubmitted(Transient):
     """The submit surely created no task (refused, rate limited, never connected)."""
+
+    def __init__(self, message: str, retry_after: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
 
 
 class SubmitUncertain(WaveSpeedError):
@@ -78,6 +85,8 @@ class Prediction:
     nsfw: list[bool] = field(default_factory=list)
     error: str = ""
     inference_ms: int | None = None
+    model: str = ""
+    created_at: float | None = None  # Unix time, from the API's ISO 8601 created_at
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Prediction:
@@ -89,6 +98,8 @@ class Prediction:
             nsfw=[bool(x) for x in data.get("has_nsfw_contents") or []],
             error=str(data.get("error") or ""),
             inference_ms=(data.get("timings") or {}).get("inference"),
+            model=str(data.get("model") or ""),
+            created_at=_unix_time(data.get("created_at")),
         )
 
 
@@ -147,7 +158,7 @@ class WaveSpeedClient:
         try:
             data = _unwrap(status, body, retry_after)
         except RateLimited as err:
-            raise NotSubmitted(str(err), status=err.status, code=err.code) from None
+            raise NotSubmitted(str(err), err.retry_after, status=err.status, code=err.code) from None
         except Transient as err:
             if status == 503 or err.code == UNAVAILABLE_CODE:  # refused at the door
                 raise NotSubmitted(str(err), status=status, code=err.code) from None
@@ -169,6 +180,32 @@ class WaveSpeedClient:
             return Prediction.from_data(data)
 
         return await self._retrying(f"result check for {prediction_id}", check)
+
+    async def history(self, model_id: str, created_after: float, created_before: float,
+                      *, max_pages: int = 10) -> list[Prediction]:
+        """Tasks of a model created in a time window (WaveSpeed keeps 7 days), newest first.
+
+        The items carry no inputs: this finds a task whose submit answer was lost.
+        """
+        url = f"{self.base_url}/api/v3/predictions"
+        found: list[Prediction] = []
+        for page in range(1, max_pages + 1):
+            query = {"page": page, "page_size": HISTORY_PAGE, "model": model_id,
+                     "created_after": iso_time(created_after), "created_before": iso_time(created_before)}
+
+            async def fetch(query: dict[str, Any] = query) -> list[dict[str, Any]]:
+                async with self.session.post(url, json=query, headers=self._headers(url)) as resp:
+                    data = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
+                items = data.get("items")
+                if not isinstance(items, list):
+                    raise Transient("the history answer had no items")
+                return [item for item in items if isinstance(item, dict)]
+
+            items = await self._retrying(f"history of {model_id}", fetch)
+            found += [Prediction.from_data(item) for item in items]
+            if len(items) < HISTORY_PAGE:
+                break
+        return found
 
     async def upload(self, data: bytes, filename: str, mime: str) -> str:
         """Upload media; returns the URL WaveSpeed can read it from."""
@@ -209,7 +246,10 @@ class WaveSpeedClient:
         part = dest.with_suffix(dest.suffix + ".part")
         size = 0
         try:
-            async with self.session.get(url, headers=self._headers(url)) as resp:
+            # No total limit (a large video may take long), but a stalled one fails.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total,
+                                            sock_read=self._timeout.total)
+            async with self.session.get(url, headers=self._headers(url), timeout=timeout) as resp:
                 if resp.status != 200:
                     error = Transient if resp.status == 429 or resp.status >= 500 else WaveSpeedError
                     raise error(f"video download answered HTTP {resp.status}", status=resp.status)
@@ -249,10 +289,39 @@ async def _json_or_none(resp: aiohttp.ClientResponse) -> Any:
 
 
 def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    """Retry-After in seconds: a number of seconds, or an HTTP date."""
+    value = resp.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
     try:
-        return float(resp.headers.get("Retry-After", ""))
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def iso_time(moment: float) -> str:
+    """Unix time as the API writes times: ISO 8601 UTC with milliseconds."""
+    text = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def _unix_time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _unwrap(status: int, body: Any, retry_after: float | None = None) -> dict[str, Any]:

@@ -27,9 +27,10 @@ async def simulator():
 def settings(tmp_path, simulator):
     base = load_settings(None, env={})
     base = base.with_wavespeed(base_url=simulator.base_url, api_key=API_KEY,
-                               poll_interval=0.05, job_timeout=20.0, max_concurrent=2)
+                               poll_interval=0.05, job_timeout=20.0, max_concurrent=2,
+                               history_settle=0.3)
     return replace(base, storage=replace(base.storage, path=str(tmp_path / "bot.sqlite"),
-                                         videos_dir=str(tmp_path / "videos")))
+                                         videos_dir=str(tmp_path / "videos"), lease_seconds=2.0))
 
 
 @pytest.fixture

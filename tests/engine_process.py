@@ -49,16 +49,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("config")
     parser.add_argument("events", type=Path)
-    parser.add_argument("--submit", action="store_true")
+    parser.add_argument("--submit", type=int, default=0, help="how many requests to make at start")
     parser.add_argument("--hang-delivery", action="store_true")
     args = parser.parse_args()
     engine = Engine.from_settings(load_settings(args.config))
     engine.register(PLATFORM, FileCourier(args.events, args.hang_delivery))
     await engine.start()
-    if args.submit:
+    for n in range(args.submit):
         answer = await engine.accept(GenerationRequest(
-            UserRef(PLATFORM, "7"), "effect", sample_photo(), Params(effect="hula"),
-            reply_to={"chat": 99, "message": 1234}))
+            UserRef(PLATFORM, str(7 + n)), "effect", sample_photo(), Params(effect="hula"),
+            reply_to={"chat": 99, "message": 1234 + n}))
         print(answer.text, flush=True)
     await asyncio.Event().wait()
 

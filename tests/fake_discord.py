@@ -188,6 +188,8 @@ class FakeDiscord:
         return _reply(body, status=status)
 
     async def _me(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bot {self.token}":  # as Discord answers a bad token
+            return await self._json(request, {"message": "401: Unauthorized", "code": 0}, status=401)
         return await self._json(request, _user(BOT_ID, bot=True))
 
     async def _app_info(self, request: web.Request) -> web.Response:

@@ -38,8 +38,9 @@ def _noise(size: int) -> bytes:
 
 
 def audio_bytes(seconds: float = 2.0, fmt: str = "wav", codec: str = "pcm_s16le",
-                rate: int = 16000, with_video: bool = False) -> bytes:
-    """A sine tone in the given container, made with PyAV."""
+                rate: int = 16000, with_video: bool = False, cover_art: bool = False) -> bytes:
+    """A sine tone in the given container, made with PyAV; ``cover_art`` adds an attached
+    picture (album art: a one-frame MJPEG stream marked attached_pic), as MP3s often have."""
     out = io.BytesIO()
     with av.open(out, mode="w", format=fmt) as container:
         stream = container.add_stream(codec, rate=rate)
@@ -47,6 +48,10 @@ def audio_bytes(seconds: float = 2.0, fmt: str = "wav", codec: str = "pcm_s16le"
         if with_video:
             video = container.add_stream("libx264", rate=10)
             video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        if cover_art:
+            picture = container.add_stream("mjpeg", rate=1)
+            picture.width, picture.height, picture.pix_fmt = 64, 64, "yuvj420p"
+            picture.disposition = av.stream.Disposition.attached_pic
         frame_size = stream.codec_context.frame_size or 1024
         total = int(seconds * rate)
         sample_fmt = stream.codec_context.format.name
@@ -70,6 +75,11 @@ def audio_bytes(seconds: float = 2.0, fmt: str = "wav", codec: str = "pcm_s16le"
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if cover_art:
+            art = av.VideoFrame.from_image(Image.new("RGB", (64, 64), (200, 40, 40)))
+            art.pts = 0
+            for packet in [*picture.encode(art), *picture.encode()]:
+                container.mux(packet)
     return out.getvalue()
 
 

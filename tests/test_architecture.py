@@ -23,8 +23,10 @@ SQL = re.compile(r"^\s*(select\s.*\sfrom\s|insert\s+into\s|update\s+\w+\s+set\s|
 SQL_CALLS = {"execute", "executemany", "executescript", "rows_where", "count_where", "conn"}
 LONGEST_CLASS = 250
 # Files whose words are not for chat users: operator diagnostics of the config schema,
-# API error details that are logged, argparse help (and, below, SQL and the dev servers).
-NOT_USER_FACING = {"bot/messages.py", "bot/config.py", "bot/wavespeed.py", "adapters/cli.py"}
+# API error details that are logged, answers to WaveSpeed's webhook calls, argparse help
+# (and, below, SQL and the dev servers).
+NOT_USER_FACING = {"bot/messages.py", "bot/config.py", "bot/wavespeed.py", "bot/webhooks.py",
+                   "adapters/cli.py"}
 
 
 def sources(*folders: Path) -> list[Path]:
@@ -100,11 +102,12 @@ def _logged(tree: ast.AST) -> set[int]:
 
 
 def _internal_errors(tree: ast.AST) -> set[int]:
-    """String nodes in ``raise RuntimeError(...)``: a bug report for the log, not for users."""
+    """String nodes in ``raise RuntimeError(...)`` / ``OSError(...)``: for the log or for the
+    caller to turn into a message, not shown to users as they are."""
     inside = set()
     for node in ast.walk(tree):
         if (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
-                and isinstance(node.exc.func, ast.Name) and node.exc.func.id == "RuntimeError"):
+                and isinstance(node.exc.func, ast.Name) and node.exc.func.id in ("RuntimeError", "OSError")):
             inside |= {id(n) for n in ast.walk(node)}
     return inside
 

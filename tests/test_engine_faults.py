@@ -44,16 +44,14 @@ async def test_rate_limited_submit_waits_and_submits_once(make_engine, courier, 
     assert engine.store.job_row(answer.job.id)["submit_attempts"] == 1
 
 
-async def test_uncertain_submit_fails_with_refund_and_is_not_repeated(engine, courier, simulator):
-    simulator.fail_next("submit", 500, 5000, message="internal error")
+async def test_unconfirmed_submit_that_created_nothing_is_sent_again_once(engine, courier, simulator):
+    simulator.fail_next("submit", 500, 5000, message="internal error")  # refused before any task
     answer = await engine.accept(effect_request())
-    kind, reason = await courier.outcome(answer.job.id)
-    assert kind == "failed"
-    assert reason == ("WaveSpeed did not confirm the job. Please try again in a minute. "
-                      "Your 1 credit was refunded.")
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
     submits = [r for r in simulator.requests if r["path"] == "/api/v3/kwaivgi/kling-effects"]
-    assert len(submits) == 1
-    assert engine.balance(user()).total == 10
+    assert len(submits) == 2 and len(simulator.tasks) == 1  # the history showed no task first
+    assert any(r["path"] == "/api/v3/predictions" for r in simulator.requests)
+    assert engine.balance(user()).total == 9
 
 
 async def test_refused_api_key_fails_clearly_without_showing_the_key(make_engine, settings, courier, caplog):

@@ -26,10 +26,14 @@ def _config(tmp_path: Path, base_url: str) -> Path:
 base_url = "{base_url}"
 api_key = "{API_KEY}"
 poll_interval = 0.1
+request_timeout = 2
+max_concurrent = 1
+history_settle = 0.5
 
 [storage]
 path = "{tmp_path / 'bot.sqlite'}"
 videos_dir = "{tmp_path / 'videos'}"
+lease_seconds = 1  # a killed process's jobs are taken over after a second
 """)
     return path
 
@@ -54,52 +58,79 @@ async def _until(check, timeout: float = 30.0):
     return found
 
 
-def _job_state(db: Path) -> tuple[str, str] | None:
+def _job_state(db: Path, job_id: int = 1) -> tuple[str, str] | None:
     if not db.exists():
         return None
     with sqlite3.connect(db) as conn:
         try:
-            return conn.execute("select state, settlement from jobs where id = 1").fetchone()
+            return conn.execute("select state, settlement from jobs where id = ?", [job_id]).fetchone()
         except sqlite3.OperationalError:
             return None
 
 
 def _credits(db: Path) -> int:
     with sqlite3.connect(db) as conn:
-        return sum(conn.execute("select daily_left + bonus from users").fetchone())
+        return sum(have for (have,) in conn.execute("select daily_left + bonus from users"))
 
 
-@pytest.mark.parametrize("kill_while", ["processing", "delivering"])
-async def test_job_killed_mid_way_is_delivered_after_restart_without_second_submit(
-        tmp_path, simulator, kill_while):
-    simulator.job_seconds = 1.5 if kill_while == "processing" else 0.3
+def _ledger_matches_credits(db: Path, daily: int = 10) -> bool:
+    """Every user's credits are their daily allowance plus what the ledger moved."""
+    with sqlite3.connect(db) as conn:
+        users = conn.execute("select key, daily_left + bonus from users").fetchall()
+        moved = dict(conn.execute("select user_key, sum(daily_delta + bonus_delta) from ledger"
+                                  " group by user_key").fetchall())
+    return all(have == daily + moved.get(key, 0) for key, have in users)
+
+
+def _integrity_ok(db: Path) -> bool:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+# stage -> (requests made, how the simulator is scripted, when to kill the process)
+CRASH_STAGES = ["queued", "submitting", "processing", "downloading", "delivering"]
+
+
+@pytest.mark.parametrize("kill_while", CRASH_STAGES)
+async def test_a_job_killed_at_any_stage_ends_delivered_once_with_one_task(tmp_path, simulator, kill_while):
     config, events, db = _config(tmp_path, simulator.base_url), tmp_path / "events.jsonl", tmp_path / "bot.sqlite"
+    requests = 2 if kill_while == "queued" else 1  # with one slot, the second one waits in the queue
+    simulator.job_seconds = 1.5 if kill_while in ("queued", "processing") else 0.3
+    if kill_while == "submitting":  # WaveSpeed creates the task; its answer never arrives
+        simulator.fail_next("submit", kind="accept_hang", delay=60)
+    if kill_while == "downloading":
+        simulator.fail_next("output", kind="stall", delay=60)
+    stage_reached = {
+        "queued": lambda: _job_state(db, 2) == ("queued", "reserved") and simulator.submissions,
+        "submitting": lambda: simulator.tasks and _job_state(db) == ("submitting", "reserved"),
+        "processing": lambda: _job_state(db) == ("processing", "reserved"),
+        "downloading": lambda: ("output", "stall") in simulator.faults_served,
+        "delivering": lambda: any(e["event"] == "delivering" for e in _events(events)),
+    }[kill_while]
 
-    first = await _spawn(config, events, "--submit", *(["--hang-delivery"] if kill_while == "delivering" else []))
+    first = await _spawn(config, events, "--submit", str(requests),
+                         *(["--hang-delivery"] if kill_while == "delivering" else []))
     try:
-        if kill_while == "processing":
-            await _until(lambda: (_job_state(db) or ("",))[0] == "processing" and simulator.submissions)
-        else:
-            await _until(lambda: any(e["event"] == "delivering" for e in _events(events)))
+        await _until(stage_reached)
     finally:
         first.kill()  # SIGKILL: no cleanup, like a crash or power cut
         await first.wait()
     assert not any(e["event"] == "delivered" for e in _events(events))
-    assert _job_state(db)[0] == kill_while
 
     second = await _spawn(config, events)
     try:
-        delivered = await _until(lambda: [e for e in _events(events) if e["event"] == "delivered"])
-        await _until(lambda: _job_state(db) == ("done", "committed"))  # settled right after
+        await _until(lambda: all(_job_state(db, n) == ("done", "committed") for n in range(1, requests + 1)),
+                     timeout=45)
     finally:
         second.kill()
         await second.wait()
 
-    assert delivered[0]["job"] == 1 and delivered[0]["size"] > 1000
-    assert delivered[0]["reply_to"] == {"chat": 99, "message": 1234}  # answered in the right place
-    assert len(delivered) == 1
-    assert len(simulator.submissions) == 1 and len(simulator.tasks) == 1
-    assert _credits(db) == 9
+    delivered = [e for e in _events(events) if e["event"] == "delivered"]
+    assert sorted(e["job"] for e in delivered) == list(range(1, requests + 1))  # each once
+    assert all(e["size"] > 1000 for e in delivered)
+    assert {e["reply_to"]["message"] for e in delivered} == {1234 + n for n in range(requests)}
+    assert len(simulator.submissions) == len(simulator.tasks) == requests  # one paid task each
+    assert _credits(db) == 9 * requests and _ledger_matches_credits(db) and _integrity_ok(db)
 
 
 async def test_job_accepted_but_never_submitted_is_submitted_after_restart(

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -19,14 +20,15 @@ from adapters.discord import commands
 from adapters.discord.courier import TOKEN_LIFETIME, DiscordCourier
 from adapters.discord.picker import EffectPicker
 from bot import catalog, messages
-from bot.catalog import Params
-from bot.config import Settings
+from bot.catalog import Params, ValidationError
+from bot.config import DiscordSettings, Settings
 from bot.engine import Engine
 from bot.jobs import GenerationRequest, Rejected
 
 log = logging.getLogger(__name__)
 
 MENU_SIZE = 24  # a select holds 25 options: 24 effects + "other…"
+FETCH_TIMEOUT = 120  # seconds to fetch an embed image
 Source = discord.Attachment | str  # an attachment, or an embed image's proxy URL
 
 
@@ -34,6 +36,8 @@ class KlingClient(discord.Client):
     """A client that knows its adapter, so commands reach it via ``interaction.client``."""
 
     def __init__(self, adapter: DiscordAdapter):
+        # The bot never joins voice: no warning on stderr that voice libraries are missing.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         # Slash commands need no privileged intent; guilds lets us see channel info.
         super().__init__(intents=discord.Intents(guilds=True))
         self.adapter = adapter
@@ -52,6 +56,7 @@ class DiscordAdapter:
         self.courier = DiscordCourier(self.client, self.settings)
         engine.register(commands.PLATFORM, self.courier)
         self._gateway: asyncio.Task[None] | None = None
+        self._web: aiohttp.ClientSession | None = None  # for embed images, fetched by URL
 
     async def prepare(self) -> None:
         """Log in over REST and sync the commands (no gateway yet)."""
@@ -74,8 +79,14 @@ class DiscordAdapter:
         self._gateway.add_done_callback(_log_gateway_end)
         log.info("Discord bot %s is running", self.client.user)
 
+    def start_problem(self, error: Exception) -> str | None:
+        return start_problem(error, self.settings)
+
     async def stop(self) -> None:
         await self.client.close()
+        if self._web is not None:
+            await self._web.close()
+            self._web = None
 
     # --- making a video -----------------------------------------------------------
 
@@ -85,7 +96,7 @@ class DiscordAdapter:
                        audio: discord.Attachment | None = None, public: bool = False) -> None:
         """Check, defer, download, accept; the courier takes it from there."""
         user = commands.user_of(interaction.user)
-        refusal = self._channel_refusal(interaction) \
+        refusal = self.channel_refusal(interaction) \
             or self._attachment_refusal(image, "photo", wants_image=True) \
             or self._attachment_refusal(end_image, "end image", wants_image=True) \
             or self._attachment_refusal(audio, "audio", wants_image=False) \
@@ -103,7 +114,10 @@ class DiscordAdapter:
             image_bytes = await self._read(image)
             end_bytes = await self._read(end_image) if end_image else None
             audio_bytes = await self._read(audio) if audio else None
-        except discord.HTTPException:
+        except ValidationError as err:  # an embed image over [media] max_download_mb
+            await self._refuse_after_defer(interaction, status, str(err))
+            return
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError):
             await self._refuse_after_defer(interaction, status, messages.ATTACHMENT_DOWNLOAD_FAILED)
             return
         channel = interaction.channel
@@ -128,7 +142,8 @@ class DiscordAdapter:
         await interaction.followup.delete_message(status.id)
         await interaction.followup.send(text, ephemeral=True)
 
-    def _channel_refusal(self, interaction: discord.Interaction) -> str | None:
+    def channel_refusal(self, interaction: discord.Interaction) -> str | None:
+        """The refusal for a channel outside ``[discord] allowed_channels``; None inside."""
         allowed = self.settings.allowed_channels
         if allowed and interaction.channel_id not in allowed:
             return messages.CHANNEL_NOT_ALLOWED
@@ -146,11 +161,32 @@ class DiscordAdapter:
 
     async def _read(self, source: Source) -> bytes:
         if isinstance(source, str):  # an embed image: Discord's media proxy URL
-            return await self.client.http.get_from_cdn(source)
+            return await self._fetch(source)
+        # An attachment: Discord told its size, checked before deferring.
         return await source.read()
+
+    async def _fetch(self, url: str) -> bytes:
+        """An embed image, read in chunks and refused as soon as it passes
+        ``[media] max_download_mb``: its size is whatever the far end sends."""
+        limit = int(self.media.max_download_mb * 1024 * 1024)
+        if self._web is None:
+            self._web = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT))
+        async with self._web.get(url) as response:
+            response.raise_for_status()
+            if (response.content_length or 0) > limit:
+                raise ValidationError(messages.media_too_large("photo", response.content_length or 0, limit))
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                data += chunk
+                if len(data) > limit:
+                    raise ValidationError(messages.media_too_large("photo", len(data), limit))
+        return bytes(data)
 
     async def effect_picker(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The context menu: an ephemeral menu of popular effects for a message's image."""
+        if refusal := self.channel_refusal(interaction):
+            await commands.answer(interaction, refusal)
+            return
         image = _image_in(message)
         if image is None:
             await commands.answer(interaction, messages.NO_IMAGE_IN_MESSAGE)
@@ -160,6 +196,19 @@ class DiscordAdapter:
         await interaction.response.send_message(messages.PICK_EFFECT_FOR_IMAGE, view=view, ephemeral=True)
 
 
+def start_problem(error: Exception, settings: DiscordSettings) -> str | None:
+    """Why the bot could not start, in one line, for the errors discord.py raises at start
+    (login, command sync); None for others."""
+    if isinstance(error, discord.LoginFailure):
+        return messages.DISCORD_TOKEN_REJECTED
+    if isinstance(error, (aiohttp.ClientConnectionError, TimeoutError)):
+        return messages.cannot_reach("Discord", settings.api_base_url, "[discord] api_base_url",
+                                     str(error) or type(error).__name__)
+    if isinstance(error, discord.DiscordException):
+        return messages.refused_at_start("Discord", str(error))
+    return None
+
+
 def _log_gateway_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("the Discord gateway connection ended: %s: %s",
@@ -167,12 +216,13 @@ def _log_gateway_end(task: asyncio.Task[None]) -> None:
 
 
 def _image_in(message: discord.Message) -> Source | None:
-    """The first image of a message: an attachment, else an embed's (via Discord's proxy)."""
+    """The first image of a message: an attachment, else an embed's through Discord's media
+    proxy (never the embed's own URL: the bot must not fetch whatever host a user names)."""
     for attachment in message.attachments:
         if (attachment.content_type or "").startswith("image/"):
             return attachment
     for embed in message.embeds:
         for media in (embed.image, embed.thumbnail):
-            if media and (media.proxy_url or media.url):
-                return media.proxy_url or media.url
+            if media and media.proxy_url:
+                return media.proxy_url
     return None

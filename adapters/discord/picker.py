@@ -33,6 +33,9 @@ class EffectPicker(discord.ui.View):
         await interaction.response.send_modal(EffectNameModal(self))
 
     async def run(self, interaction: discord.Interaction, effect: str) -> None:
+        if refusal := self.adapter.channel_refusal(interaction):
+            await interaction.response.edit_message(content=refusal, view=None)
+            return
         await interaction.response.edit_message(content=messages.effect_chosen(effect), view=None)
         await self.adapter.generate(interaction, "effect", Params(effect=effect), self.image, public=True)
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, Update, User
 from telegram.constants import ChatType
-from telegram.error import TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -29,10 +29,10 @@ from telegram.ext import (
 
 from adapters.chat import jobs_text
 from adapters.telegram.courier import TelegramCourier
-from adapters.text_commands import parse_animate
+from adapters.text_commands import cancel_job, parse_animate, parse_whole_number
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
-from bot.config import Settings
+from bot.config import Settings, TelegramSettings
 from bot.engine import Engine
 from bot.jobs import GenerationRequest, UserRef
 
@@ -42,6 +42,7 @@ T = TypeVar("T")
 PLATFORM = "telegram"
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB to bots
 PAGE_SIZE = 12  # effects per keyboard page (4 rows of 3)
+MAX_GRANT = 1_000_000_000  # credits one /grant may give or take; far below SQLite's integers
 CAPTION_COMMAND = re.compile(r"^/(effect|animate|avatar)(@\w+)?(\s|$)", re.IGNORECASE)
 
 MENU_COMMANDS = ["effect", "animate", "avatar", "effects", "quota", "jobs", "cancel", "help"]
@@ -92,6 +93,9 @@ class TelegramAdapter:
         await _updater(self.app).start_polling(allowed_updates=["message", "callback_query"])
         log.info("Telegram bot @%s is running", self.app.bot.username)
 
+    def start_problem(self, error: Exception) -> str | None:
+        return start_problem(error, self.settings)
+
     async def stop(self) -> None:
         updater = _updater(self.app)
         if updater.running:
@@ -116,10 +120,8 @@ class TelegramAdapter:
 
     async def _cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         args = _args(context)
-        if len(args) != 1 or not args[0].lstrip("#").isdigit():
-            await _message(update).reply_text(messages.TELEGRAM_CANCEL_USAGE)
-            return
-        text = await self.engine.cancel(_user(update), int(args[0].lstrip("#")))
+        text = messages.TELEGRAM_CANCEL_USAGE if len(args) != 1 else await cancel_job(
+            self.engine, _user(update), args[0], messages.TELEGRAM_CANCEL_USAGE)
         await _message(update).reply_text(text)
 
     async def _grant(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -128,11 +130,12 @@ class TelegramAdapter:
             await message.reply_text(messages.TELEGRAM_ADMINS_ONLY)
             return
         target = message.reply_to_message.from_user if message.reply_to_message else None
-        if target is None or len(args) != 1 or not args[0].lstrip("-").isdigit():
+        amount = parse_whole_number(args[0], signed=True) if len(args) == 1 else None
+        if target is None or amount is None or abs(amount) > MAX_GRANT:
             await message.reply_text(messages.TELEGRAM_GRANT_USAGE)
             return
         balance = self.engine.grant(UserRef(PLATFORM, str(target.id), target.full_name),
-                                    int(args[0]), by=f"telegram:{_effective_user(update).id}")
+                                    amount, by=f"telegram:{_effective_user(update).id}")
         await message.reply_text(messages.now_has_credits(target.full_name, balance.total))
 
     # --- generation ---------------------------------------------------------------
@@ -232,6 +235,11 @@ class TelegramAdapter:
         query = update.callback_query
         assert query is not None and query.data is not None  # the handler's pattern matched the data
         kind, owner, value = query.data.split(":", 2)
+        # Buttons pass no message filter: the chat is checked here (a menu may predate the list).
+        chat = query.message.chat.id if query.message else None
+        if self.settings.allowed_chats and chat not in self.settings.allowed_chats:
+            await query.answer(messages.CHAT_NOT_ALLOWED, show_alert=True)
+            return
         if str(query.from_user.id) != owner:
             await query.answer(messages.MENU_NOT_YOURS, show_alert=True)
             return
@@ -278,10 +286,10 @@ class TelegramAdapter:
     async def _download(self, ref: dict | None, what: str) -> bytes:
         if not ref:
             raise ValidationError(messages.cannot_find(what))
-        if ref.get("size") and ref["size"] > DOWNLOAD_LIMIT:
-            raise ValidationError(messages.telegram_file_too_large(what, ref["size"]))
+        self._check_size(ref.get("size"), what)
         try:
             file = await self.app.bot.get_file(ref["file_id"])
+            self._check_size(file.file_size, what)  # the message may not have said
             # download_as_bytearray reads file.file_path, a URL holding the bot token: it
             # stays inside PTB and is never logged or forwarded.
             return bytes(await file.download_as_bytearray())
@@ -289,11 +297,31 @@ class TelegramAdapter:
             log.warning("download of a %s failed: %s", what, type(err).__name__)
             raise ValidationError(messages.download_failed(what, "Telegram")) from None
 
+    def _check_size(self, size: int | None, what: str) -> None:
+        """Refuse a file over what the Bot API serves or ``[media] max_download_mb``."""
+        limit = int(self.media.max_download_mb * 1024 * 1024)
+        if size and size > DOWNLOAD_LIMIT:
+            raise ValidationError(messages.telegram_file_too_large(what, size))
+        if size and size > limit:
+            raise ValidationError(messages.media_too_large(what, size, limit))
+
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("update handling failed: %s: %s", type(context.error).__name__, context.error)
         if isinstance(update, Update) and update.effective_message:
             with contextlib.suppress(TelegramError):
                 await update.effective_message.reply_text(messages.SOMETHING_WENT_WRONG)
+
+
+def start_problem(error: Exception, settings: TelegramSettings) -> str | None:
+    """Why the bot could not start, in one line, for the errors PTB raises at start; None for
+    others. Never str(InvalidToken): PTB puts the token itself in that message."""
+    if isinstance(error, InvalidToken):
+        return messages.TELEGRAM_TOKEN_REJECTED
+    if isinstance(error, NetworkError) and not isinstance(error, BadRequest):
+        return messages.cannot_reach("Telegram", settings.base_url, "[telegram] base_url", str(error))
+    if isinstance(error, TelegramError):
+        return messages.refused_at_start("Telegram", str(error))
+    return None
 
 
 def _quiet_token_loggers() -> None:

@@ -5,89 +5,110 @@ task ``created -> processing -> completed`` over ``job_seconds``, and serves a r
 MP4 zooming into the submitted image. Tests and the demo script failures through
 ``fail_next`` / ``plan_outcome`` (or ``POST /_sim/control`` from another process),
 and read what it received from ``submissions`` and ``requests``.
+
+Faults (``fail_next(..., kind=...)``, or random ones with ``fault_rate``) cover what a
+flaky WaveSpeed shows: error envelopes, late answers, dropped connections, bodies
+that are not JSON, submits that create the task but never answer (or answer late),
+completed results without outputs and video downloads that stall. Every fault served
+is logged in ``faults_served``. ``POST /api/v3/predictions`` serves the history.
+
+A submit with ``?webhook=<url>`` gets the task's end POSTed there, signed with
+``webhook_secret`` (also at ``GET /api/v3/webhook/secret``), retried up to 3 times;
+``fail_next("webhook", kind=...)`` drops, duplicates, mis-signs or backdates one.
+
+The parts live beside it: faults.py (kinds, queues, random draws), answers.py
+(envelopes and broken answers), inputs.py (input checks), tasks.py (task states and
+the prediction object), history.py (the history query), webhooks.py (deliveries)
+and control.py (``/_sim/control`` and ``/_sim/state``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import collections
-import io
+import contextlib
 import itertools
-import logging
 import secrets
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
-from PIL import Image, UnidentifiedImageError
 
 from bot import catalog
+from bot.devtools.answers import (
+    SimulatedError,
+    drop_connection,
+    envelope,
+    fault_answer,
+    hang,
+    malformed,
+    unauthorised,
+)
 from bot.devtools.clips import zoom_clip
+from bot.devtools.control import add_control_routes
+from bot.devtools.faults import ENDPOINTS, FAULT_KINDS, Fault, FaultBook
+from bot.devtools.history import HistoryQuery
+from bot.devtools.inputs import Uploads, check_inputs, check_webhook_url
+from bot.devtools.tasks import ENDED, OUTCOMES, SimTask, prediction
+from bot.devtools.webhooks import WebhookSender, signature
 
-log = logging.getLogger(__name__)
-
-OUTCOMES = ("ok", "nsfw", "failed", "stuck", "moderated")
-ENDPOINTS = ("submit", "result", "upload", "output")
-
-
-@dataclass
-class SimTask:
-    id: str
-    model: str
-    inputs: dict[str, Any]
-    image: bytes
-    outcome: str
-    created: float = field(default_factory=time.monotonic)
-    video: bytes | None = None
-
-
-@dataclass
-class Fault:
-    status: int  # 0: no error, just answer late (after ``delay``)
-    code: int | None = None
-    message: str = "simulated fault"
-    retry_after: float | None = None
-    delay: float = 0.0
-
-
-class SimulatedError(Exception):
-    def __init__(self, status: int, code: int, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+__all__ = ["ENDPOINTS", "FAULT_KINDS", "OUTCOMES", "Fault", "SimTask", "SimulatedError", "Simulator"]
 
 
 class Simulator:
+    """The WaveSpeed API on localhost: scripting (fail_next, plan_outcome), routes and handlers."""
+
     def __init__(self, *, job_seconds: float = 3.0, api_key: str | None = None,
-                 video_seconds: float = 2.0):
+                 video_seconds: float = 2.0, fault_rate: float = 0.0, seed: int | None = None):
         self.job_seconds = job_seconds
         self.api_key = api_key  # None: any non-empty bearer token is accepted
         self.video_seconds = video_seconds
         self.tasks: dict[str, SimTask] = {}
         self.submissions: list[dict[str, Any]] = []  # {"model", "body"} per accepted submit
         self.requests: list[dict[str, Any]] = []  # every request: method, path, headers
-        self.faults: dict[str, collections.deque[Fault]] = {e: collections.deque() for e in ENDPOINTS}
         self.outcomes: collections.deque[str] = collections.deque()
-        self.uploads: dict[str, tuple[bytes, str]] = {}
+        self.uploads: Uploads = {}
+        self.fault_rate = fault_rate  # chance of a random transient fault per API request
+        self.slow_seconds = 3.0  # how long random slow answers, hangs and stalls last
+        self.fault_book = FaultBook(seed)  # scripted faults, random draws, the log
+        self.webhook_secret = "whsec_" + secrets.token_hex(24)  # signs webhooks; GET /api/v3/webhook/secret
+        self.webhook_retry_delays: tuple[float, ...] = (0.2, 0.5)  # the waits between a delivery's 3 attempts
+        self.webhooks_sent: list[dict[str, Any]] = []  # per attempt: url, webhook_id, timestamp, status, body, time
+        self._webhooks = WebhookSender(self.webhooks_sent)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
+    @property
+    def faults(self) -> dict[str, collections.deque[Fault]]:
+        """The scripted faults still waiting, per endpoint."""
+        return self.fault_book.queues
+
+    @property
+    def faults_served(self) -> list[tuple[str, str]]:
+        """(endpoint, Fault.label) per fault served, in order."""
+        return self.fault_book.served
+
+    def sign(self, webhook_id: str, timestamp: int, body: bytes) -> str:
+        """The ``webhook-signature`` value (``v3,<hex>``) for these exact bytes."""
+        return signature(self.webhook_secret, webhook_id, timestamp, body)
+
     # --- scripting ------------------------------------------------------------
 
-    def fail_next(self, endpoint: str, status: int, code: int | None = None, *, times: int = 1,
+    def fail_next(self, endpoint: str, status: int = 0, code: int | None = None, *, times: int = 1,
                   message: str = "simulated fault", retry_after: float | None = None,
-                  delay: float = 0.0) -> None:
-        """Answer the next ``times`` calls of an endpoint with an error (status 0: none),
-        after ``delay`` seconds (to make clients time out)."""
-        if endpoint not in ENDPOINTS:
-            raise ValueError(f"endpoint must be one of {ENDPOINTS}")
-        for _ in range(times):
-            self.faults[endpoint].append(Fault(status, code, message, retry_after, delay))
+                  delay: float = 0.0, kind: str = "status") -> None:
+        """Break the next ``times`` calls of an endpoint (or events, for "webhook").
+
+        kind "status": answer an error envelope (status 0: none), after ``delay`` seconds
+        (to make clients time out); ``retry_after`` sets the Retry-After header.
+        Other kinds (see FAULT_KINDS) act after ``delay`` too, except "accept_hang" and
+        "stall", which hang for ``delay`` seconds (0: ``slow_seconds``) or until the
+        client gives up. A "no_outputs" fault waits for a result call of a completed task.
+        Webhook kinds: "drop", "duplicate", "bad_signature", "stale".
+        """
+        self.fault_book.script(endpoint, Fault(status, code, message, retry_after, delay, kind), times)
 
     def plan_outcome(self, outcome: str, times: int = 1) -> None:
         """How the next submitted tasks end: ok, nsfw, failed, stuck or moderated."""
@@ -101,11 +122,12 @@ class Simulator:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._record])
         app.router.add_post("/api/v3/media/upload/binary", self._upload)
         app.router.add_get("/api/v3/predictions/{id}/result", self._result)
+        app.router.add_post("/api/v3/predictions", self._history)
+        app.router.add_get("/api/v3/webhook/secret", self._webhook_secret)
         app.router.add_post("/api/v3/{owner}/{name}", self._submit)
         app.router.add_get("/outputs/{id}.mp4", self._output)
         app.router.add_get("/media/{token}/{name}", self._media)
-        app.router.add_post("/_sim/control", self._control)
-        app.router.add_get("/_sim/state", self._state)
+        add_control_routes(app, self)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -119,6 +141,7 @@ class Simulator:
         return self.base_url
 
     async def close(self) -> None:
+        await self._webhooks.close()
         if self._runner:
             await self._runner.cleanup()
 
@@ -133,150 +156,107 @@ class Simulator:
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
         return bool(token) and (self.api_key is None or token == self.api_key)
 
-    async def _pending_fault(self, endpoint: str) -> web.Response | None:
-        if not self.faults[endpoint]:
-            return None
-        fault = self.faults[endpoint].popleft()
-        await asyncio.sleep(fault.delay)
-        if not fault.status:
-            return None
-        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
-        return _envelope(None, fault.status, fault.code or fault.status, fault.message, headers)
+    def _take_fault(self, endpoint: str, *, completed: bool = False) -> Fault | None:
+        return self.fault_book.take(endpoint, rate=self.fault_rate, slow=self.slow_seconds, completed=completed)
 
-    async def _submit(self, request: web.Request) -> web.Response:
+    def _prediction(self, task: SimTask, origin: str) -> dict[str, Any]:
+        return prediction(task, origin, self.job_seconds)
+
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
-            return _envelope(None, 401, 401, "Unauthorized: invalid API key")
+            return unauthorised()
         model_id = f"{request.match_info['owner']}/{request.match_info['name']}"
         model = next((m for m in catalog.MODELS if m.id == model_id), None)
         if model is None:
-            return _envelope(None, 404, 404, f"model {model_id} not found")
-        if fault := await self._pending_fault("submit"):
-            return fault
+            return envelope(None, 404, 404, f"model {model_id} not found")
+        fault = self._take_fault("submit")
+        # the full delay: a task it creates appears then, as from a slow server
+        if early := await fault_answer(fault, request, ("malformed", "accept_drop"), full_delay=True):
+            return early
+        answer = await self._create_task(model, request)
+        if fault is None or fault.kind == "status":
+            return answer
+        if fault.kind == "malformed":  # the task exists; its answer is what breaks
+            return malformed()
+        if fault.kind == "accept_drop":
+            return await drop_connection(request)
+        await hang(request, fault.delay or self.slow_seconds)  # accept_hang
+        return answer
+
+    async def _create_task(self, model: catalog.Model, request: web.Request) -> web.Response:
         try:
+            webhook = check_webhook_url(request.query.get("webhook"))
             body = await request.json()
             if not isinstance(body, dict):
                 raise SimulatedError(400, 1401, "the body must be a JSON object")
-            image = await self._check_inputs(model, body, request)
+            image = await check_inputs(model, body, request, self.uploads)
         except SimulatedError as err:
-            return _envelope(None, err.status, err.code, err.message)
+            return err.answer()
         except ValueError:
-            return _envelope(None, 400, 1401, "the body is not valid JSON")
+            return envelope(None, 400, 1401, "the body is not valid JSON")
         outcome = self.outcomes.popleft() if self.outcomes else "ok"
         if outcome == "moderated":
-            return _envelope(None, 400, 1200, "content flagged by moderation")
-        task = SimTask(f"sim-{next(self._ids)}-{secrets.token_hex(4)}", model_id, body, image, outcome)
+            return envelope(None, 400, 1200, "content flagged by moderation")
+        task = SimTask(f"sim-{next(self._ids)}-{secrets.token_hex(4)}", model.id, body, image, outcome,
+                       webhook=webhook)
         self.tasks[task.id] = task
-        self.submissions.append({"model": model_id, "body": body})
-        return _envelope(self._prediction(task, request))
+        self.submissions.append({"model": model.id, "body": body})
+        origin = str(request.url.origin())
+        if webhook is not None and outcome != "stuck":
+            self._webhooks.in_background(self._report_end(task, webhook, origin))
+        return envelope(self._prediction(task, origin))
 
-    async def _check_inputs(self, model: catalog.Model, body: dict[str, Any],
-                            request: web.Request) -> bytes:
-        for name in sorted(model.required):
-            if body.get(name) in (None, ""):
-                raise SimulatedError(400, 1400, f"missing required parameter: {name}")
-        if model.kind == "effect" and body["effect_scene"] not in catalog.EFFECTS:
-            raise SimulatedError(400, 1401, f"effect_scene must be one of the {len(catalog.EFFECTS)} scenes")
-        for name in ("prompt", "negative_prompt"):
-            value = body.get(name)
-            if value is not None and (not isinstance(value, str) or len(value) > catalog.PROMPT_MAX_CHARS):
-                raise SimulatedError(400, 1401, f"{name} must be text of at most {catalog.PROMPT_MAX_CHARS} characters")
-        if "guidance_scale" in body:
-            g = body["guidance_scale"]
-            if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 1:
-                raise SimulatedError(400, 1401, "guidance_scale must be a number from 0 to 1")
-        if "duration" in body and body["duration"] not in [str(d) for d in model.durations]:
-            raise SimulatedError(400, 1401, "duration must be \"5\" or \"10\"")
-        image = await self._fetch(body["image"], request)
-        self._check_image(image, model.image, "image")
-        if body.get("end_image"):
-            self._check_image(await self._fetch(body["end_image"], request), catalog.ImageRule(), "end_image")
-        if "audio" in model.required and not await self._fetch(body["audio"], request):
-            raise SimulatedError(400, 1402, "audio is empty")
-        return image
+    async def _report_end(self, task: SimTask, url: str, origin: str) -> None:
+        """Wait for the task to end, then POST its prediction to its webhook, unasked."""
+        while task.status(self.job_seconds) not in ENDED:  # noqa: ASYNC110 (job_seconds may change)
+            await asyncio.sleep(max(0.01, task.created + self.job_seconds - time.monotonic()))
+        fault = self._take_fault("webhook")  # the next event to end draws the next webhook fault
+        await self._render(task)  # so the output URL in the event serves the video
+        await self._webhooks.deliver(url, self._prediction(task, origin), fault,
+                                     secret=self.webhook_secret, retry_delays=self.webhook_retry_delays)
 
-    async def _fetch(self, ref: Any, request: web.Request) -> bytes:
-        if not isinstance(ref, str):
-            raise SimulatedError(400, 1401, "media inputs must be a URL or a data URI")
-        if ref.startswith("data:"):
-            try:
-                return base64.b64decode(ref.split(",", 1)[1], validate=True)
-            except (IndexError, binascii.Error):
-                raise SimulatedError(400, 1401, "malformed data URI") from None
-        own = f"{request.url.origin()}/media/"
-        if ref.startswith(own):
-            token = ref[len(own):].split("/", 1)[0]
-            if token in self.uploads:
-                return self.uploads[token][0]
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s, \
-                    s.get(ref) as resp:
-                if resp.status == 200:
-                    return await resp.read()
-        except (TimeoutError, aiohttp.ClientError, ValueError):
-            pass
-        raise SimulatedError(400, 1402, "media URL unreachable")
-
-    @staticmethod
-    def _check_image(data: bytes, rule: catalog.ImageRule, name: str) -> None:
-        if len(data) > rule.max_bytes:
-            raise SimulatedError(400, 1401, f"{name} exceeds 10MB")
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                fmt, (w, h) = img.format, img.size
-        except (UnidentifiedImageError, OSError):
-            raise SimulatedError(400, 1401, f"{name} is not a readable image") from None
-        if fmt not in ("JPEG", "PNG"):
-            raise SimulatedError(400, 1401, f"{name} must be jpg/jpeg/png")
-        if min(w, h) < rule.min_side:
-            raise SimulatedError(400, 1401, f"{name} resolution must be at least 300*300px")
-        if rule.aspect and not rule.aspect[0] <= w / h <= rule.aspect[1]:
-            raise SimulatedError(400, 1401, f"{name} aspect ratio must be between 1:2.5 and 2.5:1")
-
-    async def _result(self, request: web.Request) -> web.Response:
+    async def _result(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
-            return _envelope(None, 401, 401, "Unauthorized: invalid API key")
-        if fault := await self._pending_fault("result"):
-            return fault
+            return unauthorised()
         task = self.tasks.get(request.match_info["id"])
+        fault = self._take_fault("result", completed=task is not None and task.status(self.job_seconds) == "completed")
+        if early := await fault_answer(fault, request, late=("no_outputs",)):
+            return early
         if task is None:
-            return _envelope(None, 404, 404, "prediction not found")
-        if self._status(task) == "completed" and task.video is None:
+            return envelope(None, 404, 404, "prediction not found")
+        await self._render(task)
+        answer = self._prediction(task, str(request.url.origin()))
+        if fault is not None and fault.kind == "no_outputs":
+            answer.update(outputs=[], has_nsfw_contents=[])
+        return envelope(answer)
+
+    async def _render(self, task: SimTask) -> None:
+        if task.status(self.job_seconds) == "completed" and task.video is None:
             task.video = await asyncio.to_thread(zoom_clip, task.image, seconds=self.video_seconds)
-        return _envelope(self._prediction(task, request))
-
-    def _status(self, task: SimTask) -> str:
-        elapsed = time.monotonic() - task.created
-        if task.outcome == "stuck" or elapsed < self.job_seconds:
-            return "created" if elapsed < self.job_seconds * 0.15 else "processing"
-        return "failed" if task.outcome == "failed" else "completed"
-
-    def _prediction(self, task: SimTask, request: web.Request) -> dict[str, Any]:
-        base = str(request.url.origin())
-        status = self._status(task)
-        done = status == "completed"
-        return {
-            "id": task.id, "model": task.model, "status": status,
-            "outputs": [f"{base}/outputs/{task.id}.mp4"] if done else [],
-            "urls": {"get": f"{base}/api/v3/predictions/{task.id}/result"},
-            "has_nsfw_contents": [task.outcome == "nsfw"] if done else [],
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "error": "simulated failure: the model could not animate this image"
-                     if status == "failed" else "",
-            "timings": {"inference": int(self.job_seconds * 1000)} if done else {},
-        }
 
     async def _output(self, request: web.Request) -> web.StreamResponse:
-        if fault := await self._pending_fault("output"):
-            return fault
+        fault = self._take_fault("output")
+        if early := await fault_answer(fault, request):
+            return early
         task = self.tasks.get(request.match_info["id"])
+        if task is not None:
+            await self._render(task)  # a completed task's output URL (e.g. from history) works
         if task is None or task.video is None:
             raise web.HTTPNotFound()
-        return web.Response(body=task.video, content_type="video/mp4")
+        if fault is None or fault.kind != "stall":
+            return web.Response(body=task.video, content_type="video/mp4")
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = len(task.video)
+        with contextlib.suppress(ConnectionError):
+            await response.prepare(request)
+            await response.write(task.video[:max(1, len(task.video) // 3)])
+        await hang(request, fault.delay or self.slow_seconds)
+        return await drop_connection(request, response)  # never finishes the body
 
-    async def _upload(self, request: web.Request) -> web.Response:
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
-            return _envelope(None, 401, 401, "Unauthorized: invalid API key")
-        if fault := await self._pending_fault("upload"):
+            return unauthorised()
+        if fault := await fault_answer(self._take_fault("upload"), request):
             return fault
         reader = await request.multipart()
         async for part in reader:
@@ -285,33 +265,33 @@ class Simulator:
                 token = secrets.token_hex(8)
                 name = part.filename or "file"
                 self.uploads[token] = (data, part.headers.get("Content-Type", "application/octet-stream"))
-                return _envelope({"download_url": f"{request.url.origin()}/media/{token}/{name}",
-                                  "type": self.uploads[token][1], "size": len(data)})
-        return _envelope(None, 400, 1400, "missing multipart field: file")
+                return envelope({"download_url": f"{request.url.origin()}/media/{token}/{name}",
+                                 "type": self.uploads[token][1], "size": len(data)})
+        return envelope(None, 400, 1400, "missing multipart field: file")
+
+    async def _history(self, request: web.Request) -> web.StreamResponse:
+        """``POST /api/v3/predictions``: the last 7 days' tasks, newest first, no inputs."""
+        if not self._authorised(request):
+            return unauthorised()
+        if fault := await fault_answer(self._take_fault("history"), request):
+            return fault
+        try:
+            query = HistoryQuery.parse(await request.text())
+        except SimulatedError as err:
+            return err.answer()
+        tasks, total = query.select(self.tasks.values(), self.job_seconds)
+        origin = str(request.url.origin())
+        items = [self._prediction(task, origin) for task in tasks]
+        return envelope({"items": items, "page": query.page, "page_size": query.page_size, "total": total})
+
+    async def _webhook_secret(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/webhook/secret``: the key webhook deliveries are signed with."""
+        if not self._authorised(request):
+            return unauthorised()
+        return envelope({"secret": self.webhook_secret})
 
     async def _media(self, request: web.Request) -> web.Response:
         data, mime = self.uploads.get(request.match_info["token"], (None, ""))
         if data is None:
             raise web.HTTPNotFound()
         return web.Response(body=data, content_type=mime)
-
-    async def _control(self, request: web.Request) -> web.Response:
-        """Script the simulator from another process: {"fail_next": {...}, "outcome": "..."}."""
-        body = await request.json()
-        if "fail_next" in body:
-            self.fail_next(**body["fail_next"])
-        if "outcome" in body:
-            self.plan_outcome(body["outcome"], body.get("times", 1))
-        if "job_seconds" in body:
-            self.job_seconds = float(body["job_seconds"])
-        return web.json_response({"ok": True})
-
-    async def _state(self, request: web.Request) -> web.Response:
-        return web.json_response({"submissions": self.submissions,
-                                  "tasks": {t.id: self._status(t) for t in self.tasks.values()}})
-
-
-def _envelope(data: dict[str, Any] | None, status: int = 200, code: int = 200,
-              message: str = "success", headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"code": code, "message": message, "data": data},
-                             status=status, headers=headers)

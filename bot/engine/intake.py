@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -42,11 +45,15 @@ class Engine:
         self.store = store
         self.client = client
         self.clock = clock
+        self._closed = False
+        # Who this process is in the jobs table: its claims (leases) carry this name.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.credits = Credits(store, settings.quota, clock)
         self.couriers = Couriers()
-        self.pipeline = Pipeline(settings, store, client, self.credits, self.couriers, clock)
+        self.pipeline = Pipeline(settings, store, client, self.credits, self.couriers, clock, self.owner)
         self.scheduler = Scheduler(store, self.pipeline, self.couriers,
-                                   settings.wavespeed.max_concurrent, clock)
+                                   max_concurrent=settings.wavespeed.max_concurrent,
+                                   lease_seconds=settings.storage.lease_seconds, clock=clock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -71,9 +78,13 @@ class Engine:
         await self.scheduler.stop()
 
     async def close(self) -> None:
+        """Stop, then close the database and the HTTP session (a second call does nothing)."""
+        if self._closed:
+            return
         await self.stop()
         await self.client.close()
         self.store.close()
+        self._closed = True
 
     # --- requests -------------------------------------------------------------------
 
@@ -102,6 +113,9 @@ class Engine:
                     "label": messages.job_label(model.key, model.title, inputs), "cost": cost,
                     "paid_daily": daily, "paid_bonus": bonus, "period": period,
                     "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
+                    # Ours to drive when we serve its platform; else any process that does.
+                    **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
+                       if self.couriers.serves(user.platform) else {}),
                 })
                 self.credits.record(user.key, "reserve", -daily, -bonus, job_id)
                 for role, item in media.items():

@@ -19,34 +19,27 @@ from bot import catalog, messages
 from bot.config import Settings
 from bot.credits import Credits
 from bot.engine.couriers import Couriers
+from bot.engine.submit import JobFailed, Submitter
 from bot.jobs import Job, JobState, Progress, Video
-from bot.store import Store
+from bot.store import LeaseLost, Store
 from bot.wavespeed import (
     AuthError,
-    BadRequest,
-    Moderated,
-    NotSubmitted,
     Prediction,
-    RateLimited,
-    SubmitUncertain,
     Transient,
     WaveSpeedClient,
     WaveSpeedError,
     backoff,
-    data_uri,
 )
 
 log = logging.getLogger(__name__)
 
 MIN_POLL_GAP = 1.0  # seconds: the closest two result checks get, near the expected end
-DOWNLOAD_ATTEMPTS = 4
+DOWNLOAD_ATTEMPTS = 4  # tries of one output URL against transient errors
+OUTPUT_REFETCHES = 4  # times a failing output URL is asked for afresh before the job fails
+EMPTY_RESULT_RECHECKS = 3  # a "completed" answer without a video is checked again this often
 DELIVERY_ATTEMPTS = 3
 DELIVERY_TIMEOUT = 600.0  # an upload that hangs longer than this counts as failed
 FINISHED_AT_WAVESPEED = ("failed", "cancelled", "timeout")
-
-
-class JobFailed(Exception):
-    """Ends a job as failed; str() is the user-facing reason."""
 
 
 def poll_delay(elapsed: float, expected: float, max_gap: float) -> float:
@@ -67,14 +60,16 @@ class Pipeline:
     """Drives jobs through their steps; ``released`` is told when a job leaves WaveSpeed."""
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
-                 credits: Credits, couriers: Couriers, clock: Callable[[], float]):
+                 credits: Credits, couriers: Couriers, clock: Callable[[], float], owner: str):
         self.settings = settings
         self.store = store
         self.client = client
         self.credits = credits
         self.couriers = couriers
         self.clock = clock
+        self.owner = owner  # this process: every write to a job is fenced by its claim
         self.videos_dir = Path(settings.storage.videos_dir)
+        self.submitter = Submitter(settings, store, client, couriers, clock, owner)
 
     async def drive(self, job: Job, released: Callable[[int], None]) -> None:
         """Run a job from the step it is in to its end; never raises but for cancellation."""
@@ -90,6 +85,8 @@ class Pipeline:
                 await self.deliver(job)
         except JobFailed as failure:
             await self.fail(job.id, str(failure))
+        except LeaseLost:
+            log.warning("job %s: another process took it over; leaving it to that one", job.id)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -97,50 +94,10 @@ class Pipeline:
             await self.fail(job.id, messages.BOT_ERROR)
 
     def _update(self, job: Job, **changes: object) -> Job:
-        return self.store.update_job(job.id, updated_at=self.clock(), **changes)
-
-    # --- submit -------------------------------------------------------------------
+        return self.store.update_job(job.id, owner=self.owner, updated_at=self.clock(), **changes)
 
     async def submit(self, job: Job) -> Job:
-        await self.couriers.progress(job, Progress("submitting"))
-        try:
-            inputs = {**job.inputs, **await self._media_refs(job)}
-            prediction = await self.client.submit(job.model_id, inputs)
-        except (NotSubmitted, Transient) as err:
-            return self._retry_submit_later(job, err)
-        except SubmitUncertain as err:
-            log.error("job %s: submit unconfirmed (%s); WaveSpeed may have a task for it", job.id, err)
-            raise JobFailed(messages.SUBMIT_UNCONFIRMED) from None
-        except AuthError as err:
-            log.error("job %s: %s. Check [wavespeed] api_key / WAVESPEED_API_KEY.", job.id, err)
-            raise JobFailed(messages.ACCOUNT_PROBLEM) from None
-        except Moderated:
-            raise JobFailed(messages.MODERATED) from None
-        except BadRequest as err:
-            raise JobFailed(messages.api_refused(err)) from None
-        log.info("job %s submitted as %s", job.id, prediction.id)
-        return self._update(job, state=JobState.PROCESSING, prediction_id=prediction.id,
-                            result_url=prediction.result_url, submitted_at=self.clock())
-
-    async def _media_refs(self, job: Job) -> dict[str, str]:
-        refs = {}
-        for role, item in self.store.media(job.id).items():
-            if self.settings.wavespeed.media == "upload":
-                refs[role] = await self.client.upload(item["data"], item["filename"], item["mime"])
-            else:
-                refs[role] = data_uri(item["data"], item["mime"])
-        return refs
-
-    def _retry_submit_later(self, job: Job, err: WaveSpeedError) -> Job:
-        attempts = self.store.submit_attempts(job.id) + 1
-        if self.clock() - job.created_at > self.settings.wavespeed.job_timeout:
-            raise JobFailed(messages.WAVESPEED_BUSY)
-        delay = backoff(attempts, base=2.0, cap=60.0)
-        if isinstance(err, RateLimited) and err.retry_after:
-            delay = max(delay, err.retry_after)
-        log.warning("job %s not submitted (%s); retrying in %.0fs", job.id, err, delay)
-        return self._update(job, state=JobState.QUEUED, submit_attempts=attempts,
-                            not_before=self.clock() + delay)
+        return await self.submitter.submit(job)
 
     # --- follow -------------------------------------------------------------------
 
@@ -157,17 +114,24 @@ class Pipeline:
         expected = self.expected_seconds(job)
         started = job.submitted_at or job.created_at
         deadline = started + ws.job_timeout
+        empty_answers = 0
         while True:
             now = self.clock()
             await asyncio.sleep(min(poll_delay(now - started, expected, ws.poll_interval),
                                     max(0.0, deadline - now)))
             prediction = await self._check(job)
             if prediction and prediction.status == "completed":
-                if not prediction.outputs:
+                if prediction.outputs:
+                    return self._update(job, state=JobState.DOWNLOADING, output_url=prediction.outputs[0],
+                                        nsfw=int(any(prediction.nsfw)),
+                                        inference_ms=prediction.inference_ms)
+                # Paid for: a "completed" answer without a video is asked again before giving up.
+                empty_answers += 1
+                if empty_answers > EMPTY_RESULT_RECHECKS:
                     raise JobFailed(messages.NO_VIDEO)
-                return self._update(job, state=JobState.DOWNLOADING, output_url=prediction.outputs[0],
-                                    nsfw=int(any(prediction.nsfw)),
-                                    inference_ms=prediction.inference_ms)
+                log.warning("job %s: completed without a video; checking again", job.id)
+                await asyncio.sleep(backoff(empty_answers, base=1.0, cap=ws.poll_interval))
+                continue
             if prediction and prediction.status in FINISHED_AT_WAVESPEED:
                 raise JobFailed(messages.model_failed(prediction.error or prediction.status))
             if self.clock() >= deadline:
@@ -191,20 +155,34 @@ class Pipeline:
     # --- download and deliver -----------------------------------------------------
 
     async def download(self, job: Job) -> Job:
+        """Fetch the finished video; an output URL that keeps failing is asked for afresh."""
         await self.couriers.progress(job, Progress("downloading"))
         dest = self.videos_dir / f"job-{job.id}.mp4"
+        for refetch in range(OUTPUT_REFETCHES + 1):
+            try:
+                await self._fetch_output(job, dest)
+                return self._update(job, state=JobState.DELIVERING, video_path=str(dest))
+            except WaveSpeedError as err:
+                if refetch == OUTPUT_REFETCHES:
+                    log.error("job %s: the video could not be fetched (%s)", job.id, err)
+                    raise JobFailed(messages.FETCH_FAILED) from None
+                log.warning("job %s: output failed (%s); asking WaveSpeed for it afresh", job.id, err)
+                await asyncio.sleep(backoff(refetch, base=1.0))
+                fresh = await self._check(job)
+                if fresh and fresh.outputs:
+                    job = self._update(job, output_url=fresh.outputs[0])
+        raise AssertionError("unreachable")
+
+    async def _fetch_output(self, job: Job, dest: Path) -> None:
         for attempt in range(DOWNLOAD_ATTEMPTS):
             try:
                 await self.client.download(job.output_url or "", dest)
-                break
+                return
             except Transient as err:
                 if attempt == DOWNLOAD_ATTEMPTS - 1:
-                    raise JobFailed(messages.FETCH_FAILED) from None
+                    raise
                 log.warning("job %s: download failed (%s); retrying", job.id, err)
                 await asyncio.sleep(backoff(attempt, base=1.0))
-            except WaveSpeedError as err:
-                raise JobFailed(messages.fetch_failed(err)) from None
-        return self._update(job, state=JobState.DELIVERING, video_path=str(dest))
 
     async def deliver(self, job: Job) -> None:
         path = Path(job.video_path or "")
@@ -239,13 +217,17 @@ class Pipeline:
 
     async def fail(self, job_id: int, reason: str) -> None:
         """End a job as failed, refund it once, and tell its chat why."""
-        with self.store.transaction():
-            job = self.store.job(job_id)
-            if job is None or job.state.finished:
-                return
-            job = self._update(job, state=JobState.FAILED, error=reason, finished_at=self.clock())
-            refunded = self.credits.refund(job, reason)
-            self.store.drop_media(job_id)
+        try:
+            with self.store.transaction():
+                job = self.store.job(job_id)
+                if job is None or job.state.finished:
+                    return
+                job = self._update(job, state=JobState.FAILED, error=reason, finished_at=self.clock())
+                refunded = self.credits.refund(job, reason)
+                self.store.drop_media(job_id)
+        except LeaseLost:
+            log.warning("job %s: not failed here, another process took it over", job_id)
+            return
         if job.video_path:
             Path(job.video_path).unlink(missing_ok=True)
         log.info("job %s failed: %s", job_id, reason)

@@ -2,8 +2,14 @@
 
 Like a timer table (RoboDanny's reminders), the queue lives in the database and
 one loop wakes when something changes or the earliest retry falls due, so nothing
-is lost by a restart. ``[wavespeed] max_concurrent`` jobs are at WaveSpeed at once;
-the others wait, and their chats are told their place in line.
+is lost by a restart. ``[wavespeed] max_concurrent`` jobs of this process are at
+WaveSpeed at once; the others wait, and their chats are told their place in line.
+
+Several processes may share the database. A job is driven only by the process that
+holds its claim (``owner``), a lease this loop renews every third of
+``[storage] lease_seconds``; a process that finds a job whose lease ran out (its
+owner died) takes it over when it serves the job's platform. ``start(resume=False)``
+(the one-shot ``generate``) drives only the jobs it accepted itself.
 """
 
 from __future__ import annotations
@@ -22,39 +28,39 @@ log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, store: Store, pipeline: Pipeline, couriers: Couriers,
-                 max_concurrent: int, clock: Callable[[], float]):
+    def __init__(self, store: Store, pipeline: Pipeline, couriers: Couriers, *,
+                 max_concurrent: int, lease_seconds: float, clock: Callable[[], float]):
         self.store = store
         self.pipeline = pipeline
         self.couriers = couriers
+        self.owner = pipeline.owner
         self.max_concurrent = max_concurrent
+        self.lease_seconds = lease_seconds
         self.clock = clock
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._at_wavespeed: set[int] = set()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._first_job_id = 0  # with resume=False: ignore jobs older than this run
+        self._take_over = True
+        self._next_renewal = 0.0
         self._stopping = False
 
     async def start(self, *, resume: bool = True) -> None:
-        """Start the loop; with resume, pick up unfinished jobs of registered platforms."""
-        if resume:
-            for job in self.store.active_jobs():
-                if self.couriers.serves(job.platform):
-                    self._resume(job)
-        else:
-            self._first_job_id = self.store.max_job_id() + 1
+        """Start the loop; with resume, also take over unfinished jobs whose owner is gone."""
+        self._take_over = resume
         self._stopping = False
+        self._next_renewal = 0.0
         self._loop_task = asyncio.create_task(self._run(), name="kling-scheduler")
 
     async def stop(self) -> None:
-        """Cancel every job task; unfinished jobs stay in the database for the next start."""
+        """Cancel every job task and hand this process's unfinished jobs over at once."""
         self._stopping = True
         tasks = [t for t in [self._loop_task, *self._tasks.values()] if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop_task = None
+        self.store.release(self.owner)
 
     def wake(self) -> None:
         """Something changed (a job was queued or left WaveSpeed): look again now."""
@@ -63,57 +69,69 @@ class Scheduler:
     def is_driving(self, job_id: int) -> bool:
         return job_id in self._tasks
 
-    def _resume(self, job: Job) -> None:
-        if job.state == JobState.SUBMITTING:
-            # Stopped mid-submit with no task id: WaveSpeed may or may not have the task.
-            # Submitting again is the only way the user gets a video.
-            log.warning("job %s was interrupted while submitting; submitting it again", job.id)
-            self.store.update_job(job.id, state=JobState.QUEUED)
-        elif job.state != JobState.QUEUED:
-            log.info("resuming job %s in state %s", job.id, job.state.value)
-            if job.state == JobState.PROCESSING:
-                self._at_wavespeed.add(job.id)
-            self._spawn(job)
+    def lease_until(self) -> float:
+        return self.clock() + self.lease_seconds
 
     async def _run(self) -> None:
         while not self._stopping:
             try:
+                if self.clock() >= self._next_renewal:
+                    self._keep_claims()
                 await self._fill_slots()
             except Exception:  # a bug here must not stop every future job
                 log.exception("scheduler error")
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
             # that arrives as the event is set, and stop() would wait forever.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._next_retry_in()):
+                async with asyncio.timeout(self._sleep_time()):
                     await self._wake.wait()
             self._wake.clear()
 
-    def _platforms(self) -> list[str]:
-        return self.couriers.platforms or [""]
+    def _sleep_time(self) -> float:
+        wake_at = self._next_renewal
+        due = self.store.next_due(self.owner)
+        if due is not None:
+            wake_at = min(wake_at, due)
+        return max(0.05, wake_at - self.clock())
 
-    def _next_retry_in(self) -> float | None:
-        due = self.store.next_due(self._platforms(), self._first_job_id)
-        return None if due is None else max(0.05, due - self.clock())
+    def _keep_claims(self) -> None:
+        """Renew this process's leases, drop jobs it lost, take over orphaned ones."""
+        self._next_renewal = self.clock() + self.lease_seconds / 3
+        held = self.store.renew(self.owner, self.lease_until())
+        for job_id in set(self._tasks) - held:
+            job = self.store.job(job_id)
+            if job is not None and not job.state.finished and job.owner != self.owner:
+                log.warning("job %s: lost to another process; stopping here", job_id)
+                self._tasks[job_id].cancel()
+        if self._take_over and self.couriers.platforms:
+            for job in self.store.take_over(self.owner, self.couriers.platforms,
+                                            self.lease_until(), self.clock()):
+                self._resume(job)
+
+    def _resume(self, job: Job) -> None:
+        log.info("job %s taken over in state %s", job.id, job.state.value)
+        if job.state == JobState.QUEUED or job.id in self._tasks:
+            return  # queued: claimed below like any job of ours
+        if job.state in (JobState.SUBMITTING, JobState.PROCESSING):
+            self._at_wavespeed.add(job.id)
+        self._spawn(job)
 
     async def _fill_slots(self) -> None:
         started = False
         while len(self._at_wavespeed) < self.max_concurrent:
-            due = self.store.queued_jobs(self._platforms(), self._first_job_id, due_by=self.clock(),
-                                         limit=len(self._tasks) + 1)
-            job = next((j for j in due if j.id not in self._tasks), None)
+            job = self.store.claim_next(self.owner, self.couriers.platforms, self.lease_until(),
+                                        self.clock(), exclude=set(self._tasks))
             if job is None:
                 break
             self._at_wavespeed.add(job.id)
-            self._spawn(self.store.update_job(job.id, state=JobState.SUBMITTING,
-                                              updated_at=self.clock()))
+            self._spawn(job)
             started = True
         if started:
             await self.announce_positions()
 
     async def announce_positions(self) -> None:
-        """Tell every queued job's chat its place in line."""
-        queued = self.store.queued_jobs(self._platforms(), self._first_job_id)
-        for position, job in enumerate(queued, start=1):
+        """Tell every queued job of this process's its place in line."""
+        for position, job in enumerate(self.store.own_queued(self.owner), start=1):
             await self.couriers.progress(job, Progress("queued", position=position))
 
     def _spawn(self, job: Job) -> None:

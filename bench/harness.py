@@ -1,0 +1,226 @@
+"""Shared pieces of the bench scripts: media, settings, a simulator process, a stall meter.
+
+    python bench/harness.py serve [--job-seconds S] [--video-mb MB]
+
+runs the WaveSpeed simulator as its own process (so its CPU and memory are not the
+bot's), serving every output as one prepared MP4 of the given size, and prints one
+JSON line ``{"base_url": ...}`` once it listens. It stops when its stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import resource
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import fields, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.config import QuotaSettings, Settings, WaveSpeedSettings, load_settings
+from bot.devtools.clips import sample_photo, zoom_clip
+from bot.devtools.simulator import Simulator
+
+EFFECT_MODEL = "kwaivgi/kling-effects"  # what every bench job runs (a fixed 5 s clip)
+
+
+# --- media ----------------------------------------------------------------------------
+
+def phone_photo(width: int = 4000, height: int = 3000, noise: float = 10.0) -> bytes:
+    """A 12 MP JPEG like a phone's (~4 MB): gradients and shapes, blurred, plus sensor noise."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    sky = np.stack([90 + 120 * y / height, 160 + 40 * np.sin(x / 300), 230 - 80 * y / height], axis=-1)
+    image = Image.fromarray(sky.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(60):
+        cx, cy, r = int(rng.integers(0, width)), int(rng.integers(0, height)), int(rng.integers(50, 600))
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(3))).astype(np.int16)
+    pixels = pixels + rng.normal(0, noise, (height, width, 1)).astype(np.int16)
+    out = io.BytesIO()
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def padded_mp4(size: int) -> bytes:
+    """A playable MP4 of exactly ``size`` bytes (when larger than the clip): the simulator's
+    zoom clip followed by a top-level ``free`` box of random bytes, which players skip."""
+    clip = zoom_clip(sample_photo(), seconds=2.0)
+    pad = size - len(clip)
+    if pad < 8:
+        return clip
+    return clip + struct.pack(">I", pad) + b"free" + os.urandom(pad - 8)
+
+
+def serve_prepared_video(video: bytes) -> None:
+    """Make every simulator in this process serve ``video`` instead of rendering a clip
+    (rendering is the simulator's cost, not a client's, and cannot reach 5 MB)."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("bot.devtools") and hasattr(module, "zoom_clip"):
+            module.zoom_clip = lambda *args, **kwargs: video  # type: ignore[attr-defined]
+
+
+# --- settings ---------------------------------------------------------------------------
+
+def has_webhooks() -> bool:
+    """Whether this engine has the ``[wavespeed] webhook_url`` setting yet."""
+    return "webhook_url" in {f.name for f in fields(WaveSpeedSettings)}
+
+
+def bench_settings(base_url: str, workdir: Path, **wavespeed: object) -> Settings:
+    """Defaults, except: the simulator, a database in ``workdir``, and credits enough for anything."""
+    settings = load_settings(None, env={}).with_wavespeed(base_url=base_url, api_key="bench", **wavespeed)
+    return replace(settings,
+                   storage=replace(settings.storage, path=str(workdir / "bot.sqlite"),
+                                   videos_dir=str(workdir / "videos")),
+                   quota=QuotaSettings(daily_credits=1_000_000, max_jobs_per_user=1_000_000))
+
+
+# --- a courier that records -------------------------------------------------------------
+
+class Recorder:
+    """A courier that notes when each job's video is handed over (progress is ignored).
+
+    ``expect(job_id)`` is a future of ``(task id, time.monotonic() at delivery)``; it
+    fails with the job's reason if the job fails.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, asyncio.Future[tuple[str, float]]] = {}
+
+    def expect(self, job_id: int) -> asyncio.Future[tuple[str, float]]:
+        return self.waiting.setdefault(job_id, asyncio.get_running_loop().create_future())
+
+    async def progress(self, job, update) -> None:
+        pass
+
+    async def deliver(self, job, video) -> None:
+        future = self.expect(job.id)
+        if not future.done():
+            future.set_result((job.prediction_id or "", time.monotonic()))
+
+    async def fail(self, job, reason) -> None:
+        future = self.expect(job.id)
+        if not future.done():
+            future.set_exception(RuntimeError(f"job {job.id} failed: {reason}"))
+
+
+# --- measuring --------------------------------------------------------------------------
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) by linear interpolation; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def system_cpu_seconds() -> float:
+    """The kernel's part of ``cpu_seconds()`` (copying bytes through sockets, files, fsync)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+class StallMeter:
+    """A task that sleeps ``tick`` seconds at a time and records how late it wakes:
+    the longest overshoot is the longest the event loop was blocked."""
+
+    def __init__(self, tick: float = 0.010):
+        self.tick = tick
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.tick)
+            self.worst = max(self.worst, loop.time() - before - self.tick)
+
+    def start(self) -> None:
+        self.worst = 0.0
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> float:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        return self.worst
+
+
+# --- the simulator as a separate process ------------------------------------------------
+
+@contextlib.contextmanager
+def simulator_process(job_seconds: float, video_mb: float = 0.0) -> Iterator[str]:
+    """Run ``harness.py serve`` as a child process; yields its base URL."""
+    child = subprocess.Popen(
+        [sys.executable, __file__, "serve", "--job-seconds", str(job_seconds), "--video-mb", str(video_mb)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if not line:
+            raise RuntimeError("the simulator process did not start")
+        yield json.loads(line)["base_url"]
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()  # the child's cue to stop
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+async def _serve(job_seconds: float, video_mb: float) -> None:
+    if video_mb > 0:
+        serve_prepared_video(padded_mp4(int(video_mb * 1024 * 1024)))
+    sim = Simulator(job_seconds=job_seconds)
+    base = await sim.start()
+    print(json.dumps({"base_url": base}), flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+    await sim.close()
+    # The parent may read how busy the simulator was from stderr.
+    print(f"simulator: {len(sim.tasks)} tasks, {len(sim.requests)} requests, "
+          f"{cpu_seconds():.1f} s CPU", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("--job-seconds", type=float, default=0.0)
+    parser.add_argument("--video-mb", type=float, default=0.0, help="serve an MP4 of this size (0: the zoom clip)")
+    args = parser.parse_args()
+    asyncio.run(_serve(args.job_seconds, args.video_mb))

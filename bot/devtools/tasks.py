@@ -1,0 +1,58 @@
+"""The simulated tasks: how each moves through its states, and the prediction it shows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+OUTCOMES = ("ok", "nsfw", "failed", "stuck", "moderated")
+ENDED = ("completed", "failed")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class SimTask:
+    id: str
+    model: str
+    inputs: dict[str, Any]
+    image: bytes
+    outcome: str
+    created: float = field(default_factory=time.monotonic)
+    video: bytes | None = None
+    created_wall: float = field(default_factory=time.time)  # what created_at shows (UTC)
+    webhook: str | None = None  # where its end is POSTed (the submit's ``?webhook=``)
+
+    @property
+    def created_ms(self) -> int:
+        return int(self.created_wall * 1000)
+
+    def status(self, job_seconds: float) -> str:
+        """created, processing, then (after ``job_seconds``) completed or failed; stuck never ends."""
+        elapsed = time.monotonic() - self.created
+        if self.outcome == "stuck" or elapsed < job_seconds:
+            return "created" if elapsed < job_seconds * 0.15 else "processing"
+        return "failed" if self.outcome == "failed" else "completed"
+
+
+def prediction(task: SimTask, origin: str, job_seconds: float) -> dict[str, Any]:
+    """The prediction object: a result's ``data``, a history item, a webhook's body."""
+    status = task.status(job_seconds)
+    done = status == "completed"
+    return {
+        "id": task.id, "model": task.model, "status": status,
+        "outputs": [f"{origin}/outputs/{task.id}.mp4"] if done else [],
+        "urls": {"get": f"{origin}/api/v3/predictions/{task.id}/result"},
+        "has_nsfw_contents": [task.outcome == "nsfw"] if done else [],
+        "created_at": iso_ms(task.created_ms),
+        "error": "simulated failure: the model could not animate this image"
+                 if status == "failed" else "",
+        "timings": {"inference": int(job_seconds * 1000)} if done else {},
+    }
+
+
+def iso_ms(ms: int) -> str:
+    """UTC ISO 8601 with milliseconds and a trailing Z: 2026-11-22T10:10:14.123Z."""
+    stamp = EPOCH + timedelta(milliseconds=ms)
+    return f"{stamp:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"

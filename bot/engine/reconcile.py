@@ -1,0 +1,88 @@
+"""Finding the task of a submit whose answer never came, instead of guessing.
+
+WaveSpeed has no idempotency key. When a submit times out, is reset, or answers 5xx
+or garbage, the task may exist (and be billed) or not. Submitting again could pay
+twice; refunding could pay for a video nobody gets. So the bot looks in WaveSpeed's
+prediction history for a task of the job's model created inside the submit's time
+window that no other job follows. Exactly one: it is this job's, adopted. None once
+the history has settled: WaveSpeed provably has no task. Several: the bot does not
+guess (a wrong match would show one user another's video) and says so.
+
+Within one process, submits of one model are serialised while such a question is
+open (see ``Pipeline``), so the window never holds this process's other tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from bot.config import WaveSpeedSettings
+from bot.jobs import Job
+from bot.store import Store
+from bot.wavespeed import Prediction, Transient, WaveSpeedClient
+
+log = logging.getLogger(__name__)
+
+CLOCK_SKEW = 3.0  # seconds WaveSpeed's clock may differ from ours
+HISTORY_RETRY = 2.0  # seconds between two looks while the history settles
+
+
+class Ambiguous(Exception):
+    """Several unclaimed tasks fit the window: the bot will not pick one."""
+
+
+class HistoryUnavailable(Exception):
+    """The history could not be read before the job ran out of time."""
+
+
+class Reconciler:
+    def __init__(self, client: WaveSpeedClient, store: Store, settings: WaveSpeedSettings,
+                 clock: Callable[[], float]):
+        self.client = client
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    def window(self, job: Job) -> tuple[float, float]:
+        """When the task, if any, was created: from the submit's start to when it went
+        unanswered (for a process that died mid-submit: as long as a request may take)."""
+        started = job.submit_started_at or job.created_at
+        ended = job.submit_ended_at or started + self.settings.request_timeout
+        return started - CLOCK_SKEW, ended + CLOCK_SKEW
+
+    async def find(self, job: Job) -> Prediction | None:
+        """The task this job's unconfirmed submit created, or None when WaveSpeed
+        provably has none. Raises Ambiguous, or HistoryUnavailable past the job's time."""
+        start, end = self.window(job)
+        settled_at = end + self.settings.history_settle
+        deadline = job.created_at + self.settings.job_timeout
+        while True:
+            candidates = await self._candidates(job, start, end, deadline)
+            if candidates is not None and self.clock() >= settled_at:
+                if len(candidates) == 1:
+                    log.warning("job %s: submit unconfirmed; adopting WaveSpeed task %s found in "
+                                "the history", job.id, candidates[0].id)
+                    return candidates[0]
+                if not candidates:
+                    log.warning("job %s: submit unconfirmed and no task in WaveSpeed's history: "
+                                "it was not created", job.id)
+                    return None
+                log.error("job %s: submit unconfirmed and %d unclaimed tasks fit its window (%s); "
+                          "not guessing", job.id, len(candidates), ", ".join(c.id for c in candidates))
+                raise Ambiguous()
+            await asyncio.sleep(max(0.05, min(HISTORY_RETRY, settled_at - self.clock())))
+
+    async def _candidates(self, job: Job, start: float, end: float,
+                          deadline: float) -> list[Prediction] | None:
+        try:
+            found = await self.client.history(job.model_id, start, end)
+        except Transient as err:
+            if self.clock() >= deadline:
+                raise HistoryUnavailable() from None
+            log.warning("job %s: history not readable (%s); will look again", job.id, err)
+            return None
+        return [p for p in found if p.model in ("", job.model_id)
+                and p.created_at is not None and start <= p.created_at <= end
+                and not self.store.prediction_taken(p.id)]

@@ -1,0 +1,149 @@
+"""The submit step: create a job's WaveSpeed task exactly once, or provably not at all.
+
+A submit answered with a task id is followed. One refused at the door (429, 503, no
+connection) created nothing and is queued again, after Retry-After when WaveSpeed
+says so. One left unanswered (timeout, reset, 5xx, garbage) may have created a paid
+task: its window is recorded before anything else happens, and ``Reconciler`` looks
+for the task in WaveSpeed's history, so the job adopts it or is sent once more.
+Submits of one model are serialised while such a question is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from bot import messages
+from bot.config import Settings
+from bot.engine.couriers import Couriers
+from bot.engine.reconcile import Ambiguous, HistoryUnavailable, Reconciler
+from bot.jobs import Job, JobState, Progress
+from bot.store import Store
+from bot.wavespeed import (
+    AuthError,
+    Moderated,
+    NotSubmitted,
+    Prediction,
+    SubmitUncertain,
+    Transient,
+    WaveSpeedClient,
+    WaveSpeedError,
+    backoff,
+    data_uri,
+)
+
+log = logging.getLogger(__name__)
+
+RESUBMITS = 1  # submits sent again after WaveSpeed provably created no task
+
+
+class JobFailed(Exception):
+    """Ends a job as failed; str() is the user-facing reason."""
+
+
+class Submitter:
+    def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
+                 couriers: Couriers, clock: Callable[[], float], owner: str):
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.couriers = couriers
+        self.clock = clock
+        self.owner = owner
+        self.reconciler = Reconciler(client, store, settings.wavespeed, clock)
+        self._gates: dict[str, asyncio.Lock] = {}  # per model id
+
+    def _update(self, job: Job, **changes: object) -> Job:
+        return self.store.update_job(job.id, owner=self.owner, updated_at=self.clock(), **changes)
+
+    async def submit(self, job: Job) -> Job:
+        """Create the job's WaveSpeed task exactly once: follow it (PROCESSING), or come
+        back later (QUEUED) when WaveSpeed surely created nothing."""
+        await self.couriers.progress(job, Progress("submitting"))
+        gate = self._gates.setdefault(job.model_id, asyncio.Lock())
+        async with gate:
+            while True:
+                if job.submit_started_at is not None:  # a submit went out unanswered
+                    job = await self._reconcile(job)
+                    if job.state == JobState.PROCESSING:
+                        return job
+                job = await self._send(job)
+                if job.state != JobState.SUBMITTING:
+                    return job
+
+    async def _send(self, job: Job) -> Job:
+        """One submit; the job comes back PROCESSING, QUEUED (not created, retry later)
+        or SUBMITTING with its submit window recorded (unconfirmed)."""
+        try:
+            inputs = {**job.inputs, **await self._media_refs(job)}
+        except Transient as err:  # the media upload failed: nothing was submitted
+            return self._retry_submit_later(job, err, None)
+        except WaveSpeedError as err:
+            raise self._refused(job, err) from None
+        job = self._update(job, submit_started_at=self.clock(), submit_ended_at=None)
+        try:
+            prediction = await self.client.submit(job.model_id, inputs)
+        except NotSubmitted as err:
+            return self._retry_submit_later(job, err, err.retry_after)
+        except (SubmitUncertain, Transient) as err:
+            log.warning("job %s: submit unconfirmed (%s); looking for its task", job.id, err)
+            return self._update(job, submit_ended_at=self.clock())
+        except WaveSpeedError as err:
+            raise self._refused(job, err) from None
+        log.info("job %s submitted as %s", job.id, prediction.id)
+        return self._adopt(job, prediction)
+
+    @staticmethod
+    def _refused(job: Job, err: WaveSpeedError) -> JobFailed:
+        """WaveSpeed refused the job outright (so it created no task): why, for the user."""
+        if isinstance(err, AuthError):
+            log.error("job %s: %s. Check [wavespeed] api_key / WAVESPEED_API_KEY.", job.id, err)
+            return JobFailed(messages.ACCOUNT_PROBLEM)
+        if isinstance(err, Moderated):
+            return JobFailed(messages.MODERATED)
+        return JobFailed(messages.api_refused(err))
+
+    def _adopt(self, job: Job, prediction: Prediction) -> Job:
+        return self._update(job, state=JobState.PROCESSING, prediction_id=prediction.id,
+                            result_url=prediction.result_url, submitted_at=self.clock())
+
+    async def _reconcile(self, job: Job) -> Job:
+        """Settle an unconfirmed submit: adopt its task, or clear it to submit again."""
+        try:
+            found = await self.reconciler.find(job)
+        except Ambiguous:
+            raise JobFailed(messages.SUBMIT_UNCONFIRMED) from None
+        except HistoryUnavailable:
+            log.error("job %s: WaveSpeed's history stayed unreadable; refunding though a task "
+                      "may exist", job.id)
+            raise JobFailed(messages.SUBMIT_UNCONFIRMED) from None
+        if found is not None:
+            return self._adopt(job, found)
+        if job.resubmits >= RESUBMITS:
+            log.error("job %s: no task after %d resubmit(s); refunding", job.id, job.resubmits)
+            raise JobFailed(messages.SUBMIT_UNCONFIRMED)
+        log.warning("job %s: submitting again (WaveSpeed has no task for it)", job.id)
+        return self._update(job, submit_started_at=None, submit_ended_at=None,
+                            resubmits=job.resubmits + 1)
+
+    async def _media_refs(self, job: Job) -> dict[str, str]:
+        refs = {}
+        for role, item in self.store.media(job.id).items():
+            if self.settings.wavespeed.media == "upload":
+                refs[role] = await self.client.upload(item["data"], item["filename"], item["mime"])
+            else:
+                refs[role] = data_uri(item["data"], item["mime"])
+        return refs
+
+    def _retry_submit_later(self, job: Job, err: WaveSpeedError, retry_after: float | None) -> Job:
+        """WaveSpeed surely has no task: queue the job again, after Retry-After if it said."""
+        attempts = job.submit_attempts + 1
+        delay = max(backoff(attempts, base=2.0, cap=60.0), retry_after or 0.0)
+        if self.clock() + delay > job.created_at + self.settings.wavespeed.job_timeout:
+            log.warning("job %s not submitted (%s) and out of time", job.id, err)
+            raise JobFailed(messages.WAVESPEED_BUSY)
+        log.warning("job %s not submitted (%s); retrying in %.0fs", job.id, err, delay)
+        return self._update(job, state=JobState.QUEUED, submit_attempts=attempts,
+                            not_before=self.clock() + delay, submit_started_at=None,
+                            submit_ended_at=None)

@@ -1,0 +1,144 @@
+"""Never pay WaveSpeed twice, never pay for a video nobody gets (in one process).
+
+Each test scripts the simulator the way a flaky WaveSpeed behaves and asserts what
+the money says: how many tasks WaveSpeed created (each one is billed), what the user
+received, and what the user was charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+
+import aiohttp
+import pytest
+
+from bot.config import QuotaSettings
+from bot.devtools.simulator import Simulator
+from bot.jobs import JobState
+from tests.conftest import API_KEY, PLATFORM, effect_request, user
+from tests.helpers import image_bytes, settled
+
+EFFECTS_SUBMIT = "/api/v3/kwaivgi/kling-effects"
+
+
+def _submits(simulator: Simulator) -> int:
+    return sum(1 for r in simulator.requests if r["path"] == EFFECTS_SUBMIT)
+
+
+@pytest.mark.parametrize("kind", ["accept_drop", "malformed", "accept_hang"])
+async def test_unconfirmed_submit_whose_task_exists_is_adopted_not_paid_twice(
+        make_engine, courier, simulator, kind):
+    engine = await make_engine(request_timeout=0.5)
+    simulator.fail_next("submit", kind=kind, delay=3.0 if kind == "accept_hang" else 0.0)
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    assert _submits(simulator) == 1 and len(simulator.tasks) == 1  # one paid task, followed
+    job = await settled(engine, answer.job.id)
+    assert job.prediction_id == next(iter(simulator.tasks))
+    assert engine.balance(user()).total == 9
+
+
+async def test_several_tasks_in_the_window_are_not_guessed_between(make_engine, courier, simulator, caplog):
+    engine = await make_engine(request_timeout=1.0)
+    simulator.fail_next("submit", kind="accept_hang", delay=3.0)
+    answer = await engine.accept(effect_request())
+    async with asyncio.timeout(10):
+        while not simulator.tasks:  # ours exists, its answer hangs: another client submits too
+            await asyncio.sleep(0.02)
+    async with aiohttp.ClientSession() as session:
+        body = {"image": "data:image/jpeg;base64," + __import__("base64").b64encode(image_bytes()).decode(),
+                "effect_scene": "squish"}
+        async with session.post(f"{simulator.base_url}{EFFECTS_SUBMIT}", json=body,
+                                headers={"Authorization": f"Bearer {API_KEY}"}) as resp:
+            assert resp.status == 200
+    kind, reason = await courier.outcome(answer.job.id)
+    assert kind == "failed" and reason.endswith("Your 1 credit was refunded.")
+    assert len(simulator.tasks) == 2 and _submits(simulator) == 2  # ours and the other client's
+    assert (await settled(engine, answer.job.id)).prediction_id is None  # neither adopted
+    assert "not guessing" in caplog.text and all(task in caplog.text for task in simulator.tasks)
+    assert engine.balance(user()).total == 10
+
+
+async def test_completed_without_a_video_is_asked_again(engine, courier, simulator):
+    simulator.fail_next("result", kind="no_outputs", times=2)
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    assert len(simulator.tasks) == 1 and engine.balance(user()).total == 9
+
+
+@pytest.mark.parametrize("status, times", [(404, 1), (404, 2), (500, 6)])
+async def test_an_output_url_that_fails_is_asked_for_afresh(engine, courier, simulator, status, times):
+    simulator.fail_next("output", status, times=times)
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id, timeout=60))[0] == "delivered"
+    assert len(simulator.tasks) == 1 and engine.balance(user()).total == 9
+
+
+async def test_an_output_that_stays_gone_fails_after_a_few_tries(engine, courier, simulator):
+    simulator.fail_next("output", 404, times=10)
+    answer = await engine.accept(effect_request())
+    kind, reason = await courier.outcome(answer.job.id, timeout=60)
+    assert kind == "failed" and reason.startswith("The finished video could not be fetched from WaveSpeed.")
+    outputs = [r for r in simulator.requests if r["path"].startswith("/outputs/")]
+    assert len(outputs) == 5  # the URL, then asked for afresh four times: bounded
+    assert engine.balance(user()).total == 10
+
+
+async def test_a_stalled_download_is_given_up_and_tried_again(make_engine, courier, simulator):
+    engine = await make_engine(request_timeout=0.5)
+    simulator.fail_next("output", kind="stall", delay=5.0)
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    assert ("output", "stall") in simulator.faults_served
+
+
+async def test_submit_waits_as_long_as_retry_after_says(engine, courier, simulator):
+    simulator.fail_next("submit", 429, 429, retry_after=5, message="too many requests")
+    started = time.monotonic()
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id, timeout=30))[0] == "delivered"
+    assert time.monotonic() - started >= 5.0  # the backoff alone would retry after 2-4 s
+    assert _submits(simulator) == 2 and len(simulator.tasks) == 1
+
+
+async def test_retry_after_past_the_job_timeout_refunds_at_once(engine, courier, simulator):
+    simulator.fail_next("submit", 429, 429, retry_after=3600, message="too many requests")
+    started = time.monotonic()
+    answer = await engine.accept(effect_request())
+    kind, reason = await courier.outcome(answer.job.id)
+    assert kind == "failed" and reason == ("WaveSpeed is busy or unreachable right now. Please try "
+                                           "again later. Your 1 credit was refunded.")
+    assert time.monotonic() - started < 5 and _submits(simulator) == 1 and not simulator.tasks
+    assert engine.balance(user()).total == 10
+
+
+async def test_a_flaky_api_never_double_submits_nor_refunds_a_made_video(settings, courier, caplog):
+    """30% of API calls fail in every transient way; 20 jobs all end, money intact."""
+    caplog.set_level(logging.WARNING)
+    flaky = Simulator(job_seconds=0.3, api_key=API_KEY, video_seconds=0.5, fault_rate=0.3, seed=20261122)
+    flaky.slow_seconds = 1.0  # past the client's 0.5 s timeout
+    await flaky.start()
+    from bot.engine import Engine
+    custom = replace(settings.with_wavespeed(base_url=flaky.base_url, request_timeout=0.5, job_timeout=90,
+                                             max_concurrent=4),
+                     quota=QuotaSettings(daily_credits=100, max_jobs_per_user=50))
+    engine = Engine.from_settings(custom)
+    engine.register(PLATFORM, courier)
+    await engine.start()
+    try:
+        answers = [await engine.accept(effect_request(who=user(n % 5))) for n in range(20)]
+        outcomes = await asyncio.gather(*(courier.outcome(a.job.id, timeout=150) for a in answers))
+        jobs = [await settled(engine, a.job.id) for a in answers]
+    finally:
+        await engine.close()
+        await flaky.close()
+    assert len(flaky.faults_served) >= 10  # the faults really happened
+    held = [job.prediction_id for job in jobs if job.prediction_id]
+    assert len(held) == len(set(held))  # no task followed by two jobs
+    assert set(flaky.tasks) == set(held)  # every task WaveSpeed made (and billed) has its job ...
+    assert all(job.state == JobState.DONE for job in jobs if job.prediction_id)  # ... and was delivered
+    assert sum(kind == "delivered" for kind, _ in outcomes) == len(held) >= 15  # failures: no task made
+    assert sum(1 for r in flaky.requests if r["path"] == EFFECTS_SUBMIT) <= 4 * len(jobs)  # bounded
