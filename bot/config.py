@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from bot import catalog
 
@@ -31,6 +32,9 @@ class WaveSpeedSettings:
     media: Literal["upload", "data_uri"] = "upload"  # how images and audio reach the API
     request_timeout: float = 60.0  # seconds for one HTTP request
     history_settle: float = 20.0  # seconds WaveSpeed's history gets to show an unconfirmed task
+    webhook_url: str = ""  # public base URL WaveSpeed reaches the bot at; empty: polling only
+    webhook_listen: str = "127.0.0.1:8080"  # host:port of the bot's own webhook listener
+    webhook_secret: str = field(default="", repr=False)  # empty: fetched from WaveSpeed at start
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ class Settings:
     @property
     def secrets(self) -> list[str]:
         """Every configured secret, for log redaction."""
-        return [v for v in (self.wavespeed.api_key, self.telegram.token, self.discord.token) if v]
+        return [v for v in (self.wavespeed.api_key, self.wavespeed.webhook_secret, self.telegram.token,
+                            self.discord.token) if v]
 
     def with_wavespeed(self, **changes: Any) -> Settings:
         return replace(self, wavespeed=replace(self.wavespeed, **changes))
@@ -103,6 +108,7 @@ _SECTIONS = {"wavespeed": WaveSpeedSettings, "storage": StorageSettings,
              "discord": DiscordSettings}
 # Environment variables that override a secret in the file.
 _ENV_SECRETS = {("wavespeed", "api_key"): "WAVESPEED_API_KEY",
+                ("wavespeed", "webhook_secret"): "WAVESPEED_WEBHOOK_SECRET",
                 ("telegram", "token"): "TELEGRAM_BOT_TOKEN",
                 ("discord", "token"): "DISCORD_BOT_TOKEN"}
 
@@ -212,6 +218,9 @@ def _check_ranges(s: Settings, source: str) -> None:
         (s.wavespeed.job_timeout > 0, "[wavespeed] job_timeout must be above 0 seconds"),
         (s.wavespeed.request_timeout > 0, "[wavespeed] request_timeout must be above 0 seconds"),
         (s.wavespeed.history_settle >= 0, "[wavespeed] history_settle cannot be negative"),
+        (_webhook_url_ok(s.wavespeed.webhook_url),
+         "[wavespeed] webhook_url must be an https:// URL (http:// only for 127.0.0.1 or localhost)"),
+        (_host_port_ok(s.wavespeed.webhook_listen), "[wavespeed] webhook_listen must be host:port"),
         (s.storage.lease_seconds > 0, "[storage] lease_seconds must be above 0 seconds"),
         (s.wavespeed.base_url.startswith(("http://", "https://")),
          "[wavespeed] base_url must start with http:// or https://"),
@@ -231,6 +240,21 @@ def _check_ranges(s: Settings, source: str) -> None:
     for ok, message in rules:
         if not ok:
             raise ConfigError(f"{source}: {message}.")
+
+
+def _webhook_url_ok(url: str) -> bool:
+    if not url:
+        return True
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    # Plain http only where no one else can listen in: tests and a local reverse proxy.
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def _host_port_ok(listen: str) -> bool:
+    host, _, port = listen.rpartition(":")
+    return bool(host) and port.isascii() and port.isdigit() and 0 <= int(port) <= 65535
 
 
 def _did_you_mean(name: str, choices: typing.Iterable[str]) -> str:

@@ -87,6 +87,7 @@ class Job:
     submit_ended_at: float | None = None  # when that submit went unanswered
     resubmits: int = 0  # submits sent again after WaveSpeed provably had no task
     submit_attempts: int = 0  # submits refused at the door (429, 503), retried later
+    webhook_result: dict[str, Any] | None = None  # the task's end, as its webhook reported it
 
     @property
     def seconds(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,22 @@ def _v3(db: sqlite_utils.Database) -> None:
     jobs.create_index(["prediction_id"])
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    # A task's end as WaveSpeed's webhook reported it (JSON), and when the bot learned
+    # that the video was ready (run times for the poll plan are measured from submit).
+    jobs = db.table("jobs")
+    jobs.add_column("webhook_result", str)
+    jobs.add_column("completed_at", float)
+
+
+def _v5(db: sqlite_utils.Database) -> None:
+    # A job's photo and audio live in files beside the database (the row keeps the path):
+    # megabytes of BLOBs made every write and the file itself heavy.
+    db.table("job_media").add_column("path", str)
+
+
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 IN_FLIGHT = tuple(s.value for s in ACTIVE_STATES if s != JobState.QUEUED)
 
@@ -85,22 +100,102 @@ class LeaseLost(Exception):
     """The job is no longer this process's: another one took it over."""
 
 
+class PendingAsks:
+    """Questions a chat asked a user (e.g. "reply with the voice note"), kept so that the
+    answer still works after a restart; unanswered ones are dropped after a day."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+
+    def put(self, platform: str, chat: object, message_id: object, data: dict[str, Any],
+            now: float) -> None:
+        self.db.execute("delete from pending_asks where created_at < ?", [now - ASK_LIFETIME])
+        self.db.execute("insert or replace into pending_asks (platform, chat, message_id, data, created_at)"
+                        " values (?, ?, ?, ?, ?)", [platform, str(chat), str(message_id), json.dumps(data), now])
+
+    def get(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
+        row = self.db.execute("select data from pending_asks where platform = ? and chat = ? and message_id = ?",
+                              [platform, str(chat), str(message_id)]).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def drop(self, platform: str, chat: object, message_id: object) -> None:
+        self.db.execute("delete from pending_asks where platform = ? and chat = ? and message_id = ?",
+                        [platform, str(chat), str(message_id)])
+
+
+class MediaFiles:
+    """A job's photo and audio, in files beside the database (rows keep their paths),
+    from the moment it is accepted until it ends."""
+
+    def __init__(self, db: sqlite_utils.Database, folder: Path):
+        self.db = db
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def put(self, job_id: int, role: str, mime: str, filename: str, data: bytes) -> None:
+        """Keep a job's photo or audio: the file is written before the row (call it inside
+        the job's transaction, so a failed transaction leaves only an orphan file)."""
+        path = self.folder / f"job-{job_id}-{role}{Path(filename).suffix}"
+        path.write_bytes(data)
+        self.db.execute("insert into job_media (job_id, role, mime, filename, path) values (?, ?, ?, ?, ?)",
+                        [job_id, role, mime, filename, str(path)])
+
+    def get(self, job_id: int) -> dict[str, dict[str, Any]]:
+        """A job's media by role, each with its bytes under "data"."""
+        found = {}
+        cursor = self.db.execute("select role, mime, filename, data, path from job_media where job_id = ?",
+                                 [job_id])
+        for role, mime, filename, data, path in cursor.fetchall():
+            row = {"role": role, "mime": mime, "filename": filename, "data": data, "path": path}
+            if row["path"]:
+                row["data"] = Path(row["path"]).read_bytes()
+            found[row["role"]] = row
+        return found
+
+    def sweep(self) -> int:
+        """Remove media files no unfinished job needs (left by a crash mid-accept)."""
+        active = {job_id for (job_id,) in self.db.execute(
+            f"select id from jobs where {_in('state', ACTIVE)}", list(ACTIVE)).fetchall()}
+        removed = 0
+        for path in self.folder.glob("job-*"):
+            number = path.name.split("-")[1]
+            if not (number.isascii() and number.isdigit() and int(number) in active):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def drop(self, job_id: int) -> None:
+        for (path,) in self.db.execute("select path from job_media where job_id = ? and path is not null",
+                                       [job_id]).fetchall():
+            Path(path).unlink(missing_ok=True)
+        self.db.execute("delete from job_media where job_id = ?", [job_id])
+
+
 class Store:
     """The bot's database. Not thread-safe: one Store per thread or event loop."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if str(path) != ":memory:":
+        in_memory = str(path) == ":memory:"
+        if not in_memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Job media: files beside the database (a temporary folder for an in-memory one).
+        media_dir = Path(tempfile.mkdtemp(prefix="kling-media-")) if in_memory \
+            else self.path.parent / f"{self.path.name}-media"
         # timeout: how long a write waits for another process's lock before failing.
         # isolation_level=None: autocommit. Each statement commits at once unless it runs
         # in transaction(); Python's implicit BEGIN would otherwise hold the write lock
         # after a lone UPDATE until some later commit, blocking every other process.
         self.db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=30, isolation_level=None))
-        if str(path) != ":memory:":
+        if not in_memory:
             self.db.enable_wal()
+            # With WAL, NORMAL loses no committed data on a process crash (only, at worst,
+            # the last transactions on a power cut) and spares an fsync per commit.
+            self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+        self.asks = PendingAsks(self.db)
+        self.files = MediaFiles(self.db, media_dir)
 
     def close(self) -> None:
         self.db.close()
@@ -119,6 +214,18 @@ class Store:
     def _value(self, sql: str, args: list[Any] | None = None) -> Any:
         """The first column of the first row of a query."""
         return self.db.execute(sql, args or []).fetchone()[0]
+
+    def _rows(self, sql: str, args: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts, in plain SQL: the hot path does no schema look-ups."""
+        cursor = self.db.execute(sql, args or [])
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        columns = ", ".join(row)  # names come from code, not users
+        cursor = self.db.execute(f"insert into {table} ({columns}) values ({', '.join('?' * len(row))})",
+                                 list(row.values()))
+        return int(cursor.lastrowid or 0)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
@@ -139,17 +246,18 @@ class Store:
     # --- users and the ledger ----------------------------------------------------
 
     def user(self, key: str) -> dict[str, Any] | None:
-        rows = list(self.db.table("users").rows_where("key = ?", [key]))
+        rows = self._rows("select * from users where key = ?", [key])
         return rows[0] if rows else None
 
     def add_user(self, row: dict[str, Any]) -> None:
-        self.db.table("users").insert(row)
+        self._insert("users", row)
 
     def update_user(self, key: str, **changes: Any) -> None:
-        self.db.table("users").update(key, changes)
+        columns = ", ".join(f"{name} = ?" for name in changes)  # names come from code, not users
+        self.db.execute(f"update users set {columns} where key = ?", [*changes.values(), key])
 
     def add_ledger(self, **entry: Any) -> None:
-        self.db.table("ledger").insert(entry)
+        self._insert("ledger", entry)
 
     def settle(self, job_id: int, outcome: str) -> bool:
         """Mark a job's reservation committed or refunded, once: False if already settled."""
@@ -162,16 +270,16 @@ class Store:
 
     def insert_job(self, row: dict[str, Any]) -> int:
         row = {**row, "reply_to": json.dumps(row["reply_to"]), "inputs": json.dumps(row["inputs"])}
-        return int(self.db.table("jobs").insert(row).last_pk or 0)
+        return self._insert("jobs", row)
 
     def job(self, job_id: int) -> Job | None:
         if not 0 < job_id <= SQLITE_MAX_INT:  # a number typed by a user: no such job
             return None
-        rows = list(self.db.table("jobs").rows_where("id = ?", [job_id]))
+        rows = self._rows("select * from jobs where id = ?", [job_id])
         return _job(rows[0]) if rows else None
 
     def job_row(self, job_id: int) -> dict[str, Any]:
-        return self.db.table("jobs").get(job_id)
+        return self._rows("select * from jobs where id = ?", [job_id])[0]
 
     def update_job(self, job_id: int, *, owner: str | None = None, **changes: Any) -> Job:
         """One write to a job row; returns the job as it now is.
@@ -193,7 +301,8 @@ class Store:
 
     def jobs_where(self, where: str, args: list[Any], order: str = "id",
                    limit: int | None = None) -> list[Job]:
-        return [_job(r) for r in self.db.table("jobs").rows_where(where, args, order_by=order, limit=limit)]
+        bounded = f" limit {int(limit)}" if limit is not None else ""
+        return [_job(r) for r in self._rows(f"select * from jobs where {where} order by {order}{bounded}", args)]
 
     # --- claims: which process drives which job ----------------------------------------
     # A job belongs to the process that accepted it, as a lease the owner renews. A
@@ -251,6 +360,16 @@ class Store:
                           [owner])
         return None if due is None else float(due)
 
+    def record_result(self, job_id: int, prediction_id: str, result: dict[str, Any]) -> Job | None:
+        """Keep a task's end as its webhook reported it, for the job that submitted it
+        (one still waiting for its task); None when no such job waits for it."""
+        if not 0 < job_id <= SQLITE_MAX_INT:
+            return None
+        cursor = self.db.execute(
+            "update jobs set webhook_result = ? where id = ? and state in ('submitting', 'processing')"
+            " and (prediction_id is null or prediction_id = ?)", [json.dumps(result), job_id, prediction_id])
+        return self.job(job_id) if cursor.rowcount == 1 else None
+
     def prediction_taken(self, prediction_id: str) -> bool:
         """Whether some job already follows this WaveSpeed task."""
         return bool(self._value("select count(*) from jobs where prediction_id = ?", [prediction_id]))
@@ -273,10 +392,10 @@ class Store:
             [job_id, job_id]))
 
     def recent_run_seconds(self, model_id: str, duration: str | None, limit: int = 20) -> list[float]:
-        """How long the last finished jobs of a model spent at WaveSpeed."""
+        """How long the last jobs of a model took from submit to a ready video."""
         rows = self.db.execute(
-            "select finished_at - submitted_at, inputs from jobs where model_id = ?"
-            " and state = 'done' and submitted_at is not null order by id desc limit ?",
+            "select completed_at - submitted_at, inputs from jobs where model_id = ?"
+            " and completed_at is not null and submitted_at is not null order by id desc limit ?",
             [model_id, limit * 3]).fetchall()
         return [span for span, inputs in rows
                 if json.loads(inputs).get("duration") == duration][:limit]
@@ -297,37 +416,6 @@ class Store:
             [platform, since, place_key, str(place)]).fetchone()
         return row[0], row[1]
 
-    # --- pending asks -----------------------------------------------------------
-
-    def put_ask(self, platform: str, chat: object, message_id: object, data: dict[str, Any],
-                now: float) -> None:
-        """Remember a question asked in a chat (unanswered ones are dropped after a day)."""
-        self.db.execute("delete from pending_asks where created_at < ?", [now - ASK_LIFETIME])
-        self.db.table("pending_asks").upsert({"platform": platform, "chat": str(chat),
-                                        "message_id": str(message_id), "data": json.dumps(data),
-                                        "created_at": now}, pk=("platform", "chat", "message_id"))
-
-    def ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
-        rows = list(self.db.table("pending_asks").rows_where(
-            "platform = ? and chat = ? and message_id = ?", [platform, str(chat), str(message_id)]))
-        return json.loads(rows[0]["data"]) if rows else None
-
-    def drop_ask(self, platform: str, chat: object, message_id: object) -> None:
-        self.db.execute("delete from pending_asks where platform = ? and chat = ? and message_id = ?",
-                        [platform, str(chat), str(message_id)])
-
-    # --- media ------------------------------------------------------------------
-
-    def put_media(self, job_id: int, role: str, mime: str, filename: str, data: bytes) -> None:
-        self.db.table("job_media").insert({"job_id": job_id, "role": role, "mime": mime,
-                                     "filename": filename, "data": data})
-
-    def media(self, job_id: int) -> dict[str, dict[str, Any]]:
-        return {r["role"]: r for r in self.db.table("job_media").rows_where("job_id = ?", [job_id])}
-
-    def drop_media(self, job_id: int) -> None:
-        self.db.execute("delete from job_media where job_id = ?", [job_id])
-
 
 def _in(column: str, values: tuple[Any, ...]) -> str:
     return f"{column} in ({', '.join('?' * len(values))})"
@@ -344,4 +432,5 @@ def _job(row: dict[str, Any]) -> Job:
         submitted_at=row["submitted_at"], finished_at=row["finished_at"], owner=row["owner"],
         submit_started_at=row["submit_started_at"], submit_ended_at=row["submit_ended_at"],
         resubmits=row["resubmits"] or 0, submit_attempts=row["submit_attempts"] or 0,
+        webhook_result=json.loads(row["webhook_result"]) if row["webhook_result"] else None,
     )

@@ -144,11 +144,13 @@ class WaveSpeedClient:
 
     # --- calls --------------------------------------------------------------
 
-    async def submit(self, model_id: str, inputs: dict[str, Any]) -> Prediction:
-        """Create a task. Raises NotSubmitted, SubmitUncertain, AuthError or BadRequest."""
+    async def submit(self, model_id: str, inputs: dict[str, Any], *, webhook: str | None = None) -> Prediction:
+        """Create a task (WaveSpeed reports its end to ``webhook`` when given).
+        Raises NotSubmitted, SubmitUncertain, AuthError or BadRequest."""
         url = f"{self.base_url}/api/v3/{model_id}"
+        query = {"webhook": webhook} if webhook else None
         try:
-            async with self.session.post(url, json=inputs, headers=self._headers(url)) as resp:
+            async with self.session.post(url, json=inputs, params=query, headers=self._headers(url)) as resp:
                 status, body = resp.status, await _json_or_none(resp)
                 retry_after = _retry_after(resp)
         except aiohttp.ClientConnectorError as err:
@@ -180,6 +182,19 @@ class WaveSpeedClient:
             return Prediction.from_data(data)
 
         return await self._retrying(f"result check for {prediction_id}", check)
+
+    async def webhook_secret(self) -> str:
+        """The account's webhook signing secret (``whsec_...``)."""
+        url = f"{self.base_url}/api/v3/webhook/secret"
+
+        async def fetch() -> str:
+            async with self.session.get(url, headers=self._headers(url)) as resp:
+                data = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
+            if not isinstance(data.get("secret"), str) or not data["secret"]:
+                raise Transient("the webhook secret answer had no secret")
+            return str(data["secret"])
+
+        return await self._retrying("webhook secret", fetch)
 
     async def history(self, model_id: str, created_after: float, created_before: float,
                       *, max_pages: int = 10) -> list[Prediction]:

@@ -40,7 +40,7 @@ async def test_failed_job_refunds_and_says_so(engine, courier, simulator):
     assert engine.balance(user()).total == 10
     assert _ledger(engine, answer.job.id) == ["reserve", "refund"]
     assert engine.store.job(answer.job.id).state == JobState.FAILED
-    assert engine.store.media(answer.job.id) == {}  # the photo is not kept
+    assert engine.store.files.get(answer.job.id) == {}  # the photo is not kept
 
 
 async def test_ten_second_clip_costs_twice_a_five_second_one(engine, courier):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from bot.engine.pipeline import poll_delay
+from bot.engine.follow import PollPlan
 from bot.jobs import JobState
 from bot.wavespeed import WaveSpeedClient
 from tests.conftest import API_KEY, effect_request, user
@@ -122,12 +122,26 @@ async def test_global_limit_on_jobs_at_wavespeed_and_queue_positions(make_engine
     assert positions == [2, 1]
 
 
-def test_poll_schedule_is_sparse_early_dense_near_the_end_and_never_above_the_cap():
-    assert poll_delay(0, expected=120, max_gap=15) == 15
-    assert poll_delay(110, expected=120, max_gap=15) == 5
-    assert poll_delay(120, expected=120, max_gap=15) == 1
-    assert poll_delay(200, expected=120, max_gap=15) == 15
-    assert all(poll_delay(t, 120, 0.05) <= 0.05 for t in range(0, 300, 7))
+def _checks(plan: PollPlan, until: float) -> list[float]:
+    """When a task is checked, from submit until it ends at ``until``."""
+    moments, now = [], 0.0
+    while not moments or moments[-1] < until:
+        now += plan.delay(now)
+        moments.append(now)
+    return moments
+
+
+def test_poll_plan_is_sparse_early_dense_around_the_likely_end_and_never_above_the_cap():
+    fresh = PollPlan(expected=90, spread=45, max_gap=15)  # the catalog's guess for effects
+    checks = _checks(fresh, until=60)  # a 60 s job
+    assert checks[:3] == [15, 30, 45] and len(checks) <= 12
+    assert checks[-1] - 60 <= 3  # seen within 3 s of its end: never a whole poll_interval late
+    learnt = PollPlan(expected=60, spread=1.2, max_gap=15)  # after earlier 60 s jobs
+    checks = _checks(learnt, until=60)
+    assert len(checks) <= 8 and checks[-1] - 60 <= 0.4
+    assert all(fresh.delay(t) <= 15 for t in range(0, 600, 7))
+    assert all(PollPlan(90, 45, 0.05).delay(t) <= 0.05 for t in range(0, 300, 7))
+    assert fresh.delay(400) == 15 and learnt.delay(60.5) == 0.4  # late: back off, up to the cap
 
 
 async def test_result_url_on_another_host_never_receives_the_key(simulator, aiohttp_server):

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot.config import QuotaSettings
 from bot.credits import Credits
 from bot.store import MIGRATIONS, Store
 from tests.conftest import user
+from tests.helpers import settled
 
 
 def test_reopening_keeps_data_and_runs_each_migration_once(tmp_path):
@@ -33,7 +36,23 @@ def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
 
 def test_unanswered_asks_expire_after_a_day(tmp_path):
     store = Store(tmp_path / "bot.sqlite")
-    store.put_ask("telegram", 1, 10, {"prompt": "old"}, now=1000.0)
-    store.put_ask("telegram", 1, 11, {"prompt": "new"}, now=1000.0 + 25 * 3600)
-    assert store.ask("telegram", 1, 10) is None
-    assert store.ask("telegram", 1, 11) == {"prompt": "new"}
+    store.asks.put("telegram", 1, 10, {"prompt": "old"}, now=1000.0)
+    store.asks.put("telegram", 1, 11, {"prompt": "new"}, now=1000.0 + 25 * 3600)
+    assert store.asks.get("telegram", 1, 10) is None
+    assert store.asks.get("telegram", 1, 11) == {"prompt": "new"}
+
+
+async def test_photos_live_in_files_beside_the_database_until_the_job_ends(engine, courier, simulator):
+    from tests.conftest import effect_request
+    from tests.helpers import image_bytes
+    photo = image_bytes(800, 600)
+    engine.store.files.folder.joinpath("job-999-image.jpg").write_bytes(b"left by a crash")
+    await engine.stop()  # accept while stopped: the job waits, its photo on disk
+    await engine.start()
+    answer = await engine.accept(effect_request(image=photo))
+    [(data, path)] = engine.store.db.execute("select data, path from job_media").fetchall()
+    assert data is None and Path(path).read_bytes() == photo
+    assert not engine.store.files.folder.joinpath("job-999-image.jpg").exists()  # swept at start
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    await settled(engine, answer.job.id)
+    assert list(engine.store.files.folder.iterdir()) == []  # gone with the job

@@ -9,6 +9,7 @@ policy behind it; everything they need is a method here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -29,7 +30,8 @@ from bot.engine.scheduler import Scheduler
 from bot.jobs import Accepted, Balance, Courier, GenerationRequest, Job, JobState, Rejected, UserRef
 from bot.media import Media, prepare_audio, prepare_image
 from bot.store import Store
-from bot.wavespeed import WaveSpeedClient
+from bot.wavespeed import Prediction, WaveSpeedClient
+from bot.webhooks import WebhookListener
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class Engine:
         self.client = client
         self.clock = clock
         self._closed = False
+        self.webhooks: WebhookListener | None = None
         # Who this process is in the jobs table: its claims (leases) carry this name.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.credits = Credits(store, settings.quota, clock)
@@ -69,13 +72,30 @@ class Engine:
     # --- lifecycle ----------------------------------------------------------------
 
     async def start(self, *, resume: bool = True) -> None:
-        """Start scheduling; with resume, pick up unfinished jobs of registered platforms."""
+        """Start scheduling (and the webhook listener, when configured); with resume, pick
+        up unfinished jobs of registered platforms."""
         Path(self.settings.storage.videos_dir).mkdir(parents=True, exist_ok=True)
+        self.store.files.sweep()
+        ws = self.settings.wavespeed
+        if ws.webhook_url and self.webhooks is None:
+            secret = ws.webhook_secret or await self.client.webhook_secret()
+            self.webhooks = WebhookListener(ws.webhook_listen, secret, self._on_webhook)
+            await self.webhooks.start()
         await self.scheduler.start(resume=resume)
 
     async def stop(self) -> None:
         """Stop all work; unfinished jobs stay in the database for the next start."""
         await self.scheduler.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+            self.webhooks = None
+
+    async def _on_webhook(self, job_id: int, prediction: Prediction) -> None:
+        """A verified webhook: keep the task's end with its job and wake whoever follows it."""
+        if self.store.record_result(job_id, prediction.id, dataclasses.asdict(prediction)) is None:
+            log.info("webhook for job %s (task %s) ignored: no job waits for it", job_id, prediction.id)
+            return
+        self.pipeline.follower.poke(job_id)
 
     async def close(self) -> None:
         """Stop, then close the database and the HTTP session (a second call does nothing)."""
@@ -119,7 +139,7 @@ class Engine:
                 })
                 self.credits.record(user.key, "reserve", -daily, -bonus, job_id)
                 for role, item in media.items():
-                    self.store.put_media(job_id, role, item.mime, item.filename, item.data)
+                    self.store.files.put(job_id, role, item.mime, item.filename, item.data)
         except OutOfCredits as err:
             return Rejected(str(err))
         self.scheduler.wake()
@@ -171,7 +191,7 @@ class Engine:
             job = self.store.update_job(job_id, state=JobState.CANCELLED, finished_at=self.clock(),
                                         error=CANCELLED)
             self.credits.refund(job, CANCELLED)
-            self.store.drop_media(job_id)
+            self.store.files.drop(job_id)
         text = messages.job_cancelled(job_id, job.cost)
         await self.couriers.fail(job, text)
         await self.scheduler.announce_positions()
@@ -211,10 +231,10 @@ class Engine:
     def remember_ask(self, platform: str, chat: object, message_id: object,
                      data: dict[str, Any]) -> None:
         """Keep a question asked in a chat, so its answer still works after a restart."""
-        self.store.put_ask(platform, chat, message_id, data, self.clock())
+        self.store.asks.put(platform, chat, message_id, data, self.clock())
 
     def pending_ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
-        return self.store.ask(platform, chat, message_id)
+        return self.store.asks.get(platform, chat, message_id)
 
     def forget_ask(self, platform: str, chat: object, message_id: object) -> None:
-        self.store.drop_ask(platform, chat, message_id)
+        self.store.asks.drop(platform, chat, message_id)

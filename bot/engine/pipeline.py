@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from bot import catalog, messages
+from bot import messages
 from bot.config import Settings
 from bot.credits import Credits
 from bot.engine.couriers import Couriers
+from bot.engine.follow import Follower
 from bot.engine.submit import JobFailed, Submitter
 from bot.jobs import Job, JobState, Progress, Video
 from bot.store import LeaseLost, Store
 from bot.wavespeed import (
-    AuthError,
-    Prediction,
     Transient,
     WaveSpeedClient,
     WaveSpeedError,
@@ -33,27 +31,10 @@ from bot.wavespeed import (
 
 log = logging.getLogger(__name__)
 
-MIN_POLL_GAP = 1.0  # seconds: the closest two result checks get, near the expected end
 DOWNLOAD_ATTEMPTS = 4  # tries of one output URL against transient errors
 OUTPUT_REFETCHES = 4  # times a failing output URL is asked for afresh before the job fails
-EMPTY_RESULT_RECHECKS = 3  # a "completed" answer without a video is checked again this often
 DELIVERY_ATTEMPTS = 3
 DELIVERY_TIMEOUT = 600.0  # an upload that hangs longer than this counts as failed
-FINISHED_AT_WAVESPEED = ("failed", "cancelled", "timeout")
-
-
-def poll_delay(elapsed: float, expected: float, max_gap: float) -> float:
-    """Seconds until the next result check: sparse early, dense near the expected end.
-
-    Never more than ``max_gap`` (the configured poll_interval), never less than
-    MIN_POLL_GAP (or max_gap, if that is smaller).
-    """
-    min_gap = min(MIN_POLL_GAP, max_gap)
-    if elapsed < expected:
-        delay = (expected - elapsed) / 2  # halve the distance to the expected end
-    else:
-        delay = (elapsed - expected) / 4  # late: back off slowly
-    return max(min_gap, min(max_gap, delay))
 
 
 class Pipeline:
@@ -70,6 +51,7 @@ class Pipeline:
         self.owner = owner  # this process: every write to a job is fenced by its claim
         self.videos_dir = Path(settings.storage.videos_dir)
         self.submitter = Submitter(settings, store, client, couriers, clock, owner)
+        self.follower = Follower(settings.wavespeed, store, client, couriers, clock)
 
     async def drive(self, job: Job, released: Callable[[int], None]) -> None:
         """Run a job from the step it is in to its end; never raises but for cancellation."""
@@ -101,56 +83,11 @@ class Pipeline:
 
     # --- follow -------------------------------------------------------------------
 
-    def expected_seconds(self, job: Job) -> float:
-        """How long the job should take at WaveSpeed: recent history, else the catalog."""
-        history = self.store.recent_run_seconds(job.model_id, job.inputs.get("duration"))
-        if len(history) >= 3:
-            return statistics.median(history)
-        model = catalog.model_by_id(job.model_id)
-        return model.expected_seconds * (2 if job.inputs.get("duration") == "10" else 1)
-
     async def follow(self, job: Job) -> Job:
-        ws = self.settings.wavespeed
-        expected = self.expected_seconds(job)
-        started = job.submitted_at or job.created_at
-        deadline = started + ws.job_timeout
-        empty_answers = 0
-        while True:
-            now = self.clock()
-            await asyncio.sleep(min(poll_delay(now - started, expected, ws.poll_interval),
-                                    max(0.0, deadline - now)))
-            prediction = await self._check(job)
-            if prediction and prediction.status == "completed":
-                if prediction.outputs:
-                    return self._update(job, state=JobState.DOWNLOADING, output_url=prediction.outputs[0],
-                                        nsfw=int(any(prediction.nsfw)),
-                                        inference_ms=prediction.inference_ms)
-                # Paid for: a "completed" answer without a video is asked again before giving up.
-                empty_answers += 1
-                if empty_answers > EMPTY_RESULT_RECHECKS:
-                    raise JobFailed(messages.NO_VIDEO)
-                log.warning("job %s: completed without a video; checking again", job.id)
-                await asyncio.sleep(backoff(empty_answers, base=1.0, cap=ws.poll_interval))
-                continue
-            if prediction and prediction.status in FINISHED_AT_WAVESPEED:
-                raise JobFailed(messages.model_failed(prediction.error or prediction.status))
-            if self.clock() >= deadline:
-                raise JobFailed(messages.took_too_long(ws.job_timeout))
-            await self.couriers.progress(job, Progress(
-                "generating", elapsed=self.clock() - started, expected=expected))
-
-    async def _check(self, job: Job) -> Prediction | None:
-        """The task's state at WaveSpeed, or None when this check failed transiently."""
-        try:
-            return await self.client.result(job.prediction_id or "", job.result_url)
-        except Transient as err:
-            log.warning("job %s: result check failed (%s); will check again", job.id, err)
-            return None
-        except AuthError as err:
-            log.error("job %s: %s while checking results", job.id, err)
-            raise JobFailed(messages.ACCOUNT_PROBLEM) from None
-        except WaveSpeedError as err:
-            raise JobFailed(messages.lost_track(err)) from None
+        prediction = await self.follower.follow(job)
+        return self._update(job, state=JobState.DOWNLOADING, output_url=prediction.outputs[0],
+                            nsfw=int(any(prediction.nsfw)), inference_ms=prediction.inference_ms,
+                            completed_at=self.clock())
 
     # --- download and deliver -----------------------------------------------------
 
@@ -168,7 +105,7 @@ class Pipeline:
                     raise JobFailed(messages.FETCH_FAILED) from None
                 log.warning("job %s: output failed (%s); asking WaveSpeed for it afresh", job.id, err)
                 await asyncio.sleep(backoff(refetch, base=1.0))
-                fresh = await self._check(job)
+                fresh = await self.follower.check(job)
                 if fresh and fresh.outputs:
                     job = self._update(job, output_url=fresh.outputs[0])
         raise AssertionError("unreachable")
@@ -213,7 +150,7 @@ class Pipeline:
         with self.store.transaction():
             job = self._update(job, state=JobState.DONE, finished_at=self.clock())
             self.credits.commit(job)
-            self.store.drop_media(job.id)
+            self.store.files.drop(job.id)
 
     async def fail(self, job_id: int, reason: str) -> None:
         """End a job as failed, refund it once, and tell its chat why."""
@@ -224,7 +161,7 @@ class Pipeline:
                     return
                 job = self._update(job, state=JobState.FAILED, error=reason, finished_at=self.clock())
                 refunded = self.credits.refund(job, reason)
-                self.store.drop_media(job_id)
+                self.store.files.drop(job_id)
         except LeaseLost:
             log.warning("job %s: not failed here, another process took it over", job_id)
             return

@@ -59,6 +59,10 @@ class Reconciler:
         settled_at = end + self.settings.history_settle
         deadline = job.created_at + self.settings.job_timeout
         while True:
+            if (reported := self._reported(job.id)) is not None:
+                log.warning("job %s: submit unconfirmed; its webhook named task %s: adopting it",
+                            job.id, reported.id)
+                return reported
             candidates = await self._candidates(job, start, end, deadline)
             if candidates is not None and self.clock() >= settled_at:
                 if len(candidates) == 1:
@@ -69,10 +73,17 @@ class Reconciler:
                     log.warning("job %s: submit unconfirmed and no task in WaveSpeed's history: "
                                 "it was not created", job.id)
                     return None
-                log.error("job %s: submit unconfirmed and %d unclaimed tasks fit its window (%s); "
-                          "not guessing", job.id, len(candidates), ", ".join(c.id for c in candidates))
-                raise Ambiguous()
+                if self.settings.webhook_url and self.clock() < deadline:
+                    pass  # the job's own webhook URL will name its task: wait for it
+                else:
+                    log.error("job %s: submit unconfirmed and %d unclaimed tasks fit its window (%s); "
+                              "not guessing", job.id, len(candidates), ", ".join(c.id for c in candidates))
+                    raise Ambiguous()
             await asyncio.sleep(max(0.05, min(HISTORY_RETRY, settled_at - self.clock())))
+
+    def _reported(self, job_id: int) -> Prediction | None:
+        job = self.store.job(job_id)
+        return Prediction(**job.webhook_result) if job and job.webhook_result else None
 
     async def _candidates(self, job: Job, start: float, end: float,
                           deadline: float) -> list[Prediction] | None:

@@ -32,6 +32,7 @@ from bot.wavespeed import (
     backoff,
     data_uri,
 )
+from bot.webhooks import job_url
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ class Submitter:
             raise self._refused(job, err) from None
         job = self._update(job, submit_started_at=self.clock(), submit_ended_at=None)
         try:
-            prediction = await self.client.submit(job.model_id, inputs)
+            webhook = job_url(self.settings.wavespeed.webhook_url, job.id) \
+                if self.settings.wavespeed.webhook_url else None
+            prediction = await self.client.submit(job.model_id, inputs, webhook=webhook)
         except NotSubmitted as err:
             return self._retry_submit_later(job, err, err.retry_after)
         except (SubmitUncertain, Transient) as err:
@@ -129,7 +132,7 @@ class Submitter:
 
     async def _media_refs(self, job: Job) -> dict[str, str]:
         refs = {}
-        for role, item in self.store.media(job.id).items():
+        for role, item in self.store.files.get(job.id).items():
             if self.settings.wavespeed.media == "upload":
                 refs[role] = await self.client.upload(item["data"], item["filename"], item["mime"])
             else:

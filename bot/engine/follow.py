@@ -1,0 +1,165 @@
+"""Following a task at WaveSpeed until its video is ready: webhook first, polls on a plan.
+
+With ``[wavespeed] webhook_url`` set, WaveSpeed reports the task's end to the bot and
+``poke`` wakes the job at once; the database is glanced at every second (a webhook
+may reach another process of the bot) and a sparse safety poll covers a webhook that
+never comes. Without one, result checks follow a ``PollPlan``: sparse until the task's
+likely end, dense around it, backing off after; the likely end is learnt from the
+jobs before (from the first one on), else the catalog's guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot import catalog, messages
+from bot.config import WaveSpeedSettings
+from bot.engine.couriers import Couriers
+from bot.engine.submit import JobFailed
+from bot.jobs import Job, Progress
+from bot.store import Store
+from bot.wavespeed import AuthError, Prediction, Transient, WaveSpeedClient, WaveSpeedError, backoff
+
+log = logging.getLogger(__name__)
+
+DENSE_GAP = (0.4, 3.0)  # seconds between checks around the likely end: at least, at most
+FRESH_SPREAD = 0.5  # without history the end may be half the catalog's guess off either way
+EMPTY_RESULT_RECHECKS = 3  # a "completed" answer without a video is checked again this often
+WEBHOOK_GLANCE = 1.0  # seconds between two looks at the job row for a webhook's result
+FINISHED_AT_WAVESPEED = ("failed", "cancelled", "timeout")
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    """When to check a task: sparse until its likely end, dense around it, backing off after.
+
+    ``expected`` is the likely time from submit to a ready video, ``spread`` how far the
+    end may be from it either way, ``max_gap`` the configured poll_interval: no gap
+    between two checks is ever longer.
+    """
+
+    expected: float
+    spread: float
+    max_gap: float
+
+    @property
+    def dense_gap(self) -> float:
+        low, high = DENSE_GAP
+        return min(self.max_gap, max(low, min(high, self.spread / 15)))
+
+    def delay(self, elapsed: float) -> float:
+        start, end = self.expected - self.spread, self.expected + self.spread
+        if elapsed < start:
+            gap = max(self.dense_gap, start - elapsed)  # straight to the start of the window
+        elif elapsed <= end:
+            gap = self.dense_gap
+        else:
+            gap = max(self.dense_gap, (elapsed - end) / 4)  # late: back off slowly
+        return min(self.max_gap, gap)
+
+
+class Follower:
+    def __init__(self, settings: WaveSpeedSettings, store: Store, client: WaveSpeedClient,
+                 couriers: Couriers, clock: Callable[[], float]):
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.couriers = couriers
+        self.clock = clock
+        self._pokes: dict[int, asyncio.Event] = {}
+
+    def poke(self, job_id: int) -> None:
+        """A webhook reported this job's task: look at once."""
+        if (event := self._pokes.get(job_id)) is not None:
+            event.set()
+
+    def plan(self, job: Job) -> PollPlan:
+        """The poll plan for a job: from the runs of earlier jobs like it, else the catalog."""
+        runs = self.store.recent_run_seconds(job.model_id, job.inputs.get("duration"))
+        if runs:
+            expected = statistics.median(runs)
+            spread = max(1.0, (max(runs) - min(runs)) / 2 + 0.02 * expected)
+        else:
+            model = catalog.model_by_id(job.model_id)
+            expected = model.expected_seconds * (2 if job.inputs.get("duration") == "10" else 1)
+            spread = FRESH_SPREAD * expected
+        return PollPlan(expected, spread, self.settings.poll_interval)
+
+    async def follow(self, job: Job) -> Prediction:
+        """Wait for the task's end; its completed prediction (with a video), or JobFailed."""
+        plan = self.plan(job)
+        origin = job.submitted_at or job.created_at
+        deadline = origin + self.settings.job_timeout
+        # With webhooks, the first check only when the webhook is overdue: past the likely end.
+        next_check = origin + (plan.expected + plan.spread if self.settings.webhook_url else plan.delay(0))
+        empty_answers = 0
+        self._pokes[job.id] = poked = asyncio.Event()
+        try:
+            while True:
+                await self._wait(poked, min(next_check, deadline))
+                prediction = self._reported(job.id)
+                if prediction is None and self.clock() >= min(next_check, deadline):
+                    prediction = await self.check(job)
+                    elapsed = self.clock() - origin
+                    if prediction and prediction.status == "created" and elapsed > plan.expected / 2:
+                        origin = self.clock()  # still queued at WaveSpeed: its run starts later
+                    next_check = self.clock() + (self._safety_gap(plan) if self.settings.webhook_url
+                                                 else plan.delay(self.clock() - origin))
+                if prediction and prediction.status == "completed":
+                    if prediction.outputs:
+                        return prediction
+                    # Paid for: a "completed" answer without a video is asked again first.
+                    empty_answers += 1
+                    if empty_answers > EMPTY_RESULT_RECHECKS:
+                        raise JobFailed(messages.NO_VIDEO)
+                    log.warning("job %s: completed without a video; checking again", job.id)
+                    next_check = self.clock() + backoff(empty_answers, base=1.0, cap=self.settings.poll_interval)
+                    continue
+                if prediction and prediction.status in FINISHED_AT_WAVESPEED:
+                    raise JobFailed(messages.model_failed(prediction.error or prediction.status))
+                if self.clock() >= deadline:
+                    raise JobFailed(messages.took_too_long(self.settings.job_timeout))
+                if prediction is not None:
+                    await self.couriers.progress(job, Progress(
+                        "generating", elapsed=self.clock() - origin, expected=plan.expected))
+        finally:
+            self._pokes.pop(job.id, None)
+
+    def _safety_gap(self, plan: PollPlan) -> float:
+        """With webhooks, checks once the webhook is overdue are sparse."""
+        return max(self.settings.poll_interval, 4 * plan.dense_gap)
+
+    async def _wait(self, poked: asyncio.Event, until: float) -> None:
+        """Sleep until ``until``, a webhook's poke, or (with webhooks) the next glance."""
+        timeout = max(0.0, until - self.clock())
+        if self.settings.webhook_url:
+            timeout = min(timeout, WEBHOOK_GLANCE)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await poked.wait()
+        poked.clear()
+
+    def _reported(self, job_id: int) -> Prediction | None:
+        """The task's end as a webhook reported it (to this process or another), if it did."""
+        if not self.settings.webhook_url:
+            return None
+        job = self.store.job(job_id)
+        return Prediction(**job.webhook_result) if job and job.webhook_result else None
+
+    async def check(self, job: Job) -> Prediction | None:
+        """The task's state at WaveSpeed, or None when this check failed transiently."""
+        try:
+            return await self.client.result(job.prediction_id or "", job.result_url)
+        except Transient as err:
+            log.warning("job %s: result check failed (%s); will check again", job.id, err)
+            return None
+        except AuthError as err:
+            log.error("job %s: %s while checking results", job.id, err)
+            raise JobFailed(messages.ACCOUNT_PROBLEM) from None
+        except WaveSpeedError as err:
+            raise JobFailed(messages.lost_track(err)) from None
