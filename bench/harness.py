@@ -15,7 +15,9 @@ import contextlib
 import io
 import json
 import os
+import random
 import resource
+import socket
 import statistics
 import struct
 import subprocess
@@ -27,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
+
 from bot.config import QuotaSettings, Settings, WaveSpeedSettings, load_settings
 from bot.devtools.clips import sample_photo, zoom_clip
 from bot.devtools.simulator import Simulator
@@ -37,22 +41,22 @@ EFFECT_MODEL = "kwaivgi/kling-effects"  # what every bench job runs (a fixed 5 s
 # --- media ----------------------------------------------------------------------------
 
 def phone_photo(width: int = 4000, height: int = 3000, noise: float = 10.0) -> bytes:
-    """A 12 MP JPEG like a phone's (~4 MB): gradients and shapes, blurred, plus sensor noise."""
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFilter
-
-    rng = np.random.default_rng(1)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    sky = np.stack([90 + 120 * y / height, 160 + 40 * np.sin(x / 300), 230 - 80 * y / height], axis=-1)
-    image = Image.fromarray(sky.clip(0, 255).astype(np.uint8))
+    """A JPEG like a phone's (12 MP: ~4 MB): gradients and shapes, blurred, plus sensor noise.
+    Pillow only, so making it leaves no numpy-sized mark on the peak RSS."""
+    rng = random.Random(1)
+    image = Image.new("RGB", (width, height))
     draw = ImageDraw.Draw(image)
+    for y in range(height):  # sky to ground
+        draw.line([(0, y), (width, y)], fill=(90 + 120 * y // height, 160, 230 - 80 * y // height))
     for _ in range(60):
-        cx, cy, r = int(rng.integers(0, width)), int(rng.integers(0, height)), int(rng.integers(50, 600))
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(3))).astype(np.int16)
-    pixels = pixels + rng.normal(0, noise, (height, width, 1)).astype(np.int16)
+        cx, cy, r = rng.randrange(width), rng.randrange(height), rng.randrange(50, 600)
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    image = image.filter(ImageFilter.GaussianBlur(3))
+    grain = Image.effect_noise((width, height), noise)  # grey noise around 128
+    image = Image.merge("RGB", [ImageChops.add(band, grain, offset=-128) for band in image.split()])
     out = io.BytesIO()
-    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
+    image.save(out, "JPEG", quality=90)
     return out.getvalue()
 
 
@@ -79,6 +83,19 @@ def serve_prepared_video(video: bytes) -> None:
 def has_webhooks() -> bool:
     """Whether this engine has the ``[wavespeed] webhook_url`` setting yet."""
     return "webhook_url" in {f.name for f in fields(WaveSpeedSettings)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def webhook_settings(secret: str = "") -> dict[str, object]:
+    """[wavespeed] settings for a webhook listener on a free local port (secret "": the engine asks)."""
+    port = free_port()
+    return {"webhook_url": f"http://127.0.0.1:{port}", "webhook_listen": f"127.0.0.1:{port}",
+            "webhook_secret": secret}
 
 
 def bench_settings(base_url: str, workdir: Path, **wavespeed: object) -> Settings:
@@ -158,17 +175,21 @@ class StallMeter:
     def __init__(self, tick: float = 0.010):
         self.tick = tick
         self.worst = 0.0
+        self.worst_at = 0.0  # seconds after start() when the worst stall ended
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
             before = loop.time()
             await asyncio.sleep(self.tick)
-            self.worst = max(self.worst, loop.time() - before - self.tick)
+            late = loop.time() - before - self.tick
+            if late > self.worst:
+                self.worst, self.worst_at = late, loop.time() - started
 
     def start(self) -> None:
-        self.worst = 0.0
+        self.worst = self.worst_at = 0.0
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> float:

@@ -12,9 +12,12 @@ processes sharing the file cannot interleave a read-check-write.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import tempfile
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,9 @@ import sqlite_utils
 from bot.jobs import ACTIVE_STATES, Job, JobState
 
 ASK_LIFETIME = 24 * 3600  # seconds an unanswered question in a chat is kept
+STAGED_LIFETIME = 3600  # seconds a staged media file may wait for its job row
 SQLITE_MAX_INT = 2**63 - 1
+JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -90,14 +95,24 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.table("job_media").add_column("path", str)
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    # One job per WaveSpeed task, whatever any process believes.
+    db.execute("create unique index jobs_one_job_per_task on jobs (prediction_id)"
+               " where prediction_id is not null")
+
+
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 IN_FLIGHT = tuple(s.value for s in ACTIVE_STATES if s != JobState.QUEUED)
 
 
 class LeaseLost(Exception):
     """The job is no longer this process's: another one took it over."""
+
+
+class TaskTaken(Exception):
+    """Another job already follows this WaveSpeed task."""
 
 
 class PendingAsks:
@@ -132,11 +147,21 @@ class MediaFiles:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def put(self, job_id: int, role: str, mime: str, filename: str, data: bytes) -> None:
-        """Keep a job's photo or audio: the file is written before the row (call it inside
-        the job's transaction, so a failed transaction leaves only an orphan file)."""
-        path = self.folder / f"job-{job_id}-{role}{Path(filename).suffix}"
+    def stage(self, data: bytes, filename: str) -> Path:
+        """Write media before its job exists (in a worker thread: no disk I/O on the event
+        loop); ``put`` then gives it to the job. Stale staged files are swept."""
+        path = self.folder / f"staged-{uuid.uuid4().hex}{Path(filename).suffix}"
         path.write_bytes(data)
+        return path
+
+    def put(self, job_id: int, role: str, mime: str, filename: str, data: bytes | Path) -> None:
+        """Keep a job's photo or audio (bytes, or a staged file): the file is in place before
+        the row (call it inside the job's transaction; a failed one leaves an orphan file)."""
+        path = self.folder / f"job-{job_id}-{role}{Path(filename).suffix}"
+        if isinstance(data, Path):
+            data.replace(path)
+        else:
+            path.write_bytes(data)
         self.db.execute("insert into job_media (job_id, role, mime, filename, path) values (?, ?, ?, ?, ?)",
                         [job_id, role, mime, filename, str(path)])
 
@@ -157,6 +182,9 @@ class MediaFiles:
         active = {job_id for (job_id,) in self.db.execute(
             f"select id from jobs where {_in('state', ACTIVE)}", list(ACTIVE)).fetchall()}
         removed = 0
+        for path in self.folder.glob("staged-*"):  # an accept's, if fresh; else a crash's
+            if time.time() - path.stat().st_mtime > STAGED_LIFETIME:
+                path.unlink(missing_ok=True)
         for path in self.folder.glob("job-*"):
             number = path.name.split("-")[1]
             if not (number.isascii() and number.isdigit() and int(number) in active):
@@ -165,16 +193,16 @@ class MediaFiles:
         return removed
 
     def drop(self, job_id: int) -> None:
-        for (path,) in self.db.execute("select path from job_media where job_id = ? and path is not null",
+        for (path,) in self.db.execute("delete from job_media where job_id = ? returning path",
                                        [job_id]).fetchall():
-            Path(path).unlink(missing_ok=True)
-        self.db.execute("delete from job_media where job_id = ?", [job_id])
+            if path:
+                Path(path).unlink(missing_ok=True)
 
 
 class Store:
     """The bot's database. Not thread-safe: one Store per thread or event loop."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0):
         self.path = Path(path)
         in_memory = str(path) == ":memory:"
         if not in_memory:
@@ -186,15 +214,18 @@ class Store:
         # isolation_level=None: autocommit. Each statement commits at once unless it runs
         # in transaction(); Python's implicit BEGIN would otherwise hold the write lock
         # after a lone UPDATE until some later commit, blocking every other process.
-        self.db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=30, isolation_level=None))
+        self.db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None))
         if not in_memory:
             self.db.enable_wal()
             # With WAL, NORMAL loses no committed data on a process crash (only, at worst,
             # the last transactions on a power cut) and spares an fsync per commit.
             self.db.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoints (the only fsyncs left) every 16 MB of WAL rather than every 4 MB.
+            self.db.execute("PRAGMA wal_autocheckpoint = 4000")
         self.db.execute("PRAGMA foreign_keys = ON")
         self._migrate()
         self.asks = PendingAsks(self.db)
+        self.claims = Claims(self)
         self.files = MediaFiles(self.db, media_dir)
 
     def close(self) -> None:
@@ -281,8 +312,10 @@ class Store:
     def job_row(self, job_id: int) -> dict[str, Any]:
         return self._rows("select * from jobs where id = ?", [job_id])[0]
 
-    def update_job(self, job_id: int, *, owner: str | None = None, **changes: Any) -> Job:
-        """One write to a job row; returns the job as it now is.
+    def update_job(self, job_id: int, *, owner: str | None = None, known: Job | None = None,
+                   **changes: Any) -> Job:
+        """One write to a job row; returns the job as it now is (``known``, the job as the
+        caller has it, spares reading the row back).
 
         With ``owner``, the write happens only while that process holds the job, and
         LeaseLost says it no longer does (a fence: two processes never both drive it).
@@ -291,10 +324,20 @@ class Store:
             changes["state"] = changes["state"].value
         columns = ", ".join(f"{name} = ?" for name in changes)  # names come from code, not users
         fence = " and owner = ?" if owner else ""
-        cursor = self.db.execute(f"update jobs set {columns} where id = ?{fence}",
-                                 [*changes.values(), job_id, *([owner] if owner else [])])
+        try:
+            cursor = self.db.execute(f"update jobs set {columns} where id = ?{fence}",
+                                     [*changes.values(), job_id, *([owner] if owner else [])])
+        except sqlite3.IntegrityError:
+            raise TaskTaken(changes.get("prediction_id")) from None
         if cursor.rowcount != 1:
             raise LeaseLost(job_id) if owner else KeyError(job_id)
+        if known is not None:
+            kept = {name: value for name, value in changes.items() if name in JOB_FIELDS}
+            if "state" in kept:
+                kept["state"] = JobState(kept["state"])
+            if "nsfw" in kept:
+                kept["nsfw"] = bool(kept["nsfw"])
+            return dataclasses.replace(known, **kept)
         job = self.job(job_id)
         assert job is not None
         return job
@@ -303,62 +346,6 @@ class Store:
                    limit: int | None = None) -> list[Job]:
         bounded = f" limit {int(limit)}" if limit is not None else ""
         return [_job(r) for r in self._rows(f"select * from jobs where {where} order by {order}{bounded}", args)]
-
-    # --- claims: which process drives which job ----------------------------------------
-    # A job belongs to the process that accepted it, as a lease the owner renews. A
-    # process claims only its own queued jobs, and takes over the jobs of a process
-    # whose lease ran out (it died) when it serves their platform. Each claim is one
-    # transaction holding SQLite's write lock, so two processes never claim one job.
-
-    def claim_next(self, owner: str, platforms: list[str], lease_until: float, now: float,
-                   exclude: set[int]) -> Job | None:
-        """Move this process's first due queued job to ``submitting``; None if none is due."""
-        skip = tuple(exclude) or (0,)
-        with self.transaction():
-            job_id = self._value(
-                f"select coalesce(min(id), 0) from jobs where state = 'queued' and owner = ?"
-                f" and {_in('platform', tuple(platforms) or ('',))} and not_before <= ?"
-                f" and id not in ({', '.join('?' * len(skip))})",
-                [owner, *platforms, now, *skip])
-            if not job_id:
-                return None
-            return self.update_job(int(job_id), owner=owner, state=JobState.SUBMITTING.value,
-                                   lease_until=lease_until, updated_at=now)
-
-    def take_over(self, owner: str, platforms: list[str], lease_until: float,
-                  now: float) -> list[Job]:
-        """Take the unfinished jobs of these platforms whose owner's lease ran out."""
-        where = (f"state in ({', '.join('?' * len(ACTIVE))}) and {_in('platform', tuple(platforms))}"
-                 " and (lease_until is null or lease_until < ?)")
-        with self.transaction():
-            taken = self.db.execute(f"select id from jobs where {where}",
-                                    [*ACTIVE, *platforms, now]).fetchall()
-            self.db.execute(f"update jobs set owner = ?, lease_until = ? where {where}",
-                            [owner, lease_until, *ACTIVE, *platforms, now])
-        return [job for (job_id,) in taken if (job := self.job(job_id)) is not None]
-
-    def renew(self, owner: str, lease_until: float) -> set[int]:
-        """Extend this process's claims; returns the ids of the jobs it still holds."""
-        self.db.execute(f"update jobs set lease_until = ? where owner = ? and {_in('state', ACTIVE)}",
-                        [lease_until, owner, *ACTIVE])
-        rows = self.db.execute(f"select id from jobs where owner = ? and {_in('state', ACTIVE)}",
-                               [owner, *ACTIVE]).fetchall()
-        return {job_id for (job_id,) in rows}
-
-    def release(self, owner: str) -> None:
-        """Hand this process's unfinished jobs over at once (a clean stop)."""
-        self.db.execute(f"update jobs set lease_until = 0 where owner = ? and {_in('state', ACTIVE)}",
-                        [owner, *ACTIVE])
-
-    def own_queued(self, owner: str) -> list[Job]:
-        """This process's queued jobs, first come first."""
-        return self.jobs_where("state = 'queued' and owner = ?", [owner])
-
-    def next_due(self, owner: str) -> float | None:
-        """When this process's earliest queued job may start (None: none queued)."""
-        due = self._value("select min(not_before) from jobs where state = 'queued' and owner = ?",
-                          [owner])
-        return None if due is None else float(due)
 
     def record_result(self, job_id: int, prediction_id: str, result: dict[str, Any]) -> Job | None:
         """Keep a task's end as its webhook reported it, for the job that submitted it
@@ -369,6 +356,16 @@ class Store:
             "update jobs set webhook_result = ? where id = ? and state in ('submitting', 'processing')"
             " and (prediction_id is null or prediction_id = ?)", [json.dumps(result), job_id, prediction_id])
         return self.job(job_id) if cursor.rowcount == 1 else None
+
+    def submits_in_window(self, model_id: str, job_id: int, start: float,
+                          end: float) -> list[tuple[float, float | None]]:
+        """(started, ended) of other jobs' submits of a model begun in a window that have
+        no task id yet: their tasks, if any, may be among this window's."""
+        rows = self.db.execute(
+            "select submit_started_at, submit_ended_at from jobs where model_id = ? and id != ?"
+            " and state = 'submitting' and prediction_id is null and submit_started_at between ? and ?",
+            [model_id, job_id, start, end]).fetchall()
+        return [(float(started), None if ended is None else float(ended)) for started, ended in rows]
 
     def prediction_taken(self, prediction_id: str) -> bool:
         """Whether some job already follows this WaveSpeed task."""
@@ -434,3 +431,69 @@ def _job(row: dict[str, Any]) -> Job:
         resubmits=row["resubmits"] or 0, submit_attempts=row["submit_attempts"] or 0,
         webhook_result=json.loads(row["webhook_result"]) if row["webhook_result"] else None,
     )
+
+
+class Claims:
+    """Which process drives which job. A job belongs to the process that accepted it, as a
+    lease the owner renews. A process claims only its own queued jobs, and takes over the
+    jobs of a process whose lease ran out (it died) when it serves their platform. Each
+    claim is one transaction holding SQLite's write lock, so two processes never claim
+    one job; every later write to the job is fenced by ``update_job(..., owner=...)``."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+
+    def claim_next(self, owner: str, platforms: list[str], lease_until: float, now: float,
+                   exclude: set[int]) -> Job | None:
+        """Move this process's first due queued job to ``submitting``; None if none is due."""
+        skip = tuple(exclude) or (0,)
+        with self.store.transaction():
+            job_id = self.store._value(
+                f"select coalesce(min(id), 0) from jobs where state = 'queued' and owner = ?"
+                f" and {_in('platform', tuple(platforms) or ('',))} and not_before <= ?"
+                f" and id not in ({', '.join('?' * len(skip))})",
+                [owner, *platforms, now, *skip])
+            if not job_id:
+                return None
+            return self.store.update_job(int(job_id), owner=owner, state=JobState.SUBMITTING.value,
+                                   lease_until=lease_until, updated_at=now)
+
+    def take_over(self, owner: str, platforms: list[str], lease_until: float,
+                  now: float) -> list[Job]:
+        """Take the unfinished jobs of these platforms whose owner's lease ran out."""
+        where = (f"state in ({', '.join('?' * len(ACTIVE))}) and {_in('platform', tuple(platforms))}"
+                 " and (lease_until is null or lease_until < ?)")
+        with self.store.transaction():
+            taken = self.store.db.execute(f"select id from jobs where {where}",
+                                    [*ACTIVE, *platforms, now]).fetchall()
+            self.store.db.execute(f"update jobs set owner = ?, lease_until = ? where {where}",
+                            [owner, lease_until, *ACTIVE, *platforms, now])
+        return [job for (job_id,) in taken if (job := self.store.job(job_id)) is not None]
+
+    def renew(self, owner: str, lease_until: float) -> set[int]:
+        """Extend this process's claims; returns the ids of the jobs it still holds."""
+        self.store.db.execute(f"update jobs set lease_until = ? where owner = ? and {_in('state', ACTIVE)}",
+                        [lease_until, owner, *ACTIVE])
+        rows = self.store.db.execute(f"select id from jobs where owner = ? and {_in('state', ACTIVE)}",
+                               [owner, *ACTIVE]).fetchall()
+        return {job_id for (job_id,) in rows}
+
+    def release(self, owner: str) -> None:
+        """Hand this process's unfinished jobs over at once (a clean stop)."""
+        self.store.db.execute(f"update jobs set lease_until = 0 where owner = ? and {_in('state', ACTIVE)}",
+                        [owner, *ACTIVE])
+
+    def release_job(self, job_id: int, owner: str) -> None:
+        """Give up one job's claim at once (its driver stopped unexpectedly)."""
+        self.store.db.execute("update jobs set lease_until = 0 where id = ? and owner = ?", [job_id, owner])
+
+    def own_queued(self, owner: str) -> list[Job]:
+        """This process's queued jobs, first come first."""
+        return self.store.jobs_where("state = 'queued' and owner = ?", [owner])
+
+    def next_due(self, owner: str) -> float | None:
+        """When this process's earliest queued job may start (None: none queued)."""
+        due = self.store._value("select min(not_before) from jobs where state = 'queued' and owner = ?",
+                          [owner])
+        return None if due is None else float(due)

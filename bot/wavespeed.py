@@ -90,17 +90,42 @@ class Prediction:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Prediction:
+        """From the API's prediction object; a field of an unexpected type counts as absent
+        (the caller sees no video, no id: asked again, never a crash that refunds a made video)."""
+        urls, timings = _dict(data.get("urls")), _dict(data.get("timings"))
+        inference = timings.get("inference")
         return cls(
-            id=str(data.get("id") or ""),
-            status=str(data.get("status") or "created"),
-            result_url=(data.get("urls") or {}).get("get"),
-            outputs=list(data.get("outputs") or []),
-            nsfw=[bool(x) for x in data.get("has_nsfw_contents") or []],
-            error=str(data.get("error") or ""),
-            inference_ms=(data.get("timings") or {}).get("inference"),
-            model=str(data.get("model") or ""),
+            id=_text(data.get("id")),
+            status=_text(data.get("status")) or "created",
+            result_url=_text(urls.get("get")) or None,
+            outputs=[o for o in _list(data.get("outputs")) if isinstance(o, str) and o],
+            nsfw=[bool(x) for x in _list(data.get("has_nsfw_contents"))],
+            error=_text(data.get("error")),
+            inference_ms=int(inference) if isinstance(inference, (int, float))
+            and not isinstance(inference, bool) and 0 <= inference < 10**9 else None,
+            model=_text(data.get("model")),
             created_at=_unix_time(data.get("created_at")),
         )
+
+    def to_data(self) -> dict[str, Any]:
+        """The API's prediction object again (what a webhook delivered, as stored)."""
+        return {"id": self.id, "status": self.status, "urls": {"get": self.result_url},
+                "outputs": self.outputs, "has_nsfw_contents": self.nsfw, "error": self.error,
+                "timings": {"inference": self.inference_ms}, "model": self.model,
+                "created_at": iso_time(self.created_at) if self.created_at is not None else None}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value) if isinstance(value, int) and \
+        not isinstance(value, bool) else ""
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
@@ -343,6 +368,10 @@ def _unwrap(status: int, body: Any, retry_after: float | None = None) -> dict[st
     """The envelope's ``data``, or the typed error its HTTP status / ``code`` means."""
     envelope = body if isinstance(body, dict) else {}
     code = envelope.get("code", status)
+    if not isinstance(code, int) or isinstance(code, bool):  # an odd envelope: unreadable, not a refusal
+        if status == 200:
+            raise Transient("the answer was not the expected JSON envelope", status=status)
+        code = status
     message = str(envelope.get("message") or f"HTTP {status}")[:300]
     data = envelope.get("data")
     if status == 200 and code == 200 and isinstance(data, dict):

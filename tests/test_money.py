@@ -142,3 +142,39 @@ async def test_a_flaky_api_never_double_submits_nor_refunds_a_made_video(setting
     assert all(job.state == JobState.DONE for job in jobs if job.prediction_id)  # ... and was delivered
     assert sum(kind == "delivered" for kind, _ in outcomes) == len(held) >= 15  # failures: no task made
     assert sum(1 for r in flaky.requests if r["path"] == EFFECTS_SUBMIT) <= 4 * len(jobs)  # bounded
+
+
+async def test_a_single_refused_result_check_does_not_refund_a_made_video(engine, courier, simulator):
+    simulator.fail_next("result", 404, 404, message="prediction not found")  # e.g. a proxy's blip
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    assert engine.balance(user()).total == 9
+
+
+def test_odd_field_types_from_the_api_read_as_absent_not_as_a_crash():
+    from bot.wavespeed import Prediction, Transient, _unwrap
+    odd = Prediction.from_data({"id": 7, "status": None, "urls": "x", "outputs": ["a.mp4", 3, None],
+                                "has_nsfw_contents": True, "timings": {"inference": {"ms": 1}},
+                                "error": {"x": 1}, "created_at": 5})
+    assert (odd.id, odd.status, odd.result_url, odd.outputs, odd.nsfw, odd.inference_ms, odd.error,
+            odd.created_at) == ("7", "created", None, ["a.mp4"], [], None, "", None)
+    with pytest.raises(Transient):  # an envelope whose code is not a number is unreadable
+        _unwrap(200, {"code": None, "data": {"id": "x"}})
+
+
+async def test_a_rival_submit_still_in_flight_in_another_process_is_waited_for(make_engine, courier, simulator):
+    """Process A's submit has made its task but not answered yet; process B's submit of the
+    same model made nothing. B must not take A's task for its own."""
+    first = await make_engine(request_timeout=10.0)
+    second = await make_engine(request_timeout=10.0)
+    simulator.fail_next("submit", kind="accept_hang", delay=4.0)  # A: created, answer late
+    simulator.fail_next("submit", 500, 5000)  # B: refused before any task
+    a = await first.accept(effect_request(who=user(1)))
+    async with asyncio.timeout(10):
+        while not simulator.tasks:
+            await asyncio.sleep(0.02)
+    b = await second.accept(effect_request(who=user(2)))
+    assert [(await courier.outcome(x.job.id, timeout=40))[0] for x in (a, b)] == ["delivered"] * 2
+    jobs = [await settled(first, a.job.id), await settled(second, b.job.id)]
+    assert jobs[0].prediction_id != jobs[1].prediction_id and len(simulator.tasks) == 2
+    assert {j.prediction_id for j in jobs} == set(simulator.tasks)

@@ -107,3 +107,25 @@ def test_webhook_url_must_be_https_but_for_loopback(tmp_path, url, ok):
     else:
         with pytest.raises(ConfigError, match="webhook_url must be an https:// URL"):
             load_settings(config, env={})
+
+
+async def test_a_completed_webhook_without_a_video_prompts_a_check_not_a_refund(make_engine, hooked, courier,
+                                                                               simulator):
+    import json
+    import time
+    engine = await make_engine(hooked)
+    simulator.fail_next("webhook", kind="drop")  # the real one is lost; a bare one arrives
+    answer = await engine.accept(effect_request())
+    async with asyncio.timeout(10):
+        while not (job := engine.store.job(answer.job.id)).prediction_id:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.6)  # the task is done at WaveSpeed by now
+    body = json.dumps({"id": job.prediction_id, "status": "completed", "outputs": []}).encode()
+    stamp = int(time.time())
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{hooked.wavespeed.webhook_url}/wavespeed/jobs/{answer.job.id}", data=body, headers={
+                "webhook-id": "msg_x", "webhook-timestamp": str(stamp),
+                "webhook-signature": simulator.sign("msg_x", stamp, body)}) as resp:
+        assert resp.status == 200
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    assert _result_gets(simulator) >= 1 and engine.balance(user()).total == 9

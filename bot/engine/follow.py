@@ -16,6 +16,7 @@ import logging
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bot import catalog, messages
 from bot.config import WaveSpeedSettings
@@ -32,6 +33,7 @@ FRESH_SPREAD = 0.5  # without history the end may be half the catalog's guess of
 EMPTY_RESULT_RECHECKS = 3  # a "completed" answer without a video is checked again this often
 WEBHOOK_GLANCE = 1.0  # seconds between two looks at the job row for a webhook's result
 FINISHED_AT_WAVESPEED = ("failed", "cancelled", "timeout")
+REFUSALS_BEFORE_GIVING_UP = 3  # 4xx answers to result checks in a row before the job fails
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class Follower:
         self.couriers = couriers
         self.clock = clock
         self._pokes: dict[int, asyncio.Event] = {}
+        self._refusals: dict[int, int] = {}  # result checks refused in a row, per job
+        self._hint_check: dict[int, bool] = {}  # a webhook said something: check at once
+        self._hinted: dict[int, dict[str, Any]] = {}  # the report that last prompted a check
 
     def poke(self, job_id: int) -> None:
         """A webhook reported this job's task: look at once."""
@@ -102,8 +107,9 @@ class Follower:
         try:
             while True:
                 await self._wait(poked, min(next_check, deadline))
-                prediction = self._reported(job.id)
-                if prediction is None and self.clock() >= min(next_check, deadline):
+                prediction = self._reported(job)
+                hinted = self._hint_check.pop(job.id, False)
+                if prediction is None and (hinted or self.clock() >= min(next_check, deadline)):
                     prediction = await self.check(job)
                     elapsed = self.clock() - origin
                     if prediction and prediction.status == "created" and elapsed > plan.expected / 2:
@@ -129,6 +135,9 @@ class Follower:
                         "generating", elapsed=self.clock() - origin, expected=plan.expected))
         finally:
             self._pokes.pop(job.id, None)
+            self._hint_check.pop(job.id, None)
+            self._hinted.pop(job.id, None)
+            self._refusals.pop(job.id, None)
 
     def _safety_gap(self, plan: PollPlan) -> float:
         """With webhooks, checks once the webhook is overdue are sparse."""
@@ -144,22 +153,39 @@ class Follower:
                 await poked.wait()
         poked.clear()
 
-    def _reported(self, job_id: int) -> Prediction | None:
-        """The task's end as a webhook reported it (to this process or another), if it did."""
+    def _reported(self, job: Job) -> Prediction | None:
+        """The task's end as a webhook reported it (to this process or another), when that
+        settles it: a video, or a failure. Anything else only prompts a result check."""
         if not self.settings.webhook_url:
             return None
-        job = self.store.job(job_id)
-        return Prediction(**job.webhook_result) if job and job.webhook_result else None
+        fresh = self.store.job(job.id)
+        if fresh is None or not fresh.webhook_result:
+            return None
+        reported = Prediction.from_data(fresh.webhook_result)
+        if reported.id != job.prediction_id:
+            return None  # about an earlier task of this job
+        if (reported.status == "completed" and reported.outputs) or reported.status in FINISHED_AT_WAVESPEED:
+            return reported
+        if self._hinted.get(job.id) != fresh.webhook_result:  # each such report prompts one check
+            self._hinted[job.id] = fresh.webhook_result
+            self._hint_check[job.id] = True
+        return None
 
     async def check(self, job: Job) -> Prediction | None:
-        """The task's state at WaveSpeed, or None when this check failed transiently."""
+        """The task's state at WaveSpeed, or None when this check failed; a job fails only
+        after several refusals in a row (one 4xx from a proxy must not refund a made video)."""
         try:
-            return await self.client.result(job.prediction_id or "", job.result_url)
+            prediction = await self.client.result(job.prediction_id or "", job.result_url)
         except Transient as err:
             log.warning("job %s: result check failed (%s); will check again", job.id, err)
             return None
-        except AuthError as err:
-            log.error("job %s: %s while checking results", job.id, err)
-            raise JobFailed(messages.ACCOUNT_PROBLEM) from None
         except WaveSpeedError as err:
-            raise JobFailed(messages.lost_track(err)) from None
+            refusals = self._refusals[job.id] = self._refusals.get(job.id, 0) + 1
+            log.warning("job %s: result check refused (%s), %d in a row", job.id, err, refusals)
+            if refusals < REFUSALS_BEFORE_GIVING_UP:
+                return None
+            self._refusals.pop(job.id, None)
+            raise JobFailed(messages.ACCOUNT_PROBLEM if isinstance(err, AuthError)
+                            else messages.lost_track(err)) from None
+        self._refusals.pop(job.id, None)
+        return prediction

@@ -9,7 +9,6 @@ policy behind it; everything they need is a method here.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import secrets
@@ -36,6 +35,7 @@ from bot.webhooks import WebhookListener
 log = logging.getLogger(__name__)
 
 CANCELLED = "owner cancelled"  # the job's error and the ledger note of its refund
+ACCEPTS_AT_ONCE = 4  # requests checked and written concurrently; more wait their turn
 
 
 class Engine:
@@ -48,6 +48,7 @@ class Engine:
         self.client = client
         self.clock = clock
         self._closed = False
+        self._intake = asyncio.Semaphore(ACCEPTS_AT_ONCE)
         self.webhooks: WebhookListener | None = None
         # Who this process is in the jobs table: its claims (leases) carry this name.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -64,7 +65,9 @@ class Engine:
         ws = settings.wavespeed
         client = WaveSpeedClient(ws.base_url, ws.api_key, request_timeout=ws.request_timeout,
                                  retry_cap=min(10.0, ws.poll_interval))
-        return cls(settings, Store(settings.storage.path), client)
+        # A write waits this long for another process's lock: well inside a lease renewal.
+        busy = max(2.0, min(10.0, settings.storage.lease_seconds / 3))
+        return cls(settings, Store(settings.storage.path, busy_timeout=busy), client)
 
     def register(self, platform: str, courier: Courier) -> None:
         self.couriers.register(platform, courier)
@@ -75,7 +78,8 @@ class Engine:
         """Start scheduling (and the webhook listener, when configured); with resume, pick
         up unfinished jobs of registered platforms."""
         Path(self.settings.storage.videos_dir).mkdir(parents=True, exist_ok=True)
-        self.store.files.sweep()
+        with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
+            self.store.files.sweep()
         ws = self.settings.wavespeed
         if ws.webhook_url and self.webhooks is None:
             secret = ws.webhook_secret or await self.client.webhook_secret()
@@ -92,7 +96,7 @@ class Engine:
 
     async def _on_webhook(self, job_id: int, prediction: Prediction) -> None:
         """A verified webhook: keep the task's end with its job and wake whoever follows it."""
-        if self.store.record_result(job_id, prediction.id, dataclasses.asdict(prediction)) is None:
+        if self.store.record_result(job_id, prediction.id, prediction.to_data()) is None:
             log.info("webhook for job %s (task %s) ignored: no job waits for it", job_id, prediction.id)
             return
         self.pipeline.follower.poke(job_id)
@@ -110,15 +114,29 @@ class Engine:
 
     async def accept(self, request: GenerationRequest) -> Accepted | Rejected:
         """Validate, check media, reserve credits and queue the job; or say why not."""
+        # A few at a time: a burst of arrivals queues here instead of piling its database
+        # work into one turn of the event loop (which would stall every chat).
+        async with self._intake:
+            try:
+                model = catalog.resolve_model(request.model, request.kind)
+                params = replace(request.params, has_end_image=request.end_image is not None,
+                                 has_audio=request.audio is not None)
+                inputs = catalog.check_params(model, params)
+                media = await asyncio.to_thread(self._prepare_media, model, request)
+            except ValidationError as err:
+                return Rejected(str(err))
+            staged = await asyncio.to_thread(
+                lambda: {role: self.store.files.stage(item.data, item.filename) for role, item in media.items()})
+            try:
+                return self._queue(request, model, inputs, media, staged)
+            finally:
+                for path in staged.values():
+                    path.unlink(missing_ok=True)  # given to the job by now, unless refused
+
+    def _queue(self, request: GenerationRequest, model: catalog.Model, inputs: dict[str, object],
+               media: dict[str, Media], staged: dict[str, Path]) -> Accepted | Rejected:
+        """Reserve the credits and write the job with its media, in one transaction."""
         user = request.user
-        try:
-            model = catalog.resolve_model(request.model, request.kind)
-            params = replace(request.params, has_end_image=request.end_image is not None,
-                             has_audio=request.audio is not None)
-            inputs = catalog.check_params(model, params)
-            media = await asyncio.to_thread(self._prepare_media, model, request)
-        except ValidationError as err:
-            return Rejected(str(err))
         seconds = media["audio"].seconds if "audio" in media else int(str(inputs.get("duration", 5)))
         cost = cost_of(model, seconds, self.settings.costs)
         now = self.clock()
@@ -139,7 +157,7 @@ class Engine:
                 })
                 self.credits.record(user.key, "reserve", -daily, -bonus, job_id)
                 for role, item in media.items():
-                    self.store.files.put(job_id, role, item.mime, item.filename, item.data)
+                    self.store.files.put(job_id, role, item.mime, item.filename, staged[role])
         except OutOfCredits as err:
             return Rejected(str(err))
         self.scheduler.wake()

@@ -76,7 +76,7 @@ class Pipeline:
             await self.fail(job.id, messages.BOT_ERROR)
 
     def _update(self, job: Job, **changes: object) -> Job:
-        return self.store.update_job(job.id, owner=self.owner, updated_at=self.clock(), **changes)
+        return self.store.update_job(job.id, owner=self.owner, known=job, updated_at=self.clock(), **changes)
 
     async def submit(self, job: Job) -> Job:
         return await self.submitter.submit(job)
@@ -94,7 +94,8 @@ class Pipeline:
     async def download(self, job: Job) -> Job:
         """Fetch the finished video; an output URL that keeps failing is asked for afresh."""
         await self.couriers.progress(job, Progress("downloading"))
-        dest = self.videos_dir / f"job-{job.id}.mp4"
+        # Named by the process too: after a takeover two processes never share a file.
+        dest = self.videos_dir / f"job-{job.id}-{self.owner.rsplit(':', 1)[-1]}.mp4"
         for refetch in range(OUTPUT_REFETCHES + 1):
             try:
                 await self._fetch_output(job, dest)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from bot.config import WaveSpeedSettings
 from bot.jobs import Job
 from bot.store import Store
-from bot.wavespeed import Prediction, Transient, WaveSpeedClient
+from bot.wavespeed import Prediction, WaveSpeedClient, WaveSpeedError
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,9 @@ class Reconciler:
                             job.id, reported.id)
                 return reported
             candidates = await self._candidates(job, start, end, deadline)
-            if candidates is not None and self.clock() >= settled_at:
-                if len(candidates) == 1:
+            rivals = self._rivals(job, start, end)
+            if candidates is not None and self.clock() >= settled_at and rivals != "in flight":
+                if len(candidates) == 1 and rivals == "none":
                     log.warning("job %s: submit unconfirmed; adopting WaveSpeed task %s found in "
                                 "the history", job.id, candidates[0].id)
                     return candidates[0]
@@ -76,20 +77,37 @@ class Reconciler:
                 if self.settings.webhook_url and self.clock() < deadline:
                     pass  # the job's own webhook URL will name its task: wait for it
                 else:
-                    log.error("job %s: submit unconfirmed and %d unclaimed tasks fit its window (%s); "
-                              "not guessing", job.id, len(candidates), ", ".join(c.id for c in candidates))
+                    log.error("job %s: submit unconfirmed and %d unclaimed tasks fit its window (%s)%s; "
+                              "not guessing", job.id, len(candidates), ", ".join(c.id for c in candidates),
+                              " with another job's submit unconfirmed in it" if rivals != "none" else "")
                     raise Ambiguous()
+            elif rivals == "in flight" and self.clock() >= deadline:
+                raise Ambiguous()
             await asyncio.sleep(max(0.05, min(HISTORY_RETRY, settled_at - self.clock())))
+
+    def _rivals(self, job: Job, start: float, end: float) -> str:
+        """Other jobs (of any process) whose submit of this model may have made a task in
+        this window: "in flight" while one still waits for its answer (it may yet claim
+        its task), "unconfirmed" when one never got it (whose task is whose is unknowable),
+        else "none"."""
+        now, longest = self.clock(), self.settings.request_timeout + CLOCK_SKEW
+        found = "none"
+        for started, ended in self.store.submits_in_window(job.model_id, job.id, start - longest, end):
+            if ended is None and now - started < longest:
+                return "in flight"
+            if (ended or started + self.settings.request_timeout) + CLOCK_SKEW >= start:
+                found = "unconfirmed"
+        return found
 
     def _reported(self, job_id: int) -> Prediction | None:
         job = self.store.job(job_id)
-        return Prediction(**job.webhook_result) if job and job.webhook_result else None
+        return Prediction.from_data(job.webhook_result) if job and job.webhook_result else None
 
     async def _candidates(self, job: Job, start: float, end: float,
                           deadline: float) -> list[Prediction] | None:
         try:
             found = await self.client.history(job.model_id, start, end)
-        except Transient as err:
+        except WaveSpeedError as err:  # unreadable for now (a 4xx from a proxy included)
             if self.clock() >= deadline:
                 raise HistoryUnavailable() from None
             log.warning("job %s: history not readable (%s); will look again", job.id, err)

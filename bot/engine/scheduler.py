@@ -41,26 +41,30 @@ class Scheduler:
         self._at_wavespeed: set[int] = set()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()  # queue-position notices
         self._take_over = True
-        self._next_renewal = 0.0
         self._stopping = False
 
     async def start(self, *, resume: bool = True) -> None:
         """Start the loop; with resume, also take over unfinished jobs whose owner is gone."""
         self._take_over = resume
         self._stopping = False
-        self._next_renewal = 0.0
+        self._keep_claims()
+        # Claims are renewed by a task of their own: nothing the loop waits for (a slow
+        # chat, a busy database) may let a live process's leases run out.
+        self._renewer = asyncio.create_task(self._renew_forever(), name="kling-leases")
         self._loop_task = asyncio.create_task(self._run(), name="kling-scheduler")
 
     async def stop(self) -> None:
         """Cancel every job task and hand this process's unfinished jobs over at once."""
         self._stopping = True
-        tasks = [t for t in [self._loop_task, *self._tasks.values()] if t]
+        tasks = [t for t in [self._loop_task, self._renewer, *self._tasks.values(), *self._side_tasks] if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._loop_task = None
-        self.store.release(self.owner)
+        self._loop_task = self._renewer = None
+        self.store.claims.release(self.owner)
 
     def wake(self) -> None:
         """Something changed (a job was queued or left WaveSpeed): look again now."""
@@ -72,11 +76,17 @@ class Scheduler:
     def lease_until(self) -> float:
         return self.clock() + self.lease_seconds
 
+    async def _renew_forever(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                self._keep_claims()
+            except Exception:  # a busy database now must not end renewals for good
+                log.exception("lease renewal failed")
+
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                if self.clock() >= self._next_renewal:
-                    self._keep_claims()
                 await self._fill_slots()
             except Exception:  # a bug here must not stop every future job
                 log.exception("scheduler error")
@@ -87,24 +97,20 @@ class Scheduler:
                     await self._wake.wait()
             self._wake.clear()
 
-    def _sleep_time(self) -> float:
-        wake_at = self._next_renewal
-        due = self.store.next_due(self.owner)
-        if due is not None:
-            wake_at = min(wake_at, due)
-        return max(0.05, wake_at - self.clock())
+    def _sleep_time(self) -> float | None:
+        due = self.store.claims.next_due(self.owner)
+        return None if due is None else max(0.05, due - self.clock())
 
     def _keep_claims(self) -> None:
         """Renew this process's leases, drop jobs it lost, take over orphaned ones."""
-        self._next_renewal = self.clock() + self.lease_seconds / 3
-        held = self.store.renew(self.owner, self.lease_until())
+        held = self.store.claims.renew(self.owner, self.lease_until())
         for job_id in set(self._tasks) - held:
             job = self.store.job(job_id)
             if job is not None and not job.state.finished and job.owner != self.owner:
                 log.warning("job %s: lost to another process; stopping here", job_id)
                 self._tasks[job_id].cancel()
         if self._take_over and self.couriers.platforms:
-            for job in self.store.take_over(self.owner, self.couriers.platforms,
+            for job in self.store.claims.take_over(self.owner, self.couriers.platforms,
                                             self.lease_until(), self.clock()):
                 self._resume(job)
 
@@ -119,19 +125,21 @@ class Scheduler:
     async def _fill_slots(self) -> None:
         started = False
         while len(self._at_wavespeed) < self.max_concurrent:
-            job = self.store.claim_next(self.owner, self.couriers.platforms, self.lease_until(),
+            job = self.store.claims.claim_next(self.owner, self.couriers.platforms, self.lease_until(),
                                         self.clock(), exclude=set(self._tasks))
             if job is None:
                 break
             self._at_wavespeed.add(job.id)
             self._spawn(job)
             started = True
-        if started:
-            await self.announce_positions()
+        if started:  # in the background: a slow chat must not hold up the queue
+            task = asyncio.create_task(self.announce_positions())
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
 
     async def announce_positions(self) -> None:
         """Tell every queued job of this process's its place in line."""
-        for position, job in enumerate(self.store.own_queued(self.owner), start=1):
+        for position, job in enumerate(self.store.claims.own_queued(self.owner), start=1):
             await self.couriers.progress(job, Progress("queued", position=position))
 
     def _spawn(self, job: Job) -> None:
@@ -140,6 +148,12 @@ class Scheduler:
     async def _drive(self, job: Job) -> None:
         try:
             await self.pipeline.drive(job, self._release)
+        except Exception:
+            # Not even its failure could be recorded (e.g. the database stayed locked):
+            # give the claim up, so this process or another takes the job up again.
+            log.exception("job %s: stopped unexpectedly; handing it back", job.id)
+            with contextlib.suppress(Exception):
+                self.store.claims.release_job(job.id, self.owner)
         finally:
             self._tasks.pop(job.id, None)
             self._release(job.id)

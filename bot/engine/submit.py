@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from bot import messages
 from bot.config import Settings
 from bot.engine.couriers import Couriers
 from bot.engine.reconcile import Ambiguous, HistoryUnavailable, Reconciler
 from bot.jobs import Job, JobState, Progress
-from bot.store import Store
+from bot.store import Store, TaskTaken
 from bot.wavespeed import (
     AuthError,
     Moderated,
@@ -55,7 +56,7 @@ class Submitter:
         self.reconciler = Reconciler(client, store, settings.wavespeed, clock)
         self._gates: dict[str, asyncio.Lock] = {}  # per model id
 
-    def _update(self, job: Job, **changes: object) -> Job:
+    def _update(self, job: Job, **changes: Any) -> Job:
         return self.store.update_job(job.id, owner=self.owner, updated_at=self.clock(), **changes)
 
     async def submit(self, job: Job) -> Job:
@@ -108,8 +109,13 @@ class Submitter:
         return JobFailed(messages.api_refused(err))
 
     def _adopt(self, job: Job, prediction: Prediction) -> Job:
-        return self._update(job, state=JobState.PROCESSING, prediction_id=prediction.id,
-                            result_url=prediction.result_url, submitted_at=self.clock())
+        try:
+            return self._update(job, state=JobState.PROCESSING, prediction_id=prediction.id,
+                                result_url=prediction.result_url, submitted_at=self.clock())
+        except TaskTaken:  # never two jobs on one task: the other one shows its video
+            log.error("job %s: task %s already belongs to another job; not following it twice",
+                      job.id, prediction.id)
+            raise JobFailed(messages.SUBMIT_UNCONFIRMED) from None
 
     async def _reconcile(self, job: Job) -> Job:
         """Settle an unconfirmed submit: adopt its task, or clear it to submit again."""
