@@ -101,8 +101,15 @@ def _v6(db: sqlite_utils.Database) -> None:
                " where prediction_id is not null")
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    # Every index is written on every insert: drop the two nothing reads (the unique
+    # one of v6 serves look-ups by task id; no query reads the ledger by user and time).
+    db.execute("drop index if exists idx_jobs_prediction_id")
+    db.execute("drop index if exists idx_ledger_user_key_at")
+
+
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 IN_FLIGHT = tuple(s.value for s in ACTIVE_STATES if s != JobState.QUEUED)
 
@@ -377,9 +384,8 @@ class Store:
                                [user_key, *[s.value for s in states]], order="id desc")[:limit]
 
     def count_active(self, user_key: str) -> int:
-        return self.db.table("jobs").count_where(
-            f"user_key = ? and {_in('state', ACTIVE_STATES)}",
-            [user_key, *[s.value for s in ACTIVE_STATES]])
+        return int(self._value(f"select count(*) from jobs where user_key = ? and {_in('state', ACTIVE)}",
+                               [user_key, *ACTIVE]))
 
     def queue_position(self, job_id: int) -> int:
         """1-based place among queued jobs, first come first served; 0 if not queued."""

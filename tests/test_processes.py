@@ -72,7 +72,12 @@ async def test_twelve_generate_runs_on_one_database_each_get_their_own_video(tmp
         sys.executable, "-m", "adapters", "generate", f"photo{n}.jpg", "--effect", "hula",
         "--config", str(config), "-o", f"out{n}.mp4", cwd=tmp_path, env=_env(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE) for n in range(len(COLOURS))]
-    results = await asyncio.wait_for(asyncio.gather(*(run.communicate() for run in runs)), 120)
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*(run.communicate() for run in runs)), 120)
+    finally:
+        for run in runs:  # a hung run must not outlive the test
+            if run.returncode is None:
+                run.kill()
 
     assert [run.returncode for run in runs] == [0] * len(COLOURS), [err.decode()[-300:] for _, err in results]
     assert [_nearest(_first_frame_colour(tmp_path / f"out{n}.mp4")) for n in range(len(COLOURS))] == \

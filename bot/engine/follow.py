@@ -88,28 +88,31 @@ class Follower:
         runs = self.store.recent_run_seconds(job.model_id, job.inputs.get("duration"))
         if runs:
             expected = statistics.median(runs)
-            spread = max(1.0, (max(runs) - min(runs)) / 2 + 0.02 * expected)
+            spread = max(1.0, (max(runs) - min(runs)) / 2 + 0.03 * expected)
         else:
             model = catalog.model_by_id(job.model_id)
             expected = model.expected_seconds * (2 if job.inputs.get("duration") == "10" else 1)
             spread = FRESH_SPREAD * expected
         return PollPlan(expected, spread, self.settings.poll_interval)
 
-    async def follow(self, job: Job) -> Prediction:
-        """Wait for the task's end; its completed prediction (with a video), or JobFailed."""
+    async def follow(self, job: Job) -> tuple[Prediction, float]:
+        """Wait for the task's end: its completed prediction (with a video) and when it most
+        likely ended (a webhook: now; a poll: halfway since the check before), or JobFailed."""
         plan = self.plan(job)
         origin = job.submitted_at or job.created_at
         deadline = origin + self.settings.job_timeout
         # With webhooks, the first check only when the webhook is overdue: past the likely end.
         next_check = origin + (plan.expected + plan.spread if self.settings.webhook_url else plan.delay(0))
         empty_answers = 0
+        last_check = origin  # when the task was last seen unfinished
         self._pokes[job.id] = poked = asyncio.Event()
         try:
             while True:
                 await self._wait(poked, min(next_check, deadline))
                 prediction = self._reported(job)
                 hinted = self._hint_check.pop(job.id, False)
-                if prediction is None and (hinted or self.clock() >= min(next_check, deadline)):
+                polled = prediction is None and (hinted or self.clock() >= min(next_check, deadline))
+                if polled:
                     prediction = await self.check(job)
                     elapsed = self.clock() - origin
                     if prediction and prediction.status == "created" and elapsed > plan.expected / 2:
@@ -117,8 +120,8 @@ class Follower:
                     next_check = self.clock() + (self._safety_gap(plan) if self.settings.webhook_url
                                                  else plan.delay(self.clock() - origin))
                 if prediction and prediction.status == "completed":
-                    if prediction.outputs:
-                        return prediction
+                    if prediction.outputs:  # learn the run time without the poll's own lag
+                        return prediction, (last_check + self.clock()) / 2 if polled else self.clock()
                     # Paid for: a "completed" answer without a video is asked again first.
                     empty_answers += 1
                     if empty_answers > EMPTY_RESULT_RECHECKS:
@@ -130,6 +133,8 @@ class Follower:
                     raise JobFailed(messages.model_failed(prediction.error or prediction.status))
                 if self.clock() >= deadline:
                     raise JobFailed(messages.took_too_long(self.settings.job_timeout))
+                if polled and prediction is not None:
+                    last_check = self.clock()
                 if prediction is not None:
                     await self.couriers.progress(job, Progress(
                         "generating", elapsed=self.clock() - origin, expected=plan.expected))

@@ -84,10 +84,10 @@ class Pipeline:
     # --- follow -------------------------------------------------------------------
 
     async def follow(self, job: Job) -> Job:
-        prediction = await self.follower.follow(job)
+        prediction, completed_at = await self.follower.follow(job)
         return self._update(job, state=JobState.DOWNLOADING, output_url=prediction.outputs[0],
                             nsfw=int(any(prediction.nsfw)), inference_ms=prediction.inference_ms,
-                            completed_at=self.clock())
+                            completed_at=completed_at)
 
     # --- download and deliver -----------------------------------------------------
 
