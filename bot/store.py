@@ -111,7 +111,6 @@ def _v7(db: sqlite_utils.Database) -> None:
 # Append only: a database at version N runs migrations N+1.. in order.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
-IN_FLIGHT = tuple(s.value for s in ACTIVE_STATES if s != JobState.QUEUED)
 
 
 class LeaseLost(Exception):

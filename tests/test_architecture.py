@@ -91,25 +91,23 @@ def _docstrings(tree: ast.AST) -> set[int]:
             if n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
 
 
-def _logged(tree: ast.AST) -> set[int]:
-    """String nodes inside log calls (log.info(...), log.warning(...)): not for users."""
-    inside = set()
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Name) and node.func.value.id in ("log", "logging")):
-            inside |= {id(n) for n in ast.walk(node)}
-    return inside
+def _is_log_call(node: ast.AST) -> bool:
+    """log.info(...), logging.warning(...): words for the log."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name) and node.func.value.id in ("log", "logging"))
 
 
-def _internal_errors(tree: ast.AST) -> set[int]:
-    """String nodes in ``raise RuntimeError(...)`` / ``OSError(...)``: for the log or for the
-    caller to turn into a message, not shown to users as they are."""
-    inside = set()
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
-                and isinstance(node.exc.func, ast.Name) and node.exc.func.id in ("RuntimeError", "OSError")):
-            inside |= {id(n) for n in ast.walk(node)}
-    return inside
+def _is_internal_error(node: ast.AST) -> bool:
+    """raise RuntimeError(...) / OSError(...): for the log, or for the caller to turn into
+    a message, never shown to users as they are."""
+    return (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+            and isinstance(node.exc.func, ast.Name) and node.exc.func.id in ("RuntimeError", "OSError"))
+
+
+def _not_for_users(tree: ast.AST) -> set[int]:
+    """Every node inside a log call or an internal error."""
+    return {id(inner) for node in ast.walk(tree) if _is_log_call(node) or _is_internal_error(node)
+            for inner in ast.walk(node)}
 
 
 def test_every_user_facing_sentence_is_built_in_messages():
@@ -120,7 +118,7 @@ def test_every_user_facing_sentence_is_built_in_messages():
         if rel(path) in NOT_USER_FACING | {"bot/store.py"} or "devtools" in path.parts:
             continue
         tree = ast.parse(path.read_text())
-        skip = _docstrings(tree) | _logged(tree) | _internal_errors(tree)
+        skip = _docstrings(tree) | _not_for_users(tree)
         for node in ast.walk(tree):
             if (isinstance(node, ast.Constant) and isinstance(node.value, str)
                     and id(node) not in skip and sentence.search(node.value)):
