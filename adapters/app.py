@@ -7,12 +7,13 @@ Each ``run_*`` coroutine is one command of ``kling-bot`` and returns its exit co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import logging
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,10 +100,19 @@ def settings_from(path: Path | None) -> Settings:
     return settings
 
 
-def simulated(settings: Settings, base_url: str, *, storage_dir: Path | None = None) -> Settings:
-    """Point settings at a local simulator; jobs there are short, so poll often."""
+# Seconds the simulator takes to make a finished task's clip, on top of its job time.
+CLIP_ALLOWANCE = 0.3
+# WaveSpeed jobs at once in the demo: one, so a second job visibly waits in the queue.
+DEMO_SLOTS = 1
+
+
+def simulated(settings: Settings, base_url: str, *, job_seconds: float,
+              storage_dir: Path | None = None) -> Settings:
+    """Point settings at a local simulator whose jobs take ``job_seconds``: they are short,
+    so poll often, and their run time is known, so progress bars follow it."""
     settings = settings.with_wavespeed(base_url=base_url, api_key="simulator",
-                                       poll_interval=min(settings.wavespeed.poll_interval, 0.5))
+                                       poll_interval=min(settings.wavespeed.poll_interval, 0.5),
+                                       expected_run_seconds=job_seconds + CLIP_ALLOWANCE)
     if storage_dir is not None:
         settings = replace(settings, storage=replace(
             settings.storage, path=str(storage_dir / "demo.sqlite"),
@@ -115,7 +125,7 @@ async def _backend(settings: Settings, simulate: bool, *, job_seconds: float
     """Settings pointed at a fresh simulator, or checked to have an API key."""
     if simulate:
         simulator = Simulator(job_seconds=job_seconds)
-        return simulated(settings, await simulator.start()), simulator
+        return simulated(settings, await simulator.start(), job_seconds=job_seconds), simulator
     if not settings.wavespeed.api_key:
         fail(messages.NO_API_KEY)
         return None, None
@@ -196,7 +206,8 @@ async def _quietly(step: Coroutine[Any, Any, None]) -> None:
 
 
 async def run_demo(photo_path: Path | None, output_dir: Path, job_seconds: float) -> int:
-    """``kling-bot demo``: the simulator and a terminal chat; a tour when stdin is empty."""
+    """``kling-bot demo``: the simulator and a terminal chat; a tour when stdin is empty.
+    Commands are read while jobs run; at the end of input the running jobs are waited for."""
     defaults = load_settings(None)
     try:
         photo = read_limited(photo_path, max_bytes(defaults.media.max_download_mb), "photo") \
@@ -209,13 +220,15 @@ async def run_demo(photo_path: Path | None, output_dir: Path, job_seconds: float
         return EXIT_USAGE
     simulator = Simulator(job_seconds=job_seconds)
     base_url = await simulator.start()
-    with tempfile.TemporaryDirectory(prefix="kling-demo-") as state:
-        engine = Engine.from_settings(simulated(defaults, base_url, storage_dir=Path(state)))
+    settings = defaults.with_wavespeed(max_concurrent=DEMO_SLOTS)
+    with tempfile.TemporaryDirectory(prefix="kling-demo-") as state, _terminal_restored():
+        engine = Engine.from_settings(simulated(settings, base_url, job_seconds=job_seconds,
+                                                storage_dir=Path(state)))
         courier = ConsoleCourier(sys.stdout, output_dir)
         engine.register(PLATFORM, courier)
         await engine.start()
         chat = ConsoleChat(engine, courier, UserRef(PLATFORM, getpass.getuser(), "you"), photo)
-        print(messages.demo_banner(base_url, output_dir), flush=True)
+        chat.say(messages.demo_banner(base_url, output_dir))
         try:
             await _converse(chat)
         finally:
@@ -225,26 +238,43 @@ async def run_demo(photo_path: Path | None, output_dir: Path, job_seconds: float
 
 
 async def _converse(chat: ConsoleChat) -> None:
+    """Commands from stdin, each handled at once (jobs run meanwhile); the tour when
+    there are none; then the jobs still running are waited for."""
     ran_any = False
-    while (line := await _read_line("> " if sys.stdin.isatty() else "")) is not None:
+    typed = sys.stdin.isatty()  # a terminal echoes what is typed; a pipe's lines are shown
+    while (line := await chat.read_command()) is not None:
         if not line.strip():
             continue
-        if not sys.stdin.isatty():
-            print(f"> {line.strip()}", flush=True)
+        if not typed:
+            chat.say(f"> {line.strip()}")
         ran_any = True
         if not await chat.handle(line):
-            return
+            break
     if not ran_any:  # nothing on stdin (e.g. run from a script): show a tour
         for line in messages.DEMO_TOUR:
-            print(f"> {line}", flush=True)
+            chat.say(f"> {line}")
             await chat.handle(line)
+    await chat.finish()
 
 
-async def _read_line(prompt: str) -> str | None:
+@contextlib.contextmanager
+def _terminal_restored() -> Iterator[None]:
+    """The terminal's settings as they were, even when Ctrl+C ends the demo in the middle
+    of a line being typed (line editing changes them while it reads)."""
     try:
-        return await asyncio.to_thread(input, prompt)
-    except EOFError:
-        return None
+        import termios
+    except ImportError:  # not a POSIX system
+        termios = None  # type: ignore[assignment]
+    saved = None
+    if termios is not None and sys.stdin.isatty():
+        with contextlib.suppress(termios.error, OSError, ValueError):
+            saved = termios.tcgetattr(sys.stdin.fileno())
+    try:
+        yield
+    finally:
+        if termios is not None and saved is not None:
+            with contextlib.suppress(termios.error, OSError, ValueError):
+                termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
 
 
 async def run_generate(config: Path | None, build_request: Callable[[int], GenerationRequest],

@@ -1,23 +1,32 @@
 """The rules every chat courier shares; a platform supplies only its primitives.
 
 A chat shows a job as one status message that is edited as the job moves (throttled
-per stage, newest text wins), then a result post: the video with a caption, a link
-when the video is over the chat's upload limit, or a notice when the NSFW policy
-withholds it. Failures edit the status message, or are posted when it cannot be
-edited any more. A platform courier subclasses ``ChatCourier`` and implements the
-four primitives at the bottom.
+per stage, newest text wins), then a result post: the video with a caption (and the
+platform's result buttons), re-encoded to fit when it is over the chat's upload limit
+(a link only when even that fails), or a notice when the NSFW policy withholds it.
+Failures edit the status message, or are posted when it cannot be edited any more; a
+cancel only edits it (the /cancel answer is the one message). A platform courier
+subclasses ``ChatCourier`` and implements the primitives at the bottom.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from pathlib import Path
 from typing import Protocol
 
 from bot import catalog, messages
 from bot.engine import Engine
 from bot.jobs import Job, Progress, UserRef, Video
+from bot.videofit import fit_video
+
+log = logging.getLogger(__name__)
+
+FIT_MARGIN = 0.98  # aim a little under the upload limit: the request carries more than the file
 
 
 class ChatSettings(Protocol):
@@ -38,8 +47,13 @@ class ChatCourier:
         self.nsfw_policy = settings.nsfw
         self.clock = clock
         self._last_edit: dict[Hashable, tuple[float, str]] = {}  # status -> (when, stage)
+        self._chat_edit: dict[Hashable, float] = {}  # chat -> when any job's progress was last shown
+        self._waiting: dict[Hashable, dict[Hashable, float]] = {}  # chat -> status -> its last edit
         self._latest: dict[Hashable, str] = {}  # the text each status message should end up with
         self._locks: dict[Hashable, asyncio.Lock] = {}
+        # Re-encoding is CPU-heavy: one video at a time per lane. Paid deliveries have a lane
+        # of their own, so free /history re-posts can never hold one up past its timeout.
+        self._lanes = {True: asyncio.Semaphore(1), False: asyncio.Semaphore(1)}
 
     # --- the Courier protocol ------------------------------------------------------
 
@@ -49,22 +63,76 @@ class ChatCourier:
             return
         now = self.clock()
         when, stage = self._last_edit.get(key, (0.0, ""))
-        if stage == update.stage and now - when < self.progress_interval:
+        if stage == update.stage and (now - when < self.progress_interval or self._chat_turn_taken(job, key, when)):
             return  # same stage, too soon: skip rather than queue up edits
         self._last_edit[key] = (now, update.stage)
+        if (chat := self.chat_key(job)) is not None:
+            self._chat_edit[chat] = now
+            self._waiting.get(chat, {}).pop(key, None)
         await self.edit_status(job, messages.job_status(job.id, job.label, update.text()))
 
+    def _chat_turn_taken(self, job: Job, key: Hashable, when: float) -> bool:
+        """In a chat that limits edits, whether this job must wait: the chat's last edit is
+        too recent, or another job there has waited longer (so no job starves)."""
+        chat, gap = self.chat_key(job), self.chat_gap(job)
+        if chat is None or not gap:
+            return False
+        waiting = self._waiting.setdefault(chat, {})
+        busy = self.clock() - self._chat_edit.get(chat, 0.0) < gap
+        if busy or any(since < when for other, since in waiting.items() if other != key):
+            waiting[key] = when
+            return True
+        return False
+
     async def deliver(self, job: Job, video: Video) -> None:
+        await self.show(job, video, paid=True)
+        await self.edit_status(job, messages.job_done(job.id, job.label))
+        self._forget(job)
+
+    async def cancelled(self, job: Job, text: str) -> None:
+        self._forget_throttle(job)
+        await self.edit_status(job, messages.job_status(job.id, job.label, messages.cancelled_status(job.cost)))
+        self._forget(job)
+
+    async def show(self, job: Job, video: Video, *, paid: bool = False) -> None:
+        """Post a job's video where ``job.reply_to`` says (``paid``: its delivery; else a
+        past one again, from /history): withheld by the NSFW policy, re-encoded when over
+        the upload limit, a link when even that cannot fit it."""
         caption = self.addressed(job, messages.caption(job.label, catalog.model_by_id(job.model_id).title))
         if self.withheld(job, video):
             await self.post(job, self.addressed(job, messages.nsfw_withheld(job.id)), None)
-        elif video.size > self.upload_limit(job):
+            return
+        limit = self.upload_limit(job)
+        if video.size <= limit:
+            await self.post(job, caption, video)
+            return
+        fitted = await self._fit(video, int(limit * FIT_MARGIN), self._lanes[paid])
+        if fitted is None:
             await self.post(job, messages.too_big_to_upload(
                 caption, video.size, self.upload_limit_text(job), video.url), None)
-        else:
-            await self.post(job, caption, video)
-        await self.edit_status(job, messages.job_done(job.id, job.label))
-        self._forget(job)
+            return
+        try:
+            await self.post(job, caption, fitted)
+        finally:
+            fitted.path.unlink(missing_ok=True)
+
+    async def _fit(self, video: Video, limit: int, lane: asyncio.Semaphore) -> Video | None:
+        """The video re-encoded under ``limit`` bytes (a new file), or None when it cannot be."""
+        dest = video.path.with_name(f"{video.path.stem}-fit-{secrets.token_hex(4)}{video.path.suffix}")
+        await lane.acquire()
+        # A thread cannot be stopped: when the delivery is cancelled (its timeout), the
+        # encode runs on, holding the lane until it ends, and the file it made is removed.
+        encoding = asyncio.ensure_future(asyncio.to_thread(fit_video, video.path, limit, dest))
+        encoding.add_done_callback(lambda _: lane.release())
+        try:
+            fits = await asyncio.shield(encoding)
+        except asyncio.CancelledError:
+            encoding.add_done_callback(lambda _: dest.unlink(missing_ok=True))
+            raise
+        if not fits:
+            log.info("%s cannot be re-encoded under %d bytes; posting a link", video.path.name, limit)
+            return None
+        return Video(path=Path(dest), size=dest.stat().st_size, nsfw=video.nsfw, url=video.url)
 
     async def fail(self, job: Job, reason: str) -> None:
         self._forget_throttle(job)
@@ -110,6 +178,14 @@ class ChatCourier:
             return
         self._last_edit.pop(key, None)
         self._latest.pop(key, None)
+        if (chat := self.chat_key(job)) is not None:
+            waiting = self._waiting.get(chat)
+            if waiting is not None:
+                waiting.pop(key, None)
+                if not waiting:
+                    del self._waiting[chat]
+            now = self.clock()  # chats quiet for a minute need no memory of their last edit
+            self._chat_edit = {c: at for c, at in self._chat_edit.items() if now - at < 60}
         lock = self._locks.get(key)
         if lock is not None and not lock.locked():
             del self._locks[key]
@@ -123,6 +199,14 @@ class ChatCourier:
     def can_edit(self, job: Job) -> bool:
         """Whether the status message can still be edited."""
         return True
+
+    def chat_key(self, job: Job) -> Hashable | None:
+        """The chat a job's messages go to, when the platform limits messages per chat."""
+        return None
+
+    def chat_gap(self, job: Job) -> float:
+        """Seconds between two progress edits of any jobs in one chat (0: no such limit)."""
+        return 0.0
 
     def addressed(self, job: Job, text: str) -> str:
         """A post's text as addressed to the job's owner (e.g. with a mention)."""

@@ -41,6 +41,9 @@ class Done:
         print("failed:", reason, file=sys.stderr)
         self.finished[job.id] = time.perf_counter()
 
+    async def cancelled(self, job, text) -> None:
+        self.finished[job.id] = time.perf_counter()
+
 
 async def main(jobs: int, concurrent: int, job_seconds: float) -> None:
     sim = Simulator(job_seconds=job_seconds, video_seconds=1.0)

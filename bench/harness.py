@@ -135,6 +135,9 @@ class Recorder:
         if not future.done():
             future.set_exception(RuntimeError(f"job {job.id} failed: {reason}"))
 
+    async def cancelled(self, job, text) -> None:
+        await self.fail(job, text)
+
 
 # --- measuring --------------------------------------------------------------------------
 

@@ -47,6 +47,10 @@ EFFECT_ALIASES: dict[str, str] = {
     "heart": "heart_gesture_1",
 }
 
+def effect_title(name: str) -> str:
+    """The name menus show for an effect (its API spelling stays what is sent)."""
+    return messages.EFFECT_TITLES.get(name) or name.replace("_", " ").capitalize()
+
 
 @dataclass(frozen=True)
 class ImageRule:
@@ -190,6 +194,9 @@ def resolve_effect(name: str) -> str:
         return wanted
     if wanted in EFFECT_ALIASES:
         return EFFECT_ALIASES[wanted]
+    by_title = {_normalise_effect(effect_title(e)): e for e in EFFECTS}
+    if wanted in by_title:
+        return by_title[wanted]
     unquoted = {e.replace("'", ""): e for e in EFFECTS}
     if wanted.replace("'", "") in unquoted:
         return unquoted[wanted.replace("'", "")]
@@ -215,8 +222,8 @@ def search_effects(query: str, limit: int = 25) -> list[str]:
     wanted = _normalise_effect(query)
     if not wanted:
         return list(EFFECTS[:limit])
-    starts = [e for e in EFFECTS if e.startswith(wanted)]
-    contains = [e for e in EFFECTS if wanted in e and e not in starts]
+    starts = [e for e in EFFECTS if e.startswith(wanted) or _normalise_effect(effect_title(e)).startswith(wanted)]
+    contains = [e for e in EFFECTS if e not in starts and (wanted in e or wanted in _normalise_effect(effect_title(e)))]
     close = [e for e in suggest_effects(query, limit) if e not in starts + contains]
     return (starts + contains + close)[:limit]
 

@@ -35,6 +35,9 @@ class WaveSpeedSettings:
     webhook_url: str = ""  # public base URL WaveSpeed reaches the bot at; empty: polling only
     webhook_listen: str = "127.0.0.1:8080"  # host:port of the bot's own webhook listener
     webhook_secret: str = field(default="", repr=False)  # empty: fetched from WaveSpeed at start
+    # How long a job runs at WaveSpeed, when known in advance (the simulator's job time);
+    # 0: learnt from the jobs before, else the catalog's guess.
+    expected_run_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class StorageSettings:
     path: str = "kling-bot.sqlite"  # the SQLite file
     videos_dir: str = "videos"  # finished MP4s, until delivered
     lease_seconds: float = 30.0  # a job whose process stops renewing is taken over after this
+    keep_days: float = 7.0  # a delivered job's photo and settings, for its result buttons
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,8 @@ class QuotaSettings:
 @dataclass(frozen=True)
 class MediaSettings:
     max_download_mb: float = 20.0  # largest photo or audio file the bot accepts
-    max_audio_seconds: float = 60.0
+    # 30 s of avatar audio costs 6 credits by default: within a day's 10 (60 s would not be).
+    max_audio_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,8 @@ def _check_ranges(s: Settings, source: str) -> None:
          "[wavespeed] webhook_url must be an https:// URL (http:// only for 127.0.0.1 or localhost)"),
         (_host_port_ok(s.wavespeed.webhook_listen), "[wavespeed] webhook_listen must be host:port"),
         (s.storage.lease_seconds > 0, "[storage] lease_seconds must be above 0 seconds"),
+        (s.storage.keep_days >= 0, "[storage] keep_days cannot be negative"),
+        (s.wavespeed.expected_run_seconds >= 0, "[wavespeed] expected_run_seconds cannot be negative"),
         (s.wavespeed.base_url.startswith(("http://", "https://")),
          "[wavespeed] base_url must start with http:// or https://"),
         (s.quota.daily_credits >= 0, "[quota] daily_credits cannot be negative"),

@@ -132,8 +132,15 @@ class Progress:
             return None
         return min(0.95, self.elapsed / self.expected)
 
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left by the engine's estimate (negative: running late)."""
+        if self.stage != "generating" or not self.expected:
+            return None
+        return self.expected - self.elapsed
+
     def text(self) -> str:
-        return messages.progress(self.stage, self.position, self.elapsed)
+        return messages.progress(self.stage, self.position, self.elapsed, self.fraction, self.remaining)
 
 
 @dataclass(frozen=True)
@@ -168,3 +175,7 @@ class Courier(Protocol):
     async def deliver(self, job: Job, video: Video) -> None: ...
 
     async def fail(self, job: Job, reason: str) -> None: ...
+
+    async def cancelled(self, job: Job, text: str) -> None:
+        """The owner cancelled the job; ``text`` already answered the command."""
+        ...

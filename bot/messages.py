@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 # --- small pieces ---------------------------------------------------------------
 
@@ -32,6 +32,19 @@ def _either(values: Iterable[object]) -> str:
     return " or ".join(str(v) for v in values)
 
 
+# Readable effect names for menus where the API's spelling (bot.catalog.EFFECTS) is odd or
+# glued together; every other effect reads as its spelling with spaces ("Jelly press").
+EFFECT_TITLES: dict[str, str] = {
+    "let's_ride": "Let's ride", "boylfriend": "Boyfriend", "offic_escape_plow": "Office escape plow",
+    "heart_gesture_1": "Heart gesture", "felt_felt": "Felt", "jumpdrop": "Jump drop",
+    "splashsplash": "Splash", "surfsurf": "Surf", "skateskate": "Skate", "plushcut": "Plush cut",
+    "pixelpixel": "Pixel", "rocketrocket": "Rocket", "bloombloom": "Bloom", "dizzydizzy": "Dizzy",
+    "fuzzyfuzzy": "Fuzzy", "smoke_smoke": "Smoke", "cry_cry": "Cry", "jazz_jazz": "Jazz",
+    "fly_fly": "Fly", "swing_swing": "Swing", "ski_ski": "Ski", "wig_out": "Wig out",
+}
+
+
+
 # --- commands and options: names and descriptions every front end shows ----------
 
 COMMANDS: dict[str, str] = {
@@ -43,6 +56,7 @@ COMMANDS: dict[str, str] = {
     "jobs": "Your jobs",
     "cancel": "Cancel a queued job of yours",
     "help": "How to use the bot",
+    "history": "Your recent videos, to post one again",
     "credits": "Manage credits (admins)",
     "credits grant": "Give a member lasting extra credits",
     "credits set": "Set how many credits a member has now",
@@ -86,19 +100,19 @@ def animate_options(models: Sequence[str], durations: Sequence[int]) -> str:
 INTRO = "I turn a photo into a short Kling AI video."
 
 
-def telegram_help(options: str) -> str:
-    return f"""{INTRO}
+def telegram_help(options: str, prices: str = "") -> str:
+    return f"""{INTRO}{" " * bool(prices)}{prices}
 
 /effect hula: send a photo with this caption, or reply it to any photo. \
 /effect alone, as a reply to a photo, shows a menu of effects.
 /animate a cat dances: the same, with your own prompt. Options: {options}
 /avatar [prompt]: reply it to a photo, then answer my message with a voice note or audio file: the photo speaks it.
 
-/effects: all effect names · /quota: your credits · /jobs: your jobs · /cancel N: cancel a queued job"""
+/effects: the effect menu · /quota: your credits · /jobs: your jobs · /cancel N: cancel a queued job"""
 
 
-def discord_help(effect_count: int) -> str:
-    return f"""{INTRO}
+def discord_help(effect_count: int, prices: str = "") -> str:
+    return f"""{INTRO}{" " * bool(prices)}{prices}
 **/effect** scene image: one of the {effect_count} effects (start typing to search).
 **/animate** image prompt [model] [duration] [negative_prompt] [guidance] [end_image]
 **/avatar** image audio [prompt]: the photo speaks the audio.
@@ -106,8 +120,9 @@ Right-click a message with a photo > Apps > **{COMMANDS['context menu']}** to pi
 **/quota** your credits · **/jobs** your jobs · **/cancel** a queued job · **/effects** all effects"""
 
 
-def console_help(effect_count: int, options: str) -> str:
-    return f"""Commands (a photo is a file path; without one the current photo is used):
+def console_help(effect_count: int, options: str, prices: str = "") -> str:
+    return f"""{prices}
+Commands (a photo is a file path; without one the current photo is used):
   /effect NAME [PHOTO]            one of the {effect_count} Kling effects, e.g. /effect hula
   /animate [PHOTO] PROMPT         animate the photo as the prompt says
         options: {options}
@@ -119,6 +134,39 @@ def console_help(effect_count: int, options: str) -> str:
 def effects_list(names: Sequence[str], columns: int = 4) -> str:
     lines = [", ".join(names[i:i + columns]) for i in range(0, len(names), columns)]
     return f"{len(names)} effects:\n" + "\n".join(lines)
+
+
+# --- prices and first contact --------------------------------------------------------
+
+def price(cost: int, per_seconds: int | None) -> str:
+    """``1 credit`` for a fixed-length clip, ``1 credit per 5 s`` for a priced length."""
+    return credits(cost) + (f" per {per_seconds} s" if per_seconds else "")
+
+
+def price_table(pairs: Sequence[tuple[int, int]]) -> str:
+    """Prices by clip length: ``4 credits for 5 s, 7 credits for 10 s``."""
+    return ", ".join(f"{credits(cost)} for {seconds} s" for seconds, cost in pairs)
+
+
+def price_list(items: Sequence[tuple[str, str]]) -> str:
+    """``Prices: effect 1 credit · v2.1 1 credit per 5 s · …`` from (what, price) pairs."""
+    return "Prices: " + " · ".join(f"{what} {cost}" for what, cost in items) + "."
+
+
+def priced(what: str, cost: int) -> str:
+    """A choice with its cost, for menus and pickers: ``hula (1 credit)``."""
+    return f"{what} ({credits(cost)})"
+
+
+def welcome(name: str, balance_text: str, prices: str, how_to_start: str) -> str:
+    """/start: what the bot does, the user's credits, what things cost, how to begin."""
+    hello = f"Hi {name}! " if name else "Hi! "
+    return f"{hello}{INTRO}\n\n{balance_text}\n{prices}\n\n{how_to_start}"
+
+
+FIRST_PHOTO_HINT = ("Pick an effect for this photo, or reply to it with /animate <what should happen> "
+                    "or /avatar (it speaks a voice note).")
+TEXT_POINTER = "Send me a photo to animate it. /help shows what I can do."
 
 
 # --- refusals before anything is spent ----------------------------------------------
@@ -307,10 +355,11 @@ def usage_today(jobs: int, spent: int) -> str:
 
 # --- a job's life -------------------------------------------------------------------
 
-def job_label(model_key: str, model_title: str, inputs: dict[str, object]) -> str:
-    """The short name a job goes by in every message: ``effect hula``, ``v2.1: a cat…``."""
+def job_label(model_key: str, model_title: str, inputs: dict[str, object], effect_title: str = "") -> str:
+    """The short name a job goes by in every message: ``effect hula``, ``v2.1: a cat…``
+    (an effect by its readable name: ``effect boyfriend``, not the API's ``boylfriend``)."""
     if "effect_scene" in inputs:
-        return f"effect {inputs['effect_scene']}"
+        return f"effect {(effect_title or str(inputs['effect_scene'])).lower()}"
     prompt = str(inputs.get("prompt") or "")
     short = prompt if len(prompt) <= 60 else prompt[:57] + "…"
     return f"{model_key}: {short}" if short else model_title
@@ -322,12 +371,21 @@ def accepted(job_id: int, label: str, position: int, cost: int, left: int) -> st
             f"It costs {credits(cost)}; {left} left.")
 
 
-def progress(stage: str, position: int | None = None, elapsed: float = 0.0) -> str:
+def clock(seconds: float) -> str:
+    minutes, seconds = divmod(max(0, round(seconds)), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def progress(stage: str, position: int | None = None, elapsed: float = 0.0,
+             fraction: float | None = None, remaining: float | None = None) -> str:
     if stage == "queued":
         return "Queued, next in line." if (position or 0) <= 1 else f"Queued, position {position}."
     if stage == "generating":
-        minutes, seconds = divmod(int(elapsed), 60)
-        return f"Generating… {minutes}:{seconds:02d} elapsed."
+        if fraction is None or remaining is None:
+            return f"Generating… {clock(elapsed)} elapsed."
+        if remaining <= 0:
+            return f"Generating… {fraction:.0%}, taking a little longer than usual."
+        return f"Generating… {fraction:.0%}, about {clock(math.ceil(remaining))} left."
     return {"submitting": "Sending to Kling…", "downloading": "Fetching the video…",
             "uploading": "Uploading the video…"}[stage]
 
@@ -398,6 +456,11 @@ def job_already_running(job_id: int) -> str:
 
 def job_cancelled(job_id: int, cost: int) -> str:
     return f"Job {job_id} cancelled; {credits(cost)} refunded."
+
+
+def cancelled_status(cost: int) -> str:
+    """What a cancelled job's status message ends with (after ``Job N (label): ``)."""
+    return f"cancelled; {credits(cost)} refunded."
 
 
 TELEGRAM_CANCEL_USAGE = "Usage: /cancel N (/jobs lists yours)."
@@ -471,16 +534,64 @@ def effect_checking(effect: str) -> str:
     return f"Effect {effect}: checking the photo…"
 
 
-def ask_for_audio(max_seconds: float) -> str:
+def ask_for_audio(max_seconds: float, cost: int | None = None) -> str:
+    price_note = f" It costs {price(cost, 5)} of audio." if cost else ""
     return ("Now reply to this message with a voice note or audio file "
-            f"(up to {max_seconds:g} s) and the photo will say it.")
+            f"(up to {max_seconds:g} s) and the photo will say it.{price_note}")
+
+
+def audio_costs_too_much(seconds: float, cost: int, have: int, affordable: float) -> str:
+    return (f"The audio is {seconds:.0f} s long and costs {credits(cost)}; you have {have}, "
+            f"enough for {affordable:g} s. Send a shorter one.")
+
+
+def avatar_unaffordable(cost: int, have: int) -> str:
+    return (f"A talking photo costs {price(cost, 5)} of audio and you have {credits(have)}. "
+            "/quota says when your credits reset.")
+
+
+# --- results: buttons, history ---------------------------------------------------------
+
+BUTTON_AGAIN = "🔁 Again"
+BUTTON_OTHER_EFFECT = "✨ Another effect"
+BUTTON_PROMPT = "✍️ Animate with a prompt"
+BUTTON_SHOW = "Show"
+ASK_PROMPT = "Reply to this message with what should happen in the video, e.g. 'she waves and smiles'."
+SOURCE_GONE = "The photo of that video is no longer kept. Send it again to make a new one."
+VIDEO_GONE = "That video is no longer available at WaveSpeed (videos are kept for 7 days)."
+def made_no_video(job_id: int, state: str) -> str:
+    return f"Job {job_id} made no video ({state})."
+
+
+NO_HISTORY = "You have no videos yet. Send a photo to make one."
+ALREADY_STARTED = "That button started a video a moment ago; it is on its way."
+
+
+def history_list(jobs: Sequence[tuple[int, str, str, datetime]], now: datetime | None = None) -> str:
+    """/history: (id, label, state, finished at) per recent job, newest first."""
+    if not jobs:
+        return NO_HISTORY
+    now = now or datetime.now(UTC)
+    lines = [f"Job {job_id} ({label}): {state}, {_ago(now - at)}" for job_id, label, state, at in jobs]
+    return "Your recent jobs:\n" + "\n".join(lines)
+
+
+def _ago(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    if minutes < 60:
+        return f"{max(minutes, 1)} min ago"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h ago"
+    return f"{minutes // 1440} days ago"
 
 
 # --- console and command line -------------------------------------------------------
 
 AVATAR_USAGE = "Usage: /avatar PHOTO AUDIO [PROMPT]"
 # What the demo types for the user when standard input is empty.
-DEMO_TOUR = ["/help", "/effect hula", "/animate --duration 5 the sun smiles and waves", "/quota"]
+# The demo runs one job at a time, so job 2 waits in the queue: /jobs shows it, /cancel refunds it.
+DEMO_TOUR = ["/help", "/effect hula", "/animate --duration 5 the sun smiles and waves", "/jobs",
+             "/cancel 2", "/quota"]
 
 
 def using_photo(path: str) -> str:
@@ -539,3 +650,83 @@ def start_failed(what: str, detail: str) -> str:
 def simulator_listening(url: str, job_seconds: float) -> str:
     return (f"WaveSpeed simulator listening on {url} (jobs take {job_seconds:g} s). "
             "Point [wavespeed] base_url at it. Ctrl+C stops.")
+
+
+# --- discord: chat experience (#10) ---
+
+PROMPT_EXAMPLE = "e.g. she waves and smiles"
+TYPE_EFFECT_NAME = "Type a name…"
+DISCORD_PHOTO_GONE = "I can no longer see that photo. Send it again."
+HISTORY_OPTION = "Which video to post again (start typing; leave empty for the list)"
+
+
+def discord_help_more(balance_text: str) -> str:
+    """The end of Discord's /help: the commands added later and the user's credits."""
+    return ("**/history** your recent videos, to post one again\n"
+            f"Or send me a photo (in a DM, or mentioning me) to pick an effect.\n{balance_text}")
+
+
+def model_choice(key: str, cost: int, per_seconds: int) -> str:
+    """A model choice with its price: ``master (4 credits / 5 s)``."""
+    return f"{key} ({credits(cost)} / {per_seconds} s)"
+
+
+def pick_effect_priced(cost: int, have: int) -> str:
+    return f"Pick an effect: each costs {credits(cost)}; you have {have}."
+
+
+def discord_first_photo(cost: int, have: int) -> str:
+    """The answer to a photo sent to the bot (a DM, or a message mentioning it)."""
+    return (f"Pick an effect for this photo ({credits(cost)} each; you have {have}). "
+            "Or use **/animate** with the photo and a prompt, or **/avatar** with the photo "
+            "and a voice clip.")
+
+
+def discord_effects(titles: Sequence[str]) -> str:
+    """/effects on Discord: readable names, and where to pick one."""
+    return (f"{len(titles)} effects. Type **/effect** and start typing a name: matching effects "
+            f"appear as you type.\n{', '.join(titles)}")
+
+
+def history_choice(job_id: int, label: str) -> str:
+    """One of the user's videos in /history's autocomplete (at most 100 characters)."""
+    text = f"Job {job_id}: {label}"
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+# --- telegram: chat experience (#10) ---
+
+TELEGRAM_HOW_TO_START = ("Send me a photo to begin: I'll show you the effects to choose from. "
+                         "/help lists everything else.")
+TELEGRAM_HELP_MORE = "/history: your recent videos, to post one again"
+
+
+def telegram_first_photo(cost: int, have: int) -> str:
+    """The menu under a photo sent without a command."""
+    return f"{FIRST_PHOTO_HINT}\nEffects cost {credits(cost)} each; you have {have}."
+
+
+def telegram_effects_menu(count: int, cost: int, have: int) -> str:
+    """/effects without a photo: tap one, then send the photo."""
+    return (f"{count} effects. Tap one, then send the photo it should animate. "
+            f"Each costs {credits(cost)}; you have {have}.")
+
+
+def telegram_send_photo_for(effect: str) -> str:
+    return f"{effect}: now send the photo as a reply to this message."
+
+
+def telegram_history_button(job_id: int, label: str) -> str:
+    """A /history button (Telegram shows about 60 characters of it)."""
+    text = f"▶ Job {job_id}: {label}"
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+# --- console: chat experience (#10) ---
+
+def console_waiting(job_ids: Sequence[int]) -> str:
+    """The demo's input has ended while jobs still run."""
+    several = len(job_ids) != 1
+    jobs = ", ".join(str(job_id) for job_id in job_ids)
+    return (f"Waiting for job{'s' * several} {jobs} to finish; "
+            f"Ctrl+C quits without {'them' if several else 'it'}.")

@@ -146,7 +146,8 @@ class PendingAsks:
 
 class MediaFiles:
     """A job's photo and audio, in files beside the database (rows keep their paths),
-    from the moment it is accepted until it ends."""
+    from the moment it is accepted until it fails, or for ``[storage] keep_days`` after
+    its video was delivered (its result buttons make new jobs from them)."""
 
     def __init__(self, db: sqlite_utils.Database, folder: Path):
         self.db = db
@@ -183,20 +184,38 @@ class MediaFiles:
             found[row["role"]] = row
         return found
 
+    def has(self, job_id: int, role: str = "image") -> bool:
+        return self.db.execute("select 1 from job_media where job_id = ? and role = ?",
+                               [job_id, role]).fetchone() is not None
+
     def sweep(self) -> int:
-        """Remove media files no unfinished job needs (left by a crash mid-accept)."""
-        active = {job_id for (job_id,) in self.db.execute(
-            f"select id from jobs where {_in('state', ACTIVE)}", list(ACTIVE)).fetchall()}
+        """Remove media files no job row points at (left by a crash mid-accept)."""
+        # By job number, not by path: another process may name the same folder differently.
+        kept = {job_id for (job_id,) in self.db.execute("select distinct job_id from job_media").fetchall()}
         removed = 0
         for path in self.folder.glob("staged-*"):  # an accept's, if fresh; else a crash's
             if time.time() - path.stat().st_mtime > STAGED_LIFETIME:
                 path.unlink(missing_ok=True)
         for path in self.folder.glob("job-*"):
             number = path.name.split("-")[1]
-            if not (number.isascii() and number.isdigit() and int(number) in active):
+            if not (number.isascii() and number.isdecimal() and int(number) in kept):
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+    def expire(self, finished_before: float) -> list[int]:
+        """Forget the photo, audio and typed prompts of jobs that ended before a moment
+        (the model, effect and length stay: run times are learnt from them)."""
+        ended = [job_id for (job_id,) in self.db.execute(
+            f"select id from jobs where finished_at < ? and not {_in('state', ACTIVE)} and"
+            " (id in (select job_id from job_media) or json_extract(inputs, '$.prompt') is not null"
+            " or json_extract(inputs, '$.negative_prompt') is not null)",
+            [finished_before, *ACTIVE]).fetchall()]
+        for job_id in ended:
+            self.drop(job_id)
+            self.db.execute("update jobs set inputs = json_remove(inputs, '$.prompt', '$.negative_prompt')"
+                            " where id = ?", [job_id])
+        return ended
 
     def drop(self, job_id: int) -> None:
         for (path,) in self.db.execute("delete from job_media where job_id = ? returning path",
@@ -381,6 +400,11 @@ class Store:
         states = ACTIVE_STATES if active_only else tuple(JobState)
         return self.jobs_where(f"user_key = ? and {_in('state', states)}",
                                [user_key, *[s.value for s in states]], order="id desc")[:limit]
+
+    def finished_jobs(self, user_key: str, limit: int = 10) -> list[Job]:
+        """A user's ended jobs, newest first."""
+        return self.jobs_where(f"user_key = ? and not {_in('state', ACTIVE)}", [user_key, *ACTIVE],
+                               order="id desc", limit=limit)
 
     def count_active(self, user_key: str) -> int:
         return int(self._value(f"select count(*) from jobs where user_key = ? and {_in('state', ACTIVE)}",

@@ -9,10 +9,22 @@ from bot.config import load_settings
 from bot.devtools.simulator import Simulator
 from bot.engine import Engine
 from bot.jobs import GenerationRequest, UserRef
+from tests import spec_check
 from tests.helpers import RecordingCourier, image_bytes
 
 API_KEY = "ws-test-key-DO-NOT-LEAK-7f3a"
 PLATFORM = "test"
+
+
+@pytest.fixture(autouse=True)
+def chat_traffic_follows_the_specs():
+    """After every test, no fake chat server may have received a request the real service
+    refuses or ignores (tests/spec_check.py), even if the client swallowed the error."""
+    spec_check.forget_watched()
+    yield
+    violations = spec_check.watched_violations()
+    spec_check.forget_watched()
+    assert not violations, "requests the real chat API refuses:\n" + "\n".join(violations)
 
 
 @pytest.fixture

@@ -44,6 +44,9 @@ class FileCourier:
     async def fail(self, job: Job, reason: str) -> None:
         self._write(event="failed", job=job.id, reason=reason)
 
+    async def cancelled(self, job: Job, text: str) -> None:
+        self._write(event="cancelled", job=job.id, text=text)
+
 
 async def main() -> None:
     parser = argparse.ArgumentParser()

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests import spec_check
+
 APP_ID = 900000000000000001
 BOT_ID = 900000000000000002
 GUILD = 800000000000000001
@@ -38,9 +40,16 @@ class FakeDiscord:
         self.calls: list[dict[str, Any]] = []
         self.messages: dict[int, dict[str, Any]] = {}
         self.originals: dict[str, int] = {}  # interaction token -> its response message
+        self.interaction_messages: dict[str, int] = {}  # component interaction token -> its message
         self.attachments: dict[int, bytes] = {}
         self.expired_tokens: set[str] = set()
         self.identify: dict[str, Any] | None = None  # what the client sent to log in
+        # Requests real Discord would refuse (tests/spec_check.py); asserted empty after each test.
+        # A test that sends bad requests on purpose checks and clears them, or sets check_specs.
+        self.violations: list[str] = []
+        self.check_specs = True
+        self.spec = spec_check.DiscordRules()  # acknowledged interactions, upload limits
+        spec_check.watch(self)
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = itertools.count(1)
         self._ids = itertools.count(500000000000000001)
@@ -58,6 +67,7 @@ class FakeDiscord:
         app.router.add_route("*", f"{api}/webhooks/{{app}}/{{token}}/messages/{{mid}}", self._webhook_message)
         app.router.add_post(f"{api}/webhooks/{{app}}/{{token}}", self._followup)
         app.router.add_post(f"{api}/channels/{{cid}}/messages", self._channel_message)
+        app.router.add_get(f"{api}/channels/{{cid}}/messages/{{mid}}", self._get_message)
         app.router.add_get("/attachments/{aid}/{name}", self._attachment)
         app.router.add_get("/gateway", self._gateway)
         self._runner = web.AppRunner(app, access_log=None)
@@ -78,6 +88,7 @@ class FakeDiscord:
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a gateway event (e.g. INTERACTION_CREATE) to every connected client."""
+        self.spec.saw_event(event, data)
         for socket in self._sockets:
             await socket.send_json({"op": 0, "t": event, "s": next(self._seq), "d": data})
 
@@ -115,7 +126,7 @@ class FakeDiscord:
 
     def interaction(self, kind: int, data: dict[str, Any], *, user: int, permissions: str = "0",
                     nsfw: bool = False, size_limit: int = 25 * 1024 * 1024,
-                    message: dict[str, Any] | None = None) -> dict[str, Any]:
+                    message: dict[str, Any] | None = None, dm: int | None = None) -> dict[str, Any]:
         iid = next(self._ids)
         payload = {
             "id": str(iid), "application_id": str(APP_ID), "type": kind, "token": f"itoken-{iid}",
@@ -131,6 +142,14 @@ class FakeDiscord:
         }
         if message is not None:
             payload["message"] = message
+            self.interaction_messages[payload["token"]] = int(message["id"])
+        if dm:  # a direct message: no server, the user instead of a member
+            for key in ("guild_id", "member"):
+                payload.pop(key)
+            payload.update(user=_user(user), channel_id=str(dm), context=1,
+                           channel={"id": str(dm), "type": 1, "recipients": [_user(user)]},
+                           authorizing_integration_owners={"1": str(user)})
+        self.spec.saw_event("INTERACTION_CREATE", payload)  # its upload limit, for the checks
         return payload
 
     def slash(self, name: str, options: list[dict[str, Any]], *, user: int,
@@ -146,8 +165,12 @@ class FakeDiscord:
         return self.interaction(2, data, user=user, **kw)
 
     def user_message(self, user: int, attachments: list[dict[str, Any]] = (),
-                     embeds: list[dict[str, Any]] = ()) -> dict[str, Any]:
-        return self._message(author=_user(user), attachments=list(attachments), embeds=list(embeds))
+                     embeds: list[dict[str, Any]] = (), *, mentions_bot: bool = False,
+                     **fields: Any) -> dict[str, Any]:
+        """A user's message (``fields``: e.g. content, guild_id, channel_id for a DM)."""
+        if mentions_bot:
+            fields.update(mentions=[_user(BOT_ID, bot=True)], content=f"<@{BOT_ID}> {fields.get('content', '')}")
+        return self._message(author=_user(user), attachments=list(attachments), embeds=list(embeds), **fields)
 
     def webhook_tokens_expire(self, token: str) -> None:
         self.expired_tokens.add(token)
@@ -181,6 +204,9 @@ class FakeDiscord:
             text = await request.text()
             call["json"] = json.loads(text) if text else None
         self.calls.append(call)
+        if refusal := spec_check.discord_refusal(self, self.spec, request.method, request.path, call["json"],
+                                                 call["files"].values()):
+            raise refusal
         return call
 
     async def _json(self, request: web.Request, body: Any, status: int = 200) -> web.Response:
@@ -219,6 +245,10 @@ class FakeDiscord:
                                          response_message_ephemeral=bool(data.get("flags", 0) & 64))
             answer["resource"] = {"type": kind, "message": message}
         elif kind == 7:  # update the component's message
+            message = self.messages.get(self.interaction_messages.get(token, 0))
+            if message is not None:
+                data = body.get("data") or {}
+                message.update({k: v for k, v in data.items() if k in ("content", "components")})
             answer["resource"] = {"type": 7}
         return _reply(answer)
 
@@ -250,6 +280,7 @@ class FakeDiscord:
             return refused
         body = call["json"] or {}
         message = self._message(content=body.get("content", ""), flags=body.get("flags", 0),
+                                components=body.get("components", []),
                                 attachments=[{"id": str(next(self._ids)), "filename": name, "size": len(data),
                                               "url": "", "proxy_url": ""} for name, data in call["files"].items()])
         return _reply(message)
@@ -257,7 +288,15 @@ class FakeDiscord:
     async def _channel_message(self, request: web.Request) -> web.Response:
         call = await self._record(request)
         body = call["json"] or {}
-        return _reply(self._message(content=body.get("content", "")))
+        return _reply(self._message(content=body.get("content", ""), components=body.get("components", []),
+                                    channel_id=request.match_info["cid"]))
+
+    async def _get_message(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        message = self.messages.get(int(request.match_info["mid"]))
+        if message is None:
+            return _reply({"code": 10008, "message": "Unknown Message"}, status=404)
+        return _reply(message)
 
     async def _attachment(self, request: web.Request) -> web.Response:
         await self._record(request)

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests import spec_check
+
 BOT_USER = {"id": 777000, "is_bot": True, "first_name": "Kling", "username": "kling_test_bot",
             "can_join_groups": True, "can_read_all_group_messages": False,
             "supports_inline_queries": False}
@@ -28,6 +30,11 @@ class FakeTelegram:
         self.files: dict[str, bytes] = {}
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.floods: dict[str, list[float]] = {}
+        # Calls the real Bot API would refuse or ignore (tests/spec_check.py); asserted empty after
+        # each test. A test that sends bad calls on purpose checks and clears them, or sets check_specs.
+        self.violations: list[str] = []
+        self.check_specs = True
+        spec_check.watch(self)
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(100)
@@ -70,7 +77,7 @@ class FakeTelegram:
                      caption: str | None = None, photo: bytes | None = None,
                      document: tuple[bytes, str] | None = None, voice: bytes | None = None,
                      reply_to: dict[str, Any] | None = None, push: bool = True,
-                     file_size: int | None = None) -> dict[str, Any]:
+                     file_size: int | None = None, voice_seconds: int = 2) -> dict[str, Any]:
         """A message a user sends; queued as an update for the bot unless push=False."""
         message: dict[str, Any] = {
             "message_id": next(self._message_ids), "date": int(time.time()),
@@ -93,7 +100,7 @@ class FakeTelegram:
             data, mime = document
             message["document"] = {**self.add_file(data), "mime_type": mime, "file_name": "f"}
         if voice is not None:
-            message["voice"] = {**self.add_file(voice), "duration": 2, "mime_type": "audio/ogg"}
+            message["voice"] = {**self.add_file(voice), "duration": voice_seconds, "mime_type": "audio/ogg"}
         if reply_to is not None:
             message["reply_to_message"] = {k: v for k, v in reply_to.items() if k != "reply_to_message"}
         self.messages[(chat_id, message["message_id"])] = message
@@ -134,6 +141,8 @@ class FakeTelegram:
         params, files = await _read_params(request)
         if method != "getUpdates":
             self.calls.append({"method": method, "params": params, "files": files, "at": time.monotonic()})
+        if refusal := spec_check.telegram_refusal(self, method, params, files):
+            raise refusal
         if self.floods.get(method):
             retry = self.floods[method].pop(0)
             return web.json_response({
@@ -183,7 +192,8 @@ class FakeTelegram:
         replied = self.messages.get((chat_id, int(reply.get("message_id") or params.get("reply_to_message_id") or 0)))
         if replied:
             message["reply_to_message"] = {k: v for k, v in replied.items() if k != "reply_to_message"}
-        if params.get("reply_markup"):
+        # Messages carry inline keyboards only; a ForceReply or reply keyboard is not echoed.
+        if "inline_keyboard" in (params.get("reply_markup") or {}):
             message["reply_markup"] = params["reply_markup"]
         self.messages[(chat_id, message["message_id"])] = message
         return message
@@ -210,6 +220,12 @@ class FakeTelegram:
         message = self.messages[(int(params["chat_id"]), int(params["message_id"]))]
         message["reply_markup"] = params.get("reply_markup")
         return message
+
+    def _m_deleteMessage(self, params, files):
+        if self.messages.pop((int(params["chat_id"]), int(params["message_id"])), None) is None:
+            return web.json_response({"ok": False, "error_code": 400,
+                                      "description": "Bad Request: message to delete not found"}, status=400)
+        return True
 
     def _m_sendVideo(self, params, files):
         video = files.get("video", b"")

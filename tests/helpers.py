@@ -124,6 +124,7 @@ class RecordingCourier:
     delivered: dict[int, bytes] = field(default_factory=dict)
     delivered_videos: dict[int, Video] = field(default_factory=dict)
     failures: dict[int, str] = field(default_factory=dict)
+    cancellations: dict[int, str] = field(default_factory=dict)
     fail_deliveries: int = 0  # make the next N deliver calls raise, like a flaky chat API
     deliver_calls: int = 0
     _ends: dict[int, asyncio.Future] = field(default_factory=dict)
@@ -148,6 +149,9 @@ class RecordingCourier:
         future = self._future(job.id)
         if not future.done():
             future.set_result(("failed", reason))
+
+    async def cancelled(self, job: Job, text: str) -> None:
+        self.cancellations[job.id] = text
 
     async def outcome(self, job_id: int, timeout: float = 20.0) -> tuple[str, object]:
         return await asyncio.wait_for(asyncio.shield(self._future(job_id)), timeout)

@@ -16,7 +16,8 @@ BOT, ADAPTERS = ROOT / "bot", ROOT / "adapters"
 CHAT_LIBRARIES = ("discord", "telegram")
 # What an adapter may import from the core. The composition root also starts the
 # shipped development servers (the demo's simulator and sample photo).
-ADAPTER_MAY_IMPORT = {"bot.engine", "bot.jobs", "bot.messages", "bot.catalog", "bot.config"}
+# bot.videofit: the shared chat courier re-encodes a video to fit a chat's upload limit.
+ADAPTER_MAY_IMPORT = {"bot.engine", "bot.jobs", "bot.messages", "bot.catalog", "bot.config", "bot.videofit"}
 COMPOSITION_ROOT_MAY_ALSO = {"bot.devtools.simulator", "bot.devtools.clips"}
 SQL = re.compile(r"^\s*(select\s.*\sfrom\s|insert\s+into\s|update\s+\w+\s+set\s|delete\s+from\s"
                  r"|create\s+(table|index)\s|pragma\s|begin\s+immediate)", re.IGNORECASE | re.DOTALL)
@@ -98,10 +99,10 @@ def _is_log_call(node: ast.AST) -> bool:
 
 
 def _is_internal_error(node: ast.AST) -> bool:
-    """raise RuntimeError(...) / OSError(...): for the log, or for the caller to turn into
-    a message, never shown to users as they are."""
-    return (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
-            and isinstance(node.exc.func, ast.Name) and node.exc.func.id in ("RuntimeError", "OSError"))
+    """raise RuntimeError(...) / OSError(...) / ValueError(...): for the log, or for the caller
+    to turn into a message, never shown to users as they are (ValidationError is what is)."""
+    return (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and isinstance(node.exc.func, ast.Name)
+            and node.exc.func.id in ("RuntimeError", "OSError", "ValueError"))
 
 
 def _not_for_users(tree: ast.AST) -> set[int]:

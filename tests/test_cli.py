@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,12 +91,22 @@ def test_config_mistake_is_one_line_naming_the_key(tmp_path):
 
 
 def test_demo_with_no_input_runs_the_tour_and_saves_videos(tmp_path):
+    """The tour queues two jobs (the demo runs one at a time), lists them, cancels the
+    queued one, and ends once the first is saved."""
     done = kling("demo", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "Job 1 queued (effect hula)" in done.stdout
-    assert "You have 8 credits." in done.stdout
+    out = done.stdout.splitlines()
+    assert any(line.startswith("Job 1 queued (effect hula)") for line in out)
+    assert any(line.startswith("Job 2 queued (v2.1: the sun smiles and waves)") for line in out)
+    assert any(line.startswith("Job 2 (v2.1: the sun smiles and waves): queued") for line in out)
+    after_cancel = out[out.index("> /cancel 2") + 1:]
+    assert [line for line in after_cancel if re.search(r"\b[Jj]ob 2\b", line)] == [
+        "Job 2 cancelled; 1 credit refunded."]
+    assert any(line.startswith("You have 9 credits.") for line in out)
+    assert "Waiting for job 1 to finish; Ctrl+C quits without it." in out
+    assert out[-1].startswith("[job 1] done: kling-demo/job-1-effect-hula.mp4")
     videos = sorted((tmp_path / "kling-demo").glob("*.mp4"))
-    assert len(videos) == 2 and all(mp4_info(v.read_bytes())[3] > 1 for v in videos)
+    assert len(videos) == 1 and mp4_info(videos[0].read_bytes())[3] > 1
 
 
 def test_demo_reads_typed_commands(tmp_path):
@@ -105,9 +116,10 @@ def test_demo_reads_typed_commands(tmp_path):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Unknown effect 'hulla'. Did you mean 'hula'?" in out
-    assert "Job 1 queued (effect jelly_press)" in out and "[job 1] done: kling-demo/job-1-effect-jelly-press.mp4" in out
+    assert "Job 1 queued (effect jelly press)" in out and "[job 1] done: kling-demo/job-1-effect-jelly-press.mp4" in out
     assert "Guidance must be between 0 and 1 (got 3)" in out
-    assert "You have no jobs running." in out
+    # /jobs is answered while job 1 runs; /quit then waits for it.
+    assert out.index("Job 1 (effect jelly press): ") < out.index("[job 1] done")
     assert "You have no job 9." in out
 
 

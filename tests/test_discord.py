@@ -96,7 +96,7 @@ async def test_commands_are_synced_to_the_configured_guild(run_discord, fake_dis
     [sync] = fake_discord.to(f"/applications/{APP_ID}/guilds/{GUILD}/commands", "PUT")
     names = sorted(c["name"] for c in sync["json"])
     assert names == sorted(["effect", "animate", "avatar", "quota", "jobs", "cancel", "effects",
-                            "help", "credits", "usage", "Animate with Kling"])
+                            "help", "history", "credits", "usage", "Animate with Kling"])
     credits = next(c for c in sync["json"] if c["name"] == "credits")
     assert int(credits["default_member_permissions"]) == discord.Permissions(manage_guild=True).value
 
@@ -336,7 +336,8 @@ async def test_quota_jobs_cancel_effects_help_are_ephemeral(run_discord, fake_di
     assert answers[0]["content"].startswith("You have 10 credits.")
     assert answers[1]["content"] == "You have no jobs running."
     assert answers[2]["content"] == "You have no job 3."
-    assert answers[3]["content"].startswith("77 effects:")
+    assert answers[3]["content"].startswith("77 effects. Type **/effect** and start typing")
+    assert "Boyfriend" in answers[3]["content"] and "boylfriend" not in answers[3]["content"]
     assert answers[4]["content"].startswith("I turn a photo into a short Kling AI video.")
 
 
@@ -400,7 +401,8 @@ async def test_gateway_login_and_interactions_through_the_configured_gateway(
         _, adapter = await adapter_runner(settings, DiscordAdapter)  # start(): REST login + gateway
         identify = await until(lambda: fake_discord.identify)
         assert identify["token"] == TOKEN
-        assert identify["intents"] == discord.Intents(guilds=True).value  # no privileged intents
+        # no privileged intents: messages in DMs and mentions of the bot come with their content
+        assert identify["intents"] == discord.Intents(guilds=True, dm_messages=True, guild_messages=True).value
         await until(lambda: adapter.client.is_ready())
         payload = fake_discord.slash("quota", [], user=ALICE)
         await fake_discord.dispatch("INTERACTION_CREATE", payload)
@@ -455,3 +457,4 @@ async def test_every_command_and_option_has_a_real_description(run_discord, fake
     animate = next(c for c in commands if c["name"] == "animate")
     model = next(o for o in animate["options"] if o["name"] == "model")
     assert [c["value"] for c in model["choices"]] == ["v1.6", "v2.1", "master"]
+    assert model["choices"][2]["name"] == "master (4 credits / 5 s)"  # the price before spending

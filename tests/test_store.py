@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from bot.config import QuotaSettings
@@ -42,7 +43,7 @@ def test_unanswered_asks_expire_after_a_day(tmp_path):
     assert store.asks.get("telegram", 1, 11) == {"prompt": "new"}
 
 
-async def test_photos_live_in_files_beside_the_database_until_the_job_ends(engine, courier, simulator):
+async def test_photos_live_in_files_beside_the_database_for_the_retention_time(engine, courier, simulator):
     from tests.conftest import effect_request
     from tests.helpers import image_bytes
     photo = image_bytes(800, 600)
@@ -55,4 +56,14 @@ async def test_photos_live_in_files_beside_the_database_until_the_job_ends(engin
     assert not engine.store.files.folder.joinpath("job-999-image.jpg").exists()  # swept at start
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
     await settled(engine, answer.job.id)
-    assert list(engine.store.files.folder.iterdir()) == []  # gone with the job
+    assert [p.name for p in engine.store.files.folder.iterdir()] == ["job-1-image.jpg"]  # for its buttons
+    await engine.stop()
+    await engine.start()  # a restart's sweep keeps it too
+    assert engine.media_kept(engine.store.job(answer.job.id))
+    engine.results.clock = lambda: time.time() + 6 * 86400
+    assert engine.results.expire() == 0  # [storage] keep_days = 7
+    engine.results.clock = lambda: time.time() + 8 * 86400
+    assert engine.results.expire() == 1
+    assert list(engine.store.files.folder.iterdir()) == []
+    assert not engine.media_kept(engine.store.job(answer.job.id))
+    assert engine.store.job(answer.job.id).inputs == {"effect_scene": "hula"}  # what run times are learnt from

@@ -82,7 +82,7 @@ async def test_commands_are_registered_at_start(run_bot, telegram):
     await run_bot()
     [call] = telegram.calls_to("setMyCommands")
     names = [c["command"] for c in call["params"]["commands"]]
-    assert names == ["effect", "animate", "avatar", "effects", "quota", "jobs", "cancel", "help"]
+    assert names == ["effect", "animate", "avatar", "effects", "history", "quota", "jobs", "cancel", "help"]
 
 
 async def test_group_reply_to_someone_elses_photo_with_botname(run_bot, telegram, simulator):
@@ -121,7 +121,7 @@ async def test_effect_menu_is_paged_and_a_tap_starts_the_job(run_bot, telegram, 
 
     telegram.press_button(ALICE, menu, f"fxp:{ALICE}:1")  # next page
     [page] = await telegram.wait_for(lambda: telegram.calls_to("editMessageReplyMarkup"))
-    assert page["params"]["reply_markup"]["inline_keyboard"][0][0]["text"] == catalog.EFFECTS[12]
+    assert page["params"]["reply_markup"]["inline_keyboard"][0][0]["text"] == catalog.effect_title(catalog.EFFECTS[12])
 
     telegram.press_button(BOB, menu, f"fx:{ALICE}:hula")  # not Bob's menu
     [refused] = await telegram.wait_for(
@@ -139,8 +139,8 @@ async def test_most_used_effects_come_first_in_the_menu(run_bot, telegram, simul
     for _ in range(2):
         telegram.user_message(ALICE, ALICE, caption="/effect squish", photo=image_bytes())
     await telegram.wait_for(lambda: len(telegram.calls_to("sendVideo")) == 2)
-    markup = adapter._effect_keyboard(ALICE, 0).to_dict()
-    assert markup["inline_keyboard"][0][0]["text"] == "squish"
+    markup = adapter.menus.effects("fx", ALICE).to_dict()
+    assert markup["inline_keyboard"][0][0]["text"] == "Squish"
 
 
 @pytest.mark.parametrize("message, expected", [
@@ -167,8 +167,9 @@ async def test_out_of_credits_says_when_they_come_back(run_bot, tg_settings, tel
     telegram.user_message(ALICE, ALICE, caption="/effect hula", photo=image_bytes())
     await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
     telegram.user_message(ALICE, ALICE, caption="/effect hula", photo=image_bytes())
-    text = await telegram.wait_for(lambda: [t for t in _texts(telegram) if "out of credits" in t])
+    text = await telegram.wait_for(lambda: [t for t in _texts(telegram, "sendMessage") if "out of credits" in t])
     assert "this needs 1 and you have 0. Daily credits reset to 1 at 00:00 UTC" in text[0]
+    assert len(telegram.calls_to("getFile")) == 1  # refused before downloading the second photo
 
 
 async def test_failed_job_edits_the_reply_and_refunds(run_bot, telegram, simulator):
@@ -261,8 +262,8 @@ async def test_quota_jobs_cancel_effects_and_help(run_bot, telegram):
     assert replies[1] == "You have no jobs running."
     assert replies[2] == "You have no job 5."
     assert replies[3] == "Usage: /cancel N (/jobs lists yours)."
-    assert replies[4].startswith("77 effects:") and "let's_ride" in replies[4]
-    assert replies[5].startswith("I turn a photo into a short Kling AI video.")
+    assert replies[4].startswith("77 effects. Tap one, then send the photo")
+    assert replies[5].startswith("Hi User1001! I turn a photo into a short Kling AI video.")
 
 
 async def test_only_admins_grant_credits(run_bot, telegram):

@@ -63,7 +63,7 @@ CASES = {
     "avatar without audio": (lambda: GenerationRequest(user(), "avatar", image_bytes()),
                              "needs an audio clip"),
     "audio too long": (lambda: GenerationRequest(user(), "avatar", image_bytes(), audio=audio_bytes(65)),
-                       "The audio is 65 s long; the limit is 60 s."),
+                       "The audio is 65 s long; the limit is 30 s."),
     "audio not audio": (lambda: GenerationRequest(user(), "avatar", image_bytes(), audio=b"nope" * 100),
                         "The audio could not be read"),
     "audio format refused": (lambda: GenerationRequest(user(), "avatar", image_bytes(),

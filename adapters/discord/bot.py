@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import aiohttp
 import discord
 import yarl
 from discord import app_commands
 
-from adapters.discord import commands
-from adapters.discord.courier import TOKEN_LIFETIME, DiscordCourier
+from adapters.discord import commands, first_contact, history, replies, results
+from adapters.discord.courier import DiscordCourier
 from adapters.discord.picker import EffectPicker
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
@@ -27,6 +26,7 @@ from bot.jobs import GenerationRequest, Rejected
 
 log = logging.getLogger(__name__)
 
+INTENTS = discord.Intents(guilds=True, dm_messages=True, guild_messages=True)
 MENU_SIZE = 24  # a select holds 25 options: 24 effects + "other…"
 FETCH_TIMEOUT = 120  # seconds to fetch an embed image
 Source = discord.Attachment | str  # an attachment, or an embed image's proxy URL
@@ -38,9 +38,13 @@ class KlingClient(discord.Client):
     def __init__(self, adapter: DiscordAdapter):
         # The bot never joins voice: no warning on stderr that voice libraries are missing.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
-        # Slash commands need no privileged intent; guilds lets us see channel info.
-        super().__init__(intents=discord.Intents(guilds=True))
+        # No privileged intent: guilds lets us see channel info; the message intents bring
+        # direct messages and mentions of the bot with their content (a photo sent to it).
+        super().__init__(intents=INTENTS)
         self.adapter = adapter
+
+    async def on_message(self, message: discord.Message) -> None:
+        await first_contact.on_message(self.adapter, message)
 
 
 class DiscordAdapter:
@@ -52,7 +56,9 @@ class DiscordAdapter:
         self.engine = engine
         self.client = KlingClient(self)
         self.tree: app_commands.CommandTree[KlingClient] = app_commands.CommandTree(self.client)
-        commands.install(self.tree)
+        commands.install(self.tree, engine, history.history)
+        # The buttons under videos and photo menus answer by their custom ids, also after a restart.
+        self.client.add_dynamic_items(*results.DYNAMIC_ITEMS, *first_contact.DYNAMIC_ITEMS)
         self.courier = DiscordCourier(self.client, self.settings)
         engine.register(commands.PLATFORM, self.courier)
         self._gateway: asyncio.Task[None] | None = None
@@ -93,8 +99,9 @@ class DiscordAdapter:
     async def generate(self, interaction: discord.Interaction, kind: catalog.Kind, params: Params,
                        image: Source, *, model: str | None = None,
                        end_image: discord.Attachment | None = None,
-                       audio: discord.Attachment | None = None, public: bool = False) -> None:
-        """Check, defer, download, accept; the courier takes it from there."""
+                       audio: discord.Attachment | None = None) -> None:
+        """Check, defer (or, when the interaction was answered already, post a public
+        status message), download, accept; the courier takes it from there."""
         user = commands.user_of(interaction.user)
         refusal = self.channel_refusal(interaction) \
             or self._attachment_refusal(image, "photo", wants_image=True) \
@@ -104,43 +111,24 @@ class DiscordAdapter:
         if refusal:
             await commands.answer(interaction, refusal.text if isinstance(refusal, Rejected) else refusal)
             return
-        status: discord.WebhookMessage | discord.InteractionMessage
-        if public:  # a component interaction: its own message is ephemeral, post a public one
-            status = await interaction.followup.send(messages.CHECKING_PHOTO, wait=True)
-        else:
-            await interaction.response.defer(thinking=True)
-            status = await interaction.original_response()
+        status = await replies.open_status(interaction)
         try:
             image_bytes = await self._read(image)
             end_bytes = await self._read(end_image) if end_image else None
             audio_bytes = await self._read(audio) if audio else None
         except ValidationError as err:  # an embed image over [media] max_download_mb
-            await self._refuse_after_defer(interaction, status, str(err))
+            await replies.refuse(interaction, status, str(err))
             return
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError):
-            await self._refuse_after_defer(interaction, status, messages.ATTACHMENT_DOWNLOAD_FAILED)
+            await replies.refuse(interaction, status, messages.ATTACHMENT_DOWNLOAD_FAILED)
             return
-        channel = interaction.channel
         request = GenerationRequest(user, kind, image_bytes, params, model=model, end_image=end_bytes,
-                                    audio=audio_bytes, reply_to={
-                                        "application_id": interaction.application_id,
-                                        "token": interaction.token,
-                                        "token_expires": time.time() + TOKEN_LIFETIME,
-                                        "message_id": status.id, "channel_id": interaction.channel_id,
-                                        "guild_id": interaction.guild_id, "user_id": interaction.user.id,
-                                        "filesize_limit": interaction.filesize_limit,
-                                        "nsfw_channel": bool(channel and getattr(channel, "nsfw", False))})
+                                    audio=audio_bytes, reply_to=replies.reply_to(interaction, status.id))
         accepted = await self.engine.accept(request)
         if isinstance(accepted, Rejected):
-            await self._refuse_after_defer(interaction, status, accepted.text)
+            await replies.refuse(interaction, status, accepted.text)
             return
         await interaction.followup.edit_message(status.id, content=accepted.text)
-
-    async def _refuse_after_defer(self, interaction: discord.Interaction, status: discord.Message,
-                                  text: str) -> None:
-        # The deferred message is public; the refusal is for the user alone.
-        await interaction.followup.delete_message(status.id)
-        await interaction.followup.send(text, ephemeral=True)
 
     def channel_refusal(self, interaction: discord.Interaction) -> str | None:
         """The refusal for a channel outside ``[discord] allowed_channels``; None inside."""
@@ -192,8 +180,13 @@ class DiscordAdapter:
             await commands.answer(interaction, messages.NO_IMAGE_IN_MESSAGE)
             return
         popular = self.engine.popular_effects()[:MENU_SIZE]
-        view = EffectPicker(self, image, popular, owner=interaction.user.id)
-        await interaction.response.send_message(messages.PICK_EFFECT_FOR_IMAGE, view=view, ephemeral=True)
+        cost = self.engine.quote("effect", None, Params(effect=popular[0]))
+        have = self.engine.balance(commands.user_of(interaction.user)).total
+        view = EffectPicker(self, image, popular, cost)
+        await interaction.response.send_message(messages.pick_effect_priced(cost, have), view=view, ephemeral=True)
+
+    def image_in(self, message: discord.Message) -> Source | None:
+        return _image_in(message)
 
 
 def start_problem(error: Exception, settings: DiscordSettings) -> str | None:

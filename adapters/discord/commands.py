@@ -18,6 +18,7 @@ from discord import app_commands
 from adapters.chat import jobs_text
 from bot import catalog, messages
 from bot.catalog import Params
+from bot.engine import Engine
 from bot.jobs import UserRef
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
+UNIT = 5  # seconds: credits are quoted per 5 s of video
 
 
 def adapter_of(interaction: discord.Interaction) -> DiscordAdapter:
@@ -63,7 +65,7 @@ async def effect(interaction: discord.Interaction, scene: str, image: discord.At
 @effect.autocomplete("scene")
 async def scene_choices(interaction: discord.Interaction,
                         current: str) -> list[app_commands.Choice[str]]:
-    return [app_commands.Choice(name=name, value=name)
+    return [app_commands.Choice(name=catalog.effect_title(name), value=name)
             for name in catalog.search_effects(current, limit=AUTOCOMPLETE_LIMIT)]
 
 
@@ -126,12 +128,15 @@ async def cancel(interaction: discord.Interaction, job: int) -> None:
 
 @app_commands.command(name="effects", description=messages.COMMANDS["effects"])
 async def effects(interaction: discord.Interaction) -> None:
-    await answer(interaction, messages.effects_list(catalog.EFFECTS))
+    await answer(interaction, messages.discord_effects([catalog.effect_title(name) for name in catalog.EFFECTS]))
 
 
 @app_commands.command(name="help", description=messages.COMMANDS["help"])
 async def help_(interaction: discord.Interaction) -> None:
-    await answer(interaction, messages.discord_help(len(catalog.EFFECTS)))
+    engine = adapter_of(interaction).engine
+    balance = engine.balance(user_of(interaction.user))
+    await answer(interaction, messages.discord_help(len(catalog.EFFECTS), engine.price_text()) + "\n"
+                 + messages.discord_help_more(balance.text()))
 
 
 # --- admins -------------------------------------------------------------------------------
@@ -180,10 +185,20 @@ async def on_tree_error(interaction: discord.Interaction, error: app_commands.Ap
     await answer(interaction, text)
 
 
-def install(tree: app_commands.CommandTree[discord.Client]) -> None:
-    """Put every command on a tree."""
+def install(tree: app_commands.CommandTree[discord.Client], engine: Engine,
+            *more: app_commands.Command[Any, ..., Any]) -> None:
+    """Put every command (and ``more``) on a tree, the model choices priced by ``engine``."""
     everything: list[app_commands.Command[Any, ..., Any] | app_commands.ContextMenu | app_commands.Group] = [
-        effect, animate, avatar, animate_message, quota, jobs, cancel, effects, help_, credits, usage]
+        effect, animate, avatar, animate_message, quota, jobs, cancel, effects, help_, credits, usage, *more]
     for command in everything:
         tree.add_command(command)
     tree.error(on_tree_error)
+    price_model_choices(engine)
+
+
+def price_model_choices(engine: Engine) -> None:
+    """/animate's model choices with their price per 5 s (``[costs]`` may change it)."""
+    model = animate._params["model"]
+    model.choices = [app_commands.Choice(name=messages.model_choice(
+        str(choice.value), engine.quote("animate", str(choice.value), Params(prompt="-", duration=UNIT)), UNIT),
+        value=choice.value) for choice in model.choices]

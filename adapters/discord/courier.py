@@ -1,4 +1,5 @@
-"""Shows a job's life in Discord: edits the interaction's message, then posts the MP4.
+"""Shows a job's life in Discord: edits the interaction's message, then posts the MP4
+with the result buttons under it (``results.py``).
 
 The interaction token lives 15 minutes. While it does, progress edits and the video
 go through the interaction's webhook; after that (or when Discord says "Invalid
@@ -16,13 +17,13 @@ from typing import Any
 import discord
 
 from adapters.chat import ChatCourier
+from adapters.discord import results
 from bot import messages
 from bot.config import DiscordSettings
 from bot.jobs import Job, Video
 
 log = logging.getLogger(__name__)
 
-TOKEN_LIFETIME = 15 * 60
 TOKEN_MARGIN = 60  # stop using a token a minute early: an upload can take that long
 INVALID_WEBHOOK_TOKEN = 50027
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
@@ -65,7 +66,7 @@ class DiscordCourier(ChatCourier):
     async def post(self, job: Job, text: str, video: Video | None) -> None:
         if self.can_edit(job):
             try:
-                await self._webhook(job).send(text, file=_file(job, video),
+                await self._webhook(job).send(text, file=_file(job, video), view=_buttons(job, video),
                                               allowed_mentions=_mention_only(job))
                 return
             except discord.HTTPException as err:
@@ -76,7 +77,7 @@ class DiscordCourier(ChatCourier):
         channel = self.client.get_partial_messageable(reply["channel_id"], guild_id=reply.get("guild_id"))
         reference = discord.MessageReference(message_id=reply["message_id"], channel_id=reply["channel_id"],
                                              guild_id=reply.get("guild_id"), fail_if_not_exists=False)
-        await channel.send(text, file=_file(job, video), reference=reference,
+        await channel.send(text, file=_file(job, video), view=_buttons(job, video), reference=reference,
                            allowed_mentions=_mention_only(job))
 
 
@@ -86,6 +87,11 @@ def _file(job: Job, video: Video | None) -> Any:
     if video is None:
         return discord.utils.MISSING
     return discord.File(video.path, filename=f"kling-{job.id}.mp4", spoiler=video.nsfw)
+
+
+def _buttons(job: Job, video: Video | None) -> Any:
+    """The result buttons under a video (again, another effect, a prompt); none under text."""
+    return discord.utils.MISSING if video is None else results.result_view(job.id)
 
 
 def _mention_only(job: Job) -> discord.AllowedMentions:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import messages
+from bot import catalog, messages
 from bot.catalog import Params
 
 if TYPE_CHECKING:
@@ -18,11 +18,12 @@ MENU_TIMEOUT = 600  # seconds the ephemeral menu answers
 class EffectPicker(discord.ui.View):
     """The ephemeral menu of the context-menu command: popular effects, or type any."""
 
-    def __init__(self, adapter: DiscordAdapter, image: Source, popular: list[str], owner: int):
+    def __init__(self, adapter: DiscordAdapter, image: Source, popular: list[str], cost: int):
         super().__init__(timeout=MENU_TIMEOUT)
-        self.adapter, self.image, self.owner = adapter, image, owner
+        self.adapter, self.image = adapter, image
         menu: discord.ui.Select[EffectPicker] = self.choose
-        menu.options = [discord.SelectOption(label=name, value=name) for name in popular]
+        menu.options = [discord.SelectOption(label=catalog.effect_title(name), value=name,
+                                             description=messages.credits(cost)) for name in popular]
 
     @discord.ui.select(placeholder=messages.POPULAR_EFFECTS, min_values=1, max_values=1)
     async def choose(self, interaction: discord.Interaction, select: discord.ui.Select[Any]) -> None:
@@ -36,8 +37,8 @@ class EffectPicker(discord.ui.View):
         if refusal := self.adapter.channel_refusal(interaction):
             await interaction.response.edit_message(content=refusal, view=None)
             return
-        await interaction.response.edit_message(content=messages.effect_chosen(effect), view=None)
-        await self.adapter.generate(interaction, "effect", Params(effect=effect), self.image, public=True)
+        await interaction.response.edit_message(content=messages.effect_chosen(catalog.effect_title(effect)), view=None)
+        await self.adapter.generate(interaction, "effect", Params(effect=effect), self.image)
 
 
 class EffectNameModal(discord.ui.Modal):

@@ -1,8 +1,10 @@
 """The Telegram bot: python-telegram-bot handlers that turn chat messages into jobs.
 
-Thin by design: it finds the photo (the message itself, or the one replied to),
-downloads the bytes itself (file URLs contain the bot token and never leave here),
-and hands a GenerationRequest to the engine. Rules live in ``bot/``.
+Thin by design: it finds the photo (the message itself, or the one replied to), asks
+the engine whether the request can go ahead, downloads the bytes itself (file URLs
+contain the bot token and never leave here), and hands a GenerationRequest to the
+engine. Rules live in ``bot/``; keyboards in ``menus``, buttons and answers to the
+bot's questions in ``flows``, checks and downloads in ``starter``.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from typing import TypeVar
+from datetime import UTC, datetime
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, Update, User
+from telegram import Bot, BotCommand, Message, ReplyParameters, Update
 from telegram.constants import ChatType
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
@@ -23,29 +25,41 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
-    Updater,
     filters,
 )
 
 from adapters.chat import jobs_text
+from adapters.telegram.common import (
+    PLATFORM,
+    args_of,
+    effective_user,
+    file_of,
+    force_reply,
+    is_private,
+    message_of,
+    photo_message,
+    sender,
+    updater_of,
+    user_ref,
+)
 from adapters.telegram.courier import TelegramCourier
+from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
+from adapters.telegram.menus import PATTERN, Menus
+from adapters.telegram.starter import JobStarter
 from adapters.text_commands import cancel_job, parse_animate, parse_whole_number
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import Settings, TelegramSettings
 from bot.engine import Engine
-from bot.jobs import GenerationRequest, UserRef
+from bot.jobs import UserRef
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-PLATFORM = "telegram"
-DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB to bots
-PAGE_SIZE = 12  # effects per keyboard page (4 rows of 3)
+HISTORY_LOOKBACK, HISTORY_SHOWN = 50, 10  # a user's jobs searched, and listed, by /history
 MAX_GRANT = 1_000_000_000  # credits one /grant may give or take; far below SQLite's integers
 CAPTION_COMMAND = re.compile(r"^/(effect|animate|avatar)(@\w+)?(\s|$)", re.IGNORECASE)
 
-MENU_COMMANDS = ["effect", "animate", "avatar", "effects", "quota", "jobs", "cancel", "help"]
+MENU_COMMANDS = ["effect", "animate", "avatar", "effects", "history", "quota", "jobs", "cancel", "help"]
 
 
 class TelegramAdapter:
@@ -62,7 +76,11 @@ class TelegramAdapter:
             .rate_limiter(AIORateLimiter(max_retries=3))
             .concurrent_updates(True)  # one user's download must not hold up the others
             .build())
-        self.courier = TelegramCourier(self.app.bot, self.settings)
+        self.menus = Menus(engine)
+        self.courier = TelegramCourier(self.app.bot, self.settings, self.menus)
+        self.starter = JobStarter(self.app.bot, engine, self.courier, self.media)
+        self.buttons = Buttons(self.app.bot, self.settings, engine, self.menus, self.starter, self.courier)
+        self.replies = Replies(engine, self.starter)
         engine.register(PLATFORM, self.courier)
         self._add_handlers()
 
@@ -70,19 +88,20 @@ class TelegramAdapter:
         where = filters.Chat(chat_id=self.settings.allowed_chats) if self.settings.allowed_chats \
             else filters.ALL
         commands = {
-            "start": self._help, "help": self._help, "effects": self._effects,
-            "quota": self._quota, "jobs": self._jobs, "cancel": self._cancel,
+            "start": self._welcome, "help": self._help, "effects": self._effects,
+            "quota": self._quota, "jobs": self._jobs, "cancel": self._cancel, "history": self._history,
             "effect": self._effect_command, "animate": self._animate_command,
             "avatar": self._avatar_command, "grant": self._grant,
         }
         for name, callback in commands.items():
             self.app.add_handler(CommandHandler(name, callback, filters=where))
-        media = filters.PHOTO | filters.Document.IMAGE | filters.VOICE | filters.AUDIO
+        media = filters.PHOTO | filters.Document.IMAGE | filters.VOICE | filters.AUDIO | filters.Document.AUDIO
         self.app.add_handler(MessageHandler(where & media & filters.CaptionRegex(CAPTION_COMMAND),
                                             self._caption_command))
-        self.app.add_handler(MessageHandler(where & filters.REPLY & (filters.VOICE | filters.AUDIO),
-                                            self._audio_answer))
-        self.app.add_handler(CallbackQueryHandler(self._on_button, pattern=r"^fxp?:"))
+        self.app.add_handler(MessageHandler(where & ~filters.COMMAND & (media | filters.TEXT), self._on_message))
+        self.app.add_handler(MessageHandler(where & filters.COMMAND & filters.ChatType.PRIVATE,
+                                            self._unknown_command))
+        self.app.add_handler(CallbackQueryHandler(self.buttons.on_button, pattern=PATTERN))
         self.app.add_error_handler(self._on_error)
 
     async def start(self) -> None:
@@ -90,43 +109,94 @@ class TelegramAdapter:
         await self.app.bot.set_my_commands(
             [BotCommand(name, messages.COMMANDS[name]) for name in MENU_COMMANDS])
         await self.app.start()
-        await _updater(self.app).start_polling(allowed_updates=["message", "callback_query"])
+        await updater_of(self.app).start_polling(allowed_updates=["message", "callback_query"])
         log.info("Telegram bot @%s is running", self.app.bot.username)
 
     def start_problem(self, error: Exception) -> str | None:
         return start_problem(error, self.settings)
 
     async def stop(self) -> None:
-        updater = _updater(self.app)
+        updater = updater_of(self.app)
         if updater.running:
             await updater.stop()
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
 
-    # --- simple commands --------------------------------------------------------
+    # --- first contact and simple commands ---------------------------------------
+
+    async def _welcome(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        user = effective_user(update)
+        await message_of(update).reply_text(messages.welcome(
+            user.first_name, self.engine.balance(user_ref(user)).text(), self.engine.price_text(),
+            messages.TELEGRAM_HOW_TO_START))
 
     async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _message(update).reply_text(messages.telegram_help(catalog.animate_options()))
+        await message_of(update).reply_text(
+            messages.telegram_help(catalog.animate_options(), self.engine.price_text())
+            + "\n" + messages.TELEGRAM_HELP_MORE)
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A message that is no command: an answer to a question of the bot's, a photo
+        for the bot (the effect menu), or words in a private chat (a pointer to /help)."""
+        message = message_of(update)
+        if await self.replies.answer(message):
+            return
+        if file_of(message, images_only=True):
+            if is_private(message) or _addressed_to(message, context.bot):
+                await self._photo_menu(message, message, first=True)
+        elif is_private(message):
+            await message.reply_text(messages.TEXT_POINTER)
+
+    async def _unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = message_of(update)
+        await message.reply_text(messages.unknown_command((message.text or "").split()[0]))
+
+    async def _photo_menu(self, message: Message, photo: Message, *, first: bool = False) -> None:
+        """The effect menu for a photo, as a reply to it, with what an effect costs."""
+        user = sender(message)
+        cost, have = self.menus.effect_cost(), self.engine.balance(user_ref(user)).total
+        text = messages.telegram_first_photo(cost, have) if first else messages.pick_effect_priced(cost, have)
+        await message.reply_text(text, reply_markup=self.menus.effects("fx", user.id),
+                                 reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True))
 
     async def _effects(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _message(update).reply_text(messages.effects_list(catalog.EFFECTS))
+        message = message_of(update)
+        photo = photo_message(message)
+        if photo is not None:
+            await self._photo_menu(message, photo)
+            return
+        user = sender(message)
+        cost, have = self.menus.effect_cost(), self.engine.balance(user_ref(user)).total
+        await message.reply_text(messages.telegram_effects_menu(len(catalog.EFFECTS), cost, have),
+                                 reply_markup=self.menus.effects("fxa", user.id))
 
     async def _quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _message(update).reply_text(self.engine.balance(_user(update)).text())
+        await message_of(update).reply_text(self.engine.balance(_user(update)).text())
 
     async def _jobs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _message(update).reply_text(jobs_text(self.engine, _user(update)))
+        await message_of(update).reply_text(jobs_text(self.engine, _user(update)))
+
+    async def _history(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = message_of(update)
+        # In a group, only the jobs made there: a private chat's prompts stay private.
+        jobs = [job for job in self.engine.history(_user(update), HISTORY_LOOKBACK)
+                if message.chat.type == ChatType.PRIVATE or job.reply_to.get("chat_id") == message.chat_id]
+        jobs = jobs[:HISTORY_SHOWN]
+        text = messages.history_list([
+            (job.id, job.label, job.state.value, datetime.fromtimestamp(job.finished_at or job.created_at, UTC))
+            for job in jobs])
+        await message.reply_text(text, reply_markup=self.menus.history(jobs))
 
     async def _cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        args = _args(context)
+        args = args_of(context)
         text = messages.TELEGRAM_CANCEL_USAGE if len(args) != 1 else await cancel_job(
             self.engine, _user(update), args[0], messages.TELEGRAM_CANCEL_USAGE)
-        await _message(update).reply_text(text)
+        await message_of(update).reply_text(text)
 
     async def _grant(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, args = _message(update), _args(context)
-        if _effective_user(update).id not in self.settings.admins:
+        message, args = message_of(update), args_of(context)
+        if effective_user(update).id not in self.settings.admins:
             await message.reply_text(messages.TELEGRAM_ADMINS_ONLY)
             return
         target = message.reply_to_message.from_user if message.reply_to_message else None
@@ -135,22 +205,22 @@ class TelegramAdapter:
             await message.reply_text(messages.TELEGRAM_GRANT_USAGE)
             return
         balance = self.engine.grant(UserRef(PLATFORM, str(target.id), target.full_name),
-                                    amount, by=f"telegram:{_effective_user(update).id}")
+                                    amount, by=f"telegram:{effective_user(update).id}")
         await message.reply_text(messages.now_has_credits(target.full_name, balance.total))
 
     # --- generation ---------------------------------------------------------------
 
     async def _effect_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._effect(_message(update), " ".join(_args(context)))
+        await self._effect(message_of(update), " ".join(args_of(context)))
 
     async def _animate_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._animate(_message(update), " ".join(_args(context)))
+        await self._animate(message_of(update), " ".join(args_of(context)))
 
     async def _avatar_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._avatar(_message(update), " ".join(_args(context)))
+        await self._avatar(message_of(update), " ".join(args_of(context)))
 
     async def _caption_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = _message(update)
+        message = message_of(update)
         match = CAPTION_COMMAND.match(message.caption or "")
         assert match is not None  # the CaptionRegex filter only lets matching captions through
         mention = (match.group(2) or "").lstrip("@")
@@ -165,19 +235,16 @@ class TelegramAdapter:
         await handler(message, rest)
 
     async def _effect(self, message: Message, name: str) -> None:
-        photo = _photo_message(message)
+        photo = photo_message(message)
         if photo is None:
             await message.reply_text(messages.EFFECT_NEEDS_PHOTO)
-            return
-        if not name.strip():
-            await message.reply_text(
-                messages.PICK_EFFECT, reply_markup=self._effect_keyboard(_sender(message).id, 0),
-                reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True))
-            return
-        await self._start(message, photo, "effect", Params(effect=name))
+        elif not name.strip():
+            await self._photo_menu(message, photo)
+        else:
+            await self.starter.start(message, photo, "effect", Params(effect=name))
 
     async def _animate(self, message: Message, text: str) -> None:
-        photo = _photo_message(message)
+        photo = photo_message(message)
         if photo is None:
             await message.reply_text(messages.ANIMATE_NEEDS_PHOTO)
             return
@@ -186,124 +253,35 @@ class TelegramAdapter:
         except ValidationError as err:
             await message.reply_text(str(err))
             return
-        await self._start(message, photo, "animate", args.params, model=args.model)
+        await self.starter.start(message, photo, "animate", args.params, model=args.model)
 
     async def _avatar(self, message: Message, prompt: str) -> None:
-        photo = _photo_message(message)
+        """Ask for the voice note, saying how long a clip the user can afford and what
+        5 s cost; refuse at once when not even 5 s are affordable."""
+        photo = photo_message(message)
         if photo is None:
             await message.reply_text(messages.AVATAR_NEEDS_PHOTO)
             return
-        ask = await message.reply_text(messages.ask_for_audio(self.media.max_audio_seconds))
+        user = user_ref(sender(message))
+        params = Params(prompt=prompt or None, has_audio=True)
+        if refusal := self.engine.precheck(user, "avatar", None, params):
+            await message.reply_text(refusal.text)
+            return
+        ask = await message.reply_text(
+            messages.ask_for_audio(self.engine.audio_allowance(user), self.engine.quote("avatar", None, params)),
+            reply_markup=force_reply(message.chat))
         self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
-            "user": _sender(message).id, "photo_chat": photo.chat_id,
-            "photo_message_id": photo.message_id, "photo": _file_of(photo), "prompt": prompt})
-
-    async def _audio_answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = _message(update)
-        asked = message.reply_to_message
-        assert asked is not None  # the handler's filters.REPLY guarantees it
-        ask = self.engine.pending_ask(PLATFORM, asked.chat_id, asked.message_id)
-        if ask is None or ask["user"] != _sender(message).id:
-            return  # an ordinary reply, or someone else's voice note
-        self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
-        await self._start(message, None, "avatar", Params(prompt=ask["prompt"] or None),
-                          photo_file=ask["photo"], photo_message_id=ask["photo_message_id"],
-                          audio_file=_file_of(message))
+            "kind": ASK_AUDIO, "user": sender(message).id, "photo_chat": photo.chat_id,
+            "photo_message_id": photo.message_id, "photo": file_of(photo), "prompt": prompt})
 
     async def _avatar_with_audio(self, message: Message, audio: Message, prompt: str) -> None:
-        photo = message.reply_to_message if message.reply_to_message and _file_of(
+        photo = message.reply_to_message if message.reply_to_message and file_of(
             message.reply_to_message, images_only=True) else None
         if photo is None:
             await message.reply_text(messages.AVATAR_AUDIO_NEEDS_PHOTO)
             return
-        await self._start(message, photo, "avatar", Params(prompt=prompt or None),
-                          audio_file=_file_of(audio))
-
-    def _effect_keyboard(self, user_id: int, page: int) -> InlineKeyboardMarkup:
-        names = self.engine.popular_effects()
-        chunk = names[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
-        rows = [[InlineKeyboardButton(n, callback_data=f"fx:{user_id}:{n}") for n in chunk[i:i + 3]]
-                for i in range(0, len(chunk), 3)]
-        nav = []
-        if page > 0:
-            nav.append(InlineKeyboardButton(messages.MENU_BACK, callback_data=f"fxp:{user_id}:{page - 1}"))
-        if (page + 1) * PAGE_SIZE < len(names):
-            nav.append(InlineKeyboardButton(messages.MENU_MORE, callback_data=f"fxp:{user_id}:{page + 1}"))
-        return InlineKeyboardMarkup(rows + ([nav] if nav else []))
-
-    async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query = update.callback_query
-        assert query is not None and query.data is not None  # the handler's pattern matched the data
-        kind, owner, value = query.data.split(":", 2)
-        # Buttons pass no message filter: the chat is checked here (a menu may predate the list).
-        chat = query.message.chat.id if query.message else None
-        if self.settings.allowed_chats and chat not in self.settings.allowed_chats:
-            await query.answer(messages.CHAT_NOT_ALLOWED, show_alert=True)
-            return
-        if str(query.from_user.id) != owner:
-            await query.answer(messages.MENU_NOT_YOURS, show_alert=True)
-            return
-        if kind == "fxp":
-            await query.answer()
-            await query.edit_message_reply_markup(self._effect_keyboard(int(owner), int(value)))
-            return
-        # the menu message itself; an InaccessibleMessage once it is too old for the Bot API
-        message = query.message if isinstance(query.message, Message) else None
-        photo = message.reply_to_message if message else None
-        if message is None or photo is None or _file_of(photo, images_only=True) is None:
-            await query.answer(messages.PHOTO_GONE, show_alert=True)
-            return
-        await query.answer(messages.effect_chosen_toast(value))
-        status = await query.edit_message_text(messages.effect_checking(value))
-        assert isinstance(status, Message)  # True comes back only for inline messages
-        await self._start(message, photo, "effect", Params(effect=value), status=status,
-                          user=query.from_user)
-
-    async def _start(self, message: Message, photo: Message | None, kind: catalog.Kind, params: Params, *,
-                     model: str | None = None, status: Message | None = None, user: User | None = None,
-                     photo_file: dict | None = None, photo_message_id: int | None = None,
-                     audio_file: dict | None = None) -> None:
-        """Download the media, hand the request to the engine, show its answer."""
-        user = user or _sender(message)
-        if status is None:
-            status = await message.reply_text(messages.CHECKING_PHOTO)
-        try:
-            image = await self._download(photo_file or _file_of(photo), "photo")
-            audio = await self._download(audio_file, "audio") if audio_file else None
-        except ValidationError as err:
-            await self.courier.edit(status.chat_id, status.message_id, str(err))
-            return
-        request = GenerationRequest(
-            UserRef(PLATFORM, str(user.id), user.full_name), kind, image, params, model=model,
-            audio=audio, reply_to={
-                "chat_id": status.chat_id, "status_message_id": status.message_id,
-                "photo_message_id": photo.message_id if photo else photo_message_id,
-                "group": status.chat.type != ChatType.PRIVATE if status.chat else False})
-        answer = await self.engine.accept(request)
-        # through the courier: its edits of this message are kept in order
-        await self.courier.edit(status.chat_id, status.message_id, answer.text)
-
-    async def _download(self, ref: dict | None, what: str) -> bytes:
-        if not ref:
-            raise ValidationError(messages.cannot_find(what))
-        self._check_size(ref.get("size"), what)
-        try:
-            file = await self.app.bot.get_file(ref["file_id"])
-            self._check_size(file.file_size, what)  # the message may not have said
-            # download_as_bytearray reads file.file_path, a URL holding the bot token: it
-            # stays inside PTB and is never logged or forwarded.
-            return bytes(await file.download_as_bytearray())
-        except TelegramError as err:
-            log.warning("download of a %s failed: %s", what, type(err).__name__)
-            raise ValidationError(messages.download_failed(what, "Telegram")) from None
-
-    def _check_size(self, size: int | None, what: str) -> None:
-        """Refuse a file over what the Bot API serves or ``[media] max_download_mb``."""
-        limit = int(self.media.max_download_mb * 1024 * 1024)
-        if size and size > DOWNLOAD_LIMIT:
-            raise ValidationError(messages.telegram_file_too_large(what, size))
-        if size and size > limit:
-            raise ValidationError(messages.media_too_large(what, size, limit))
+        await self.starter.start(message, photo, "avatar", Params(prompt=prompt or None),
+                                 audio_file=file_of(audio))
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("update handling failed: %s: %s", type(context.error).__name__, context.error)
@@ -333,62 +311,12 @@ def _quiet_token_loggers() -> None:
 
 
 def _user(update: Update) -> UserRef:
-    user = _effective_user(update)
-    return UserRef(PLATFORM, str(user.id), user.full_name)
+    return user_ref(effective_user(update))
 
 
-# PTB types these as optional because some update types lack them; the handlers above
-# only receive updates that have them, so a missing one is a bug worth an error.
-
-def _present(value: T | None, what: str) -> T:
-    if value is None:
-        raise RuntimeError(f"the update carries no {what}")
-    return value
-
-
-def _message(update: Update) -> Message:
-    return _present(update.effective_message, "message")
-
-
-def _effective_user(update: Update) -> User:
-    return _present(update.effective_user, "user")
-
-
-def _sender(message: Message) -> User:
-    return _present(message.from_user, "sender")  # set for every message outside channels
-
-
-def _args(context: ContextTypes.DEFAULT_TYPE) -> list[str]:
-    return _present(context.args, "command arguments")  # CommandHandler always sets them
-
-
-def _updater(app: Application) -> Updater:
-    return _present(app.updater, "updater")  # ApplicationBuilder builds one unless told not to
-
-
-def _photo_message(message: Message) -> Message | None:
-    """The message holding the photo: this one (photo + caption) or the one replied to."""
-    for candidate in (message, message.reply_to_message):
-        if candidate is not None and _file_of(candidate, images_only=True):
-            return candidate
-    return None
-
-
-def _file_of(message: Message | None, images_only: bool = False) -> dict | None:
-    """The file id and size of a message's photo, image document, voice note or audio."""
-    if message is None:
-        return None
-    if message.photo:
-        largest = message.photo[-1]
-        return {"file_id": largest.file_id, "size": largest.file_size}
-    document = message.document
-    if document and (document.mime_type or "").startswith("image/"):
-        return {"file_id": document.file_id, "size": document.file_size}
-    if images_only:
-        return None
-    for media in (message.voice, message.audio):
-        if media:
-            return {"file_id": media.file_id, "size": media.file_size}
-    if document and (document.mime_type or "").startswith("audio/"):
-        return {"file_id": document.file_id, "size": document.file_size}
-    return None
+def _addressed_to(message: Message, bot: Bot) -> bool:
+    """In a group: a photo whose caption mentions the bot, or that replies to the bot."""
+    if f"@{bot.username}".lower() in (message.caption or "").lower():
+        return True
+    replied = message.reply_to_message
+    return bool(replied and replied.from_user and replied.from_user.id == bot.id)

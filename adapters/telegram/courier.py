@@ -1,4 +1,5 @@
-"""Shows a job's life in Telegram: edits one progress reply, then sends the video.
+"""Shows a job's life in Telegram: edits one progress reply, then sends the video
+with its result buttons (``menus.Menus.results``).
 
 Where to answer comes from the job row (``reply_to``), so a restarted bot still
 replies in the right chat to the right photo. Flood limits are handled twice: the
@@ -15,6 +16,7 @@ from telegram import Bot, ReplyParameters
 from telegram.error import BadRequest, TelegramError
 
 from adapters.chat import ChatCourier
+from adapters.telegram.menus import Menus
 from bot import messages
 from bot.config import TelegramSettings
 from bot.jobs import Job, Video
@@ -22,16 +24,25 @@ from bot.jobs import Job, Video
 log = logging.getLogger(__name__)
 
 CAPTION_LIMIT = 1024  # characters Telegram allows in a media caption
+# Telegram allows a group about 20 bot messages a minute, edits included: progress edits
+# of all jobs in a group take at most half of that, the rest is for answers and videos.
+GROUP_PROGRESS_GAP = 6.0
 
 
 class TelegramCourier(ChatCourier):
-    def __init__(self, bot: Bot, settings: TelegramSettings):
+    def __init__(self, bot: Bot, settings: TelegramSettings, menus: Menus | None = None):
         super().__init__(settings)
-        self.bot, self.settings = bot, settings
+        self.bot, self.settings, self.menus = bot, settings, menus
 
     def status_key(self, job: Job) -> Hashable | None:
         status = job.reply_to.get("status_message_id")
         return (job.reply_to["chat_id"], status) if status else None
+
+    def chat_key(self, job: Job) -> Hashable | None:
+        return int(job.reply_to["chat_id"])
+
+    def chat_gap(self, job: Job) -> float:
+        return GROUP_PROGRESS_GAP if job.reply_to.get("group") else 0.0
 
     def upload_limit(self, job: Job) -> int:
         return int(self.settings.upload_limit_mb * 1024 * 1024)
@@ -48,9 +59,10 @@ class TelegramCourier(ChatCourier):
         if video is None:
             await self.bot.send_message(chat, text, reply_parameters=reply)
             return
+        buttons = self.menus.results(job) if self.menus else None
         with video.path.open("rb") as file:
             await self.bot.send_video(
-                chat, file, caption=text[:CAPTION_LIMIT], reply_parameters=reply,
+                chat, file, caption=text[:CAPTION_LIMIT], reply_parameters=reply, reply_markup=buttons,
                 has_spoiler=video.nsfw, supports_streaming=True,
                 filename=f"kling-{job.id}.mp4", write_timeout=120, read_timeout=120)
 

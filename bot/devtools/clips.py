@@ -1,8 +1,10 @@
-"""Small media makers: the demo's sample photo and the simulator's zoom clip (PyAV)."""
+"""Small media makers: the demo's sample photo, the simulator's zoom clip and a big clip
+of noise for videos over a chat's upload limit (PyAV)."""
 
 from __future__ import annotations
 
 import io
+import os
 
 import av
 from PIL import Image, ImageDraw, ImageOps
@@ -46,3 +48,56 @@ def zoom_clip(image_bytes: bytes, *, seconds: float = 2.0, fps: int = 12, width:
         for packet in stream.encode():
             container.mux(packet)
     return out.getvalue()
+
+
+# Random bytes -> s16 samples of -256, -1, 0 or 255: quiet noise around zero (about -45 dBFS).
+_QUIET = bytes((b & 1) * 0xFF for b in range(256))
+
+
+def noisy_clip(size_bytes: int, *, seconds: float = 10.0, width: int = 1280, height: int = 720,
+               fps: int = 24, audio: bool = False) -> bytes:
+    """A playable H.264 MP4 of about ``size_bytes`` (±10 %): random pixels in every frame, so
+    nothing compresses and the encoder spends the whole bitrate (a video too large to post).
+    It cannot exceed about the raw frames' size (``width * height * 1.5`` bytes a frame).
+
+    With ``audio``, a 48 kHz stereo AAC track of quiet noise (128 kbit/s) comes along."""
+    frames = max(2, round(seconds * fps))
+    audio_rate = 128_000 if audio else 0
+    video_rate = max(100_000, int(size_bytes * 8 * 0.95 * fps / frames) - audio_rate)  # ABR overshoots a little
+    clip = _noise_mp4(frames, width, height, fps, video_rate, audio_rate)
+    if not 0.9 < len(clip) / size_bytes < 1.1:  # x264's rate control misses on short clips: once more
+        video_rate = max(100_000, int((video_rate + audio_rate) * size_bytes / len(clip)) - audio_rate)
+        clip = _noise_mp4(frames, width, height, fps, video_rate, audio_rate)
+    return clip
+
+
+def _noise_mp4(frames: int, width: int, height: int, fps: int, video_rate: int, audio_rate: int) -> bytes:
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        # a rate buffer of 1 s, or the first frame of noise takes far too much on short clips
+        video.bit_rate = video_rate
+        video.options = {"preset": "ultrafast", "maxrate": str(video_rate), "bufsize": str(video_rate)}
+        sound = container.add_stream("aac", rate=48_000, bit_rate=audio_rate) if audio_rate else None
+        samples = 0
+        for index in range(frames):
+            frame = av.VideoFrame(width, height, "yuv420p")
+            for plane in frame.planes:
+                plane.update(os.urandom(plane.buffer_size))
+            frame.pts = index
+            container.mux(video.encode(frame))
+            while sound is not None and samples < (index + 1) * 48_000 / fps:  # keep the tracks interleaved
+                container.mux(sound.encode(_noise_frame(samples)))
+                samples += 1024
+        container.mux(video.encode())
+        if sound is not None:
+            container.mux(sound.encode())
+    return out.getvalue()
+
+
+def _noise_frame(pts: int) -> av.AudioFrame:
+    frame = av.AudioFrame(format="s16", layout="stereo", samples=1024)
+    frame.planes[0].update(os.urandom(frame.planes[0].buffer_size).translate(_QUIET))
+    frame.rate, frame.pts = 48_000, pts
+    return frame

@@ -2,9 +2,10 @@
 
 It validates inputs like the real API (same envelope, same error codes), moves each
 task ``created -> processing -> completed`` over ``job_seconds``, and serves a real
-MP4 zooming into the submitted image. Tests and the demo script failures through
-``fail_next`` / ``plan_outcome`` (or ``POST /_sim/control`` from another process),
-and read what it received from ``submissions`` and ``requests``.
+MP4 zooming into the submitted image (with ``video_bytes``: a clip of noise about that
+large, for videos over a chat's upload limit). Tests and the demo script failures
+through ``fail_next`` / ``plan_outcome`` (or ``POST /_sim/control`` from another
+process), and read what it received from ``submissions`` and ``requests``.
 
 Faults (``fail_next(..., kind=...)``, or random ones with ``fault_rate``) cover what a
 flaky WaveSpeed shows: error envelopes, late answers, dropped connections, bodies
@@ -45,7 +46,7 @@ from bot.devtools.answers import (
     malformed,
     unauthorised,
 )
-from bot.devtools.clips import zoom_clip
+from bot.devtools.clips import noisy_clip, zoom_clip
 from bot.devtools.control import add_control_routes
 from bot.devtools.faults import ENDPOINTS, FAULT_KINDS, Fault, FaultBook
 from bot.devtools.history import HistoryQuery
@@ -55,15 +56,19 @@ from bot.devtools.webhooks import WebhookSender, signature
 
 __all__ = ["ENDPOINTS", "FAULT_KINDS", "OUTCOMES", "Fault", "SimTask", "SimulatedError", "Simulator"]
 
+AVATAR_MODEL_ID = next(m.id for m in catalog.MODELS if m.kind == "avatar")
+
 
 class Simulator:
     """The WaveSpeed API on localhost: scripting (fail_next, plan_outcome), routes and handlers."""
 
     def __init__(self, *, job_seconds: float = 3.0, api_key: str | None = None,
-                 video_seconds: float = 2.0, fault_rate: float = 0.0, seed: int | None = None):
+                 video_seconds: float = 2.0, video_bytes: int | None = None, fault_rate: float = 0.0,
+                 seed: int | None = None):
         self.job_seconds = job_seconds
         self.api_key = api_key  # None: any non-empty bearer token is accepted
         self.video_seconds = video_seconds
+        self.video_bytes = video_bytes  # None: a small zoom clip; else a 720p clip of noise about this large
         self.tasks: dict[str, SimTask] = {}
         self.submissions: list[dict[str, Any]] = []  # {"model", "body"} per accepted submit
         self.requests: list[dict[str, Any]] = []  # every request: method, path, headers
@@ -232,7 +237,13 @@ class Simulator:
 
     async def _render(self, task: SimTask) -> None:
         if task.status(self.job_seconds) == "completed" and task.video is None:
-            task.video = await asyncio.to_thread(zoom_clip, task.image, seconds=self.video_seconds)
+            task.video = await asyncio.to_thread(self._clip, task)
+
+    def _clip(self, task: SimTask) -> bytes:
+        if self.video_bytes is None:
+            return zoom_clip(task.image, seconds=self.video_seconds)
+        # avatar videos carry the voice: the big clip of an avatar task has a sound track
+        return noisy_clip(self.video_bytes, seconds=self.video_seconds, audio=task.model == AVATAR_MODEL_ID)
 
     async def _output(self, request: web.Request) -> web.StreamResponse:
         fault = self._take_fault("output")

@@ -44,6 +44,11 @@ class Couriers:
         if courier is not None:
             await self._best_effort(job, "fail", courier.fail(job, reason))
 
+    async def cancelled(self, job: Job, text: str) -> None:
+        courier = self._by_platform.get(job.platform)
+        if courier is not None:
+            await self._best_effort(job, "cancelled", courier.cancelled(job, text))
+
     async def deliver(self, job: Job, video: Video) -> None:
         """Hand the video to the job's courier; errors are the caller's to handle."""
         await self._by_platform[job.platform].deliver(job, video)

@@ -34,6 +34,7 @@ EMPTY_RESULT_RECHECKS = 3  # a "completed" answer without a video is checked aga
 WEBHOOK_GLANCE = 1.0  # seconds between two looks at the job row for a webhook's result
 FINISHED_AT_WAVESPEED = ("failed", "cancelled", "timeout")
 REFUSALS_BEFORE_GIVING_UP = 3  # 4xx answers to result checks in a row before the job fails
+PROGRESS_TICK = 2.0  # seconds between two progress reports while a task runs (couriers throttle)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,10 @@ class Follower:
     def plan(self, job: Job) -> PollPlan:
         """The poll plan for a job: from the runs of earlier jobs like it, else the catalog."""
         runs = self.store.recent_run_seconds(job.model_id, job.inputs.get("duration"))
-        if runs:
+        if self.settings.expected_run_seconds:  # known in advance (the simulator says)
+            expected = self.settings.expected_run_seconds
+            spread = max(0.5, 0.2 * expected)
+        elif runs:
             expected = statistics.median(runs)
             spread = max(1.0, (max(runs) - min(runs)) / 2 + 0.03 * expected)
         else:
@@ -105,10 +109,11 @@ class Follower:
         next_check = origin + (plan.expected + plan.spread if self.settings.webhook_url else plan.delay(0))
         empty_answers = 0
         last_check = origin  # when the task was last seen unfinished
+        next_report = self.clock()  # progress is reported between checks too: a bar must move
         self._pokes[job.id] = poked = asyncio.Event()
         try:
             while True:
-                await self._wait(poked, min(next_check, deadline))
+                await self._wait(poked, min(next_check, deadline, next_report))
                 prediction = self._reported(job)
                 hinted = self._hint_check.pop(job.id, False)
                 polled = prediction is None and (hinted or self.clock() >= min(next_check, deadline))
@@ -135,7 +140,8 @@ class Follower:
                     raise JobFailed(messages.took_too_long(self.settings.job_timeout))
                 if polled and prediction is not None:
                     last_check = self.clock()
-                if prediction is not None:
+                if prediction is not None or self.clock() >= next_report:
+                    next_report = self.clock() + PROGRESS_TICK
                     await self.couriers.progress(job, Progress(
                         "generating", elapsed=self.clock() - origin, expected=plan.expected))
         finally:

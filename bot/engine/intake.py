@@ -9,6 +9,7 @@ policy behind it; everything they need is a method here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -21,12 +22,14 @@ from typing import Any
 
 from bot import catalog, messages
 from bot.catalog import ValidationError
-from bot.config import Settings
+from bot.config import MediaSettings, Settings
 from bot.credits import Credits, OutOfCredits, cost_of
 from bot.engine.couriers import Couriers
 from bot.engine.pipeline import Pipeline
+from bot.engine.questions import Questions
+from bot.engine.results import Results
 from bot.engine.scheduler import Scheduler
-from bot.jobs import Accepted, Balance, Courier, GenerationRequest, Job, JobState, Rejected, UserRef
+from bot.jobs import Accepted, Balance, Courier, GenerationRequest, JobState, Rejected, UserRef, Video
 from bot.media import Media, prepare_audio, prepare_image
 from bot.store import Store
 from bot.wavespeed import Prediction, WaveSpeedClient
@@ -36,9 +39,10 @@ log = logging.getLogger(__name__)
 
 CANCELLED = "owner cancelled"  # the job's error and the ledger note of its refund
 ACCEPTS_AT_ONCE = 4  # requests checked and written concurrently; more wait their turn
+DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same user is one press
 
 
-class Engine:
+class Engine(Questions):
     """Runs jobs for every adapter; adapters register a courier per platform."""
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
@@ -58,6 +62,10 @@ class Engine:
         self.scheduler = Scheduler(store, self.pipeline, self.couriers,
                                    max_concurrent=settings.wavespeed.max_concurrent,
                                    lease_seconds=settings.storage.lease_seconds, clock=clock)
+        self.results = Results(store, client, Path(settings.storage.videos_dir),
+                               settings.storage.keep_days, clock)
+        self._housekeeper: asyncio.Task[None] | None = None
+        self._presses: dict[tuple[str, int, str | None, str | None], float] = {}  # for double taps
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -80,6 +88,8 @@ class Engine:
         Path(self.settings.storage.videos_dir).mkdir(parents=True, exist_ok=True)
         with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
             self.store.files.sweep()
+        if self._housekeeper is None:
+            self._housekeeper = asyncio.create_task(self.results.keep_house(), name="housekeeping")
         ws = self.settings.wavespeed
         if ws.webhook_url and self.webhooks is None:
             secret = ws.webhook_secret or await self.client.webhook_secret()
@@ -90,6 +100,11 @@ class Engine:
     async def stop(self) -> None:
         """Stop all work; unfinished jobs stay in the database for the next start."""
         await self.scheduler.stop()
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeper
+            self._housekeeper = None
         if self.webhooks is not None:
             await self.webhooks.stop()
             self.webhooks = None
@@ -122,7 +137,7 @@ class Engine:
                 params = replace(request.params, has_end_image=request.end_image is not None,
                                  has_audio=request.audio is not None)
                 inputs = catalog.check_params(model, params)
-                media = await asyncio.to_thread(self._prepare_media, model, request)
+                media = await asyncio.to_thread(_prepare_media, self.settings.media, model, request)
             except ValidationError as err:
                 return Rejected(str(err))
             staged = await asyncio.to_thread(
@@ -148,7 +163,9 @@ class Engine:
                 job_id = self.store.insert_job({
                     "user_key": user.key, "platform": user.platform, "reply_to": request.reply_to,
                     "model_id": model.id, "kind": model.kind, "inputs": inputs,
-                    "label": messages.job_label(model.key, model.title, inputs), "cost": cost,
+                    "label": messages.job_label(model.key, model.title, inputs,
+                                                catalog.effect_title(str(inputs.get("effect_scene", "")))),
+                    "cost": cost,
                     "paid_daily": daily, "paid_bonus": bonus, "period": period,
                     "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
                     # Ours to drive when we serve its platform; else any process that does.
@@ -167,9 +184,10 @@ class Engine:
         return Accepted(job, self.store.queue_position(job_id), self.credits.balance(user).total)
 
     def precheck(self, user: UserRef, kind: catalog.Kind, model_name: str | None,
-                 params: catalog.Params) -> Rejected | None:
+                 params: catalog.Params, *, audio_seconds: float | None = None) -> Rejected | None:
         """Refusals that need no media (bad settings, too many jobs, no credits), so an
-        adapter can answer before downloading anything. ``accept`` checks again."""
+        adapter can answer before downloading anything. ``accept`` checks again. An avatar's
+        audio length, when the chat tells it before the download, is priced too."""
         try:
             model = catalog.resolve_model(model_name, kind)
             inputs = catalog.check_params(model, params)
@@ -177,24 +195,23 @@ class Engine:
             return Rejected(str(err))
         if busy := self._too_many_jobs(user):
             return Rejected(busy)
-        cost = cost_of(model, int(str(inputs.get("duration", 5))), self.settings.costs)
+        limit = self.settings.media.max_audio_seconds
+        if audio_seconds is not None and audio_seconds > limit:
+            return Rejected(messages.audio_too_long(audio_seconds, limit))
+        cost = cost_of(model, audio_seconds or int(str(inputs.get("duration", 5))), self.settings.costs)
         have = self.credits.balance(user).total
-        return Rejected(self.credits.shortfall(cost, have)) if have < cost else None
+        if have >= cost:
+            return None
+        if kind != "avatar":
+            return Rejected(self.credits.shortfall(cost, have))
+        unit = cost_of(model, 5, self.settings.costs)
+        if audio_seconds is None or have < unit:
+            return Rejected(messages.avatar_unaffordable(unit, have))
+        return Rejected(messages.audio_costs_too_much(audio_seconds, cost, have, self.audio_allowance(user)))
 
     def _too_many_jobs(self, user: UserRef) -> str | None:
         limit = self.settings.quota.max_jobs_per_user
         return None if self.store.count_active(user.key) < limit else messages.too_many_jobs(limit)
-
-    def _prepare_media(self, model: catalog.Model, request: GenerationRequest) -> dict[str, Media]:
-        max_bytes = int(self.settings.media.max_download_mb * 1024 * 1024)
-        media = {"image": prepare_image(request.image or b"", model.image, max_input_bytes=max_bytes)}
-        if request.end_image is not None:
-            media["end_image"] = prepare_image(request.end_image, catalog.ImageRule(),
-                                               max_input_bytes=max_bytes, label="end image")
-        if request.audio is not None:
-            media["audio"] = prepare_audio(request.audio, max_input_bytes=max_bytes,
-                                           max_seconds=self.settings.media.max_audio_seconds)
-        return media
 
     async def cancel(self, user: UserRef, job_id: int) -> str:
         """Cancel a queued job of the user's and refund it; the answer is user-facing."""
@@ -211,28 +228,25 @@ class Engine:
             self.credits.refund(job, CANCELLED)
             self.store.files.drop(job_id)
         text = messages.job_cancelled(job_id, job.cost)
-        await self.couriers.fail(job, text)
+        await self.couriers.cancelled(job, text)
         await self.scheduler.announce_positions()
         return text
 
-    # --- questions --------------------------------------------------------------------
+    async def rerun(self, user: UserRef, source_job_id: int, *, reply_to: dict[str, Any],
+                    effect: str | None = None, prompt: str | None = None) -> Accepted | Rejected:
+        """A result button: a delivered job's photo again, with its own settings, another
+        effect or a prompt; checked and charged like any request, to ``user``."""
+        now, press = self.clock(), (user.key, source_job_id, effect, prompt)
+        self._presses = {p: at for p, at in self._presses.items() if now - at < DOUBLE_TAP}
+        if press in self._presses:  # a double tap (or a retried callback) is not a second order
+            return Rejected(messages.ALREADY_STARTED)
+        self._presses[press] = now
+        request = await self.results.follow_up(user, source_job_id, reply_to, effect=effect, prompt=prompt)
+        return request if isinstance(request, Rejected) else await self.accept(request)
 
-    def balance(self, user: UserRef) -> Balance:
-        return self.credits.balance(user)
-
-    def jobs_of(self, user: UserRef) -> list[tuple[Job, int]]:
-        """The user's unfinished jobs with their queue positions (0 = running)."""
-        return [(job, self.store.queue_position(job.id)) for job in self.store.user_jobs(user.key)]
-
-    def popular_effects(self) -> list[str]:
-        """Every effect, most asked for first (the API's order on ties)."""
-        counts = self.store.effect_counts()
-        return sorted(catalog.EFFECTS, key=lambda e: -counts.get(e, 0))
-
-    def usage_since(self, platform: str, since: float, place_key: str,
-                    place: object) -> tuple[int, int]:
-        """(jobs, credits spent) in one place (e.g. a server) since a moment."""
-        return self.store.usage_since(platform, since, place_key, place)
+    async def fetch_video(self, user: UserRef, job_id: int) -> Video | Rejected:
+        """A past video of the user's, downloaded again to post (the caller deletes the file)."""
+        return await self.results.fetch_video(user, job_id)
 
     # --- admins -------------------------------------------------------------------------
 
@@ -256,3 +270,16 @@ class Engine:
 
     def forget_ask(self, platform: str, chat: object, message_id: object) -> None:
         self.store.asks.drop(platform, chat, message_id)
+
+
+def _prepare_media(settings: MediaSettings, model: catalog.Model, request: GenerationRequest) -> dict[str, Media]:
+    """A request's photo, end image and audio, checked and made ready for WaveSpeed."""
+    max_bytes = int(settings.max_download_mb * 1024 * 1024)
+    media = {"image": prepare_image(request.image or b"", model.image, max_input_bytes=max_bytes)}
+    if request.end_image is not None:
+        media["end_image"] = prepare_image(request.end_image, catalog.ImageRule(),
+                                           max_input_bytes=max_bytes, label="end image")
+    if request.audio is not None:
+        media["audio"] = prepare_audio(request.audio, max_input_bytes=max_bytes,
+                                       max_seconds=settings.max_audio_seconds)
+    return media

@@ -151,7 +151,8 @@ class Pipeline:
         with self.store.transaction():
             job = self._update(job, state=JobState.DONE, finished_at=self.clock())
             self.credits.commit(job)
-            self.store.files.drop(job.id)
+            if not self.settings.storage.keep_days:  # else kept for the result buttons
+                self.store.files.drop(job.id)
 
     async def fail(self, job_id: int, reason: str) -> None:
         """End a job as failed, refund it once, and tell its chat why."""

@@ -1,0 +1,116 @@
+"""First contact: a photo sent to the bot gets the effect menu, with prices.
+
+A direct message, or a server message that mentions the bot, is answered (the
+content of both reaches a bot without the privileged message-content intent). With a
+photo: a menu of popular effects and a line on /animate and /avatar; without one: a
+pointer to /help. The menu is persistent: its custom id names the photo's message,
+read again over REST when someone picks, so it also works after a restart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from adapters.discord import replies
+from adapters.discord.commands import adapter_of, answer, user_of
+from adapters.discord.results import MENU_SIZE, TextModal
+from bot import catalog, messages
+from bot.catalog import Params
+
+if TYPE_CHECKING:
+    from adapters.discord.bot import DiscordAdapter, Source
+
+Select = discord.ui.Select[discord.ui.View]
+Button = discord.ui.Button[discord.ui.View]
+
+
+async def on_message(adapter: DiscordAdapter, message: discord.Message) -> None:
+    """Answer a photo (or a word) addressed to the bot; ignore everything else."""
+    client = adapter.client
+    if message.author.bot or client.user is None:
+        return
+    direct = isinstance(message.channel, discord.DMChannel)
+    if not direct and all(user.id != client.user.id for user in message.mentions):
+        return
+    allowed = adapter.settings.allowed_channels
+    if allowed and message.channel.id not in allowed:
+        return  # DMs too: a menu whose every pick is refused would only tease
+    if adapter.image_in(message) is None:
+        await message.reply(messages.TEXT_POINTER, mention_author=False)
+        return
+    engine = adapter.engine
+    cost = engine.quote("effect", None, Params(effect=catalog.EFFECTS[0]))
+    have = engine.balance(user_of(message.author)).total
+    view = replies.Persistent(
+        PhotoEffects(message.channel.id, message.id, engine.popular_effects()[:MENU_SIZE], cost),
+        PhotoEffectByName(message.channel.id, message.id))
+    await message.reply(messages.discord_first_photo(cost, have), view=view, mention_author=False)
+
+
+async def photo(interaction: discord.Interaction, channel_id: int, message_id: int) -> Source | None:
+    """The photo of the message a menu was made for, read again (attachment URLs expire)."""
+    client = interaction.client
+    try:
+        message = await client.get_partial_messageable(channel_id).fetch_message(message_id)
+    except discord.HTTPException:
+        return None
+    return adapter_of(interaction).image_in(message)
+
+
+async def make(interaction: discord.Interaction, channel_id: int, message_id: int, effect: str) -> None:
+    adapter = adapter_of(interaction)
+    if refusal := adapter.channel_refusal(interaction):
+        await answer(interaction, refusal)
+        return
+    if not interaction.response.is_done():
+        await interaction.response.defer()  # reading the message can take longer than Discord waits
+    image = await photo(interaction, channel_id, message_id)
+    if image is None:
+        await answer(interaction, messages.DISCORD_PHOTO_GONE)
+        return
+    await adapter.generate(interaction, "effect", Params(effect=effect), image)
+
+
+class PhotoEffects(discord.ui.DynamicItem[Select],
+                   template=r"kling:pick:(?P<channel>\d+):(?P<message>\d+)"):
+    def __init__(self, channel_id: int, message_id: int, effects: Sequence[str] = (), cost: int = 0):
+        super().__init__(discord.ui.Select(
+            custom_id=f"kling:pick:{channel_id}:{message_id}", placeholder=messages.POPULAR_EFFECTS,
+            options=[discord.SelectOption(label=catalog.effect_title(name), value=name,
+                                          description=messages.credits(cost)) for name in effects]))
+        self.channel_id, self.message_id = channel_id, message_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> PhotoEffects:
+        return cls(int(match["channel"]), int(match["message"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await make(interaction, self.channel_id, self.message_id, self.item.values[0])
+
+
+class PhotoEffectByName(discord.ui.DynamicItem[Button],
+                        template=r"kling:pickname:(?P<channel>\d+):(?P<message>\d+)"):
+    def __init__(self, channel_id: int, message_id: int):
+        super().__init__(discord.ui.Button(label=messages.TYPE_EFFECT_NAME, style=discord.ButtonStyle.secondary,
+                                           custom_id=f"kling:pickname:{channel_id}:{message_id}"))
+        self.channel_id, self.message_id = channel_id, message_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> PhotoEffectByName:
+        return cls(int(match["channel"]), int(match["message"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        async def run(submitted: discord.Interaction, name: str) -> None:
+            await make(submitted, self.channel_id, self.message_id, name)
+
+        await interaction.response.send_modal(TextModal(messages.COMMANDS["context menu"], messages.EFFECT_NAME,
+                                                        messages.EFFECT_NAME_EXAMPLE, 100, run))
+
+
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (PhotoEffects, PhotoEffectByName)

@@ -1,0 +1,74 @@
+"""/history: a user's recent videos, and one of them posted again with its buttons.
+
+The video is fetched again from WaveSpeed (it keeps outputs 7 days) and shown by the
+courier's shared rules: the NSFW policy, re-encoded to this interaction's upload limit
+when too big, and the result buttons under it. The fetched file is deleted after.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import discord
+from discord import app_commands
+
+from adapters.discord import replies
+from adapters.discord.commands import AUTOCOMPLETE_LIMIT, adapter_of, answer, user_of
+from bot import messages
+from bot.jobs import Job, JobState, Rejected
+
+log = logging.getLogger(__name__)
+
+LOOKBACK = 100  # a user's ended jobs searched for the one they name
+
+
+@app_commands.command(name="history", description=messages.COMMANDS["history"])
+@app_commands.describe(job=messages.HISTORY_OPTION)
+async def history(interaction: discord.Interaction, job: int | None = None) -> None:
+    adapter = adapter_of(interaction)
+    user = user_of(interaction.user)
+    if job is None:
+        await answer(interaction, messages.history_list([
+            (past.id, past.label, past.state.value, datetime.fromtimestamp(past.finished_at or past.created_at, UTC))
+            for past in adapter.engine.history(user)]))
+        return
+    if refusal := adapter.channel_refusal(interaction):
+        await answer(interaction, refusal)
+        return
+    past = adapter.engine.job_of(user, job)
+    if past is None:
+        await answer(interaction, messages.no_such_job(job))
+        return
+    await repost(interaction, past)
+
+
+async def repost(interaction: discord.Interaction, past: Job) -> None:
+    adapter = adapter_of(interaction)
+    status = await replies.open_status(interaction)
+    # Edited before the video goes out: Discord would make a first followup the deferred reply.
+    await interaction.followup.edit_message(status.id, content=messages.job_status(
+        past.id, past.label, messages.progress("downloading")))
+    video = await adapter.engine.fetch_video(user_of(interaction.user), past.id)
+    if isinstance(video, Rejected):
+        await replies.refuse(interaction, status, video.text)
+        return
+    try:
+        await adapter.courier.show(replace(past, reply_to=replies.reply_to(interaction, status.id)), video)
+    except discord.HTTPException as err:
+        log.warning("job %s: could not post it again (%s)", past.id, err)
+        await interaction.followup.edit_message(status.id, content=messages.job_failed(past.id, messages.NOT_POSTED))
+        return
+    finally:
+        video.path.unlink(missing_ok=True)
+    await interaction.followup.delete_message(status.id)  # the video (with its caption) says it all
+
+
+@history.autocomplete("job")
+async def job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+    wanted = current.strip().lower()
+    done = [p for p in adapter_of(interaction).engine.history(user_of(interaction.user), LOOKBACK)
+            if p.state == JobState.DONE]
+    return [app_commands.Choice(name=messages.history_choice(p.id, p.label), value=p.id) for p in done
+            if not wanted or wanted in str(p.id) or wanted in p.label.lower()][:AUTOCOMPLETE_LIMIT]

@@ -1,0 +1,94 @@
+"""Small helpers every part of the Telegram adapter shares: who sent a message, which
+file it holds, and where a job started from a message should answer."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from telegram import Chat, ForceReply, Message, Update, User
+from telegram.constants import ChatType
+from telegram.ext import Application, ContextTypes, Updater
+
+from bot.jobs import UserRef
+
+PLATFORM = "telegram"
+T = TypeVar("T")
+
+
+def user_ref(user: User) -> UserRef:
+    return UserRef(PLATFORM, str(user.id), user.full_name)
+
+
+def reply_to(status: Message, photo_message_id: int | None) -> dict[str, Any]:
+    """A job's ``reply_to``: its status message, the message its video answers, the chat kind."""
+    return {"chat_id": status.chat_id, "status_message_id": status.message_id,
+            "photo_message_id": photo_message_id,
+            "group": status.chat.type != ChatType.PRIVATE if status.chat else False}
+
+
+def is_private(message: Message) -> bool:
+    return message.chat.type == ChatType.PRIVATE
+
+
+def force_reply(chat: Chat) -> ForceReply:
+    """Opens the reply field for the answer a question waits for; in a group only for the
+    sender of the message the question replies to (everyone else may go on chatting)."""
+    return ForceReply(selective=chat.type != ChatType.PRIVATE)
+
+
+# PTB types these as optional because some update types lack them; the handlers only
+# receive updates that have them, so a missing one is a bug worth an error.
+
+def present(value: T | None, what: str) -> T:
+    if value is None:
+        raise RuntimeError(f"the update carries no {what}")
+    return value
+
+
+def message_of(update: Update) -> Message:
+    return present(update.effective_message, "message")
+
+
+def effective_user(update: Update) -> User:
+    return present(update.effective_user, "user")
+
+
+def sender(message: Message) -> User:
+    return present(message.from_user, "sender")  # set for every message outside channels
+
+
+def args_of(context: ContextTypes.DEFAULT_TYPE) -> list[str]:
+    return present(context.args, "command arguments")  # CommandHandler always sets them
+
+
+def updater_of(app: Application) -> Updater:
+    return present(app.updater, "updater")  # ApplicationBuilder builds one unless told not to
+
+
+def photo_message(message: Message) -> Message | None:
+    """The message holding the photo: this one (photo + caption) or the one replied to."""
+    for candidate in (message, message.reply_to_message):
+        if candidate is not None and file_of(candidate, images_only=True):
+            return candidate
+    return None
+
+
+def file_of(message: Message | None, images_only: bool = False) -> dict | None:
+    """The file id and size of a message's photo, image document, voice note or audio."""
+    if message is None:
+        return None
+    if message.photo:
+        largest = message.photo[-1]
+        return {"file_id": largest.file_id, "size": largest.file_size}
+    document = message.document
+    if document and (document.mime_type or "").startswith("image/"):
+        return {"file_id": document.file_id, "size": document.file_size}
+    if images_only:
+        return None
+    for media in (message.voice, message.audio):
+        if media:  # Telegram tells the length: the price is known before the download
+            # (read raw: PTB's .duration turns from int into timedelta in a coming version)
+            return {"file_id": media.file_id, "size": media.file_size, "seconds": media.to_dict().get("duration")}
+    if document and (document.mime_type or "").startswith("audio/"):
+        return {"file_id": document.file_id, "size": document.file_size}
+    return None

@@ -1,0 +1,233 @@
+"""What happens when a button is pressed, or a question of the bot's is answered.
+
+Buttons carry all they need in their callback data (see ``menus``) and questions are
+kept in the database (``engine.remember_ask``), so both work after a restart. Every
+callback query is answered once: a toast, or an alert for a refusal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+
+from telegram import (
+    Bot,
+    CallbackQuery,
+    Chat,
+    ForceReply,
+    InaccessibleMessage,
+    Message,
+    ReplyParameters,
+    Update,
+    User,
+)
+from telegram.error import BadRequest
+from telegram.ext import ContextTypes
+
+from adapters.telegram.common import PLATFORM, file_of, force_reply, sender, user_ref
+from adapters.telegram.courier import TelegramCourier
+from adapters.telegram.menus import PAGES, PROBE_PROMPT, Menus, Press, parse
+from adapters.telegram.starter import JobStarter
+from bot import catalog, messages
+from bot.catalog import Params
+from bot.config import TelegramSettings
+from bot.engine import Engine
+from bot.jobs import Rejected
+
+log = logging.getLogger(__name__)
+
+TOAST_LIMIT = 200  # characters Telegram shows in a callback answer
+ASK_PHOTO, ASK_PROMPT, ASK_AUDIO = "photo", "prompt", "audio"  # what a question waits for
+
+
+def _toast(text: str) -> str:
+    """A callback answer's text within Telegram's 200 characters (counted in UTF-16 units)."""
+    while len(text.encode("utf-16-le")) > 2 * TOAST_LIMIT:
+        text = text[:-2] + "…"
+    return text
+
+
+def _reply(message_id: int | None) -> ReplyParameters | None:
+    return ReplyParameters(message_id, allow_sending_without_reply=True) if message_id else None
+
+
+class Buttons:
+    """Callback queries: effect menus, result buttons, /history."""
+
+    def __init__(self, bot: Bot, settings: TelegramSettings, engine: Engine, menus: Menus,
+                 starter: JobStarter, courier: TelegramCourier):
+        self.bot, self.settings, self.engine = bot, settings, engine
+        self.menus, self.starter, self.courier = menus, starter, courier
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        assert query is not None and query.data is not None  # the handler's pattern matched the data
+        press = parse(query.data)
+        if press is None or query.message is None:
+            await query.answer()
+            return
+        # Buttons pass no message filter: the chat is checked here (a menu may predate the list).
+        if self.settings.allowed_chats and query.message.chat.id not in self.settings.allowed_chats:
+            await query.answer(messages.CHAT_NOT_ALLOWED, show_alert=True)
+            return
+        owned = press.kind in ("fx", "fxp", "fxa", "fxap")
+        if owned and query.from_user.id != press.key:
+            await query.answer(messages.MENU_NOT_YOURS, show_alert=True)
+            return
+        if press.kind in PAGES:
+            await query.answer()
+            await query.edit_message_reply_markup(self.menus.effects(PAGES[press.kind], press.key, press.page))
+            return
+        handler = {"fx": self._photo_effect, "fxa": self._ask_photo, "fxj": self._rerun, "again": self._rerun,
+                   "other": self._other_effect, "ask": self._ask_prompt, "hist": self._history}[press.kind]
+        await handler(query, press)
+
+    def _refusal(self, user: User, kind: catalog.Kind, params: Params, source: int | None = None) -> Rejected | None:
+        """Why a press cannot start a job, before any menu, question or status message:
+        the result's photo is no longer kept, or the presser's settings or credits."""
+        gone = self.engine.rerun_refusal(source) if source is not None else None
+        return gone or self.engine.precheck(user_ref(user), kind, None, params)
+
+    async def _photo_effect(self, query: CallbackQuery, press: Press) -> None:
+        """A tap in the menu under a photo: that effect on that photo."""
+        # the menu message itself; an InaccessibleMessage once it is too old for the Bot API
+        message = query.message if isinstance(query.message, Message) else None
+        photo = message.reply_to_message if message else None
+        if message is None or photo is None or file_of(photo, images_only=True) is None:
+            await query.answer(messages.PHOTO_GONE, show_alert=True)
+            return
+        if refusal := self._refusal(query.from_user, "effect", Params(effect=press.effect)):
+            await query.answer(_toast(refusal.text), show_alert=True)
+            return
+        title = catalog.effect_title(press.effect)
+        await query.answer(messages.effect_chosen_toast(title))
+        status = await query.edit_message_text(messages.effect_checking(title))
+        assert isinstance(status, Message)  # True comes back only for inline messages
+        await self.starter.start(message, photo, "effect", Params(effect=press.effect), status=status,
+                                 user=query.from_user)
+
+    async def _ask_photo(self, query: CallbackQuery, press: Press) -> None:
+        """A tap in the /effects menu: ask for the photo (its reply starts the job)."""
+        if refusal := self._refusal(query.from_user, "effect", Params(effect=press.effect)):
+            await query.answer(_toast(refusal.text), show_alert=True)
+            return
+        title = catalog.effect_title(press.effect)
+        await query.answer(messages.effect_chosen_toast(title))
+        menu = query.message if isinstance(query.message, Message) else None
+        command = menu.reply_to_message if menu else None  # the /effects message: ForceReply targets its sender
+        ask = await self.bot.send_message(
+            _chat_id(query), messages.telegram_send_photo_for(title),
+            reply_parameters=_reply(command.message_id if command else None),
+            reply_markup=force_reply(_chat(query)))
+        self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id,
+                                 {"kind": ASK_PHOTO, "user": query.from_user.id, "effect": press.effect})
+
+    async def _other_effect(self, query: CallbackQuery, press: Press) -> None:
+        """"Another effect" under a video: a menu of effects for that job's photo."""
+        if refusal := self._refusal(query.from_user, "effect", Params(effect=catalog.EFFECTS[0]), press.key):
+            await query.answer(_toast(refusal.text), show_alert=True)
+            return
+        await query.answer()
+        have = self.engine.balance(user_ref(query.from_user)).total
+        await self.bot.send_message(
+            _chat_id(query), messages.pick_effect_priced(self.menus.effect_cost(), have),
+            reply_parameters=_reply(_message_id(query)), reply_markup=self.menus.effects("fxj", press.key))
+
+    async def _rerun(self, query: CallbackQuery, press: Press) -> None:
+        """"Again", or an effect from a video's menu: a new job from the job's kept photo,
+        its status a new reply to the video; charged to whoever pressed."""
+        effect = press.effect if press.kind == "fxj" else None
+        if refusal := self.engine.rerun_refusal(press.key) or (
+                effect and self._refusal(query.from_user, "effect", Params(effect=effect))):
+            await query.answer(_toast(refusal.text), show_alert=True)
+            return
+        video = _message_id(query)
+        if effect and isinstance(query.message, Message) and query.message.reply_to_message:
+            video = query.message.reply_to_message.message_id  # the menu replies to the video
+        status = await self.bot.send_message(_chat_id(query), messages.CHECKING_PHOTO,
+                                             reply_parameters=_reply(video))
+        answer = await self.starter.rerun(query.from_user, press.key, status, video, keep_refusal=False,
+                                          effect=effect)
+        # Telegram refuses an answer that comes too late: the job is queued and charged all
+        # the same, and its status message says so; that must not read "something went wrong".
+        with contextlib.suppress(BadRequest):
+            await query.answer(_toast(answer.text), show_alert=isinstance(answer, Rejected))
+
+    async def _ask_prompt(self, query: CallbackQuery, press: Press) -> None:
+        """"Animate with a prompt": ask the presser for the prompt (its reply starts the job)."""
+        if refusal := self._refusal(query.from_user, "animate", Params(prompt=PROBE_PROMPT), press.key):
+            await query.answer(_toast(refusal.text), show_alert=True)
+            return
+        await query.answer()
+        video = _message_id(query)
+        ask = await self.bot.send_message(_chat_id(query), messages.ASK_PROMPT, reply_parameters=_reply(video),
+                                          reply_markup=ForceReply())
+        self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
+            "kind": ASK_PROMPT, "user": query.from_user.id, "job": press.key, "video": video})
+
+    async def _history(self, query: CallbackQuery, press: Press) -> None:
+        """A /history button: that video posted again, with its result buttons."""
+        user = user_ref(query.from_user)
+        await query.answer(messages.progress("downloading"))
+        job = self.engine.job_of(user, press.key)
+        video = await self.engine.fetch_video(user, press.key) if job else Rejected(messages.no_such_job(press.key))
+        if isinstance(video, Rejected):
+            await self.bot.send_message(_chat_id(query), video.text, reply_parameters=_reply(_message_id(query)))
+            return
+        assert job is not None  # fetch_video ran, so the job was found
+        try:  # posted where the button is, as if it were that job's first delivery
+            await self.courier.show(dataclasses.replace(job, reply_to={
+                "chat_id": _chat_id(query), "photo_message_id": _message_id(query)}), video)
+        finally:
+            video.path.unlink(missing_ok=True)
+
+
+class Replies:
+    """Answers to the bot's questions: a voice note for /avatar, a photo for an effect
+    picked from /effects, a prompt for a video's "animate with a prompt"."""
+
+    def __init__(self, engine: Engine, starter: JobStarter):
+        self.engine, self.starter = engine, starter
+
+    async def answer(self, message: Message) -> bool:
+        """Handle ``message`` if it answers a pending question; False when it does not."""
+        asked = message.reply_to_message
+        if asked is None:
+            return False
+        ask = self.engine.pending_ask(PLATFORM, asked.chat_id, asked.message_id)
+        if ask is None:
+            return False
+        if ask["user"] != sender(message).id:
+            return True  # someone else's question: not for this user to answer
+        kind = ask.get("kind", ASK_AUDIO)  # questions from before kinds were kept asked for audio
+        if kind == ASK_AUDIO and file_of(message) and not file_of(message, images_only=True):
+            self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
+            await self.starter.start(message, None, "avatar", Params(prompt=ask["prompt"] or None),
+                                     photo_file=ask["photo"], photo_message_id=ask["photo_message_id"],
+                                     audio_file=file_of(message))
+        elif kind == ASK_PHOTO and file_of(message, images_only=True):
+            self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
+            await self.starter.start(message, message, "effect", Params(effect=ask["effect"]))
+        elif kind == ASK_PROMPT and message.text:
+            self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
+            status = await message.reply_text(messages.CHECKING_PHOTO)
+            await self.starter.rerun(sender(message), ask["job"], status, ask["video"], prompt=message.text)
+        else:
+            return False
+        return True
+
+
+def _chat(query: CallbackQuery) -> Chat:
+    assert query.message is not None  # on_button answers queries without a message itself
+    return query.message.chat
+
+
+def _chat_id(query: CallbackQuery) -> int:
+    return _chat(query).id
+
+
+def _message_id(query: CallbackQuery) -> int:
+    """The pressed message (a video, a menu…), also when it is an InaccessibleMessage."""
+    assert isinstance(query.message, Message | InaccessibleMessage)
+    return query.message.message_id

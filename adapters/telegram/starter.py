@@ -1,0 +1,99 @@
+"""Starts jobs from chat messages and buttons: checks first, downloads second.
+
+Every refusal that needs no media (effect name, options, credits, too many jobs) is
+given before anything is downloaded or a status message is posted. File URLs hold
+the bot token: the bytes are fetched here and never leave as a URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import replace
+
+from telegram import Bot, Message, User
+from telegram.error import TelegramError
+
+from adapters.telegram.common import file_of, reply_to, sender, user_ref
+from adapters.telegram.courier import TelegramCourier
+from bot import catalog, messages
+from bot.catalog import Params, ValidationError
+from bot.config import MediaSettings
+from bot.engine import Engine
+from bot.jobs import Accepted, GenerationRequest, Rejected
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB to bots
+
+
+class JobStarter:
+    def __init__(self, bot: Bot, engine: Engine, courier: TelegramCourier, media: MediaSettings):
+        self.bot, self.engine, self.courier, self.media = bot, engine, courier, media
+
+    async def start(self, message: Message, photo: Message | None, kind: catalog.Kind, params: Params, *,
+                    model: str | None = None, status: Message | None = None, user: User | None = None,
+                    photo_file: dict | None = None, photo_message_id: int | None = None,
+                    audio_file: dict | None = None) -> None:
+        """Check, download the media, hand the request to the engine, show its answer."""
+        who = user_ref(user or sender(message))
+        refusal = self.engine.precheck(who, kind, model, replace(params, has_audio=audio_file is not None),
+                                       audio_seconds=(audio_file or {}).get("seconds"))
+        if refusal is not None:
+            if status is None:
+                await message.reply_text(refusal.text)
+            else:
+                await self.courier.edit(status.chat_id, status.message_id, refusal.text)
+            return
+        if status is None:
+            status = await message.reply_text(messages.CHECKING_PHOTO)
+        try:
+            image = await self.download(photo_file or file_of(photo), "photo")
+            audio = await self.download(audio_file, "audio") if audio_file else None
+        except ValidationError as err:
+            await self.courier.edit(status.chat_id, status.message_id, str(err))
+            return
+        request = GenerationRequest(
+            who, kind, image, params, model=model, audio=audio,
+            reply_to=reply_to(status, photo.message_id if photo else photo_message_id))
+        answer = await self.engine.accept(request)
+        # through the courier: its edits of this message are kept in order
+        await self.courier.edit(status.chat_id, status.message_id, answer.text)
+
+    async def rerun(self, user: User, job_id: int, status: Message, answers: int, *,
+                    effect: str | None = None, prompt: str | None = None,
+                    keep_refusal: bool = True) -> Accepted | Rejected:
+        """A new job from a delivered one (a result button), charged to ``user``. ``status``
+        becomes its status message, ``answers`` the message its video replies to; a refusal
+        is written there, or (``keep_refusal=False``) the status message is deleted and the
+        caller shows the refusal."""
+        answer = await self.engine.rerun(user_ref(user), job_id, reply_to=reply_to(status, answers),
+                                         effect=effect, prompt=prompt)
+        if isinstance(answer, Rejected) and not keep_refusal:
+            with contextlib.suppress(TelegramError):
+                await status.delete()
+        else:
+            await self.courier.edit(status.chat_id, status.message_id, answer.text)
+        return answer
+
+    async def download(self, ref: dict | None, what: str) -> bytes:
+        if not ref:
+            raise ValidationError(messages.cannot_find(what))
+        self._check_size(ref.get("size"), what)
+        try:
+            file = await self.bot.get_file(ref["file_id"])
+            self._check_size(file.file_size, what)  # the message may not have said
+            # download_as_bytearray reads file.file_path, a URL holding the bot token: it
+            # stays inside PTB and is never logged or forwarded.
+            return bytes(await file.download_as_bytearray())
+        except TelegramError as err:
+            log.warning("download of a %s failed: %s", what, type(err).__name__)
+            raise ValidationError(messages.download_failed(what, "Telegram")) from None
+
+    def _check_size(self, size: int | None, what: str) -> None:
+        """Refuse a file over what the Bot API serves or ``[media] max_download_mb``."""
+        limit = int(self.media.max_download_mb * 1024 * 1024)
+        if size and size > DOWNLOAD_LIMIT:
+            raise ValidationError(messages.telegram_file_too_large(what, size))
+        if size and size > limit:
+            raise ValidationError(messages.media_too_large(what, size, limit))

@@ -1,0 +1,158 @@
+"""After a video: result buttons (rerun), /history's re-post, prices, progress, cancel.
+
+Engine-level checks of the chat-experience core (#10), through the real engine and
+the WaveSpeed simulator: what WaveSpeed receives, what the user is charged, what the
+chat is told. The platform tests drive the same calls through PTB and discord.py.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from bot import catalog
+from bot.catalog import Params
+from bot.credits import cost_of
+from bot.engine import prices
+from bot.jobs import GenerationRequest, JobState, Progress, Rejected
+from tests.conftest import effect_request, user
+from tests.helpers import audio_bytes, image_bytes, settled
+
+
+async def _delivered(engine, courier, request):
+    answer = await engine.accept(request)
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    await settled(engine, answer.job.id)
+    return answer.job.id
+
+
+async def test_again_sends_the_same_inputs_and_charges_whoever_pressed(engine, courier, simulator):
+    source = await _delivered(engine, courier, GenerationRequest(
+        user(1), "animate", image_bytes(), Params(prompt="a cat dances", duration=10, guidance=0.7,
+                                                  negative_prompt="blur"), model="v1.6"))
+    owner_left = engine.balance(user(1)).total
+    again = await engine.rerun(user(2), source, reply_to={"chat": 7})
+    assert again.job.cost == 2 and engine.balance(user(2)).total == 8
+    assert engine.balance(user(1)).total == owner_left  # the presser pays, not the owner
+    assert (await courier.outcome(again.job.id))[0] == "delivered"
+    first, second = simulator.submissions
+    assert second["model"] == first["model"] == "kwaivgi/kling-v1.6-i2v-standard"
+    assert {k: v for k, v in second["body"].items() if k != "image"} == \
+        {k: v for k, v in first["body"].items() if k != "image"}
+    assert second["body"]["prompt"] == "a cat dances" and second["body"]["duration"] == "10"
+    assert engine.store.job(again.job.id).reply_to == {"chat": 7}
+
+
+async def test_another_effect_and_a_prompt_reuse_the_photo(engine, courier, simulator):
+    source = await _delivered(engine, courier, effect_request("hula"))
+    other = await engine.rerun(user(), source, reply_to={}, effect="Boyfriend")  # a menu's readable name
+    assert (await courier.outcome(other.job.id))[0] == "delivered"
+    prompted = await engine.rerun(user(), source, reply_to={}, prompt="she waves")
+    assert (await courier.outcome(prompted.job.id))[0] == "delivered"
+    _, effect, animate = simulator.submissions
+    assert effect["body"]["effect_scene"] == "boylfriend"  # the API's own spelling
+    assert animate["model"] == "kwaivgi/kling-v2.1-i2v-standard" and animate["body"]["prompt"] == "she waves"
+    images = {bytes(t.image) for t in simulator.tasks.values()}
+    assert len(simulator.tasks) == 3 and len(images) == 1  # the same photo went each time
+
+
+async def test_an_avatar_again_keeps_its_audio(engine, courier, simulator):
+    source = await _delivered(engine, courier, GenerationRequest(
+        user(), "avatar", image_bytes(), Params(), audio=audio_bytes(6.0)))
+    again = await engine.rerun(user(), source, reply_to={})
+    assert again.job.cost == 2  # 6 s of audio: two started 5 s
+    assert (await courier.outcome(again.job.id))[0] == "delivered"
+    assert all("audio" in s["body"] for s in simulator.submissions)
+
+
+async def test_buttons_refuse_without_charging(engine, courier, simulator):
+    source = await _delivered(engine, courier, effect_request("hula"))
+    engine.set_credits(user(3), 0)
+    refused = await engine.rerun(user(3), source, reply_to={})
+    assert isinstance(refused, Rejected) and "out of credits" in refused.text
+    assert isinstance(await engine.rerun(user(), source, reply_to={}, effect="hulla"), Rejected)
+    engine.results.clock = lambda: time.time() + 8 * 86400  # past [storage] keep_days
+    engine.results.expire()
+    gone = await engine.rerun(user(), source, reply_to={})
+    assert isinstance(gone, Rejected) and "no longer kept" in gone.text
+    simulator.plan_outcome("failed")
+    failed = await engine.accept(effect_request("hula"))
+    await courier.outcome(failed.job.id)
+    assert isinstance(await engine.rerun(user(), failed.job.id, reply_to={}), Rejected)
+    assert len(simulator.submissions) == 2  # the two accepted jobs; no refused button reached WaveSpeed
+    assert engine.balance(user(3)).total == 0
+
+
+async def test_history_lists_jobs_and_fetches_a_video_again(engine, courier, simulator):
+    first = await _delivered(engine, courier, effect_request("hula"))
+    second = await _delivered(engine, courier, effect_request("jelly press"))
+    assert [j.id for j in engine.history(user())] == [second, first]
+    video = await engine.fetch_video(user(), first)
+    assert not isinstance(video, Rejected)
+    assert video.path.read_bytes() == courier.delivered[first] and video.size == len(courier.delivered[first])
+    video.path.unlink()
+    assert (await engine.fetch_video(user(2), first)).text == f"You have no job {first}."
+    engine.results.clock = lambda: time.time() + 8 * 86400
+    assert "no longer available" in (await engine.fetch_video(user(), first)).text
+
+
+async def test_prices_are_known_before_spending(engine, settings):
+    assert engine.price_text() == ("Prices: /effect 1 credit · /animate v1.6 1 credit per 5 s · /animate v2.1 "
+                                   "1 credit per 5 s · /animate master 4 credits per 5 s · /avatar 1 credit per 5 s.")
+    assert engine.quote("animate", "master", Params(prompt="x", duration=10)) == 8
+    assert engine.audio_allowance(user()) == 30  # [media] max_audio_seconds
+    engine.set_credits(user(), 3)
+    assert engine.audio_allowance(user()) == 15
+    assert engine.precheck(user(), "avatar", None, Params(has_audio=True), audio_seconds=14.2) is None
+    assert engine.precheck(user(), "avatar", None, Params(has_audio=True), audio_seconds=16).text == (
+        "The audio is 16 s long and costs 4 credits; you have 3, enough for 15 s. Send a shorter one.")
+    assert "the limit is 30 s" in engine.precheck(user(), "avatar", None, Params(has_audio=True),
+                                                  audio_seconds=31).text
+    engine.set_credits(user(), 0)
+    refusal = engine.precheck(user(), "avatar", None, Params(has_audio=True))
+    assert refusal.text == ("A talking photo costs 1 credit per 5 s of audio and you have 0 credits. "
+                            "/quota says when your credits reset.")
+    table = replace(settings, costs={**settings.costs, "master": {5: 4, 10: 7}})
+    assert "/animate master 4 credits for 5 s, 7 credits for 10 s" in prices.price_text(table.costs)
+
+
+def test_the_default_settings_never_offer_what_a_day_cannot_buy(settings):
+    """Every model's longest request costs at most one day's credits by default."""
+    for model in catalog.MODELS:
+        longest = max(model.durations) if model.durations else (
+            settings.media.max_audio_seconds if model.kind == "avatar" else 5)
+        assert cost_of(model, longest, settings.costs) <= settings.quota.daily_credits, model.key
+
+
+async def test_progress_moves_between_polls_with_a_percentage_and_time_left(make_engine, courier, simulator):
+    simulator.job_seconds = 5.0
+    engine = await make_engine(poll_interval=30.0, expected_run_seconds=5.0)
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    generating = [p for j, p in courier.progress_log if p.stage == "generating"]
+    assert len(generating) >= 2
+    fractions = [p.fraction for p in generating]
+    assert fractions == sorted(fractions) and fractions[-1] > 0.4
+    assert "%, about 0:0" in generating[0].text()
+    assert Progress("generating", elapsed=80, expected=60).text() == \
+        "Generating… 95%, taking a little longer than usual."
+
+
+async def test_a_cancel_is_told_once(make_engine, courier):
+    engine = await make_engine(max_concurrent=1)
+    await engine.accept(effect_request(who=user(1)))
+    queued = await engine.accept(effect_request(who=user(2)))
+    text = await engine.cancel(user(2), queued.job.id)
+    assert courier.cancellations == {queued.job.id: text}
+    assert queued.job.id not in courier.failures
+    assert engine.store.job(queued.job.id).state == JobState.CANCELLED
+
+
+async def test_a_button_knows_before_opening_a_menu_whether_its_photo_is_kept(engine, courier):
+    source = await _delivered(engine, courier, effect_request("hula"))
+    assert engine.rerun_refusal(source) is None
+    assert engine.job_of(user(), source).id == source and engine.job_of(user(2), source) is None
+    engine.results.clock = lambda: time.time() + 8 * 86400
+    engine.results.expire()
+    assert "no longer kept" in engine.rerun_refusal(source).text
+    assert "no longer kept" in engine.rerun_refusal(10**6).text
