@@ -6,7 +6,8 @@ Discord: 400 "Invalid Form Body" 50035, 40060, 413 40005) and is also written to
 ``violations``, which tests/conftest.py asserts empty after every test: a client that
 swallows the error cannot hide it.
 
-The rules come from ../shared/specs/ (override with KLING_SPECS_DIR):
+The rules come from tests/specs/ (copies of the services' published specs; see its
+README; KLING_SPECS_DIR points elsewhere):
 
 - Telegram (telegram-bot-api.json): the method exists (case-insensitive); every parameter
   is known (Telegram ignores unknown ones: recorded, not refused); required ones are
@@ -43,7 +44,7 @@ from jsonschema import Draft202012Validator, ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPECS_DIR = Path(os.environ.get("KLING_SPECS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "specs")
+SPECS_DIR = Path(os.environ.get("KLING_SPECS_DIR") or Path(__file__).resolve().parent / "specs")
 TELEGRAM_SPEC = SPECS_DIR / "telegram-bot-api.json"
 DISCORD_SPEC = SPECS_DIR / "discord-openapi.pruned.json"
 DISCORD_API_PREFIX = "/api/v10"
@@ -88,7 +89,7 @@ def watch(fake: Checked) -> None:
     """
     for spec in (TELEGRAM_SPEC, DISCORD_SPEC):
         if not spec.is_file():
-            raise FileNotFoundError(f"{spec}: the chat API specs live in shared/specs beside the repository "
+            raise FileNotFoundError(f"{spec}: the chat API specs live in tests/specs "
                                     "(or set KLING_SPECS_DIR)")
     telegram_spec()
     discord_spec()

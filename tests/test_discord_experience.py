@@ -402,8 +402,8 @@ async def test_a_photo_sent_in_a_dm_gets_the_effect_menu_and_works(gateway_disco
     assert engine.balance(who(ALICE)).total == 9
 
 
-async def test_a_photo_mentioning_the_bot_in_a_server_gets_the_menu(gateway_discord, fake_discord):
-    _, adapter = gateway_discord
+async def test_a_photo_mentioning_the_bot_in_a_server_gets_the_menu(gateway_discord, fake_discord, simulator):
+    engine, adapter = gateway_discord
     attachment = [fake_discord.attachment(image_bytes())]
     quiet = fake_discord.user_message(BOB, attachment, guild_id=str(GUILD))
     await fake_discord.dispatch("MESSAGE_CREATE", quiet)
@@ -412,6 +412,11 @@ async def test_a_photo_mentioning_the_bot_in_a_server_gets_the_menu(gateway_disc
     [reply] = await until(lambda: replies_in(fake_discord, CHANNEL))
     assert int(reply["message_reference"]["message_id"]) == int(addressed["id"])  # not the quiet one
     assert f"kling:pick:{CHANNEL}:{addressed['id']}" in components(reply)
+    menu = next(m for m in fake_discord.messages.values() if m["components"] == reply["components"])
+    pick = press(fake_discord, adapter, menu, f"kling:pick:{CHANNEL}:{addressed['id']}", user=ALICE, values=["hula"])
+    [refusal] = await until(lambda: [p["json"] for p in posts(fake_discord, pick["token"])])
+    assert refusal["content"] == messages.DISCORD_MENU_NOT_YOURS and refusal["flags"] & 64  # Bob's photo
+    assert simulator.submissions == [] and engine.balance(who(ALICE)).total == 10
 
 
 async def test_plain_text_in_a_dm_gets_a_pointer_to_help(gateway_discord, fake_discord):

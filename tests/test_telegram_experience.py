@@ -8,11 +8,13 @@ delivered video (also after a restart), /history, one cancel message, a tappable
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import av
 import pytest
 
 from bot import catalog, messages
@@ -439,3 +441,21 @@ async def test_the_command_menu_includes_history(run_bot, telegram):
     commands = {c["command"]: c["description"] for c in call["params"]["commands"]}
     assert commands["history"] == messages.COMMANDS["history"]
     assert all(commands[name] == messages.COMMANDS[name] for name in commands)
+
+
+# --- a video that fits ----------------------------------------------------------------------------
+
+async def test_a_talking_photo_over_the_upload_limit_is_re_encoded_with_its_sound(run_bot, tg_settings, telegram,
+                                                                                   simulator):
+    simulator.video_bytes, simulator.video_seconds = 3 * 1000 * 1000, 3.0
+    await run_bot(replace(tg_settings, telegram=replace(tg_settings.telegram, upload_limit_mb=2)))
+    photo = telegram.user_message(ALICE, ALICE, photo=image_bytes(), push=False)
+    telegram.user_message(ALICE, ALICE, caption="/avatar", voice=audio_bytes(2.0, "ogg", "libopus"), reply_to=photo)
+    [call] = await telegram.wait_for(lambda: telegram.calls_to("sendVideo"), timeout=60)
+    [task] = simulator.tasks.values()
+    assert len(task.video) > 2 * 1024 * 1024  # what WaveSpeed served: over the bot's upload limit
+    sent_video = call["files"]["video"]
+    assert len(sent_video) < 2 * 1024 * 1024 and "http" not in call["params"]["caption"]
+    with av.open(io.BytesIO(sent_video)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.audio  # the voice is kept

@@ -22,7 +22,7 @@ from bot import catalog, messages
 from bot.catalog import Params
 
 if TYPE_CHECKING:
-    from adapters.discord.bot import DiscordAdapter, Source
+    from adapters.discord.bot import DiscordAdapter
 
 Select = discord.ui.Select[discord.ui.View]
 Button = discord.ui.Button[discord.ui.View]
@@ -51,14 +51,12 @@ async def on_message(adapter: DiscordAdapter, message: discord.Message) -> None:
     await message.reply(messages.discord_first_photo(cost, have), view=view, mention_author=False)
 
 
-async def photo(interaction: discord.Interaction, channel_id: int, message_id: int) -> Source | None:
-    """The photo of the message a menu was made for, read again (attachment URLs expire)."""
-    client = interaction.client
+async def photo_message(interaction: discord.Interaction, channel_id: int, message_id: int) -> discord.Message | None:
+    """The message a menu was made for, read again (attachment URLs expire)."""
     try:
-        message = await client.get_partial_messageable(channel_id).fetch_message(message_id)
+        return await interaction.client.get_partial_messageable(channel_id).fetch_message(message_id)
     except discord.HTTPException:
         return None
-    return adapter_of(interaction).image_in(message)
 
 
 async def make(interaction: discord.Interaction, channel_id: int, message_id: int, effect: str) -> None:
@@ -68,9 +66,13 @@ async def make(interaction: discord.Interaction, channel_id: int, message_id: in
         return
     if not interaction.response.is_done():
         await interaction.response.defer()  # reading the message can take longer than Discord waits
-    image = await photo(interaction, channel_id, message_id)
-    if image is None:
+    message = await photo_message(interaction, channel_id, message_id)
+    image = adapter.image_in(message) if message is not None else None
+    if message is None or image is None:
         await answer(interaction, messages.DISCORD_PHOTO_GONE)
+        return
+    if message.author.id != interaction.user.id:  # someone's photo is theirs to animate
+        await answer(interaction, messages.DISCORD_MENU_NOT_YOURS)
         return
     await adapter.generate(interaction, "effect", Params(effect=effect), image)
 
