@@ -7,6 +7,7 @@ chat is told. The platform tests drive the same calls through PTB and discord.py
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -156,3 +157,18 @@ async def test_a_button_knows_before_opening_a_menu_whether_its_photo_is_kept(en
     engine.results.expire()
     assert "no longer kept" in engine.rerun_refusal(source).text
     assert "no longer kept" in engine.rerun_refusal(10**6).text
+
+
+async def test_a_slow_progress_edit_does_not_delay_the_video(make_engine, courier, simulator):
+    """A chat that takes seconds to edit a status message: the video is not held up."""
+    class SlowChat(type(courier)):
+        async def progress(self, job, update):
+            await asyncio.sleep(4)
+
+    slow = SlowChat()
+    engine = await make_engine()
+    engine.register("test", slow)
+    started = time.monotonic()
+    answer = await engine.accept(effect_request())
+    assert (await slow.outcome(answer.job.id))[0] == "delivered"
+    assert time.monotonic() - started < 3.0

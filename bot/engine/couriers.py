@@ -1,8 +1,11 @@
 """The couriers adapters register, called through typed methods.
 
 Progress and failure notices are best effort: a chat that misbehaves or hangs must
-not break the job, so errors are logged and a slow call is abandoned. Delivery is
-not: its errors reach the pipeline, which retries or fails the job.
+not break the job, so errors are logged and a slow call is abandoned. Progress is
+not even waited for: a slow edit must not delay noticing that the video is ready
+(the reports start in the order they were made, and a chat courier lets the newest
+text win). Delivery is not best effort: its errors reach the pipeline, which retries
+or fails the job.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Couriers:
 
     def __init__(self) -> None:
         self._by_platform: dict[str, Courier] = {}
+        self._reports: set[asyncio.Task[None]] = set()  # progress reports under way
 
     def register(self, platform: str, courier: Courier) -> None:
         self._by_platform[platform] = courier
@@ -35,9 +39,20 @@ class Couriers:
         return platform in self._by_platform
 
     async def progress(self, job: Job, update: Progress) -> None:
+        """Report progress without waiting for the chat (see the module docstring)."""
         courier = self._by_platform.get(job.platform)
         if courier is not None:
-            await self._best_effort(job, "progress", courier.progress(job, update))
+            report = asyncio.create_task(self._best_effort(job, "progress", courier.progress(job, update)))
+            self._reports.add(report)
+            report.add_done_callback(self._reports.discard)
+            # One turn of the loop: the report starts now, so its text is set before any
+            # later message of the job (a chat's newest-wins order, a console's lines).
+            await asyncio.sleep(0)
+
+    async def settle(self) -> None:
+        """Let the progress reports under way finish (or time out); for a clean stop."""
+        if self._reports:
+            await asyncio.gather(*self._reports, return_exceptions=True)
 
     async def fail(self, job: Job, reason: str) -> None:
         courier = self._by_platform.get(job.platform)

@@ -100,6 +100,7 @@ class Engine(Questions):
     async def stop(self) -> None:
         """Stop all work; unfinished jobs stay in the database for the next start."""
         await self.scheduler.stop()
+        await self.couriers.settle()
         if self._housekeeper is not None:
             self._housekeeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
