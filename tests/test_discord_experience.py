@@ -146,6 +146,13 @@ async def test_every_video_carries_again_effect_and_prompt_buttons(run_discord, 
     assert [b["label"] for b in buttons.values()] == ["🔁 Again", "✨ Another effect", "✍️ Animate with a prompt"]
 
 
+async def test_no_buttons_when_photos_are_not_kept(run_discord, dc_settings, fake_discord):
+    """``[storage] keep_days = 0``: the buttons could only refuse, so the video has none."""
+    _, adapter = await run_discord(replace(dc_settings, storage=replace(dc_settings.storage, keep_days=0)))
+    _, message = await delivered(fake_discord, adapter)
+    assert components(message) == {}
+
+
 async def test_again_starts_a_new_job_charged_to_whoever_presses(run_discord, fake_discord, simulator):
     engine, adapter = await run_discord()
     _, message = await delivered(fake_discord, adapter)

@@ -238,6 +238,14 @@ async def test_a_delivered_video_carries_priced_result_buttons(run_bot, telegram
     assert all(len(b["callback_data"].encode()) <= 64 for b in buttons(video["reply_markup"]))
 
 
+async def test_no_buttons_when_photos_are_not_kept(run_bot, tg_settings, telegram):
+    """``[storage] keep_days = 0``: the buttons could only refuse, so the video has none."""
+    await run_bot(replace(tg_settings, storage=replace(tg_settings.storage, keep_days=0)))
+    await deliver_one(telegram)
+    [call] = telegram.calls_to("sendVideo")
+    assert "reply_markup" not in call["params"]
+
+
 async def test_again_charges_whoever_presses_and_replies_to_the_video(run_bot, tg_settings, telegram, simulator):
     engine, _ = await run_bot(quiet(tg_settings))
     video = await deliver_one(telegram, GROUP, ALICE, "/animate --duration 10 a cat dances")

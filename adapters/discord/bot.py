@@ -59,7 +59,7 @@ class DiscordAdapter:
         commands.install(self.tree, engine, history.history)
         # The buttons under videos and photo menus answer by their custom ids, also after a restart.
         self.client.add_dynamic_items(*results.DYNAMIC_ITEMS, *first_contact.DYNAMIC_ITEMS)
-        self.courier = DiscordCourier(self.client, self.settings)
+        self.courier = DiscordCourier(self.client, self.settings, engine)
         engine.register(commands.PLATFORM, self.courier)
         self._gateway: asyncio.Task[None] | None = None
         self._web: aiohttp.ClientSession | None = None  # for embed images, fetched by URL

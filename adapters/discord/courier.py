@@ -20,6 +20,7 @@ from adapters.chat import ChatCourier
 from adapters.discord import results
 from bot import messages
 from bot.config import DiscordSettings
+from bot.engine import Engine
 from bot.jobs import Job, Video
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,10 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without b
 
 
 class DiscordCourier(ChatCourier):
-    def __init__(self, client: discord.Client, settings: DiscordSettings):
+    def __init__(self, client: discord.Client, settings: DiscordSettings, engine: Engine):
         # Wall-clock time: token expiry times are stored as Unix times in the job row.
         super().__init__(settings, clock=time.time)
-        self.client, self.settings = client, settings
+        self.client, self.settings, self.engine = client, settings, engine
 
     def status_key(self, job: Job) -> Hashable | None:
         return int(job.reply_to["message_id"])
@@ -66,7 +67,7 @@ class DiscordCourier(ChatCourier):
     async def post(self, job: Job, text: str, video: Video | None) -> None:
         if self.can_edit(job):
             try:
-                await self._webhook(job).send(text, file=_file(job, video), view=_buttons(job, video),
+                await self._webhook(job).send(text, file=_file(job, video), view=_buttons(job, video, self.engine),
                                               allowed_mentions=_mention_only(job))
                 return
             except discord.HTTPException as err:
@@ -77,7 +78,7 @@ class DiscordCourier(ChatCourier):
         channel = self.client.get_partial_messageable(reply["channel_id"], guild_id=reply.get("guild_id"))
         reference = discord.MessageReference(message_id=reply["message_id"], channel_id=reply["channel_id"],
                                              guild_id=reply.get("guild_id"), fail_if_not_exists=False)
-        await channel.send(text, file=_file(job, video), view=_buttons(job, video), reference=reference,
+        await channel.send(text, file=_file(job, video), view=_buttons(job, video, self.engine), reference=reference,
                            allowed_mentions=_mention_only(job))
 
 
@@ -89,9 +90,12 @@ def _file(job: Job, video: Video | None) -> Any:
     return discord.File(video.path, filename=f"kling-{job.id}.mp4", spoiler=video.nsfw)
 
 
-def _buttons(job: Job, video: Video | None) -> Any:
-    """The result buttons under a video (again, another effect, a prompt); none under text."""
-    return discord.utils.MISSING if video is None else results.result_view(job.id)
+def _buttons(job: Job, video: Video | None, engine: Engine) -> Any:
+    """The result buttons under a video (again, another effect, a prompt); none under text,
+    nor when the photo is not kept (the buttons could only refuse)."""
+    if video is None or not engine.media_kept(job):
+        return discord.utils.MISSING
+    return results.result_view(job.id)
 
 
 def _mention_only(job: Job) -> discord.AllowedMentions:

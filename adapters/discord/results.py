@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 import discord
 
@@ -53,6 +53,15 @@ async def refused(interaction: discord.Interaction, kind: catalog.Kind, params: 
     return refusal is not None
 
 
+class ByJob:
+    """Rebuilds a job's button or menu from its custom id (``kling:<what>:<job id>``)."""
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> Self:
+        return cls(int(match["job"]))  # type: ignore[call-arg]  # each subclass takes the job id
+
+
 class TextModal(discord.ui.Modal):
     """One text field; its answer goes to ``run`` (a modal lives only in this process,
     which is fine: it is answered within minutes of the press that opened it)."""
@@ -70,33 +79,23 @@ class TextModal(discord.ui.Modal):
         await self.run(interaction, str(self.text.value))
 
 
-class Again(discord.ui.DynamicItem[Button], template=r"kling:again:(?P<job>\d+)"):
+class Again(ByJob, discord.ui.DynamicItem[Button], template=r"kling:again:(?P<job>\d+)"):
     def __init__(self, job_id: int):
         super().__init__(discord.ui.Button(label=messages.BUTTON_AGAIN, style=discord.ButtonStyle.primary,
                                            custom_id=f"kling:again:{job_id}"))
         self.job_id = job_id
 
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> Again:
-        return cls(int(match["job"]))
-
     async def callback(self, interaction: discord.Interaction) -> None:
         await rerun(interaction, self.job_id)
 
 
-class OtherEffect(discord.ui.DynamicItem[Button], template=r"kling:fx:(?P<job>\d+)"):
+class OtherEffect(ByJob, discord.ui.DynamicItem[Button], template=r"kling:fx:(?P<job>\d+)"):
     """Opens a private menu of popular effects (readable names, costs) for the same photo."""
 
     def __init__(self, job_id: int):
         super().__init__(discord.ui.Button(label=messages.BUTTON_OTHER_EFFECT, style=discord.ButtonStyle.secondary,
                                            custom_id=f"kling:fx:{job_id}"))
         self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> OtherEffect:
-        return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if await refused(interaction, "effect", Params(effect=catalog.EFFECTS[0]), self.job_id):
@@ -109,7 +108,7 @@ class OtherEffect(discord.ui.DynamicItem[Button], template=r"kling:fx:(?P<job>\d
         await interaction.response.send_message(messages.pick_effect_priced(cost, have), view=view, ephemeral=True)
 
 
-class EffectMenu(discord.ui.DynamicItem[Select], template=r"kling:fxpick:(?P<job>\d+)"):
+class EffectMenu(ByJob, discord.ui.DynamicItem[Select], template=r"kling:fxpick:(?P<job>\d+)"):
     def __init__(self, job_id: int, effects: Sequence[str] = (), cost: int = 0):
         menu: Select = discord.ui.Select(custom_id=f"kling:fxpick:{job_id}", placeholder=messages.POPULAR_EFFECTS,
                                          options=[discord.SelectOption(label=catalog.effect_title(name), value=name,
@@ -117,11 +116,6 @@ class EffectMenu(discord.ui.DynamicItem[Select], template=r"kling:fxpick:(?P<job
                                                   for name in effects])
         super().__init__(menu)
         self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> EffectMenu:
-        return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         effect = self.item.values[0]
@@ -133,16 +127,11 @@ class EffectMenu(discord.ui.DynamicItem[Select], template=r"kling:fxpick:(?P<job
         await rerun(interaction, self.job_id, effect=effect)
 
 
-class EffectByName(discord.ui.DynamicItem[Button], template=r"kling:fxname:(?P<job>\d+)"):
+class EffectByName(ByJob, discord.ui.DynamicItem[Button], template=r"kling:fxname:(?P<job>\d+)"):
     def __init__(self, job_id: int):
         super().__init__(discord.ui.Button(label=messages.TYPE_EFFECT_NAME, style=discord.ButtonStyle.secondary,
                                            custom_id=f"kling:fxname:{job_id}"))
         self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> EffectByName:
-        return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         async def run(submitted: discord.Interaction, name: str) -> None:
@@ -152,16 +141,11 @@ class EffectByName(discord.ui.DynamicItem[Button], template=r"kling:fxname:(?P<j
                                                         messages.EFFECT_NAME_EXAMPLE, 100, run))
 
 
-class WithPrompt(discord.ui.DynamicItem[Button], template=r"kling:prompt:(?P<job>\d+)"):
+class WithPrompt(ByJob, discord.ui.DynamicItem[Button], template=r"kling:prompt:(?P<job>\d+)"):
     def __init__(self, job_id: int):
         super().__init__(discord.ui.Button(label=messages.BUTTON_PROMPT, style=discord.ButtonStyle.secondary,
                                            custom_id=f"kling:prompt:{job_id}"))
         self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> WithPrompt:
-        return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if await refused(interaction, "animate", Params(prompt="-"), self.job_id):

@@ -97,10 +97,10 @@ class Menus:
         return InlineKeyboardMarkup(rows + ([nav] if nav else []))
 
     def results(self, job: Job) -> InlineKeyboardMarkup | None:
-        """The buttons under a delivered video; none once its photo is no longer kept (a
-        video posted again from /history: the buttons could only refuse)."""
-        if job.state == JobState.DONE and not self.engine.media_kept(job):
-            return None  # (a job being delivered keeps its photo: media_kept waits for DONE)
+        """The buttons under a delivered video; none when its photo is not kept (a video
+        posted again from /history, or ``keep_days = 0``: the buttons could only refuse)."""
+        if not self.engine.media_kept(job):
+            return None
         return InlineKeyboardMarkup([
             [InlineKeyboardButton(messages.priced(messages.BUTTON_AGAIN, job.cost),
                                   callback_data=f"again:{job.id}")],

@@ -42,7 +42,8 @@ class Results:
         return self.store.finished_jobs(user.key, limit)
 
     def media_kept(self, job: Job) -> bool:
-        return job.state in DELIVERED and self.store.files.has(job.id)
+        """Whether the job's buttons can make videos: its photo is kept (keep_days > 0)."""
+        return self.keep_seconds > 0 and job.state in DELIVERED and self.store.files.has(job.id)
 
     async def follow_up(self, user: UserRef, source_id: int, reply_to: dict[str, Any], *,
                         effect: str | None, prompt: str | None) -> GenerationRequest | Rejected:
