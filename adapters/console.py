@@ -228,7 +228,7 @@ class ConsoleChat:
                 self.say(messages.console_help(len(catalog.EFFECTS), catalog.animate_options(),
                                                self.engine.price_text()))
             elif command == "/effects":
-                self.say(messages.effects_list(catalog.EFFECTS))
+                self.say(messages.effects_list([catalog.effect_title(e) for e in catalog.EFFECTS]))
             elif command == "/quota":
                 self.say(self.engine.balance(self.user).text())
             elif command == "/jobs":

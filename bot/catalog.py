@@ -200,7 +200,8 @@ def resolve_effect(name: str) -> str:
     unquoted = {e.replace("'", ""): e for e in EFFECTS}
     if wanted.replace("'", "") in unquoted:
         return unquoted[wanted.replace("'", "")]
-    raise ValidationError(messages.unknown_effect(name.strip(), suggest_effects(wanted), len(EFFECTS)))
+    hints = [effect_title(hint).lower() for hint in suggest_effects(wanted)]  # readable, as typed back
+    raise ValidationError(messages.unknown_effect(name.strip(), hints, len(EFFECTS)))
 
 
 def suggest_effects(name: str, limit: int = 3) -> list[str]:

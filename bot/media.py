@@ -46,6 +46,7 @@ _AUDIO_CONTAINERS = {
     "mov,mp4,m4a,3gp,3g2,mj2": ("audio/mp4", "m4a"),
 }
 MIN_AUDIO_SECONDS = 0.5
+CODEC_PADDING = 0.3  # seconds of a measured clip that are the encoder's, not the speaker's
 
 
 class MediaError(ValidationError):
@@ -218,10 +219,17 @@ def prepare_audio(data: bytes, *, max_seconds: float, max_input_bytes: int) -> M
         raise unreadable from None
     if seconds < MIN_AUDIO_SECONDS:
         raise MediaError(messages.AUDIO_TOO_SHORT)
-    if seconds > max_seconds:
+    if billable_seconds(seconds) > max_seconds:
         raise MediaError(messages.audio_too_long(seconds, max_seconds))
     mime, ext = kind
     return Media(data, mime, f"audio.{ext}", seconds=round(seconds, 2))
+
+
+def billable_seconds(measured: float) -> float:
+    """An audio clip's length as limits and prices count it: encoders pad a clip (Opus's
+    pre-skip, MP3 frames), so a 15 s voice note measures 15.03 s and must not cost, or be
+    refused, as a 16 s one."""
+    return max(0.0, measured - CODEC_PADDING)
 
 
 def _is_cover_art(stream: av.video.stream.VideoStream) -> bool:

@@ -341,7 +341,7 @@ def out_of_credits(cost: int, have: int, daily: int, resets_at: datetime) -> str
 
 
 def now_has_credits(who: str, total: int) -> str:
-    return f"{who} now has {total} credits."
+    return f"{who} now has {credits(total)}."
 
 
 ADMINS_ONLY = "Only server managers and the bot's admins can do that."
@@ -350,7 +350,7 @@ TELEGRAM_GRANT_USAGE = "Reply /grant N to a message of the person to give N cred
 
 
 def usage_today(jobs: int, spent: int) -> str:
-    return f"Today (UTC) in this server: {jobs} job{'s' * (jobs != 1)}, {spent} credits spent."
+    return f"Today (UTC) in this server: {jobs} job{'s' * (jobs != 1)}, {credits(spent)} spent."
 
 
 # --- a job's life -------------------------------------------------------------------
@@ -437,8 +437,13 @@ def job_list(jobs: Sequence[tuple[int, str, str, int]]) -> str:
     if not jobs:
         return "You have no jobs running."
     return "\n".join(f"Job {job_id} ({label}): "
-                     f"{f'queued, position {position}' if position else state}"
+                     f"{f'queued, position {position}' if position else _STATE_WORDS.get(state, state)}"
                      for job_id, label, state, position in jobs)
+
+
+# A running job's state as /jobs says it (the database's names are for the log).
+_STATE_WORDS = {"submitting": "sending to Kling", "processing": "generating", "downloading": "fetching the video",
+                "delivering": "uploading the video"}
 
 
 def no_such_job(job_id: int) -> str:
@@ -558,6 +563,11 @@ BUTTON_OTHER_EFFECT = "✨ Another effect"
 BUTTON_PROMPT = "✍️ Animate with a prompt"
 BUTTON_SHOW = "Show"
 ASK_PROMPT = "Reply to this message with what should happen in the video, e.g. 'she waves and smiles'."
+
+
+def ask_prompt_for(name: str) -> str:
+    """The prompt question in a group, addressed to whoever pressed (the name starts it)."""
+    return f"{name}: {ASK_PROMPT}"
 SOURCE_GONE = "The photo of that video is no longer kept. Send it again to make a new one."
 VIDEO_GONE = "That video is no longer available at WaveSpeed (videos are kept for 7 days)."
 def made_no_video(job_id: int, state: str) -> str:
@@ -565,6 +575,7 @@ def made_no_video(job_id: int, state: str) -> str:
 
 
 NO_HISTORY = "You have no videos yet. Send a photo to make one."
+QUESTION_NOT_YOURS = "That question was for someone else; reply to one of mine that is meant for you."
 ALREADY_STARTED = "That button started a video a moment ago; it is on its way."
 
 

@@ -139,6 +139,21 @@ class PendingAsks:
                               [platform, str(chat), str(message_id)]).fetchone()
         return json.loads(row[0]) if row else None
 
+    def claim(self, platform: str, chat: object, message_id: object, now: float,
+              window: float | None = None) -> bool:
+        """Mark a one-use message (a menu) used; False when it already was, by any process.
+        With ``window``, an earlier mark older than that many seconds no longer counts."""
+        if window is not None:
+            self.db.execute("delete from pending_asks where platform = ? and chat = ? and message_id = ?"
+                            " and created_at < ?", [platform, str(chat), f"used:{message_id}", now - window])
+        cursor = self.db.execute("insert or ignore into pending_asks (platform, chat, message_id, data, created_at)"
+                                 " values (?, ?, ?, '{\"used\": true}', ?)",
+                                 [platform, str(chat), f"used:{message_id}", now])
+        return cursor.rowcount == 1
+
+    def unclaim(self, platform: str, chat: object, message_id: object) -> None:
+        self.drop(platform, chat, f"used:{message_id}")
+
     def drop(self, platform: str, chat: object, message_id: object) -> None:
         self.db.execute("delete from pending_asks where platform = ? and chat = ? and message_id = ?",
                         [platform, str(chat), str(message_id)])

@@ -321,7 +321,7 @@ async def test_usage_counts_todays_jobs_in_the_server(run_discord, fake_discord)
     payload = fake_discord.slash("usage", [], user=ALICE, permissions=str(discord.Permissions(manage_guild=True).value))
     feed(adapter, payload)
     [response] = await until(lambda: callbacks(fake_discord, payload["token"]))
-    assert response["data"]["content"] == "Today (UTC) in this server: 1 job, 1 credits spent."
+    assert response["data"]["content"] == "Today (UTC) in this server: 1 job, 1 credit spent."
 
 
 async def test_quota_jobs_cancel_effects_help_are_ephemeral(run_discord, fake_discord):

@@ -15,7 +15,7 @@ from bot import catalog
 from bot.catalog import Params
 from bot.credits import cost_of
 from bot.engine import prices
-from bot.jobs import GenerationRequest, JobState, Progress, Rejected
+from bot.jobs import Accepted, GenerationRequest, JobState, Progress, Rejected
 from tests.conftest import effect_request, user
 from tests.helpers import audio_bytes, image_bytes, settled
 
@@ -172,3 +172,16 @@ async def test_a_slow_progress_edit_does_not_delay_the_video(make_engine, courie
     answer = await engine.accept(effect_request())
     assert (await slow.outcome(answer.job.id))[0] == "delivered"
     assert time.monotonic() - started < 3.0
+
+
+async def test_a_double_press_handled_by_two_processes_is_one_order(make_engine, courier, simulator):
+    """Several processes may share one database: the two presses of one double tap, each
+    answered by another process, are still one job and one charge."""
+    first = await make_engine()
+    second = await make_engine()  # another process on the same database
+    answer = await first.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    await settled(first, answer.job.id)
+
+    presses = [await engine.rerun(user(2), answer.job.id, reply_to={"chat": 7}) for engine in (first, second)]
+    assert [isinstance(p, Accepted) for p in presses].count(True) == 1, "one double tap, two paid jobs"

@@ -15,9 +15,8 @@ import discord
 import yarl
 from discord import app_commands
 
-from adapters.discord import commands, first_contact, history, replies, results
+from adapters.discord import commands, first_contact, forms, history, picker, replies, results
 from adapters.discord.courier import DiscordCourier
-from adapters.discord.picker import EffectPicker
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import DiscordSettings, Settings
@@ -27,9 +26,9 @@ from bot.jobs import GenerationRequest, Rejected
 log = logging.getLogger(__name__)
 
 INTENTS = discord.Intents(guilds=True, dm_messages=True, guild_messages=True)
-MENU_SIZE = 24  # a select holds 25 options: 24 effects + "other…"
 FETCH_TIMEOUT = 120  # seconds to fetch an embed image
 Source = discord.Attachment | str  # an attachment, or an embed image's proxy URL
+FORMS = (*results.FORMS, *first_contact.FORMS, *picker.FORMS)
 
 
 class KlingClient(discord.Client):
@@ -46,6 +45,10 @@ class KlingClient(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         await first_contact.on_message(self.adapter, message)
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Forms (modal submits) are answered here, by their custom ids (``forms``)."""
+        await forms.answer(interaction, FORMS)
+
 
 class DiscordAdapter:
     """Owns the discord.py client; ``start``/``stop`` run it next to the other adapters."""
@@ -53,12 +56,14 @@ class DiscordAdapter:
     def __init__(self, settings: Settings, engine: Engine):
         self.settings = settings.discord
         self.media = settings.media
+        self.daily_credits = settings.quota.daily_credits
         self.engine = engine
         self.client = KlingClient(self)
         self.tree: app_commands.CommandTree[KlingClient] = app_commands.CommandTree(self.client)
         commands.install(self.tree, engine, history.history)
         # The buttons under videos and photo menus answer by their custom ids, also after a restart.
-        self.client.add_dynamic_items(*results.DYNAMIC_ITEMS, *first_contact.DYNAMIC_ITEMS)
+        self.client.add_dynamic_items(*results.DYNAMIC_ITEMS, *first_contact.DYNAMIC_ITEMS, *picker.DYNAMIC_ITEMS)
+        self.targets = picker.Targets()  # the images of open context menus
         self.courier = DiscordCourier(self.client, self.settings, engine)
         engine.register(commands.PLATFORM, self.courier)
         self._gateway: asyncio.Task[None] | None = None
@@ -107,7 +112,8 @@ class DiscordAdapter:
             or self._attachment_refusal(image, "photo", wants_image=True) \
             or self._attachment_refusal(end_image, "end image", wants_image=True) \
             or self._attachment_refusal(audio, "audio", wants_image=False) \
-            or self.engine.precheck(user, kind, model, params)
+            or self.engine.precheck(user, kind, model, params,
+                                    audio_seconds=audio.duration if audio is not None else None)
         if refusal:
             await commands.answer(interaction, refusal.text if isinstance(refusal, Rejected) else refusal)
             return
@@ -171,19 +177,8 @@ class DiscordAdapter:
         return bytes(data)
 
     async def effect_picker(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        """The context menu: an ephemeral menu of popular effects for a message's image."""
-        if refusal := self.channel_refusal(interaction):
-            await commands.answer(interaction, refusal)
-            return
-        image = _image_in(message)
-        if image is None:
-            await commands.answer(interaction, messages.NO_IMAGE_IN_MESSAGE)
-            return
-        popular = self.engine.popular_effects()[:MENU_SIZE]
-        cost = self.engine.quote("effect", None, Params(effect=popular[0]))
-        have = self.engine.balance(commands.user_of(interaction.user)).total
-        view = EffectPicker(self, image, popular, cost)
-        await interaction.response.send_message(messages.pick_effect_priced(cost, have), view=view, ephemeral=True)
+        """The context menu: a private menu of popular effects for a message's image."""
+        await picker.open_menu(self, interaction, message)
 
     def image_in(self, message: discord.Message) -> Source | None:
         return _image_in(message)

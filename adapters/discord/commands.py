@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PLATFORM = "discord"
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
 UNIT = 5  # seconds: credits are quoted per 5 s of video
+CONTENT_LIMIT = 2000  # characters of a message
 
 
 def adapter_of(interaction: discord.Interaction) -> DiscordAdapter:
@@ -47,11 +48,18 @@ def is_admin(interaction: discord.Interaction) -> bool:
 
 
 async def answer(interaction: discord.Interaction, text: str) -> None:
-    """An ephemeral answer, whether or not the interaction was answered before."""
+    """An ephemeral answer, whether or not the interaction was answered before (cut to
+    Discord's length limit: a refusal may quote what the user typed)."""
+    text = fit(text)
     if interaction.response.is_done():
         await interaction.followup.send(text, ephemeral=True)
     else:
         await interaction.response.send_message(text, ephemeral=True)
+
+
+def fit(text: str) -> str:
+    """``text`` cut to what a Discord message may hold."""
+    return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT - 1] + "…"
 
 
 # --- making videos ---------------------------------------------------------------------

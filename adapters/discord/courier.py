@@ -44,6 +44,7 @@ class DiscordCourier(ChatCourier):
         return self.clock() < float(job.reply_to.get("token_expires", 0)) - TOKEN_MARGIN
 
     def addressed(self, job: Job, text: str) -> str:
+        # Starts with the owner's mention: the result buttons read the owner back from it.
         return f"<@{job.reply_to['user_id']}> {text}"
 
     def upload_limit(self, job: Job) -> int:

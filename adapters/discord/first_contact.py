@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from adapters.discord import replies
+from adapters.discord import forms, replies
 from adapters.discord.commands import adapter_of, answer, user_of
-from adapters.discord.results import MENU_SIZE, TextModal
+from adapters.discord.results import MENU_SIZE
 from bot import catalog, messages
 from bot.catalog import Params
 
@@ -61,7 +61,8 @@ async def photo_message(interaction: discord.Interaction, channel_id: int, messa
 
 async def make(interaction: discord.Interaction, channel_id: int, message_id: int, effect: str) -> None:
     adapter = adapter_of(interaction)
-    if refusal := adapter.channel_refusal(interaction):
+    rejected = adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect))
+    if refusal := adapter.channel_refusal(interaction) or (rejected.text if rejected else None):
         await answer(interaction, refusal)
         return
     if not interaction.response.is_done():
@@ -108,11 +109,15 @@ class PhotoEffectByName(discord.ui.DynamicItem[Button],
         return cls(int(match["channel"]), int(match["message"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        async def run(submitted: discord.Interaction, name: str) -> None:
-            await make(submitted, self.channel_id, self.message_id, name)
-
-        await interaction.response.send_modal(TextModal(messages.COMMANDS["context menu"], messages.EFFECT_NAME,
-                                                        messages.EFFECT_NAME_EXAMPLE, 100, run))
+        await NAME_FORM.open(interaction, self.channel_id, self.message_id)
 
 
+async def _name_typed(interaction: discord.Interaction, ids: tuple[int, ...], name: str) -> None:
+    channel_id, message_id = ids
+    await make(interaction, channel_id, message_id, name)
+
+
+NAME_FORM = forms.Form("kling:pickform", ("channel", "message"), messages.COMMANDS["context menu"],
+                       messages.EFFECT_NAME, messages.EFFECT_NAME_EXAMPLE, forms.NAME_LENGTH, _name_typed)
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (PhotoEffects, PhotoEffectByName)
+FORMS = (NAME_FORM,)

@@ -1,53 +1,136 @@
-"""The context menu's effect picker: a select of popular effects, or type any name."""
+"""The context menu's effect picker: a private menu of popular effects for a message's
+image, or any effect typed by name.
+
+Its select, its button and the form the button opens are answered by their custom ids,
+which name the message (``kling:ctx:<channel>:<message>``), so they work after a restart
+too. The image is the one the context menu resolved while this process remembers it
+(``Targets``), else the message read again over REST (attachment URLs expire).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 import discord
 
+from adapters.discord import forms, replies
+from adapters.discord.commands import adapter_of, answer, user_of
+from adapters.discord.first_contact import photo_message
 from bot import catalog, messages
 from bot.catalog import Params
 
 if TYPE_CHECKING:
     from adapters.discord.bot import DiscordAdapter, Source
 
-MENU_TIMEOUT = 600  # seconds the ephemeral menu answers
+MENU_SIZE = 24  # popular effects in the menu
+KEPT = 15 * 60  # seconds a menu's image is remembered (as long as its interaction token lives)
+
+Select = discord.ui.Select[discord.ui.View]
+Button = discord.ui.Button[discord.ui.View]
 
 
-class EffectPicker(discord.ui.View):
-    """The ephemeral menu of the context-menu command: popular effects, or type any."""
+class Targets:
+    """The images context menus were opened for, by (channel, message), for ``KEPT`` seconds."""
 
-    def __init__(self, adapter: DiscordAdapter, image: Source, popular: list[str], cost: int):
-        super().__init__(timeout=MENU_TIMEOUT)
-        self.adapter, self.image = adapter, image
-        menu: discord.ui.Select[EffectPicker] = self.choose
-        menu.options = [discord.SelectOption(label=catalog.effect_title(name), value=name,
-                                             description=messages.credits(cost)) for name in popular]
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._images: dict[tuple[int, int], tuple[float, Source]] = {}
 
-    @discord.ui.select(placeholder=messages.POPULAR_EFFECTS, min_values=1, max_values=1)
-    async def choose(self, interaction: discord.Interaction, select: discord.ui.Select[Any]) -> None:
-        await self.run(interaction, select.values[0])
+    def remember(self, channel_id: int, message_id: int, image: Source) -> None:
+        now = self.clock()
+        self._images = {key: kept for key, kept in self._images.items() if now - kept[0] < KEPT}
+        self._images[(channel_id, message_id)] = (now, image)
 
-    @discord.ui.button(label=messages.ANOTHER_EFFECT, style=discord.ButtonStyle.secondary)
-    async def other(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
-        await interaction.response.send_modal(EffectNameModal(self))
-
-    async def run(self, interaction: discord.Interaction, effect: str) -> None:
-        if refusal := self.adapter.channel_refusal(interaction):
-            await interaction.response.edit_message(content=refusal, view=None)
-            return
-        await interaction.response.edit_message(content=messages.effect_chosen(catalog.effect_title(effect)), view=None)
-        await self.adapter.generate(interaction, "effect", Params(effect=effect), self.image)
+    def recall(self, channel_id: int, message_id: int) -> Source | None:
+        kept = self._images.get((channel_id, message_id))
+        return kept[1] if kept is not None and self.clock() - kept[0] < KEPT else None
 
 
-class EffectNameModal(discord.ui.Modal):
-    def __init__(self, picker: EffectPicker):
-        super().__init__(title=messages.COMMANDS["context menu"])
-        self.picker = picker
-        self.effect: discord.ui.TextInput[EffectNameModal] = discord.ui.TextInput(
-            label=messages.EFFECT_NAME, placeholder=messages.EFFECT_NAME_EXAMPLE)
-        self.add_item(self.effect)
+async def open_menu(adapter: DiscordAdapter, interaction: discord.Interaction, message: discord.Message) -> None:
+    """The context menu: a private menu of popular effects for a message's image."""
+    if refusal := adapter.channel_refusal(interaction):
+        await answer(interaction, refusal)
+        return
+    image = adapter.image_in(message)
+    if image is None:
+        await answer(interaction, messages.NO_IMAGE_IN_MESSAGE)
+        return
+    adapter.targets.remember(message.channel.id, message.id, image)
+    popular = adapter.engine.popular_effects()[:MENU_SIZE]
+    cost = adapter.engine.quote("effect", None, Params(effect=popular[0]))
+    have = adapter.engine.balance(user_of(interaction.user)).total
+    view = replies.Persistent(PickerMenu(message.channel.id, message.id, popular, cost),
+                              PickerByName(message.channel.id, message.id))
+    await interaction.response.send_message(messages.pick_effect_priced(cost, have), view=view, ephemeral=True)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.picker.run(interaction, str(self.effect.value))
+
+async def pick(interaction: discord.Interaction, channel_id: int, message_id: int, effect: str) -> None:
+    """An effect chosen in the menu (or typed): checked first, so a refusal keeps the menu."""
+    adapter = adapter_of(interaction)
+    if refusal := adapter.channel_refusal(interaction):  # every pick here would be refused
+        await interaction.response.edit_message(content=refusal, view=None)
+        return
+    if rejected := adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect)):
+        await answer(interaction, rejected.text)  # the menu stays, for another pick
+        return
+    if interaction.message is not None:
+        title = catalog.effect_title(catalog.resolve_effect(effect))  # a known effect: the check passed
+        await interaction.response.edit_message(content=messages.effect_chosen(title), view=None)
+    image = adapter.targets.recall(channel_id, message_id)
+    if image is None:  # a menu from before a restart
+        if not interaction.response.is_done():
+            await interaction.response.defer()  # reading the message can take longer than Discord waits
+        message = await photo_message(interaction, channel_id, message_id)
+        image = adapter.image_in(message) if message is not None else None
+    if image is None:
+        await answer(interaction, messages.DISCORD_PHOTO_GONE)
+        return
+    await adapter.generate(interaction, "effect", Params(effect=effect), image)
+
+
+class ByMessage:
+    """Rebuilds a menu item from its custom id (``kling:<what>:<channel>:<message>``)."""
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> Self:
+        return cls(int(match["channel"]), int(match["message"]))  # type: ignore[call-arg]  # each subclass takes the two ids
+
+
+class PickerMenu(ByMessage, discord.ui.DynamicItem[Select],
+                 template=r"kling:ctx:(?P<channel>\d+):(?P<message>\d+)"):
+    def __init__(self, channel_id: int, message_id: int, effects: Sequence[str] = (), cost: int = 0):
+        super().__init__(discord.ui.Select(
+            custom_id=f"kling:ctx:{channel_id}:{message_id}", placeholder=messages.POPULAR_EFFECTS,
+            options=[discord.SelectOption(label=catalog.effect_title(name), value=name,
+                                          description=messages.credits(cost)) for name in effects]))
+        self.channel_id, self.message_id = channel_id, message_id
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await pick(interaction, self.channel_id, self.message_id, self.item.values[0])
+
+
+class PickerByName(ByMessage, discord.ui.DynamicItem[Button],
+                   template=r"kling:ctxname:(?P<channel>\d+):(?P<message>\d+)"):
+    def __init__(self, channel_id: int, message_id: int):
+        super().__init__(discord.ui.Button(
+            label=messages.ANOTHER_EFFECT, style=discord.ButtonStyle.secondary,
+            custom_id=f"kling:ctxname:{channel_id}:{message_id}"))
+        self.channel_id, self.message_id = channel_id, message_id
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await NAME_FORM.open(interaction, self.channel_id, self.message_id)
+
+
+async def _name_typed(interaction: discord.Interaction, ids: tuple[int, ...], name: str) -> None:
+    channel_id, message_id = ids
+    await pick(interaction, channel_id, message_id, name)
+
+
+NAME_FORM = forms.Form("kling:ctxform", ("channel", "message"), messages.COMMANDS["context menu"],
+                       messages.EFFECT_NAME, messages.EFFECT_NAME_EXAMPLE, forms.NAME_LENGTH, _name_typed)
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (PickerMenu, PickerByName)
+FORMS = (NAME_FORM,)

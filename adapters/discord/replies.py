@@ -15,6 +15,7 @@ from typing import Any
 
 import discord
 
+from adapters.discord.commands import fit
 from bot import messages
 from bot.jobs import Accepted, Rejected
 
@@ -69,7 +70,7 @@ async def open_status(interaction: discord.Interaction) -> discord.Message:
 async def refuse(interaction: discord.Interaction, status: discord.Message, text: str) -> None:
     """A refusal after the status message exists: the message goes, the refusal is private."""
     await interaction.followup.delete_message(status.id)
-    await interaction.followup.send(text, ephemeral=True)
+    await interaction.followup.send(fit(text), ephemeral=True)
 
 
 async def start_job(interaction: discord.Interaction,

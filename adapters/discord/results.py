@@ -1,26 +1,32 @@
 """The buttons under every delivered video: again, another effect, animate with a prompt.
 
 Each is a ``DynamicItem``: its custom id carries the job (``kling:again:42``), so the
-client answers it by that id alone, also after a restart, with nothing kept in memory.
+client answers it by that id alone, also after a restart, with nothing kept in memory;
+the forms they open are answered by their custom ids too (``adapters.discord.forms``).
 Whoever presses is charged; the allow list and the engine's checks apply as to any
-request, and refusals are private. The new job shows in a new public message.
+request, and refusals are private and come before anything public (or a menu's
+change): only a refusal that needs the photo comes after the "thinking…" message.
+The new job shows in a new public message.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Self
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 import discord
 
-from adapters.discord import replies
-from adapters.discord.commands import adapter_of, answer, user_of
+from adapters.discord import forms, replies
+from adapters.discord.commands import PLATFORM, adapter_of, answer, user_of
 from bot import catalog, messages
 from bot.catalog import Params
+from bot.jobs import UserRef
+
+if TYPE_CHECKING:
+    from adapters.discord.bot import DiscordAdapter
 
 MENU_SIZE = 25  # a select holds 25 options
-MODAL_TIMEOUT = 15 * 60  # seconds an unanswered modal is remembered
 
 Button = discord.ui.Button[discord.ui.View]
 Select = discord.ui.Select[discord.ui.View]
@@ -28,29 +34,56 @@ Select = discord.ui.Select[discord.ui.View]
 
 async def rerun(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
                 prompt: str | None = None) -> None:
-    """A new job from a delivered one, charged to whoever pressed, shown in a new message."""
-    adapter = adapter_of(interaction)
-    if refusal := adapter.channel_refusal(interaction):
+    """A new job from a delivered one, charged to whoever pressed, shown in a new message;
+    refused privately first when it could not start anyway."""
+    if refusal := refusal_of(interaction, job_id, effect=effect, prompt=prompt):
         await answer(interaction, refusal)
         return
+    await start(interaction, job_id, effect=effect, prompt=prompt)
+
+
+async def start(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
+                prompt: str | None = None) -> None:
+    """The public status message, and the engine's answer in it (or a private refusal)."""
+    engine = adapter_of(interaction).engine
     user = user_of(interaction.user)
-    await replies.start_job(interaction, lambda reply_to: adapter.engine.rerun(
+    await replies.start_job(interaction, lambda reply_to: engine.rerun(
         user, job_id, reply_to=reply_to, effect=effect, prompt=prompt))
 
 
-async def refused(interaction: discord.Interaction, kind: catalog.Kind, params: Params, source: int) -> bool:
-    """Answer privately when the presser could not start such a job anyway (channel, the
-    result's photo no longer kept, credits, too many jobs), before a menu or a form is
-    opened for nothing."""
+def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
+               prompt: str | None = None) -> str | None:
+    """Why the presser could not start such a job from job ``job_id`` (the channel, its
+    photo no longer kept, the effect or prompt, too many jobs, credits), known before any
+    download; None when the engine may try. ``effect`` or ``prompt``: the job would use
+    it; neither: the same job again."""
     adapter = adapter_of(interaction)
-    refusal = adapter.channel_refusal(interaction)
-    rejected = adapter.engine.rerun_refusal(source) or adapter.engine.precheck(
-        user_of(interaction.user), kind, None, params)
-    if refusal is None and rejected:
-        refusal = rejected.text
-    if refusal is not None:
-        await answer(interaction, refusal)
-    return refusal is not None
+    engine = adapter.engine
+    user = user_of(interaction.user)
+    if refusal := adapter.channel_refusal(interaction):
+        return refusal
+    if gone := engine.rerun_refusal(job_id):
+        return gone.text
+    if effect is not None:
+        rejected = engine.precheck(user, "effect", None, Params(effect=effect))
+    elif prompt is not None:
+        rejected = engine.precheck(user, "animate", None, Params(prompt=prompt))
+    else:
+        return _again_refusal(adapter, interaction, job_id)
+    return rejected.text if rejected else None
+
+
+def _again_refusal(adapter: DiscordAdapter, interaction: discord.Interaction, job_id: int) -> str | None:
+    """The presser's credits against the job's price. The engine shows a job to its owner
+    only: the owner is the user the result's caption is addressed to (the courier starts
+    it with their mention); the engine checks the rest after the download."""
+    engine = adapter.engine
+    mentioned = interaction.message.raw_mentions if interaction.message is not None else []
+    source = engine.job_of(UserRef(PLATFORM, str(mentioned[0])), job_id) if mentioned else None
+    balance = engine.balance(user_of(interaction.user))
+    if source is not None and balance.total < source.cost:
+        return messages.out_of_credits(source.cost, balance.total, adapter.daily_credits, balance.resets_at)
+    return None
 
 
 class ByJob:
@@ -60,23 +93,6 @@ class ByJob:
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> Self:
         return cls(int(match["job"]))  # type: ignore[call-arg]  # each subclass takes the job id
-
-
-class TextModal(discord.ui.Modal):
-    """One text field; its answer goes to ``run`` (a modal lives only in this process,
-    which is fine: it is answered within minutes of the press that opened it)."""
-
-    def __init__(self, title: str, label: str, placeholder: str, max_length: int,
-                 run: Callable[[discord.Interaction, str], Awaitable[None]]):
-        super().__init__(title=title, timeout=MODAL_TIMEOUT)
-        self.run = run
-        self.text: discord.ui.TextInput[TextModal] = discord.ui.TextInput(
-            label=label, placeholder=placeholder, max_length=max_length,
-            style=discord.TextStyle.paragraph if max_length > 100 else discord.TextStyle.short)
-        self.add_item(self.text)
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.run(interaction, str(self.text.value))
 
 
 class Again(ByJob, discord.ui.DynamicItem[Button], template=r"kling:again:(?P<job>\d+)"):
@@ -98,7 +114,8 @@ class OtherEffect(ByJob, discord.ui.DynamicItem[Button], template=r"kling:fx:(?P
         self.job_id = job_id
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        if await refused(interaction, "effect", Params(effect=catalog.EFFECTS[0]), self.job_id):
+        if refusal := refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
+            await answer(interaction, refusal)
             return
         engine = adapter_of(interaction).engine
         cost = engine.quote("effect", None, Params(effect=catalog.EFFECTS[0]))
@@ -119,12 +136,12 @@ class EffectMenu(ByJob, discord.ui.DynamicItem[Select], template=r"kling:fxpick:
 
     async def callback(self, interaction: discord.Interaction) -> None:
         effect = self.item.values[0]
-        if refusal := adapter_of(interaction).channel_refusal(interaction):
-            await answer(interaction, refusal)
+        if refusal := refusal_of(interaction, self.job_id, effect=effect):
+            await answer(interaction, refusal)  # the menu stays, for another pick
             return
         await interaction.response.edit_message(content=messages.effect_chosen(catalog.effect_title(effect)),
                                                 view=None)
-        await rerun(interaction, self.job_id, effect=effect)
+        await start(interaction, self.job_id, effect=effect)
 
 
 class EffectByName(ByJob, discord.ui.DynamicItem[Button], template=r"kling:fxname:(?P<job>\d+)"):
@@ -134,11 +151,7 @@ class EffectByName(ByJob, discord.ui.DynamicItem[Button], template=r"kling:fxnam
         self.job_id = job_id
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        async def run(submitted: discord.Interaction, name: str) -> None:
-            await rerun(submitted, self.job_id, effect=name)
-
-        await interaction.response.send_modal(TextModal(messages.BUTTON_OTHER_EFFECT, messages.EFFECT_NAME,
-                                                        messages.EFFECT_NAME_EXAMPLE, 100, run))
+        await EFFECT_FORM.open(interaction, self.job_id)
 
 
 class WithPrompt(ByJob, discord.ui.DynamicItem[Button], template=r"kling:prompt:(?P<job>\d+)"):
@@ -148,14 +161,24 @@ class WithPrompt(ByJob, discord.ui.DynamicItem[Button], template=r"kling:prompt:
         self.job_id = job_id
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        if await refused(interaction, "animate", Params(prompt="-"), self.job_id):
+        if refusal := refusal_of(interaction, self.job_id, prompt="-"):
+            await answer(interaction, refusal)
             return
+        await PROMPT_FORM.open(interaction, self.job_id)
 
-        async def run(submitted: discord.Interaction, prompt: str) -> None:
-            await rerun(submitted, self.job_id, prompt=prompt)
 
-        await interaction.response.send_modal(TextModal(messages.BUTTON_PROMPT, messages.OPTIONS["prompt"],
-                                                        messages.PROMPT_EXAMPLE, catalog.PROMPT_MAX_CHARS, run))
+async def _effect_typed(interaction: discord.Interaction, ids: tuple[int, ...], name: str) -> None:
+    await rerun(interaction, ids[0], effect=name)
+
+
+async def _prompt_typed(interaction: discord.Interaction, ids: tuple[int, ...], prompt: str) -> None:
+    await rerun(interaction, ids[0], prompt=prompt)
+
+
+EFFECT_FORM = forms.Form("kling:fxform", ("job",), messages.BUTTON_OTHER_EFFECT, messages.EFFECT_NAME,
+                         messages.EFFECT_NAME_EXAMPLE, forms.NAME_LENGTH, _effect_typed)
+PROMPT_FORM = forms.Form("kling:promptform", ("job",), messages.BUTTON_PROMPT, messages.OPTIONS["prompt"],
+                         messages.PROMPT_EXAMPLE, catalog.PROMPT_MAX_CHARS, _prompt_typed)
 
 
 def result_view(job_id: int) -> replies.Persistent:
@@ -165,3 +188,4 @@ def result_view(job_id: int) -> replies.Persistent:
 
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
     Again, OtherEffect, EffectMenu, EffectByName, WithPrompt)
+FORMS = (EFFECT_FORM, PROMPT_FORM)

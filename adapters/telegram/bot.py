@@ -98,7 +98,10 @@ class TelegramAdapter:
         media = filters.PHOTO | filters.Document.IMAGE | filters.VOICE | filters.AUDIO | filters.Document.AUDIO
         self.app.add_handler(MessageHandler(where & media & filters.CaptionRegex(CAPTION_COMMAND),
                                             self._caption_command))
-        self.app.add_handler(MessageHandler(where & ~filters.COMMAND & (media | filters.TEXT), self._on_message))
+        # Anything else sent in a private chat (a video, a sticker…) gets the pointer to /help.
+        anything_private = filters.ChatType.PRIVATE & ~filters.StatusUpdate.ALL
+        self.app.add_handler(MessageHandler(where & ~filters.COMMAND & (media | filters.TEXT | anything_private),
+                                            self._on_message))
         self.app.add_handler(MessageHandler(where & filters.COMMAND & filters.ChatType.PRIVATE,
                                             self._unknown_command))
         self.app.add_handler(CallbackQueryHandler(self.buttons.on_button, pattern=PATTERN))
@@ -141,6 +144,10 @@ class TelegramAdapter:
         for the bot (the effect menu), or words in a private chat (a pointer to /help)."""
         message = message_of(update)
         if await self.replies.answer(message):
+            return
+        replied = message.reply_to_message
+        if file_of(message) and not file_of(message, images_only=True) and file_of(replied, images_only=True):
+            await self._avatar_with_audio(message, message, "")  # a voice note replying to a photo
             return
         if file_of(message, images_only=True):
             if is_private(message) or _addressed_to(message, context.bot):
@@ -285,8 +292,12 @@ class TelegramAdapter:
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("update handling failed: %s: %s", type(context.error).__name__, context.error)
-        if isinstance(update, Update) and update.effective_message:
-            with contextlib.suppress(TelegramError):
+        if not isinstance(update, Update):
+            return
+        with contextlib.suppress(TelegramError):
+            if update.callback_query:  # a button: answer the presser, not the whole chat
+                await update.callback_query.answer(messages.SOMETHING_WENT_WRONG, show_alert=True)
+            elif update.effective_message:
                 await update.effective_message.reply_text(messages.SOMETHING_WENT_WRONG)
 
 

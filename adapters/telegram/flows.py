@@ -18,10 +18,12 @@ from telegram import (
     ForceReply,
     InaccessibleMessage,
     Message,
+    MessageEntity,
     ReplyParameters,
     Update,
     User,
 )
+from telegram.constants import ChatType
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
@@ -33,7 +35,7 @@ from bot import catalog, messages
 from bot.catalog import Params
 from bot.config import TelegramSettings
 from bot.engine import Engine
-from bot.jobs import Rejected
+from bot.jobs import Accepted, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,8 @@ class Buttons:
             return
         if press.kind in PAGES:
             await query.answer()
-            await query.edit_message_reply_markup(self.menus.effects(PAGES[press.kind], press.key, press.page))
+            with contextlib.suppress(BadRequest):  # "not modified": a double tap on the same page
+                await query.edit_message_reply_markup(self.menus.effects(PAGES[press.kind], press.key, press.page))
             return
         handler = {"fx": self._photo_effect, "fxa": self._ask_photo, "fxj": self._rerun, "again": self._rerun,
                    "other": self._other_effect, "ask": self._ask_prompt, "hist": self._history}[press.kind]
@@ -99,6 +102,9 @@ class Buttons:
             return
         if refusal := self._refusal(query.from_user, "effect", Params(effect=press.effect)):
             await query.answer(_toast(refusal.text), show_alert=True)
+            return
+        if not self.engine.claim_menu(PLATFORM, message.chat_id, message.message_id):
+            await query.answer(messages.ALREADY_STARTED)  # a double tap: the first one is on its way
             return
         title = catalog.effect_title(press.effect)
         await query.answer(messages.effect_chosen_toast(title))
@@ -160,9 +166,14 @@ class Buttons:
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         await query.answer()
-        video = _message_id(query)
-        ask = await self.bot.send_message(_chat_id(query), messages.ASK_PROMPT, reply_parameters=_reply(video),
-                                          reply_markup=ForceReply())
+        video, presser = _message_id(query), query.from_user
+        if _chat(query).type == ChatType.PRIVATE:
+            text, mention = messages.ASK_PROMPT, None
+        else:  # addressed to the presser, whose reply field alone opens (a selective ForceReply)
+            text = messages.ask_prompt_for(presser.first_name)
+            mention = [MessageEntity(MessageEntity.TEXT_MENTION, 0, _utf16_length(presser.first_name), user=presser)]
+        ask = await self.bot.send_message(_chat_id(query), text, reply_parameters=_reply(video), entities=mention,
+                                          reply_markup=ForceReply(selective=mention is not None))
         self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
             "kind": ASK_PROMPT, "user": query.from_user.id, "job": press.key, "video": video})
 
@@ -199,23 +210,28 @@ class Replies:
         if ask is None:
             return False
         if ask["user"] != sender(message).id:
-            return True  # someone else's question: not for this user to answer
+            await message.reply_text(messages.QUESTION_NOT_YOURS)
+            return True
         kind = ask.get("kind", ASK_AUDIO)  # questions from before kinds were kept asked for audio
         if kind == ASK_AUDIO and file_of(message) and not file_of(message, images_only=True):
-            self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
-            await self.starter.start(message, None, "avatar", Params(prompt=ask["prompt"] or None),
-                                     photo_file=ask["photo"], photo_message_id=ask["photo_message_id"],
-                                     audio_file=file_of(message))
+            answer = await self.starter.start(message, None, "avatar", Params(prompt=ask["prompt"] or None),
+                                              photo_file=ask["photo"], photo_message_id=ask["photo_message_id"],
+                                              audio_file=file_of(message))
         elif kind == ASK_PHOTO and file_of(message, images_only=True):
-            self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
-            await self.starter.start(message, message, "effect", Params(effect=ask["effect"]))
+            answer = await self.starter.start(message, message, "effect", Params(effect=ask["effect"]))
         elif kind == ASK_PROMPT and message.text:
-            self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
             status = await message.reply_text(messages.CHECKING_PHOTO)
-            await self.starter.rerun(sender(message), ask["job"], status, ask["video"], prompt=message.text)
+            answer = await self.starter.rerun(sender(message), ask["job"], status, ask["video"], prompt=message.text)
         else:
             return False
+        if isinstance(answer, Accepted):  # a refused answer may be followed by a better one
+            self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
         return True
+
+
+def _utf16_length(text: str) -> int:
+    """A text's length as Telegram counts entity offsets: in UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _chat(query: CallbackQuery) -> Chat:

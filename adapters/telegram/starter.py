@@ -34,7 +34,7 @@ class JobStarter:
     async def start(self, message: Message, photo: Message | None, kind: catalog.Kind, params: Params, *,
                     model: str | None = None, status: Message | None = None, user: User | None = None,
                     photo_file: dict | None = None, photo_message_id: int | None = None,
-                    audio_file: dict | None = None) -> None:
+                    audio_file: dict | None = None) -> Accepted | Rejected:
         """Check, download the media, hand the request to the engine, show its answer."""
         who = user_ref(user or sender(message))
         refusal = self.engine.precheck(who, kind, model, replace(params, has_audio=audio_file is not None),
@@ -44,7 +44,7 @@ class JobStarter:
                 await message.reply_text(refusal.text)
             else:
                 await self.courier.edit(status.chat_id, status.message_id, refusal.text)
-            return
+            return refusal
         if status is None:
             status = await message.reply_text(messages.CHECKING_PHOTO)
         try:
@@ -52,13 +52,14 @@ class JobStarter:
             audio = await self.download(audio_file, "audio") if audio_file else None
         except ValidationError as err:
             await self.courier.edit(status.chat_id, status.message_id, str(err))
-            return
+            return Rejected(str(err))
         request = GenerationRequest(
             who, kind, image, params, model=model, audio=audio,
             reply_to=reply_to(status, photo.message_id if photo else photo_message_id))
         answer = await self.engine.accept(request)
         # through the courier: its edits of this message are kept in order
         await self.courier.edit(status.chat_id, status.message_id, answer.text)
+        return answer
 
     async def rerun(self, user: User, job_id: int, status: Message, answers: int, *,
                     effect: str | None = None, prompt: str | None = None,

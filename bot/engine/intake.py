@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -30,7 +31,7 @@ from bot.engine.questions import Questions
 from bot.engine.results import Results
 from bot.engine.scheduler import Scheduler
 from bot.jobs import Accepted, Balance, Courier, GenerationRequest, JobState, Rejected, UserRef, Video
-from bot.media import Media, prepare_audio, prepare_image
+from bot.media import Media, billable_seconds, prepare_audio, prepare_image
 from bot.store import Store
 from bot.wavespeed import Prediction, WaveSpeedClient
 from bot.webhooks import WebhookListener
@@ -65,7 +66,6 @@ class Engine(Questions):
         self.results = Results(store, client, Path(settings.storage.videos_dir),
                                settings.storage.keep_days, clock)
         self._housekeeper: asyncio.Task[None] | None = None
-        self._presses: dict[tuple[str, int, str | None, str | None], float] = {}  # for double taps
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -141,6 +141,10 @@ class Engine(Questions):
                 media = await asyncio.to_thread(_prepare_media, self.settings.media, model, request)
             except ValidationError as err:
                 return Rejected(str(err))
+            if "audio" in media and (refusal := self.precheck(  # priced by its length, said so
+                    request.user, request.kind, request.model, params,
+                    audio_seconds=billable_seconds(media["audio"].seconds))):
+                return refusal
             staged = await asyncio.to_thread(
                 lambda: {role: self.store.files.stage(item.data, item.filename) for role, item in media.items()})
             try:
@@ -153,7 +157,7 @@ class Engine(Questions):
                media: dict[str, Media], staged: dict[str, Path]) -> Accepted | Rejected:
         """Reserve the credits and write the job with its media, in one transaction."""
         user = request.user
-        seconds = media["audio"].seconds if "audio" in media else int(str(inputs.get("duration", 5)))
+        seconds = billable_seconds(media["audio"].seconds) if "audio" in media else int(str(inputs.get("duration", 5)))
         cost = cost_of(model, seconds, self.settings.costs)
         now = self.clock()
         try:
@@ -197,9 +201,10 @@ class Engine(Questions):
         if busy := self._too_many_jobs(user):
             return Rejected(busy)
         limit = self.settings.media.max_audio_seconds
-        if audio_seconds is not None and audio_seconds > limit:
+        if audio_seconds is not None and billable_seconds(audio_seconds) > limit:
             return Rejected(messages.audio_too_long(audio_seconds, limit))
-        cost = cost_of(model, audio_seconds or int(str(inputs.get("duration", 5))), self.settings.costs)
+        seconds = billable_seconds(audio_seconds) if audio_seconds is not None else int(str(inputs.get("duration", 5)))
+        cost = cost_of(model, seconds, self.settings.costs)
         have = self.credits.balance(user).total
         if have >= cost:
             return None
@@ -237,13 +242,18 @@ class Engine(Questions):
                     effect: str | None = None, prompt: str | None = None) -> Accepted | Rejected:
         """A result button: a delivered job's photo again, with its own settings, another
         effect or a prompt; checked and charged like any request, to ``user``."""
-        now, press = self.clock(), (user.key, source_job_id, effect, prompt)
-        self._presses = {p: at for p, at in self._presses.items() if now - at < DOUBLE_TAP}
-        if press in self._presses:  # a double tap (or a retried callback) is not a second order
+        # A double tap (or a retried callback, or two processes each handling one) is one order.
+        digest = hashlib.sha256((prompt or "").encode()).hexdigest()[:16]
+        press = f"rerun:{source_job_id}:{effect or ''}:{digest}"
+        with self.store.transaction():
+            first = self.store.asks.claim(user.platform, user.user_id, press, self.clock(), window=DOUBLE_TAP)
+        if not first:
             return Rejected(messages.ALREADY_STARTED)
-        self._presses[press] = now
         request = await self.results.follow_up(user, source_job_id, reply_to, effect=effect, prompt=prompt)
-        return request if isinstance(request, Rejected) else await self.accept(request)
+        answer = request if isinstance(request, Rejected) else await self.accept(request)
+        if isinstance(answer, Rejected):  # nothing started: pressing again is a new try
+            self.store.asks.unclaim(user.platform, user.user_id, press)
+        return answer
 
     async def fetch_video(self, user: UserRef, job_id: int) -> Video | Rejected:
         """A past video of the user's, downloaded again to post (the caller deletes the file)."""
@@ -265,6 +275,10 @@ class Engine(Questions):
                      data: dict[str, Any]) -> None:
         """Keep a question asked in a chat, so its answer still works after a restart."""
         self.store.asks.put(platform, chat, message_id, data, self.clock())
+
+    def claim_menu(self, platform: str, chat: object, message_id: object) -> bool:
+        """A one-use menu's first press (True), or a repeat (a double tap; any process)."""
+        return self.store.asks.claim(platform, chat, message_id, self.clock())
 
     def pending_ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
         return self.store.asks.get(platform, chat, message_id)
