@@ -185,3 +185,13 @@ async def test_a_double_press_handled_by_two_processes_is_one_order(make_engine,
 
     presses = [await engine.rerun(user(2), answer.job.id, reply_to={"chat": 7}) for engine in (first, second)]
     assert [isinstance(p, Accepted) for p in presses].count(True) == 1, "one double tap, two paid jobs"
+
+
+async def test_a_button_knows_before_any_message_whether_the_presser_can_pay(engine, courier):
+    source = await _delivered(engine, courier, GenerationRequest(
+        user(1), "animate", image_bytes(), Params(prompt="a cat dances"), model="master"))
+    engine.set_credits(user(2), 3)
+    assert "this needs 4 and you have 3" in engine.rerun_precheck(user(2), source).text  # the source's price
+    assert engine.rerun_precheck(user(2), source, effect="hula") is None  # an effect costs 1
+    assert "Unknown effect" in engine.rerun_precheck(user(2), source, effect="hulla").text
+    assert engine.rerun_precheck(user(1), source) is None

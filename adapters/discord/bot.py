@@ -56,7 +56,6 @@ class DiscordAdapter:
     def __init__(self, settings: Settings, engine: Engine):
         self.settings = settings.discord
         self.media = settings.media
-        self.daily_credits = settings.quota.daily_credits
         self.engine = engine
         self.client = KlingClient(self)
         self.tree: app_commands.CommandTree[KlingClient] = app_commands.CommandTree(self.client)

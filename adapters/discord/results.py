@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Any, Self
 import discord
 
 from adapters.discord import forms, replies
-from adapters.discord.commands import PLATFORM, adapter_of, answer, user_of
+from adapters.discord.commands import adapter_of, answer, user_of
 from bot import catalog, messages
 from bot.catalog import Params
-from bot.jobs import UserRef
 
 if TYPE_CHECKING:
-    from adapters.discord.bot import DiscordAdapter
+    pass
 
 MENU_SIZE = 25  # a select holds 25 options
 
@@ -53,37 +52,14 @@ async def start(interaction: discord.Interaction, job_id: int, *, effect: str | 
 
 def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
                prompt: str | None = None) -> str | None:
-    """Why the presser could not start such a job from job ``job_id`` (the channel, its
-    photo no longer kept, the effect or prompt, too many jobs, credits), known before any
-    download; None when the engine may try. ``effect`` or ``prompt``: the job would use
-    it; neither: the same job again."""
+    """Why the presser could not start such a job from job ``job_id`` (the channel, then the
+    engine's ``rerun_precheck``: its photo no longer kept, the effect or prompt, too many
+    jobs, credits), known before any download; None when the engine may try."""
     adapter = adapter_of(interaction)
-    engine = adapter.engine
-    user = user_of(interaction.user)
     if refusal := adapter.channel_refusal(interaction):
         return refusal
-    if gone := engine.rerun_refusal(job_id):
-        return gone.text
-    if effect is not None:
-        rejected = engine.precheck(user, "effect", None, Params(effect=effect))
-    elif prompt is not None:
-        rejected = engine.precheck(user, "animate", None, Params(prompt=prompt))
-    else:
-        return _again_refusal(adapter, interaction, job_id)
+    rejected = adapter.engine.rerun_precheck(user_of(interaction.user), job_id, effect=effect, prompt=prompt)
     return rejected.text if rejected else None
-
-
-def _again_refusal(adapter: DiscordAdapter, interaction: discord.Interaction, job_id: int) -> str | None:
-    """The presser's credits against the job's price. The engine shows a job to its owner
-    only: the owner is the user the result's caption is addressed to (the courier starts
-    it with their mention); the engine checks the rest after the download."""
-    engine = adapter.engine
-    mentioned = interaction.message.raw_mentions if interaction.message is not None else []
-    source = engine.job_of(UserRef(PLATFORM, str(mentioned[0])), job_id) if mentioned else None
-    balance = engine.balance(user_of(interaction.user))
-    if source is not None and balance.total < source.cost:
-        return messages.out_of_credits(source.cost, balance.total, adapter.daily_credits, balance.resets_at)
-    return None
 
 
 class ByJob:

@@ -144,8 +144,7 @@ class Buttons:
         """"Again", or an effect from a video's menu: a new job from the job's kept photo,
         its status a new reply to the video; charged to whoever pressed."""
         effect = press.effect if press.kind == "fxj" else None
-        if refusal := self.engine.rerun_refusal(press.key) or (
-                effect and self._refusal(query.from_user, "effect", Params(effect=effect))):
+        if refusal := self.engine.rerun_precheck(user_ref(query.from_user), press.key, effect=effect):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         video = _message_id(query)

@@ -188,37 +188,6 @@ class Engine(Questions):
         log.info("job %s accepted: %s for %s, %s credits", job_id, model.id, user.key, cost)
         return Accepted(job, self.store.queue_position(job_id), self.credits.balance(user).total)
 
-    def precheck(self, user: UserRef, kind: catalog.Kind, model_name: str | None,
-                 params: catalog.Params, *, audio_seconds: float | None = None) -> Rejected | None:
-        """Refusals that need no media (bad settings, too many jobs, no credits), so an
-        adapter can answer before downloading anything. ``accept`` checks again. An avatar's
-        audio length, when the chat tells it before the download, is priced too."""
-        try:
-            model = catalog.resolve_model(model_name, kind)
-            inputs = catalog.check_params(model, params)
-        except ValidationError as err:
-            return Rejected(str(err))
-        if busy := self._too_many_jobs(user):
-            return Rejected(busy)
-        limit = self.settings.media.max_audio_seconds
-        if audio_seconds is not None and billable_seconds(audio_seconds) > limit:
-            return Rejected(messages.audio_too_long(audio_seconds, limit))
-        seconds = billable_seconds(audio_seconds) if audio_seconds is not None else int(str(inputs.get("duration", 5)))
-        cost = cost_of(model, seconds, self.settings.costs)
-        have = self.credits.balance(user).total
-        if have >= cost:
-            return None
-        if kind != "avatar":
-            return Rejected(self.credits.shortfall(cost, have))
-        unit = cost_of(model, 5, self.settings.costs)
-        if audio_seconds is None or have < unit:
-            return Rejected(messages.avatar_unaffordable(unit, have))
-        return Rejected(messages.audio_costs_too_much(audio_seconds, cost, have, self.audio_allowance(user)))
-
-    def _too_many_jobs(self, user: UserRef) -> str | None:
-        limit = self.settings.quota.max_jobs_per_user
-        return None if self.store.count_active(user.key) < limit else messages.too_many_jobs(limit)
-
     async def cancel(self, user: UserRef, job_id: int) -> str:
         """Cancel a queued job of the user's and refund it; the answer is user-facing."""
         with self.store.transaction():

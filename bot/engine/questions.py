@@ -1,4 +1,5 @@
-"""The engine's answers to questions: credits, prices, jobs, history, popular effects.
+"""The engine's answers to questions: credits, prices, jobs, history, popular effects, and
+the refusals known before anything is downloaded.
 
 Read-only: nothing here changes a job or a balance. ``Engine`` inherits these, so
 adapters still ask everything of the one facade.
@@ -7,11 +8,13 @@ adapters still ask everything of the one facade.
 from __future__ import annotations
 
 from bot import catalog, messages
+from bot.catalog import ValidationError
 from bot.config import Settings
-from bot.credits import Credits
+from bot.credits import Credits, cost_of
 from bot.engine import prices
 from bot.engine.results import Results
 from bot.jobs import Balance, Job, Rejected, UserRef
+from bot.media import billable_seconds
 from bot.store import Store
 
 
@@ -70,3 +73,54 @@ class Questions:
         before a menu or a form is opened for it; None when it can."""
         job = self.store.job(source_job_id)
         return None if job is not None and self.media_kept(job) else Rejected(messages.SOURCE_GONE)
+
+    # --- refusals known before anything is downloaded ---------------------------------
+
+    def precheck(self, user: UserRef, kind: catalog.Kind, model_name: str | None,
+                 params: catalog.Params, *, audio_seconds: float | None = None) -> Rejected | None:
+        """Refusals that need no media (bad settings, too many jobs, no credits), so an
+        adapter can answer before downloading anything. ``accept`` checks again. An avatar's
+        audio length, when the chat tells it before the download, is priced too."""
+        try:
+            model = catalog.resolve_model(model_name, kind)
+            inputs = catalog.check_params(model, params)
+        except ValidationError as err:
+            return Rejected(str(err))
+        if busy := self._too_many_jobs(user):
+            return Rejected(busy)
+        limit = self.settings.media.max_audio_seconds
+        if audio_seconds is not None and billable_seconds(audio_seconds) > limit:
+            return Rejected(messages.audio_too_long(audio_seconds, limit))
+        seconds = billable_seconds(audio_seconds) if audio_seconds is not None else int(str(inputs.get("duration", 5)))
+        cost = cost_of(model, seconds, self.settings.costs)
+        have = self.credits.balance(user).total
+        if have >= cost:
+            return None
+        if kind != "avatar":
+            return Rejected(self.credits.shortfall(cost, have))
+        unit = cost_of(model, 5, self.settings.costs)
+        if audio_seconds is None or have < unit:
+            return Rejected(messages.avatar_unaffordable(unit, have))
+        return Rejected(messages.audio_costs_too_much(audio_seconds, cost, have, self.audio_allowance(user)))
+
+    def _too_many_jobs(self, user: UserRef) -> str | None:
+        limit = self.settings.quota.max_jobs_per_user
+        return None if self.store.count_active(user.key) < limit else messages.too_many_jobs(limit)
+
+    def rerun_precheck(self, user: UserRef, source_job_id: int, *, effect: str | None = None,
+                       prompt: str | None = None) -> Rejected | None:
+        """Why a result button of this job cannot start a job for ``user`` (the photo is
+        gone, the effect or prompt, too many jobs, credits), before any public message;
+        None when ``rerun`` may try. Neither effect nor prompt: the same job again."""
+        if gone := self.rerun_refusal(source_job_id):
+            return gone
+        if effect is not None:
+            return self.precheck(user, "effect", None, catalog.Params(effect=effect))
+        if prompt is not None:
+            return self.precheck(user, "animate", None, catalog.Params(prompt=prompt))
+        source = self.store.job(source_job_id)
+        assert source is not None  # rerun_refusal found it
+        if busy := self._too_many_jobs(user):
+            return Rejected(busy)
+        have = self.credits.balance(user).total
+        return Rejected(self.credits.shortfall(source.cost, have)) if have < source.cost else None
