@@ -506,8 +506,6 @@ def took_too_long(timeout: float) -> str:
 # --- chat flow ------------------------------------------------------------------------
 
 CHECKING_PHOTO = "Checking the photo…"
-PICK_EFFECT = "Pick an effect:"
-PICK_EFFECT_FOR_IMAGE = "Pick an effect for this image:"
 POPULAR_EFFECTS = "Popular effects"
 ANOTHER_EFFECT = "Another effect…"
 EFFECT_NAME = "Effect name"
@@ -561,7 +559,6 @@ def avatar_unaffordable(cost: int, have: int) -> str:
 BUTTON_AGAIN = "🔁 Again"
 BUTTON_OTHER_EFFECT = "✨ Another effect"
 BUTTON_PROMPT = "✍️ Animate with a prompt"
-BUTTON_SHOW = "Show"
 ASK_PROMPT = "Reply to this message with what should happen in the video, e.g. 'she waves and smiles'."
 
 
