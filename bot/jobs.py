@@ -93,6 +93,29 @@ class Job:
     def seconds(self) -> int:
         return int(self.inputs.get("duration", 5))
 
+    @property
+    def place(self) -> str:
+        """The chat or channel the job answers in ("" when it has none, e.g. the console)."""
+        where = self.reply_to.get("chat_id", self.reply_to.get("channel_id"))
+        return "" if where is None else str(where)
+
+
+@dataclass(frozen=True)
+class Press:
+    """A result button pressed, or a form about a job submitted: who, in which chat or
+    channel, and whether the platform shows the pressed message is the bot's own message
+    carrying that very button (button data and custom ids come from the client and prove
+    nothing by themselves)."""
+
+    user: UserRef
+    place: str
+    on_its_message: bool
+
+    def may_use(self, job: Job) -> bool:
+        """The trust rule for every button and form that names a job: its owner may, and
+        so may anyone pressing the bot's own message for it in the job's chat."""
+        return job.user_key == self.user.key or (self.on_its_message and job.place == self.place)
+
 
 @dataclass(frozen=True)
 class Accepted:

@@ -8,7 +8,7 @@ from bot.catalog import Params
 from bot.config import load_settings
 from bot.devtools.simulator import Simulator
 from bot.engine import Engine
-from bot.jobs import GenerationRequest, UserRef
+from bot.jobs import GenerationRequest, Press, UserRef
 from tests import spec_check
 from tests.helpers import RecordingCourier, image_bytes
 
@@ -78,6 +78,11 @@ async def engine(make_engine):
 
 def user(n: int | str = 1) -> UserRef:
     return UserRef(PLATFORM, str(n), f"user{n}")
+
+
+def press(who: UserRef, place: str = "", *, on_its_message: bool = True) -> Press:
+    """A result button pressed by ``who`` in ``place`` (the jobs here answer in place "")."""
+    return Press(who, place, on_its_message)
 
 
 def effect_request(effect: str = "hula", who: UserRef | None = None, **kw) -> GenerationRequest:

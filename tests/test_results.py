@@ -16,7 +16,7 @@ from bot.catalog import Params
 from bot.credits import cost_of
 from bot.engine import prices
 from bot.jobs import Accepted, GenerationRequest, JobState, Progress, Rejected
-from tests.conftest import effect_request, user
+from tests.conftest import effect_request, press, user
 from tests.helpers import audio_bytes, image_bytes, settled
 
 
@@ -32,7 +32,7 @@ async def test_again_sends_the_same_inputs_and_charges_whoever_pressed(engine, c
         user(1), "animate", image_bytes(), Params(prompt="a cat dances", duration=10, guidance=0.7,
                                                   negative_prompt="blur"), model="v1.6"))
     owner_left = engine.balance(user(1)).total
-    again = await engine.rerun(user(2), source, reply_to={"chat": 7})
+    again = await engine.rerun(press(user(2)), source, reply_to={"chat": 7})
     assert again.job.cost == 2 and engine.balance(user(2)).total == 8
     assert engine.balance(user(1)).total == owner_left  # the presser pays, not the owner
     assert (await courier.outcome(again.job.id))[0] == "delivered"
@@ -46,9 +46,9 @@ async def test_again_sends_the_same_inputs_and_charges_whoever_pressed(engine, c
 
 async def test_another_effect_and_a_prompt_reuse_the_photo(engine, courier, simulator):
     source = await _delivered(engine, courier, effect_request("hula"))
-    other = await engine.rerun(user(), source, reply_to={}, effect="Boyfriend")  # a menu's readable name
+    other = await engine.rerun(press(user()), source, reply_to={}, effect="Boyfriend")  # a menu's readable name
     assert (await courier.outcome(other.job.id))[0] == "delivered"
-    prompted = await engine.rerun(user(), source, reply_to={}, prompt="she waves")
+    prompted = await engine.rerun(press(user()), source, reply_to={}, prompt="she waves")
     assert (await courier.outcome(prompted.job.id))[0] == "delivered"
     _, effect, animate = simulator.submissions
     assert effect["body"]["effect_scene"] == "boylfriend"  # the API's own spelling
@@ -60,7 +60,7 @@ async def test_another_effect_and_a_prompt_reuse_the_photo(engine, courier, simu
 async def test_an_avatar_again_keeps_its_audio(engine, courier, simulator):
     source = await _delivered(engine, courier, GenerationRequest(
         user(), "avatar", image_bytes(), Params(), audio=audio_bytes(6.0)))
-    again = await engine.rerun(user(), source, reply_to={})
+    again = await engine.rerun(press(user()), source, reply_to={})
     assert again.job.cost == 2  # 6 s of audio: two started 5 s
     assert (await courier.outcome(again.job.id))[0] == "delivered"
     assert all("audio" in s["body"] for s in simulator.submissions)
@@ -69,17 +69,17 @@ async def test_an_avatar_again_keeps_its_audio(engine, courier, simulator):
 async def test_buttons_refuse_without_charging(engine, courier, simulator):
     source = await _delivered(engine, courier, effect_request("hula"))
     engine.set_credits(user(3), 0)
-    refused = await engine.rerun(user(3), source, reply_to={})
+    refused = await engine.rerun(press(user(3)), source, reply_to={})
     assert isinstance(refused, Rejected) and "out of credits" in refused.text
-    assert isinstance(await engine.rerun(user(), source, reply_to={}, effect="hulla"), Rejected)
+    assert isinstance(await engine.rerun(press(user()), source, reply_to={}, effect="hulla"), Rejected)
     engine.results.clock = lambda: time.time() + 8 * 86400  # past [storage] keep_days
     engine.results.expire()
-    gone = await engine.rerun(user(), source, reply_to={})
+    gone = await engine.rerun(press(user()), source, reply_to={})
     assert isinstance(gone, Rejected) and "no longer kept" in gone.text
     simulator.plan_outcome("failed")
     failed = await engine.accept(effect_request("hula"))
     await courier.outcome(failed.job.id)
-    assert isinstance(await engine.rerun(user(), failed.job.id, reply_to={}), Rejected)
+    assert isinstance(await engine.rerun(press(user()), failed.job.id, reply_to={}), Rejected)
     assert len(simulator.submissions) == 2  # the two accepted jobs; no refused button reached WaveSpeed
     assert engine.balance(user(3)).total == 0
 
@@ -151,12 +151,12 @@ async def test_a_cancel_is_told_once(make_engine, courier):
 
 async def test_a_button_knows_before_opening_a_menu_whether_its_photo_is_kept(engine, courier):
     source = await _delivered(engine, courier, effect_request("hula"))
-    assert engine.rerun_refusal(source) is None
+    assert engine.rerun_refusal(press(user()), source) is None
     assert engine.job_of(user(), source).id == source and engine.job_of(user(2), source) is None
     engine.results.clock = lambda: time.time() + 8 * 86400
     engine.results.expire()
-    assert "no longer kept" in engine.rerun_refusal(source).text
-    assert "no longer kept" in engine.rerun_refusal(10**6).text
+    assert "no longer kept" in engine.rerun_refusal(press(user()), source).text
+    assert "no longer kept" in engine.rerun_refusal(press(user()), 10**6).text
 
 
 async def test_a_slow_progress_edit_does_not_delay_the_video(make_engine, courier, simulator):
@@ -183,7 +183,7 @@ async def test_a_double_press_handled_by_two_processes_is_one_order(make_engine,
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
     await settled(first, answer.job.id)
 
-    presses = [await engine.rerun(user(2), answer.job.id, reply_to={"chat": 7}) for engine in (first, second)]
+    presses = [await engine.rerun(press(user(2)), answer.job.id, reply_to={"chat": 7}) for engine in (first, second)]
     assert [isinstance(p, Accepted) for p in presses].count(True) == 1, "one double tap, two paid jobs"
 
 
@@ -191,7 +191,25 @@ async def test_a_button_knows_before_any_message_whether_the_presser_can_pay(eng
     source = await _delivered(engine, courier, GenerationRequest(
         user(1), "animate", image_bytes(), Params(prompt="a cat dances"), model="master"))
     engine.set_credits(user(2), 3)
-    assert "this needs 4 and you have 3" in engine.rerun_precheck(user(2), source).text  # the source's price
-    assert engine.rerun_precheck(user(2), source, effect="hula") is None  # an effect costs 1
-    assert "Unknown effect" in engine.rerun_precheck(user(2), source, effect="hulla").text
-    assert engine.rerun_precheck(user(1), source) is None
+    assert "this needs 4 and you have 3" in engine.rerun_precheck(press(user(2)), source).text  # the source's price
+    assert engine.rerun_precheck(press(user(2)), source, effect="hula") is None  # an effect costs 1
+    assert "Unknown effect" in engine.rerun_precheck(press(user(2)), source, effect="hulla").text
+    assert engine.rerun_precheck(press(user(1)), source) is None
+
+
+async def test_a_press_may_use_a_job_only_from_its_own_message_in_its_chat_or_as_its_owner(engine, courier):
+    """Button data is the client's word: a stranger naming someone's job from another chat,
+    or from a message that carries no such button, is refused like an expired button."""
+    source = await _delivered(engine, courier, GenerationRequest(
+        user(1), "animate", image_bytes(), Params(prompt="my secret prompt"), reply_to={"chat_id": 5}))
+    stranger_elsewhere = press(user(2), "6")
+    stranger_forged = press(user(2), "5", on_its_message=False)
+    for forged in (stranger_elsewhere, stranger_forged):
+        refusal = engine.rerun_precheck(forged, source)
+        assert refusal.text == engine.rerun_refusal(press(user(1)), 10**6).text  # as if expired
+        assert "secret" not in refusal.text
+        answer = await engine.rerun(forged, source, reply_to={})
+        assert isinstance(answer, Rejected) and "secret" not in answer.text
+    assert engine.balance(user(2)).total == 10  # nothing charged
+    assert engine.rerun_precheck(press(user(2), "5"), source) is None  # the video's own button, in its chat
+    assert engine.rerun_precheck(press(user(1), "6", on_its_message=False), source) is None  # its owner

@@ -19,7 +19,7 @@ from adapters.chat import jobs_text
 from bot import catalog, messages
 from bot.catalog import Params
 from bot.engine import Engine
-from bot.jobs import UserRef
+from bot.jobs import Press, UserRef
 
 if TYPE_CHECKING:
     from adapters.discord.bot import DiscordAdapter
@@ -38,6 +38,19 @@ def adapter_of(interaction: discord.Interaction) -> DiscordAdapter:
 
 def user_of(user: discord.abc.User) -> UserRef:
     return UserRef(PLATFORM, str(user.id), user.display_name)
+
+
+def press_of(interaction: discord.Interaction, custom_id: str | None = None) -> Press:
+    """Who pressed, in which channel, and whether the pressed message (as Discord sent it)
+    carries a component with ``custom_id`` (by default the one pressed): a custom id alone
+    is the client's word."""
+    data: dict[str, Any] = dict(interaction.data or {})
+    wanted = custom_id or str(data.get("custom_id", ""))
+    message = interaction.message
+    carried = message is not None and any(
+        getattr(child, "custom_id", None) == wanted
+        for row in message.components for child in getattr(row, "children", [row]))
+    return Press(user_of(interaction.user), str(interaction.channel_id or ""), carried)
 
 
 def is_admin(interaction: discord.Interaction) -> bool:

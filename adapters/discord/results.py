@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Self
 import discord
 
 from adapters.discord import forms, replies
-from adapters.discord.commands import adapter_of, answer, user_of
+from adapters.discord.commands import adapter_of, answer, press_of, user_of
 from bot import catalog, messages
 from bot.catalog import Params
+from bot.jobs import Press
 
 if TYPE_CHECKING:
     pass
@@ -32,33 +33,34 @@ Select = discord.ui.Select[discord.ui.View]
 
 
 async def rerun(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
-                prompt: str | None = None) -> None:
+                prompt: str | None = None, press: Press | None = None) -> None:
     """A new job from a delivered one, charged to whoever pressed, shown in a new message;
     refused privately first when it could not start anyway."""
-    if refusal := refusal_of(interaction, job_id, effect=effect, prompt=prompt):
+    press = press or press_of(interaction)
+    if refusal := refusal_of(interaction, job_id, effect=effect, prompt=prompt, press=press):
         await answer(interaction, refusal)
         return
-    await start(interaction, job_id, effect=effect, prompt=prompt)
+    await start(interaction, job_id, effect=effect, prompt=prompt, press=press)
 
 
 async def start(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
-                prompt: str | None = None) -> None:
+                prompt: str | None = None, press: Press | None = None) -> None:
     """The public status message, and the engine's answer in it (or a private refusal)."""
     engine = adapter_of(interaction).engine
-    user = user_of(interaction.user)
+    press = press or press_of(interaction)
     await replies.start_job(interaction, lambda reply_to: engine.rerun(
-        user, job_id, reply_to=reply_to, effect=effect, prompt=prompt))
+        press, job_id, reply_to=reply_to, effect=effect, prompt=prompt))
 
 
 def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
-               prompt: str | None = None) -> str | None:
+               prompt: str | None = None, press: Press | None = None) -> str | None:
     """Why the presser could not start such a job from job ``job_id`` (the channel, then the
     engine's ``rerun_precheck``: its photo no longer kept, the effect or prompt, too many
     jobs, credits), known before any download; None when the engine may try."""
     adapter = adapter_of(interaction)
     if refusal := adapter.channel_refusal(interaction):
         return refusal
-    rejected = adapter.engine.rerun_precheck(user_of(interaction.user), job_id, effect=effect, prompt=prompt)
+    rejected = adapter.engine.rerun_precheck(press or press_of(interaction), job_id, effect=effect, prompt=prompt)
     return rejected.text if rejected else None
 
 
@@ -143,12 +145,18 @@ class WithPrompt(ByJob, discord.ui.DynamicItem[Button], template=r"kling:prompt:
         await PROMPT_FORM.open(interaction, self.job_id)
 
 
+def form_press(interaction: discord.Interaction) -> Press:
+    """A form about a job acts only on a job of the channel where it is submitted (or the
+    submitter's own): its custom id is the client's word."""
+    return Press(user_of(interaction.user), str(interaction.channel_id or ""), on_its_message=True)
+
+
 async def _effect_typed(interaction: discord.Interaction, ids: tuple[int, ...], name: str) -> None:
-    await rerun(interaction, ids[0], effect=name)
+    await rerun(interaction, ids[0], effect=name, press=form_press(interaction))
 
 
 async def _prompt_typed(interaction: discord.Interaction, ids: tuple[int, ...], prompt: str) -> None:
-    await rerun(interaction, ids[0], prompt=prompt)
+    await rerun(interaction, ids[0], prompt=prompt, press=form_press(interaction))
 
 
 EFFECT_FORM = forms.Form("kling:fxform", ("job",), messages.BUTTON_OTHER_EFFECT, messages.EFFECT_NAME,

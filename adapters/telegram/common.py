@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from telegram import Chat, ForceReply, Message, Update, User
+from telegram import CallbackQuery, Chat, ForceReply, Message, Update, User
 from telegram.constants import ChatType
 from telegram.ext import Application, ContextTypes, Updater
 
-from bot.jobs import UserRef
+from bot.jobs import Press, UserRef
 
 PLATFORM = "telegram"
 T = TypeVar("T")
@@ -17,6 +17,16 @@ T = TypeVar("T")
 
 def user_ref(user: User) -> UserRef:
     return UserRef(PLATFORM, str(user.id), user.full_name)
+
+
+def press_of(query: CallbackQuery) -> Press:
+    """Who pressed, in which chat, and whether the pressed message (as Telegram has it, not
+    as the client says) carries a button with exactly this data: callback data alone is
+    the client's word, and the message may hold no such button."""
+    message = query.message
+    carried = isinstance(message, Message) and message.reply_markup is not None and any(
+        button.callback_data == query.data for row in message.reply_markup.inline_keyboard for button in row)
+    return Press(user_ref(query.from_user), str(message.chat.id) if message else "", carried)
 
 
 def reply_to(status: Message, photo_message_id: int | None) -> dict[str, Any]:

@@ -21,21 +21,20 @@ from telegram import (
     MessageEntity,
     ReplyParameters,
     Update,
-    User,
 )
 from telegram.constants import ChatType
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
-from adapters.telegram.common import PLATFORM, file_of, force_reply, sender, user_ref
+from adapters.telegram.common import PLATFORM, file_of, force_reply, press_of, sender, user_ref
 from adapters.telegram.courier import TelegramCourier
-from adapters.telegram.menus import PAGES, PROBE_PROMPT, Menus, Press, parse
+from adapters.telegram.menus import PAGES, PROBE_PROMPT, ButtonData, Menus, parse
 from adapters.telegram.starter import JobStarter
 from bot import catalog, messages
 from bot.catalog import Params
 from bot.config import TelegramSettings
 from bot.engine import Engine
-from bot.jobs import Accepted, Rejected
+from bot.jobs import Accepted, Press, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +85,15 @@ class Buttons:
                    "other": self._other_effect, "ask": self._ask_prompt, "hist": self._history}[press.kind]
         await handler(query, press)
 
-    def _refusal(self, user: User, kind: catalog.Kind, params: Params, source: int | None = None) -> Rejected | None:
+    def _refusal(self, query: CallbackQuery, kind: catalog.Kind, params: Params,
+                 source: int | None = None) -> Rejected | None:
         """Why a press cannot start a job, before any menu, question or status message:
-        the result's photo is no longer kept, or the presser's settings or credits."""
-        gone = self.engine.rerun_refusal(source) if source is not None else None
-        return gone or self.engine.precheck(user_ref(user), kind, None, params)
+        the result's photo is no longer kept (or not the presser's to use), or the
+        presser's settings or credits."""
+        gone = self.engine.rerun_refusal(press_of(query), source) if source is not None else None
+        return gone or self.engine.precheck(user_ref(query.from_user), kind, None, params)
 
-    async def _photo_effect(self, query: CallbackQuery, press: Press) -> None:
+    async def _photo_effect(self, query: CallbackQuery, press: ButtonData) -> None:
         """A tap in the menu under a photo: that effect on that photo."""
         # the menu message itself; an InaccessibleMessage once it is too old for the Bot API
         message = query.message if isinstance(query.message, Message) else None
@@ -100,7 +101,7 @@ class Buttons:
         if message is None or photo is None or file_of(photo, images_only=True) is None:
             await query.answer(messages.PHOTO_GONE, show_alert=True)
             return
-        if refusal := self._refusal(query.from_user, "effect", Params(effect=press.effect)):
+        if refusal := self._refusal(query, "effect", Params(effect=press.effect)):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         if not self.engine.claim_menu(PLATFORM, message.chat_id, message.message_id):
@@ -113,9 +114,9 @@ class Buttons:
         await self.starter.start(message, photo, "effect", Params(effect=press.effect), status=status,
                                  user=query.from_user)
 
-    async def _ask_photo(self, query: CallbackQuery, press: Press) -> None:
+    async def _ask_photo(self, query: CallbackQuery, press: ButtonData) -> None:
         """A tap in the /effects menu: ask for the photo (its reply starts the job)."""
-        if refusal := self._refusal(query.from_user, "effect", Params(effect=press.effect)):
+        if refusal := self._refusal(query, "effect", Params(effect=press.effect)):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         title = catalog.effect_title(press.effect)
@@ -129,9 +130,9 @@ class Buttons:
         self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id,
                                  {"kind": ASK_PHOTO, "user": query.from_user.id, "effect": press.effect})
 
-    async def _other_effect(self, query: CallbackQuery, press: Press) -> None:
+    async def _other_effect(self, query: CallbackQuery, press: ButtonData) -> None:
         """"Another effect" under a video: a menu of effects for that job's photo."""
-        if refusal := self._refusal(query.from_user, "effect", Params(effect=catalog.EFFECTS[0]), press.key):
+        if refusal := self._refusal(query, "effect", Params(effect=catalog.EFFECTS[0]), press.key):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         await query.answer()
@@ -140,11 +141,11 @@ class Buttons:
             _chat_id(query), messages.pick_effect_priced(self.menus.effect_cost(), have),
             reply_parameters=_reply(_message_id(query)), reply_markup=self.menus.effects("fxj", press.key))
 
-    async def _rerun(self, query: CallbackQuery, press: Press) -> None:
+    async def _rerun(self, query: CallbackQuery, press: ButtonData) -> None:
         """"Again", or an effect from a video's menu: a new job from the job's kept photo,
         its status a new reply to the video; charged to whoever pressed."""
         effect = press.effect if press.kind == "fxj" else None
-        if refusal := self.engine.rerun_precheck(user_ref(query.from_user), press.key, effect=effect):
+        if refusal := self.engine.rerun_precheck(press_of(query), press.key, effect=effect):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         video = _message_id(query)
@@ -152,16 +153,16 @@ class Buttons:
             video = query.message.reply_to_message.message_id  # the menu replies to the video
         status = await self.bot.send_message(_chat_id(query), messages.CHECKING_PHOTO,
                                              reply_parameters=_reply(video))
-        answer = await self.starter.rerun(query.from_user, press.key, status, video, keep_refusal=False,
+        answer = await self.starter.rerun(press_of(query), press.key, status, video, keep_refusal=False,
                                           effect=effect)
         # Telegram refuses an answer that comes too late: the job is queued and charged all
         # the same, and its status message says so; that must not read "something went wrong".
         with contextlib.suppress(BadRequest):
             await query.answer(_toast(answer.text), show_alert=isinstance(answer, Rejected))
 
-    async def _ask_prompt(self, query: CallbackQuery, press: Press) -> None:
+    async def _ask_prompt(self, query: CallbackQuery, press: ButtonData) -> None:
         """"Animate with a prompt": ask the presser for the prompt (its reply starts the job)."""
-        if refusal := self._refusal(query.from_user, "animate", Params(prompt=PROBE_PROMPT), press.key):
+        if refusal := self._refusal(query, "animate", Params(prompt=PROBE_PROMPT), press.key):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         await query.answer()
@@ -176,7 +177,7 @@ class Buttons:
         self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
             "kind": ASK_PROMPT, "user": query.from_user.id, "job": press.key, "video": video})
 
-    async def _history(self, query: CallbackQuery, press: Press) -> None:
+    async def _history(self, query: CallbackQuery, press: ButtonData) -> None:
         """A /history button: that video posted again, with its result buttons."""
         user = user_ref(query.from_user)
         await query.answer(messages.progress("downloading"))
@@ -220,7 +221,9 @@ class Replies:
             answer = await self.starter.start(message, message, "effect", Params(effect=ask["effect"]))
         elif kind == ASK_PROMPT and message.text:
             status = await message.reply_text(messages.CHECKING_PHOTO)
-            answer = await self.starter.rerun(sender(message), ask["job"], status, ask["video"], prompt=message.text)
+            # The question was asked after a press that could use the job: its answer may too.
+            press = Press(user_ref(sender(message)), str(message.chat_id), on_its_message=True)
+            answer = await self.starter.rerun(press, ask["job"], status, ask["video"], prompt=message.text)
         else:
             return False
         if isinstance(answer, Accepted):  # a refused answer may be followed by a better one

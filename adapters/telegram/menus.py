@@ -39,7 +39,7 @@ PROBE_PROMPT = "x"  # any prompt: a prompt's cost does not depend on its words
 
 
 @dataclass(frozen=True)
-class Press:
+class ButtonData:
     """A pressed button, parsed: ``kind`` (fx, fxp, again…), ``key`` (owner or job), ``value``."""
 
     kind: str
@@ -58,13 +58,13 @@ class Press:
         return self.value
 
 
-def parse(data: str) -> Press | None:
+def parse(data: str) -> ButtonData | None:
     kind, _, rest = data.partition(":")
     key, _, value = rest.partition(":")
     digits = key.lstrip("-")
     if not (digits.isascii() and digits.isdigit()):
         return None
-    return Press(kind, int(key), value)
+    return ButtonData(kind, int(key), value)
 
 
 class Menus:

@@ -20,7 +20,7 @@ from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import MediaSettings
 from bot.engine import Engine
-from bot.jobs import Accepted, GenerationRequest, Rejected
+from bot.jobs import Accepted, GenerationRequest, Press, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,14 @@ class JobStarter:
         await self.courier.edit(status.chat_id, status.message_id, answer.text)
         return answer
 
-    async def rerun(self, user: User, job_id: int, status: Message, answers: int, *,
+    async def rerun(self, press: Press, job_id: int, status: Message, answers: int, *,
                     effect: str | None = None, prompt: str | None = None,
                     keep_refusal: bool = True) -> Accepted | Rejected:
-        """A new job from a delivered one (a result button), charged to ``user``. ``status``
+        """A new job from a delivered one (a result button), charged to the presser. ``status``
         becomes its status message, ``answers`` the message its video replies to; a refusal
         is written there, or (``keep_refusal=False``) the status message is deleted and the
         caller shows the refusal."""
-        answer = await self.engine.rerun(user_ref(user), job_id, reply_to=reply_to(status, answers),
+        answer = await self.engine.rerun(press, job_id, reply_to=reply_to(status, answers),
                                          effect=effect, prompt=prompt)
         if isinstance(answer, Rejected) and not keep_refusal:
             with contextlib.suppress(TelegramError):

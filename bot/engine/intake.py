@@ -30,7 +30,7 @@ from bot.engine.pipeline import Pipeline
 from bot.engine.questions import Questions
 from bot.engine.results import Results
 from bot.engine.scheduler import Scheduler
-from bot.jobs import Accepted, Balance, Courier, GenerationRequest, JobState, Rejected, UserRef, Video
+from bot.jobs import Accepted, Balance, Courier, GenerationRequest, JobState, Press, Rejected, UserRef, Video
 from bot.media import Media, billable_seconds, prepare_audio, prepare_image
 from bot.store import Store
 from bot.wavespeed import Prediction, WaveSpeedClient
@@ -207,21 +207,23 @@ class Engine(Questions):
         await self.scheduler.announce_positions()
         return text
 
-    async def rerun(self, user: UserRef, source_job_id: int, *, reply_to: dict[str, Any],
+    async def rerun(self, press: Press, source_job_id: int, *, reply_to: dict[str, Any],
                     effect: str | None = None, prompt: str | None = None) -> Accepted | Rejected:
         """A result button: a delivered job's photo again, with its own settings, another
-        effect or a prompt; checked and charged like any request, to ``user``."""
+        effect or a prompt; checked and charged like any request, to the presser. A press
+        that may not use the job (``Press.may_use``) is refused as if its photo were gone."""
+        user = press.user
         # A double tap (or a retried callback, or two processes each handling one) is one order.
         digest = hashlib.sha256((prompt or "").encode()).hexdigest()[:16]
-        press = f"rerun:{source_job_id}:{effect or ''}:{digest}"
+        order = f"rerun:{source_job_id}:{effect or ''}:{digest}"
         with self.store.transaction():
-            first = self.store.asks.claim(user.platform, user.user_id, press, self.clock(), window=DOUBLE_TAP)
+            first = self.store.asks.claim(user.platform, user.user_id, order, self.clock(), window=DOUBLE_TAP)
         if not first:
             return Rejected(messages.ALREADY_STARTED)
-        request = await self.results.follow_up(user, source_job_id, reply_to, effect=effect, prompt=prompt)
+        request = await self.results.follow_up(press, source_job_id, reply_to, effect=effect, prompt=prompt)
         answer = request if isinstance(request, Rejected) else await self.accept(request)
         if isinstance(answer, Rejected):  # nothing started: pressing again is a new try
-            self.store.asks.unclaim(user.platform, user.user_id, press)
+            self.store.asks.unclaim(user.platform, user.user_id, order)
         return answer
 
     async def fetch_video(self, user: UserRef, job_id: int) -> Video | Rejected:

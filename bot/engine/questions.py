@@ -13,7 +13,7 @@ from bot.config import Settings
 from bot.credits import Credits, cost_of
 from bot.engine import prices
 from bot.engine.results import Results
-from bot.jobs import Balance, Job, Rejected, UserRef
+from bot.jobs import Balance, Job, Press, Rejected, UserRef
 from bot.media import billable_seconds
 from bot.store import Store
 
@@ -68,11 +68,13 @@ class Questions:
         job = self.store.job(job_id)
         return job if job is not None and job.user_key == user.key else None
 
-    def rerun_refusal(self, source_job_id: int) -> Rejected | None:
-        """Why a result button of this job can no longer make a video (its photo is gone),
-        before a menu or a form is opened for it; None when it can."""
+    def rerun_refusal(self, press: Press, source_job_id: int) -> Rejected | None:
+        """Why a result button of this job can no longer make a video (its photo is gone,
+        or the press may not use it: refused alike, revealing nothing), before a menu or a
+        form is opened for it; None when it can."""
         job = self.store.job(source_job_id)
-        return None if job is not None and self.media_kept(job) else Rejected(messages.SOURCE_GONE)
+        usable = job is not None and press.may_use(job) and self.media_kept(job)
+        return None if usable else Rejected(messages.SOURCE_GONE)
 
     # --- refusals known before anything is downloaded ---------------------------------
 
@@ -107,13 +109,14 @@ class Questions:
         limit = self.settings.quota.max_jobs_per_user
         return None if self.store.count_active(user.key) < limit else messages.too_many_jobs(limit)
 
-    def rerun_precheck(self, user: UserRef, source_job_id: int, *, effect: str | None = None,
+    def rerun_precheck(self, press: Press, source_job_id: int, *, effect: str | None = None,
                        prompt: str | None = None) -> Rejected | None:
-        """Why a result button of this job cannot start a job for ``user`` (the photo is
-        gone, the effect or prompt, too many jobs, credits), before any public message;
+        """Why a result button of this job cannot start a job for the presser (the photo
+        is gone or not theirs to use, the effect or prompt, too many jobs, credits), before any public message;
         None when ``rerun`` may try. Neither effect nor prompt: the same job again."""
-        if gone := self.rerun_refusal(source_job_id):
+        if gone := self.rerun_refusal(press, source_job_id):
             return gone
+        user = press.user
         if effect is not None:
             return self.precheck(user, "effect", None, catalog.Params(effect=effect))
         if prompt is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from bot import catalog, messages
 from bot.catalog import Params
-from bot.jobs import GenerationRequest, Job, JobState, Rejected, UserRef, Video
+from bot.jobs import GenerationRequest, Job, JobState, Press, Rejected, UserRef, Video
 from bot.store import Store
 from bot.wavespeed import WaveSpeedClient, WaveSpeedError
 
@@ -45,12 +45,13 @@ class Results:
         """Whether the job's buttons can make videos: its photo is kept (keep_days > 0)."""
         return self.keep_seconds > 0 and job.state in DELIVERED and self.store.files.has(job.id)
 
-    async def follow_up(self, user: UserRef, source_id: int, reply_to: dict[str, Any], *,
+    async def follow_up(self, press: Press, source_id: int, reply_to: dict[str, Any], *,
                         effect: str | None, prompt: str | None) -> GenerationRequest | Rejected:
         """The request a result button makes: the source job's photo with its own settings,
-        another effect, or a prompt for the default animate model; charged to ``user``."""
+        another effect, or a prompt for the default animate model; charged to the presser."""
+        user = press.user
         source = self.store.job(source_id)
-        if source is None or source.state not in DELIVERED:
+        if source is None or source.state not in DELIVERED or not press.may_use(source):
             return Rejected(messages.SOURCE_GONE)
         try:
             media = self.store.files.get(source_id)  # a prepared photo: small, as the submit reads it
