@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -16,6 +17,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from bot import catalog
+
+# WaveSpeed's own hosts: outputs are served from its CloudFront distributions
+# (predictions/..., media/...) and wavespeed.ai itself.
+DEFAULT_DOWNLOAD_HOSTS = ("*.wavespeed.ai", "d1q70pf5vjeyhc.cloudfront.net", "d2g64w682n9w0w.cloudfront.net")
 
 
 class ConfigError(Exception):
@@ -35,6 +40,9 @@ class WaveSpeedSettings:
     webhook_url: str = ""  # public base URL WaveSpeed reaches the bot at; empty: polling only
     webhook_listen: str = "127.0.0.1:8080"  # host:port of the bot's own webhook listener
     webhook_secret: str = field(default="", repr=False)  # empty: fetched from WaveSpeed at start
+    # Hosts videos are downloaded from (https only; "*.example.com" matches its subdomains).
+    # base_url's own host is always allowed too.
+    download_hosts: list[str] = field(default_factory=lambda: list(DEFAULT_DOWNLOAD_HOSTS))
     # How long a job runs at WaveSpeed, when known in advance (the simulator's job time);
     # 0: learnt from the jobs before, else the catalog's guess.
     expected_run_seconds: float = 0.0
@@ -226,6 +234,8 @@ def _check_ranges(s: Settings, source: str) -> None:
         (_webhook_url_ok(s.wavespeed.webhook_url),
          "[wavespeed] webhook_url must be an https:// URL (http:// only for 127.0.0.1 or localhost)"),
         (_host_port_ok(s.wavespeed.webhook_listen), "[wavespeed] webhook_listen must be host:port"),
+        (all(_host_pattern_ok(host) for host in s.wavespeed.download_hosts),
+         "[wavespeed] download_hosts must list host names such as \"cdn.example.com\" or \"*.example.com\""),
         (s.storage.lease_seconds > 0, "[storage] lease_seconds must be above 0 seconds"),
         (s.storage.keep_days >= 0, "[storage] keep_days cannot be negative"),
         (s.wavespeed.expected_run_seconds >= 0, "[wavespeed] expected_run_seconds cannot be negative"),
@@ -262,6 +272,11 @@ def _webhook_url_ok(url: str) -> bool:
 def _host_port_ok(listen: str) -> bool:
     host, _, port = listen.rpartition(":")
     return bool(host) and port.isascii() and port.isdigit() and 0 <= int(port) <= 65535
+
+
+def _host_pattern_ok(pattern: str) -> bool:
+    """A host name, or ``*.`` and a domain: no scheme, port or path."""
+    return re.fullmatch(r"(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", pattern) is not None
 
 
 def _did_you_mean(name: str, choices: typing.Iterable[str]) -> str:

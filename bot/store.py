@@ -532,6 +532,14 @@ class Claims:
         """Give up one job's claim at once (its driver stopped unexpectedly)."""
         self.store.db.execute("update jobs set lease_until = 0 where id = ? and owner = ?", [job_id, owner])
 
+    def live_owner(self, job_id: int, now: float) -> str | None:
+        """The process whose lease on this unfinished job still holds, if any."""
+        if not 0 < job_id <= SQLITE_MAX_INT:
+            return None
+        row = self.store.db.execute(f"select owner from jobs where id = ? and lease_until >= ? and"
+                                    f" {_in('state', ACTIVE)}", [job_id, now, *ACTIVE]).fetchone()
+        return row[0] if row else None
+
     def own_queued(self, owner: str) -> list[Job]:
         """This process's queued jobs, first come first."""
         return self.store.jobs_where("state = 'queued' and owner = ?", [owner])

@@ -5,6 +5,8 @@ Submits are never retried here: only the caller knows whether a paid task may
 already exist (``SubmitUncertain``) or surely does not (``NotSubmitted``). Result
 checks are retried on 429, 5xx and connection errors with capped, jittered backoff.
 The API key is sent only to the configured API origin and never appears in errors.
+Videos are downloaded only from WaveSpeed's hosts (``download_hosts`` and the API's own
+origin), redirects included: each hop is checked before it is requested.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import base64
 import email.utils
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,6 +33,8 @@ BAD_INPUT_CODES = {1400, 1401, 1402}
 TASK_FAILED_CODES = {1403, 1405}  # the user's or the model's fault: no retry
 UNAVAILABLE_CODE = 5003
 HISTORY_PAGE = 100  # the largest page the history endpoint serves
+MAX_REDIRECTS = 5  # hops a video download may take, each one checked
+REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class WaveSpeedError(Exception):
@@ -70,6 +74,10 @@ class NotSubmitted(Transient):
     def __init__(self, message: str, retry_after: float | None = None, **kw: Any):
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class DownloadRefused(WaveSpeedError):
+    """An output URL (or a redirect of it) names a host that is not WaveSpeed's."""
 
 
 class SubmitUncertain(WaveSpeedError):
@@ -136,10 +144,11 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
 class WaveSpeedClient:
     def __init__(self, base_url: str, api_key: str, *, request_timeout: float = 60.0,
                  result_retries: int = 4, retry_cap: float = 10.0,
-                 session: aiohttp.ClientSession | None = None):
+                 session: aiohttp.ClientSession | None = None, download_hosts: Iterable[str] = ()):
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._origin = _origin(self.base_url)
+        self._download_hosts = tuple(host.lower() for host in download_hosts)
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._result_retries = result_retries
         self._retry_cap = retry_cap
@@ -163,9 +172,24 @@ class WaveSpeedClient:
     def _headers(self, url: str) -> dict[str, str]:
         # Only the API itself gets the key: a result URL on another host would
         # otherwise receive our secret.
-        if self._api_key and _origin(url) == self._origin:
+        if self._api_key and self._same_origin(url):
             return {"Authorization": f"Bearer {self._api_key}"}
         return {}
+
+    def _same_origin(self, url: str | URL) -> bool:
+        return self._origin is not None and _origin(url) == self._origin
+
+    def may_download(self, url: str | URL) -> bool:
+        """Whether a video may be fetched from this URL: the API's own origin, or https on
+        one of ``download_hosts`` ("*.example.com" matches its subdomains), no user info."""
+        if self._same_origin(url):
+            return True
+        parsed = url if isinstance(url, URL) else _parse(url)
+        host = (parsed.host or "").lower() if parsed is not None else ""
+        if parsed is None or parsed.scheme != "https" or not host or parsed.user or parsed.password:
+            return False
+        return any(host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+                   for pattern in self._download_hosts)
 
     # --- calls --------------------------------------------------------------
 
@@ -198,7 +222,7 @@ class WaveSpeedClient:
     async def result(self, prediction_id: str, result_url: str | None = None) -> Prediction:
         """The task's current state; retries transient failures, then raises Transient."""
         url = result_url or f"{self.base_url}/api/v3/predictions/{prediction_id}/result"
-        if _origin(url) != self._origin:
+        if not self._same_origin(url):
             url = f"{self.base_url}/api/v3/predictions/{prediction_id}/result"
 
         async def check() -> Prediction:
@@ -282,14 +306,15 @@ class WaveSpeedClient:
             attempt += 1
 
     async def download(self, url: str, dest: Path, *, max_bytes: int = 2 << 30) -> int:
-        """Stream an output file to ``dest`` (atomically); returns its size in bytes."""
+        """Stream an output file to ``dest`` (atomically); returns its size in bytes.
+        Raises DownloadRefused for a URL (or redirect) off WaveSpeed's hosts."""
         part = dest.with_suffix(dest.suffix + ".part")
         size = 0
         try:
             # No total limit (a large video may take long), but a stalled one fails.
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total,
                                             sock_read=self._timeout.total)
-            async with self.session.get(url, headers=self._headers(url), timeout=timeout) as resp:
+            async with await self._open_output(url, timeout) as resp:
                 if resp.status != 200:
                     error = Transient if resp.status == 429 or resp.status >= 500 else WaveSpeedError
                     raise error(f"video download answered HTTP {resp.status}", status=resp.status)
@@ -311,14 +336,52 @@ class WaveSpeedClient:
         part.replace(dest)
         return size
 
+    async def _open_output(self, url: str, limits: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """The response of the last hop, redirects followed by hand: every hop is checked
+        against the download hosts before it is requested, and the key goes only to the API."""
+        target = _parse(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            if target is None or not self.may_download(target):
+                host = target.host if target is not None else None
+                log.warning("refused to download a video from %s: not one of WaveSpeed's hosts", host)
+                raise DownloadRefused(f"the video's address is not on WaveSpeed's hosts ({host})")
+            resp = await self.session.get(target, headers=self._headers(str(target)), timeout=limits,
+                                          allow_redirects=False)
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECTS or not location:
+                return resp
+            resp.release()
+            target = _join(target, location)
+        raise DownloadRefused("the video's address redirected too often")
+
 
 def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc.lower()
+def _parse(url: str) -> URL | None:
+    """A URL as aiohttp will request it (None: unparseable)."""
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.is_absolute() else None
+
+
+def _join(base: URL, location: str) -> URL | None:
+    try:
+        return base.join(URL(location))
+    except (TypeError, ValueError):
+        return None
+
+
+def _origin(url: str | URL) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of a URL as aiohttp reads it; None for one with user info
+    (``http://api@evil/`` must never pass for the API) or that cannot be parsed."""
+    parsed = url if isinstance(url, URL) else _parse(url)
+    if parsed is None or parsed.user or parsed.password or not parsed.host:
+        return None
+    return parsed.scheme, parsed.host.lower(), parsed.port
 
 
 async def _json_or_none(resp: aiohttp.ClientResponse) -> Any:

@@ -7,26 +7,42 @@ HMAC-SHA256 of ``"{webhook-id}.{webhook-timestamp}.{raw body}"`` under the secre
 (without its ``whsec_`` prefix). A missing or wrong signature, or a timestamp more
 than five minutes off, gets 401; a valid one 200, duplicates included (the engine
 acts on a job's result once).
+
+The listener faces the internet, so it spends nothing on what cannot be a delivery:
+the signature headers' shape and the timestamp are checked before the body is read
+(401), a body over ``MAX_BODY`` is refused (413) without being read, a connection must
+send its whole request within ``READ_DEADLINE`` seconds of connecting, and at most
+``MAX_CONNECTIONS`` are held at once (past that, the oldest one still sending is dropped
+for the newcomer). Each connection carries one request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from bot.wavespeed import Prediction
 
 log = logging.getLogger(__name__)
 
 TOLERANCE = 300  # seconds a delivery's timestamp may be off (replays are refused)
-MAX_BODY = 1024 * 1024  # a prediction object is a few KB
+MAX_BODY = 256 * 1024  # a prediction object is a few KB
+MAX_CONNECTIONS = 64  # connections held at once: far below the process's file descriptors
+READ_DEADLINE = 5.0  # seconds from connecting to the request's last byte (slow senders are cut off)
+MAX_ID_LENGTH = 256  # webhook-id: WaveSpeed's are "msg_" and a few dozen characters
+MAX_TIMESTAMP_DIGITS = 12  # unix seconds (10 digits until the year 2286)
+MAX_SIGNATURE_HEADER = 1024  # a few "version,signature" pairs
+_V3_SIGNATURE = re.compile(r"v3,[0-9a-fA-F]{64}")
 PATH = "/wavespeed/jobs/{job_id}"
 
 OnResult = Callable[[int, Prediction], Awaitable[None]]
@@ -43,30 +59,139 @@ def signature(secret: str, webhook_id: str, timestamp: str, body: bytes) -> str:
     return hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def verified(secret: str, headers: Any, body: bytes, now: float | None = None) -> bool:
-    """Whether a delivery carries a valid, fresh signature (constant-time compare)."""
+def well_formed(headers: Any) -> bool:
+    """Whether the signature headers are present and shaped as WaveSpeed sends them
+    (checked before the body is read: anything else is not worth reading)."""
     webhook_id = headers.get("webhook-id", "")
     timestamp = headers.get("webhook-timestamp", "")
     given = headers.get("webhook-signature", "")
-    if not (secret and webhook_id and timestamp.isascii() and timestamp.isdigit() and given):
+    if not (0 < len(webhook_id) <= MAX_ID_LENGTH and webhook_id.isascii() and webhook_id.isprintable()):
         return False
-    if abs((time.time() if now is None else now) - int(timestamp)) > TOLERANCE:
+    if not (0 < len(timestamp) <= MAX_TIMESTAMP_DIGITS and timestamp.isascii() and timestamp.isdigit()):
         return False
-    expected = signature(secret, webhook_id, timestamp, body)
+    return len(given) <= MAX_SIGNATURE_HEADER and given.isascii() and bool(_v3_signatures(given))
+
+
+def fresh(headers: Any, now: float | None = None) -> bool:
+    """Whether a well-formed delivery's timestamp is within ``TOLERANCE`` of now."""
+    return abs((time.time() if now is None else now) - int(headers["webhook-timestamp"])) <= TOLERANCE
+
+
+def _v3_signatures(given: str) -> list[str]:
     # The header may list several space-separated "version,signature" pairs.
-    candidates = [part.partition(",")[2] for part in given.split() if part.startswith("v3,")]
-    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
+    return [part[3:].lower() for part in given.split() if _V3_SIGNATURE.fullmatch(part)]
+
+
+def verified(secret: str, headers: Any, body: bytes, now: float | None = None) -> bool:
+    """Whether a delivery carries a valid, fresh signature (constant-time compare)."""
+    if not (secret and well_formed(headers) and fresh(headers, now)):
+        return False
+    expected = signature(secret, headers["webhook-id"], headers["webhook-timestamp"], body)
+    return any(hmac.compare_digest(expected, candidate) for candidate in _v3_signatures(headers["webhook-signature"]))
+
+
+class _TooLarge(Exception):
+    """A body went past ``MAX_BODY`` while being read."""
+
+
+class ConnectionGate:
+    """The listener's protocol factory: bounds the connections held at once and the time
+    each may take to send its request. Past ``limit``, the oldest connection still sending
+    is dropped for the newcomer (a real delivery sends at once, so it is never the oldest);
+    a connection still sending ``deadline`` seconds after connecting is dropped."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], *, limit: int, deadline: float):
+        self._factory = factory
+        self.limit = limit
+        self.deadline = deadline
+        self._open: set[asyncio.BaseTransport] = set()
+        # connections that have not sent their whole request yet, oldest first: their deadline
+        self._sending: dict[asyncio.BaseTransport, tuple[float, asyncio.TimerHandle]] = {}
+
+    def __call__(self) -> asyncio.Protocol:
+        return _GuardedProtocol(self, self._factory())
+
+    def opened(self, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        self._open.add(transport)
+        if len(self._open) > self.limit:
+            victim = next(iter(self._sending), None)
+            if victim is None:  # all are being answered: the newcomer waits for none of them
+                self._drop(transport)
+                return
+            self._drop(victim)
+        until = loop.time() + self.deadline
+        self._sending[transport] = (until, loop.call_at(until, self._expire, transport))
+
+    def closed(self, transport: asyncio.BaseTransport) -> None:
+        self._open.discard(transport)
+        self.received(transport)
+
+    def received(self, transport: asyncio.BaseTransport | None) -> None:
+        """The connection's request has arrived whole: no deadline any more."""
+        if transport is not None and (entry := self._sending.pop(transport, None)) is not None:
+            entry[1].cancel()
+
+    def deadline_of(self, transport: asyncio.BaseTransport | None) -> float:
+        """When (loop time) the connection must have sent its request by."""
+        entry = self._sending.get(transport) if transport is not None else None
+        return entry[0] if entry else asyncio.get_running_loop().time()
+
+    def _expire(self, transport: asyncio.BaseTransport) -> None:
+        if transport in self._sending:
+            self._drop(transport)
+
+    def _drop(self, transport: asyncio.BaseTransport) -> None:
+        self.received(transport)
+        self._open.discard(transport)
+        transport.abort()  # type: ignore[attr-defined]  # frees the descriptor at once
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """aiohttp's protocol for one connection, with the gate told when it opens and closes."""
+
+    def __init__(self, gate: ConnectionGate, inner: asyncio.Protocol):
+        self._gate = gate
+        self._inner = inner
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._inner.connection_made(transport)
+        self._gate.opened(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._gate.closed(self._transport)
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
 
 
 class WebhookListener:
     """An aiohttp server on ``[wavespeed] webhook_listen`` that hands verified results on."""
 
-    def __init__(self, listen: str, secret: str, on_result: OnResult):
+    def __init__(self, listen: str, secret: str, on_result: OnResult, *,
+                 max_connections: int = MAX_CONNECTIONS, read_deadline: float = READ_DEADLINE):
         host, _, port = listen.rpartition(":")
         self.host, self.port = host or "127.0.0.1", int(port)
         self.secret = secret
         self.on_result = on_result
+        self.max_connections = max_connections
+        self.read_deadline = read_deadline
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._gate: ConnectionGate | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -75,22 +200,45 @@ class WebhookListener:
 
     async def start(self) -> int:
         """Listen; returns the port (useful when 0 was asked)."""
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        # lingering_time 0: a refused body is not drained; keepalive_timeout: idle ones go.
+        self._runner = web.AppRunner(self.app(), access_log=None, lingering_time=0,
+                                     keepalive_timeout=self.read_deadline)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = int(self._runner.addresses[0][1])
+        assert self._runner.server is not None
+        self._gate = ConnectionGate(self._runner.server, limit=self.max_connections, deadline=self.read_deadline)
+        self._server = await asyncio.get_running_loop().create_server(self._gate, self.host, self.port,
+                                                                      reuse_address=True)
+        self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
     async def _receive(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        if not (well_formed(request.headers) and fresh(request.headers)):
+            log.warning("webhook refused: missing, malformed or stale signature (from %s)", request.remote)
+            return _answer({"error": "invalid signature"}, 401)
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return _answer({"error": "body too large"}, 413)
+        assert self._gate is not None
+        try:
+            async with asyncio.timeout_at(self._gate.deadline_of(request.transport)):
+                body = await _read_capped(request)
+        except _TooLarge:
+            return _answer({"error": "body too large"}, 413)
+        except TimeoutError:
+            return _answer({"error": "request too slow"}, 408)
+        except (ConnectionError, RequestPayloadError):  # gone, or a broken chunked body
+            return _answer({"error": "incomplete body"}, 400)
+        self._gate.received(request.transport)
         if not verified(self.secret, request.headers, body):
-            log.warning("webhook refused: missing, wrong or stale signature (from %s)", request.remote)
-            return web.json_response({"error": "invalid signature"}, status=401)
+            log.warning("webhook refused: wrong signature (from %s)", request.remote)
+            return _answer({"error": "invalid signature"}, 401)
         try:
             job_id = int(request.match_info["job_id"])
             data = json.loads(body)
@@ -98,9 +246,27 @@ class WebhookListener:
                 raise ValueError("not an object")
             data = data.get("data", data) if "code" in data and isinstance(data.get("data"), dict) else data
         except ValueError:
-            return web.json_response({"error": "not a prediction"}, status=400)
+            return _answer({"error": "not a prediction"}, 400)
         prediction = Prediction.from_data(data)
         if not prediction.id:
-            return web.json_response({"error": "not a prediction"}, status=400)
+            return _answer({"error": "not a prediction"}, 400)
         await self.on_result(job_id, prediction)
-        return web.json_response({"ok": True})
+        return _answer({"ok": True}, 200)
+
+
+async def _read_capped(request: web.Request) -> bytes:
+    """The body, or _TooLarge as soon as it passes ``MAX_BODY`` (chunked bodies included)."""
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _answer(data: dict[str, Any], status: int) -> web.Response:
+    """A JSON answer that closes its connection: one request per connection."""
+    response = web.json_response(data, status=status)
+    response.force_close()
+    return response

@@ -72,7 +72,7 @@ class Engine(Questions):
         """An engine with its own store and WaveSpeed client, as configured."""
         ws = settings.wavespeed
         client = WaveSpeedClient(ws.base_url, ws.api_key, request_timeout=ws.request_timeout,
-                                 retry_cap=min(10.0, ws.poll_interval))
+                                 retry_cap=min(10.0, ws.poll_interval), download_hosts=ws.download_hosts)
         # A write waits this long for another process's lock: well inside a lease renewal.
         busy = max(2.0, min(10.0, settings.storage.lease_seconds / 3))
         return cls(settings, Store(settings.storage.path, busy_timeout=busy), client)
@@ -86,6 +86,7 @@ class Engine(Questions):
         """Start scheduling (and the webhook listener, when configured); with resume, pick
         up unfinished jobs of registered platforms."""
         Path(self.settings.storage.videos_dir).mkdir(parents=True, exist_ok=True)
+        self.pipeline.sweep_partial_downloads()
         with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
             self.store.files.sweep()
         if self._housekeeper is None:
@@ -111,7 +112,15 @@ class Engine(Questions):
             self.webhooks = None
 
     async def _on_webhook(self, job_id: int, prediction: Prediction) -> None:
-        """A verified webhook: keep the task's end with its job and wake whoever follows it."""
+        """A verified webhook: keep the task's end with its job and wake whoever follows it.
+        A delivery whose task cannot be the job's (another job's, another model's, made
+        outside its submit's window: a replay to this URL) is ignored."""
+        job = self.store.job(job_id)
+        if job is not None and not job.state.finished and \
+                not self.pipeline.submitter.reconciler.could_be_its_task(job, prediction):
+            log.warning("webhook for job %s names task %s, which cannot be its own: ignored",
+                        job_id, prediction.id)
+            return
         if self.store.record_result(job_id, prediction.id, prediction.to_data()) is None:
             log.info("webhook for job %s (task %s) ignored: no job waits for it", job_id, prediction.id)
             return

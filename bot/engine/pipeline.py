@@ -95,7 +95,7 @@ class Pipeline:
         """Fetch the finished video; an output URL that keeps failing is asked for afresh."""
         await self.couriers.progress(job, Progress("downloading"))
         # Named by the process too: after a takeover two processes never share a file.
-        dest = self.videos_dir / f"job-{job.id}-{self.owner.rsplit(':', 1)[-1]}.mp4"
+        dest = self.videos_dir / f"job-{job.id}-{_process_tag(self.owner)}.mp4"
         for refetch in range(OUTPUT_REFETCHES + 1):
             try:
                 await self._fetch_output(job, dest)
@@ -110,6 +110,22 @@ class Pipeline:
                 if fresh and fresh.outputs:
                     job = self._update(job, output_url=fresh.outputs[0])
         raise AssertionError("unreachable")
+
+    def sweep_partial_downloads(self) -> int:
+        """Delete the ``.part`` files of downloads no live process is making (a process
+        killed mid-download leaves one behind); a live owner's download is left alone."""
+        removed = 0
+        for path in self.videos_dir.glob("job-*-*.mp4.part"):
+            _, number, tag = path.name.removesuffix(".mp4.part").split("-", 2)
+            if number.isascii() and number.isdecimal():
+                owner = self.store.claims.live_owner(int(number), self.clock())
+                if owner is not None and _process_tag(owner) == tag:
+                    continue  # being downloaded right now by the process that holds the job
+            path.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            log.info("removed %d partial downloads left by stopped processes", removed)
+        return removed
 
     async def _fetch_output(self, job: Job, dest: Path) -> None:
         for attempt in range(DOWNLOAD_ATTEMPTS):
@@ -172,3 +188,8 @@ class Pipeline:
         log.info("job %s failed: %s", job_id, reason)
         await self.couriers.fail(job, messages.with_refund(reason, job.cost)
                                  if refunded and job.cost else reason)
+
+
+def _process_tag(owner: str) -> str:
+    """The part of a process's name its video files carry (its random token)."""
+    return owner.rsplit(":", 1)[-1]

@@ -10,6 +10,11 @@ guess (a wrong match would show one user another's video) and says so.
 
 Within one process, submits of one model are serialised while such a question is
 open (see ``Pipeline``), so the window never holds this process's other tasks.
+
+A webhook delivered to the job's URL is believed only when its task can be the job's
+(``could_be_its_task``): a signed delivery of another task replayed to this URL must
+neither settle the job nor be adopted. While the history cannot be read, it is asked
+again on a growing backoff, until the job's time runs out (then HistoryUnavailable).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ log = logging.getLogger(__name__)
 
 CLOCK_SKEW = 3.0  # seconds WaveSpeed's clock may differ from ours
 HISTORY_RETRY = 2.0  # seconds between two looks while the history settles
+HISTORY_BACKOFF_CAP = 60.0  # longest wait between two looks at a history that cannot be read
+REPORT_GLANCE = 0.25  # seconds between two looks at the job row for its webhook's report
 
 
 class Ambiguous(Exception):
@@ -52,38 +59,66 @@ class Reconciler:
         ended = job.submit_ended_at or started + self.settings.request_timeout
         return started - CLOCK_SKEW, ended + CLOCK_SKEW
 
+    def could_be_its_task(self, job: Job, prediction: Prediction) -> bool:
+        """Whether a reported task can be this job's: its own task id when it has one; else
+        a task of its model created inside its submit's window that no other job follows."""
+        if job.prediction_id:
+            return prediction.id == job.prediction_id
+        if job.submit_started_at is None:  # no submit went out: it has no task
+            return False
+        start, end = self.window(job)
+        return (prediction.model in ("", job.model_id) and prediction.created_at is not None
+                and start <= prediction.created_at <= end and not self.store.prediction_taken(prediction.id))
+
     async def find(self, job: Job) -> Prediction | None:
         """The task this job's unconfirmed submit created, or None when WaveSpeed
         provably has none. Raises Ambiguous, or HistoryUnavailable past the job's time."""
         start, end = self.window(job)
         settled_at = end + self.settings.history_settle
         deadline = job.created_at + self.settings.job_timeout
+        unreadable = 0  # looks in a row at a history that could not be read
+        next_look = self.clock()
         while True:
-            if (reported := self._reported(job.id)) is not None:
+            if (reported := self._reported(job)) is not None:
                 log.warning("job %s: submit unconfirmed; its webhook named task %s: adopting it",
                             job.id, reported.id)
                 return reported
-            candidates = await self._candidates(job, start, end, deadline)
-            rivals = self._rivals(job, start, end)
-            if candidates is not None and self.clock() >= settled_at and rivals != "in flight":
-                if len(candidates) == 1 and rivals == "none":
-                    log.warning("job %s: submit unconfirmed; adopting WaveSpeed task %s found in "
-                                "the history", job.id, candidates[0].id)
-                    return candidates[0]
-                if not candidates:
-                    log.warning("job %s: submit unconfirmed and no task in WaveSpeed's history: "
-                                "it was not created", job.id)
-                    return None
-                if self.settings.webhook_url and self.clock() < deadline:
-                    pass  # the job's own webhook URL will name its task: wait for it
-                else:
-                    log.error("job %s: submit unconfirmed and %d unclaimed tasks fit its window (%s)%s; "
-                              "not guessing", job.id, len(candidates), ", ".join(c.id for c in candidates),
-                              " with another job's submit unconfirmed in it" if rivals != "none" else "")
+            if self.clock() >= next_look:
+                candidates = await self._candidates(job, start, end, deadline)
+                unreadable = 0 if candidates is not None else unreadable + 1
+                rivals = self._rivals(job, start, end)
+                if candidates is not None and self.clock() >= settled_at and rivals != "in flight":
+                    if len(candidates) == 1 and rivals == "none":
+                        log.warning("job %s: submit unconfirmed; adopting WaveSpeed task %s found in "
+                                    "the history", job.id, candidates[0].id)
+                        return candidates[0]
+                    if not candidates:
+                        log.warning("job %s: submit unconfirmed and no task in WaveSpeed's history: "
+                                    "it was not created", job.id)
+                        return None
+                    if not (self.settings.webhook_url and self.clock() < deadline):
+                        log.error("job %s: submit unconfirmed and %d unclaimed tasks fit its window (%s)%s; "
+                                  "not guessing", job.id, len(candidates), ", ".join(c.id for c in candidates),
+                                  " with another job's submit unconfirmed in it" if rivals != "none" else "")
+                        raise Ambiguous()
+                    # else the job's own webhook URL will name its task: wait for it
+                elif rivals == "in flight" and self.clock() >= deadline:
                     raise Ambiguous()
-            elif rivals == "in flight" and self.clock() >= deadline:
-                raise Ambiguous()
-            await asyncio.sleep(max(0.05, min(HISTORY_RETRY, settled_at - self.clock())))
+                next_look = self.clock() + self._pause(unreadable, settled_at, deadline)
+            await asyncio.sleep(max(0.05, min(REPORT_GLANCE, next_look - self.clock())))
+
+    def _pause(self, unreadable: int, settled_at: float, deadline: float) -> float:
+        """Seconds until the next look at the history: until it settles; while it cannot be
+        read, growing (2, 4, 8 … 60 s); else every HISTORY_RETRY. Never past the deadline,
+        where one last look decides."""
+        now = self.clock()
+        if now < settled_at:
+            pause = min(HISTORY_RETRY, settled_at - now)
+        elif unreadable:
+            pause = min(HISTORY_BACKOFF_CAP, HISTORY_RETRY * 2 ** (unreadable - 1))
+        else:
+            pause = HISTORY_RETRY
+        return max(0.05, min(pause, deadline - now)) if now < deadline else pause
 
     def _rivals(self, job: Job, start: float, end: float) -> str:
         """Other jobs (of any process) whose submit of this model may have made a task in
@@ -99,9 +134,13 @@ class Reconciler:
                 found = "unconfirmed"
         return found
 
-    def _reported(self, job_id: int) -> Prediction | None:
-        job = self.store.job(job_id)
-        return Prediction.from_data(job.webhook_result) if job and job.webhook_result else None
+    def _reported(self, job: Job) -> Prediction | None:
+        """The task the job's webhook named, when it can be the job's."""
+        fresh = self.store.job(job.id)
+        if fresh is None or not fresh.webhook_result:
+            return None
+        reported = Prediction.from_data(fresh.webhook_result)
+        return reported if self.could_be_its_task(fresh, reported) else None
 
     async def _candidates(self, job: Job, start: float, end: float,
                           deadline: float) -> list[Prediction] | None:
