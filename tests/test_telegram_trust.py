@@ -9,13 +9,17 @@ told size is read only up to the limit."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from dataclasses import replace
 
 import pytest
 
+from adapters.console import PLATFORM as CONSOLE
+from adapters.console import ConsoleChat, ConsoleCourier
 from bot import catalog, messages
+from bot.jobs import UserRef
 from tests.fake_telegram import chat_of
 from tests.helpers import image_bytes
 from tests.test_telegram import ALICE, BOB, GROUP, TOKEN, run_bot, telegram, tg_settings  # noqa: F401
@@ -220,3 +224,19 @@ async def test_a_photo_of_no_told_size_is_read_only_up_to_the_limit(run_bot, tg_
     assert time.monotonic() - began < 10
     assert simulator.submissions == [] and TOKEN not in caplog.text
     assert videos(telegram, ALICE) == []
+
+
+async def test_the_console_answers_a_very_long_effect_name_with_the_same_short_refusal(make_engine, tmp_path):
+    engine = await make_engine()
+    out = io.StringIO()
+    courier = ConsoleCourier(out, tmp_path / "videos")
+    engine.register(CONSOLE, courier)
+    chat = ConsoleChat(engine, courier, UserRef(CONSOLE, "me", "me"), image_bytes(), out=out)
+    typed = "hula" + "z" * 3996
+    await chat.handle(f"/effect {typed}")
+    await chat.handle(f"/{typed}")
+    with pytest.raises(catalog.ValidationError) as refused:
+        catalog.resolve_effect(typed)
+    lines = out.getvalue().splitlines()
+    assert str(refused.value) in lines and messages.unknown_command(f"/{typed}") in lines
+    assert all(len(line) < 200 for line in lines), lines
