@@ -116,6 +116,17 @@ class Press:
         so may anyone pressing the bot's own message for it in the job's chat."""
         return job.user_key == self.user.key or (self.on_its_message and job.place == self.place)
 
+    def may_use_menu(self, owner: str) -> bool:
+        """A menu made for one user (the effects under their photo, their /effects): only
+        they may use it, and only from the menu itself (the owner named in its data is
+        the client's word too)."""
+        return self.on_its_message and self.user.user_id == owner
+
+    def may_post_again(self, job: Job, *, private: bool) -> bool:
+        """/history's rule: only its owner posts a past video again, and in a shared chat
+        only a video made there (a private chat's prompts stay private)."""
+        return job.user_key == self.user.key and (private or job.place == self.place)
+
 
 @dataclass(frozen=True)
 class Accepted:

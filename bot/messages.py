@@ -28,6 +28,18 @@ def megabytes(size: int) -> str:
     return f"{size / 1024 / 1024:.1f} MB"
 
 
+ECHO_LIMIT = 60  # characters of what a user typed that a message quotes back
+PATH_ECHO_LIMIT = 200  # a file path, on the console and the command line: more is useful there
+
+
+def echo(text: object, limit: int = ECHO_LIMIT) -> str:
+    """What a user typed (or a name they chose), quoted back at most ``limit`` characters
+    long, an ellipsis marking the cut: a 4,000-character effect name must not make the
+    answer longer than a chat allows (Telegram 4,096 characters, Discord 2,000)."""
+    words = str(text)
+    return words if len(words) <= limit else words[:limit - 1] + "…"
+
+
 def _either(values: Iterable[object]) -> str:
     return " or ".join(str(v) for v in values)
 
@@ -160,7 +172,7 @@ def priced(what: str, cost: int) -> str:
 
 def welcome(name: str, balance_text: str, prices: str, how_to_start: str) -> str:
     """/start: what the bot does, the user's credits, what things cost, how to begin."""
-    hello = f"Hi {name}! " if name else "Hi! "
+    hello = f"Hi {echo(name)}! " if name else "Hi! "
     return f"{hello}{INTRO}\n\n{balance_text}\n{prices}\n\n{how_to_start}"
 
 
@@ -172,13 +184,14 @@ TEXT_POINTER = "Send me a photo to animate it. /help shows what I can do."
 # --- refusals before anything is spent ----------------------------------------------
 
 def unknown_model(name: str, choices: Sequence[str]) -> str:
-    return f"Unknown model '{name}'. Choose one of: {', '.join(choices)}."
+    return f"Unknown model '{echo(name)}'. Choose one of: {', '.join(choices)}."
 
 
 EFFECT_MISSING = "Name an effect, e.g. /effect hula. /effects lists them all."
 
 
 def unknown_effect(typed: str, hints: Sequence[str], total: int) -> str:
+    typed, hints = echo(typed), [echo(hint) for hint in hints]
     if len(hints) == 1:
         return f"Unknown effect '{typed}'. Did you mean '{hints[0]}'?"
     if hints:
@@ -212,7 +225,7 @@ def fixed_length(model: str) -> str:
 
 
 def duration_choices(allowed: Sequence[int], got: object) -> str:
-    return f"Duration must be {_either(allowed)} seconds (got {got})."
+    return f"Duration must be {_either(allowed)} seconds (got {echo(got)})."
 
 
 def end_image_only(models: Sequence[str]) -> str:
@@ -228,15 +241,15 @@ def text_too_long(label: str, length: int, limit: int) -> str:
 
 
 def unknown_option(word: str, options: str) -> str:
-    return f"Unknown option {word}. Options: {options}."
+    return f"Unknown option {echo(word)}. Options: {options}."
 
 
 def option_needs_value(word: str, options: str) -> str:
-    return f"{word} needs a value. Options: {options}."
+    return f"{echo(word)} needs a value. Options: {options}."
 
 
 def not_a_number(label: str, text: str) -> str:
-    return f"{label} must be a number such as 0.5 (got '{text}')."
+    return f"{label} must be a number such as 0.5 (got '{echo(text)}')."
 
 
 def too_many_jobs(limit: int) -> str:
@@ -252,6 +265,11 @@ def media_empty(label: str) -> str:
 
 def media_too_large(label: str, size: int, limit: int) -> str:
     return f"The {label} is {megabytes(size)}; the bot accepts files up to {megabytes(limit)}."
+
+
+def media_larger_than(label: str, limit: int) -> str:
+    """A file over the limit whose size was not told: only that it is larger is known."""
+    return f"The {label} is larger than the {megabytes(limit)} the bot accepts. Send a smaller one."
 
 
 def image_unreadable(label: str) -> str:
@@ -316,7 +334,7 @@ ATTACHMENT_DOWNLOAD_FAILED = "I could not download the attachment. Try again?"
 
 
 def cannot_read_file(what: str, path: object, why: str) -> str:
-    return f"Cannot read the {what} file {path}: {why}."
+    return f"Cannot read the {what} file {echo(path, PATH_ECHO_LIMIT)}: {why}."
 
 
 # --- credits --------------------------------------------------------------------------
@@ -341,7 +359,7 @@ def out_of_credits(cost: int, have: int, daily: int, resets_at: datetime) -> str
 
 
 def now_has_credits(who: str, total: int) -> str:
-    return f"{who} now has {credits(total)}."
+    return f"{echo(who)} now has {credits(total)}."
 
 
 ADMINS_ONLY = "Only server managers and the bot's admins can do that."
@@ -564,7 +582,7 @@ ASK_PROMPT = "Reply to this message with what should happen in the video, e.g. '
 
 def ask_prompt_for(name: str) -> str:
     """The prompt question in a group, addressed to whoever pressed (the name starts it)."""
-    return f"{name}: {ASK_PROMPT}"
+    return f"{echo(name)}: {ASK_PROMPT}"
 SOURCE_GONE = "The photo of that video is no longer kept. Send it again to make a new one."
 VIDEO_GONE = "That video is no longer available at WaveSpeed (videos are kept for 7 days)."
 def made_no_video(job_id: int, state: str) -> str:
@@ -604,11 +622,11 @@ DEMO_TOUR = ["/help", "/effect hula", "/animate --duration 5 the sun smiles and 
 
 
 def using_photo(path: str) -> str:
-    return f"Using {path} from now on."
+    return f"Using {echo(path, PATH_ECHO_LIMIT)} from now on."
 
 
 def unknown_command(command: str) -> str:
-    return f"Unknown command {command}. /help lists them."
+    return f"Unknown command {echo(command)}. /help lists them."
 
 
 def demo_banner(base_url: str, output_dir: object) -> str:
@@ -629,7 +647,7 @@ NO_CHAT_BOT = ("no chat bot is configured. Add a Telegram bot token from @BotFat
 
 
 def cannot_read_input(what: str, path: object, why: str) -> str:
-    return f"cannot read the {what} {path}: {why}"
+    return f"cannot read the {what} {echo(path, PATH_ECHO_LIMIT)}: {why}"
 
 
 def option_not_with(option: str, needs: str) -> str:

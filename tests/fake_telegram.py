@@ -17,6 +17,10 @@ from aiohttp import web
 
 from tests import spec_check
 
+# The placeholder senders Telegram puts in ``from`` of messages sent on behalf of a chat
+# (an anonymous group admin: the group itself; a channel: that channel), with ``sender_chat``.
+ANONYMOUS_ADMIN = {"id": 1087968824, "is_bot": True, "first_name": "Group", "username": "GroupAnonymousBot"}
+CHANNEL_BOT = {"id": 136817688, "is_bot": True, "first_name": "Channel", "username": "Channel_Bot"}
 BOT_USER = {"id": 777000, "is_bot": True, "first_name": "Kling", "username": "kling_test_bot",
             "can_join_groups": True, "can_read_all_group_messages": False,
             "supports_inline_queries": False}
@@ -28,6 +32,10 @@ class FakeTelegram:
         self.calls: list[dict[str, Any]] = []  # {"method", "params", "files", "at"}
         self.paths: list[str] = []
         self.files: dict[str, bytes] = {}
+        # Files Telegram tells no size of (file_size is optional, in messages and getFile):
+        # served in chunks without Content-Length; ``streamed`` counts the bytes actually sent.
+        self.unsized: set[str] = set()
+        self.streamed: dict[str, int] = {}
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.floods: dict[str, list[float]] = {}
         # Calls the real Bot API would refuse or ignore (tests/spec_check.py); asserted empty after
@@ -73,16 +81,30 @@ class FakeTelegram:
         self.files[file_id] = data
         return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": len(data)}
 
+    def add_unsized_file(self, data: bytes) -> dict[str, Any]:
+        """A file whose size Telegram does not tell (no file_size, no Content-Length)."""
+        info = self.add_file(data)
+        self.unsized.add(info["file_id"])
+        del info["file_size"]
+        return info
+
     def user_message(self, chat_id: int, user_id: int, *, text: str | None = None,
                      caption: str | None = None, photo: bytes | None = None,
                      document: tuple[bytes, str] | None = None, voice: bytes | None = None,
                      reply_to: dict[str, Any] | None = None, push: bool = True,
-                     file_size: int | None = None, voice_seconds: int = 2) -> dict[str, Any]:
-        """A message a user sends; queued as an update for the bot unless push=False."""
+                     file_size: int | None = None, voice_seconds: int = 2,
+                     sender_chat: dict[str, Any] | None = None, unsized: bool = False) -> dict[str, Any]:
+        """A message a user sends; queued as an update for the bot unless push=False.
+        ``sender_chat``: sent on behalf of that chat (an anonymous admin of this group, or a
+        channel), so ``from`` is Telegram's placeholder user. ``unsized``: its photo has no size."""
+        sent_by: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
+        if sender_chat is not None:
+            sent_by = ANONYMOUS_ADMIN if sender_chat["id"] == chat_id else CHANNEL_BOT
         message: dict[str, Any] = {
             "message_id": next(self._message_ids), "date": int(time.time()),
-            "chat": _chat(chat_id), "from": {"id": user_id, "is_bot": False,
-                                             "first_name": f"User{user_id}"}}
+            "chat": _chat(chat_id), "from": sent_by}
+        if sender_chat is not None:
+            message["sender_chat"] = sender_chat
         if text is not None:
             message["text"] = text
             if text.startswith("/"):
@@ -91,7 +113,7 @@ class FakeTelegram:
         if caption is not None:
             message["caption"] = caption
         if photo is not None:
-            info = self.add_file(photo)
+            info = self.add_unsized_file(photo) if unsized else self.add_file(photo)
             if file_size:
                 info["file_size"] = file_size
             message["photo"] = [{**info, "file_id": info["file_id"], "width": 90, "height": 90},
@@ -163,7 +185,25 @@ class FakeTelegram:
         file_id = request.match_info["path"].split("/")[-1]
         if file_id not in self.files:
             raise web.HTTPNotFound()
+        if file_id in self.unsized:
+            return await self._stream(request, file_id)
         return web.Response(body=self.files[file_id])
+
+    async def _stream(self, request: web.Request, file_id: str) -> web.StreamResponse:
+        """A file sent chunked, counting what the reader took before it hung up."""
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        data, chunk = self.files[file_id], 64 * 1024
+        self.streamed[file_id] = 0
+        try:
+            for start in range(0, len(data), chunk):
+                await response.write(data[start:start + chunk])
+                self.streamed[file_id] += len(data[start:start + chunk])
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the reader hung up (a cancelled handler keeps its count too)
+        return response
 
     def _m_getMe(self, params, files):
         return BOT_USER
@@ -237,8 +277,16 @@ class FakeTelegram:
         if file_id not in self.files:
             return web.json_response({"ok": False, "error_code": 400,
                                       "description": "Bad Request: invalid file_id"}, status=400)
-        return {"file_id": file_id, "file_unique_id": f"u{file_id}",
+        file = {"file_id": file_id, "file_unique_id": f"u{file_id}",
                 "file_size": len(self.files[file_id]), "file_path": f"documents/{file_id}"}
+        if file_id in self.unsized:
+            del file["file_size"]
+        return file
+
+
+def chat_of(chat_id: int, title: str = "Test group", kind: str = "supergroup") -> dict[str, Any]:
+    """A group or channel as a message's ``sender_chat``."""
+    return {"id": chat_id, "type": kind, "title": title}
 
 
 def _chat(chat_id: int) -> dict[str, Any]:

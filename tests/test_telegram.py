@@ -123,6 +123,8 @@ async def test_effect_menu_is_paged_and_a_tap_starts_the_job(run_bot, telegram, 
     [page] = await telegram.wait_for(lambda: telegram.calls_to("editMessageReplyMarkup"))
     assert page["params"]["reply_markup"]["inline_keyboard"][0][0]["text"] == catalog.effect_title(catalog.EFFECTS[12])
 
+    # a menu from before effects were numbered (its buttons carry the API's spelling), as Telegram has it
+    menu = {**menu, "reply_markup": {"inline_keyboard": [[{"text": "Hula", "callback_data": f"fx:{ALICE}:hula"}]]}}
     telegram.press_button(BOB, menu, f"fx:{ALICE}:hula")  # not Bob's menu
     [refused] = await telegram.wait_for(
         lambda: [c for c in telegram.calls_to("answerCallbackQuery") if c["params"].get("text")])
@@ -356,10 +358,11 @@ async def test_effect_menu_still_works_after_a_restart(run_bot, telegram, simula
     await engine.close()
 
     await run_bot()  # a new process knows nothing of the menu but what the button says
-    telegram.press_button(ALICE, menu, f"fx:{ALICE}:squish")
+    first = menu["reply_markup"]["inline_keyboard"][0][0]["callback_data"]  # a button the menu carries
+    telegram.press_button(ALICE, menu, first)
     [video] = await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
     assert video["params"]["reply_parameters"]["message_id"] == photo["message_id"]
-    assert simulator.submissions[0]["body"]["effect_scene"] == "squish"
+    assert simulator.submissions[0]["body"]["effect_scene"] == catalog.EFFECTS[int(first.split(":")[-1])]
 
 
 async def test_finished_jobs_leave_no_throttle_state_behind(run_bot, telegram):

@@ -15,7 +15,6 @@ import re
 from datetime import UTC, datetime
 
 from telegram import Bot, BotCommand, Message, ReplyParameters, Update
-from telegram.constants import ChatType
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -32,15 +31,16 @@ from adapters.chat import jobs_text
 from adapters.telegram.common import (
     PLATFORM,
     args_of,
-    effective_user,
     file_of,
     force_reply,
     is_private,
     message_of,
     photo_message,
     sender,
+    sender_first_name,
+    sender_id,
+    sender_ref,
     updater_of,
-    user_ref,
 )
 from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
@@ -51,7 +51,7 @@ from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import Settings, TelegramSettings
 from bot.engine import Engine
-from bot.jobs import UserRef
+from bot.jobs import Press, UserRef
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,9 @@ class TelegramAdapter:
     # --- first contact and simple commands ---------------------------------------
 
     async def _welcome(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        user = effective_user(update)
-        await message_of(update).reply_text(messages.welcome(
-            user.first_name, self.engine.balance(user_ref(user)).text(), self.engine.price_text(),
+        message = message_of(update)
+        await message.reply_text(messages.welcome(
+            sender_first_name(message), self.engine.balance(sender_ref(message)).text(), self.engine.price_text(),
             messages.TELEGRAM_HOW_TO_START))
 
     async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -161,10 +161,9 @@ class TelegramAdapter:
 
     async def _photo_menu(self, message: Message, photo: Message, *, first: bool = False) -> None:
         """The effect menu for a photo, as a reply to it, with what an effect costs."""
-        user = sender(message)
-        cost, have = self.menus.effect_cost(), self.engine.balance(user_ref(user)).total
+        cost, have = self.menus.effect_cost(), self.engine.balance(sender_ref(message)).total
         text = messages.telegram_first_photo(cost, have) if first else messages.pick_effect_priced(cost, have)
-        await message.reply_text(text, reply_markup=self.menus.effects("fx", user.id),
+        await message.reply_text(text, reply_markup=self.menus.effects("fx", sender_id(message)),
                                  reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True))
 
     async def _effects(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -173,10 +172,9 @@ class TelegramAdapter:
         if photo is not None:
             await self._photo_menu(message, photo)
             return
-        user = sender(message)
-        cost, have = self.menus.effect_cost(), self.engine.balance(user_ref(user)).total
+        cost, have = self.menus.effect_cost(), self.engine.balance(sender_ref(message)).total
         await message.reply_text(messages.telegram_effects_menu(len(catalog.EFFECTS), cost, have),
-                                 reply_markup=self.menus.effects("fxa", user.id))
+                                 reply_markup=self.menus.effects("fxa", sender_id(message)))
 
     async def _quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await message_of(update).reply_text(self.engine.balance(_user(update)).text())
@@ -186,9 +184,11 @@ class TelegramAdapter:
 
     async def _history(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)
-        # In a group, only the jobs made there: a private chat's prompts stay private.
-        jobs = [job for job in self.engine.history(_user(update), HISTORY_LOOKBACK)
-                if message.chat.type == ChatType.PRIVATE or job.reply_to.get("chat_id") == message.chat_id]
+        # In a group, only the jobs made there (the rule its buttons follow): a private chat's
+        # prompts stay private.
+        asker = Press(sender_ref(message), str(message.chat_id), on_its_message=True)
+        jobs = [job for job in self.engine.history(asker.user, HISTORY_LOOKBACK)
+                if asker.may_post_again(job, private=is_private(message))]
         jobs = jobs[:HISTORY_SHOWN]
         text = messages.history_list([
             (job.id, job.label, job.state.value, datetime.fromtimestamp(job.finished_at or job.created_at, UTC))
@@ -203,17 +203,17 @@ class TelegramAdapter:
 
     async def _grant(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, args = message_of(update), args_of(context)
-        if effective_user(update).id not in self.settings.admins:
+        admin = sender_ref(message)  # an anonymous admin is the group: never one of the admins
+        if message.sender_chat is not None or sender(message).id not in self.settings.admins:
             await message.reply_text(messages.TELEGRAM_ADMINS_ONLY)
             return
-        target = message.reply_to_message.from_user if message.reply_to_message else None
+        target = sender_ref(message.reply_to_message) if message.reply_to_message else None
         amount = parse_whole_number(args[0], signed=True) if len(args) == 1 else None
         if target is None or amount is None or abs(amount) > MAX_GRANT:
             await message.reply_text(messages.TELEGRAM_GRANT_USAGE)
             return
-        balance = self.engine.grant(UserRef(PLATFORM, str(target.id), target.full_name),
-                                    amount, by=f"telegram:{effective_user(update).id}")
-        await message.reply_text(messages.now_has_credits(target.full_name, balance.total))
+        balance = self.engine.grant(target, amount, by=admin.key)
+        await message.reply_text(messages.now_has_credits(target.name, balance.total))
 
     # --- generation ---------------------------------------------------------------
 
@@ -269,7 +269,7 @@ class TelegramAdapter:
         if photo is None:
             await message.reply_text(messages.AVATAR_NEEDS_PHOTO)
             return
-        user = user_ref(sender(message))
+        user = sender_ref(message)
         params = Params(prompt=prompt or None, has_audio=True)
         if refusal := self.engine.precheck(user, "avatar", None, params):
             await message.reply_text(refusal.text)
@@ -278,7 +278,7 @@ class TelegramAdapter:
             messages.ask_for_audio(self.engine.audio_allowance(user), self.engine.quote("avatar", None, params)),
             reply_markup=force_reply(message.chat))
         self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
-            "kind": ASK_AUDIO, "user": sender(message).id, "photo_chat": photo.chat_id,
+            "kind": ASK_AUDIO, "user": sender_id(message), "photo_chat": photo.chat_id,
             "photo_message_id": photo.message_id, "photo": file_of(photo), "prompt": prompt})
 
     async def _avatar_with_audio(self, message: Message, audio: Message, prompt: str) -> None:
@@ -322,7 +322,8 @@ def _quiet_token_loggers() -> None:
 
 
 def _user(update: Update) -> UserRef:
-    return user_ref(effective_user(update))
+    """Whom a command counts for (``sender_ref``: an anonymous admin is the group)."""
+    return sender_ref(message_of(update))
 
 
 def _addressed_to(message: Message, bot: Bot) -> bool:

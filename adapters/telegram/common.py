@@ -64,7 +64,31 @@ def effective_user(update: Update) -> User:
 
 
 def sender(message: Message) -> User:
+    """The ``from`` user; a placeholder for a message sent on behalf of a chat: never key
+    anything by it (``sender_id``, ``sender_ref``)."""
     return present(message.from_user, "sender")  # set for every message outside channels
+
+
+def sender_id(message: Message) -> int:
+    """Who sent a message, as one id: the user, or the chat it was sent on behalf of (an
+    anonymous admin's message is the group's, a channel's the channel's). Telegram puts
+    one placeholder user in ``from`` for all of those, so its id would merge unrelated
+    groups into one user. Group and channel ids are negative, user ids positive."""
+    return message.sender_chat.id if message.sender_chat is not None else sender(message).id
+
+
+def sender_ref(message: Message) -> UserRef:
+    """The user a message counts for (credits, /jobs, /cancel): see ``sender_id``."""
+    chat = message.sender_chat
+    if chat is not None:
+        return UserRef(PLATFORM, str(chat.id), chat.effective_name or "")
+    return user_ref(sender(message))
+
+
+def sender_first_name(message: Message) -> str:
+    """How to greet the sender: a user's first name, a group's or channel's title."""
+    chat = message.sender_chat
+    return (chat.effective_name or "") if chat is not None else sender(message).first_name
 
 
 def args_of(context: ContextTypes.DEFAULT_TYPE) -> list[str]:

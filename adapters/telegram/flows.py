@@ -26,7 +26,7 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
-from adapters.telegram.common import PLATFORM, file_of, force_reply, press_of, sender, user_ref
+from adapters.telegram.common import PLATFORM, file_of, force_reply, press_of, sender_id, sender_ref, user_ref
 from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.menus import PAGES, PROBE_PROMPT, ButtonData, Menus, parse
 from adapters.telegram.starter import JobStarter
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 TOAST_LIMIT = 200  # characters Telegram shows in a callback answer
 ASK_PHOTO, ASK_PROMPT, ASK_AUDIO = "photo", "prompt", "audio"  # what a question waits for
+OWNED_MENUS = ("fx", "fxp", "fxa", "fxap")  # effect menus keyed by the user they were made for
 
 
 def _toast(text: str) -> str:
@@ -72,9 +73,15 @@ class Buttons:
         if self.settings.allowed_chats and query.message.chat.id not in self.settings.allowed_chats:
             await query.answer(messages.CHAT_NOT_ALLOWED, show_alert=True)
             return
-        owned = press.kind in ("fx", "fxp", "fxa", "fxap")
-        if owned and query.from_user.id != press.key:
+        # Callback data is the client's word: a menu acts only from the message that carries
+        # the very button pressed, a menu made for a user only for that user (``may_use_menu``);
+        # a button naming a job is checked against it by the engine (``Press.may_use``).
+        where = press_of(query)
+        if press.kind in OWNED_MENUS and not where.may_use_menu(str(press.key)):
             await query.answer(messages.MENU_NOT_YOURS, show_alert=True)
+            return
+        if press.kind in PAGES and not where.on_its_message:  # a job's menu: as if expired
+            await query.answer(messages.SOURCE_GONE, show_alert=True)
             return
         if press.kind in PAGES:
             await query.answer()
@@ -112,7 +119,7 @@ class Buttons:
         status = await query.edit_message_text(messages.effect_checking(title))
         assert isinstance(status, Message)  # True comes back only for inline messages
         await self.starter.start(message, photo, "effect", Params(effect=press.effect), status=status,
-                                 user=query.from_user)
+                                 user=user_ref(query.from_user))
 
     async def _ask_photo(self, query: CallbackQuery, press: ButtonData) -> None:
         """A tap in the /effects menu: ask for the photo (its reply starts the job)."""
@@ -170,23 +177,26 @@ class Buttons:
         if _chat(query).type == ChatType.PRIVATE:
             text, mention = messages.ASK_PROMPT, None
         else:  # addressed to the presser, whose reply field alone opens (a selective ForceReply)
-            text = messages.ask_prompt_for(presser.first_name)
-            mention = [MessageEntity(MessageEntity.TEXT_MENTION, 0, _utf16_length(presser.first_name), user=presser)]
+            text, name = messages.ask_prompt_for(presser.first_name), messages.echo(presser.first_name)
+            mention = [MessageEntity(MessageEntity.TEXT_MENTION, 0, _utf16_length(name), user=presser)]
         ask = await self.bot.send_message(_chat_id(query), text, reply_parameters=_reply(video), entities=mention,
                                           reply_markup=ForceReply(selective=mention is not None))
         self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
             "kind": ASK_PROMPT, "user": query.from_user.id, "job": press.key, "video": video})
 
     async def _history(self, query: CallbackQuery, press: ButtonData) -> None:
-        """A /history button: that video posted again, with its result buttons."""
-        user = user_ref(query.from_user)
+        """A /history button: that video posted again, with its result buttons; only the
+        presser's own, and in a group only one made there (``Press.may_post_again``)."""
+        where = press_of(query)
+        job = self.engine.job_to_post_again(where, press.key, private=_chat(query).type == ChatType.PRIVATE)
+        if job is None:
+            await query.answer(messages.no_such_job(press.key), show_alert=True)
+            return
         await query.answer(messages.progress("downloading"))
-        job = self.engine.job_of(user, press.key)
-        video = await self.engine.fetch_video(user, press.key) if job else Rejected(messages.no_such_job(press.key))
+        video = await self.engine.fetch_video(where.user, press.key)
         if isinstance(video, Rejected):
             await self.bot.send_message(_chat_id(query), video.text, reply_parameters=_reply(_message_id(query)))
             return
-        assert job is not None  # fetch_video ran, so the job was found
         try:  # posted where the button is, as if it were that job's first delivery
             await self.courier.show(dataclasses.replace(job, reply_to={
                 "chat_id": _chat_id(query), "photo_message_id": _message_id(query)}), video)
@@ -209,7 +219,7 @@ class Replies:
         ask = self.engine.pending_ask(PLATFORM, asked.chat_id, asked.message_id)
         if ask is None:
             return False
-        if ask["user"] != sender(message).id:
+        if ask["user"] != sender_id(message):
             await message.reply_text(messages.QUESTION_NOT_YOURS)
             return True
         kind = ask.get("kind", ASK_AUDIO)  # questions from before kinds were kept asked for audio
@@ -222,7 +232,7 @@ class Replies:
         elif kind == ASK_PROMPT and message.text:
             status = await message.reply_text(messages.CHECKING_PHOTO)
             # The question was asked after a press that could use the job: its answer may too.
-            press = Press(user_ref(sender(message)), str(message.chat_id), on_its_message=True)
+            press = Press(sender_ref(message), str(message.chat_id), on_its_message=True)
             answer = await self.starter.rerun(press, ask["job"], status, ask["video"], prompt=message.text)
         else:
             return False

@@ -10,21 +10,26 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import replace
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from telegram import Bot, Message, User
+import aiohttp
+from telegram import Bot, File, Message
 from telegram.error import TelegramError
 
-from adapters.telegram.common import file_of, reply_to, sender, user_ref
+from adapters.telegram.common import file_of, reply_to, sender_ref
 from adapters.telegram.courier import TelegramCourier
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import MediaSettings
 from bot.engine import Engine
-from bot.jobs import Accepted, GenerationRequest, Press, Rejected
+from bot.jobs import Accepted, GenerationRequest, Press, Rejected, UserRef
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB to bots
+# A photo or a voice note of at most 20 MB: a minute is plenty, and a stalled server ends sooner.
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_read=20)
+CHUNK = 64 * 1024
 
 
 class JobStarter:
@@ -32,11 +37,11 @@ class JobStarter:
         self.bot, self.engine, self.courier, self.media = bot, engine, courier, media
 
     async def start(self, message: Message, photo: Message | None, kind: catalog.Kind, params: Params, *,
-                    model: str | None = None, status: Message | None = None, user: User | None = None,
+                    model: str | None = None, status: Message | None = None, user: UserRef | None = None,
                     photo_file: dict | None = None, photo_message_id: int | None = None,
                     audio_file: dict | None = None) -> Accepted | Rejected:
         """Check, download the media, hand the request to the engine, show its answer."""
-        who = user_ref(user or sender(message))
+        who = user or sender_ref(message)  # a menu's presser, else whoever sent the message
         refusal = self.engine.precheck(who, kind, model, replace(params, has_audio=audio_file is not None),
                                        audio_seconds=(audio_file or {}).get("seconds"))
         if refusal is not None:
@@ -78,18 +83,44 @@ class JobStarter:
         return answer
 
     async def download(self, ref: dict | None, what: str) -> bytes:
+        """A file's bytes; refused over the size limit, also when Telegram tells no size."""
         if not ref:
             raise ValidationError(messages.cannot_find(what))
         self._check_size(ref.get("size"), what)
         try:
             file = await self.bot.get_file(ref["file_id"])
-            self._check_size(file.file_size, what)  # the message may not have said
-            # download_as_bytearray reads file.file_path, a URL holding the bot token: it
-            # stays inside PTB and is never logged or forwarded.
-            return bytes(await file.download_as_bytearray())
         except TelegramError as err:
             log.warning("download of a %s failed: %s", what, type(err).__name__)
             raise ValidationError(messages.download_failed(what, "Telegram")) from None
+        self._check_size(file.file_size, what)  # the message may not have said
+        return await self._read_capped(file, what)
+
+    async def _read_capped(self, file: File, what: str) -> bytes:
+        """The file's bytes, read no further than the limit: ``file_size`` is optional in
+        messages and in getFile's answer, and PTB's downloads read a body whole. The URL
+        holds the bot token: it is never logged, forwarded or put in an error (aiohttp's
+        errors name their URL, so only their type is logged)."""
+        cap = self._limit()
+        url = _encoded_url(file.file_path or "")
+        if not url.startswith(("https://", "http://")):
+            raise ValidationError(messages.download_failed(what, "Telegram"))
+        try:
+            async with aiohttp.ClientSession(timeout=DOWNLOAD_TIMEOUT) as session, session.get(url) as response:
+                response.raise_for_status()
+                self._check_size(response.content_length, what)
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    data += chunk
+                    if len(data) > cap:  # leaving the response unread closes its connection
+                        raise ValidationError(messages.media_larger_than(what, cap))
+                return bytes(data)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.warning("download of a %s failed: %s", what, type(err).__name__)
+            raise ValidationError(messages.download_failed(what, "Telegram")) from None
+
+    def _limit(self) -> int:
+        """The most bytes a file may have: ``[media] max_download_mb``, and what the Bot API serves."""
+        return min(int(self.media.max_download_mb * 1024 * 1024), DOWNLOAD_LIMIT)
 
     def _check_size(self, size: int | None, what: str) -> None:
         """Refuse a file over what the Bot API serves or ``[media] max_download_mb``."""
@@ -98,3 +129,9 @@ class JobStarter:
             raise ValidationError(messages.telegram_file_too_large(what, size))
         if size and size > limit:
             raise ValidationError(messages.media_too_large(what, size, limit))
+
+
+def _encoded_url(file_path: str) -> str:
+    """The download URL as PTB builds it: any non-ASCII character of the path quoted."""
+    parts = urlsplit(file_path)
+    return urlunsplit(parts._replace(path=quote(parts.path)))

@@ -68,6 +68,12 @@ class Questions:
         job = self.store.job(job_id)
         return job if job is not None and job.user_key == user.key else None
 
+    def job_to_post_again(self, press: Press, job_id: int, *, private: bool) -> Job | None:
+        """The job a /history press may post again (``Press.may_post_again``); None when
+        there is none it may: someone else's, or in a group one made elsewhere."""
+        job = self.store.job(job_id)
+        return job if job is not None and press.may_post_again(job, private=private) else None
+
     def rerun_refusal(self, press: Press, source_job_id: int) -> Rejected | None:
         """Why a result button of this job can no longer make a video (its photo is gone,
         or the press may not use it: refused alike, revealing nothing), before a menu or a
