@@ -184,6 +184,10 @@ class ConsoleCourier:
     async def fail(self, job: Job, reason: str) -> None:
         self._end(job, messages.console_line(job.id, reason), None)
 
+    async def refused(self, job: Job, video: Video, days: int) -> None:
+        """Never called: saving a file raises no ``DeliveryRefused`` (the Courier protocol)."""
+        self._end(job, messages.console_line(job.id, messages.NOT_POSTED), None)
+
     async def cancelled(self, job: Job, text: str) -> None:
         self._end(job, None, None)  # the /cancel command prints ``text``: one line per cancel
 
