@@ -175,6 +175,14 @@ def unknown_model(name: str, choices: Sequence[str]) -> str:
     return f"Unknown model '{name}'. Choose one of: {', '.join(choices)}."
 
 
+KIND_PLURALS = {"effect": "Effects", "avatar": "Avatar videos", "animate": "Animations"}
+
+
+def no_model_choice(kind: str, title: str) -> str:
+    """A model named for a kind of video that only one model makes."""
+    return f"{KIND_PLURALS.get(kind, kind)} have no model choice: they are always made with {title}."
+
+
 EFFECT_MISSING = "Name an effect, e.g. /effect hula. /effects lists them all."
 
 
