@@ -5,19 +5,22 @@ per stage, newest text wins), then a result post: the video with a caption (and 
 platform's result buttons), re-encoded to fit when it is over the chat's upload limit
 (a link only when even that fails), or a notice when the NSFW policy withholds it.
 Failures edit the status message, or are posted when it cannot be edited any more; a
-cancel only edits it (the /cancel answer is the one message). A platform courier
+cancel only edits it (the /cancel answer is the one message). A video the chat refuses
+for good (the platform's ``post`` raises ``DeliveryRefused``) is sent to its owner
+privately where the platform can, and the status message says where to get it. A platform courier
 subclasses ``ChatCourier`` and implements the primitives at the bottom.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot import catalog, messages
 from bot.engine import Engine
@@ -94,11 +97,35 @@ class ChatCourier:
         await self.edit_status(job, messages.job_status(job.id, job.label, messages.cancelled_status(job.cost)))
         self._forget(job)
 
-    async def show(self, job: Job, video: Video, *, paid: bool = False) -> None:
+    async def refused(self, job: Job, video: Video, days: int) -> None:
+        """The chat refused the video (the job is charged, the video kept for /history):
+        sent to the owner privately where the platform can, and the status message says
+        where it is; when that cannot be edited, the private message says it alone."""
+        self._forget_throttle(job)
+        privately = False
+        if (private := self.private_reply_to(job)) is not None:
+            try:
+                await self.show(dataclasses.replace(job, reply_to=private), video, paid=True,
+                                note=messages.refused_privately(days))
+                privately = True
+            except Exception as err:  # e.g. they never started a private chat with the bot
+                log.info("job %s: could not send it privately either (%s: %s)", job.id, type(err).__name__, err)
+        text = messages.video_refused(job.id, job.label, days, sent_privately=privately,
+                                      history_where=self.history_where(job))
+        if not await self.edit_status(job, text) and not privately:
+            try:  # a chat that refuses videos may still take text
+                await self.post(job, self.addressed(job, text), None)
+            except Exception as err:
+                log.info("job %s: could not say where its video is (%s: %s)", job.id, type(err).__name__, err)
+        self._forget(job)
+
+    async def show(self, job: Job, video: Video, *, paid: bool = False, note: str | None = None) -> None:
         """Post a job's video where ``job.reply_to`` says (``paid``: its delivery; else a
         past one again, from /history): withheld by the NSFW policy, re-encoded when over
-        the upload limit, a link when even that cannot fit it."""
+        the upload limit, a link when even that cannot fit it; ``note`` is added below."""
         caption = self.addressed(job, messages.caption(job.label, catalog.model_by_id(job.model_id).title))
+        if note:
+            caption = f"{caption}\n{note}"
         if self.withheld(job, video):
             await self.post(job, self.addressed(job, messages.nsfw_withheld(job.id)), None)
             return
@@ -212,6 +239,15 @@ class ChatCourier:
         """A post's text as addressed to the job's owner (e.g. with a mention)."""
         return text
 
+    def private_reply_to(self, job: Job) -> dict[str, Any] | None:
+        """A ``reply_to`` for the owner's private chat with the bot, to offer a video its
+        chat refused (None: the platform has none, or it is the chat that refused)."""
+        return None
+
+    def history_where(self, job: Job) -> str:
+        """Where /history can post a refused video, as ``messages.video_refused`` says it."""
+        return ""
+
     def upload_limit(self, job: Job) -> int:
         raise NotImplementedError
 
@@ -224,7 +260,8 @@ class ChatCourier:
 
     async def post(self, job: Job, text: str, video: Video | None) -> None:
         """A new message in the job's chat: text, with the video attached when given
-        (as a spoiler when it is flagged NSFW)."""
+        (as a spoiler when it is flagged NSFW); ``DeliveryRefused`` when the chat refuses
+        it for good."""
         raise NotImplementedError
 
 

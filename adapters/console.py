@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from adapters.chat import jobs_text
-from adapters.text_commands import cancel_job, parse_animate
+from adapters.text_commands import cancel_job, parse_animate, parse_effect
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.engine import Engine
@@ -184,6 +184,10 @@ class ConsoleCourier:
     async def fail(self, job: Job, reason: str) -> None:
         self._end(job, messages.console_line(job.id, reason), None)
 
+    async def refused(self, job: Job, video: Video, days: int) -> None:
+        """Never called: saving a file raises no ``DeliveryRefused`` (the Courier protocol)."""
+        self._end(job, messages.console_line(job.id, messages.NOT_POSTED), None)
+
     async def cancelled(self, job: Job, text: str) -> None:
         self._end(job, None, None)  # the /cancel command prints ``text``: one line per cancel
 
@@ -239,10 +243,9 @@ class ConsoleChat:
                 self.photo = self._read(rest.strip(), "photo")
                 self.say(messages.using_photo(rest.strip()))
             elif command == "/effect":
-                words = rest.split()
-                photo = self._read(words[1], "photo") if len(words) > 1 else self.photo
-                await self.generate(GenerationRequest(self.user, "effect", photo,
-                                                      Params(effect=words[0] if words else "")))
+                photo, text = self._trailing_photo(rest)
+                args = parse_effect(text)
+                await self.generate(GenerationRequest(self.user, "effect", photo, args.params, model=args.model))
             elif command == "/animate":
                 photo, text = self._leading_photo(rest)
                 args = parse_animate(text)
@@ -260,6 +263,15 @@ class ConsoleChat:
         except ValidationError as err:
             self.say(str(err))
         return True
+
+    def _trailing_photo(self, text: str) -> tuple[bytes, str]:
+        """``/effect NAME [PHOTO]``: a last word that names a file, or looks like a path
+        (effect names never do), is the photo; the words before it are the name."""
+        words = text.split()
+        if len(words) > 1 and (Path(words[-1]).expanduser().is_file() or "/" in words[-1]
+                               or Path(words[-1]).suffix):
+            return self._read(words[-1], "photo"), " ".join(words[:-1])
+        return self.photo, text
 
     def _leading_photo(self, text: str) -> tuple[bytes, str]:
         first, _, rest = text.strip().partition(" ")

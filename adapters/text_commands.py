@@ -2,13 +2,14 @@
 
 ``/animate --model master --duration 10 a cat dances --negative blurry, dark``:
 options may stand anywhere; ``--negative`` takes the words up to the next option;
-every other word is the prompt.
+every other word is the prompt. ``/effect`` arguments are read the same way, the
+words being the effect's name.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
@@ -71,6 +72,14 @@ def parse_animate(text: str) -> AnimateArgs:
             duration=_seconds(values["duration"]) if "duration" in values else None,
         ),
     )
+
+
+def parse_effect(text: str) -> AnimateArgs:
+    """``/effect`` arguments: the effect's name as typed (all the words that are no option,
+    so a name /effects shows with a space is taken whole) and any option, which the
+    model's checks then refuse (effects have no model, length or prompt to choose)."""
+    args = parse_animate(text)
+    return AnimateArgs(model=args.model, params=replace(args.params, effect=args.params.prompt or "", prompt=None))
 
 
 def parse_job_number(text: str) -> int | None:

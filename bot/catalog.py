@@ -177,12 +177,18 @@ def resolve_model(name: str | None, kind: Kind) -> Model:
         return next(m for m in MODELS if m.key == default)
     model = _by_name(name)
     if model is None or model.kind != kind:
+        if len(models_of(kind)) == 1:  # "Choose one of: effects" would offer no choice
+            raise ValidationError(messages.no_model_choice(kind, models_of(kind)[0].title))
         raise ValidationError(messages.unknown_model(name, model_keys(kind)))
     return model
 
 
+# Apostrophes phones and keyboards type instead of the API's "'" (as in "let's_ride").
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'"})
+
+
 def _normalise_effect(name: str) -> str:
-    return "_".join(name.strip().lower().replace("-", " ").replace("_", " ").split())
+    return "_".join(name.strip().lower().translate(_APOSTROPHES).replace("-", " ").replace("_", " ").split())
 
 
 def resolve_effect(name: str) -> str:

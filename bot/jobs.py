@@ -201,12 +201,26 @@ class Balance:
         return messages.balance(self.total, self.bonus, self.resets_at, now)
 
 
+class DeliveryRefused(Exception):
+    """Raised by a courier's ``deliver`` when the chat refuses the video for good (the user
+    blocked the bot, the bot may not post videos there): unlike a network error, trying
+    again cannot help. The pipeline then charges the job, keeps the video for /history and
+    calls the courier's ``refused``."""
+
+
 class Courier(Protocol):
     """What the engine calls to show a job's life in a chat. Adapters implement it."""
 
     async def progress(self, job: Job, update: Progress) -> None: ...
 
-    async def deliver(self, job: Job, video: Video) -> None: ...
+    async def deliver(self, job: Job, video: Video) -> None:
+        """Post the video; raises ``DeliveryRefused`` when the chat refuses it for good."""
+        ...
+
+    async def refused(self, job: Job, video: Video, days: int) -> None:
+        """The chat refused the video (charged, kept for /history ``days`` days): offer it
+        privately where the platform can, and tell the owner where to get it."""
+        ...
 
     async def fail(self, job: Job, reason: str) -> None: ...
 

@@ -4,7 +4,8 @@ Input bytes are untrusted: images are opened with a restricted set of decoders, 
 pixel-count ceiling (decompression bombs) and a full decode (truncated files), except
 a JPEG sent on as it is, whose pixels the bot never needs: its whole marker structure
 is walked instead (truncated files) and libjpeg checks its headers. Audio is probed
-with PyAV. Every refusal is a MediaError whose text is shown to the user.
+with PyAV and measured by its packets as well as its header (which may lie). Every
+refusal is a MediaError whose text is shown to the user.
 """
 
 from __future__ import annotations
@@ -212,15 +213,16 @@ def prepare_audio(data: bytes, *, max_seconds: float, max_input_bytes: int) -> M
                 raise MediaError(messages.AUDIO_HAS_VIDEO)
             if not container.streams.audio:
                 raise MediaError(messages.AUDIO_SILENT)
-            seconds = _audio_seconds(container)
+            seconds, whole = _audio_seconds(container, max_seconds + CODEC_PADDING)
     except MediaError:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, OSError):
         raise unreadable from None
     if seconds < MIN_AUDIO_SECONDS:
         raise MediaError(messages.AUDIO_TOO_SHORT)
-    if billable_seconds(seconds) > max_seconds:
-        raise MediaError(messages.audio_too_long(seconds, max_seconds))
+    if billable_seconds(seconds) > max_seconds:  # how much longer is unknown when not read whole
+        raise MediaError(messages.audio_too_long(seconds, max_seconds) if whole
+                         else messages.audio_over_limit(max_seconds))
     mime, ext = kind
     return Media(data, mime, f"audio.{ext}", seconds=round(seconds, 2))
 
@@ -237,13 +239,56 @@ def _is_cover_art(stream: av.video.stream.VideoStream) -> bool:
     return bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
-def _audio_seconds(container: av.container.InputContainer) -> float:
-    if container.duration:
-        return container.duration / av.time_base
+def _audio_seconds(container: av.container.InputContainer, limit: float) -> tuple[float, bool]:
+    """How long a clip lasts, and whether that is its whole length: the longer of what its
+    container declares and what its packets span. A header can lie (an MP3's Xing frame
+    count says 2 s, its frames last a minute) while WaveSpeed plays every frame, so the
+    packets are read too: demuxed, not decoded (milliseconds), and only until they pass
+    ``limit`` (then the length is "more than that")."""
     stream = container.streams.audio[0]
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    # No header says how long it is: decode and count samples.
-    samples = sum(frame.samples for frame in container.decode(stream))
-    return samples / (stream.rate or 1)
+    declared = 0.0
+    if container.duration:
+        declared = container.duration / av.time_base
+    elif stream.duration and stream.time_base:
+        declared = float(stream.duration * stream.time_base)
+    if declared > limit:
+        return declared, True
+    demuxed = _demuxed_seconds(container, stream, limit)
+    if demuxed is None:  # packets that tell no times: decode and count samples
+        demuxed = _decoded_seconds(container, stream, limit)
+    return max(declared, demuxed), demuxed <= limit
 
+
+def _demuxed_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                     limit: float) -> float | None:
+    """The longer of the packets' summed durations and their timestamps' span, in seconds,
+    read until past ``limit``; None when the packets carry neither."""
+    if not stream.time_base:
+        return None
+    base = float(stream.time_base)
+    total, start, end = 0, None, None
+    for packet in container.demux(stream):
+        if not packet.size:  # the demuxer's end-of-stream marker
+            continue
+        length = packet.duration or 0
+        total += length
+        if packet.pts is not None:
+            start = packet.pts if start is None else min(start, packet.pts)
+            end = packet.pts + length if end is None else max(end, packet.pts + length)
+        seconds = max(total, end - start if start is not None and end is not None else 0) * base
+        if seconds > limit:
+            return seconds
+    if not total and start is None:
+        return None
+    return max(total, end - start if start is not None and end is not None else 0) * base
+
+
+def _decoded_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                     limit: float) -> float:
+    container.seek(0)
+    samples = 0
+    for frame in container.decode(stream):
+        samples += frame.samples
+        if samples / (stream.rate or 1) > limit:
+            break
+    return samples / (stream.rate or 1)

@@ -187,6 +187,14 @@ def unknown_model(name: str, choices: Sequence[str]) -> str:
     return f"Unknown model '{echo(name)}'. Choose one of: {', '.join(choices)}."
 
 
+KIND_PLURALS = {"effect": "Effects", "avatar": "Avatar videos", "animate": "Animations"}
+
+
+def no_model_choice(kind: str, title: str) -> str:
+    """A model named for a kind of video that only one model makes."""
+    return f"{KIND_PLURALS.get(kind, kind)} have no model choice: they are always made with {title}."
+
+
 EFFECT_MISSING = "Name an effect, e.g. /effect hula. /effects lists them all."
 
 
@@ -308,6 +316,11 @@ def audio_too_long(seconds: float, limit: float) -> str:
     return f"The audio is {seconds:.0f} s long; the limit is {limit:.0f} s."
 
 
+def audio_over_limit(limit: float) -> str:
+    """Audio found too long before it was read to its end."""
+    return f"The audio is longer than the limit of {limit:.0f} s."
+
+
 def attachment_wrong_type(what: str, wanted_image: bool, got: str | None) -> str:
     return (f"The {what} must be {'a photo' if wanted_image else 'an audio file'} "
             f"(got {got or 'an unknown file type'}).")
@@ -427,6 +440,25 @@ def caption(label: str, model_title: str) -> str:
 
 def nsfw_withheld(job_id: int) -> str:
     return f"Job {job_id}: WaveSpeed flagged the video as NSFW, so it is not posted here."
+
+
+def video_refused(job_id: int, label: str, days: int, *, sent_privately: bool, history_where: str = "") -> str:
+    """A job's status when its chat refused the video (charged, kept): where to get it.
+    ``history_where`` says where /history can post it, e.g. " in a private chat with me"."""
+    if sent_privately:
+        how = f"I sent it to you in a private message; /history{history_where} posts it again for {days} days."
+    else:
+        how = f"Use /history{history_where} to get it, for {days} days."
+    return job_status(job_id, label, f"made, but the video could not be posted here (the chat refuses it). {how}")
+
+
+def refused_privately(days: int) -> str:
+    """Under a video sent privately because the chat it was asked in refused it."""
+    return f"It could not be posted in the chat where you asked for it. /history posts it again for {days} days."
+
+
+TELEGRAM_HISTORY_WHERE = " in a private chat with me"
+REPOST_REFUSED = "This chat does not let me post videos; use /history in a private chat with me."
 
 
 def too_big_to_upload(caption_text: str, size: int, limit: str, url: str | None) -> str:

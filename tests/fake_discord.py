@@ -3,6 +3,8 @@
 It records every request; answers login, command sync, interaction callbacks,
 webhook (followup) messages, channel messages and attachment downloads; and can
 treat an interaction token as expired ("Invalid Webhook Token", code 50027).
+``refuse_channels`` makes a channel refuse the bot's messages (403 with Discord's code
+and message, e.g. 50013 Missing Permissions); ``closed_dms`` users refuse direct messages.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class FakeDiscord:
         self.interaction_messages: dict[str, int] = {}  # component interaction token -> its message
         self.attachments: dict[int, bytes] = {}
         self.expired_tokens: set[str] = set()
+        self.refuse_channels: dict[int, tuple[int, str]] = {}  # channel -> (code, message) of its 403
+        self.closed_dms: set[int] = set()  # users whose DMs refuse the bot (50007)
+        self.dm_channels: dict[int, int] = {}  # DM channel -> its user
         self.identify: dict[str, Any] | None = None  # what the client sent to log in
         # Requests real Discord would refuse (tests/spec_check.py); asserted empty after each test.
         # A test that sends bad requests on purpose checks and clears them, or sets check_specs.
@@ -60,6 +65,7 @@ class FakeDiscord:
         app = web.Application(client_max_size=100 * 1024 * 1024)
         api = "/api/v10"
         app.router.add_get(f"{api}/users/@me", self._me)
+        app.router.add_post(f"{api}/users/@me/channels", self._create_dm)
         app.router.add_get(f"{api}/oauth2/applications/@me", self._app_info)
         app.router.add_put(f"{api}/applications/{{app}}/commands", self._sync)
         app.router.add_put(f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._sync)
@@ -285,11 +291,28 @@ class FakeDiscord:
                                               "url": "", "proxy_url": ""} for name, data in call["files"].items()])
         return _reply(message)
 
+    async def _create_dm(self, request: web.Request) -> web.Response:
+        call = await self._record(request)
+        user = int(call["json"]["recipient_id"])
+        channel = next((c for c, u in self.dm_channels.items() if u == user), None) or next(self._ids)
+        self.dm_channels[channel] = user
+        return _reply({"id": str(channel), "type": 1, "last_message_id": None, "flags": 0,
+                       "recipients": [_user(user)]})
+
     async def _channel_message(self, request: web.Request) -> web.Response:
         call = await self._record(request)
         body = call["json"] or {}
+        channel = int(request.match_info["cid"])
+        if channel in self.refuse_channels:
+            code, message = self.refuse_channels[channel]
+            return _reply({"code": code, "message": message}, status=403)
+        if self.dm_channels.get(channel) in self.closed_dms:
+            return _reply({"code": 50007, "message": "Cannot send messages to this user"}, status=403)
         return _reply(self._message(content=body.get("content", ""), components=body.get("components", []),
-                                    channel_id=request.match_info["cid"]))
+                                    channel_id=request.match_info["cid"],
+                                    attachments=[{"id": str(next(self._ids)), "filename": name, "size": len(data),
+                                                  "url": "", "proxy_url": ""}
+                                                 for name, data in call["files"].items()]))
 
     async def _get_message(self, request: web.Request) -> web.Response:
         await self._record(request)

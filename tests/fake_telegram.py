@@ -3,6 +3,8 @@
 It serves getMe, getUpdates (long polling over a queue the test fills), sendMessage,
 editMessageText, sendVideo, getFile and file downloads, and records every call.
 ``flood_next`` answers a method with 429 + retry_after, like Telegram's flood control.
+``blocked`` (users who blocked the bot, or never started it) and ``no_video_rights``
+(chats where the bot may not post videos) refuse calls the way the Bot API does.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class FakeTelegram:
         self.streamed: dict[str, int] = {}
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.floods: dict[str, list[float]] = {}
+        self.blocked: set[int] = set()  # private chats whose user blocked the bot: every call is 403
+        self.no_video_rights: set[int] = set()  # chats where sendVideo is 400 "not enough rights"
         # Calls the real Bot API would refuse or ignore (tests/spec_check.py); asserted empty after
         # each test. A test that sends bad calls on purpose checks and clears them, or sets check_specs.
         self.violations: list[str] = []
@@ -170,6 +174,8 @@ class FakeTelegram:
             return web.json_response({
                 "ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {retry}",
                 "parameters": {"retry_after": retry}}, status=429)
+        if refused := self._refused(method, params):
+            return refused
         handler = getattr(self, f"_m_{method}", None)
         result = handler(params, files) if handler else True
         if asyncio.iscoroutine(result):
@@ -204,6 +210,18 @@ class FakeTelegram:
         except ConnectionError:
             pass  # the reader hung up (a cancelled handler keeps its count too)
         return response
+
+    def _refused(self, method: str, params: dict[str, Any]) -> web.Response | None:
+        """The Bot API's answers when a chat refuses the bot (texts as Telegram sends them)."""
+        chat = params.get("chat_id")
+        chat = int(chat) if isinstance(chat, int | str) and str(chat).lstrip("-").isdigit() else None
+        if chat in self.blocked:
+            return web.json_response({"ok": False, "error_code": 403,
+                                      "description": "Forbidden: bot was blocked by the user"}, status=403)
+        if method == "sendVideo" and chat in self.no_video_rights:
+            return web.json_response({"ok": False, "error_code": 400, "description":
+                                      "Bad Request: not enough rights to send videos to the chat"}, status=400)
+        return None
 
     def _m_getMe(self, params, files):
         return BOT_USER

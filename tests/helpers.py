@@ -153,6 +153,9 @@ class RecordingCourier:
     async def cancelled(self, job: Job, text: str) -> None:
         self.cancellations[job.id] = text
 
+    async def refused(self, job: Job, video: Video, days: int) -> None:
+        self.failures[job.id] = f"refused, kept {days} days"
+
     async def outcome(self, job_id: int, timeout: float = 20.0) -> tuple[str, object]:
         return await asyncio.wait_for(asyncio.shield(self._future(job_id)), timeout)
 

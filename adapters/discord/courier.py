@@ -5,6 +5,8 @@ The interaction token lives 15 minutes. While it does, progress edits and the vi
 go through the interaction's webhook; after that (or when Discord says "Invalid
 Webhook Token") the video is posted in the channel as a new message that mentions
 the user and replies to the original. Everything needed is in the job's reply_to.
+A channel that refuses the bot for good (403: Missing Permissions, Missing Access;
+or gone) raises ``DeliveryRefused``; the video is then sent to the user as a DM.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from adapters.discord import results
 from bot import messages
 from bot.config import DiscordSettings
 from bot.engine import Engine
-from bot.jobs import Job, Video
+from bot.jobs import DeliveryRefused, Job, Video
 
 log = logging.getLogger(__name__)
 
 TOKEN_MARGIN = 60  # stop using a token a minute early: an upload can take that long
 INVALID_WEBHOOK_TOKEN = 50027
+UNKNOWN_CHANNEL = 10003  # deleted: refuses for good, as a 403 (missing permissions or access) does
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
 
 
@@ -65,7 +68,26 @@ class DiscordCourier(ChatCourier):
             log.info("job %s: cannot edit its message (%s)", job.id, err.status)
             return False
 
+    def private_reply_to(self, job: Job) -> dict[str, Any] | None:
+        if job.reply_to.get("dm_user_id"):
+            return None  # the DM refused already
+        return {"dm_user_id": job.reply_to["user_id"], "user_id": job.reply_to["user_id"],
+                "nsfw_channel": False}
+
     async def post(self, job: Job, text: str, video: Video | None) -> None:
+        try:
+            await self._post(job, text, video)
+        except discord.HTTPException as err:
+            if isinstance(err, discord.Forbidden) or err.code == UNKNOWN_CHANNEL:
+                raise DeliveryRefused(f"{err.status} {err.code} {err.text}") from err
+            raise
+
+    async def _post(self, job: Job, text: str, video: Video | None) -> None:
+        if dm_user := job.reply_to.get("dm_user_id"):
+            dm = await self.client.create_dm(discord.Object(dm_user))
+            await dm.send(text, file=_file(job, video), view=_buttons(job, video, self.engine),
+                          allowed_mentions=_mention_only(job))
+            return
         if self.can_edit(job):
             try:
                 await self._webhook(job).send(text, file=_file(job, video), view=_buttons(job, video, self.engine),

@@ -17,7 +17,7 @@ from discord import app_commands
 from adapters.discord import replies
 from adapters.discord.commands import AUTOCOMPLETE_LIMIT, adapter_of, answer, user_of
 from bot import messages
-from bot.jobs import Job, JobState, Rejected
+from bot.jobs import DeliveryRefused, Job, JobState, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ async def repost(interaction: discord.Interaction, past: Job) -> None:
         return
     try:
         await adapter.courier.show(replace(past, reply_to=replies.reply_to(interaction, status.id)), video)
-    except discord.HTTPException as err:
+    except (discord.HTTPException, DeliveryRefused) as err:
         log.warning("job %s: could not post it again (%s)", past.id, err)
         await interaction.followup.edit_message(status.id, content=messages.job_failed(past.id, messages.NOT_POSTED))
         return

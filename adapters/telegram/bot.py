@@ -46,7 +46,7 @@ from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
 from adapters.telegram.menus import PATTERN, Menus
 from adapters.telegram.starter import JobStarter
-from adapters.text_commands import cancel_job, parse_animate, parse_whole_number
+from adapters.text_commands import cancel_job, parse_animate, parse_effect, parse_whole_number
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import Settings, TelegramSettings
@@ -248,7 +248,12 @@ class TelegramAdapter:
         elif not name.strip():
             await self._photo_menu(message, photo)
         else:
-            await self.starter.start(message, photo, "effect", Params(effect=name))
+            try:
+                args = parse_effect(name)
+            except ValidationError as err:
+                await message.reply_text(str(err))
+                return
+            await self.starter.start(message, photo, "effect", args.params, model=args.model)
 
     async def _animate(self, message: Message, text: str) -> None:
         photo = photo_message(message)

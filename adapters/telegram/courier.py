@@ -4,22 +4,27 @@ with its result buttons (``menus.Menus.results``).
 Where to answer comes from the job row (``reply_to``), so a restarted bot still
 replies in the right chat to the right photo. Flood limits are handled twice: the
 shared courier skips progress edits that come too soon, and PTB's AIORateLimiter
-spaces and retries (``RetryAfter``) whatever is sent.
+spaces and retries (``RetryAfter``) whatever is sent. A chat that refuses the video for
+good (the user blocked the bot, the group took away the right to post videos) raises
+``DeliveryRefused``; the video is then sent to the owner's private chat with the bot,
+which works when they have started it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Hashable
+from typing import Any
 
 from telegram import Bot, ReplyParameters
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 
 from adapters.chat import ChatCourier
 from adapters.telegram.menus import Menus
 from bot import messages
 from bot.config import TelegramSettings
-from bot.jobs import Job, Video
+from bot.jobs import DeliveryRefused, Job, Video
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,10 @@ CAPTION_LIMIT = 1024  # characters Telegram allows in a media caption
 # Telegram allows a group about 20 bot messages a minute, edits included: progress edits
 # of all jobs in a group take at most half of that, the rest is for answers and videos.
 GROUP_PROGRESS_GAP = 6.0
+# Bad Requests that say the chat refuses the bot for good, as Telegram words them (a Forbidden
+# always does: blocked by the user, kicked from the group, a user who never started the bot).
+REFUSING = re.compile(r"not\senough\srights|have\sno\srights|need\sadministrator\srights"
+                      r"|chat_write_forbidden|chat\snot\sfound", re.IGNORECASE)
 
 
 class TelegramCourier(ChatCourier):
@@ -53,7 +62,24 @@ class TelegramCourier(ChatCourier):
     async def edit_message(self, job: Job, text: str) -> bool:
         return await self._edit(job.reply_to["chat_id"], job.reply_to["status_message_id"], text)
 
+    def private_reply_to(self, job: Job) -> dict[str, Any] | None:
+        owner = job.user_key.split(":", 1)[1]
+        if not owner.isdigit() or int(owner) == int(job.reply_to["chat_id"]):
+            return None  # a channel's or an anonymous admin's key, or the private chat refused already
+        return {"chat_id": int(owner), "photo_message_id": None}
+
+    def history_where(self, job: Job) -> str:
+        return messages.TELEGRAM_HISTORY_WHERE if job.reply_to.get("group") else ""
+
     async def post(self, job: Job, text: str, video: Video | None) -> None:
+        try:
+            await self._post(job, text, video)
+        except (Forbidden, BadRequest) as err:
+            if isinstance(err, Forbidden) or REFUSING.search(err.message):
+                raise DeliveryRefused(err.message) from err
+            raise
+
+    async def _post(self, job: Job, text: str, video: Video | None) -> None:
         chat, photo = job.reply_to["chat_id"], job.reply_to.get("photo_message_id")
         reply = ReplyParameters(message_id=photo, allow_sending_without_reply=True) if photo else None
         if video is None:

@@ -23,7 +23,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import ContextTypes
 
 from adapters.telegram.common import PLATFORM, file_of, force_reply, press_of, sender_id, sender_ref, user_ref
@@ -34,7 +34,7 @@ from bot import catalog, messages
 from bot.catalog import Params
 from bot.config import TelegramSettings
 from bot.engine import Engine
-from bot.jobs import Accepted, Press, Rejected
+from bot.jobs import Accepted, DeliveryRefused, Press, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,11 @@ class Buttons:
         try:  # posted where the button is, as if it were that job's first delivery
             await self.courier.show(dataclasses.replace(job, reply_to={
                 "chat_id": _chat_id(query), "photo_message_id": _message_id(query)}), video)
+        except DeliveryRefused as refusal:  # e.g. a group that takes no videos from the bot
+            log.info("job %s: not posted again here (%s)", job.id, refusal)
+            with contextlib.suppress(TelegramError):
+                await self.bot.send_message(_chat_id(query), messages.REPOST_REFUSED,
+                                            reply_parameters=_reply(_message_id(query)))
         finally:
             video.path.unlink(missing_ok=True)
 

@@ -5,7 +5,7 @@ not break the job, so errors are logged and a slow call is abandoned. Progress i
 not even waited for: a slow edit must not delay noticing that the video is ready
 (the reports start in the order they were made, and a chat courier lets the newest
 text win). Delivery is not best effort: its errors reach the pipeline, which retries
-or fails the job.
+or fails the job (or, when the chat refuses it for good, keeps it: ``refused``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from bot.jobs import Courier, Job, Progress, Video
 log = logging.getLogger(__name__)
 
 COURIER_TIMEOUT = 30.0  # a progress or failure message that hangs is skipped
+REFUSED_TIMEOUT = 600.0  # a refused video may be uploaded privately: as long as a delivery may take
 
 
 class Couriers:
@@ -64,14 +65,20 @@ class Couriers:
         if courier is not None:
             await self._best_effort(job, "cancelled", courier.cancelled(job, text))
 
+    async def refused(self, job: Job, video: Video, days: int) -> None:
+        """Tell the owner where a refused video is (best effort: the chat refuses already)."""
+        courier = self._by_platform.get(job.platform)
+        if courier is not None:
+            await self._best_effort(job, "refused", courier.refused(job, video, days), within=REFUSED_TIMEOUT)
+
     async def deliver(self, job: Job, video: Video) -> None:
         """Hand the video to the job's courier; errors are the caller's to handle."""
         await self._by_platform[job.platform].deliver(job, video)
 
     @staticmethod
-    async def _best_effort(job: Job, what: str, call: Awaitable[None]) -> None:
+    async def _best_effort(job: Job, what: str, call: Awaitable[None], within: float = COURIER_TIMEOUT) -> None:
         try:
-            async with asyncio.timeout(COURIER_TIMEOUT):
+            async with asyncio.timeout(within):
                 await call
         except asyncio.CancelledError:
             raise

@@ -4,13 +4,16 @@ Each step is a method that takes the job as the database has it and returns it a
 it left it; every state change is one write, so a restarted engine picks a job up
 at the step it was in: a job with a prediction id is followed (never submitted
 twice), a downloaded video is delivered again. Credits are committed with the
-``done`` write and refunded with the ``failed`` one, each in one transaction.
+``done`` write and refunded with the ``failed`` one, each in one transaction. A video
+the chat refuses for good (``DeliveryRefused``) is paid for all the same: it is charged,
+kept for /history and offered to its owner privately (``keep_refused``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +22,9 @@ from bot.config import Settings
 from bot.credits import Credits
 from bot.engine.couriers import Couriers
 from bot.engine.follow import Follower
+from bot.engine.results import kept_video, refused_video_days
 from bot.engine.submit import JobFailed, Submitter
-from bot.jobs import Job, JobState, Progress, Video
+from bot.jobs import DeliveryRefused, Job, JobState, Progress, Video
 from bot.store import LeaseLost, Store
 from bot.wavespeed import (
     Transient,
@@ -152,6 +156,9 @@ class Pipeline:
                 break
             except asyncio.CancelledError:
                 raise
+            except DeliveryRefused as refusal:  # for good: trying again cannot help
+                await self.keep_refused(job, video, refusal)
+                return
             except Exception as err:
                 log.warning("job %s: delivery failed (%s: %s)", job.id, type(err).__name__, err)
                 if attempt == DELIVERY_ATTEMPTS - 1:
@@ -161,11 +168,26 @@ class Pipeline:
         path.unlink(missing_ok=True)
         log.info("job %s delivered", job.id)
 
+    async def keep_refused(self, job: Job, video: Video, refusal: DeliveryRefused) -> None:
+        """The chat refused the video for good. WaveSpeed made (and billed) it, so it is
+        charged as delivered, kept on disk for ``keep_days`` (/history posts it from there,
+        or from WaveSpeed for its 7 days), and the courier offers it privately and says where."""
+        log.warning("job %s: the chat refused the video (%s); charged and kept for /history", job.id, refusal)
+        keep_days = self.settings.storage.keep_days
+        kept = kept_video(self.videos_dir, job.id) if keep_days else video.path
+        if keep_days:
+            os.replace(video.path, kept)
+        self.settle_done(job, video_path=str(kept) if keep_days else None)
+        await self.couriers.refused(job, Video(path=kept, size=video.size, nsfw=video.nsfw, url=video.url),
+                                    refused_video_days(keep_days))
+        if not keep_days:
+            kept.unlink(missing_ok=True)
+
     # --- settle -------------------------------------------------------------------
 
-    def settle_done(self, job: Job) -> None:
+    def settle_done(self, job: Job, **changes: object) -> None:
         with self.store.transaction():
-            job = self._update(job, state=JobState.DONE, finished_at=self.clock())
+            job = self._update(job, state=JobState.DONE, finished_at=self.clock(), **changes)
             self.credits.commit(job)
             if not self.settings.storage.keep_days:  # else kept for the result buttons
                 self.store.files.drop(job.id)

@@ -2,7 +2,9 @@
 
 A delivered job keeps its photo, audio and settings for ``[storage] keep_days`` (its
 result buttons make new jobs from them), then they are forgotten. Its video stays at
-WaveSpeed for 7 days (WaveSpeed's own window), so ``/history`` can post it again.
+WaveSpeed for 7 days (WaveSpeed's own window), so ``/history`` can post it again. A video
+its chat refused is also kept on disk (``kept-<job>.mp4``) for ``keep_days``, so /history
+posts it from there while it is (e.g. after WaveSpeed's 7 days).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,17 @@ OUTPUT_LIFETIME = 7 * 24 * 3600  # WaveSpeed deletes outputs after 7 days
 # A video's buttons are pressable from the moment it is posted, before its job is settled.
 DELIVERED = (JobState.DELIVERING, JobState.DONE)
 HOUSEKEEPING_EVERY = 3600.0  # seconds between two clean-ups of photos past their retention
+
+
+def kept_video(videos_dir: Path, job_id: int) -> Path:
+    """Where a video its chat refused is kept for /history."""
+    return videos_dir / f"kept-{job_id}.mp4"
+
+
+def refused_video_days(keep_days: float) -> int:
+    """The days /history can post a refused video: kept here for ``keep_days``, and at
+    WaveSpeed for its 7 (whole days, rounded down: never more than is true)."""
+    return int(max(keep_days * 24 * 3600, OUTPUT_LIFETIME) // (24 * 3600))
 
 
 class Results:
@@ -81,6 +95,16 @@ class Results:
         if job.state != JobState.DONE:
             return Rejected(messages.made_no_video(job.id, job.state.value))
         age = self.clock() - (job.finished_at or 0)
+        self.videos_dir.mkdir(parents=True, exist_ok=True)
+        dest = self.videos_dir / f"again-{job.id}-{secrets.token_hex(4)}.mp4"
+        kept = kept_video(self.videos_dir, job.id)
+        if age <= self.keep_seconds and kept.is_file():  # its chat refused it: kept here
+            try:
+                await asyncio.to_thread(shutil.copyfile, kept, dest)
+                return Video(path=dest, size=dest.stat().st_size, nsfw=job.nsfw, url=job.output_url)
+            except OSError as err:  # e.g. swept a moment ago: WaveSpeed may still have it
+                log.info("job %s: its kept video could not be read (%s)", job.id, err)
+                dest.unlink(missing_ok=True)
         if not job.prediction_id or age > OUTPUT_LIFETIME:
             return Rejected(messages.VIDEO_GONE)
         url = job.output_url
@@ -89,8 +113,6 @@ class Results:
             url = fresh.outputs[0] if fresh.outputs else url
         except WaveSpeedError as err:
             log.info("job %s: no fresh output URL (%s); trying the stored one", job.id, err)
-        self.videos_dir.mkdir(parents=True, exist_ok=True)
-        dest = self.videos_dir / f"again-{job.id}-{secrets.token_hex(4)}.mp4"
         try:
             size = await self.client.download(url or "", dest)
         except WaveSpeedError as err:
@@ -100,12 +122,14 @@ class Results:
         return Video(path=dest, size=size, nsfw=job.nsfw, url=url)
 
     async def keep_house(self) -> None:
-        """Forget photos and settings past ``[storage] keep_days``, now and every hour, and
-        remove videos fetched again or re-encoded that a crash left behind."""
+        """Forget photos and settings past ``[storage] keep_days``, now and every hour (and
+        refused videos kept as long), and remove videos fetched again or re-encoded that a
+        crash left behind."""
         while True:
             try:
                 self.expire()
                 self.sweep_copies()
+                self.sweep_kept()
             except Exception:  # e.g. a database busy for too long: next hour
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_EVERY)
@@ -116,6 +140,13 @@ class Results:
         for path in [*self.videos_dir.glob("again-*"), *self.videos_dir.glob("*-fit-*")]:
             with contextlib.suppress(OSError):
                 if self.clock() - path.stat().st_mtime > HOUSEKEEPING_EVERY:
+                    path.unlink()
+
+    def sweep_kept(self) -> None:
+        """Delete refused videos kept longer than ``keep_days``."""
+        for path in self.videos_dir.glob("kept-*.mp4"):
+            with contextlib.suppress(OSError):
+                if self.clock() - path.stat().st_mtime > self.keep_seconds:
                     path.unlink()
 
     def expire(self) -> int:
