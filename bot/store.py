@@ -532,6 +532,10 @@ class Claims:
         """Give up one job's claim at once (its driver stopped unexpectedly)."""
         self.store.db.execute("update jobs set lease_until = 0 where id = ? and owner = ?", [job_id, owner])
 
+    def held(self, owner: str) -> list[Job]:
+        """This process's unfinished jobs (its own and those it took over)."""
+        return self.store.jobs_where(f"owner = ? and {_in('state', ACTIVE)}", [owner, *ACTIVE])
+
     def own_queued(self, owner: str) -> list[Job]:
         """This process's queued jobs, first come first."""
         return self.store.jobs_where("state = 'queued' and owner = ?", [owner])
