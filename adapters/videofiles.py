@@ -3,10 +3,13 @@ earlier file, and somewhere else rather than nowhere when the place asked for fa
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from bot import messages
 
 FRESH_NAMES = 1000  # name-1 .. name-999 are tried before giving up on a folder
 
@@ -29,7 +32,7 @@ def save_fresh(source: Path, wanted: Path) -> Path:
             candidate.unlink(missing_ok=True)
             raise
         return candidate
-    raise FileExistsError(f"{wanted} and {FRESH_NAMES - 1} numbered names after it exist")
+    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(wanted))
 
 
 def unwritable_because(folder: Path) -> str | None:
@@ -39,7 +42,7 @@ def unwritable_because(folder: Path) -> str | None:
     for place in (folder, *folder.parents):
         if place.exists() or place.is_symlink():
             if not place.is_dir():
-                return f"{place} is not a folder"
+                return messages.not_a_folder(place)
             break
     try:
         folder.mkdir(parents=True, exist_ok=True)

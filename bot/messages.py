@@ -786,3 +786,10 @@ def wavespeed_unreachable(base_url: str, why: str) -> str:
 
 
 NO_CLI_JOBS = "No command-line jobs yet."
+
+
+def not_a_folder(path: object) -> str:
+    return f"{path} is not a folder"
+
+
+STOPPED_BEFORE_SUBMIT = "stopped before it was sent to WaveSpeed"  # a job's error and ledger note

@@ -10,6 +10,7 @@ bot's questions in ``flows``, checks and downloads in ``starter``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 from datetime import UTC, datetime
@@ -318,7 +319,12 @@ def start_problem(error: Exception, settings: TelegramSettings) -> str | None:
 def _not_json(error: TelegramError) -> bool:
     """Whether PTB failed to read the answer as JSON: the server is not a Bot API server
     (the real one answers even a wrong token or path with a JSON error)."""
-    return error.message == "Invalid server response" or isinstance(error.__cause__, TelegramError)
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, json.JSONDecodeError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _quiet_token_loggers() -> None:

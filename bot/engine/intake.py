@@ -50,7 +50,7 @@ from bot.webhooks import WebhookListener
 log = logging.getLogger(__name__)
 
 CANCELLED = "owner cancelled"  # the job's error and the ledger note of its refund
-STOPPED = "stopped before submit"  # the same, for a job whose process was stopped (withdraw)
+STOPPED = messages.STOPPED_BEFORE_SUBMIT  # the same, for a job whose process was stopped (withdraw)
 ACCEPTS_AT_ONCE = 4  # requests checked and written concurrently; more wait their turn
 DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same user is one press
 
