@@ -166,6 +166,30 @@ async def test_generate_stopped_after_submit_is_finished_by_the_next_generate(tm
     assert _credits_left(tmp_path) == 8
 
 
+async def test_kling_bot_run_finishes_a_job_a_stopped_generate_left(tmp_path, photo, simulator):
+    from tests.fake_telegram import FakeTelegram
+    _config(tmp_path, simulator.base_url)
+    simulator.job_seconds = 4.0
+    process = await _generate_until(tmp_path, lambda: simulator.submissions, "-o", "left.mp4")
+    process.send_signal(signal.SIGINT)
+    await _ended(process)
+    telegram = FakeTelegram(TG_TOKEN)
+    await telegram.start()
+    with (tmp_path / "config.toml").open("a") as config:
+        config.write(f'[telegram]\nbase_url = "{telegram.base_url}"\nbase_file_url = "{telegram.base_file_url}"\n')
+    bot = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "adapters", "run", "--config", "config.toml", cwd=tmp_path,
+        env=_env(TELEGRAM_BOT_TOKEN=TG_TOKEN), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        await _until(lambda: _db(tmp_path, "select state from jobs") == [("done",)], timeout=40)
+    finally:
+        bot.terminate()
+        await _ended(bot)
+        await telegram.close()
+    assert mp4_info((tmp_path / "left.mp4").read_bytes())[0] == "h264"
+    assert len(simulator.submissions) == 1 and _credits_left(tmp_path) == 9
+
+
 async def test_generate_piped_into_head_ends_promptly_and_settles(tmp_path, photo, simulator):
     _config(tmp_path, simulator.base_url)
     simulator.fail_next("upload", status=0, delay=30)
