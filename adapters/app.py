@@ -9,28 +9,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import ipaddress
 import logging
+import os
+import select
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
-from adapters.console import PLATFORM, ConsoleChat, ConsoleCourier, max_bytes, read_limited
+import aiohttp
+
+from adapters.chat import jobs_text
+from adapters.console import (
+    PLATFORM,
+    WAIT_CHECK,
+    ConsoleChat,
+    ConsoleCourier,
+    max_bytes,
+    read_limited,
+    silence,
+    wanted_path,
+)
+from adapters.videofiles import unwritable_because
 from bot import messages
 from bot.catalog import ValidationError
 from bot.config import ConfigError, Settings, load_settings
 from bot.devtools.clips import sample_photo
 from bot.devtools.simulator import Simulator
 from bot.engine import Engine
-from bot.jobs import Accepted, GenerationRequest, UserRef
+from bot.jobs import Accepted, GenerationRequest, Job, JobState, UserRef
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("config.toml")
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+CLI_PLATFORM = "cli"  # the user of `generate`: cli:<login name>
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class ChatAdapter(Protocol):
@@ -60,9 +80,23 @@ _secrets: list[str] = []
 
 def fail(text: str) -> None:
     """One line on stderr; configured secrets are masked, as in the log."""
-    for secret in _secrets:
-        text = text.replace(secret, "[secret]")
-    print(f"kling-bot: {' '.join(text.split())}", file=sys.stderr)
+    say(f"kling-bot: {' '.join(mask(text).split())}")
+
+
+def say(text: str, stream: TextIO | None = None) -> bool:
+    """A line on stderr (or ``stream``); False when that pipe is closed (its reader quit):
+    the stream is then pointed at /dev/null, so nothing later (the exit's flush, a log
+    line) fails on it again."""
+    stream = stream or sys.stderr
+    try:
+        stream.write(f"{text}\n")
+        stream.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        silence(stream)
+        return False
+    except (OSError, ValueError):  # closed, or a disk that failed: nothing more to do
+        return False
+    return True
 
 
 def configure_logging(verbose: bool) -> None:
@@ -70,26 +104,30 @@ def configure_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-class _Redact(logging.Filter):
-    """Masks secrets in every log line, whatever library wrote it."""
+class _Redacting(logging.Formatter):
+    """Masks secrets in the finished log text (message, traceback, stack), whatever library
+    wrote it: masking the final text is the one place nothing slips past."""
 
-    def __init__(self, secrets: list[str]):
+    def __init__(self, inner: logging.Formatter | None):
         super().__init__()
-        self.secrets = secrets
+        self.inner = inner or logging.Formatter()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "[secret]")
-            record.msg, record.args = message, None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(self.inner.format(record))
+
+
+def mask(text: str) -> str:
+    """``text`` with every configured secret replaced by ``[secret]``."""
+    for secret in _secrets:
+        text = text.replace(secret, "[secret]")
+    return text
 
 
 def redact_secrets(secrets: list[str]) -> None:
     _secrets[:] = sorted(set(_secrets) | set(secrets), key=len, reverse=True)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_Redact(secrets))
+        if not isinstance(handler.formatter, _Redacting):
+            handler.setFormatter(_Redacting(handler.formatter))
 
 
 def settings_from(path: Path | None) -> Settings:
@@ -120,12 +158,22 @@ def simulated(settings: Settings, base_url: str, *, job_seconds: float,
     return settings
 
 
+def simulated_storage(settings: Settings) -> Settings:
+    """Simulated runs keep their own database and videos beside the configured ones
+    (``kling-bot.sqlite`` -> ``kling-bot-simulated.sqlite``): a try of the simulator
+    never spends, or even sees, the real credits."""
+    path = Path(settings.storage.path)
+    return replace(settings, storage=replace(
+        settings.storage, path=str(path.with_name(f"{path.stem}-simulated{path.suffix}")),
+        videos_dir=f"{settings.storage.videos_dir.rstrip('/')}-simulated"))
+
+
 async def _backend(settings: Settings, simulate: bool, *, job_seconds: float
                    ) -> tuple[Settings | None, Simulator | None]:
     """Settings pointed at a fresh simulator, or checked to have an API key."""
     if simulate:
         simulator = Simulator(job_seconds=job_seconds)
-        return simulated(settings, await simulator.start(), job_seconds=job_seconds), simulator
+        return simulated(simulated_storage(settings), await simulator.start(), job_seconds=job_seconds), simulator
     if not settings.wavespeed.api_key:
         fail(messages.NO_API_KEY)
         return None, None
@@ -163,6 +211,9 @@ async def run_bots(config: Path | None, *, simulate: bool) -> int:
         # Start-up: a problem here is one line naming it (secrets masked), never a traceback.
         try:
             engine = Engine.from_settings(ready)
+            # Jobs an interrupted `generate` left at WaveSpeed are followed here too.
+            engine.register(CLI_PLATFORM, ConsoleCourier(sys.stderr, Path.cwd(),
+                                                         fallback_dir=Path(ready.storage.videos_dir)))
             adapters = _chat_adapters(ready, engine)
             await engine.start()
         except Exception as err:
@@ -228,9 +279,12 @@ async def run_demo(photo_path: Path | None, output_dir: Path, job_seconds: float
         engine.register(PLATFORM, courier)
         await engine.start()
         chat = ConsoleChat(engine, courier, UserRef(PLATFORM, getpass.getuser(), "you"), photo)
+        closed = asyncio.Event()  # stdout's reader went away (`demo | head`): end quietly
+        loop = asyncio.get_running_loop()
+        courier.screen.on_close = lambda: _set_from_any_thread(loop, closed)
         chat.say(messages.demo_banner(base_url, output_dir))
         try:
-            await _converse(chat)
+            await _until_set(_converse(chat), closed)
         finally:
             await engine.close()
             await simulator.close()
@@ -280,46 +334,224 @@ def _terminal_restored() -> Iterator[None]:
 async def run_generate(config: Path | None, build_request: Callable[[int], GenerationRequest],
                        output: Path | None, *, simulate: bool) -> int:
     """``kling-bot generate``: one video, saved to ``output``; prints its path.
-    ``build_request`` gets the most bytes it may read of each file it names."""
+    ``build_request`` gets the most bytes it may read of each file it names.
+
+    The output place is checked before anything is paid. Stopped by a signal or a closed
+    pipe, the job is settled: cancelled and refunded if nothing reached WaveSpeed, else
+    left to the next ``generate`` or ``run`` on the database, which finishes it (and any
+    such job it finds) and saves the video where this one was asked to."""
     settings, simulator = await _backend(settings_from(config), simulate, job_seconds=2.0)
     if settings is None:
+        return EXIT_USAGE
+    try:
+        return await _generate(settings, build_request, output)
+    finally:
+        if simulator:
+            await simulator.close()
+
+
+async def _generate(settings: Settings, build_request: Callable[[int], GenerationRequest],
+                    output: Path | None) -> int:
+    save_to = _output_place(output)
+    if isinstance(save_to, str):
+        fail(save_to)
         return EXIT_USAGE
     try:
         request = build_request(max_bytes(settings.media.max_download_mb))
     except (ValidationError, OSError) as err:
         fail(str(err))
-        if simulator:
-            await simulator.close()
         return EXIT_USAGE
+    if why := await _unreachable(settings.wavespeed.base_url, settings.wavespeed.request_timeout):
+        fail(messages.wavespeed_unreachable(settings.wavespeed.base_url, why))
+        return EXIT_FAILED
+    stopped: list[int] = []  # the signal (or SIGPIPE for a closed pipe) that ends the run
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stop_by(signum: int) -> None:
+        stopped.append(signum)
+        loop.call_soon_threadsafe(stop.set)
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop_by, signum)
+    courier = ConsoleCourier(sys.stderr, Path.cwd(), fallback_dir=Path(settings.storage.videos_dir).absolute())
+    courier.screen.on_close = lambda: stop_by(signal.SIGPIPE)
+    watching = _watch_pipes(loop, (sys.stdout, sys.stderr), lambda: stop_by(signal.SIGPIPE))
     engine = Engine.from_settings(settings)
-    courier = ConsoleCourier(sys.stderr, Path("."), target=output)
-    engine.register(request.user.platform, courier)
-    await engine.start(resume=False)
+    engine.register(CLI_PLATFORM, courier)
     try:
-        answer = await engine.accept(request)
+        await engine.start()  # takes over the command line's jobs that a stopped run left
+        left = [job.id for job in engine.held_jobs()]
+        if left:
+            say(messages.finishing_left_jobs(left))
+        answer = await engine.accept(replace(request, reply_to=save_to))
         if not isinstance(answer, Accepted):
             fail(answer.text)
+        own = answer.job.id if isinstance(answer, Accepted) else None
+        results = await _follow(engine, courier, [*left, *([own] if own else [])], stop)
+        if stop.is_set():
+            await engine.stop()
+            for job_id in [*([own] if own else []), *left]:
+                _say_withdrawn(engine.withdraw(job_id))
+            return 128 + stopped[0] if stopped else EXIT_INTERRUPTED
+        if own is None or results.get(own) is None:
             return EXIT_FAILED
-        if output is None:
-            courier.target = Path(f"kling-{answer.job.id}.mp4")
-        result = await courier.watch(answer.job.id)
-        if result is None:
-            return EXIT_FAILED
-        print(result)
+        say(str(results[own]), sys.stdout)
+        return 0
+    finally:
+        for fd in watching:
+            loop.remove_reader(fd)
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        await engine.close()
+
+
+def _output_place(output: Path | None) -> dict[str, Any] | str:
+    """Where the video goes, kept with the job (``reply_to``) so that a process taking it
+    over saves it there too: a file, or a folder (an existing one, or a path ending in
+    "/") to get ``kling-JOB.mp4`` inside; or why it cannot go there, before any cost."""
+    into_folder = output is None or output.is_dir() or str(output).endswith(os.sep)
+    path = (output or Path(".")).expanduser().absolute()
+    folder = path if into_folder else path.parent
+    if why := unwritable_because(folder):
+        return messages.output_not_writable(output, why)
+    return {"save_to": str(path), "into_folder": into_folder}
+
+
+async def _unreachable(base_url: str, seconds: float) -> str | None:
+    """Why WaveSpeed cannot be reached at all (no network, no such host), or None: one
+    look, bounded by ``request_timeout``, instead of a quarter hour of retried submits.
+    Any HTTP answer counts as reachable; no key is sent."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session, \
+                session.get(base_url, allow_redirects=False):
+            return None
+    except (aiohttp.ClientError, TimeoutError, OSError) as err:
+        return _described(err)
+
+
+async def _follow(engine: Engine, courier: ConsoleCourier, job_ids: list[int],
+                  stop: asyncio.Event) -> dict[int, Path | None]:
+    """Wait for these jobs' ends (or ``stop``); their saved paths (None: no video)."""
+    ends = {job_id: courier.watch(job_id) for job_id in job_ids}
+    while not stop.is_set():
+        held = {job.id for job in engine.held_jobs()}
+        # A job that ended without its courier hearing of it is not waited for forever.
+        waiting = [end for job_id, end in ends.items() if not end.done() and job_id in held]
+        if not waiting:
+            break
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([*waiting, stopping], timeout=WAIT_CHECK, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+    return {job_id: end.result() if end.done() else None for job_id, end in ends.items()}
+
+
+def _say_withdrawn(job: Job | None) -> None:
+    if job is None or (job.state.finished and job.state != JobState.CANCELLED):
+        return
+    if job.state == JobState.CANCELLED:
+        say(messages.job_cancelled(job.id, job.cost))
+    else:
+        say(messages.left_at_wavespeed(job.id, wanted_path(job, Path.cwd())))
+
+
+def _watch_pipes(loop: asyncio.AbstractEventLoop, streams: tuple[TextIO, ...],
+                 closed: Callable[[], None]) -> list[int]:
+    """Call ``closed`` as soon as the reader of a pipe among ``streams`` goes away (`| head`),
+    even while nothing is written to it; the descriptors watched."""
+    watched = []
+    for stream in streams:
+        try:
+            fd = stream.fileno()
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                continue
+            # A pipe's writing end shows an error (never input) once its reader is gone.
+            loop.add_reader(fd, _on_pipe_event, loop, fd, closed)
+        except (OSError, ValueError, AttributeError):
+            continue
+        watched.append(fd)
+    return watched
+
+
+def _on_pipe_event(loop: asyncio.AbstractEventLoop, fd: int, closed: Callable[[], None]) -> None:
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    if any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0)):
+        loop.remove_reader(fd)
+        closed()
+
+
+def _set_from_any_thread(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+        loop.call_soon_threadsafe(event.set)
+
+
+async def _until_set(work: Coroutine[Any, Any, None], event: asyncio.Event) -> None:
+    """Run ``work`` until it ends or ``event`` is set (then it is cancelled)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(event.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, waiter):
+        pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def run_jobs(config: Path | None, *, simulate: bool) -> int:
+    """``kling-bot jobs``: the command line user's jobs, running and recent."""
+    settings = settings_from(config)
+    engine = Engine.from_settings(simulated_storage(settings) if simulate else settings)
+    try:
+        user = cli_user()
+        running = engine.jobs_of(user)
+        ended = engine.history(user)
+        if not running and not ended:
+            say(messages.NO_CLI_JOBS, sys.stdout)
+            return 0
+        lines = [jobs_text(engine, user)] if running else []
+        if ended:
+            lines.append(messages.history_list([(job.id, job.label, job.state.value,
+                                                 datetime.fromtimestamp(job.finished_at or job.created_at, UTC))
+                                                for job in ended]))
+        say("\n".join(lines), sys.stdout)
         return 0
     finally:
         await engine.close()
-        if simulator:
-            await simulator.close()
+
+
+def cli_user() -> UserRef:
+    """Who runs ``generate``: the login name, on the command line's own platform."""
+    return UserRef(CLI_PLATFORM, getpass.getuser(), getpass.getuser())
 
 
 async def serve_simulator(host: str, port: int, job_seconds: float) -> int:
-    """``kling-bot simulator``: a WaveSpeed-compatible server until Ctrl+C."""
+    """``kling-bot simulator``: a WaveSpeed-compatible server until Ctrl+C. It accepts any
+    API key, so it listens on this computer only."""
+    if not _is_local(host):
+        fail(messages.simulator_not_local(host))
+        return EXIT_USAGE
+    if not 0 <= port <= 65535:
+        fail(messages.simulator_bad_port(port))
+        return EXIT_USAGE
     simulator = Simulator(job_seconds=job_seconds)
-    url = await simulator.start(host, port)
-    print(messages.simulator_listening(url, job_seconds), flush=True)
+    try:
+        url = await simulator.start(host, port)
+    except OSError as err:
+        await simulator.close()
+        fail(messages.simulator_cannot_listen(host, port, str(err.strerror or err)))
+        return EXIT_USAGE
+    say(messages.simulator_listening(url, job_seconds), sys.stdout)
     try:
         await asyncio.Event().wait()
     finally:
         await simulator.close()
     return 0
+
+
+def _is_local(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 from pathlib import Path
 
 from adapters import app
 from adapters.console import read_limited
 from bot import catalog, messages
 from bot.catalog import Params
-from bot.jobs import GenerationRequest, UserRef
+from bot.jobs import GenerationRequest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,9 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--simulate", action="store_true",
                      help="use the offline simulator instead of WaveSpeed (no API key needed)")
 
+    jobs = sub.add_parser("jobs", help="list the jobs of generate (running and recent)",
+                          description="The jobs `kling-bot generate` made for you on this database: "
+                                      "those still running (also ones a stopped generate left for the "
+                                      "next run to finish) and the recent ones.")
+    jobs.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
+    jobs.add_argument("--simulate", action="store_true", help="the simulated runs' database instead")
+
     sim = sub.add_parser("simulator", help="run the WaveSpeed simulator as a server",
                          description="Serve the WaveSpeed-compatible simulator until Ctrl+C.")
-    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default), ::1 or localhost")
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--job-seconds", type=float, default=5.0, help="how long each job takes")
     return parser
@@ -80,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return app.main(lambda: app.run_generate(args.config, lambda limit: generate_request(args, limit),
                                                  args.output, simulate=args.simulate))
+    if args.command == "jobs":
+        return app.main(lambda: app.run_jobs(args.config, simulate=args.simulate))
     return app.main(lambda: app.serve_simulator(args.host, args.port, args.job_seconds))
 
 
@@ -89,7 +97,7 @@ def generate_request(args: argparse.Namespace, max_bytes: int) -> GenerationRequ
     refuse one it does not take (``--duration`` with ``--effect``) instead of ignoring it."""
     if args.avatar_prompt is not None and args.prompt is not None:
         raise catalog.ValidationError(messages.option_not_with("--avatar-prompt", "--audio"))
-    user = UserRef("cli", getpass.getuser(), getpass.getuser())
+    user = app.cli_user()
     kind: catalog.Kind = "effect" if args.effect else "avatar" if args.audio else "animate"
     params = Params(effect=args.effect, prompt=args.prompt if args.prompt is not None else args.avatar_prompt,
                     negative_prompt=args.negative_prompt, guidance=args.guidance, duration=args.duration)

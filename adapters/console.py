@@ -15,11 +15,13 @@ import shlex
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from adapters.chat import jobs_text
 from adapters.text_commands import cancel_job, parse_animate, parse_effect
+from adapters.videofiles import save_fresh
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.engine import Engine
@@ -47,6 +49,8 @@ class Screen:
         self._opening = False
         self._held: list[str] = []
         self._stale = False
+        self.closed = False  # the reader of ``out`` went away (a pipe into `head`)
+        self.on_close: Callable[[], None] | None = None  # told once, from any thread
 
     def say(self, text: str) -> None:
         """A line that stays."""
@@ -121,9 +125,10 @@ class Screen:
 
     def _render(self, lines: list[str], *, rows_above: int | None = None) -> None:
         """Print ``lines`` to stay; on a terminal, redraw the live lines and the prompt."""
+        if self.closed:
+            return
         if not self.tty:
-            self.out.write("".join(f"{line}\n" for line in lines))
-            self.out.flush()
+            self._write("".join(f"{line}\n" for line in lines))
             return
         if self._opening:  # the prompt is being printed: wait for it
             self._held += lines
@@ -140,8 +145,17 @@ class Screen:
         parts += [f"{text}\n" for text in live]
         self._drawn = len(live)
         parts.append(typed)
-        self.out.write("".join(parts))
-        self.out.flush()
+        self._write("".join(parts))
+
+    def _write(self, text: str) -> None:
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (OSError, ValueError):  # a closed pipe (its reader quit) or a closed file
+            self.closed = True
+            silence(self.out)
+            if self.on_close is not None:
+                self.on_close()
 
     def _columns(self) -> int:
         try:
@@ -153,11 +167,11 @@ class Screen:
 class ConsoleCourier:
     """Shows a job's progress as a bar and saves the finished video to a folder."""
 
-    def __init__(self, out: TextIO, output_dir: Path, *, target: Path | None = None):
+    def __init__(self, out: TextIO, output_dir: Path, *, fallback_dir: Path | None = None):
         self.out = out
         self.screen = Screen(out)
         self.output_dir = output_dir
-        self.target = target  # exact file for `generate -o`
+        self.fallback_dir = fallback_dir  # where a video goes when its own place fails
         self.finished: dict[int, asyncio.Future[Path | None]] = {}
         self._last_stage: dict[int, str] = {}
 
@@ -174,12 +188,30 @@ class ConsoleCourier:
             self.screen.say(line)
 
     async def deliver(self, job: Job, video: Video) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        name = f"job-{job.id}-{_slug(job.label)}.mp4"
-        dest = self.target or self.output_dir / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(video.path, dest)
-        self._end(job, messages.console_saved(job.id, dest, video.size, video.nsfw), dest)
+        wanted = wanted_path(job, self.output_dir)
+        try:
+            wanted.parent.mkdir(parents=True, exist_ok=True)
+            dest = save_fresh(video.path, wanted)
+        except OSError as err:
+            dest = self._save_elsewhere(job, video.path, wanted, err)
+        self._end(job, messages.console_saved(job.id, shown(dest), video.size, video.nsfw), shown(dest))
+
+    def _save_elsewhere(self, job: Job, video: Path, wanted: Path, err: OSError) -> Path:
+        """The video, paid for, saved next to where it was asked for, else in the videos
+        folder, else here; the user is told where. OSError only when nowhere takes it."""
+        name = f"kling-{job.id}.mp4"
+        places = [wanted.parent / name, *([self.fallback_dir / name] if self.fallback_dir else []),
+                  Path.cwd() / name]
+        for place in places:
+            try:
+                place.parent.mkdir(parents=True, exist_ok=True)
+                dest = save_fresh(video, place)
+            except OSError:
+                continue
+            self.screen.say(messages.saved_elsewhere(job.id, shown(wanted), shown(dest),
+                                                     str(err.strerror or err)))
+            return dest
+        raise err
 
     async def fail(self, job: Job, reason: str) -> None:
         self._end(job, messages.console_line(job.id, reason), None)
@@ -268,14 +300,13 @@ class ConsoleChat:
         """``/effect NAME [PHOTO]``: a last word that names a file, or looks like a path
         (effect names never do), is the photo; the words before it are the name."""
         words = text.split()
-        if len(words) > 1 and (Path(words[-1]).expanduser().is_file() or "/" in words[-1]
-                               or Path(words[-1]).suffix):
+        if len(words) > 1 and (_is_file(words[-1]) or "/" in words[-1] or Path(words[-1]).suffix):
             return self._read(words[-1], "photo"), " ".join(words[:-1])
         return self.photo, text
 
     def _leading_photo(self, text: str) -> tuple[bytes, str]:
         first, _, rest = text.strip().partition(" ")
-        if first and Path(first).expanduser().is_file():
+        if first and _is_file(first):
             return self._read(first, "photo"), rest
         return self.photo, text
 
@@ -338,6 +369,32 @@ def _bar(fraction: float | None, text: str, width: int = 20) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] " + ("" if percent in text else f"{percent:>4} ")
 
 
+def wanted_path(job: Job, output_dir: Path) -> Path:
+    """Where a job's video should go: what ``generate -o`` asked for (kept with the job,
+    so a process that takes the job over saves it there too), else ``output_dir``."""
+    asked = job.reply_to.get("save_to")
+    if isinstance(asked, str) and asked:
+        return Path(asked) / f"kling-{job.id}.mp4" if job.reply_to.get("into_folder") else Path(asked)
+    return output_dir / f"job-{job.id}-{_slug(job.label)}.mp4"
+
+
+def shown(path: Path) -> Path:
+    """A path as the user reads it: relative to the current folder when inside it."""
+    try:
+        return path.relative_to(Path.cwd()) if path.is_absolute() else path
+    except ValueError:
+        return path
+
+
+def silence(stream: TextIO) -> None:
+    """Send what is still written to ``stream`` to /dev/null: its reader is gone, and the
+    exit's flush (or a log line) must not fail on it again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def _slug(text: str) -> str:
     kept = "".join(c if c.isalnum() else "-" for c in text.lower())
     return "-".join(part for part in kept.split("-") if part)[:40] or "video"
@@ -372,3 +429,11 @@ def _typed_so_far() -> str:
 def _settle(answer: asyncio.Future[str | None], line: str | None) -> None:
     if not answer.done():
         answer.set_result(line)
+
+
+def _is_file(word: str) -> bool:
+    """Whether a word names an existing file (a word too long for a file name does not)."""
+    try:
+        return Path(word).expanduser().is_file()
+    except (OSError, ValueError):
+        return False

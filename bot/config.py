@@ -138,6 +138,12 @@ def load_settings(path: str | os.PathLike[str] | None = None,
             raw = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"Config file {file} not found (copy config.example.toml).") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{file} is a folder, not a config file (copy config.example.toml).") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{file}: not a UTF-8 text file (byte {err.start}); save it as UTF-8.") from None
+        except OSError as err:
+            raise ConfigError(f"Config file {file} cannot be read: {err.strerror or err}.") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{file}: not valid TOML: {err}") from None
         source = str(file)

@@ -789,3 +789,57 @@ def console_waiting(job_ids: Sequence[int]) -> str:
     jobs = ", ".join(str(job_id) for job_id in job_ids)
     return (f"Waiting for job{'s' * several} {jobs} to finish; "
             f"Ctrl+C quits without {'them' if several else 'it'}.")
+
+
+# --- command line: edges (#14) ---
+
+def not_a_bot_api(base_url: str) -> str:
+    return (f"[telegram] base_url {base_url} does not answer like a Telegram Bot API server "
+            "(no JSON reply); check the address (the default is https://api.telegram.org/bot).")
+
+
+def simulator_not_local(host: str) -> str:
+    return (f"the simulator accepts any API key, so it listens on this computer only: use --host "
+            f"127.0.0.1, ::1 or localhost (got {host}).")
+
+
+def simulator_bad_port(port: int) -> str:
+    return f"--port must be 0 to 65535 (got {port}); 0 picks a free port."
+
+
+def simulator_cannot_listen(host: str, port: int, why: str) -> str:
+    return f"the simulator cannot listen on {host}:{port}: {why}."
+
+
+def output_not_writable(path: object, why: str) -> str:
+    return f"cannot save the video to {path}: {why}. Nothing was sent and no credit was used."
+
+
+def saved_elsewhere(job_id: int, wanted: object, saved: object, why: str) -> str:
+    return f"[job {job_id}] could not save the video to {wanted} ({why}); saved it to {saved} instead."
+
+
+def left_at_wavespeed(job_id: int, dest: object) -> str:
+    return (f"Job {job_id} is at WaveSpeed already, so its credits stay reserved: the next "
+            f"kling-bot generate or kling-bot run on this database finishes it and saves "
+            f"the video to {dest}.")
+
+
+def finishing_left_jobs(job_ids: Sequence[int]) -> str:
+    jobs = ", ".join(str(job_id) for job_id in job_ids)
+    return f"Finishing job{'s' * (len(job_ids) != 1)} {jobs} too, left by a generate that was stopped."
+
+
+def wavespeed_unreachable(base_url: str, why: str) -> str:
+    return (f"cannot reach WaveSpeed at {base_url} ({why}). Check the network connection and "
+            "[wavespeed] base_url. No credit was used.")
+
+
+NO_CLI_JOBS = "No command-line jobs yet."
+
+
+def not_a_folder(path: object) -> str:
+    return f"{path} is not a folder"
+
+
+STOPPED_BEFORE_SUBMIT = "stopped before it was sent to WaveSpeed"  # a job's error and ledger note

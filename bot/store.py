@@ -540,6 +540,10 @@ class Claims:
                                     f" {_in('state', ACTIVE)}", [job_id, now, *ACTIVE]).fetchone()
         return row[0] if row else None
 
+    def held(self, owner: str) -> list[Job]:
+        """This process's unfinished jobs (its own and those it took over)."""
+        return self.store.jobs_where(f"owner = ? and {_in('state', ACTIVE)}", [owner, *ACTIVE])
+
     def own_queued(self, owner: str) -> list[Job]:
         """This process's queued jobs, first come first."""
         return self.store.jobs_where("state = 'queued' and owner = ?", [owner])

@@ -10,6 +10,7 @@ bot's questions in ``flows``, checks and downloads in ``starter``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 from datetime import UTC, datetime
@@ -309,6 +310,8 @@ class TelegramAdapter:
 def start_problem(error: Exception, settings: TelegramSettings) -> str | None:
     """Why the bot could not start, in one line, for the errors PTB raises at start; None for
     others. Never str(InvalidToken): PTB puts the token itself in that message."""
+    if isinstance(error, TelegramError) and _not_json(error):  # e.g. an HTML page: not the Bot API
+        return messages.not_a_bot_api(settings.base_url)
     if isinstance(error, InvalidToken):
         return messages.TELEGRAM_TOKEN_REJECTED
     if isinstance(error, NetworkError) and not isinstance(error, BadRequest):
@@ -318,10 +321,24 @@ def start_problem(error: Exception, settings: TelegramSettings) -> str | None:
     return None
 
 
+def _not_json(error: TelegramError) -> bool:
+    """Whether PTB failed to read the answer as JSON: the server is not a Bot API server
+    (the real one answers even a wrong token or path with a JSON error)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, json.JSONDecodeError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 def _quiet_token_loggers() -> None:
     """httpx logs every request URL at INFO and PTB logs its API URLs at DEBUG; both URLs
     contain the bot token, so those loggers never go below WARNING / INFO."""
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # A reply that is not JSON is logged there with a traceback and the whole body; PTB
+    # raises it too, and that error is what is reported (one line at start).
+    logging.getLogger("telegram.request.BaseRequest").setLevel(logging.CRITICAL)
     ptb = logging.getLogger("telegram")
     ptb.setLevel(max(logging.INFO, ptb.level))
 

@@ -30,15 +30,27 @@ from bot.engine.pipeline import Pipeline
 from bot.engine.questions import Questions
 from bot.engine.results import Results
 from bot.engine.scheduler import Scheduler
-from bot.jobs import Accepted, Balance, Courier, GenerationRequest, JobState, Press, Rejected, UserRef, Video
+from bot.jobs import (
+    Accepted,
+    Balance,
+    Courier,
+    GenerationRequest,
+    Job,
+    JobState,
+    Press,
+    Rejected,
+    UserRef,
+    Video,
+)
 from bot.media import Media, billable_seconds, prepare_audio, prepare_image
-from bot.store import Store
+from bot.store import LeaseLost, Store
 from bot.wavespeed import Prediction, WaveSpeedClient
 from bot.webhooks import WebhookListener
 
 log = logging.getLogger(__name__)
 
 CANCELLED = "owner cancelled"  # the job's error and the ledger note of its refund
+STOPPED = messages.STOPPED_BEFORE_SUBMIT  # the same, for a job whose process was stopped (withdraw)
 ACCEPTS_AT_ONCE = 4  # requests checked and written concurrently; more wait their turn
 DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same user is one press
 
@@ -215,6 +227,32 @@ class Engine(Questions):
         await self.couriers.cancelled(job, text)
         await self.scheduler.announce_positions()
         return text
+
+    def held_jobs(self) -> list[Job]:
+        """The unfinished jobs this process drives: its own and those it took over."""
+        return self.store.claims.held(self.owner)
+
+    def withdraw(self, job_id: int) -> Job | None:
+        """This process stops before its job ended (``generate`` interrupted); call after
+        ``stop``. A job nothing was sent to WaveSpeed for is cancelled and refunded; one whose
+        submit went out (it may exist and be billed) stays, for the next process serving its
+        platform to follow to the end. The job as it now is."""
+        with self.store.transaction():
+            job = self.store.job(job_id)
+            if job is None or job.state.finished:
+                return job
+            if job.prediction_id or job.submit_started_at is not None or \
+                    job.state not in (JobState.QUEUED, JobState.SUBMITTING):
+                return job
+            try:
+                job = self.store.update_job(job_id, owner=self.owner, state=JobState.CANCELLED,
+                                            finished_at=self.clock(), error=STOPPED)
+            except LeaseLost:  # another process has it now: it is that one's to drive
+                return job
+            self.credits.refund(job, STOPPED)
+            self.store.files.drop(job_id)
+        log.info("job %s cancelled: its process stopped before submitting it", job_id)
+        return job
 
     async def rerun(self, press: Press, source_job_id: int, *, reply_to: dict[str, Any],
                     effect: str | None = None, prompt: str | None = None) -> Accepted | Rejected:

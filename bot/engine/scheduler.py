@@ -8,8 +8,10 @@ WaveSpeed at once; the others wait, and their chats are told their place in line
 Several processes may share the database. A job is driven only by the process that
 holds its claim (``owner``), a lease this loop renews every third of
 ``[storage] lease_seconds``; a process that finds a job whose lease ran out (its
-owner died) takes it over when it serves the job's platform. ``start(resume=False)``
-(the one-shot ``generate``) drives only the jobs it accepted itself.
+owner died, or stopped and handed it over) takes it over when it serves the job's
+platform: ``generate`` serves the command line's, so it follows a job an interrupted
+``generate`` left at WaveSpeed to the end. ``start(resume=False)`` drives only the
+jobs the process accepts itself.
 """
 
 from __future__ import annotations
