@@ -716,6 +716,7 @@ def simulator_listening(url: str, job_seconds: float) -> str:
 PROMPT_EXAMPLE = "e.g. she waves and smiles"
 TYPE_EFFECT_NAME = "Type a name…"
 DISCORD_PHOTO_GONE = "I can no longer see that photo. Send it again."
+SOURCE_CHANNEL_NOT_ALLOWED = "That photo is from a channel I don't make videos in."
 HISTORY_OPTION = "Which video to post again (start typing; leave empty for the list)"
 
 

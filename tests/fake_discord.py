@@ -5,6 +5,11 @@ webhook (followup) messages, channel messages and attachment downloads; and can
 treat an interaction token as expired ("Invalid Webhook Token", code 50027).
 ``refuse_channels`` makes a channel refuse the bot's messages (403 with Discord's code
 and message, e.g. 50013 Missing Permissions); ``closed_dms`` users refuse direct messages.
+
+As Discord does, a message is read only through its own channel (another channel answers
+"Unknown Message"), a channel the bot cannot view answers "Missing Access", and the
+message of a component or form interaction is in the interaction's channel; messages an
+interaction's answers make are in that interaction's channel.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class FakeDiscord:
         self.messages: dict[int, dict[str, Any]] = {}
         self.originals: dict[str, int] = {}  # interaction token -> its response message
         self.interaction_messages: dict[str, int] = {}  # component interaction token -> its message
+        self.interaction_channels: dict[str, int] = {}  # interaction token -> the channel it happened in
+        self.hidden_channels: set[int] = set()  # channels the bot cannot view
         self.attachments: dict[int, bytes] = {}
         self.expired_tokens: set[str] = set()
         self.refuse_channels: dict[int, tuple[int, str]] = {}  # channel -> (code, message) of its 403
@@ -132,12 +139,17 @@ class FakeDiscord:
 
     def interaction(self, kind: int, data: dict[str, Any], *, user: int, permissions: str = "0",
                     nsfw: bool = False, size_limit: int = 25 * 1024 * 1024,
-                    message: dict[str, Any] | None = None, dm: int | None = None) -> dict[str, Any]:
+                    message: dict[str, Any] | None = None, dm: int | None = None,
+                    channel: int | None = None) -> dict[str, Any]:
+        """An interaction in ``channel`` (by default the message's, else ``CHANNEL``)."""
         iid = next(self._ids)
+        channel = channel or (int(message["channel_id"]) if message is not None else None) or dm or CHANNEL
+        if message is not None:  # Discord sends the message the component is on, in its own channel
+            assert int(message["channel_id"]) == channel, "a component's message is in the interaction's channel"
         payload = {
             "id": str(iid), "application_id": str(APP_ID), "type": kind, "token": f"itoken-{iid}",
-            "version": 1, "guild_id": str(GUILD), "channel_id": str(CHANNEL),
-            "channel": {"id": str(CHANNEL), "type": 0, "guild_id": str(GUILD), "name": "general",
+            "version": 1, "guild_id": str(GUILD), "channel_id": str(channel),
+            "channel": {"id": str(channel), "type": 0, "guild_id": str(GUILD), "name": "general",
                         "nsfw": nsfw, "position": 0, "permission_overwrites": []},
             "member": {"user": _user(user), "roles": [], "permissions": permissions,
                        "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False, "mute": False,
@@ -155,6 +167,7 @@ class FakeDiscord:
             payload.update(user=_user(user), channel_id=str(dm), context=1,
                            channel={"id": str(dm), "type": 1, "recipients": [_user(user)]},
                            authorizing_integration_owners={"1": str(user)})
+        self.interaction_channels[payload["token"]] = channel
         self.spec.saw_event("INTERACTION_CREATE", payload)  # its upload limit, for the checks
         return payload
 
@@ -244,7 +257,7 @@ class FakeDiscord:
         if kind in (4, 5):  # a message, or "thinking…" that becomes one
             data = body.get("data") or {}
             message = self._message(content=data.get("content", ""), flags=data.get("flags", 0),
-                                    components=data.get("components", []))
+                                    components=data.get("components", []), channel_id=self._channel_of(token))
             self.originals[token] = int(message["id"])
             answer["interaction"].update(response_message_id=message["id"],
                                          response_message_loading=kind == 5,
@@ -287,6 +300,7 @@ class FakeDiscord:
         body = call["json"] or {}
         message = self._message(content=body.get("content", ""), flags=body.get("flags", 0),
                                 components=body.get("components", []),
+                                channel_id=self._channel_of(request.match_info["token"]),
                                 attachments=[{"id": str(next(self._ids)), "filename": name, "size": len(data),
                                               "url": "", "proxy_url": ""} for name, data in call["files"].items()])
         return _reply(message)
@@ -314,10 +328,16 @@ class FakeDiscord:
                                                   "url": "", "proxy_url": ""}
                                                  for name, data in call["files"].items()]))
 
+    def _channel_of(self, token: str) -> str:
+        return str(self.interaction_channels.get(token, CHANNEL))
+
     async def _get_message(self, request: web.Request) -> web.Response:
         await self._record(request)
+        channel = request.match_info["cid"]
+        if int(channel) in self.hidden_channels:
+            return _reply({"code": 50001, "message": "Missing Access"}, status=403)
         message = self.messages.get(int(request.match_info["mid"]))
-        if message is None:
+        if message is None or message["channel_id"] != channel:  # a message is read through its own channel
             return _reply({"code": 10008, "message": "Unknown Message"}, status=404)
         return _reply(message)
 

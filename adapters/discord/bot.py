@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aiohttp
 import discord
@@ -29,6 +30,10 @@ INTENTS = discord.Intents(guilds=True, dm_messages=True, guild_messages=True)
 FETCH_TIMEOUT = 120  # seconds to fetch an embed image
 Source = discord.Attachment | str  # an attachment, or an embed image's proxy URL
 FORMS = (*results.FORMS, *first_contact.FORMS, *picker.FORMS)
+# A press naming one of these on a message that does not carry it is refused like an expired one.
+FORGED_REFUSALS = (*((item, messages.SOURCE_GONE) for item in results.DYNAMIC_ITEMS),
+                   *((item, messages.DISCORD_PHOTO_GONE) for item in (*first_contact.DYNAMIC_ITEMS,
+                                                                       *picker.DYNAMIC_ITEMS)))
 
 
 class KlingClient(discord.Client):
@@ -46,8 +51,27 @@ class KlingClient(discord.Client):
         await first_contact.on_message(self.adapter, message)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """Forms (modal submits) are answered here, by their custom ids (``forms``)."""
-        await forms.answer(interaction, FORMS)
+        """Forms (modal submits) are answered here, by their custom ids (``forms``), and so
+        are presses that name a button or menu the pressed message does not carry."""
+        if not await forms.answer(interaction, FORMS):
+            await refuse_forged(interaction)
+
+
+async def refuse_forged(interaction: discord.Interaction) -> None:
+    """A press whose custom id names one of the bot's buttons or menus (``kling:again:42``)
+    on a message that carries no such component: the custom id is the client's word, and
+    discord.py leaves such a press unanswered ("This interaction failed"). Refused as if
+    expired, revealing nothing."""
+    if interaction.type is not discord.InteractionType.component:
+        return
+    data: dict[str, Any] = dict(interaction.data or {})
+    custom_id = str(data.get("custom_id", ""))
+    if commands.carries(interaction.message, custom_id, int(data.get("component_type") or 0)):
+        return  # the item itself answers it
+    for item, refusal in FORGED_REFUSALS:
+        if item.__discord_ui_compiled_template__.fullmatch(custom_id):
+            await commands.answer(interaction, refusal)
+            return
 
 
 class DiscordAdapter:
@@ -135,11 +159,15 @@ class DiscordAdapter:
             return
         await interaction.followup.edit_message(status.id, content=accepted.text)
 
-    def channel_refusal(self, interaction: discord.Interaction) -> str | None:
-        """The refusal for a channel outside ``[discord] allowed_channels``; None inside."""
-        allowed = self.settings.allowed_channels
-        if allowed and interaction.channel_id not in allowed:
+    def channel_refusal(self, interaction: discord.Interaction, source: int | str | None = None) -> str | None:
+        """The refusal for a channel outside ``[discord] allowed_channels``: the one the
+        interaction happened in, or ``source``, the one its photo comes from (a job's, a
+        menu's message's); None when both are inside."""
+        allowed = {str(channel) for channel in self.settings.allowed_channels}
+        if allowed and str(interaction.channel_id) not in allowed:
             return messages.CHANNEL_NOT_ALLOWED
+        if allowed and source and str(source) not in allowed:
+            return messages.SOURCE_CHANNEL_NOT_ALLOWED
         return None
 
     def _attachment_refusal(self, attachment: Source | None, what: str, *,

@@ -46,11 +46,16 @@ def press_of(interaction: discord.Interaction, custom_id: str | None = None) -> 
     is the client's word."""
     data: dict[str, Any] = dict(interaction.data or {})
     wanted = custom_id or str(data.get("custom_id", ""))
-    message = interaction.message
-    carried = message is not None and any(
-        getattr(child, "custom_id", None) == wanted
+    return Press(user_of(interaction.user), str(interaction.channel_id or ""), carries(interaction.message, wanted))
+
+
+def carries(message: discord.Message | None, custom_id: str, component_type: int | None = None) -> bool:
+    """Whether ``message`` (as Discord sent it) holds a component with ``custom_id`` (and,
+    when given, of that type)."""
+    return message is not None and any(
+        getattr(child, "custom_id", None) == custom_id
+        and (component_type is None or int(getattr(child, "type", 0)) == component_type)
         for row in message.components for child in getattr(row, "children", [row]))
-    return Press(user_of(interaction.user), str(interaction.channel_id or ""), carried)
 
 
 def is_admin(interaction: discord.Interaction) -> bool:

@@ -51,8 +51,16 @@ async def on_message(adapter: DiscordAdapter, message: discord.Message) -> None:
     await message.reply(messages.discord_first_photo(cost, have), view=view, mention_author=False)
 
 
+def own_channel(interaction: discord.Interaction, channel_id: int) -> bool:
+    """Whether a custom id's channel is the one the interaction happened in: the only
+    channel whose messages a menu, button or form may use (the user is there; the custom
+    id may name any channel, also one they cannot see)."""
+    return interaction.channel_id is not None and channel_id == interaction.channel_id
+
+
 async def photo_message(interaction: discord.Interaction, channel_id: int, message_id: int) -> discord.Message | None:
-    """The message a menu was made for, read again (attachment URLs expire)."""
+    """The message a menu was made for, read again (attachment URLs expire) through its
+    channel: one Discord does not show the bot there is None."""
     try:
         return await interaction.client.get_partial_messageable(channel_id).fetch_message(message_id)
     except discord.HTTPException:
@@ -61,8 +69,11 @@ async def photo_message(interaction: discord.Interaction, channel_id: int, messa
 
 async def make(interaction: discord.Interaction, channel_id: int, message_id: int, effect: str) -> None:
     adapter = adapter_of(interaction)
+    if not own_channel(interaction, channel_id):
+        await answer(interaction, messages.DISCORD_PHOTO_GONE)  # as a message it cannot see
+        return
     rejected = adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect))
-    if refusal := adapter.channel_refusal(interaction) or (rejected.text if rejected else None):
+    if refusal := adapter.channel_refusal(interaction, channel_id) or (rejected.text if rejected else None):
         await answer(interaction, refusal)
         return
     if not interaction.response.is_done():
@@ -109,6 +120,9 @@ class PhotoEffectByName(discord.ui.DynamicItem[Button],
         return cls(int(match["channel"]), int(match["message"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        if not own_channel(interaction, self.channel_id):
+            await answer(interaction, messages.DISCORD_PHOTO_GONE)
+            return
         await NAME_FORM.open(interaction, self.channel_id, self.message_id)
 
 

@@ -5,6 +5,10 @@ Its select, its button and the form the button opens are answered by their custo
 which name the message (``kling:ctx:<channel>:<message>``), so they work after a restart
 too. The image is the one the context menu resolved while this process remembers it
 (``Targets``), else the message read again over REST (attachment URLs expire).
+
+A custom id is the client's word: it may name only a message of the channel it is used
+in, read through that channel (``first_contact.own_channel``), never one of a channel
+the user may not see.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import discord
 
 from adapters.discord import forms, replies
 from adapters.discord.commands import adapter_of, answer, user_of
-from adapters.discord.first_contact import photo_message
+from adapters.discord.first_contact import own_channel, photo_message
 from bot import catalog, messages
 from bot.catalog import Params
 
@@ -70,7 +74,10 @@ async def open_menu(adapter: DiscordAdapter, interaction: discord.Interaction, m
 async def pick(interaction: discord.Interaction, channel_id: int, message_id: int, effect: str) -> None:
     """An effect chosen in the menu (or typed): checked first, so a refusal keeps the menu."""
     adapter = adapter_of(interaction)
-    if refusal := adapter.channel_refusal(interaction):  # every pick here would be refused
+    if not own_channel(interaction, channel_id):
+        await answer(interaction, messages.DISCORD_PHOTO_GONE)  # as a message it cannot see
+        return
+    if refusal := adapter.channel_refusal(interaction, channel_id):  # every pick here would be refused
         await interaction.response.edit_message(content=refusal, view=None)
         return
     if rejected := adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect)):
@@ -122,6 +129,9 @@ class PickerByName(ByMessage, discord.ui.DynamicItem[Button],
         self.channel_id, self.message_id = channel_id, message_id
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        if not own_channel(interaction, self.channel_id):
+            await answer(interaction, messages.DISCORD_PHOTO_GONE)
+            return
         await NAME_FORM.open(interaction, self.channel_id, self.message_id)
 
 

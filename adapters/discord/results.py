@@ -54,13 +54,15 @@ async def start(interaction: discord.Interaction, job_id: int, *, effect: str | 
 
 def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
                prompt: str | None = None, press: Press | None = None) -> str | None:
-    """Why the presser could not start such a job from job ``job_id`` (the channel, then the
-    engine's ``rerun_precheck``: its photo no longer kept, the effect or prompt, too many
-    jobs, credits), known before any download; None when the engine may try."""
+    """Why the presser could not start such a job from job ``job_id`` (the channel pressed
+    in or the job's photo's channel outside the allow list, then the engine's
+    ``rerun_precheck``: its photo no longer kept or not the presser's to use, the effect or
+    prompt, too many jobs, credits), known before any download; None when the engine may try."""
     adapter = adapter_of(interaction)
-    if refusal := adapter.channel_refusal(interaction):
+    press = press or press_of(interaction)
+    if refusal := adapter.channel_refusal(interaction, adapter.engine.source_place(press, job_id)):
         return refusal
-    rejected = adapter.engine.rerun_precheck(press or press_of(interaction), job_id, effect=effect, prompt=prompt)
+    rejected = adapter.engine.rerun_precheck(press, job_id, effect=effect, prompt=prompt)
     return rejected.text if rejected else None
 
 
@@ -129,6 +131,9 @@ class EffectByName(ByJob, discord.ui.DynamicItem[Button], template=r"kling:fxnam
         self.job_id = job_id
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        if refusal := refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
+            await answer(interaction, refusal)
+            return
         await EFFECT_FORM.open(interaction, self.job_id)
 
 

@@ -82,6 +82,12 @@ class Questions:
         usable = job is not None and press.may_use(job) and self.media_kept(job)
         return None if usable else Rejected(messages.SOURCE_GONE)
 
+    def source_place(self, press: Press, source_job_id: int) -> str | None:
+        """The chat or channel the photo of job ``source_job_id`` was sent in, for a press
+        that may use that job (the adapter's allow list applies to it); None otherwise."""
+        job = self.store.job(source_job_id)
+        return job.place if job is not None and press.may_use(job) else None
+
     # --- refusals known before anything is downloaded ---------------------------------
 
     def precheck(self, user: UserRef, kind: catalog.Kind, model_name: str | None,
