@@ -19,6 +19,7 @@ from aiohttp import web
 from adapters.console import ConsoleChat, ConsoleCourier
 from adapters.discord import DiscordAdapter
 from adapters.telegram import TelegramAdapter
+from bot import messages
 from bot.catalog import Params
 from bot.config import MediaSettings, load_settings
 from bot.engine import Engine
@@ -430,8 +431,19 @@ async def test_discord_picker_outside_allowed_channels_starts_nothing(run_discor
         user=DC_ALICE, message=fake_discord.messages[fake_discord.originals[menu["token"]]]))
     feed(adapter, pick)
     [answer] = await until(lambda: callbacks(fake_discord, pick["token"]))
-    assert answer["type"] == 7 and answer["data"]["content"] == "I don't make videos in this channel."
+    # A menu's message is in its own channel: a pick naming it from another channel is
+    # forged (tests/test_discord_trust.py) and refused before the allow list is asked.
+    assert answer["type"] == 4 and answer["data"]["content"] == messages.DISCORD_PHOTO_GONE
+    # The channel leaves the allow list while its menu is open: the real pick is refused.
+    adapter.settings = replace(adapter.settings, allowed_channels=[123])
+    real = fake_discord.interaction(
+        3, {"custom_id": select["custom_id"], "component_type": 3, "values": ["hula"]},
+        user=DC_ALICE, message=fake_discord.messages[fake_discord.originals[menu["token"]]])
+    feed(adapter, real)
+    [answer] = await until(lambda: callbacks(fake_discord, real["token"]))
+    assert answer["data"]["content"] == messages.CHANNEL_NOT_ALLOWED
     await asyncio.sleep(0.3)
-    assert fake_discord.to(f"/webhooks/{APP_ID}/{pick['token']}") == []  # no "Checking the photo…"
+    for press in (pick, real):
+        assert fake_discord.to(f"/webhooks/{APP_ID}/{press['token']}") == []  # no "Checking the photo…"
     assert simulator.submissions == []
     assert engine.balance(UserRef("discord", str(DC_ALICE))).total == 10
