@@ -496,6 +496,9 @@ _STATE_WORDS = {"submitting": "sending to Kling", "processing": "generating", "d
                 "delivering": "uploading the video"}
 
 
+MADE_ELSEWHERE = "made in another chat"  # /jobs in a group: a job whose label stays where it was made
+
+
 def no_such_job(job_id: int) -> str:
     return f"You have no job {job_id}."
 
