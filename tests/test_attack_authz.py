@@ -8,14 +8,10 @@ failed before its fix."""
 
 from __future__ import annotations
 
-import asyncio
-
-import pytest
-
 from bot import messages
 from tests.helpers import image_bytes
 from tests.test_telegram import ALICE, BOB, GROUP, run_bot, telegram, tg_settings  # noqa: F401
-from tests.test_telegram_experience import answers, bot_message, deliver_one, quiet, sent, texts, who
+from tests.test_telegram_experience import answers, deliver_one, quiet, texts, who
 from tests.test_telegram_trust import SECRET, bot_reply
 
 # --- forged callback data that is no number: refused quietly, never "something went wrong" ----
