@@ -500,7 +500,7 @@ MADE_ELSEWHERE = "made in another chat"  # /jobs in a group: a job whose label s
 
 
 def no_such_job(job_id: int) -> str:
-    return f"You have no job {job_id}."
+    return f"You have no job {echo(job_id)}."  # a number typed after /cancel may be 4,000 digits
 
 
 def job_already_ended(job_id: int, state: str) -> str:

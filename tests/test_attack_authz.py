@@ -57,3 +57,14 @@ async def test_jobs_in_a_group_does_not_show_the_prompt_of_a_job_made_in_a_priva
     telegram.user_message(ALICE, ALICE, text="/jobs")  # her private chat: all of it
     await telegram.wait_for(lambda: [c for c in telegram.calls[start:] if c["method"] == "sendMessage"])
     assert SECRET in bot_reply(telegram, ALICE, start)
+
+
+# --- item 12: a job number typed back ------------------------------------------------------------
+
+async def test_cancel_of_a_4000_digit_job_number_answers_briefly(run_bot, telegram):
+    """/cancel quoted the number back whole: 4,000 digits of what the user typed."""
+    await run_bot()
+    telegram.user_message(ALICE, ALICE, text="/cancel " + "9" * 4000)
+    telegram.user_message(ALICE, ALICE, text="/cancel #" + "7" * 70)
+    replies = await telegram.wait_for(lambda: len(texts(telegram)) == 2 and texts(telegram))
+    assert all(len(reply) < 100 and reply.startswith("You have no job ") for reply in replies), replies
