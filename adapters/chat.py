@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from bot import catalog, messages
 from bot.engine import Engine
-from bot.jobs import Job, Progress, UserRef, Video
+from bot.jobs import Job, Press, Progress, UserRef, Video
 from bot.videofit import fit_video
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,9 @@ class ChatCourier:
         raise NotImplementedError
 
 
-def jobs_text(engine: Engine, user: UserRef) -> str:
-    """/jobs, as every front end shows it."""
-    return messages.job_list([(job.id, job.label, job.state.value, position)
-                              for job, position in engine.jobs_of(user)])
+def jobs_text(engine: Engine, user: UserRef, asker: Press | None = None, *, private: bool = True) -> str:
+    """/jobs, as every front end shows it; asked in a shared chat (``asker``, not
+    ``private``), a job made elsewhere is named without its label (``Press.may_show``)."""
+    return messages.job_list([
+        (job.id, job.label if asker is None or asker.may_show(job, private=private) else messages.MADE_ELSEWHERE,
+         job.state.value, position) for job, position in engine.jobs_of(user)])

@@ -122,10 +122,16 @@ class Press:
         the client's word too)."""
         return self.on_its_message and self.user.user_id == owner
 
+    def may_show(self, job: Job, *, private: bool) -> bool:
+        """Whether a job's label (it quotes the prompt) may be shown where this happens: in
+        a private chat, or in a shared chat only a job made there (a private chat's prompts
+        stay private)."""
+        return private or job.place == self.place
+
     def may_post_again(self, job: Job, *, private: bool) -> bool:
         """/history's rule: only its owner posts a past video again, and in a shared chat
-        only a video made there (a private chat's prompts stay private)."""
-        return job.user_key == self.user.key and (private or job.place == self.place)
+        only a video made there (``may_show``)."""
+        return job.user_key == self.user.key and self.may_show(job, private=private)
 
 
 @dataclass(frozen=True)

@@ -496,8 +496,11 @@ _STATE_WORDS = {"submitting": "sending to Kling", "processing": "generating", "d
                 "delivering": "uploading the video"}
 
 
+MADE_ELSEWHERE = "made in another chat"  # /jobs in a group: a job whose label stays where it was made
+
+
 def no_such_job(job_id: int) -> str:
-    return f"You have no job {job_id}."
+    return f"You have no job {echo(job_id)}."  # a number typed after /cancel may be 4,000 digits
 
 
 def job_already_ended(job_id: int, state: str) -> str:

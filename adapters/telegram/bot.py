@@ -181,7 +181,10 @@ class TelegramAdapter:
         await message_of(update).reply_text(self.engine.balance(_user(update)).text())
 
     async def _jobs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await message_of(update).reply_text(jobs_text(self.engine, _user(update)))
+        message = message_of(update)
+        # In a group, a job made elsewhere is listed without its label (/history's rule).
+        asker = Press(sender_ref(message), str(message.chat_id), on_its_message=True)
+        await message.reply_text(jobs_text(self.engine, asker.user, asker, private=is_private(message)))
 
     async def _history(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)

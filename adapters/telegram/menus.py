@@ -20,6 +20,7 @@ carry the API spelling; both are understood).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,9 @@ MENUS = {"fx": "fxp", "fxa": "fxap", "fxj": "fxjp"}  # effect menus -> their pag
 PAGES = {page: menu for menu, page in MENUS.items()}
 PATTERN = r"^(fxp?|fxap?|fxjp?|again|other|ask|hist):"
 PROBE_PROMPT = "x"  # any prompt: a prompt's cost does not depend on its words
+# A key as the bot writes it: a job id, or a user or chat id (negative for a group). Data is
+# the client's word: "--5" or "٣" is no key (str.isdigit and int() would take some of those).
+KEY = re.compile(r"-?[0-9]{1,20}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,7 @@ class ButtonData:
 def parse(data: str) -> ButtonData | None:
     kind, _, rest = data.partition(":")
     key, _, value = rest.partition(":")
-    digits = key.lstrip("-")
-    if not (digits.isascii() and digits.isdigit()):
+    if not KEY.fullmatch(key):
         return None
     return ButtonData(kind, int(key), value)
 
