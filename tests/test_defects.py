@@ -426,12 +426,9 @@ async def test_discord_picker_outside_allowed_channels_starts_nothing(run_discor
     feed(adapter, menu)
     response = await until(lambda: callbacks(fake_discord, menu["token"]))
     select = response[0]["data"]["components"][0]["components"][0]
-    # The channel leaves the allow list while the menu is open (a component's message is
-    # always in the interaction's channel: a pick "from elsewhere" is a forged one, #14).
-    adapter.settings = replace(adapter.settings, allowed_channels=[123])
-    pick = fake_discord.interaction(
+    pick = _elsewhere(fake_discord.interaction(
         3, {"custom_id": select["custom_id"], "component_type": 3, "values": ["hula"]},
-        user=DC_ALICE, message=fake_discord.messages[fake_discord.originals[menu["token"]]])
+        user=DC_ALICE, message=fake_discord.messages[fake_discord.originals[menu["token"]]]))
     feed(adapter, pick)
     [answer] = await until(lambda: callbacks(fake_discord, pick["token"]))
     # A menu's message is in its own channel: a pick naming it from another channel is
