@@ -195,7 +195,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._inner.resume_writing()
 
 
-class _PeerErrorsAtDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _PeerErrorsAtDebug(logging.LoggerAdapter):
     """aiohttp's server log, where a request aiohttp cannot parse (which anyone on the
     internet may send, as often as they like) is a debug line, not an error traceback;
     the listener's own failures stay errors."""

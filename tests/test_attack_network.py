@@ -11,15 +11,14 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import replace
 
 import aiohttp
 import pytest
 
+from bot.devtools.tasks import prediction
 from bot.engine import Engine
 from bot.jobs import UserRef
 from bot.webhooks import WebhookListener, job_url, signature
-from bot.devtools.tasks import prediction
 from tests.conftest import RecordingCourier, effect_request
 from tests.helpers import settled
 from tests.test_webhooks import _free_port
@@ -184,3 +183,33 @@ async def test_malformed_requests_from_anyone_leave_no_error_traceback_in_the_lo
         await listener.stop()
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert loud == [], [r.getMessage() for r in loud][:3]
+
+
+# --- item 11: an output address whose host name cannot be decoded is refused, not a crash --
+
+@pytest.mark.parametrize("output", ["https://xn--static-wavespeed-.ai/v.mp4", "https://xn--/v.mp4"])
+async def test_an_output_host_that_cannot_be_decoded_is_refused_and_the_job_still_delivers(
+        make_engine, settings, courier, simulator, output):
+    """A punycode host that does not decode used to raise out of the host check: the job
+    "crashed", failed and refunded although WaveSpeed made (and billed) the video."""
+    port = _free_port()
+    hooked = settings.with_wavespeed(webhook_url=f"http://127.0.0.1:{port}", webhook_listen=f"127.0.0.1:{port}",
+                                     request_timeout=5.0)
+    engine = await make_engine(hooked)
+    simulator.fail_next("webhook", kind="drop")  # the real delivery is lost; one naming that host arrives
+    answer = await engine.accept(effect_request())
+    async with asyncio.timeout(10):
+        while not (job := engine.store.job(answer.job.id)).prediction_id:
+            await asyncio.sleep(0.02)
+    event = {"id": job.prediction_id, "model": job.model_id, "status": "completed",
+             "outputs": [output], "has_nsfw_contents": [False]}
+    body = json.dumps(event).encode()
+    stamp = int(time.time())
+    async with aiohttp.ClientSession() as session, session.post(
+            job_url(hooked.wavespeed.webhook_url, answer.job.id), data=body, headers={
+                "webhook-id": "msg_x", "webhook-timestamp": str(stamp),
+                "webhook-signature": simulator.sign("msg_x", stamp, body)}) as resp:
+        assert resp.status == 200
+    outcome, video = await courier.outcome(answer.job.id, timeout=30)
+    assert outcome == "delivered"  # the refused address was asked for afresh: WaveSpeed's own
+    assert video == simulator.tasks[job.prediction_id].video
