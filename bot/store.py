@@ -411,6 +411,15 @@ class Store:
         """Whether some job already follows this WaveSpeed task."""
         return bool(self._value("select count(*) from jobs where prediction_id = ?", [prediction_id]))
 
+    def prediction_claimed(self, prediction_id: str, job_id: int) -> bool:
+        """Whether a job other than ``job_id`` follows this task, or had it named by a webhook
+        to its own URL (WaveSpeed sends a task's end to its submit's URL first: the same
+        delivery at another job's URL is a replay)."""
+        return bool(self._value(
+            "select count(*) from jobs where id != ? and (prediction_id = ? or"
+            " (webhook_result is not null and json_extract(webhook_result, '$.id') = ?))",
+            [job_id, prediction_id, prediction_id]))
+
     def user_jobs(self, user_key: str, *, active_only: bool = True, limit: int = 10) -> list[Job]:
         states = ACTIVE_STATES if active_only else tuple(JobState)
         return self.jobs_where(f"user_key = ? and {_in('state', states)}",

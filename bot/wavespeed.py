@@ -362,17 +362,23 @@ def data_uri(data: bytes, mime: str) -> str:
 def _parse(url: str) -> URL | None:
     """A URL as aiohttp will request it (None: unparseable)."""
     try:
-        parsed = URL(url)
+        return _decodable(URL(url))
     except (TypeError, ValueError):
         return None
-    return parsed if parsed.is_absolute() else None
 
 
 def _join(base: URL, location: str) -> URL | None:
     try:
-        return base.join(URL(location))
+        return _decodable(base.join(URL(location)))
     except (TypeError, ValueError):
         return None
+
+
+def _decodable(parsed: URL) -> URL | None:
+    """The URL, if absolute and its host name decodes: yarl decodes it only when asked, and a
+    punycode label that does not round-trip ("xn--") raises there, not when parsing."""
+    _ = parsed.host  # raises UnicodeError (a ValueError) for such a host
+    return parsed if parsed.is_absolute() else None
 
 
 def _origin(url: str | URL) -> tuple[str, str, int | None] | None:

@@ -12,8 +12,9 @@ The listener faces the internet, so it spends nothing on what cannot be a delive
 the signature headers' shape and the timestamp are checked before the body is read
 (401), a body over ``MAX_BODY`` is refused (413) without being read, a connection must
 send its whole request within ``READ_DEADLINE`` seconds of connecting, and at most
-``MAX_CONNECTIONS`` are held at once (past that, the oldest one still sending is dropped
-for the newcomer). Each connection carries one request.
+``MAX_CONNECTIONS`` are held at once (past that, the oldest one still sending from the
+address holding the most is dropped for the newcomer: a flood from one address cannot push
+out another's delivery). Each connection carries one request.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from bot.wavespeed import Prediction
@@ -97,8 +100,9 @@ class _TooLarge(Exception):
 class ConnectionGate:
     """The listener's protocol factory: bounds the connections held at once and the time
     each may take to send its request. Past ``limit``, the oldest connection still sending
-    is dropped for the newcomer (a real delivery sends at once, so it is never the oldest);
-    a connection still sending ``deadline`` seconds after connecting is dropped."""
+    from the address that holds the most such connections is dropped for the newcomer (a
+    flood from one address evicts its own connections, not another sender's delivery); a
+    connection still sending ``deadline`` seconds after connecting is dropped."""
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], *, limit: int, deadline: float):
         self._factory = factory
@@ -107,6 +111,7 @@ class ConnectionGate:
         self._open: set[asyncio.BaseTransport] = set()
         # connections that have not sent their whole request yet, oldest first: their deadline
         self._sending: dict[asyncio.BaseTransport, tuple[float, asyncio.TimerHandle]] = {}
+        self._peers: dict[asyncio.BaseTransport, str] = {}  # the address each connection came from
 
     def __call__(self) -> asyncio.Protocol:
         return _GuardedProtocol(self, self._factory())
@@ -114,8 +119,10 @@ class ConnectionGate:
     def opened(self, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
         self._open.add(transport)
+        peer = transport.get_extra_info("peername")
+        self._peers[transport] = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         if len(self._open) > self.limit:
-            victim = next(iter(self._sending), None)
+            victim = self._victim()
             if victim is None:  # all are being answered: the newcomer waits for none of them
                 self._drop(transport)
                 return
@@ -125,7 +132,16 @@ class ConnectionGate:
 
     def closed(self, transport: asyncio.BaseTransport) -> None:
         self._open.discard(transport)
+        self._peers.pop(transport, None)
         self.received(transport)
+
+    def _victim(self) -> asyncio.BaseTransport | None:
+        """The oldest connection still sending of the address with the most such connections."""
+        counts = Counter(self._peers.get(transport, "") for transport in self._sending)
+        if not counts:
+            return None
+        busiest = max(counts, key=counts.__getitem__)  # ties: the address seen first (oldest)
+        return next(transport for transport in self._sending if self._peers.get(transport, "") == busiest)
 
     def received(self, transport: asyncio.BaseTransport | None) -> None:
         """The connection's request has arrived whole: no deadline any more."""
@@ -144,6 +160,7 @@ class ConnectionGate:
     def _drop(self, transport: asyncio.BaseTransport) -> None:
         self.received(transport)
         self._open.discard(transport)
+        self._peers.pop(transport, None)
         transport.abort()  # type: ignore[attr-defined]  # frees the descriptor at once
 
 
@@ -178,6 +195,16 @@ class _GuardedProtocol(asyncio.Protocol):
         self._inner.resume_writing()
 
 
+class _PeerErrorsAtDebug(logging.LoggerAdapter):
+    """aiohttp's server log, where a request aiohttp cannot parse (which anyone on the
+    internet may send, as often as they like) is a debug line, not an error traceback;
+    the listener's own failures stay errors."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        level = logging.DEBUG if isinstance(exc_info, HttpProcessingError) else logging.ERROR
+        self.log(level, msg, *args, exc_info=exc_info, **kwargs)
+
+
 class WebhookListener:
     """An aiohttp server on ``[wavespeed] webhook_listen`` that hands verified results on."""
 
@@ -202,7 +229,8 @@ class WebhookListener:
         """Listen; returns the port (useful when 0 was asked)."""
         # lingering_time 0: a refused body is not drained; keepalive_timeout: idle ones go.
         self._runner = web.AppRunner(self.app(), access_log=None, lingering_time=0,
-                                     keepalive_timeout=self.read_deadline)
+                                     keepalive_timeout=self.read_deadline,
+                                     logger=cast(logging.Logger, _PeerErrorsAtDebug(log, {})))
         await self._runner.setup()
         assert self._runner.server is not None
         self._gate = ConnectionGate(self._runner.server, limit=self.max_connections, deadline=self.read_deadline)

@@ -61,14 +61,16 @@ class Reconciler:
 
     def could_be_its_task(self, job: Job, prediction: Prediction) -> bool:
         """Whether a reported task can be this job's: its own task id when it has one; else
-        a task of its model created inside its submit's window that no other job follows."""
+        a task of its model created inside its submit's window that no other job follows or
+        was told of by its own webhook (a delivery replayed from another job's URL)."""
         if job.prediction_id:
             return prediction.id == job.prediction_id
         if job.submit_started_at is None:  # no submit went out: it has no task
             return False
         start, end = self.window(job)
         return (prediction.model in ("", job.model_id) and prediction.created_at is not None
-                and start <= prediction.created_at <= end and not self.store.prediction_taken(prediction.id))
+                and start <= prediction.created_at <= end
+                and not self.store.prediction_claimed(prediction.id, job.id))
 
     async def find(self, job: Job) -> Prediction | None:
         """The task this job's unconfirmed submit created, or None when WaveSpeed
@@ -153,4 +155,4 @@ class Reconciler:
             return None
         return [p for p in found if p.model in ("", job.model_id)
                 and p.created_at is not None and start <= p.created_at <= end
-                and not self.store.prediction_taken(p.id)]
+                and not self.store.prediction_claimed(p.id, job.id)]
