@@ -5,8 +5,12 @@ before its fix."""
 from __future__ import annotations
 
 import io
+import os
 import struct
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import av
 
@@ -15,6 +19,8 @@ from bot.jobs import GenerationRequest, Rejected
 from bot.media import prepare_audio
 from tests.conftest import user
 from tests.helpers import audio_bytes, image_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # --- item 5: an M4A whose every duration field lies -----------------------------------------
 
@@ -89,3 +95,34 @@ def test_a_30_mb_clip_is_measured_in_well_under_a_second():
         except Exception as err:
             assert "30 s" in str(err)
         assert time.perf_counter() - started < 0.5
+
+
+# --- item 15: a video being written when the process is killed -----------------------------
+
+def test_a_copy_killed_halfway_leaves_no_truncated_video_under_the_asked_name(tmp_path):
+    """``generate`` killed (SIGKILL, a power cut) while it writes the video: the name asked
+    for must hold the whole video or nothing, since the next run saves it under a fresh name
+    and a truncated ``out.mp4`` would pass for the video."""
+    source = tmp_path / "source"
+    os.mkfifo(source)  # the video arrives as slowly as the test likes
+    wanted = tmp_path / "out" / "clip.mp4"
+    wanted.parent.mkdir()
+    copier = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from adapters.videofiles import save_fresh;"
+                               " save_fresh(Path(sys.argv[1]), Path(sys.argv[2]))", str(source), str(wanted)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        with source.open("wb") as feed:
+            feed.write(b"\0" * (1 << 20))
+            feed.flush()
+            deadline = time.monotonic() + 20
+            while not any(p.stat().st_size for p in wanted.parent.iterdir()):
+                assert time.monotonic() < deadline, "the copy never started"
+                time.sleep(0.02)
+            copier.kill()
+            copier.wait(timeout=10)
+    finally:
+        if copier.poll() is None:
+            copier.kill()
+    assert not wanted.exists()
+    assert not [p for p in wanted.parent.iterdir() if not p.name.startswith(".")]
