@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from bot import messages
 from bot.jobs import GenerationRequest, Rejected
 from bot.media import prepare_audio
 from tests.conftest import user
-from tests.helpers import audio_bytes, image_bytes
+from tests.helpers import audio_bytes, image_bytes, mp4_info
+from tests.test_cli_edges import _config, _credits_left, _db, _ended, _generate_until, akling
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,3 +128,32 @@ def test_a_copy_killed_halfway_leaves_no_truncated_video_under_the_asked_name(tm
             copier.kill()
     assert not wanted.exists()
     assert not [p for p in wanted.parent.iterdir() if not p.name.startswith(".")]
+
+
+# --- item 6: two stopped generates must not lock the next one out --------------------------
+
+async def test_after_two_generates_stopped_at_wavespeed_the_next_one_still_makes_its_video(
+        tmp_path, simulator):
+    """Two kills after submit leave two jobs at WaveSpeed, the per-user limit (2). The next
+    ``generate`` finishes both; its own request must then run too, not be refused as "You
+    already have 2 jobs" by the very jobs it is finishing."""
+    (tmp_path / "cat.jpg").write_bytes(image_bytes())
+    _config(tmp_path, simulator.base_url)
+    simulator.job_seconds = 6.0
+    stopped = [await _generate_until(tmp_path, lambda n=n: len(simulator.submissions) > n, "-o", f"{name}.mp4")
+               for n, name in enumerate(("a", "b"))]
+    for process in stopped:
+        process.send_signal(signal.SIGTERM)
+        await _ended(process)
+    assert _db(tmp_path, "select state from jobs") == [("processing",)] * 2
+    simulator.job_seconds = 0.3
+    code, stdout, stderr = await akling("generate", "cat.jpg", "--effect", "hula", "--config", "config.toml",
+                                        "-o", "c.mp4", cwd=tmp_path)
+    assert code == 0, stderr
+    assert stdout.strip() == "c.mp4"
+    assert "already have" not in stderr
+    for name in ("a", "b", "c"):
+        assert mp4_info((tmp_path / f"{name}.mp4").read_bytes())[0] == "h264"
+    assert len(simulator.submissions) == 3
+    assert _db(tmp_path, "select state, settlement from jobs") == [("done", "committed")] * 3
+    assert _credits_left(tmp_path) == 7
