@@ -385,6 +385,12 @@ async def _generate(settings: Settings, build_request: Callable[[int], Generatio
         if left:
             say(messages.finishing_left_jobs(left))
         answer = await engine.accept(replace(request, reply_to=save_to))
+        if not isinstance(answer, Accepted) and left:
+            # The jobs being finished here may be what stands in the way (the per-user
+            # limit, credits they hold): finish them, then ask once more.
+            await _follow(engine, courier, left, stop)
+            if not stop.is_set():
+                answer = await engine.accept(replace(request, reply_to=save_to))
         if not isinstance(answer, Accepted):
             fail(answer.text)
         own = answer.job.id if isinstance(answer, Accepted) else None

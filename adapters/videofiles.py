@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from bot import messages
@@ -16,14 +18,42 @@ FRESH_NAMES = 1000  # name-1 .. name-999 are tried before giving up on a folder
 
 def save_fresh(source: Path, wanted: Path) -> Path:
     """Copy ``source`` to ``wanted``, or to ``wanted`` with ``-1``, ``-2``… before its suffix
-    when that name is taken: an earlier video is never overwritten (the new file is
-    created exclusively, so two processes never pick one name). OSError when the folder
-    cannot take it; a partial copy is removed."""
-    for n in range(FRESH_NAMES):
-        candidate = wanted if n == 0 else wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
+    when that name is taken: an earlier video is never overwritten. The copy is made under
+    a hidden partial name first and then linked into place, so a name holds the whole video
+    or nothing, even when the process is killed halfway (the next run saves it afresh);
+    linking fails on a taken name, so two processes never pick one. OSError when the
+    folder cannot take it; a partial copy is removed."""
+    partial = wanted.with_name(f".kling-{secrets.token_hex(4)}.part")  # short: any name fits
+    try:
+        with partial.open("xb") as out, source.open("rb") as data:
+            shutil.copyfileobj(data, out)
+        for candidate in _names(wanted):
+            try:
+                os.link(partial, candidate)
+            except FileExistsError:  # a file, or a folder, by that name
+                continue
+            except OSError as err:
+                if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                    raise
+                return _copy_exclusively(source, wanted)  # a file system without hard links
+            return candidate
+    finally:
+        partial.unlink(missing_ok=True)
+    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(wanted))
+
+
+def _names(wanted: Path) -> Iterator[Path]:
+    yield wanted
+    for n in range(1, FRESH_NAMES):
+        yield wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
+
+
+def _copy_exclusively(source: Path, wanted: Path) -> Path:
+    """``save_fresh`` where files cannot be linked: written in place under a fresh name."""
+    for candidate in _names(wanted):
         try:
             out = candidate.open("xb")
-        except FileExistsError:  # a file, or a folder, by that name
+        except FileExistsError:
             continue
         try:
             with out, source.open("rb") as data:

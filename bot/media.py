@@ -240,11 +240,12 @@ def _is_cover_art(stream: av.video.stream.VideoStream) -> bool:
 
 
 def _audio_seconds(container: av.container.InputContainer, limit: float) -> tuple[float, bool]:
-    """How long a clip lasts, and whether that is its whole length: the longer of what its
-    container declares and what its packets span. A header can lie (an MP3's Xing frame
-    count says 2 s, its frames last a minute) while WaveSpeed plays every frame, so the
-    packets are read too: demuxed, not decoded (milliseconds), and only until they pass
-    ``limit`` (then the length is "more than that")."""
+    """How long a clip lasts, and whether that is its whole length: the longest of what its
+    container declares, what its packets' times span and what they decode to. Every one
+    of a container's times can lie (an MP3's Xing frame count; an M4A's durations and its
+    table of packet times, all scaled down) while WaveSpeed plays every decoded sample, so
+    the packets are decoded, but only until they pass ``limit`` (then the length is "more
+    than that"): a few milliseconds, however large the file."""
     stream = container.streams.audio[0]
     declared = 0.0
     if container.duration:
@@ -253,42 +254,38 @@ def _audio_seconds(container: av.container.InputContainer, limit: float) -> tupl
         declared = float(stream.duration * stream.time_base)
     if declared > limit:
         return declared, True
-    demuxed = _demuxed_seconds(container, stream, limit)
-    if demuxed is None:  # packets that tell no times: decode and count samples
-        demuxed = _decoded_seconds(container, stream, limit)
-    return max(declared, demuxed), demuxed <= limit
+    measured = _measured_seconds(container, stream, limit)
+    return max(declared, measured), measured <= limit
 
 
-def _demuxed_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
-                     limit: float) -> float | None:
-    """The longer of the packets' summed durations and their timestamps' span, in seconds,
-    read until past ``limit``; None when the packets carry neither."""
-    if not stream.time_base:
-        return None
-    base = float(stream.time_base)
-    total, start, end = 0, None, None
-    for packet in container.demux(stream):
-        if not packet.size:  # the demuxer's end-of-stream marker
-            continue
-        length = packet.duration or 0
-        total += length
-        if packet.pts is not None:
-            start = packet.pts if start is None else min(start, packet.pts)
-            end = packet.pts + length if end is None else max(end, packet.pts + length)
-        seconds = max(total, end - start if start is not None and end is not None else 0) * base
+def _measured_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                      limit: float) -> float:
+    """The longest of the packets' summed durations, their timestamps' span and the samples
+    they decode to, in seconds, read until past ``limit``. A packet that does not decode
+    is skipped, as a player skips it."""
+    base = float(stream.time_base or 0)
+    rate = stream.rate or 1
+    total, start, end, samples = 0, None, None, 0
+    packets = container.demux(stream)
+    seconds = 0.0
+    for packet in packets:
+        if packet.size:  # not the demuxer's end-of-stream marker
+            length = packet.duration or 0
+            total += length
+            if packet.pts is not None:
+                start = packet.pts if start is None else min(start, packet.pts)
+                end = packet.pts + length if end is None else max(end, packet.pts + length)
+        samples += _decoded_samples(stream, packet if packet.size else None)
+        span = end - start if start is not None and end is not None else 0
+        seconds = max(max(total, span) * base, samples / rate)
         if seconds > limit:
-            return seconds
-    if not total and start is None:
-        return None
-    return max(total, end - start if start is not None and end is not None else 0) * base
-
-
-def _decoded_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
-                     limit: float) -> float:
-    container.seek(0)
-    samples = 0
-    for frame in container.decode(stream):
-        samples += frame.samples
-        if samples / (stream.rate or 1) > limit:
             break
-    return samples / (stream.rate or 1)
+    return seconds
+
+
+def _decoded_samples(stream: av.audio.stream.AudioStream, packet: av.Packet | None) -> int:
+    """The samples one packet decodes to (None: the decoder's last, delayed frames)."""
+    try:
+        return sum(frame.samples for frame in stream.codec_context.decode(packet))
+    except av.error.FFmpegError:
+        return 0

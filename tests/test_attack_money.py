@@ -1,0 +1,159 @@
+"""Attacks on the money and process guarantees after #14: audio that lies in other
+containers, and the command line killed or pointed at odd places. Each case failed
+before its fix."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+
+from bot import messages
+from bot.jobs import GenerationRequest, Rejected
+from bot.media import prepare_audio
+from tests.conftest import user
+from tests.helpers import audio_bytes, image_bytes, mp4_info
+from tests.test_cli_edges import _config, _credits_left, _db, _ended, _generate_until, akling
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# --- item 5: an M4A whose every duration field lies -----------------------------------------
+
+
+def _boxes(data: bytearray, start: int, end: int):
+    while start < end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        yield kind, start, start + size
+        start += size
+
+
+def _scale(data: bytearray, offset: int, wide: bool, factor: int) -> None:
+    fmt = ">Q" if wide else ">I"
+    width = 8 if wide else 4
+    value = struct.unpack(fmt, data[offset:offset + width])[0]
+    data[offset:offset + width] = struct.pack(fmt, max(1, value // factor))
+
+
+def lying_m4a(real: float, factor: int) -> bytes:
+    """An AAC M4A holding ``real`` seconds whose movie, track and media durations and whose
+    time-to-sample table (every packet's duration) all say ``factor`` times less: FFmpeg's
+    demuxer believes it, a decoder still puts out every frame's 1024 samples."""
+    data = bytearray(audio_bytes(real, fmt="mp4", codec="aac", rate=44100))
+
+    def walk(start: int, end: int) -> None:
+        for kind, box, box_end in _boxes(data, start, end):
+            wide = data[box + 8] == 1  # version 1: 64-bit times
+            if kind in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):
+                walk(box + 8, box_end)
+            elif kind in (b"mvhd", b"mdhd"):  # version/flags, created, modified, timescale, duration
+                _scale(data, box + 12 + (16 if wide else 8) + 4, wide, factor)
+            elif kind == b"tkhd":  # ..., track id, reserved, duration
+                _scale(data, box + 12 + (16 if wide else 8) + 8, wide, factor)
+            elif kind == b"stts":
+                for entry in range(struct.unpack(">I", data[box + 12:box + 16])[0]):
+                    _scale(data, box + 16 + 8 * entry + 4, False, factor)
+
+    walk(0, len(data))
+    with av.open(io.BytesIO(bytes(data))) as container:  # the lie works on FFmpeg's demuxer
+        assert container.duration / av.time_base < real / factor + 0.5
+        stream = container.streams.audio[0]
+        spans = sum(p.duration or 0 for p in container.demux(stream)) * float(stream.time_base)
+        assert spans < real / factor + 0.5
+    return bytes(data)
+
+
+def test_an_m4a_whose_durations_say_2_s_is_measured_by_what_it_decodes_to():
+    started = time.perf_counter()
+    media = prepare_audio(lying_m4a(20.0, 10), max_seconds=30, max_input_bytes=10 * 1024 * 1024)
+    assert 19 < media.seconds < 21.5
+    assert time.perf_counter() - started < 1.0
+
+
+async def test_an_m4a_that_says_2_s_but_holds_62_s_is_refused_before_any_credit(engine, simulator):
+    answer = await engine.accept(GenerationRequest(user(), "avatar", image_bytes(),
+                                                   audio=lying_m4a(62.0, 31), reply_to={"chat": 42}))
+    assert isinstance(answer, Rejected)
+    assert answer.text == messages.audio_over_limit(30.0)
+    assert simulator.submissions == [] and simulator.uploads == {}
+    assert engine.balance(user()).total == 10
+
+
+def test_a_30_mb_clip_is_measured_in_well_under_a_second():
+    clip = audio_bytes(600.0, fmt="wav", rate=24000)  # 28.8 MB of PCM
+    lying = bytearray(clip)
+    data = lying.find(b"data")
+    lying[data + 4:data + 8] = lying[4:8] = b"\xff\xff\xff\xff"  # "size unknown", as a stream writes
+    for body in (clip, bytes(lying)):
+        started = time.perf_counter()
+        try:
+            prepare_audio(body, max_seconds=30, max_input_bytes=40 * 1024 * 1024)
+        except Exception as err:
+            assert "30 s" in str(err)
+        assert time.perf_counter() - started < 0.5
+
+
+# --- item 15: a video being written when the process is killed -----------------------------
+
+def test_a_copy_killed_halfway_leaves_no_truncated_video_under_the_asked_name(tmp_path):
+    """``generate`` killed (SIGKILL, a power cut) while it writes the video: the name asked
+    for must hold the whole video or nothing, since the next run saves it under a fresh name
+    and a truncated ``out.mp4`` would pass for the video."""
+    source = tmp_path / "source"
+    os.mkfifo(source)  # the video arrives as slowly as the test likes
+    wanted = tmp_path / "out" / "clip.mp4"
+    wanted.parent.mkdir()
+    copier = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from adapters.videofiles import save_fresh;"
+                               " save_fresh(Path(sys.argv[1]), Path(sys.argv[2]))", str(source), str(wanted)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        with source.open("wb") as feed:
+            feed.write(b"\0" * (1 << 20))
+            feed.flush()
+            deadline = time.monotonic() + 20
+            while not any(p.stat().st_size for p in wanted.parent.iterdir()):
+                assert time.monotonic() < deadline, "the copy never started"
+                time.sleep(0.02)
+            copier.kill()
+            copier.wait(timeout=10)
+    finally:
+        if copier.poll() is None:
+            copier.kill()
+    assert not wanted.exists()
+    assert not [p for p in wanted.parent.iterdir() if not p.name.startswith(".")]
+
+
+# --- item 6: two stopped generates must not lock the next one out --------------------------
+
+async def test_after_two_generates_stopped_at_wavespeed_the_next_one_still_makes_its_video(
+        tmp_path, simulator):
+    """Two kills after submit leave two jobs at WaveSpeed, the per-user limit (2). The next
+    ``generate`` finishes both; its own request must then run too, not be refused as "You
+    already have 2 jobs" by the very jobs it is finishing."""
+    (tmp_path / "cat.jpg").write_bytes(image_bytes())
+    _config(tmp_path, simulator.base_url)
+    simulator.job_seconds = 6.0
+    stopped = [await _generate_until(tmp_path, lambda n=n: len(simulator.submissions) > n, "-o", f"{name}.mp4")
+               for n, name in enumerate(("a", "b"))]
+    for process in stopped:
+        process.send_signal(signal.SIGTERM)
+        await _ended(process)
+    assert _db(tmp_path, "select state from jobs") == [("processing",)] * 2
+    simulator.job_seconds = 0.3
+    code, stdout, stderr = await akling("generate", "cat.jpg", "--effect", "hula", "--config", "config.toml",
+                                        "-o", "c.mp4", cwd=tmp_path)
+    assert code == 0, stderr
+    assert stdout.strip() == "c.mp4"
+    assert "already have" not in stderr
+    for name in ("a", "b", "c"):
+        assert mp4_info((tmp_path / f"{name}.mp4").read_bytes())[0] == "h264"
+    assert len(simulator.submissions) == 3
+    assert _db(tmp_path, "select state, settlement from jobs") == [("done", "committed")] * 3
+    assert _credits_left(tmp_path) == 7
