@@ -380,7 +380,7 @@ async def _generate(settings: Settings, build_request: Callable[[int], Generatio
     engine = Engine.from_settings(settings)
     engine.register(CLI_PLATFORM, courier)
     try:
-        await engine.start()  # takes over the command line's jobs that a stopped run left
+        await engine.start(only_of=request.user)  # takes over this user's jobs a stopped run left
         left = [job.id for job in engine.held_jobs()]
         if left:
             say(messages.finishing_left_jobs(left))
@@ -396,9 +396,9 @@ async def _generate(settings: Settings, build_request: Callable[[int], Generatio
         own = answer.job.id if isinstance(answer, Accepted) else None
         results = await _follow(engine, courier, [*left, *([own] if own else [])], stop)
         if stop.is_set():
-            await engine.stop()
-            for job_id in [*([own] if own else []), *left]:
-                _say_withdrawn(engine.withdraw(job_id))
+            withdrawn = await engine.stop(withdraw=[*([own] if own else []), *left])
+            for job in withdrawn.values():
+                _say_withdrawn(job)
             return 128 + stopped[0] if stopped else EXIT_INTERRUPTED
         if own is None or results.get(own) is None:
             return EXIT_FAILED

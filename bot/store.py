@@ -513,15 +513,16 @@ class Claims:
                                    lease_until=lease_until, updated_at=now)
 
     def take_over(self, owner: str, platforms: list[str], lease_until: float,
-                  now: float) -> list[Job]:
-        """Take the unfinished jobs of these platforms whose owner's lease ran out."""
+                  now: float, *, user_key: str | None = None) -> list[Job]:
+        """Take the unfinished jobs of these platforms (of one user, when given) whose
+        owner's lease ran out."""
         where = (f"state in ({', '.join('?' * len(ACTIVE))}) and {_in('platform', tuple(platforms))}"
-                 " and (lease_until is null or lease_until < ?)")
+                 " and (lease_until is null or lease_until < ?)" + (" and user_key = ?" if user_key else ""))
+        args = [*ACTIVE, *platforms, now, *([user_key] if user_key else [])]
         with self.store.transaction():
-            taken = self.store.db.execute(f"select id from jobs where {where}",
-                                    [*ACTIVE, *platforms, now]).fetchall()
+            taken = self.store.db.execute(f"select id from jobs where {where}", args).fetchall()
             self.store.db.execute(f"update jobs set owner = ?, lease_until = ? where {where}",
-                            [owner, lease_until, *ACTIVE, *platforms, now])
+                                  [owner, lease_until, *args])
         return [job for (job_id,) in taken if (job := self.store.job(job_id)) is not None]
 
     def renew(self, owner: str, lease_until: float) -> set[int]:

@@ -16,9 +16,10 @@ from pathlib import Path
 import av
 
 from bot import messages
+from bot.catalog import Params
 from bot.jobs import GenerationRequest, Rejected
 from bot.media import prepare_audio
-from tests.conftest import user
+from tests.conftest import PLATFORM, user
 from tests.helpers import audio_bytes, image_bytes, mp4_info
 from tests.test_cli_edges import _config, _credits_left, _db, _ended, _generate_until, akling
 
@@ -157,3 +158,48 @@ async def test_after_two_generates_stopped_at_wavespeed_the_next_one_still_makes
     assert len(simulator.submissions) == 3
     assert _db(tmp_path, "select state, settlement from jobs") == [("done", "committed")] * 3
     assert _credits_left(tmp_path) == 7
+
+
+async def test_a_generate_of_another_user_leaves_a_stopped_job_to_its_own_user(tmp_path, simulator):
+    """Two command-line users share a database: bob's generate never finishes (nor saves)
+    alice's stopped job; alice's next generate does, where she asked for it."""
+    (tmp_path / "cat.jpg").write_bytes(image_bytes())
+    _config(tmp_path, simulator.base_url)
+    simulator.job_seconds = 4.0
+    alice = {"USER": "alice", "LOGNAME": "alice"}
+    process = await _generate_until(tmp_path, lambda: simulator.submissions, "-o", "alice.mp4", env=alice)
+    process.send_signal(signal.SIGTERM)
+    await _ended(process)
+    simulator.job_seconds = 0.3
+    code, _, stderr = await akling("generate", "cat.jpg", "--effect", "hula", "--config", "config.toml",
+                                   "-o", "bob.mp4", cwd=tmp_path, env={"USER": "bob", "LOGNAME": "bob"})
+    assert code == 0, stderr
+    assert "alice.mp4" not in stderr and not (tmp_path / "alice.mp4").exists()
+    assert _db(tmp_path, "select user_key, state from jobs order by id") == [
+        ("cli:alice", "processing"), ("cli:bob", "done")]
+    code, _, stderr = await akling("generate", "cat.jpg", "--effect", "hula", "--config", "config.toml",
+                                   "-o", "again.mp4", cwd=tmp_path, env=alice)
+    assert code == 0, stderr
+    assert mp4_info((tmp_path / "alice.mp4").read_bytes())[0] == "h264"
+    assert len(simulator.submissions) == 3  # alice's first job followed, never submitted twice
+
+
+async def test_a_stopped_generate_settles_its_job_before_any_other_process_can_take_it(make_engine, simulator):
+    """``stop(withdraw=…)`` settles the job while it is still this process's: a rival that
+    takes over jobs at the moment they are handed over finds nothing to take (it used to
+    get the job and submit it, charged, although its user had stopped it)."""
+    engine = await make_engine(start=False)
+    answer = await engine.accept(GenerationRequest(user(), "effect", image_bytes(), Params(effect="hula")))
+    job_id = answer.job.id
+    release = engine.store.claims.release
+    taken: list[int] = []
+
+    def release_then_rival_looks(owner: str) -> None:  # a rival's renewal lands right after
+        release(owner)
+        taken.extend(job.id for job in engine.store.claims.take_over(
+            "rival:1:abcd", [PLATFORM], time.time() + 60, time.time()))
+
+    engine.store.claims.release = release_then_rival_looks
+    withdrawn = await engine.stop(withdraw=[job_id])
+    assert withdrawn[job_id].state.value == "cancelled" and taken == []
+    assert engine.balance(user()).total == 10 and simulator.submissions == []

@@ -52,10 +52,11 @@ def kling(*args: str, cwd: Path, stdin: str = "", env: dict | None = None,
                           capture_output=True, text=True, timeout=timeout, env=_env(**(env or {})))
 
 
-async def akling(*args: str, cwd: Path, timeout: float = RUN_TIMEOUT) -> tuple[int, str, str]:
+async def akling(*args: str, cwd: Path, timeout: float = RUN_TIMEOUT,
+                 env: dict | None = None) -> tuple[int, str, str]:
     """The same, without blocking the test's event loop (which runs the simulator)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "adapters", *args, cwd=cwd, env=_env(),
+        sys.executable, "-m", "adapters", *args, cwd=cwd, env=_env(**(env or {})),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
@@ -98,10 +99,10 @@ def photo(tmp_path) -> Path:
 
 # --- 6. a generate that is stopped settles its job ---------------------------------------
 
-async def _generate_until(tmp_path: Path, ready, *extra: str) -> asyncio.subprocess.Process:
+async def _generate_until(tmp_path: Path, ready, *extra: str, env: dict | None = None) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "adapters", "generate", "cat.jpg", "--effect", "hula",
-        "--config", "config.toml", *extra, cwd=tmp_path, env=_env(),
+        "--config", "config.toml", *extra, cwd=tmp_path, env=_env(**(env or {})),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         await _until(ready)

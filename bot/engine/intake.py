@@ -16,7 +16,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from bot import catalog, messages
 from bot.catalog import ValidationError
 from bot.config import MediaSettings, Settings
 from bot.credits import Credits, OutOfCredits, cost_of
+from bot.engine.asks import Asks
 from bot.engine.couriers import Couriers
 from bot.engine.pipeline import Pipeline
 from bot.engine.questions import Questions
@@ -55,7 +56,7 @@ ACCEPTS_AT_ONCE = 4  # requests checked and written concurrently; more wait thei
 DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same user is one press
 
 
-class Engine(Questions):
+class Engine(Questions, Asks):
     """Runs jobs for every adapter; adapters register a courier per platform."""
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
@@ -94,9 +95,10 @@ class Engine(Questions):
 
     # --- lifecycle ----------------------------------------------------------------
 
-    async def start(self, *, resume: bool = True) -> None:
+    async def start(self, *, resume: bool = True, only_of: UserRef | None = None) -> None:
         """Start scheduling (and the webhook listener, when configured); with resume, pick
-        up unfinished jobs of registered platforms."""
+        up unfinished jobs of registered platforms (only ``only_of``'s, when given: a
+        command line finishes its own user's jobs, never another's)."""
         Path(self.settings.storage.videos_dir).mkdir(parents=True, exist_ok=True)
         self.pipeline.sweep_partial_downloads()
         with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
@@ -108,11 +110,19 @@ class Engine(Questions):
             secret = ws.webhook_secret or await self.client.webhook_secret()
             self.webhooks = WebhookListener(ws.webhook_listen, secret, self._on_webhook)
             await self.webhooks.start()
-        await self.scheduler.start(resume=resume)
+        await self.scheduler.start(resume=resume, user_key=only_of.key if only_of else None)
 
-    async def stop(self) -> None:
-        """Stop all work; unfinished jobs stay in the database for the next start."""
-        await self.scheduler.stop()
+    async def stop(self, *, withdraw: Sequence[int] = ()) -> dict[int, Job | None]:
+        """Stop all work; unfinished jobs stay in the database for the next start, except
+        those in ``withdraw``, settled first (``withdraw``) while still this process's: no
+        other process can take one over in between. Those jobs as they now are."""
+        withdrawn: dict[int, Job | None] = {}
+
+        def settle_withdrawn() -> None:
+            for job_id in withdraw:
+                withdrawn[job_id] = self.withdraw(job_id)
+
+        await self.scheduler.stop(before_release=settle_withdrawn)
         await self.couriers.settle()
         if self._housekeeper is not None:
             self._housekeeper.cancel()
@@ -122,6 +132,7 @@ class Engine(Questions):
         if self.webhooks is not None:
             await self.webhooks.stop()
             self.webhooks = None
+        return withdrawn
 
     async def _on_webhook(self, job_id: int, prediction: Prediction) -> None:
         """A verified webhook: keep the task's end with its job and wake whoever follows it.
@@ -233,9 +244,10 @@ class Engine(Questions):
         return self.store.claims.held(self.owner)
 
     def withdraw(self, job_id: int) -> Job | None:
-        """This process stops before its job ended (``generate`` interrupted); call after
-        ``stop``. A job nothing was sent to WaveSpeed for is cancelled and refunded; one whose
-        submit went out (it may exist and be billed) stays, for the next process serving its
+        """This process stops before its job ended (``generate`` interrupted); called by
+        ``stop(withdraw=…)`` once nothing drives the job and before it is handed over. A
+        job nothing was sent to WaveSpeed for is cancelled and refunded; one whose submit
+        went out (it may exist and be billed) stays, for the next process serving its
         platform to follow to the end. The job as it now is."""
         with self.store.transaction():
             job = self.store.job(job_id)
@@ -286,23 +298,6 @@ class Engine(Questions):
     def set_credits(self, user: UserRef, credits: int, by: str = "") -> Balance:
         """Set what a user has right now: today's allowance, the rest as bonus."""
         return self.credits.set_credits(user, credits, by)
-
-    # --- questions a chat asked a user ---------------------------------------------------
-
-    def remember_ask(self, platform: str, chat: object, message_id: object,
-                     data: dict[str, Any]) -> None:
-        """Keep a question asked in a chat, so its answer still works after a restart."""
-        self.store.asks.put(platform, chat, message_id, data, self.clock())
-
-    def claim_menu(self, platform: str, chat: object, message_id: object) -> bool:
-        """A one-use menu's first press (True), or a repeat (a double tap; any process)."""
-        return self.store.asks.claim(platform, chat, message_id, self.clock())
-
-    def pending_ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
-        return self.store.asks.get(platform, chat, message_id)
-
-    def forget_ask(self, platform: str, chat: object, message_id: object) -> None:
-        self.store.asks.drop(platform, chat, message_id)
 
 
 def _prepare_media(settings: MediaSettings, model: catalog.Model, request: GenerationRequest) -> dict[str, Media]:

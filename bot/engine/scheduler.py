@@ -46,11 +46,14 @@ class Scheduler:
         self._renewer: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()  # queue-position notices
         self._take_over = True
+        self._take_over_of: str | None = None  # whose jobs alone are taken over (None: anyone's)
         self._stopping = False
 
-    async def start(self, *, resume: bool = True) -> None:
-        """Start the loop; with resume, also take over unfinished jobs whose owner is gone."""
+    async def start(self, *, resume: bool = True, user_key: str | None = None) -> None:
+        """Start the loop; with resume, also take over unfinished jobs whose owner is gone
+        (only that user's, with ``user_key``)."""
         self._take_over = resume
+        self._take_over_of = user_key
         self._stopping = False
         self._keep_claims()
         # Claims are renewed by a task of their own: nothing the loop waits for (a slow
@@ -58,14 +61,17 @@ class Scheduler:
         self._renewer = asyncio.create_task(self._renew_forever(), name="kling-leases")
         self._loop_task = asyncio.create_task(self._run(), name="kling-scheduler")
 
-    async def stop(self) -> None:
-        """Cancel every job task and hand this process's unfinished jobs over at once."""
+    async def stop(self, *, before_release: Callable[[], None] | None = None) -> None:
+        """Cancel every job task and hand this process's unfinished jobs over at once
+        (``before_release`` runs while they are still ours, with nothing driving them)."""
         self._stopping = True
         tasks = [t for t in [self._loop_task, self._renewer, *self._tasks.values(), *self._side_tasks] if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop_task = self._renewer = None
+        if before_release is not None:
+            before_release()
         self.store.claims.release(self.owner)
 
     def wake(self) -> None:
@@ -112,8 +118,8 @@ class Scheduler:
                 log.warning("job %s: lost to another process; stopping here", job_id)
                 self._tasks[job_id].cancel()
         if self._take_over and self.couriers.platforms:
-            for job in self.store.claims.take_over(self.owner, self.couriers.platforms,
-                                            self.lease_until(), self.clock()):
+            for job in self.store.claims.take_over(self.owner, self.couriers.platforms, self.lease_until(),
+                                                   self.clock(), user_key=self._take_over_of):
                 self._resume(job)
 
     def _resume(self, job: Job) -> None:
