@@ -144,28 +144,27 @@ CLIP_ALLOWANCE = 0.3
 DEMO_SLOTS = 1
 
 
-def simulated(settings: Settings, base_url: str, *, job_seconds: float,
-              storage_dir: Path | None = None) -> Settings:
+def simulated(settings: Settings, base_url: str, *, job_seconds: float) -> Settings:
     """Point settings at a local simulator whose jobs take ``job_seconds``: they are short,
-    so poll often, and their run time is known, so progress bars follow it."""
-    settings = settings.with_wavespeed(base_url=base_url, api_key="simulator",
-                                       poll_interval=min(settings.wavespeed.poll_interval, 0.5),
-                                       expected_run_seconds=job_seconds + CLIP_ALLOWANCE)
-    if storage_dir is not None:
-        settings = replace(settings, storage=replace(
-            settings.storage, path=str(storage_dir / "demo.sqlite"),
-            videos_dir=str(storage_dir / "videos")))
-    return settings
+    so poll often, and their run time is known, so progress bars follow it. Storage is
+    ``simulated_storage``'s business."""
+    return settings.with_wavespeed(base_url=base_url, api_key="simulator",
+                                   poll_interval=min(settings.wavespeed.poll_interval, 0.5),
+                                   expected_run_seconds=job_seconds + CLIP_ALLOWANCE)
 
 
-def simulated_storage(settings: Settings) -> Settings:
-    """Simulated runs keep their own database and videos beside the configured ones
-    (``kling-bot.sqlite`` -> ``kling-bot-simulated.sqlite``): a try of the simulator
-    never spends, or even sees, the real credits."""
-    path = Path(settings.storage.path)
-    return replace(settings, storage=replace(
-        settings.storage, path=str(path.with_name(f"{path.stem}-simulated{path.suffix}")),
-        videos_dir=f"{settings.storage.videos_dir.rstrip('/')}-simulated"))
+def simulated_storage(settings: Settings, inside: Path | None = None) -> Settings:
+    """The one place simulated runs get their own database and videos, so a try of the
+    simulator never spends, or even sees, the real credits: in the folder ``inside``
+    (the demo's throwaway one), else beside the configured ones
+    (``kling-bot.sqlite`` -> ``kling-bot-simulated.sqlite``)."""
+    if inside is not None:
+        path, videos_dir = inside / "demo.sqlite", str(inside / "videos")
+    else:
+        configured = Path(settings.storage.path)
+        path = configured.with_name(f"{configured.stem}-simulated{configured.suffix}")
+        videos_dir = f"{settings.storage.videos_dir.rstrip('/')}-simulated"
+    return replace(settings, storage=replace(settings.storage, path=str(path), videos_dir=videos_dir))
 
 
 async def _backend(settings: Settings, simulate: bool, *, job_seconds: float
@@ -273,8 +272,8 @@ async def run_demo(photo_path: Path | None, output_dir: Path, job_seconds: float
     base_url = await simulator.start()
     settings = defaults.with_wavespeed(max_concurrent=DEMO_SLOTS)
     with tempfile.TemporaryDirectory(prefix="kling-demo-") as state, _terminal_restored():
-        engine = Engine.from_settings(simulated(settings, base_url, job_seconds=job_seconds,
-                                                storage_dir=Path(state)))
+        engine = Engine.from_settings(simulated(simulated_storage(settings, Path(state)), base_url,
+                                                job_seconds=job_seconds))
         courier = ConsoleCourier(sys.stdout, output_dir)
         engine.register(PLATFORM, courier)
         await engine.start()

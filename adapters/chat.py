@@ -102,12 +102,11 @@ class ChatCourier:
         sent to the owner privately where the platform can, and the status message says
         where it is; when that cannot be edited, the private message says it alone."""
         self._forget_throttle(job)
-        privately = False
+        privately = False  # whether the video itself (or its link) reached them privately
         if (private := self.private_reply_to(job)) is not None:
             try:
-                await self.show(dataclasses.replace(job, reply_to=private), video, paid=True,
-                                note=messages.refused_privately(days))
-                privately = True
+                privately = await self.show(dataclasses.replace(job, reply_to=private), video, paid=True,
+                                            note=messages.refused_privately(days))
             except Exception as err:  # e.g. they never started a private chat with the bot
                 log.info("job %s: could not send it privately either (%s: %s)", job.id, type(err).__name__, err)
         text = messages.video_refused(job.id, job.label, days, sent_privately=privately,
@@ -119,29 +118,31 @@ class ChatCourier:
                 log.info("job %s: could not say where its video is (%s: %s)", job.id, type(err).__name__, err)
         self._forget(job)
 
-    async def show(self, job: Job, video: Video, *, paid: bool = False, note: str | None = None) -> None:
+    async def show(self, job: Job, video: Video, *, paid: bool = False, note: str | None = None) -> bool:
         """Post a job's video where ``job.reply_to`` says (``paid``: its delivery; else a
         past one again, from /history): withheld by the NSFW policy, re-encoded when over
-        the upload limit, a link when even that cannot fit it; ``note`` is added below."""
+        the upload limit, a link when even that cannot fit it; ``note`` is added below.
+        Returns whether the video (or its link) was posted: False when only withheld."""
         caption = self.addressed(job, messages.caption(job.label, catalog.model_by_id(job.model_id).title))
         if note:
             caption = f"{caption}\n{note}"
         if self.withheld(job, video):
             await self.post(job, self.addressed(job, messages.nsfw_withheld(job.id)), None)
-            return
+            return False
         limit = self.upload_limit(job)
         if video.size <= limit:
             await self.post(job, caption, video)
-            return
+            return True
         fitted = await self._fit(video, int(limit * FIT_MARGIN), self._lanes[paid])
         if fitted is None:
             await self.post(job, messages.too_big_to_upload(
                 caption, video.size, self.upload_limit_text(job), video.url), None)
-            return
+            return video.url is not None
         try:
             await self.post(job, caption, fitted)
         finally:
             fitted.path.unlink(missing_ok=True)
+        return True
 
     async def _fit(self, video: Video, limit: int, lane: asyncio.Semaphore) -> Video | None:
         """The video re-encoded under ``limit`` bytes (a new file), or None when it cannot be."""

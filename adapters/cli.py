@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser(
         "generate", help="make one video and exit (0 on success)",
         description="Make one video from IMAGE and save it. Uses WaveSpeed with the configured "
-                    "API key, or the offline simulator with --simulate.")
+                    "API key, or the offline simulator with --simulate. Exits 1 when the job is "
+                    "refused or fails, 2 on a usage or configuration problem, 128+signal when "
+                    "stopped (130 Ctrl+C, 143 SIGTERM, 141 a closed pipe).")
     gen.add_argument("image", type=Path, help="the photo to animate")
     what = gen.add_mutually_exclusive_group(required=True)
     what.add_argument("--effect", help=f"one of the {len(catalog.EFFECTS)} effect names (e.g. hula)")
@@ -48,8 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--end-image", type=Path,
                      help=f"last frame ({', '.join(catalog.models_taking('end_image'))} model only)")
     gen.add_argument("--avatar-prompt", dest="avatar_prompt", help="optional prompt with --audio")
-    gen.add_argument("-o", "--output", type=Path, help="where to save the MP4 (default: ./kling-JOB.mp4)")
-    gen.add_argument("--simulate", action="store_true", help="use the offline simulator, not WaveSpeed")
+    gen.add_argument("-o", "--output", type=Path,
+                     help="where to save the MP4 (default: ./kling-JOB.mp4); a folder gets kling-JOB.mp4 "
+                          "inside; an existing file is never overwritten (a fresh -1, -2 name instead)")
+    gen.add_argument("--simulate", action="store_true",
+                     help="use the offline simulator, not WaveSpeed; simulated runs keep their own "
+                          "database and credits, beside the configured ones")
     gen.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
 
     run = sub.add_parser(
@@ -59,14 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "DISCORD_BOT_TOKEN), sharing one engine and database.")
     run.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
     run.add_argument("--simulate", action="store_true",
-                     help="use the offline simulator instead of WaveSpeed (no API key needed)")
+                     help="use the offline simulator instead of WaveSpeed (no API key needed); "
+                          "simulated runs keep their own database and credits")
 
-    jobs = sub.add_parser("jobs", help="list the jobs of generate (running and recent)",
+    jobs = sub.add_parser("jobs", help="list your generate jobs, running and recent",
                           description="The jobs `kling-bot generate` made for you on this database: "
                                       "those still running (also ones a stopped generate left for the "
                                       "next run to finish) and the recent ones.")
     jobs.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
-    jobs.add_argument("--simulate", action="store_true", help="the simulated runs' database instead")
+    jobs.add_argument("--simulate", action="store_true",
+                      help="the jobs of simulated runs, which keep their own database and credits")
 
     sim = sub.add_parser("simulator", help="run the WaveSpeed simulator as a server",
                          description="Serve the WaveSpeed-compatible simulator until Ctrl+C.")

@@ -217,8 +217,10 @@ class ConsoleCourier:
         self._end(job, messages.console_line(job.id, reason), None)
 
     async def refused(self, job: Job, video: Video, days: int) -> None:
-        """Never called: saving a file raises no ``DeliveryRefused`` (the Courier protocol)."""
-        self._end(job, messages.console_line(job.id, messages.NOT_POSTED), None)
+        """The Courier protocol's, never met here: ``deliver`` saves a file and raises no
+        ``DeliveryRefused`` (an unwritable place gets the video saved elsewhere, or fails
+        the delivery), so nothing is said; should one ever come, the job's line just ends."""
+        self._end(job, None, None)
 
     async def cancelled(self, job: Job, text: str) -> None:
         self._end(job, None, None)  # the /cancel command prints ``text``: one line per cancel

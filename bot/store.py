@@ -407,10 +407,6 @@ class Store:
             [model_id, job_id, start, end]).fetchall()
         return [(float(started), None if ended is None else float(ended)) for started, ended in rows]
 
-    def prediction_taken(self, prediction_id: str) -> bool:
-        """Whether some job already follows this WaveSpeed task."""
-        return bool(self._value("select count(*) from jobs where prediction_id = ?", [prediction_id]))
-
     def prediction_claimed(self, prediction_id: str, job_id: int) -> bool:
         """Whether a job other than ``job_id`` follows this task, or had it named by a webhook
         to its own URL (WaveSpeed sends a task's end to its submit's URL first: the same

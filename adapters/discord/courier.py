@@ -69,8 +69,8 @@ class DiscordCourier(ChatCourier):
             return False
 
     def private_reply_to(self, job: Job) -> dict[str, Any] | None:
-        if job.reply_to.get("dm_user_id"):
-            return None  # the DM refused already
+        if job.reply_to.get("dm_user_id") or job.reply_to.get("guild_id") is None:
+            return None  # the job's own chat is the DM (made there, or sent there), and it refused
         return {"dm_user_id": job.reply_to["user_id"], "user_id": job.reply_to["user_id"],
                 "nsfw_channel": False}
 

@@ -51,7 +51,6 @@ from bot.webhooks import WebhookListener
 log = logging.getLogger(__name__)
 
 CANCELLED = "owner cancelled"  # the job's error and the ledger note of its refund
-STOPPED = messages.STOPPED_BEFORE_SUBMIT  # the same, for a job whose process was stopped (withdraw)
 ACCEPTS_AT_ONCE = 4  # requests checked and written concurrently; more wait their turn
 DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same user is one press
 
@@ -258,10 +257,10 @@ class Engine(Questions, Asks):
                 return job
             try:
                 job = self.store.update_job(job_id, owner=self.owner, state=JobState.CANCELLED,
-                                            finished_at=self.clock(), error=STOPPED)
+                                            finished_at=self.clock(), error=messages.STOPPED_BEFORE_SUBMIT)
             except LeaseLost:  # another process has it now: it is that one's to drive
                 return job
-            self.credits.refund(job, STOPPED)
+            self.credits.refund(job, messages.STOPPED_BEFORE_SUBMIT)
             self.store.files.drop(job_id)
         log.info("job %s cancelled: its process stopped before submitting it", job_id)
         return job
