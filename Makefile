@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check bot adapters tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 4
 
 # The benchmarks also need the official SDK (the [bench] extra); about 7 minutes.
 $(VENV)/.installed-bench: $(STAMP)
