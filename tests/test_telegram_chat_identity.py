@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot import catalog, messages
+from bot import messages
 from tests.fake_telegram import chat_of
 from tests.helpers import image_bytes
 from tests.test_telegram import ALICE, BOB, GROUP, run_bot, telegram, tg_settings  # noqa: F401
@@ -98,7 +98,8 @@ async def test_a_stranger_elsewhere_cannot_use_what_was_made_for_a_group(run_bot
     forged = [f"fx:{GROUP}:0", f"fxa:{GROUP}:0", f"fxp:{GROUP}:1", "hist:1", f"hist:1:{GROUP}"]
     for data in forged:
         telegram.press_button(BOB, his, data)
-    alerts = await telegram.wait_for(lambda: len(answers(telegram)) - start == len(forged) and answers(telegram)[start:])
+    alerts = await telegram.wait_for(
+        lambda: len(answers(telegram)) - start == len(forged) and answers(telegram)[start:])
     await asyncio.sleep(0.3)
     assert all(a.get("show_alert") for a in alerts)
     assert sorted(a["text"] for a in alerts) == sorted([messages.MENU_NOT_YOURS] * 3 + [messages.no_such_job(1)] * 2)

@@ -80,7 +80,7 @@ async def repost(interaction: discord.Interaction, past: Job) -> None:
 @history.autocomplete("job")
 async def job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
     wanted = current.strip().lower()
-    done = [p for p in postable(interaction, adapter_of(interaction).engine.history(user_of(interaction.user), LOOKBACK))
-            if p.state == JobState.DONE]
+    past = adapter_of(interaction).engine.history(user_of(interaction.user), LOOKBACK)
+    done = [p for p in postable(interaction, past) if p.state == JobState.DONE]
     return [app_commands.Choice(name=messages.history_choice(p.id, p.label), value=p.id) for p in done
             if not wanted or wanted in str(p.id) or wanted in p.label.lower()][:AUTOCOMPLETE_LIMIT]
