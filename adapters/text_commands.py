@@ -9,7 +9,8 @@ words being the effect's name.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
@@ -32,15 +33,40 @@ _OPTIONS = {
 
 
 @dataclass
-class AnimateArgs:
+class CommandArgs:
+    """A generation command's arguments: the model asked for (None: the default) and the settings."""
+
     model: str | None = None
     params: Params = field(default_factory=Params)
 
 
-def parse_animate(text: str) -> AnimateArgs:
+def parse_animate(text: str) -> CommandArgs:
     """Split ``/animate`` arguments into model, settings and prompt; refuse bad values."""
+    prompt, values = _split(text, for_effect=False)
+    return CommandArgs(values.get("model"), _params(values, prompt=" ".join(prompt) or None))
+
+
+def parse_effect(text: str) -> CommandArgs:
+    """``/effect`` arguments: the effect's name as typed (all the words that are no option,
+    so a name /effects shows with a space is taken whole). An /animate option with its
+    value is kept, for the model's checks to refuse it by name ("effects have no model
+    choice"); any other option is refused saying effects take none."""
+    words, values = _split(text, for_effect=True)
+    return CommandArgs(values.get("model"), _params(values, effect=" ".join(words)))
+
+
+def _params(values: dict[str, str], *, prompt: str | None = None, effect: str | None = None) -> Params:
+    """The settings the options gave, with the prompt or the effect's name."""
+    return Params(prompt=prompt, effect=effect, negative_prompt=values.get("negative"),
+                  guidance=_number(values["guidance"], "Guidance") if "guidance" in values else None,
+                  duration=_seconds(values["duration"]) if "duration" in values else None)
+
+
+def _split(text: str, *, for_effect: bool) -> tuple[list[str], dict[str, str]]:
+    """The words that are no option, and each option's value by its canonical name; an
+    unknown option or one without a value is refused, listing the options that apply."""
     words = text.split()
-    prompt: list[str] = []
+    rest: list[str] = []
     values: dict[str, str] = {}
     index = 0
     while index < len(words):
@@ -48,7 +74,7 @@ def parse_animate(text: str) -> AnimateArgs:
         if word.startswith("-") and len(word) > 1 and not word[1:2].isdigit():
             name = word.lower()
             if name not in _OPTIONS:
-                raise ValidationError(messages.unknown_option(word, catalog.animate_options()))
+                raise ValidationError(_option_refusal(word, for_effect, messages.unknown_option))
             key, greedy = _OPTIONS[name]
             taken = []
             index += 1
@@ -58,28 +84,16 @@ def parse_animate(text: str) -> AnimateArgs:
                 if not greedy:
                     break
             if not taken:
-                raise ValidationError(messages.option_needs_value(word, catalog.animate_options()))
+                raise ValidationError(_option_refusal(word, for_effect, messages.option_needs_value))
             values[key] = " ".join(taken)
             continue
-        prompt.append(word)
+        rest.append(word)
         index += 1
-    return AnimateArgs(
-        model=values.get("model"),
-        params=Params(
-            prompt=" ".join(prompt) or None,
-            negative_prompt=values.get("negative"),
-            guidance=_number(values["guidance"], "Guidance") if "guidance" in values else None,
-            duration=_seconds(values["duration"]) if "duration" in values else None,
-        ),
-    )
+    return rest, values
 
 
-def parse_effect(text: str) -> AnimateArgs:
-    """``/effect`` arguments: the effect's name as typed (all the words that are no option,
-    so a name /effects shows with a space is taken whole) and any option, which the
-    model's checks then refuse (effects have no model, length or prompt to choose)."""
-    args = parse_animate(text)
-    return AnimateArgs(model=args.model, params=replace(args.params, effect=args.params.prompt or "", prompt=None))
+def _option_refusal(word: str, for_effect: bool, for_animate: Callable[[str, str], str]) -> str:
+    return messages.effect_takes_no_options(word) if for_effect else for_animate(word, catalog.animate_options())
 
 
 def parse_job_number(text: str) -> int | None:

@@ -105,22 +105,46 @@ class Press:
     """A result button pressed, or a form about a job submitted: who, in which chat or
     channel, and whether the platform shows the pressed message is the bot's own message
     carrying that very button (button data and custom ids come from the client and prove
-    nothing by themselves)."""
+    nothing by themselves). Built by the constructors below, which say which it is."""
 
     user: UserRef
     place: str
     on_its_message: bool
 
+    @classmethod
+    def of_button(cls, user: UserRef, place: str, *, carried: bool) -> Press:
+        """A button pressed in ``place``; ``carried``: the platform's copy of the pressed
+        message holds a button with exactly the data the press names."""
+        return cls(user, place, carried)
+
+    @classmethod
+    def from_chat(cls, user: UserRef, place: str) -> Press:
+        """Acting in ``place``, vouched for by the chat itself rather than by a pressed
+        message: a command or an answer sent there, a form submitted there. It reaches what
+        a press on the bot's own message in that chat would (its jobs, not another chat's)."""
+        return cls(user, place, True)
+
+    def for_menu_of(self, owner: UserRef, *, made_for_chat: bool) -> Press | None:
+        """This press on a menu or list the bot made for ``owner`` (the effects under their
+        photo, their /effects, their /history): who it acts for, or None when it may not use
+        it. Only from the menu itself (the owner named in its data is the client's word too).
+        A menu made for a person serves only that person. A menu made for a chat speaking
+        as itself (``made_for_chat``: an anonymous group admin, a channel) has no person
+        the platform names: anyone pressing it in that chat acts, and pays, as that chat
+        identity, as if they had typed the command as it; that is what its menu quoted
+        (the chat identity's credits), and where its jobs, /history and questions are kept.
+        Each such menu starts at most one job (the adapter claims it), so a member of the
+        chat cannot drain the chat identity's credits through it."""
+        if not self.on_its_message:
+            return None
+        if self.user.key == owner.key:
+            return self
+        return Press.from_chat(owner, self.place) if made_for_chat else None
+
     def may_use(self, job: Job) -> bool:
         """The trust rule for every button and form that names a job: its owner may, and
         so may anyone pressing the bot's own message for it in the job's chat."""
         return job.user_key == self.user.key or (self.on_its_message and job.place == self.place)
-
-    def may_use_menu(self, owner: str) -> bool:
-        """A menu made for one user (the effects under their photo, their /effects): only
-        they may use it, and only from the menu itself (the owner named in its data is
-        the client's word too)."""
-        return self.on_its_message and self.user.user_id == owner
 
     def may_show(self, job: Job, *, private: bool) -> bool:
         """Whether a job's label (it quotes the prompt) may be shown where this happens: in

@@ -256,6 +256,11 @@ def option_needs_value(word: str, options: str) -> str:
     return f"{echo(word)} needs a value. Options: {options}."
 
 
+def effect_takes_no_options(word: str) -> str:
+    """The refusal of an option after /effect (an effect is chosen by its name alone)."""
+    return f"Unknown option {echo(word)}: effects take no options, just a name, e.g. /effect hula."
+
+
 def not_a_number(label: str, text: str) -> str:
     return f"{label} must be a number such as 0.5 (got '{echo(text)}')."
 
@@ -392,7 +397,7 @@ def job_label(model_key: str, model_title: str, inputs: dict[str, object], effec
     if "effect_scene" in inputs:
         return f"effect {(effect_title or str(inputs['effect_scene'])).lower()}"
     prompt = str(inputs.get("prompt") or "")
-    short = prompt if len(prompt) <= 60 else prompt[:57] + "…"
+    short = echo(prompt, 60)
     return f"{model_key}: {short}" if short else model_title
 
 
@@ -753,8 +758,7 @@ def discord_effects(titles: Sequence[str]) -> str:
 
 def history_choice(job_id: int, label: str) -> str:
     """One of the user's videos in /history's autocomplete (at most 100 characters)."""
-    text = f"Job {job_id}: {label}"
-    return text if len(text) <= 100 else text[:99] + "…"
+    return echo(f"Job {job_id}: {label}", 100)
 
 
 # --- telegram: chat experience (#10) ---
@@ -781,8 +785,7 @@ def telegram_send_photo_for(effect: str) -> str:
 
 def telegram_history_button(job_id: int, label: str) -> str:
     """A /history button (Telegram shows about 60 characters of it)."""
-    text = f"▶ Job {job_id}: {label}"
-    return text if len(text) <= 60 else text[:59] + "…"
+    return echo(f"▶ Job {job_id}: {label}", 60)
 
 
 # --- console: chat experience (#10) ---

@@ -82,7 +82,7 @@ def user(n: int | str = 1) -> UserRef:
 
 def press(who: UserRef, place: str = "", *, on_its_message: bool = True) -> Press:
     """A result button pressed by ``who`` in ``place`` (the jobs here answer in place "")."""
-    return Press(who, place, on_its_message)
+    return Press.of_button(who, place, carried=on_its_message)
 
 
 def effect_request(effect: str = "hula", who: UserRef | None = None, **kw) -> GenerationRequest:

@@ -19,7 +19,7 @@ from bot import messages
 from tests.fake_discord import CHANNEL
 from tests.helpers import image_bytes
 from tests.test_discord import ALICE, BOB, callbacks, dc_settings, fake_discord, feed, run_discord, until  # noqa: F401
-from tests.test_discord_experience import components, edits, posts, press, video_message, who
+from tests.test_discord_experience import DM_CHANNEL, components, edits, posts, press, video_message, who
 
 OTHER = 700000000000000002  # another channel of the server, where Bob is too
 PRIVATE = 700000000000000003  # a channel the bot is in and Bob cannot see
@@ -119,25 +119,18 @@ async def test_a_forged_press_on_a_message_without_that_button_is_refused_like_a
     assert engine.balance(who(BOB)).total == 9  # his own video only
 
 
-async def test_buttons_reposted_in_another_channel_serve_only_their_owner(run_discord, fake_discord, simulator):
-    """Alice posts her video again in another channel (/history): the buttons there are
-    hers; Bob pressing them there is refused (the job is not of that channel)."""
+async def test_buttons_reposted_in_the_owners_direct_messages_serve_her(run_discord, fake_discord, simulator):
+    """Alice posts her video again in her direct messages (/history; into another server
+    channel it is refused, see test_discord_history_privacy): the buttons there are hers
+    and work, although that channel is not the job's."""
     engine, adapter = await run_discord()
     await alices_secret_video(fake_discord, adapter, engine)
-    again = fake_discord.slash("history", [{"name": "job", "type": 4, "value": 1}], user=ALICE, channel=OTHER)
+    again = fake_discord.slash("history", [{"name": "job", "type": 4, "value": 1}], user=ALICE, dm=DM_CHANNEL)
     feed(adapter, again)
-    [upload] = await until(lambda: [p for p in posts(fake_discord, again["token"]) if p["files"]])
+    await until(lambda: [p for p in posts(fake_discord, again["token"]) if p["files"]])
     repost = next(m for m in fake_discord.messages.values()
-                  if m["channel_id"] == str(OTHER) and "kling:again:1" in components(m))
-    first_call = len(fake_discord.calls)
-    for custom_id in ("kling:again:1", "kling:fx:1", "kling:prompt:1"):
-        forged = press(fake_discord, adapter, repost, custom_id, user=BOB)
-        answer = await private_answer(fake_discord, forged["token"])
-        assert answer["content"] == messages.SOURCE_GONE
-    assert SECRET not in said_since(fake_discord, first_call)
-    assert len(simulator.submissions) == 1 and engine.balance(who(BOB)).total == 10
-
-    hers = press(fake_discord, adapter, repost, "kling:again:1", user=ALICE)  # the owner may, anywhere
+                  if m["channel_id"] == str(DM_CHANNEL) and "kling:again:1" in components(m))
+    hers = press(fake_discord, adapter, repost, "kling:again:1", user=ALICE, dm=DM_CHANNEL)  # the owner may, anywhere
     await video_message(fake_discord, "kling-2.mp4")
     assert callbacks(fake_discord, hers["token"])[0]["type"] == 5
     assert simulator.submissions[1]["body"]["prompt"] == SECRET
@@ -162,24 +155,26 @@ async def test_the_real_buttons_still_work_for_a_stranger_in_their_channel_and_f
 # --- [discord] allowed_channels: the photo's channel too -------------------------------------
 
 async def test_allowed_channels_apply_to_the_channel_a_jobs_photo_comes_from(run_discord, fake_discord, simulator):
-    """Job 1 was made in CHANNEL; only OTHER is allowed now. Alice's own buttons and forms in
-    OTHER (a /history repost there) may not make videos of CHANNEL's photo; and the other
-    way round, only CHANNEL allowed, her form for job 1 submitted in OTHER is refused."""
+    """Job 1 was made in CHANNEL; only her direct messages are allowed now. Alice's own
+    buttons there (a /history repost) may not make videos of CHANNEL's photo, nor her form
+    for job 1 submitted in OTHER with only OTHER allowed; and the other way round, only
+    CHANNEL allowed, her form for job 1 submitted in OTHER is refused."""
     engine, adapter = await run_discord()
     await alices_secret_video(fake_discord, adapter, engine)
     alice_has = engine.balance(who(ALICE)).total
-    again = fake_discord.slash("history", [{"name": "job", "type": 4, "value": 1}], user=ALICE, channel=OTHER)
+    again = fake_discord.slash("history", [{"name": "job", "type": 4, "value": 1}], user=ALICE, dm=DM_CHANNEL)
     feed(adapter, again)
     await until(lambda: [p for p in posts(fake_discord, again["token"]) if p["files"]])
     repost = next(m for m in fake_discord.messages.values()
-                  if m["channel_id"] == str(OTHER) and "kling:again:1" in components(m))
-    adapter.settings = replace(adapter.settings, allowed_channels=[OTHER])
-    tokens = [press(fake_discord, adapter, repost, custom_id, user=ALICE)["token"]
+                  if m["channel_id"] == str(DM_CHANNEL) and "kling:again:1" in components(m))
+    adapter.settings = replace(adapter.settings, allowed_channels=[DM_CHANNEL])
+    tokens = [press(fake_discord, adapter, repost, custom_id, user=ALICE, dm=DM_CHANNEL)["token"]
               for custom_id in ("kling:again:1", "kling:fx:1", "kling:prompt:1")]
-    tokens.append(submit_form(fake_discord, adapter, "kling:promptform:1", "she waves",
-                              user=ALICE, channel=OTHER)["token"])
     for token in tokens:
         assert (await private_answer(fake_discord, token))["content"] == messages.SOURCE_CHANNEL_NOT_ALLOWED
+    adapter.settings = replace(adapter.settings, allowed_channels=[OTHER])
+    submit = submit_form(fake_discord, adapter, "kling:promptform:1", "she waves", user=ALICE, channel=OTHER)
+    assert (await private_answer(fake_discord, submit["token"]))["content"] == messages.SOURCE_CHANNEL_NOT_ALLOWED
 
     adapter.settings = replace(adapter.settings, allowed_channels=[CHANNEL])  # and the other way round
     submit = submit_form(fake_discord, adapter, "kling:fxform:1", "hula", user=ALICE, channel=OTHER)

@@ -46,7 +46,8 @@ def press_of(interaction: discord.Interaction, custom_id: str | None = None) -> 
     is the client's word."""
     data: dict[str, Any] = dict(interaction.data or {})
     wanted = custom_id or str(data.get("custom_id", ""))
-    return Press(user_of(interaction.user), str(interaction.channel_id or ""), carries(interaction.message, wanted))
+    return Press.of_button(user_of(interaction.user), str(interaction.channel_id or ""),
+                           carried=carries(interaction.message, wanted))
 
 
 def carries(message: discord.Message | None, custom_id: str, component_type: int | None = None) -> bool:

@@ -17,7 +17,7 @@ from discord import app_commands
 from adapters.discord import replies
 from adapters.discord.commands import AUTOCOMPLETE_LIMIT, adapter_of, answer, user_of
 from bot import messages
-from bot.jobs import DeliveryRefused, Job, JobState, Rejected
+from bot.jobs import DeliveryRefused, Job, JobState, Press, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +28,32 @@ LOOKBACK = 100  # a user's ended jobs searched for the one they name
 @app_commands.describe(job=messages.HISTORY_OPTION)
 async def history(interaction: discord.Interaction, job: int | None = None) -> None:
     adapter = adapter_of(interaction)
-    user = user_of(interaction.user)
     if job is None:
         await answer(interaction, messages.history_list([
             (past.id, past.label, past.state.value, datetime.fromtimestamp(past.finished_at or past.created_at, UTC))
-            for past in adapter.engine.history(user)]))
+            for past in postable(interaction, adapter.engine.history(user_of(interaction.user)))]))
         return
     if refusal := adapter.channel_refusal(interaction):
         await answer(interaction, refusal)
         return
-    past = adapter.engine.job_of(user, job)
+    past = adapter.engine.job_to_post_again(asker(interaction), job, private=interaction.guild_id is None)
     if past is None:
         await answer(interaction, messages.no_such_job(job))
         return
     await repost(interaction, past)
+
+
+def asker(interaction: discord.Interaction) -> Press:
+    """Who asks /history, in which channel: Discord vouches for both."""
+    return Press.from_chat(user_of(interaction.user), str(interaction.channel_id or ""))
+
+
+def postable(interaction: discord.Interaction, jobs: list[Job]) -> list[Job]:
+    """The jobs /history may post again where it is asked (``Press.may_post_again``): in a
+    direct message any of the user's own, in a server channel only one made there (a direct
+    message's prompt stays private). The list and the choices offer no others."""
+    press = asker(interaction)
+    return [job for job in jobs if press.may_post_again(job, private=interaction.guild_id is None)]
 
 
 async def repost(interaction: discord.Interaction, past: Job) -> None:
@@ -68,7 +80,7 @@ async def repost(interaction: discord.Interaction, past: Job) -> None:
 @history.autocomplete("job")
 async def job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
     wanted = current.strip().lower()
-    done = [p for p in adapter_of(interaction).engine.history(user_of(interaction.user), LOOKBACK)
-            if p.state == JobState.DONE]
+    past = adapter_of(interaction).engine.history(user_of(interaction.user), LOOKBACK)
+    done = [p for p in postable(interaction, past) if p.state == JobState.DONE]
     return [app_commands.Choice(name=messages.history_choice(p.id, p.label), value=p.id) for p in done
             if not wanted or wanted in str(p.id) or wanted in p.label.lower()][:AUTOCOMPLETE_LIMIT]

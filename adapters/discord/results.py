@@ -152,8 +152,8 @@ class WithPrompt(ByJob, discord.ui.DynamicItem[Button], template=r"kling:prompt:
 
 def form_press(interaction: discord.Interaction) -> Press:
     """A form about a job acts only on a job of the channel where it is submitted (or the
-    submitter's own): its custom id is the client's word."""
-    return Press(user_of(interaction.user), str(interaction.channel_id or ""), on_its_message=True)
+    submitter's own): its custom id is the client's word, the channel Discord's."""
+    return Press.from_chat(user_of(interaction.user), str(interaction.channel_id or ""))
 
 
 async def _effect_typed(interaction: discord.Interaction, ids: tuple[int, ...], name: str) -> None:

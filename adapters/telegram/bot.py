@@ -183,21 +183,22 @@ class TelegramAdapter:
     async def _jobs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)
         # In a group, a job made elsewhere is listed without its label (/history's rule).
-        asker = Press(sender_ref(message), str(message.chat_id), on_its_message=True)
+        asker = Press.from_chat(sender_ref(message), str(message.chat_id))
         await message.reply_text(jobs_text(self.engine, asker.user, asker, private=is_private(message)))
 
     async def _history(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)
         # In a group, only the jobs made there (the rule its buttons follow): a private chat's
         # prompts stay private.
-        asker = Press(sender_ref(message), str(message.chat_id), on_its_message=True)
+        asker = Press.from_chat(sender_ref(message), str(message.chat_id))
         jobs = [job for job in self.engine.history(asker.user, HISTORY_LOOKBACK)
                 if asker.may_post_again(job, private=is_private(message))]
         jobs = jobs[:HISTORY_SHOWN]
         text = messages.history_list([
             (job.id, job.label, job.state.value, datetime.fromtimestamp(job.finished_at or job.created_at, UTC))
             for job in jobs])
-        await message.reply_text(text, reply_markup=self.menus.history(jobs))
+        for_chat = message.sender_chat.id if message.sender_chat is not None else None
+        await message.reply_text(text, reply_markup=self.menus.history(jobs, for_chat))
 
     async def _cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         args = args_of(context)

@@ -26,7 +26,13 @@ def press_of(query: CallbackQuery) -> Press:
     message = query.message
     carried = isinstance(message, Message) and message.reply_markup is not None and any(
         button.callback_data == query.data for row in message.reply_markup.inline_keyboard for button in row)
-    return Press(user_ref(query.from_user), str(message.chat.id) if message else "", carried)
+    return Press.of_button(user_ref(query.from_user), str(message.chat.id) if message else "", carried=carried)
+
+
+def menu_owner(key: int) -> tuple[UserRef, bool]:
+    """Who a menu keyed ``key`` (see ``sender_id``) was made for, and whether that is a
+    chat speaking as itself (``Press.for_menu_of``): chat ids are negative, user ids positive."""
+    return UserRef(PLATFORM, str(key)), key < 0
 
 
 def reply_to(status: Message, photo_message_id: int | None) -> dict[str, Any]:

@@ -26,9 +26,9 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import ContextTypes
 
-from adapters.telegram.common import PLATFORM, file_of, force_reply, press_of, sender_id, sender_ref, user_ref
+from adapters.telegram.common import PLATFORM, file_of, force_reply, menu_owner, press_of, sender_id, sender_ref
 from adapters.telegram.courier import TelegramCourier
-from adapters.telegram.menus import PAGES, PROBE_PROMPT, ButtonData, Menus, parse
+from adapters.telegram.menus import KEY, PAGES, PROBE_PROMPT, ButtonData, Menus, parse
 from adapters.telegram.starter import JobStarter
 from bot import catalog, messages
 from bot.catalog import Params
@@ -74,11 +74,13 @@ class Buttons:
             await query.answer(messages.CHAT_NOT_ALLOWED, show_alert=True)
             return
         # Callback data is the client's word: a menu acts only from the message that carries
-        # the very button pressed, a menu made for a user only for that user (``may_use_menu``);
+        # the very button pressed, a menu made for someone for them (``Press.for_menu_of``);
         # a button naming a job is checked against it by the engine (``Press.may_use``).
         where = press_of(query)
-        if press.kind in OWNED_MENUS and not where.may_use_menu(str(press.key)):
-            await query.answer(messages.MENU_NOT_YOURS, show_alert=True)
+        acting = _acting(where, press)
+        if acting is None:
+            await query.answer(messages.no_such_job(press.key) if press.kind == "hist" else messages.MENU_NOT_YOURS,
+                               show_alert=True)
             return
         if press.kind in PAGES and not where.on_its_message:  # a job's menu: as if expired
             await query.answer(messages.SOURCE_GONE, show_alert=True)
@@ -90,17 +92,17 @@ class Buttons:
             return
         handler = {"fx": self._photo_effect, "fxa": self._ask_photo, "fxj": self._rerun, "again": self._rerun,
                    "other": self._other_effect, "ask": self._ask_prompt, "hist": self._history}[press.kind]
-        await handler(query, press)
+        await handler(query, press, acting)
 
-    def _refusal(self, query: CallbackQuery, kind: catalog.Kind, params: Params,
+    def _refusal(self, acting: Press, kind: catalog.Kind, params: Params,
                  source: int | None = None) -> Rejected | None:
         """Why a press cannot start a job, before any menu, question or status message:
         the result's photo is no longer kept (or not the presser's to use), or the
-        presser's settings or credits."""
-        gone = self.engine.rerun_refusal(press_of(query), source) if source is not None else None
-        return gone or self.engine.precheck(user_ref(query.from_user), kind, None, params)
+        settings or credits of whoever the press acts for."""
+        gone = self.engine.rerun_refusal(acting, source) if source is not None else None
+        return gone or self.engine.precheck(acting.user, kind, None, params)
 
-    async def _photo_effect(self, query: CallbackQuery, press: ButtonData) -> None:
+    async def _photo_effect(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """A tap in the menu under a photo: that effect on that photo."""
         # the menu message itself; an InaccessibleMessage once it is too old for the Bot API
         message = query.message if isinstance(query.message, Message) else None
@@ -108,7 +110,7 @@ class Buttons:
         if message is None or photo is None or file_of(photo, images_only=True) is None:
             await query.answer(messages.PHOTO_GONE, show_alert=True)
             return
-        if refusal := self._refusal(query, "effect", Params(effect=press.effect)):
+        if refusal := self._refusal(acting, "effect", Params(effect=press.effect)):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         if not self.engine.claim_menu(PLATFORM, message.chat_id, message.message_id):
@@ -119,11 +121,11 @@ class Buttons:
         status = await query.edit_message_text(messages.effect_checking(title))
         assert isinstance(status, Message)  # True comes back only for inline messages
         await self.starter.start(message, photo, "effect", Params(effect=press.effect), status=status,
-                                 user=user_ref(query.from_user))
+                                 user=acting.user)
 
-    async def _ask_photo(self, query: CallbackQuery, press: ButtonData) -> None:
+    async def _ask_photo(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """A tap in the /effects menu: ask for the photo (its reply starts the job)."""
-        if refusal := self._refusal(query, "effect", Params(effect=press.effect)):
+        if refusal := self._refusal(acting, "effect", Params(effect=press.effect)):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         title = catalog.effect_title(press.effect)
@@ -135,24 +137,24 @@ class Buttons:
             reply_parameters=_reply(command.message_id if command else None),
             reply_markup=force_reply(_chat(query)))
         self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id,
-                                 {"kind": ASK_PHOTO, "user": query.from_user.id, "effect": press.effect})
+                                 {"kind": ASK_PHOTO, "user": int(acting.user.user_id), "effect": press.effect})
 
-    async def _other_effect(self, query: CallbackQuery, press: ButtonData) -> None:
+    async def _other_effect(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """"Another effect" under a video: a menu of effects for that job's photo."""
-        if refusal := self._refusal(query, "effect", Params(effect=catalog.EFFECTS[0]), press.key):
+        if refusal := self._refusal(acting, "effect", Params(effect=catalog.EFFECTS[0]), press.key):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         await query.answer()
-        have = self.engine.balance(user_ref(query.from_user)).total
+        have = self.engine.balance(acting.user).total
         await self.bot.send_message(
             _chat_id(query), messages.pick_effect_priced(self.menus.effect_cost(), have),
             reply_parameters=_reply(_message_id(query)), reply_markup=self.menus.effects("fxj", press.key))
 
-    async def _rerun(self, query: CallbackQuery, press: ButtonData) -> None:
+    async def _rerun(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """"Again", or an effect from a video's menu: a new job from the job's kept photo,
         its status a new reply to the video; charged to whoever pressed."""
         effect = press.effect if press.kind == "fxj" else None
-        if refusal := self.engine.rerun_precheck(press_of(query), press.key, effect=effect):
+        if refusal := self.engine.rerun_precheck(acting, press.key, effect=effect):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         video = _message_id(query)
@@ -160,16 +162,16 @@ class Buttons:
             video = query.message.reply_to_message.message_id  # the menu replies to the video
         status = await self.bot.send_message(_chat_id(query), messages.CHECKING_PHOTO,
                                              reply_parameters=_reply(video))
-        answer = await self.starter.rerun(press_of(query), press.key, status, video, keep_refusal=False,
+        answer = await self.starter.rerun(acting, press.key, status, video, keep_refusal=False,
                                           effect=effect)
         # Telegram refuses an answer that comes too late: the job is queued and charged all
         # the same, and its status message says so; that must not read "something went wrong".
         with contextlib.suppress(BadRequest):
             await query.answer(_toast(answer.text), show_alert=isinstance(answer, Rejected))
 
-    async def _ask_prompt(self, query: CallbackQuery, press: ButtonData) -> None:
+    async def _ask_prompt(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """"Animate with a prompt": ask the presser for the prompt (its reply starts the job)."""
-        if refusal := self._refusal(query, "animate", Params(prompt=PROBE_PROMPT), press.key):
+        if refusal := self._refusal(acting, "animate", Params(prompt=PROBE_PROMPT), press.key):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         await query.answer()
@@ -184,10 +186,10 @@ class Buttons:
         self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
             "kind": ASK_PROMPT, "user": query.from_user.id, "job": press.key, "video": video})
 
-    async def _history(self, query: CallbackQuery, press: ButtonData) -> None:
+    async def _history(self, query: CallbackQuery, press: ButtonData, where: Press) -> None:
         """A /history button: that video posted again, with its result buttons; only the
-        presser's own, and in a group only one made there (``Press.may_post_again``)."""
-        where = press_of(query)
+        owner's own (the presser, or the chat identity the list was made for), and in a
+        group only one made there (``Press.may_post_again``)."""
         job = self.engine.job_to_post_again(where, press.key, private=_chat(query).type == ChatType.PRIVATE)
         if job is None:
             await query.answer(messages.no_such_job(press.key), show_alert=True)
@@ -224,7 +226,7 @@ class Replies:
         ask = self.engine.pending_ask(PLATFORM, asked.chat_id, asked.message_id)
         if ask is None:
             return False
-        if ask["user"] != sender_id(message):
+        if not _may_answer(ask["user"], message):
             await message.reply_text(messages.QUESTION_NOT_YOURS)
             return True
         kind = ask.get("kind", ASK_AUDIO)  # questions from before kinds were kept asked for audio
@@ -237,13 +239,37 @@ class Replies:
         elif kind == ASK_PROMPT and message.text:
             status = await message.reply_text(messages.CHECKING_PHOTO)
             # The question was asked after a press that could use the job: its answer may too.
-            press = Press(sender_ref(message), str(message.chat_id), on_its_message=True)
+            press = Press.from_chat(sender_ref(message), str(message.chat_id))
             answer = await self.starter.rerun(press, ask["job"], status, ask["video"], prompt=message.text)
         else:
             return False
         if isinstance(answer, Accepted):  # a refused answer may be followed by a better one
             self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
         return True
+
+
+def _acting(where: Press, press: ButtonData) -> Press | None:
+    """Who a press acts for: the presser; on a menu, or a /history list made for a chat
+    identity (its buttons name it), whoever ``Press.for_menu_of`` says; None: refused."""
+    if press.kind in OWNED_MENUS:
+        owner = press.key
+    elif press.kind == "hist" and press.value:
+        if not KEY.fullmatch(press.value):
+            return None
+        owner = int(press.value)
+    else:
+        return where
+    user, made_for_chat = menu_owner(owner)
+    return where.for_menu_of(user, made_for_chat=made_for_chat)
+
+
+def _may_answer(asked: int, message: Message) -> bool:
+    """Whether ``message`` may answer a question asked of ``asked`` (a user or chat id):
+    sent by them, or sent as a chat (an anonymous admin, a channel). Telegram names the
+    person in a press but hides them in a message, so an anonymous admin who pressed can
+    answer only as the chat, and the bot cannot tell which admin writes. Either way the
+    answer acts, and pays, as whoever sends it (``sender_ref``): no one else's credits."""
+    return asked == sender_id(message) or message.sender_chat is not None
 
 
 def _utf16_length(text: str) -> int:

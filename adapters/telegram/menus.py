@@ -11,7 +11,8 @@ works after a restart with nothing in memory:
 ``again:<job>``             the same job again (anyone; the presser pays)
 ``other:<job>``             opens the ``fxj`` menu for that job
 ``ask:<job>``               asks the presser for a prompt to animate the job's photo
-``hist:<job>``              posts a past video again (/history)
+``hist:<job>[:<owner>]``    posts a past video again (/history); ``<owner>``: the chat
+                            identity the list was made for (an anonymous admin's group)
 ==========================  =====================================================
 
 ``<effect>`` is the index in ``catalog.EFFECTS`` (menus from before it was an index
@@ -113,9 +114,11 @@ class Menus:
                                   callback_data=f"ask:{job.id}")],
         ])
 
-    def history(self, jobs: Sequence[Job]) -> InlineKeyboardMarkup | None:
-        """A button per delivered job, to post its video again."""
+    def history(self, jobs: Sequence[Job], for_chat: int | None = None) -> InlineKeyboardMarkup | None:
+        """A button per delivered job, to post its video again; ``for_chat``: the list is
+        made for that chat identity, whoever presses its buttons acts as it."""
+        owner = "" if for_chat is None else f":{for_chat}"
         rows = [[InlineKeyboardButton(messages.telegram_history_button(job.id, job.label),
-                                      callback_data=f"hist:{job.id}")]
+                                      callback_data=f"hist:{job.id}{owner}")]
                 for job in jobs if job.state == JobState.DONE]
         return InlineKeyboardMarkup(rows) if rows else None
