@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import ipaddress
 import logging
 import os
 import select
@@ -31,7 +30,6 @@ from adapters.console import (
     WAIT_CHECK,
     ConsoleChat,
     ConsoleCourier,
-    max_bytes,
     read_limited,
     silence,
     wanted_path,
@@ -39,7 +37,7 @@ from adapters.console import (
 from adapters.videofiles import unwritable_because
 from bot import messages
 from bot.catalog import ValidationError
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, is_local_host, load_settings
 from bot.devtools.clips import sample_photo
 from bot.devtools.simulator import Simulator
 from bot.engine import Engine
@@ -260,7 +258,7 @@ async def run_demo(photo_path: Path | None, output_dir: Path, job_seconds: float
     Commands are read while jobs run; at the end of input the running jobs are waited for."""
     defaults = load_settings(None)
     try:
-        photo = read_limited(photo_path, max_bytes(defaults.media.max_download_mb), "photo") \
+        photo = read_limited(photo_path, defaults.media.max_download_bytes, "photo") \
             if photo_path else sample_photo()
     except OSError as err:
         fail(messages.cannot_read_input("photo", photo_path, str(err.strerror or err)))
@@ -356,7 +354,7 @@ async def _generate(settings: Settings, build_request: Callable[[int], Generatio
         fail(save_to)
         return EXIT_USAGE
     try:
-        request = build_request(max_bytes(settings.media.max_download_mb))
+        request = build_request(settings.media.max_download_bytes)
     except (ValidationError, OSError) as err:
         fail(str(err))
         return EXIT_USAGE
@@ -532,7 +530,7 @@ def cli_user() -> UserRef:
 async def serve_simulator(host: str, port: int, job_seconds: float) -> int:
     """``kling-bot simulator``: a WaveSpeed-compatible server until Ctrl+C. It accepts any
     API key, so it listens on this computer only."""
-    if not _is_local(host):
+    if not is_local_host(host):
         fail(messages.simulator_not_local(host))
         return EXIT_USAGE
     if not 0 <= port <= 65535:
@@ -551,12 +549,3 @@ async def serve_simulator(host: str, port: int, job_seconds: float) -> int:
     finally:
         await simulator.close()
     return 0
-
-
-def _is_local(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

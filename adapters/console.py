@@ -245,7 +245,7 @@ class ConsoleChat:
         self.photo = photo
         self.out = out
         self.screen = courier.screen if out is courier.out else Screen(out)
-        self.max_bytes = max_bytes(engine.settings.media.max_download_mb)
+        self.max_bytes = engine.settings.media.max_download_bytes
         self.started: dict[int, asyncio.Future[Path | None]] = {}  # this chat's jobs -> their end
 
     def say(self, text: str) -> None:
@@ -343,11 +343,6 @@ class ConsoleChat:
 
     async def _cancel(self, rest: str) -> str:
         return await cancel_job(self.engine, self.user, rest, messages.CONSOLE_CANCEL_USAGE)
-
-
-def max_bytes(max_download_mb: float) -> int:
-    """``[media] max_download_mb`` in bytes: the most of a user's file the bot reads."""
-    return int(max_download_mb * 1024 * 1024)
 
 
 def read_limited(path: Path, limit: int, what: str) -> bytes:

@@ -7,6 +7,7 @@ whose message is one line naming the key, meant to be printed as-is.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -18,8 +19,11 @@ from urllib.parse import urlsplit
 
 from bot import catalog
 
-# WaveSpeed's own hosts: outputs are served from its CloudFront distributions
-# (predictions/..., media/...) and wavespeed.ai itself.
+# WaveSpeed's own hosts, from its public API docs: d2g64w682n9w0w.cloudfront.net serves the
+# media/... files of the model pages' examples, d1q70pf5vjeyhc.cloudfront.net the predictions/...
+# outputs of the docs' example results (neither checked against a live account), and wavespeed.ai
+# itself. A video on any other host fails its job with an ERROR naming that host: add it to
+# [wavespeed] download_hosts if it is WaveSpeed's.
 DEFAULT_DOWNLOAD_HOSTS = ("*.wavespeed.ai", "d1q70pf5vjeyhc.cloudfront.net", "d2g64w682n9w0w.cloudfront.net")
 
 
@@ -41,7 +45,7 @@ class WaveSpeedSettings:
     webhook_listen: str = "127.0.0.1:8080"  # host:port of the bot's own webhook listener
     webhook_secret: str = field(default="", repr=False)  # empty: fetched from WaveSpeed at start
     # Hosts videos are downloaded from (https only; "*.example.com" matches its subdomains).
-    # base_url's own host is always allowed too.
+    # base_url's own origin (the same scheme, host and port) is always allowed too.
     download_hosts: list[str] = field(default_factory=lambda: list(DEFAULT_DOWNLOAD_HOSTS))
     # How long a job runs at WaveSpeed, when known in advance (the simulator's job time);
     # 0: learnt from the jobs before, else the catalog's guess.
@@ -68,6 +72,11 @@ class MediaSettings:
     max_download_mb: float = 20.0  # largest photo or audio file the bot accepts
     # 30 s of avatar audio costs 6 credits by default: within a day's 10 (60 s would not be).
     max_audio_seconds: float = 30.0
+
+    @property
+    def max_download_bytes(self) -> int:
+        """``max_download_mb`` in bytes: the most of a user's file the bot reads."""
+        return int(self.max_download_mb * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -238,7 +247,7 @@ def _check_ranges(s: Settings, source: str) -> None:
         (s.wavespeed.request_timeout > 0, "[wavespeed] request_timeout must be above 0 seconds"),
         (s.wavespeed.history_settle >= 0, "[wavespeed] history_settle cannot be negative"),
         (_webhook_url_ok(s.wavespeed.webhook_url),
-         "[wavespeed] webhook_url must be an https:// URL (http:// only for 127.0.0.1 or localhost)"),
+         "[wavespeed] webhook_url must be an https:// URL (http:// only for localhost or a loopback address)"),
         (_host_port_ok(s.wavespeed.webhook_listen), "[wavespeed] webhook_listen must be host:port"),
         (all(_host_pattern_ok(host) for host in s.wavespeed.download_hosts),
          "[wavespeed] download_hosts must list host names such as \"cdn.example.com\" or \"*.example.com\""),
@@ -272,7 +281,18 @@ def _webhook_url_ok(url: str) -> bool:
     if parts.scheme == "https":
         return bool(parts.hostname)
     # Plain http only where no one else can listen in: tests and a local reverse proxy.
-    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+    return parts.scheme == "http" and is_local_host(parts.hostname or "")
+
+
+def is_local_host(host: str) -> bool:
+    """Whether a host name is this computer only: ``localhost`` or a loopback address
+    (127.0.0.0/8, ``::1``; IPv6 in brackets or not)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_port_ok(listen: str) -> bool:

@@ -541,6 +541,8 @@ WAVESPEED_BUSY = "WaveSpeed is busy or unreachable right now. Please try again l
 MODERATED = "Kling's content filter refused this photo or prompt."
 NO_VIDEO = "Kling finished without a video."
 FETCH_FAILED = "The finished video could not be fetched from WaveSpeed."
+VIDEO_ON_REFUSED_HOST = ("The video was made, but WaveSpeed put it somewhere the bot is not allowed "
+                         "to fetch it from; the operator has been told.")
 NOT_POSTED = "The video was made but could not be posted here."
 BOT_ERROR = "Something went wrong on the bot's side."
 

@@ -389,12 +389,15 @@ class Store:
 
     def record_result(self, job_id: int, prediction_id: str, result: dict[str, Any]) -> Job | None:
         """Keep a task's end as its webhook reported it, for the job that submitted it
-        (one still waiting for its task); None when no such job waits for it."""
+        (one still waiting for its task); None when no such job waits for it. The first
+        task reported stays: a later delivery naming another task never replaces it."""
         if not 0 < job_id <= SQLITE_MAX_INT:
             return None
         cursor = self.db.execute(
             "update jobs set webhook_result = ? where id = ? and state in ('submitting', 'processing')"
-            " and (prediction_id is null or prediction_id = ?)", [json.dumps(result), job_id, prediction_id])
+            " and (prediction_id is null or prediction_id = ?)"
+            " and (webhook_result is null or json_extract(webhook_result, '$.id') = ?)",
+            [json.dumps(result), job_id, prediction_id, prediction_id])
         return self.job(job_id) if cursor.rowcount == 1 else None
 
     def submits_in_window(self, model_id: str, job_id: int, start: float,

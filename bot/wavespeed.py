@@ -77,7 +77,12 @@ class NotSubmitted(Transient):
 
 
 class DownloadRefused(WaveSpeedError):
-    """An output URL (or a redirect of it) names a host that is not WaveSpeed's."""
+    """An output URL (or a redirect of it) names a host that is not WaveSpeed's; ``host``
+    is that host (never the whole URL: its query may be signed), None when there is none."""
+
+    def __init__(self, message: str, *, host: str | None = None):
+        super().__init__(message)
+        self.host = host
 
 
 class SubmitUncertain(WaveSpeedError):
@@ -342,9 +347,9 @@ class WaveSpeedClient:
         target = _parse(url)
         for _ in range(MAX_REDIRECTS + 1):
             if target is None or not self.may_download(target):
-                host = target.host if target is not None else None
+                host = url_host(target) if target is not None else None
                 log.warning("refused to download a video from %s: not one of WaveSpeed's hosts", host)
-                raise DownloadRefused(f"the video's address is not on WaveSpeed's hosts ({host})")
+                raise DownloadRefused(f"the video's address is not on WaveSpeed's hosts ({host})", host=host)
             resp = await self.session.get(target, headers=self._headers(str(target)), timeout=limits,
                                           allow_redirects=False)
             location = resp.headers.get("Location")
@@ -379,6 +384,13 @@ def _decodable(parsed: URL) -> URL | None:
     punycode label that does not round-trip ("xn--") raises there, not when parsing."""
     _ = parsed.host  # raises UnicodeError (a ValueError) for such a host
     return parsed if parsed.is_absolute() else None
+
+
+def url_host(url: str | URL) -> str | None:
+    """A URL's host name, lower case, as aiohttp would connect to it (None: none or unparseable)."""
+    parsed = url if isinstance(url, URL) else _parse(url)
+    host = parsed.host if parsed is not None else None
+    return host.lower() if host else None
 
 
 def _origin(url: str | URL) -> tuple[str, str, int | None] | None:

@@ -51,6 +51,7 @@ class FakeDiscord:
         self.interaction_channels: dict[str, int] = {}  # interaction token -> the channel it happened in
         self.hidden_channels: set[int] = set()  # channels the bot cannot view
         self.attachments: dict[int, bytes] = {}
+        self.streamed: set[int] = set()  # attachments served chunked, without a Content-Length
         self.expired_tokens: set[str] = set()
         self.refuse_channels: dict[int, tuple[int, str]] = {}  # channel -> (code, message) of its 403
         self.closed_dms: set[int] = set()  # users whose DMs refuse the bot (50007)
@@ -129,9 +130,13 @@ class FakeDiscord:
     # --- what the test sends ------------------------------------------------------
 
     def attachment(self, data: bytes, filename: str = "cat.jpg", content_type: str = "image/jpeg",
-                   size: int | None = None) -> dict[str, Any]:
+                   size: int | None = None, *, streamed: bool = False) -> dict[str, Any]:
+        """An uploaded file; ``size`` is what Discord reports (default: the true size),
+        ``streamed`` serves it chunked, so only reading it tells how large it is."""
         aid = next(self._ids)
         self.attachments[aid] = data
+        if streamed:
+            self.streamed.add(aid)
         return {"id": str(aid), "filename": filename, "size": size or len(data),
                 "url": f"{self.base}/attachments/{aid}/{filename}",
                 "proxy_url": f"{self.base}/attachments/{aid}/{filename}",
@@ -341,9 +346,18 @@ class FakeDiscord:
             return _reply({"code": 10008, "message": "Unknown Message"}, status=404)
         return _reply(message)
 
-    async def _attachment(self, request: web.Request) -> web.Response:
+    async def _attachment(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
-        data = self.attachments.get(int(request.match_info["aid"]))
+        aid = int(request.match_info["aid"])
+        data = self.attachments.get(aid)
         if data is None:
             raise web.HTTPNotFound()
-        return web.Response(body=data)
+        if aid not in self.streamed:
+            return web.Response(body=data)
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(data), 64 * 1024):
+            await response.write(data[start:start + 64 * 1024])
+        await response.write_eof()
+        return response

@@ -18,6 +18,7 @@ from discord import app_commands
 
 from adapters.discord import commands, first_contact, forms, history, picker, replies, results
 from adapters.discord.courier import DiscordCourier
+from adapters.downloads import read_capped
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import DiscordSettings, Settings
@@ -27,7 +28,7 @@ from bot.jobs import GenerationRequest, Rejected
 log = logging.getLogger(__name__)
 
 INTENTS = discord.Intents(guilds=True, dm_messages=True, guild_messages=True)
-FETCH_TIMEOUT = 120  # seconds to fetch an embed image
+FETCH_TIMEOUT = 120  # seconds to fetch an attachment or an embed image
 Source = discord.Attachment | str  # an attachment, or an embed image's proxy URL
 FORMS = (*results.FORMS, *first_contact.FORMS, *picker.FORMS)
 # A press naming one of these on a message that does not carry it is refused like an expired one.
@@ -142,10 +143,10 @@ class DiscordAdapter:
             return
         status = await replies.open_status(interaction)
         try:
-            image_bytes = await self._read(image)
-            end_bytes = await self._read(end_image) if end_image else None
-            audio_bytes = await self._read(audio) if audio else None
-        except ValidationError as err:  # an embed image over [media] max_download_mb
+            image_bytes = await self._read(image, "photo")
+            end_bytes = await self._read(end_image, "end image") if end_image else None
+            audio_bytes = await self._read(audio, "audio") if audio else None
+        except ValidationError as err:  # a file served over [media] max_download_mb
             await replies.refuse(interaction, status, str(err))
             return
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError):
@@ -176,32 +177,18 @@ class DiscordAdapter:
             return None
         if not (attachment.content_type or "").startswith("image/" if wants_image else "audio/"):
             return messages.attachment_wrong_type(what, wants_image, attachment.content_type)
-        if attachment.size > self.media.max_download_mb * 1024 * 1024:
+        if attachment.size > self.media.max_download_bytes:
             return messages.attachment_too_large(what, attachment.size, self.media.max_download_mb)
         return None
 
-    async def _read(self, source: Source) -> bytes:
-        if isinstance(source, str):  # an embed image: Discord's media proxy URL
-            return await self._fetch(source)
-        # An attachment: Discord told its size, checked before deferring.
-        return await source.read()
-
-    async def _fetch(self, url: str) -> bytes:
-        """An embed image, read in chunks and refused as soon as it passes
-        ``[media] max_download_mb``: its size is whatever the far end sends."""
-        limit = int(self.media.max_download_mb * 1024 * 1024)
+    async def _read(self, source: Source, what: str) -> bytes:
+        """An attachment's or an embed image's bytes, read in chunks and refused as soon as
+        they pass ``[media] max_download_mb``: an attachment's size was checked before
+        deferring, but what the CDN serves is whatever the far end sends."""
+        url = source if isinstance(source, str) else source.url  # an embed image: Discord's media proxy URL
         if self._web is None:
             self._web = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT))
-        async with self._web.get(url) as response:
-            response.raise_for_status()
-            if (response.content_length or 0) > limit:
-                raise ValidationError(messages.media_too_large("photo", response.content_length or 0, limit))
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                data += chunk
-                if len(data) > limit:
-                    raise ValidationError(messages.media_too_large("photo", len(data), limit))
-        return bytes(data)
+        return await read_capped(self._web, url, what, self.media.max_download_bytes)
 
     async def effect_picker(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The context menu: a private menu of popular effects for a message's image."""

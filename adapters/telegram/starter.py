@@ -16,6 +16,7 @@ import aiohttp
 from telegram import Bot, File, Message
 from telegram.error import TelegramError
 
+from adapters.downloads import read_capped
 from adapters.telegram.common import file_of, reply_to, sender_ref
 from adapters.telegram.courier import TelegramCourier
 from bot import catalog, messages
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB to bots
 # A photo or a voice note of at most 20 MB: a minute is plenty, and a stalled server ends sooner.
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_read=20)
-CHUNK = 64 * 1024
 
 
 class JobStarter:
@@ -105,26 +105,20 @@ class JobStarter:
         if not url.startswith(("https://", "http://")):
             raise ValidationError(messages.download_failed(what, "Telegram"))
         try:
-            async with aiohttp.ClientSession(timeout=DOWNLOAD_TIMEOUT) as session, session.get(url) as response:
-                response.raise_for_status()
-                self._check_size(response.content_length, what)
-                data = bytearray()
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    data += chunk
-                    if len(data) > cap:  # leaving the response unread closes its connection
-                        raise ValidationError(messages.media_larger_than(what, cap))
-                return bytes(data)
+            async with aiohttp.ClientSession(timeout=DOWNLOAD_TIMEOUT) as session:
+                return await read_capped(session, url, what, cap,
+                                         check_announced=lambda size: self._check_size(size, what))
         except (aiohttp.ClientError, TimeoutError) as err:
             log.warning("download of a %s failed: %s", what, type(err).__name__)
             raise ValidationError(messages.download_failed(what, "Telegram")) from None
 
     def _limit(self) -> int:
         """The most bytes a file may have: ``[media] max_download_mb``, and what the Bot API serves."""
-        return min(int(self.media.max_download_mb * 1024 * 1024), DOWNLOAD_LIMIT)
+        return min(self.media.max_download_bytes, DOWNLOAD_LIMIT)
 
     def _check_size(self, size: int | None, what: str) -> None:
         """Refuse a file over what the Bot API serves or ``[media] max_download_mb``."""
-        limit = int(self.media.max_download_mb * 1024 * 1024)
+        limit = self.media.max_download_bytes
         if size and size > DOWNLOAD_LIMIT:
             raise ValidationError(messages.telegram_file_too_large(what, size))
         if size and size > limit:

@@ -84,6 +84,7 @@ class Simulator:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.output_origin: str | None = None  # where results say videos are (a CDN); None: here
 
     @property
     def faults(self) -> dict[str, collections.deque[Fault]]:
@@ -165,7 +166,7 @@ class Simulator:
         return self.fault_book.take(endpoint, rate=self.fault_rate, slow=self.slow_seconds, completed=completed)
 
     def _prediction(self, task: SimTask, origin: str) -> dict[str, Any]:
-        return prediction(task, origin, self.job_seconds)
+        return prediction(task, origin, self.job_seconds, self.output_origin)
 
     async def _submit(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):

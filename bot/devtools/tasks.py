@@ -36,13 +36,15 @@ class SimTask:
         return "failed" if self.outcome == "failed" else "completed"
 
 
-def prediction(task: SimTask, origin: str, job_seconds: float) -> dict[str, Any]:
-    """The prediction object: a result's ``data``, a history item, a webhook's body."""
+def prediction(task: SimTask, origin: str, job_seconds: float,
+               output_origin: str | None = None) -> dict[str, Any]:
+    """The prediction object: a result's ``data``, a history item, a webhook's body.
+    ``output_origin`` names the video on another host (a CDN); the API stays at ``origin``."""
     status = task.status(job_seconds)
     done = status == "completed"
     return {
         "id": task.id, "model": task.model, "status": status,
-        "outputs": [f"{origin}/outputs/{task.id}.mp4"] if done else [],
+        "outputs": [f"{output_origin or origin}/outputs/{task.id}.mp4"] if done else [],
         "urls": {"get": f"{origin}/api/v3/predictions/{task.id}/result"},
         "has_nsfw_contents": [task.outcome == "nsfw"] if done else [],
         "created_at": iso_ms(task.created_ms),

@@ -136,15 +136,20 @@ class Engine(Questions, Asks):
     async def _on_webhook(self, job_id: int, prediction: Prediction) -> None:
         """A verified webhook: keep the task's end with its job and wake whoever follows it.
         A delivery whose task cannot be the job's (another job's, another model's, made
-        outside its submit's window: a replay to this URL) is ignored."""
-        job = self.store.job(job_id)
-        if job is not None and not job.state.finished and \
-                not self.pipeline.submitter.reconciler.could_be_its_task(job, prediction):
-            log.warning("webhook for job %s names task %s, which cannot be its own: ignored",
-                        job_id, prediction.id)
-            return
-        if self.store.record_result(job_id, prediction.id, prediction.to_data()) is None:
-            log.info("webhook for job %s (task %s) ignored: no job waits for it", job_id, prediction.id)
+        outside its submit's window: a replay to this URL) is ignored, and so is one after
+        another task's was kept. Checked and kept in one transaction: no other delivery or
+        process can claim the task in between."""
+        with self.store.transaction():
+            job = self.store.job(job_id)
+            if job is not None and not job.state.finished and \
+                    not self.pipeline.submitter.reconciler.could_be_its_task(job, prediction):
+                log.warning("webhook for job %s names task %s, which cannot be its own: ignored",
+                            job_id, prediction.id)
+                return
+            recorded = self.store.record_result(job_id, prediction.id, prediction.to_data())
+        if recorded is None:
+            log.info("webhook for job %s (task %s) ignored: no job waits for it, or another task"
+                     " was reported to it first", job_id, prediction.id)
             return
         self.pipeline.follower.poke(job_id)
 
@@ -301,7 +306,7 @@ class Engine(Questions, Asks):
 
 def _prepare_media(settings: MediaSettings, model: catalog.Model, request: GenerationRequest) -> dict[str, Media]:
     """A request's photo, end image and audio, checked and made ready for WaveSpeed."""
-    max_bytes = int(settings.max_download_mb * 1024 * 1024)
+    max_bytes = settings.max_download_bytes
     media = {"image": prepare_image(request.image or b"", model.image, max_input_bytes=max_bytes)}
     if request.end_image is not None:
         media["end_image"] = prepare_image(request.end_image, catalog.ImageRule(),

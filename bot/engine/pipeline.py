@@ -27,10 +27,12 @@ from bot.engine.submit import JobFailed, Submitter
 from bot.jobs import DeliveryRefused, Job, JobState, Progress, Video
 from bot.store import LeaseLost, Store
 from bot.wavespeed import (
+    DownloadRefused,
     Transient,
     WaveSpeedClient,
     WaveSpeedError,
     backoff,
+    url_host,
 )
 
 log = logging.getLogger(__name__)
@@ -96,24 +98,42 @@ class Pipeline:
     # --- download and deliver -----------------------------------------------------
 
     async def download(self, job: Job) -> Job:
-        """Fetch the finished video; an output URL that keeps failing is asked for afresh."""
+        """Fetch the finished video; an output URL that keeps failing is asked for afresh.
+        One on a host the bot may not fetch from fails the job as soon as WaveSpeed's fresh
+        answer leads to that host again: asking once more cannot move the video."""
         await self.couriers.progress(job, Progress("downloading"))
         # Named by the process too: after a takeover two processes never share a file.
         dest = self.videos_dir / f"job-{job.id}-{_process_tag(self.owner)}.mp4"
+        refused: str | None = None  # the host refused just before a fresh URL was asked for
         for refetch in range(OUTPUT_REFETCHES + 1):
             try:
                 await self._fetch_output(job, dest)
                 return self._update(job, state=JobState.DELIVERING, video_path=str(dest))
             except WaveSpeedError as err:
+                host = err.host if isinstance(err, DownloadRefused) else None
+                if host is not None and (host == refused or refetch == OUTPUT_REFETCHES):
+                    raise self._refused_host(job, host) from None
                 if refetch == OUTPUT_REFETCHES:
                     log.error("job %s: the video could not be fetched (%s)", job.id, err)
                     raise JobFailed(messages.FETCH_FAILED) from None
                 log.warning("job %s: output failed (%s); asking WaveSpeed for it afresh", job.id, err)
                 await asyncio.sleep(backoff(refetch, base=1.0))
                 fresh = await self.follower.check(job)
+                refused = None
                 if fresh and fresh.outputs:
+                    if host is not None and url_host(fresh.outputs[0]) == host:
+                        raise self._refused_host(job, host) from None
+                    refused = host
                     job = self._update(job, output_url=fresh.outputs[0])
         raise AssertionError("unreachable")
+
+    def _refused_host(self, job: Job, host: str) -> JobFailed:
+        """The failure of a video WaveSpeed made (and billed) on a host the bot may not fetch
+        from: the operator must hear of it (the host only: a URL's query may be signed)."""
+        log.error("job %s: WaveSpeed made the video but serves it from %s, which is not in "
+                  "[wavespeed] download_hosts (add it there if it is WaveSpeed's); the job is refunded",
+                  job.id, host)
+        return JobFailed(messages.VIDEO_ON_REFUSED_HOST)
 
     def sweep_partial_downloads(self) -> int:
         """Delete the ``.part`` files of downloads no live process is making (a process
