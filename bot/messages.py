@@ -467,8 +467,8 @@ REPOST_REFUSED = "This chat does not let me post videos; use /history in a priva
 
 
 def too_big_to_upload(caption_text: str, size: int, limit: str, url: str | None) -> str:
-    return (f"{caption_text}\nThe video is {size / 1048576:.0f} MB, over {limit}. "
-            f"Download it here (kept for 7 days): {url}")
+    where = f"Download it here (kept for 7 days): {url}" if url else "It could not be made small enough to post."
+    return f"{caption_text}\nThe video is {size / 1048576:.0f} MB, over {limit}. {where}"
 
 
 def telegram_upload_limit(limit_mb: float) -> str:

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from adapters.telegram import TelegramAdapter
-from bot import catalog
+from bot import catalog, messages
 from bot.config import QuotaSettings
 from tests.fake_telegram import FakeTelegram
 from tests.helpers import audio_bytes, image_bytes, mp4_info
@@ -207,6 +207,11 @@ async def test_big_video_is_sent_as_a_link(run_bot, tg_settings, telegram, simul
     [text] = await telegram.wait_for(lambda: [t for t in _texts(telegram, "sendMessage") if "Download it here" in t])
     assert f"{simulator.base_url}/outputs/" in text and "over the 0.001 MB a bot may upload" in text
     assert telegram.calls_to("sendVideo") == []
+
+
+def test_a_video_too_big_to_post_without_a_link_never_shows_none():
+    text = messages.too_big_to_upload("Job 1", 60 * 1048576, "the 50 MB a bot may upload", None)
+    assert "None" not in text and "could not be made small enough" in text
 
 
 async def test_flood_control_retry_after_is_honoured(run_bot, telegram):
