@@ -265,11 +265,14 @@ def _acting(where: Press, press: ButtonData) -> Press | None:
 
 def _may_answer(asked: int, message: Message) -> bool:
     """Whether ``message`` may answer a question asked of ``asked`` (a user or chat id):
-    sent by them, or sent as a chat (an anonymous admin, a channel). Telegram names the
-    person in a press but hides them in a message, so an anonymous admin who pressed can
-    answer only as the chat, and the bot cannot tell which admin writes. Either way the
-    answer acts, and pays, as whoever sends it (``sender_ref``): no one else's credits."""
-    return asked == sender_id(message) or message.sender_chat is not None
+    sent by them, or sent as the very chat it is asked in (an anonymous admin of it).
+    Telegram names the person in a press but hides them in a message, so an anonymous admin
+    who pressed can answer only as the chat, and the bot cannot tell which admin writes.
+    A message sent as another chat (a member's own channel, a linked channel) is no one the
+    question was asked of. Either way the answer acts, and pays, as whoever sends it
+    (``sender_ref``): no one else's credits."""
+    sent_as = message.sender_chat
+    return asked == sender_id(message) or (sent_as is not None and sent_as.id == message.chat_id)
 
 
 def _utf16_length(text: str) -> int:
