@@ -46,3 +46,20 @@ async def test_a_question_to_a_member_is_not_answered_by_a_message_sent_as_anoth
     telegram.user_message(GROUP, ALICE, photo=image_bytes(), reply_to=question)  # still Alice's to answer
     await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
     assert engine.store.job(1).user_key == who(ALICE).key
+
+
+async def test_a_menu_on_a_forwarded_copy_of_the_bots_message_proves_nothing(run_bot, tg_settings, telegram):
+    """A forwarded copy is not the bot's own message, whatever buttons it shows: a group's
+    /effects menu forwarded into another chat cannot act as that group there."""
+    from tests.test_telegram import BOB
+    from tests.test_telegram_chat_identity import as_group
+    await run_bot(quiet(tg_settings))
+    as_group(telegram, text="/effects")
+    await telegram.wait_for(lambda: sent(telegram, "effects. Tap one"))
+    menu = bot_message(telegram, GROUP, "effects. Tap one")
+    copy = {**menu, "chat": {"id": BOB, "type": "private", "first_name": "Bob"}, "message_id": 999,
+            "forward_origin": {"type": "chat", "date": menu["date"], "sender_chat": chat_of(GROUP)}}
+    telegram.press_button(BOB, copy, button(menu, f"fxa:{GROUP}:0"))
+    await telegram.wait_for(lambda: telegram.calls_to("answerCallbackQuery"))
+    await asyncio.sleep(0.2)
+    assert not sent(telegram, "now send the photo")  # no question asked on the group's behalf

@@ -22,10 +22,12 @@ def user_ref(user: User) -> UserRef:
 def press_of(query: CallbackQuery) -> Press:
     """Who pressed, in which chat, and whether the pressed message (as Telegram has it, not
     as the client says) carries a button with exactly this data: callback data alone is
-    the client's word, and the message may hold no such button."""
+    the client's word, and the message may hold no such button. A forwarded copy is not
+    the bot's own message, whatever buttons it shows."""
     message = query.message
-    carried = isinstance(message, Message) and message.reply_markup is not None and any(
-        button.callback_data == query.data for row in message.reply_markup.inline_keyboard for button in row)
+    markup = message.reply_markup if isinstance(message, Message) and message.forward_origin is None else None
+    carried = markup is not None and any(
+        button.callback_data == query.data for row in markup.inline_keyboard for button in row)
     return Press.of_button(user_ref(query.from_user), str(message.chat.id) if message else "", carried=carried)
 
 
