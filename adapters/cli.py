@@ -15,7 +15,8 @@ from bot.jobs import GenerationRequest
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kling-bot",
-        description="Turn a photo into a short Kling AI video through WaveSpeedAI.")
+        description="Turn a photo into a short Kling AI video through WaveSpeedAI.",
+        epilog="`kling-bot COMMAND --help` lists a command's options.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -41,12 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--effect", help=f"one of the {len(catalog.EFFECTS)} effect names (e.g. hula)")
     what.add_argument("--prompt", help="describe the motion (image-to-video models)")
     what.add_argument("--audio", type=Path, help="audio to lip-sync (avatar model)")
-    gen.add_argument("--model", help=f"{', '.join(animate_models)} (default "
-                                     f"{catalog.DEFAULT_ANIMATE_MODEL}); avatar/effects are implied")
+    gen.add_argument("--model", help=f"the image-to-video model with --prompt: {', '.join(animate_models)} "
+                                     f"(default {catalog.DEFAULT_ANIMATE_MODEL}); --effect and --audio "
+                                     "have their own model")
     gen.add_argument("--duration", type=int, choices=catalog.durations_of("animate"),
-                     help="clip length in seconds")
+                     help=f"clip length in seconds, with --prompt (default: {catalog.durations_of('animate')[0]})")
     gen.add_argument("--negative-prompt", help="what to avoid")
-    gen.add_argument("--guidance", type=float, help="0 to 1: how closely to follow the prompt")
+    gen.add_argument("--guidance", type=float,
+                     help=f"{catalog.GUIDANCE_MIN:g} to {catalog.GUIDANCE_MAX:g}: how closely to follow the "
+                          f"prompt (default: {catalog.GUIDANCE_DEFAULT:g})")
     gen.add_argument("--end-image", type=Path,
                      help=f"last frame ({', '.join(catalog.models_taking('end_image'))} model only)")
     gen.add_argument("--avatar-prompt", dest="avatar_prompt", help="optional prompt with --audio")
@@ -69,18 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
                           "simulated runs keep their own database and credits")
 
     jobs = sub.add_parser("jobs", help="list your generate jobs, running and recent",
-                          description="The jobs `kling-bot generate` made for you on this database: "
-                                      "those still running (also ones a stopped generate left for the "
-                                      "next run to finish) and the recent ones.")
+                          description="The jobs `kling-bot generate` made for you (your login name) on "
+                                      "the configured database: those still running (also ones a stopped "
+                                      "generate left for the next run to finish) and the recent ones.")
     jobs.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
     jobs.add_argument("--simulate", action="store_true",
                       help="the jobs of simulated runs, which keep their own database and credits")
 
     sim = sub.add_parser("simulator", help="run the WaveSpeed simulator as a server",
-                         description="Serve the WaveSpeed-compatible simulator until Ctrl+C.")
-    sim.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default), ::1 or localhost")
-    sim.add_argument("--port", type=int, default=8765)
-    sim.add_argument("--job-seconds", type=float, default=5.0, help="how long each job takes")
+                         description="Serve the WaveSpeed-compatible simulator on this computer until "
+                                     "Ctrl+C; point [wavespeed] base_url at the address it prints. It "
+                                     "accepts any API key.")
+    sim.add_argument("--host", default="127.0.0.1",
+                     help="the address to listen on: 127.0.0.1 (default), ::1 or localhost")
+    sim.add_argument("--port", type=int, default=8765, help="the port to listen on (default: 8765; 0 picks a free one)")
+    sim.add_argument("--job-seconds", type=float, default=5.0,
+                     help="how long each simulated job takes (default: 5)")
     return parser
 
 

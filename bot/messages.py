@@ -20,6 +20,10 @@ def credits(n: int) -> str:
     return f"{n} credit{'s' * (n != 1)}"
 
 
+def day_count(n: int) -> str:
+    return f"{n} day{'s' * (n != 1)}"
+
+
 def duration(seconds: float) -> str:
     return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
@@ -451,15 +455,17 @@ def video_refused(job_id: int, label: str, days: int, *, sent_privately: bool, h
     """A job's status when its chat refused the video (charged, kept): where to get it.
     ``history_where`` says where /history can post it, e.g. " in a private chat with me"."""
     if sent_privately:
-        how = f"I sent it to you in a private message; /history{history_where} posts it again for {days} days."
+        how = (f"I sent it to you in a private message; /history{history_where} posts it again "
+               f"for the next {day_count(days)}.")
     else:
-        how = f"Use /history{history_where} to get it, for {days} days."
-    return job_status(job_id, label, f"made, but the video could not be posted here (the chat refuses it). {how}")
+        how = f"/history{history_where} posts it for the next {day_count(days)}."
+    return job_status(job_id, label, f"made, but the chat refused it, so it could not be posted here. {how}")
 
 
 def refused_privately(days: int) -> str:
     """Under a video sent privately because the chat it was asked in refused it."""
-    return f"It could not be posted in the chat where you asked for it. /history posts it again for {days} days."
+    return (f"It could not be posted in the chat where you asked for it. /history posts it again "
+            f"for the next {day_count(days)}.")
 
 
 TELEGRAM_HISTORY_WHERE = " in a private chat with me"
@@ -829,14 +835,14 @@ def saved_elsewhere(job_id: int, wanted: object, saved: object, why: str) -> str
 
 
 def left_at_wavespeed(job_id: int, dest: object) -> str:
-    return (f"Job {job_id} is at WaveSpeed already, so its credits stay reserved: the next "
+    return (f"Job {job_id} is already at WaveSpeed, so its credits stay reserved: the next "
             f"kling-bot generate or kling-bot run on this database finishes it and saves "
             f"the video to {dest}.")
 
 
 def finishing_left_jobs(job_ids: Sequence[int]) -> str:
     jobs = ", ".join(str(job_id) for job_id in job_ids)
-    return f"Finishing job{'s' * (len(job_ids) != 1)} {jobs} too, left by a generate that was stopped."
+    return f"Also finishing job{'s' * (len(job_ids) != 1)} {jobs}, left unfinished when generate was stopped."
 
 
 def wavespeed_unreachable(base_url: str, why: str) -> str:

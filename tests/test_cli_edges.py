@@ -151,7 +151,7 @@ async def test_generate_stopped_after_submit_is_finished_by_the_next_generate(tm
     process.send_signal(signal.SIGTERM)
     _, stderr = await _ended(process)
     assert process.returncode != 0 and "Traceback" not in stderr
-    assert "Job 1 is at WaveSpeed" in stderr
+    assert "Job 1 is already at WaveSpeed" in stderr
     code, listing, _ = await akling("jobs", "--config", "config.toml", cwd=tmp_path)
     assert code == 0 and "Job 1 (effect hula): " in listing and "cancelled" not in listing
     simulator.job_seconds = 0.3

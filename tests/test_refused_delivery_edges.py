@@ -67,7 +67,7 @@ async def test_discord_refused_nsfw_video_withheld_in_the_dm_is_not_claimed_as_s
     in_channel = f"/channels/{CHANNEL}/messages"
     said = await dc.until(lambda: [c["json"]["content"] for c in fake_discord.to(in_channel, "POST")
                                    if "/history" in c["json"]["content"]])
-    assert "sent it to you" not in said[-1] and "Use /history" in said[-1]
+    assert "sent it to you" not in said[-1] and "/history posts it for the next" in said[-1]
     assert not [c for c in fake_discord.calls if "sent it to you" in str(c.get("json"))]
     assert engine.balance(UserRef("discord", str(DISCORD_ALICE))).total == 9  # charged: WaveSpeed made it
 
