@@ -329,7 +329,7 @@ def _terminal_restored() -> Iterator[None]:
 
 
 async def run_generate(config: Path | None, build_request: Callable[[int], GenerationRequest],
-                       output: Path | None, *, simulate: bool) -> int:
+                       output: str | None, *, simulate: bool) -> int:
     """``kling-bot generate``: one video, saved to ``output``; prints its path.
     ``build_request`` gets the most bytes it may read of each file it names.
 
@@ -348,7 +348,7 @@ async def run_generate(config: Path | None, build_request: Callable[[int], Gener
 
 
 async def _generate(settings: Settings, build_request: Callable[[int], GenerationRequest],
-                    output: Path | None) -> int:
+                    output: str | None) -> int:
     save_to = _output_place(output)
     if isinstance(save_to, str):
         fail(save_to)
@@ -409,12 +409,12 @@ async def _generate(settings: Settings, build_request: Callable[[int], Generatio
         await engine.close()
 
 
-def _output_place(output: Path | None) -> dict[str, Any] | str:
+def _output_place(output: str | None) -> dict[str, Any] | str:
     """Where the video goes, kept with the job (``reply_to``) so that a process taking it
     over saves it there too: a file, or a folder (an existing one, or a path ending in
     "/") to get ``kling-JOB.mp4`` inside; or why it cannot go there, before any cost."""
-    into_folder = output is None or output.is_dir() or str(output).endswith(os.sep)
-    path = (output or Path(".")).expanduser().absolute()
+    into_folder = output is None or Path(output).is_dir() or output.endswith(("/", os.sep))
+    path = Path(output or ".").expanduser().absolute()
     folder = path if into_folder else path.parent
     if why := unwritable_because(folder):
         return messages.output_not_writable(output, why)

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--end-image", type=Path,
                      help=f"last frame ({', '.join(catalog.models_taking('end_image'))} model only)")
     gen.add_argument("--avatar-prompt", dest="avatar_prompt", help="optional prompt with --audio")
-    gen.add_argument("-o", "--output", type=Path,
+    gen.add_argument("-o", "--output",  # a string: Path would drop the trailing "/" that names a folder
                      help="where to save the MP4 (default: ./kling-JOB.mp4); a folder gets kling-JOB.mp4 "
                           "inside; an existing file is never overwritten (a fresh -1, -2 name instead)")
     gen.add_argument("--simulate", action="store_true",

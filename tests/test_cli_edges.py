@@ -222,14 +222,15 @@ async def test_simulated_generate_leaves_the_real_credits_alone(tmp_path, photo,
 
 # --- 8. the output path is checked before anything is paid --------------------------------
 
-async def test_output_folder_gets_a_fresh_file_inside_it(tmp_path, photo, simulator):
+@pytest.mark.parametrize("output", ["clips", "new/"], ids=["an existing folder", "a path ending in /"])
+async def test_output_folder_gets_a_fresh_file_inside_it(tmp_path, photo, simulator, output):
     _config(tmp_path, simulator.base_url)
     (tmp_path / "clips").mkdir()
     code, stdout, stderr = await akling("generate", "cat.jpg", "--effect", "hula", "--config", "config.toml",
-                                        "-o", "clips", cwd=tmp_path)
+                                        "-o", output, cwd=tmp_path)
     assert code == 0, stderr
     saved = Path(stdout.strip())
-    assert saved.parent == Path("clips") and saved.suffix == ".mp4"
+    assert saved.parent == Path(output.rstrip("/")) and saved.suffix == ".mp4"
     assert mp4_info((tmp_path / saved).read_bytes())[0] == "h264"
 
 
