@@ -334,21 +334,22 @@ async def run_generate(config: Path | None, build_request: Callable[[int], Gener
     ``build_request`` gets the most bytes it may read of each file it names.
 
     The output place is checked before anything is paid. Stopped by a signal or a closed
-    pipe, the job is settled: cancelled and refunded if nothing reached WaveSpeed, else
-    left to the next ``generate`` or ``run`` on the database, which finishes it (and any
-    such job it finds) and saves the video where this one was asked to."""
+    pipe, the job is settled: cancelled and refunded if nothing reached WaveSpeed (or the
+    simulator, which ends with this run, had it), else left to the next ``generate`` or
+    ``run`` on the database, which finishes it (and any such job it finds) and saves the
+    video where this one was asked to."""
     settings, simulator = await _backend(settings_from(config), simulate, job_seconds=2.0)
     if settings is None:
         return EXIT_USAGE
     try:
-        return await _generate(settings, build_request, output)
+        return await _generate(settings, build_request, output, simulated=simulator is not None)
     finally:
         if simulator:
             await simulator.close()
 
 
 async def _generate(settings: Settings, build_request: Callable[[int], GenerationRequest],
-                    output: str | None) -> int:
+                    output: str | None, *, simulated: bool = False) -> int:
     save_to = _output_place(output)
     if isinstance(save_to, str):
         fail(save_to)
@@ -393,7 +394,8 @@ async def _generate(settings: Settings, build_request: Callable[[int], Generatio
         own = answer.job.id if isinstance(answer, Accepted) else None
         results = await _follow(engine, courier, [*left, *([own] if own else [])], stop)
         if stop.is_set():
-            withdrawn = await engine.stop(withdraw=[*([own] if own else []), *left])
+            # A simulated run's tasks end with its simulator: nothing is left to follow.
+            withdrawn = await engine.stop(withdraw=[*([own] if own else []), *left], wavespeed_gone=simulated)
             for job in withdrawn.values():
                 _say_withdrawn(job)
             return 128 + stopped[0] if stopped else EXIT_INTERRUPTED

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -203,3 +204,30 @@ async def test_a_stopped_generate_settles_its_job_before_any_other_process_can_t
     withdrawn = await engine.stop(withdraw=[job_id])
     assert withdrawn[job_id].state.value == "cancelled" and taken == []
     assert engine.balance(user()).total == 10 and simulator.submissions == []
+
+
+async def test_a_stopped_simulated_generate_refunds_its_job_at_once(tmp_path):
+    """The simulator of a --simulate run ends with it, and every task in it: a run stopped
+    while its job generates cancels and refunds it instead of leaving it to a next run
+    that could only find no such task."""
+    (tmp_path / "cat.jpg").write_bytes(image_bytes())
+    _config(tmp_path, "http://127.0.0.1:9")  # never used: --simulate starts its own
+    simulated = tmp_path / "real-simulated.sqlite"
+
+    def generating() -> bool:
+        if not simulated.exists():
+            return False
+        with sqlite3.connect(simulated) as conn:
+            try:
+                return conn.execute("select count(*) from jobs where state = 'processing'").fetchone()[0] == 1
+            except sqlite3.OperationalError:  # the run is still creating its tables
+                return False
+
+    process = await _generate_until(tmp_path, generating, "--simulate")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = await _ended(process)
+    assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr
+    assert messages.job_cancelled(1, 1) in stderr
+    with sqlite3.connect(simulated) as conn:
+        assert conn.execute("select state, settlement from jobs").fetchall() == [("cancelled", "refunded")]
+        assert sum(conn.execute("select daily_left + bonus from users").fetchone()) == 10

@@ -111,7 +111,7 @@ class Engine(Questions, Asks):
             await self.webhooks.start()
         await self.scheduler.start(resume=resume, user_key=only_of.key if only_of else None)
 
-    async def stop(self, *, withdraw: Sequence[int] = ()) -> dict[int, Job | None]:
+    async def stop(self, *, withdraw: Sequence[int] = (), wavespeed_gone: bool = False) -> dict[int, Job | None]:
         """Stop all work; unfinished jobs stay in the database for the next start, except
         those in ``withdraw``, settled first (``withdraw``) while still this process's: no
         other process can take one over in between. Those jobs as they now are."""
@@ -119,7 +119,7 @@ class Engine(Questions, Asks):
 
         def settle_withdrawn() -> None:
             for job_id in withdraw:
-                withdrawn[job_id] = self.withdraw(job_id)
+                withdrawn[job_id] = self.withdraw(job_id, wavespeed_gone=wavespeed_gone)
 
         await self.scheduler.stop(before_release=settle_withdrawn)
         await self.couriers.settle()
@@ -247,18 +247,22 @@ class Engine(Questions, Asks):
         """The unfinished jobs this process drives: its own and those it took over."""
         return self.store.claims.held(self.owner)
 
-    def withdraw(self, job_id: int) -> Job | None:
+    def withdraw(self, job_id: int, *, wavespeed_gone: bool = False) -> Job | None:
         """This process stops before its job ended (``generate`` interrupted); called by
         ``stop(withdraw=…)`` once nothing drives the job and before it is handed over. A
         job nothing was sent to WaveSpeed for is cancelled and refunded; one whose submit
         went out (it may exist and be billed) stays, for the next process serving its
-        platform to follow to the end. The job as it now is."""
+        platform to follow to the end; unless ``wavespeed_gone`` (the simulator this process
+        ran, and every task in it, ends with it): then a job whose video is not yet
+        downloaded is cancelled and refunded too. The job as it now is."""
         with self.store.transaction():
             job = self.store.job(job_id)
             if job is None or job.state.finished:
                 return job
-            if job.prediction_id or job.submit_started_at is not None or \
-                    job.state not in (JobState.QUEUED, JobState.SUBMITTING):
+            untouched = not job.prediction_id and job.submit_started_at is None and \
+                job.state in (JobState.QUEUED, JobState.SUBMITTING)
+            lost_with_us = wavespeed_gone and job.state != JobState.DELIVERING
+            if not (untouched or lost_with_us):
                 return job
             try:
                 job = self.store.update_job(job_id, owner=self.owner, state=JobState.CANCELLED,
