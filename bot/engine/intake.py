@@ -248,13 +248,11 @@ class Engine(Questions, Asks):
         return self.store.claims.held(self.owner)
 
     def withdraw(self, job_id: int, *, wavespeed_gone: bool = False) -> Job | None:
-        """This process stops before its job ended (``generate`` interrupted); called by
-        ``stop(withdraw=…)`` once nothing drives the job and before it is handed over. A
-        job nothing was sent to WaveSpeed for is cancelled and refunded; one whose submit
-        went out (it may exist and be billed) stays, for the next process serving its
-        platform to follow to the end; unless ``wavespeed_gone`` (the simulator this process
-        ran, and every task in it, ends with it): then a job whose video is not yet
-        downloaded is cancelled and refunded too. The job as it now is."""
+        """Settle a job whose process stops first (``generate`` interrupted), from ``stop``
+        while still ours: nothing sent to WaveSpeed, it is cancelled and refunded; else it
+        stays (its task may exist and bill) for the next process to follow; unless
+        ``wavespeed_gone`` (this run's simulator ends with it, and every task in it): then
+        a job whose video is not yet downloaded is cancelled and refunded too."""
         with self.store.transaction():
             job = self.store.job(job_id)
             if job is None or job.state.finished:
