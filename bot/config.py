@@ -54,10 +54,17 @@ class WaveSpeedSettings:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    path: str = "kling-bot.sqlite"  # the SQLite file
+    path: str = "kling-bot.sqlite"  # the SQLite file, when no url is set
+    # A postgresql:// URL (several machines share it) or a SQLite path; empty: ``path``.
+    url: str = ""
     videos_dir: str = "videos"  # finished MP4s, until delivered
     lease_seconds: float = 30.0  # a job whose process stops renewing is taken over after this
     keep_days: float = 7.0  # a delivered job's photo and settings, for its result buttons
+
+    @property
+    def database(self) -> str:
+        """What the store opens: ``url`` when set, else the SQLite file ``path``."""
+        return self.url or self.path
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,8 @@ _SECTIONS = {"wavespeed": WaveSpeedSettings, "storage": StorageSettings,
 _ENV_SECRETS = {("wavespeed", "api_key"): "WAVESPEED_API_KEY",
                 ("wavespeed", "webhook_secret"): "WAVESPEED_WEBHOOK_SECRET",
                 ("telegram", "token"): "TELEGRAM_BOT_TOKEN",
-                ("discord", "token"): "DISCORD_BOT_TOKEN"}
+                ("discord", "token"): "DISCORD_BOT_TOKEN",
+                ("storage", "url"): "KLING_DATABASE_URL"}  # may carry a password
 
 
 def load_settings(path: str | os.PathLike[str] | None = None,

@@ -59,7 +59,7 @@ async def make_engine(settings, courier):
         chosen = custom or settings
         if wavespeed:  # e.g. max_concurrent=1
             chosen = chosen.with_wavespeed(**wavespeed)
-        engine = Engine.from_settings(chosen)
+        engine = await Engine.from_settings(chosen)
         engine.register(PLATFORM, courier)
         if start:
             await engine.start()
@@ -97,7 +97,7 @@ async def adapter_runner():
     running = []
 
     async def start(settings, adapter_class, launch: str = "start"):
-        engine = Engine.from_settings(settings)
+        engine = await Engine.from_settings(settings)
         adapter = adapter_class(settings, engine)
         await engine.start()
         await getattr(adapter, launch)()

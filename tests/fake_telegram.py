@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from tests import spec_check
+from tests.helpers import checked
 
 # The placeholder senders Telegram puts in ``from`` of messages sent on behalf of a chat
 # (an anonymous group admin: the group itself; a channel: that channel), with ``sender_chat``.
@@ -152,7 +153,7 @@ class FakeTelegram:
 
     async def wait_for(self, check, timeout: float = 20.0):
         async with asyncio.timeout(timeout):
-            while not (found := check()):
+            while not (found := await checked(check())):
                 await asyncio.sleep(0.02)
         return found
 

@@ -132,7 +132,8 @@ class TelegramAdapter:
     async def _welcome(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)
         await message.reply_text(messages.welcome(
-            sender_first_name(message), self.engine.balance(sender_ref(message)).text(), self.engine.price_text(),
+            sender_first_name(message), (await self.engine.balance(sender_ref(message))).text(),
+            self.engine.price_text(),
             messages.TELEGRAM_HOW_TO_START))
 
     async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -162,9 +163,9 @@ class TelegramAdapter:
 
     async def _photo_menu(self, message: Message, photo: Message, *, first: bool = False) -> None:
         """The effect menu for a photo, as a reply to it, with what an effect costs."""
-        cost, have = self.menus.effect_cost(), self.engine.balance(sender_ref(message)).total
+        cost, have = self.menus.effect_cost(), (await self.engine.balance(sender_ref(message))).total
         text = messages.telegram_first_photo(cost, have) if first else messages.pick_effect_priced(cost, have)
-        await message.reply_text(text, reply_markup=self.menus.effects("fx", sender_id(message)),
+        await message.reply_text(text, reply_markup=await self.menus.effects("fx", sender_id(message)),
                                  reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True))
 
     async def _effects(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -173,25 +174,25 @@ class TelegramAdapter:
         if photo is not None:
             await self._photo_menu(message, photo)
             return
-        cost, have = self.menus.effect_cost(), self.engine.balance(sender_ref(message)).total
+        cost, have = self.menus.effect_cost(), (await self.engine.balance(sender_ref(message))).total
         await message.reply_text(messages.telegram_effects_menu(len(catalog.EFFECTS), cost, have),
-                                 reply_markup=self.menus.effects("fxa", sender_id(message)))
+                                 reply_markup=await self.menus.effects("fxa", sender_id(message)))
 
     async def _quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await message_of(update).reply_text(self.engine.balance(_user(update)).text())
+        await message_of(update).reply_text((await self.engine.balance(_user(update))).text())
 
     async def _jobs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)
         # In a group, a job made elsewhere is listed without its label (/history's rule).
         asker = Press.from_chat(sender_ref(message), str(message.chat_id))
-        await message.reply_text(jobs_text(self.engine, asker.user, asker, private=is_private(message)))
+        await message.reply_text(await jobs_text(self.engine, asker.user, asker, private=is_private(message)))
 
     async def _history(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)
         # In a group, only the jobs made there (the rule its buttons follow): a private chat's
         # prompts stay private.
         asker = Press.from_chat(sender_ref(message), str(message.chat_id))
-        jobs = [job for job in self.engine.history(asker.user, HISTORY_LOOKBACK)
+        jobs = [job for job in await self.engine.history(asker.user, HISTORY_LOOKBACK)
                 if asker.may_post_again(job, private=is_private(message))]
         jobs = jobs[:HISTORY_SHOWN]
         text = messages.history_list([
@@ -217,7 +218,7 @@ class TelegramAdapter:
         if target is None or amount is None or abs(amount) > MAX_GRANT:
             await message.reply_text(messages.TELEGRAM_GRANT_USAGE)
             return
-        balance = self.engine.grant(target, amount, by=admin.key)
+        balance = await self.engine.grant(target, amount, by=admin.key)
         await message.reply_text(messages.now_has_credits(target.name, balance.total))
 
     # --- generation ---------------------------------------------------------------
@@ -281,13 +282,13 @@ class TelegramAdapter:
             return
         user = sender_ref(message)
         params = Params(prompt=prompt or None, has_audio=True)
-        if refusal := self.engine.precheck(user, "avatar", None, params):
+        if refusal := await self.engine.precheck(user, "avatar", None, params):
             await message.reply_text(refusal.text)
             return
         ask = await message.reply_text(
-            messages.ask_for_audio(self.engine.audio_allowance(user), self.engine.quote("avatar", None, params)),
+            messages.ask_for_audio(await self.engine.audio_allowance(user), self.engine.quote("avatar", None, params)),
             reply_markup=force_reply(message.chat))
-        self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
+        await self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
             "kind": ASK_AUDIO, "user": sender_id(message), "photo_chat": photo.chat_id,
             "photo_message_id": photo.message_id, "photo": file_of(photo), "prompt": prompt})
 

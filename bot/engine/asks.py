@@ -16,17 +16,17 @@ class Asks:
     store: Store
     clock: Callable[[], float]
 
-    def remember_ask(self, platform: str, chat: object, message_id: object,
+    async def remember_ask(self, platform: str, chat: object, message_id: object,
                      data: dict[str, Any]) -> None:
         """Keep a question asked in a chat, so its answer still works after a restart."""
-        self.store.asks.put(platform, chat, message_id, data, self.clock())
+        await self.store.asks.put(platform, chat, message_id, data, self.clock())
 
-    def claim_menu(self, platform: str, chat: object, message_id: object) -> bool:
+    async def claim_menu(self, platform: str, chat: object, message_id: object) -> bool:
         """A one-use menu's first press (True), or a repeat (a double tap; any process)."""
-        return self.store.asks.claim(platform, chat, message_id, self.clock())
+        return await self.store.asks.claim(platform, chat, message_id, self.clock())
 
-    def pending_ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
-        return self.store.asks.get(platform, chat, message_id)
+    async def pending_ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
+        return await self.store.asks.get(platform, chat, message_id)
 
-    def forget_ask(self, platform: str, chat: object, message_id: object) -> None:
-        self.store.asks.drop(platform, chat, message_id)
+    async def forget_ask(self, platform: str, chat: object, message_id: object) -> None:
+        await self.store.asks.drop(platform, chat, message_id)

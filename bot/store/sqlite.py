@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import json
 import sqlite3
@@ -237,7 +236,93 @@ class SqliteMediaFiles:
                 Path(path).unlink(missing_ok=True)
 
 
-class SqliteStore:
+class _SqliteReads:
+    """The store's read-only queries (a part of ``SqliteStore``, kept apart for length)."""
+
+    db: sqlite_utils.Database
+
+    def _value(self, sql: str, args: list[Any] | None = None) -> Any:
+        """The first column of the first row of a query."""
+        return self.db.execute(sql, args or []).fetchone()[0]
+
+    def _rows(self, sql: str, args: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts, in plain SQL: the hot path does no schema look-ups."""
+        cursor = self.db.execute(sql, args or [])
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _jobs_where(self, where: str, args: list[Any], order: str = "id",
+                    limit: int | None = None) -> list[Job]:
+        bounded = f" limit {int(limit)}" if limit is not None else ""
+        return [_job(r) for r in self._rows(f"select * from jobs where {where} order by {order}{bounded}", args)]
+
+    async def submits_in_window(self, model_id: str, job_id: int, start: float,
+                          end: float) -> list[tuple[float, float | None]]:
+        """(started, ended) of other jobs' submits of a model begun in a window that have
+        no task id yet: their tasks, if any, may be among this window's."""
+        rows = self.db.execute(
+            "select submit_started_at, submit_ended_at from jobs where model_id = ? and id != ?"
+            " and state = 'submitting' and prediction_id is null and submit_started_at between ? and ?",
+            [model_id, job_id, start, end]).fetchall()
+        return [(float(started), None if ended is None else float(ended)) for started, ended in rows]
+
+    async def prediction_claimed(self, prediction_id: str, job_id: int) -> bool:
+        """Whether a job other than ``job_id`` follows this task, or had it named by a webhook
+        to its own URL (WaveSpeed sends a task's end to its submit's URL first: the same
+        delivery at another job's URL is a replay)."""
+        return bool(self._value(
+            "select count(*) from jobs where id != ? and (prediction_id = ? or"
+            " (webhook_result is not null and json_extract(webhook_result, '$.id') = ?))",
+            [job_id, prediction_id, prediction_id]))
+
+    async def user_jobs(self, user_key: str, *, active_only: bool = True, limit: int = 10) -> list[Job]:
+        states = ACTIVE_STATES if active_only else tuple(JobState)
+        return self._jobs_where(f"user_key = ? and {_in('state', states)}",
+                               [user_key, *[s.value for s in states]], order="id desc")[:limit]
+
+    async def finished_jobs(self, user_key: str, limit: int = 10) -> list[Job]:
+        """A user's ended jobs, newest first."""
+        return self._jobs_where(f"user_key = ? and not {_in('state', ACTIVE)}", [user_key, *ACTIVE],
+                               order="id desc", limit=limit)
+
+    async def count_active(self, user_key: str) -> int:
+        return int(self._value(f"select count(*) from jobs where user_key = ? and {_in('state', ACTIVE)}",
+                               [user_key, *ACTIVE]))
+
+    async def queue_position(self, job_id: int) -> int:
+        """1-based place among queued jobs, first come first served; 0 if not queued."""
+        return int(self._value(
+            "select count(*) from jobs where state = 'queued' and id <= ?"
+            " and exists (select 1 from jobs j where j.id = ? and j.state = 'queued')",
+            [job_id, job_id]))
+
+    async def recent_run_seconds(self, model_id: str, duration: str | None, limit: int = 20) -> list[float]:
+        """How long the last jobs of a model took from submit to a ready video."""
+        rows = self.db.execute(
+            "select completed_at - submitted_at, inputs from jobs where model_id = ?"
+            " and completed_at is not null and submitted_at is not null order by id desc limit ?",
+            [model_id, limit * 3]).fetchall()
+        return [span for span, inputs in rows
+                if json.loads(inputs).get("duration") == duration][:limit]
+
+    async def effect_counts(self) -> dict[str, int]:
+        """How often each effect was asked for, for "most used first" menus."""
+        rows = self.db.execute(
+            "select json_extract(inputs, '$.effect_scene') as effect, count(*) from jobs"
+            " where kind = 'effect' group by effect").fetchall()
+        return {effect: count for effect, count in rows if effect}
+
+    async def usage_since(self, platform: str, since: float, place_key: str, place: object) -> tuple[int, int]:
+        """(jobs, credits spent) on a platform since a moment, in one place (e.g. a server)."""
+        row = self.db.execute(
+            "select count(*), coalesce(sum(case when settlement != 'refunded' then cost end), 0)"
+            " from jobs where platform = ? and created_at >= ?"
+            " and cast(json_extract(reply_to, '$.' || ?) as text) = ?",
+            [platform, since, place_key, str(place)]).fetchone()
+        return row[0], row[1]
+
+
+class SqliteStore(_SqliteReads):
     """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0):
@@ -281,16 +366,6 @@ class SqliteStore:
 
     async def schema_version(self) -> int:
         return int(self._value("PRAGMA user_version"))
-
-    def _value(self, sql: str, args: list[Any] | None = None) -> Any:
-        """The first column of the first row of a query."""
-        return self.db.execute(sql, args or []).fetchone()[0]
-
-    def _rows(self, sql: str, args: list[Any] | None = None) -> list[dict[str, Any]]:
-        """Rows as dicts, in plain SQL: the hot path does no schema look-ups."""
-        cursor = self.db.execute(sql, args or [])
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def _insert(self, table: str, row: dict[str, Any]) -> int:
         columns = ", ".join(row)  # names come from code, not users
@@ -411,11 +486,6 @@ class SqliteStore:
         assert job is not None
         return job
 
-    def _jobs_where(self, where: str, args: list[Any], order: str = "id",
-                    limit: int | None = None) -> list[Job]:
-        bounded = f" limit {int(limit)}" if limit is not None else ""
-        return [_job(r) for r in self._rows(f"select * from jobs where {where} order by {order}{bounded}", args)]
-
     async def record_result(self, job_id: int, prediction_id: str, result: dict[str, Any]) -> Job | None:
         """Keep a task's end as its webhook reported it, for the job that submitted it
         (one still waiting for its task); None when no such job waits for it. The first
@@ -431,72 +501,6 @@ class SqliteStore:
             return None
         self._notify(job_id)
         return self._job(job_id)
-
-    async def submits_in_window(self, model_id: str, job_id: int, start: float,
-                          end: float) -> list[tuple[float, float | None]]:
-        """(started, ended) of other jobs' submits of a model begun in a window that have
-        no task id yet: their tasks, if any, may be among this window's."""
-        rows = self.db.execute(
-            "select submit_started_at, submit_ended_at from jobs where model_id = ? and id != ?"
-            " and state = 'submitting' and prediction_id is null and submit_started_at between ? and ?",
-            [model_id, job_id, start, end]).fetchall()
-        return [(float(started), None if ended is None else float(ended)) for started, ended in rows]
-
-    async def prediction_claimed(self, prediction_id: str, job_id: int) -> bool:
-        """Whether a job other than ``job_id`` follows this task, or had it named by a webhook
-        to its own URL (WaveSpeed sends a task's end to its submit's URL first: the same
-        delivery at another job's URL is a replay)."""
-        return bool(self._value(
-            "select count(*) from jobs where id != ? and (prediction_id = ? or"
-            " (webhook_result is not null and json_extract(webhook_result, '$.id') = ?))",
-            [job_id, prediction_id, prediction_id]))
-
-    async def user_jobs(self, user_key: str, *, active_only: bool = True, limit: int = 10) -> list[Job]:
-        states = ACTIVE_STATES if active_only else tuple(JobState)
-        return self._jobs_where(f"user_key = ? and {_in('state', states)}",
-                               [user_key, *[s.value for s in states]], order="id desc")[:limit]
-
-    async def finished_jobs(self, user_key: str, limit: int = 10) -> list[Job]:
-        """A user's ended jobs, newest first."""
-        return self._jobs_where(f"user_key = ? and not {_in('state', ACTIVE)}", [user_key, *ACTIVE],
-                               order="id desc", limit=limit)
-
-    async def count_active(self, user_key: str) -> int:
-        return int(self._value(f"select count(*) from jobs where user_key = ? and {_in('state', ACTIVE)}",
-                               [user_key, *ACTIVE]))
-
-    async def queue_position(self, job_id: int) -> int:
-        """1-based place among queued jobs, first come first served; 0 if not queued."""
-        return int(self._value(
-            "select count(*) from jobs where state = 'queued' and id <= ?"
-            " and exists (select 1 from jobs j where j.id = ? and j.state = 'queued')",
-            [job_id, job_id]))
-
-    async def recent_run_seconds(self, model_id: str, duration: str | None, limit: int = 20) -> list[float]:
-        """How long the last jobs of a model took from submit to a ready video."""
-        rows = self.db.execute(
-            "select completed_at - submitted_at, inputs from jobs where model_id = ?"
-            " and completed_at is not null and submitted_at is not null order by id desc limit ?",
-            [model_id, limit * 3]).fetchall()
-        return [span for span, inputs in rows
-                if json.loads(inputs).get("duration") == duration][:limit]
-
-    async def effect_counts(self) -> dict[str, int]:
-        """How often each effect was asked for, for "most used first" menus."""
-        rows = self.db.execute(
-            "select json_extract(inputs, '$.effect_scene') as effect, count(*) from jobs"
-            " where kind = 'effect' group by effect").fetchall()
-        return {effect: count for effect, count in rows if effect}
-
-    async def usage_since(self, platform: str, since: float, place_key: str, place: object) -> tuple[int, int]:
-        """(jobs, credits spent) on a platform since a moment, in one place (e.g. a server)."""
-        row = self.db.execute(
-            "select count(*), coalesce(sum(case when settlement != 'refunded' then cost end), 0)"
-            " from jobs where platform = ? and created_at >= ?"
-            " and cast(json_extract(reply_to, '$.' || ?) as text) = ?",
-            [platform, since, place_key, str(place)]).fetchone()
-        return row[0], row[1]
-
 
 def _in(column: str, values: tuple[Any, ...]) -> str:
     return f"{column} in ({', '.join('?' * len(values))})"
