@@ -10,6 +10,7 @@ from bot.devtools.simulator import Simulator
 from bot.engine import Engine
 from bot.jobs import GenerationRequest, Press, UserRef
 from tests import spec_check
+from tests.helpers import RecordingCourier, image_bytes
 from tests.postgres import (  # noqa: F401  (fixtures: a PostgreSQL server and a store per backend)
     empty_storage_url,
     pg_server,
@@ -17,7 +18,6 @@ from tests.postgres import (  # noqa: F401  (fixtures: a PostgreSQL server and a
     pg_url,
     storage_url,
 )
-from tests.helpers import RecordingCourier, image_bytes
 
 API_KEY = "ws-test-key-DO-NOT-LEAK-7f3a"
 PLATFORM = "test"

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -182,7 +183,7 @@ class PgServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server_session():
+def pg_server_session() -> Iterator[PgServer]:
     """The session's PostgreSQL server (started on first use), or a skip/fail saying why not."""
     named = os.environ.get("KLING_TEST_POSTGRES_URL")
     if named:
@@ -207,28 +208,30 @@ def pg_server_session():
 
 
 @pytest.fixture
-def pg_server(pg_server_session):
+def pg_server(pg_server_session: PgServer) -> PgServer:
     return pg_server_session
 
 
 @pytest.fixture
-async def pg_url(pg_server) -> str:
+async def pg_url(pg_server: PgServer) -> str:
     """A fresh, migrated PostgreSQL database of this test's own."""
     return await pg_server.create_database(migrated=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def storage_url(request, tmp_path) -> str:
+async def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh store's location for each backend: a SQLite file path, or a
     ``postgresql://`` URL of a migrated database of this test's own."""
     if request.param == "sqlite":
         return str(tmp_path / "bot.sqlite")
-    return await request.getfixturevalue("pg_server").create_database(migrated=True)
+    server: PgServer = request.getfixturevalue("pg_server")
+    return await server.create_database(migrated=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def empty_storage_url(request, tmp_path) -> str:
+async def empty_storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Like ``storage_url``, but nothing migrated yet (an empty file or database)."""
     if request.param == "sqlite":
         return str(tmp_path / "bot.sqlite")
-    return await request.getfixturevalue("pg_server").create_database(migrated=False)
+    server: PgServer = request.getfixturevalue("pg_server")
+    return await server.create_database(migrated=False)

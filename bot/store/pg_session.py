@@ -25,6 +25,7 @@ from bot.store.pg_migrations import CHANNEL, prepare_connection
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0  # seconds: a server that does not answer makes a call fail, not hang
+COMMAND_TIMEOUT = 60.0  # seconds: a statement on a connection that went silent fails, not hangs
 KEEPALIVE = 30.0  # seconds between probes of a quiet LISTEN connection
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # LISTEN reconnection backoff, then the last
 
@@ -90,6 +91,7 @@ class Connections:
 
 async def create_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT,
+                                     command_timeout=COMMAND_TIMEOUT,
                                      init=prepare_connection)
     assert pool is not None
     return pool

@@ -131,7 +131,7 @@ class PostgresStore:
         return job_from_row(row) if row is not None else None
 
     async def job_row(self, job_id: int) -> dict[str, Any]:
-        row = await self.db.fetchrow("select * from jobs where id = $1", job_id)
+        row = await self.db.fetchrow("select * from jobs where id = $1" + self._locking(), job_id)
         if row is None:
             raise IndexError(job_id)
         return dict(row)
