@@ -11,6 +11,13 @@ from bot.engine import Engine
 from bot.jobs import GenerationRequest, Press, UserRef
 from tests import spec_check
 from tests.helpers import RecordingCourier, image_bytes
+from tests.postgres import (  # noqa: F401  (fixtures: a PostgreSQL server and a store per backend)
+    empty_storage_url,
+    pg_server,
+    pg_server_session,
+    pg_url,
+    storage_url,
+)
 
 API_KEY = "ws-test-key-DO-NOT-LEAK-7f3a"
 PLATFORM = "test"

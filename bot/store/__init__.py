@@ -30,7 +30,11 @@ def is_postgres_url(url: str) -> bool:
 
 
 async def open_store(url: str, *, busy_timeout: float = 30.0) -> Store:
-    """Open (and migrate) the store a URL names: a SQLite path."""
+    """Open (and migrate) the store a URL names: a SQLite path, or a PostgreSQL URL."""
+    if is_postgres_url(url):
+        from bot.store.postgres import PostgresStore  # only a PostgreSQL bot loads the driver
+
+        return await PostgresStore.open(url)
     from bot.store.sqlite import SqliteStore
 
     return SqliteStore(url, busy_timeout=busy_timeout)
