@@ -130,7 +130,7 @@ class PendingAsks:
 
     def put(self, platform: str, chat: object, message_id: object, data: dict[str, Any],
             now: float) -> None:
-        self.db.execute("delete from pending_asks where created_at < ?", [now - ASK_LIFETIME])
+        self.forget_before(now - ASK_LIFETIME)
         self.db.execute("insert or replace into pending_asks (platform, chat, message_id, data, created_at)"
                         " values (?, ?, ?, ?, ?)", [platform, str(chat), str(message_id), json.dumps(data), now])
 
@@ -150,6 +150,10 @@ class PendingAsks:
                                  " values (?, ?, ?, '{\"used\": true}', ?)",
                                  [platform, str(chat), f"used:{message_id}", now])
         return cursor.rowcount == 1
+
+    def forget_before(self, moment: float) -> None:
+        """Drop every question and one-use mark made before ``moment``."""
+        self.db.execute("delete from pending_asks where created_at < ?", [moment])
 
     def unclaim(self, platform: str, chat: object, message_id: object) -> None:
         self.drop(platform, chat, f"used:{message_id}")
