@@ -448,3 +448,27 @@ async def test_a_webhook_telegram_refuses_is_one_line(tmp_path, simulator, cloud
     [line] = await _refusal(await _run(config, KLING_TELEGRAM_SECRET_TOKEN=SECRET))
     assert line.lower() == ("kling-bot: telegram refused to start the bot: bad webhook: "
                             "https url must be provided for webhook")
+
+
+async def test_a_poller_that_stalled_past_its_lease_stops_polling_for_the_one_that_took_over(
+        tmp_path, simulator, cloud_telegram):
+    telegram = cloud_telegram
+    config = _config(tmp_path, "a.toml", simulator, telegram)
+    first = await _run(config)
+    second = None
+    try:
+        assert BANNER in await asyncio.wait_for(first.stdout.readline(), 30)
+        first.send_signal(signal.SIGSTOP)  # frozen: it renews nothing, and polls nothing
+        second = await _run(config)
+        assert BANNER in await asyncio.wait_for(second.stdout.readline(), 30)  # the lease lapsed
+        first.send_signal(signal.SIGCONT)  # its next renewal finds the lease taken
+        await asyncio.sleep(3)
+        conflicts = telegram.conflicts
+        await asyncio.sleep(3)
+        assert telegram.conflicts == conflicts  # no two pollers fighting over getUpdates
+        await _answers_quota(telegram)
+    finally:
+        if first.returncode is None:
+            first.send_signal(signal.SIGCONT)
+        errors = await _stop(first, *([second] if second else []))
+    assert b"was taken over by" in errors[0]
