@@ -48,8 +48,11 @@ def settings(tmp_path, simulator):
     base = base.with_wavespeed(base_url=simulator.base_url, api_key=API_KEY,
                                poll_interval=0.05, job_timeout=20.0, max_concurrent=2,
                                history_settle=0.3)
+    # A polling bot's start-up check for another poller (2 s by default) is tested in
+    # tests/test_telegram_webhook.py; elsewhere it would only slow every start.
     return replace(base, storage=replace(base.storage, path=str(tmp_path / "bot.sqlite"),
-                                         videos_dir=str(tmp_path / "videos"), lease_seconds=2.0))
+                                         videos_dir=str(tmp_path / "videos"), lease_seconds=2.0),
+                   telegram=replace(base.telegram, conflict_check_seconds=0.0))
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import pytest
 from bot import catalog, messages
 from bot.config import QuotaSettings
 from bot.jobs import UserRef
-from tests.fake_telegram import BOT_USER
 from tests.helpers import audio_bytes, image_bytes
 from tests.test_telegram import ALICE, BOB, GROUP, TOKEN, run_bot, telegram, tg_settings  # noqa: F401
 
@@ -60,7 +59,7 @@ def button(message: dict, prefix: str) -> str:
 def bot_message(telegram, chat: int, text_part: str) -> dict:
     """The newest message the bot sent to ``chat`` whose text holds ``text_part``."""
     found = [m for (c, _), m in sorted(telegram.messages.items())
-             if c == chat and m["from"]["id"] == BOT_USER["id"] and text_part in m.get("text", "")]
+             if c == chat and m["from"]["id"] == telegram.bot_user["id"] and text_part in m.get("text", "")]
     return found[-1]
 
 

@@ -16,7 +16,7 @@ import re
 from datetime import UTC, datetime
 
 from telegram import Bot, BotCommand, Message, ReplyParameters, Update
-from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
+from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -41,12 +41,12 @@ from adapters.telegram.common import (
     sender_first_name,
     sender_id,
     sender_ref,
-    updater_of,
 )
 from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
 from adapters.telegram.menus import PATTERN, Menus
 from adapters.telegram.starter import JobStarter
+from adapters.telegram.updates import CannotListen, Poller, PollerElsewhere, WebhookReceiver
 from adapters.text_commands import cancel_job, parse_animate, parse_effect, parse_whole_number
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
@@ -82,6 +82,7 @@ class TelegramAdapter:
         self.starter = JobStarter(self.app.bot, engine, self.courier, self.media)
         self.buttons = Buttons(self.app.bot, self.settings, engine, self.menus, self.starter, self.courier)
         self.replies = Replies(engine, self.starter)
+        self.receiver: Poller | WebhookReceiver | None = None
         engine.register(PLATFORM, self.courier)
         self._add_handlers()
 
@@ -112,17 +113,19 @@ class TelegramAdapter:
         await self.app.initialize()
         await self.app.bot.set_my_commands(
             [BotCommand(name, messages.COMMANDS[name]) for name in MENU_COMMANDS])
-        await self.app.start()
-        await updater_of(self.app).start_polling(allowed_updates=["message", "callback_query"])
-        log.info("Telegram bot @%s is running", self.app.bot.username)
+        # Updates come by webhook (any number of fronts) or by polling (one process per token).
+        self.receiver = WebhookReceiver(self.app, self.engine, self.settings) if self.settings.webhook_url \
+            else Poller(self.app, self.engine, self.settings)
+        await self.receiver.start()
+        log.info("Telegram bot @%s is running (%s)", self.app.bot.username,
+                 "webhook" if self.settings.webhook_url else "polling")
 
     def start_problem(self, error: Exception) -> str | None:
         return start_problem(error, self.settings)
 
     async def stop(self) -> None:
-        updater = updater_of(self.app)
-        if updater.running:
-            await updater.stop()
+        if self.receiver is not None:
+            await self.receiver.stop()
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
@@ -317,6 +320,12 @@ def start_problem(error: Exception, settings: TelegramSettings) -> str | None:
     others. Never str(InvalidToken): PTB puts the token itself in that message."""
     if isinstance(error, TelegramError) and _not_json(error):  # e.g. an HTML page: not the Bot API
         return messages.not_a_bot_api(settings.base_url)
+    if isinstance(error, PollerElsewhere):
+        return messages.telegram_poller_running(str(error))
+    if isinstance(error, Conflict):  # getUpdates at start: a poller on another database
+        return messages.telegram_polled_elsewhere(str(error))
+    if isinstance(error, CannotListen):
+        return messages.telegram_cannot_listen(settings.webhook_listen, str(error))
     if isinstance(error, InvalidToken):
         return messages.TELEGRAM_TOKEN_REJECTED
     if isinstance(error, NetworkError) and not isinstance(error, BadRequest):

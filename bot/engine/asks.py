@@ -1,12 +1,16 @@
 """The questions a chat asked a user, and its one-use menus, kept in the store so that an
 answer or a press still works after a restart or in another process. ``Engine``
-inherits these, so adapters still ask everything of the one facade."""
+inherits these, so adapters still ask everything of the one facade. So are the marks that
+make a chat update delivered twice (a retry, or to two fronts) handled once, and the named
+leases that let one process only do something (poll Telegram for a bot)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from bot.config import Settings
+from bot.engine.leases import Lease
 from bot.store import Store
 
 
@@ -15,6 +19,8 @@ class Asks:
 
     store: Store
     clock: Callable[[], float]
+    settings: Settings
+    owner: str
 
     async def remember_ask(self, platform: str, chat: object, message_id: object,
                      data: dict[str, Any]) -> None:
@@ -30,3 +36,15 @@ class Asks:
 
     async def forget_ask(self, platform: str, chat: object, message_id: object) -> None:
         await self.store.asks.drop(platform, chat, message_id)
+
+    async def first_delivery(self, platform: str, source: object, delivery_id: object) -> bool:
+        """Whether a chat's delivery (a Telegram update, by its id at ``source``: the bot) is
+        seen here first, by any process sharing the store; a repeat (Telegram retrying, or
+        the same update routed to another front) is False. Marks last a day."""
+        return await self.store.asks.claim(platform, f"delivery:{source}", delivery_id, self.clock())
+
+    def lease(self, name: str, on_lost: Callable[[str], None] | None = None) -> Lease:
+        """A named lease for this process, as long as a job's (``[storage] lease_seconds``):
+        ``await lease.acquire()`` is None when taken (renewed until ``release``), else the
+        live holder's name. ``on_lost`` hears of another process taking it over."""
+        return Lease(self.store, name, self.owner, self.settings.storage.lease_seconds, self.clock, on_lost)

@@ -21,7 +21,7 @@ from typing import Any
 from bot import catalog, messages
 from bot.catalog import Params
 from bot.jobs import GenerationRequest, Job, JobState, Press, Rejected, UserRef, Video
-from bot.store import Store
+from bot.store import ASK_LIFETIME, Store
 from bot.wavespeed import WaveSpeedClient, WaveSpeedError
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ class Results:
         while True:
             try:
                 await self.expire()
+                # Unanswered questions and one-use marks (menus, updates seen) past a day.
+                await self.store.asks.forget_before(self.clock() - ASK_LIFETIME)
                 self.sweep_copies()
                 self.sweep_kept()
             except Exception:  # e.g. a database busy for too long: next hour

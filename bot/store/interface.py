@@ -7,7 +7,8 @@ every backend keeps, because the money rules rest on them:
 - ``transaction()`` is one atomic unit of work; nested use joins the outer one. Inside
   it, ``job(id)`` and ``user(key)`` read rows that no other transaction can change
   until it ends (SQLite: the write lock, taken up front; PostgreSQL: ``FOR UPDATE``),
-  and ``lock_user(key)`` serialises every transaction about one user, row or no row.
+  and ``lock_user(key)`` serialises every transaction about one key (a user's, or a
+  named lease's), row or no row.
   A transaction's body awaits nothing but this store.
 - ``update_job(..., owner=...)`` writes only while that process holds the job's lease,
   else raises ``LeaseLost``; a task id another job already has raises ``TaskTaken``.
@@ -59,6 +60,7 @@ class PendingAsks(Protocol):
     async def claim(self, platform: str, chat: object, message_id: object, now: float,
                     window: float | None = None) -> bool: ...
     async def unclaim(self, platform: str, chat: object, message_id: object) -> None: ...
+    async def forget_before(self, moment: float) -> None: ...
     async def drop(self, platform: str, chat: object, message_id: object) -> None: ...
 
 

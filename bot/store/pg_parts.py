@@ -50,6 +50,10 @@ class PgPendingAsks:
                 " on conflict (platform, chat, message_id) do update set data = excluded.data,"
                 " created_at = excluded.created_at", platform, str(chat), str(message_id), data, now)
 
+    async def forget_before(self, moment: float) -> None:
+        """Drop every question and one-use mark made before ``moment``."""
+        await self.db.execute("delete from pending_asks where created_at < $1", moment)
+
     async def get(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
         data = await self.db.fetchval(
             "select data from pending_asks where platform = $1 and chat = $2 and message_id = $3",

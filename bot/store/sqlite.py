@@ -121,7 +121,7 @@ class SqlitePendingAsks:
 
     async def put(self, platform: str, chat: object, message_id: object, data: dict[str, Any],
             now: float) -> None:
-        self.db.execute("delete from pending_asks where created_at < ?", [now - ASK_LIFETIME])
+        self._forget_before(now - ASK_LIFETIME)
         self.db.execute("insert or replace into pending_asks (platform, chat, message_id, data, created_at)"
                         " values (?, ?, ?, ?, ?)", [platform, str(chat), str(message_id), json.dumps(data), now])
 
@@ -141,6 +141,13 @@ class SqlitePendingAsks:
                                  " values (?, ?, ?, '{\"used\": true}', ?)",
                                  [platform, str(chat), f"used:{message_id}", now])
         return cursor.rowcount == 1
+
+    async def forget_before(self, moment: float) -> None:
+        """Drop every question and one-use mark made before ``moment``."""
+        self._forget_before(moment)
+
+    def _forget_before(self, moment: float) -> None:
+        self.db.execute("delete from pending_asks where created_at < ?", [moment])
 
     async def unclaim(self, platform: str, chat: object, message_id: object) -> None:
         await self.drop(platform, chat, f"used:{message_id}")
