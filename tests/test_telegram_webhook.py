@@ -152,7 +152,7 @@ async def test_a_button_pressed_on_a_message_another_front_sent_works(fronts, te
     assert await telegram.deliver(telegram.press_button(ALICE, menu, button, push=False), to=b.url) == 200
     [video] = await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
     assert video["params"]["reply_parameters"]["message_id"] == update["message"]["message_id"]
-    [job] = await b.engine.history(USER)
+    [job] = await telegram.wait_for(lambda: b.engine.history(USER))  # settled just after the post
     assert job.owner == b.engine.owner  # front B made and delivered it
 
     # The result's "again" button, on the video front B sent, pressed through front A.
