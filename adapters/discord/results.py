@@ -1,8 +1,9 @@
 """The buttons under every delivered video: again, another effect, animate with a prompt.
 
 Each is a ``Keyed`` item (``adapters.discord.items``): its custom id carries the job
-(``kling:again:42``), so the client answers it by that id alone, also after a restart, with nothing kept in memory;
-the forms they open are answered by their custom ids too (``adapters.discord.forms``).
+(``kling:again:42``), so the client answers it by that id alone, also after a restart,
+with nothing kept in memory; the forms they open are answered by their custom ids too
+(``adapters.discord.forms``).
 Whoever presses is charged; the allow list and the engine's checks apply as to any
 request, and refusals are private and come before anything public (or a menu's
 change): only a refusal that needs the photo comes after the "thinking…" message.
