@@ -166,7 +166,7 @@ class DiscordAdapter:
             or self._attachment_refusal(image, "photo", wants_image=True) \
             or self._attachment_refusal(end_image, "end image", wants_image=True) \
             or self._attachment_refusal(audio, "audio", wants_image=False) \
-            or self.engine.precheck(user, kind, model, params,
+            or await self.engine.precheck(user, kind, model, params,
                                     audio_seconds=audio.duration if audio is not None else None)
         if refusal:
             await answer(interaction, refusal.text if isinstance(refusal, Rejected) else refusal)

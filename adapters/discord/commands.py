@@ -89,13 +89,13 @@ async def animate_message(interaction: discord.Interaction, message: discord.Mes
 
 @app_commands.command(name="quota", description=messages.COMMANDS["quota"])
 async def quota(interaction: discord.Interaction) -> None:
-    balance = adapter_of(interaction).engine.balance(user_of(interaction.user))
+    balance = await adapter_of(interaction).engine.balance(user_of(interaction.user))
     await answer(interaction, balance.text())
 
 
 @app_commands.command(name="jobs", description=messages.COMMANDS["jobs"])
 async def jobs(interaction: discord.Interaction) -> None:
-    await answer(interaction, jobs_text(adapter_of(interaction).engine, user_of(interaction.user)))
+    await answer(interaction, await jobs_text(adapter_of(interaction).engine, user_of(interaction.user)))
 
 
 @app_commands.command(name="cancel", description=messages.COMMANDS["cancel"])
@@ -113,7 +113,7 @@ async def effects(interaction: discord.Interaction) -> None:
 @app_commands.command(name="help", description=messages.COMMANDS["help"])
 async def help_(interaction: discord.Interaction) -> None:
     engine = adapter_of(interaction).engine
-    balance = engine.balance(user_of(interaction.user))
+    balance = await engine.balance(user_of(interaction.user))
     await answer(interaction, messages.discord_help(len(catalog.EFFECTS), engine.price_text()) + "\n"
                  + messages.discord_help_more(balance.text()))
 
@@ -129,7 +129,7 @@ credits = app_commands.Group(name="credits", description=messages.COMMANDS["cred
 @app_commands.describe(member=messages.OPTIONS["member"], amount=messages.OPTIONS["amount"])
 @app_commands.check(is_admin)
 async def grant(interaction: discord.Interaction, member: discord.User, amount: int) -> None:
-    balance = adapter_of(interaction).engine.grant(user_of(member), amount,
+    balance = await adapter_of(interaction).engine.grant(user_of(member), amount,
                                                    by=f"discord:{interaction.user.id}")
     await answer(interaction, messages.now_has_credits(member.mention, balance.total))
 
@@ -139,7 +139,7 @@ async def grant(interaction: discord.Interaction, member: discord.User, amount: 
 @app_commands.check(is_admin)
 async def set_(interaction: discord.Interaction, member: discord.User,
                amount: app_commands.Range[int, 0]) -> None:
-    balance = adapter_of(interaction).engine.set_credits(user_of(member), amount,
+    balance = await adapter_of(interaction).engine.set_credits(user_of(member), amount,
                                                          by=f"discord:{interaction.user.id}")
     await answer(interaction, messages.now_has_credits(member.mention, balance.total))
 
@@ -150,7 +150,7 @@ async def set_(interaction: discord.Interaction, member: discord.User,
 @app_commands.check(is_admin)
 async def usage(interaction: discord.Interaction) -> None:
     since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    jobs_today, spent = adapter_of(interaction).engine.usage_since(
+    jobs_today, spent = await adapter_of(interaction).engine.usage_since(
         PLATFORM, since.timestamp(), "guild_id", interaction.guild_id)
     await answer(interaction, messages.usage_today(jobs_today, spent))
 

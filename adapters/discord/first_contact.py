@@ -36,9 +36,10 @@ async def on_message(adapter: Adapter, message: discord.Message) -> None:
         return
     engine = adapter.engine
     cost = engine.quote("effect", None, Params(effect=catalog.EFFECTS[0]))
-    have = engine.balance(user_of(message.author)).total
+    have = (await engine.balance(user_of(message.author))).total
     view = replies.Persistent(
-        PhotoEffects(message.channel.id, message.id, effects=engine.popular_effects()[:MENU_SIZE], cost=cost),
+        PhotoEffects(message.channel.id, message.id, effects=(await engine.popular_effects())[:MENU_SIZE],
+                     cost=cost),
         PhotoEffectByName(message.channel.id, message.id))
     await message.reply(messages.discord_first_photo(cost, have), view=view, mention_author=False)
 
@@ -48,7 +49,7 @@ async def make(interaction: discord.Interaction, channel_id: int, message_id: in
     if not own_channel(interaction, channel_id):
         await answer(interaction, messages.DISCORD_PHOTO_GONE)  # as a message it cannot see
         return
-    rejected = adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect))
+    rejected = await adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect))
     if refusal := adapter.channel_refusal(interaction, channel_id) or (rejected.text if rejected else None):
         await answer(interaction, refusal)
         return

@@ -36,9 +36,9 @@ async def open_menu(adapter: Adapter, interaction: discord.Interaction, message:
         await answer(interaction, messages.NO_IMAGE_IN_MESSAGE)
         return
     adapter.targets.remember(message.channel.id, message.id, image)
-    popular = adapter.engine.popular_effects()[:MENU_SIZE]
+    popular = (await adapter.engine.popular_effects())[:MENU_SIZE]
     cost = adapter.engine.quote("effect", None, Params(effect=popular[0]))
-    have = adapter.engine.balance(user_of(interaction.user)).total
+    have = (await adapter.engine.balance(user_of(interaction.user))).total
     view = replies.Persistent(PickerMenu(message.channel.id, message.id, effects=popular, cost=cost),
                               PickerByName(message.channel.id, message.id))
     await interaction.response.send_message(messages.pick_effect_priced(cost, have), view=view, ephemeral=True)
@@ -53,7 +53,7 @@ async def pick(interaction: discord.Interaction, channel_id: int, message_id: in
     if refusal := adapter.channel_refusal(interaction, channel_id):  # every pick here would be refused
         await interaction.response.edit_message(content=refusal, view=None)
         return
-    if rejected := adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect)):
+    if rejected := await adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect)):
         await answer(interaction, rejected.text)  # the menu stays, for another pick
         return
     if interaction.message is not None:

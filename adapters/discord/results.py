@@ -29,7 +29,7 @@ async def rerun(interaction: discord.Interaction, job_id: int, *, effect: str | 
     """A new job from a delivered one, charged to whoever pressed, shown in a new message;
     refused privately first when it could not start anyway."""
     press = press or press_of(interaction)
-    if refusal := refusal_of(interaction, job_id, effect=effect, prompt=prompt, press=press):
+    if refusal := await refusal_of(interaction, job_id, effect=effect, prompt=prompt, press=press):
         await answer(interaction, refusal)
         return
     await start(interaction, job_id, effect=effect, prompt=prompt, press=press)
@@ -44,7 +44,7 @@ async def start(interaction: discord.Interaction, job_id: int, *, effect: str | 
         press, job_id, reply_to=reply_to, effect=effect, prompt=prompt))
 
 
-def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
+async def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
                prompt: str | None = None, press: Press | None = None) -> str | None:
     """Why the presser could not start such a job from job ``job_id`` (the channel pressed
     in or the job's photo's channel outside the allow list, then the engine's
@@ -52,9 +52,9 @@ def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | N
     prompt, too many jobs, credits), known before any download; None when the engine may try."""
     adapter = adapter_of(interaction)
     press = press or press_of(interaction)
-    if refusal := adapter.channel_refusal(interaction, adapter.engine.source_place(press, job_id)):
+    if refusal := adapter.channel_refusal(interaction, await adapter.engine.source_place(press, job_id)):
         return refusal
-    rejected = adapter.engine.rerun_precheck(press, job_id, effect=effect, prompt=prompt)
+    rejected = await adapter.engine.rerun_precheck(press, job_id, effect=effect, prompt=prompt)
     return rejected.text if rejected else None
 
 
@@ -71,13 +71,14 @@ class OtherEffect(ByJob, KeyedButton):
     what, label = "fx", messages.BUTTON_OTHER_EFFECT
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        if refusal := refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
+        if refusal := await refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
             await answer(interaction, refusal)
             return
         engine = adapter_of(interaction).engine
         cost = engine.quote("effect", None, Params(effect=catalog.EFFECTS[0]))
-        have = engine.balance(user_of(interaction.user)).total
-        view = replies.Persistent(EffectMenu(self.job_id, effects=engine.popular_effects()[:MENU_SIZE], cost=cost),
+        have = (await engine.balance(user_of(interaction.user))).total
+        view = replies.Persistent(EffectMenu(self.job_id, effects=(await engine.popular_effects())[:MENU_SIZE],
+                                             cost=cost),
                                   EffectByName(self.job_id))
         await interaction.response.send_message(messages.pick_effect_priced(cost, have), view=view, ephemeral=True)
 
@@ -87,7 +88,7 @@ class EffectMenu(ByJob, EffectsMenu):
 
     async def callback(self, interaction: discord.Interaction) -> None:
         effect = self.item.values[0]
-        if refusal := refusal_of(interaction, self.job_id, effect=effect):
+        if refusal := await refusal_of(interaction, self.job_id, effect=effect):
             await answer(interaction, refusal)  # the menu stays, for another pick
             return
         await interaction.response.edit_message(content=messages.effect_chosen(catalog.effect_title(effect)),
@@ -99,7 +100,7 @@ class EffectByName(ByJob, KeyedButton):
     what, label = "fxname", messages.TYPE_EFFECT_NAME
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        if refusal := refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
+        if refusal := await refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
             await answer(interaction, refusal)
             return
         await EFFECT_FORM.open(interaction, self.job_id)
@@ -109,7 +110,7 @@ class WithPrompt(ByJob, KeyedButton):
     what, label = "prompt", messages.BUTTON_PROMPT
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        if refusal := refusal_of(interaction, self.job_id, prompt="-"):
+        if refusal := await refusal_of(interaction, self.job_id, prompt="-"):
             await answer(interaction, refusal)
             return
         await PROMPT_FORM.open(interaction, self.job_id)

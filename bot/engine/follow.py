@@ -84,9 +84,9 @@ class Follower:
         if (event := self._pokes.get(job_id)) is not None:
             event.set()
 
-    def plan(self, job: Job) -> PollPlan:
+    async def plan(self, job: Job) -> PollPlan:
         """The poll plan for a job: from the runs of earlier jobs like it, else the catalog."""
-        runs = self.store.recent_run_seconds(job.model_id, job.inputs.get("duration"))
+        runs = await self.store.recent_run_seconds(job.model_id, job.inputs.get("duration"))
         if self.settings.expected_run_seconds:  # known in advance (the simulator says)
             expected = self.settings.expected_run_seconds
             spread = max(0.5, 0.2 * expected)
@@ -102,7 +102,7 @@ class Follower:
     async def follow(self, job: Job) -> tuple[Prediction, float]:
         """Wait for the task's end: its completed prediction (with a video) and when it most
         likely ended (a webhook: now; a poll: halfway since the check before), or JobFailed."""
-        plan = self.plan(job)
+        plan = await self.plan(job)
         origin = job.submitted_at or job.created_at
         deadline = origin + self.settings.job_timeout
         # With webhooks, the first check only when the webhook is overdue: past the likely end.
@@ -114,7 +114,7 @@ class Follower:
         try:
             while True:
                 await self._wait(poked, min(next_check, deadline, next_report))
-                prediction = self._reported(job)
+                prediction = await self._reported(job)
                 hinted = self._hint_check.pop(job.id, False)
                 polled = prediction is None and (hinted or self.clock() >= min(next_check, deadline))
                 if polled:
@@ -164,12 +164,12 @@ class Follower:
                 await poked.wait()
         poked.clear()
 
-    def _reported(self, job: Job) -> Prediction | None:
+    async def _reported(self, job: Job) -> Prediction | None:
         """The task's end as a webhook reported it (to this process or another), when that
         settles it: a video, or a failure. Anything else only prompts a result check."""
         if not self.settings.webhook_url:
             return None
-        fresh = self.store.job(job.id)
+        fresh = await self.store.job(job.id)
         if fresh is None or not fresh.webhook_result:
             return None
         reported = Prediction.from_data(fresh.webhook_result)
