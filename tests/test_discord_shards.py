@@ -136,8 +136,8 @@ async def test_videos_and_their_again_button_work_on_both_shards(fronts, fake_di
         assert again["channel_id"] == str(channel) and again["content"].startswith(f"<@{BOB}> effect hula")
     assert [s["body"]["effect_scene"] for s in simulator.submissions] == ["hula"] * 4
     engine = fronts[0].engine
-    assert engine.balance(UserRef("discord", str(ALICE))).total == 8  # two videos, one credit each
-    assert engine.balance(UserRef("discord", str(BOB))).total == 8  # two presses
+    assert (await engine.balance(UserRef("discord", str(ALICE)))).total == 8  # two videos, one credit each
+    assert (await engine.balance(UserRef("discord", str(BOB)))).total == 8  # two presses
 
 
 # --- the fake gateway shards as Discord's does ----------------------------------------------
