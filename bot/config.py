@@ -119,6 +119,9 @@ class DiscordSettings:
     gateway_url: str = ""  # empty: Discord's own gateway (tests point it at a fake one)
     nsfw: Literal["spoiler", "block", "nsfw_channels_only"] = "spoiler"
     progress_interval: float = 2.0  # seconds between two edits of a progress message
+    # Sharding: this process runs shards shard_ids (empty: all) of shard_count; 0: not sharded.
+    shard_count: int = 0
+    shard_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,13 @@ def _check_ranges(s: Settings, source: str) -> None:
          "[discord] api_base_url must start with http:// or https://"),
         (not s.discord.gateway_url or s.discord.gateway_url.startswith(("ws://", "wss://")),
          "[discord] gateway_url must start with ws:// or wss://"),
+        (s.discord.shard_count >= 0, "[discord] shard_count cannot be negative"),
+        (s.discord.shard_count or not s.discord.shard_ids,
+         "[discord] shard_ids needs [discord] shard_count, the number of shards they are part of"),
+        (all(0 <= shard < s.discord.shard_count for shard in s.discord.shard_ids),
+         f"[discord] shard_ids must be 0 to {s.discord.shard_count - 1} with shard_count = {s.discord.shard_count}"
+         f" (got {s.discord.shard_ids})"),
+        (len(set(s.discord.shard_ids)) == len(s.discord.shard_ids), "[discord] shard_ids lists a shard twice"),
     ]
     for ok, message in rules:
         if not ok:

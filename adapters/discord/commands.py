@@ -10,53 +10,20 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from adapters.chat import jobs_text
+from adapters.discord.kit import AUTOCOMPLETE_LIMIT, PLATFORM, adapter_of, answer, user_of
 from bot import catalog, messages
 from bot.catalog import Params
 from bot.engine import Engine
-from bot.jobs import Press, UserRef
-
-if TYPE_CHECKING:
-    from adapters.discord.bot import DiscordAdapter
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
-AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
 UNIT = 5  # seconds: credits are quoted per 5 s of video
-CONTENT_LIMIT = 2000  # characters of a message
-
-
-def adapter_of(interaction: discord.Interaction) -> DiscordAdapter:
-    return interaction.client.adapter  # type: ignore[attr-defined, no-any-return]
-
-
-def user_of(user: discord.abc.User) -> UserRef:
-    return UserRef(PLATFORM, str(user.id), user.display_name)
-
-
-def press_of(interaction: discord.Interaction, custom_id: str | None = None) -> Press:
-    """Who pressed, in which channel, and whether the pressed message (as Discord sent it)
-    carries a component with ``custom_id`` (by default the one pressed): a custom id alone
-    is the client's word."""
-    data: dict[str, Any] = dict(interaction.data or {})
-    wanted = custom_id or str(data.get("custom_id", ""))
-    return Press.of_button(user_of(interaction.user), str(interaction.channel_id or ""),
-                           carried=carries(interaction.message, wanted))
-
-
-def carries(message: discord.Message | None, custom_id: str, component_type: int | None = None) -> bool:
-    """Whether ``message`` (as Discord sent it) holds a component with ``custom_id`` (and,
-    when given, of that type)."""
-    return message is not None and any(
-        getattr(child, "custom_id", None) == custom_id
-        and (component_type is None or int(getattr(child, "type", 0)) == component_type)
-        for row in message.components for child in getattr(row, "children", [row]))
 
 
 def is_admin(interaction: discord.Interaction) -> bool:
@@ -64,21 +31,6 @@ def is_admin(interaction: discord.Interaction) -> bool:
     Discord resolved for this member here; it needs no cached guild roles."""
     admins = adapter_of(interaction).settings.admins
     return interaction.user.id in admins or interaction.permissions.manage_guild
-
-
-async def answer(interaction: discord.Interaction, text: str) -> None:
-    """An ephemeral answer, whether or not the interaction was answered before (cut to
-    Discord's length limit: a refusal may quote what the user typed)."""
-    text = fit(text)
-    if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=True)
-    else:
-        await interaction.response.send_message(text, ephemeral=True)
-
-
-def fit(text: str) -> str:
-    """``text`` cut to what a Discord message may hold."""
-    return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT - 1] + "…"
 
 
 # --- making videos ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 
 from adapters.discord import replies
-from adapters.discord.commands import AUTOCOMPLETE_LIMIT, adapter_of, answer, user_of
+from adapters.discord.kit import AUTOCOMPLETE_LIMIT, adapter_of, answer, user_of
 from bot import messages
 from bot.jobs import DeliveryRefused, Job, JobState, Press, Rejected
 
