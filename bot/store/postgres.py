@@ -36,6 +36,8 @@ ONE_JOB_PER_TASK = "jobs_one_job_per_task"  # the unique index on jobs.predictio
 class PostgresStore:
     """The bot's database in PostgreSQL. One per event loop; any number per database."""
 
+    hears_other_processes = True  # LISTEN/NOTIFY
+
     def __init__(self, pool: asyncpg.Pool, feed: ChangeFeed):
         self.db = Connections(pool)
         self.feed = feed
