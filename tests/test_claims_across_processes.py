@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pytest
 
-from bot.jobs import JobState
+from bot.jobs import JobState, Rejected
 from tests.conftest import PLATFORM, effect_request, user
 from tests.helpers import RecordingCourier, settled
 
@@ -122,3 +122,17 @@ async def test_a_webhook_reaching_another_process_wakes_the_one_following_the_jo
     assert time.monotonic() - started < 10, "delivered by a later look, not woken by the webhook"
     assert [w["status"] for w in simulator.webhooks_sent] == [200]
     assert not any(r["path"].endswith("/result") for r in simulator.requests)
+
+
+async def test_200_parallel_requests_through_3_fronts_for_3_credits_accept_exactly_3(
+        make_engine, shared, simulator):
+    """Each front has its own connection (its own pool on PostgreSQL), as separate
+    machines would: the user's credits are spent once, whichever front each request hits."""
+    roomy = replace(shared, quota=replace(shared.quota, daily_credits=3, max_jobs_per_user=1000))
+    fronts = [await _engine(make_engine, roomy, drive=False) for _ in range(3)]
+    answers = await asyncio.gather(*(fronts[n % 3].accept(effect_request()) for n in range(200)))
+    accepted = [a for a in answers if not isinstance(a, Rejected)]
+    assert len(accepted) == 3 and len({a.job.id for a in accepted}) == 3
+    assert all("credits" in a.text for a in answers if isinstance(a, Rejected))
+    assert (await fronts[1].balance(user())).total == 0
+    assert simulator.submissions == []  # fronts drive nothing
