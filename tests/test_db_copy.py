@@ -25,7 +25,7 @@ import pytest
 from bot.jobs import JobState
 from bot.store import open_store, pg_transfer, sqlite_transfer
 from bot.store.copy import CopyRefused, copy_between
-from bot.store.interface import JSON_COLUMNS
+from bot.store.interface import COPIED_TABLES, JSON_COLUMNS
 from tests.conftest import effect_request, user
 from tests.helpers import image_bytes
 
@@ -221,6 +221,23 @@ async def test_new_rows_after_a_copy_into_postgresql_take_fresh_ids(tmp_path, pg
         await pg.close()
 
 
+async def test_every_table_a_backend_keeps_is_copied(tmp_path, pg_url):
+    """A table added to the schema must be added to ``COPIED_TABLES`` (or named here as
+    one a copy leaves behind), else a move would silently lose it."""
+    not_copied = {"kling_schema"}  # PostgreSQL's schema version: each database has its own
+    store = await open_store(str(tmp_path / "bot.db"))
+    await store.close()
+    with sqlite3.connect(tmp_path / "bot.db") as conn:
+        in_sqlite = {name for (name,) in conn.execute("select name from sqlite_master where type = 'table'")}
+    conn = await asyncpg.connect(pg_url)
+    try:
+        in_postgres = {row["tablename"] for row in await conn.fetch(
+            "select tablename from pg_tables where schemaname = 'public'")}
+    finally:
+        await conn.close()
+    assert in_sqlite - not_copied == set(COPIED_TABLES) == in_postgres - not_copied
+
+
 # --- the command line ---------------------------------------------------------------
 
 
@@ -303,15 +320,28 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_start_up_problems_are_one_plain_line_without_the_password(tmp_path, pg_server):
+async def test_a_missing_or_broken_sqlite_file_is_one_plain_line(tmp_path):
     source = tmp_path / "bot.db"
     await populated_sqlite(source)
-    secret = "s3cr3t-PASSWORD-9f"
     missing = await asyncio.to_thread(kling_bot, "db", "copy", "--from", str(tmp_path / "typo.db"),
                                       "--to", str(tmp_path / "x.db"))
     assert missing.returncode == 2
     assert "no SQLite database at" in one_plain_line(missing)
     assert not (tmp_path / "typo.db").exists()  # a typo does not become an empty database
+    (tmp_path / "notes.txt").write_text("not a database, just words " * 100)
+    broken = await asyncio.to_thread(kling_bot, "db", "copy", "--from", str(tmp_path / "notes.txt"),
+                                     "--to", str(tmp_path / "x.db"))
+    assert broken.returncode == 2 and "cannot open" in one_plain_line(broken)
+    into_a_folder = await asyncio.to_thread(kling_bot, "db", "copy", "--from", str(source), "--to", str(tmp_path))
+    assert into_a_folder.returncode == 2 and "cannot open" in one_plain_line(into_a_folder)
+    same = await asyncio.to_thread(kling_bot, "db", "copy", "--from", str(source), "--to", str(source))
+    assert same.returncode == 2 and "name the same database" in one_plain_line(same)
+
+
+async def test_postgresql_start_up_problems_are_one_plain_line_without_the_password(tmp_path, pg_server):
+    source = tmp_path / "bot.db"
+    await populated_sqlite(source)
+    secret = "s3cr3t-PASSWORD-9f"
 
     unreachable = f"postgresql://kling:{secret}@127.0.0.1:{_closed_port()}/kling"
     no_such_db = pg_server.url("no_such_database").replace("postgres@", f"postgres:{secret}@")
@@ -323,8 +353,6 @@ async def test_start_up_problems_are_one_plain_line_without_the_password(tmp_pat
             line = one_plain_line(done)
             assert "cannot open postgresql://" in line and secret not in done.stderr + done.stdout
             assert "***" in line
-    same = await asyncio.to_thread(kling_bot, "db", "copy", "--from", str(source), "--to", str(source))
-    assert same.returncode == 2 and "name the same database" in one_plain_line(same)
 
 
 async def test_a_missing_media_file_is_named_and_nothing_is_written(tmp_path, pg_url):
