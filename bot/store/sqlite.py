@@ -27,6 +27,7 @@ import sqlite_utils
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
 from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, STAGED_LIFETIME, LeaseLost, Staged, TaskTaken
+from bot.store.sqlite_transfer import SqliteTransfer
 
 JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 
@@ -329,7 +330,7 @@ class _SqliteReads:
         return row[0], row[1]
 
 
-class SqliteStore(_SqliteReads):
+class SqliteStore(_SqliteReads, SqliteTransfer):
     """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
 
     hears_other_processes = False  # another process's changes are seen by looking again
