@@ -41,7 +41,7 @@ from bot.catalog import ValidationError
 from bot.config import ConfigError, Settings, is_local_host, load_settings
 from bot.devtools.clips import sample_photo
 from bot.devtools.simulator import Simulator
-from bot.engine import Engine
+from bot.engine import Engine, StoreUnavailable
 from bot.jobs import Accepted, GenerationRequest, Job, JobState, UserRef
 from bot.store.copy import (
     MEDIA_BYTES,
@@ -174,7 +174,8 @@ def simulated_storage(settings: Settings, inside: Path | None = None) -> Setting
         configured = Path(settings.storage.path)
         path = configured.with_name(f"{configured.stem}-simulated{configured.suffix}")
         videos_dir = f"{settings.storage.videos_dir.rstrip('/')}-simulated"
-    return replace(settings, storage=replace(settings.storage, path=str(path), videos_dir=videos_dir))
+    # Never the configured PostgreSQL database either: a simulated job is not a real one.
+    return replace(settings, storage=replace(settings.storage, path=str(path), url="", videos_dir=videos_dir))
 
 
 async def _backend(settings: Settings, simulate: bool, *, job_seconds: float
@@ -387,7 +388,11 @@ async def _generate(settings: Settings, build_request: Callable[[int], Generatio
     courier = ConsoleCourier(sys.stderr, Path.cwd(), fallback_dir=Path(settings.storage.videos_dir).absolute())
     courier.screen.on_close = lambda: stop_by(signal.SIGPIPE)
     watching = _watch_pipes(loop, (sys.stdout, sys.stderr), lambda: stop_by(signal.SIGPIPE))
-    engine = await Engine.from_settings(settings)
+    try:
+        engine = await Engine.from_settings(settings)
+    except StoreUnavailable as err:
+        fail(str(err))
+        return EXIT_USAGE
     engine.register(CLI_PLATFORM, courier)
     try:
         await engine.start(only_of=request.user)  # takes over this user's jobs a stopped run left
@@ -517,7 +522,11 @@ async def _until_set(work: Coroutine[Any, Any, None], event: asyncio.Event) -> N
 async def run_jobs(config: Path | None, *, simulate: bool) -> int:
     """``kling-bot jobs``: the command line user's jobs, running and recent."""
     settings = settings_from(config)
-    engine = await Engine.from_settings(simulated_storage(settings) if simulate else settings)
+    try:
+        engine = await Engine.from_settings(simulated_storage(settings) if simulate else settings)
+    except StoreUnavailable as err:
+        fail(str(err))
+        return EXIT_USAGE
     try:
         user = cli_user()
         running = await engine.jobs_of(user)

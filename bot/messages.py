@@ -946,3 +946,7 @@ def copy_bar(fraction: float, table: str, rows: int, total: int, media_bytes: in
 
 def copy_failed(why: str) -> str:
     return f"the copy broke off and wrote nothing ({why}); run it again."
+
+
+def store_cannot_open(where: str, why: str) -> str:
+    return f"cannot open the database {where}: {why}"
