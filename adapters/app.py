@@ -229,8 +229,10 @@ async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> i
                 engine.register(CLI_PLATFORM, ConsoleCourier(sys.stderr, Path.cwd(),
                                                              fallback_dir=Path(ready.storage.videos_dir)))
             adapters = _deliveries(ready, engine) if role == WORKER else _chat_adapters(ready, engine)
-            if role != WORKER:
-                await engine.start(drive=role == ALL)
+            if role == ALL:
+                await engine.start()
+            elif role == FRONT:
+                await engine.start(drive=False)  # accepts jobs for the workers; claims none
         except Exception as err:
             fail(messages.start_failed("kling-bot", _described(err)))
             return EXIT_USAGE
