@@ -225,7 +225,9 @@ async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> i
         # Start-up: a problem here is one line naming it (secrets masked), never a traceback.
         try:
             engine = await Engine.from_settings(ready)
-            if role != FRONT:  # jobs an interrupted `generate` left at WaveSpeed are followed here too
+            # Jobs an interrupted `generate` left at WaveSpeed are followed here too; not by a
+            # worker, which may run on another machine than the file the video goes to.
+            if role == ALL:
                 engine.register(CLI_PLATFORM, ConsoleCourier(sys.stderr, Path.cwd(),
                                                              fallback_dir=Path(ready.storage.videos_dir)))
             adapters = _deliveries(ready, engine) if role == WORKER else _chat_adapters(ready, engine)

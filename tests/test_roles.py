@@ -207,7 +207,7 @@ async def test_discord_commands_at_the_front_are_delivered_by_a_worker_without_a
                                   and int(c["path"].split("/")[4]) in discord_.dm_channels])
         assert [c["door"] for c in (webhook, channel, *dm)] == ["worker"] * 3
         assert mp4_info(webhook["files"]["kling-1.mp4"])[0] == "h264"
-        assert channel["json"]["message_reference"]["channel_id"] == str(CHANNEL)
+        assert int(channel["json"]["message_reference"]["channel_id"]) == CHANNEL
         assert channel["json"]["content"].startswith(f"<@{BOB}>")
         assert discord_.dm_channels[int(dm[0]["path"].split("/")[4])] == ALICE
         progress = [c for c in discord_.to(f"/webhooks/{APP_ID}/{by_webhook['token']}/messages/", "PATCH")

@@ -59,8 +59,9 @@ class DiscordDelivery:
     def __init__(self, settings: Settings, engine: Engine):
         self.settings = settings.discord
         quiet_voice()
-        # No intents: the client never opens the gateway, so it would receive nothing anyway.
-        self.client = discord.Client(intents=discord.Intents.none())
+        # Intents only matter to a gateway session, which this client never opens; guilds
+        # keeps discord.py from warning that its (unused) cache would miss servers.
+        self.client = discord.Client(intents=discord.Intents(guilds=True))
         self.courier = DiscordCourier(self.client, self.settings, engine)
         engine.register(PLATFORM, self.courier)
 
