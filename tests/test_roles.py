@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bot import messages
 from tests.conftest import API_KEY
 from tests.fake_discord import APP_ID, CHANNEL, GUILD, FakeDiscord
 from tests.fake_telegram import FakeTelegram
@@ -260,3 +261,25 @@ def test_run_help_names_the_roles(tmp_path):
     assert "front: receive chat events" in text and "worker: make and deliver the queued jobs" in text
     readme = (ROOT / "README.md").read_text()
     assert "kling-bot run --role front" in readme and "kling-bot run --role worker" in readme
+
+
+async def test_a_worker_whose_token_is_refused_says_so_in_one_line(tmp_path, simulator):
+    telegram, discord_ = FakeTelegram(TG_TOKEN), FakeDiscord(DC_TOKEN)
+    await telegram.start()
+    await discord_.start()
+    try:
+        for chat, tokens, expected in (
+                (_telegram(telegram.base), {"TELEGRAM_BOT_TOKEN": "424242:WRONG-token"},
+                 messages.TELEGRAM_TOKEN_REJECTED),
+                (_discord(discord_.base), {"DISCORD_BOT_TOKEN": "MTIz.wrong.token"},
+                 messages.DISCORD_TOKEN_REJECTED)):
+            config = _config(tmp_path, "worker", simulator.base_url, str(tmp_path / "bot.sqlite"), chat)
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "adapters", "run", "--role", "worker", "--config", str(config),
+                cwd=tmp_path, env=_env(**tokens), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(process.communicate(), START_TIMEOUT)
+            assert process.returncode == 2 and out == b""
+            assert err.decode().splitlines() == [f"kling-bot: {' '.join(expected.split())}"]
+    finally:
+        await telegram.close()
+        await discord_.close()
