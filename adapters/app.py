@@ -61,6 +61,8 @@ DEFAULT_CONFIG = Path("config.toml")
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 CLI_PLATFORM = "cli"  # the user of `generate`: cli:<login name>
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+ALL, FRONT, WORKER = "all", "front", "worker"  # `run --role`: what one process of the bot does
+ROLES = (ALL, FRONT, WORKER)
 
 
 class ChatAdapter(Protocol):
@@ -202,11 +204,26 @@ def _chat_adapters(settings: Settings, engine: Engine) -> list[ChatAdapter]:
     return adapters
 
 
-async def run_bots(config: Path | None, *, simulate: bool) -> int:
-    """``kling-bot run``: every configured chat adapter, one engine, until Ctrl+C."""
+def _deliveries(settings: Settings, engine: Engine) -> list[ChatAdapter]:
+    """A worker's couriers, one per configured platform, over HTTP only: no gateway, no updates."""
+    deliveries: list[ChatAdapter] = []
+    if settings.telegram.token:
+        from adapters.telegram.delivery import TelegramDelivery
+        deliveries.append(TelegramDelivery(settings, engine))
+    if settings.discord.token:
+        from adapters.discord.delivery import DiscordDelivery
+        deliveries.append(DiscordDelivery(settings, engine))
+    return deliveries
+
+
+async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> int:
+    """``kling-bot run``: the configured chat platforms, one engine, until Ctrl+C. ``role``:
+    ``all`` receives chat events and makes the videos; ``front`` receives, answers and
+    accepts jobs but drives none; ``worker`` drives jobs (its own and unowned ones of its
+    platforms) and delivers them through the platforms' HTTP APIs, receiving nothing."""
     settings = settings_from(config)
     if not (settings.telegram.token or settings.discord.token):
-        fail(messages.NO_CHAT_BOT)
+        fail(messages.NO_WORKER_CHAT_BOT if role == WORKER else messages.NO_CHAT_BOT)
         return EXIT_USAGE
     ready, simulator = await _backend(settings, simulate, job_seconds=5.0)
     if ready is None:
@@ -221,11 +238,16 @@ async def run_bots(config: Path | None, *, simulate: bool) -> int:
         # Start-up: a problem here is one line naming it (secrets masked), never a traceback.
         try:
             engine = await Engine.from_settings(ready)
-            # Jobs an interrupted `generate` left at WaveSpeed are followed here too.
-            engine.register(CLI_PLATFORM, ConsoleCourier(sys.stderr, Path.cwd(),
-                                                         fallback_dir=Path(ready.storage.videos_dir)))
-            adapters = _chat_adapters(ready, engine)
-            await engine.start()
+            # Jobs an interrupted `generate` left at WaveSpeed are followed here too; not by a
+            # worker, which may run on another machine than the file the video goes to.
+            if role == ALL:
+                engine.register(CLI_PLATFORM, ConsoleCourier(sys.stderr, Path.cwd(),
+                                                             fallback_dir=Path(ready.storage.videos_dir)))
+            adapters = _deliveries(ready, engine) if role == WORKER else _chat_adapters(ready, engine)
+            if role == ALL:
+                await engine.start()
+            elif role == FRONT:
+                await engine.start(drive=False)  # accepts jobs for the workers; claims none
         except Exception as err:
             fail(messages.start_failed("kling-bot", _described(err)))
             return EXIT_USAGE
@@ -233,7 +255,15 @@ async def run_bots(config: Path | None, *, simulate: bool) -> int:
             if problem := await _start(adapter):
                 fail(problem)
                 return EXIT_USAGE
-        print(messages.running_banner([type(a).__name__ for a in adapters]), flush=True)
+        # A worker drives jobs once its couriers are logged in: one it takes over is delivered at once.
+        if role == WORKER:
+            try:
+                await engine.start()
+            except Exception as err:
+                fail(messages.start_failed("kling-bot", _described(err)))
+                return EXIT_USAGE
+        names = [type(a).__name__ for a in adapters]
+        print(messages.running_banner(names) if role == ALL else messages.role_banner(role, names), flush=True)
         await stop.wait()
     finally:
         for adapter in adapters:
