@@ -3,6 +3,7 @@ after its end one comes; with webhooks, how soon a lost webhook's task is checke
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import statistics
@@ -59,7 +60,7 @@ def test_the_checks_follow_where_learnt_runs_cluster():
     runs = [50.0] * 8 + [58.0, 62.0, 70.0]  # most end at 50 s, a few much later
     checks = PollPlan.learnt(runs, max_gap=15).checks
     assert any(50 <= moment <= 50.5 for moment in checks)  # where most end, one is seen at once
-    gaps = [b - a for a, b in zip(checks, checks[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(checks)]
     assert gaps[0] < statistics.fmean(gaps) and checks[-1] >= 70  # dense there, up to the latest
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import logging
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from bot import catalog, messages
@@ -79,7 +79,7 @@ class PollPlan:
         low, high = plan._window
         return cls(median, max(median - low, high - median), max_gap, ordered)
 
-    @cached_property
+    @functools.cached_property
     def _window(self) -> tuple[float, float]:
         """The earliest and the latest likely end."""
         if not self.runs:
@@ -118,7 +118,7 @@ class PollPlan:
             low, high = (middle, high) if self.share_ended(middle) < share else (low, middle)
         return high
 
-    @cached_property
+    @functools.cached_property
     def checks(self) -> tuple[float, ...]:
         """The checks across the window of likely ends, at least MIN_GAP apart: each one
         sees the share of ends since the check before (none is due at the window's start)."""
@@ -181,7 +181,7 @@ class Follower:
             expected = self.settings.expected_run_seconds
             return PollPlan(expected, max(0.5, 0.2 * expected), max_gap)
         if runs := self._recent_runs(job):
-            return PollPlan.learnt(runs, max_gap)
+            return _learnt_plan(tuple(runs), max_gap)
         model = catalog.model_by_id(job.model_id)
         expected = model.expected_seconds * (2 if job.inputs.get("duration") == "10" else 1)
         return PollPlan(expected, FRESH_SPREAD * expected, max_gap)
@@ -294,6 +294,15 @@ class Follower:
                             else messages.lost_track(err)) from None
         self._refusals.pop(job.id, None)
         return prediction
+
+
+@functools.lru_cache(maxsize=256)
+def _learnt_plan(runs: tuple[float, ...], max_gap: float) -> PollPlan:
+    """One plan per set of runs: every job following it shares it (placing its checks
+    takes a millisecond or two, too long to repeat at every check of thousands of jobs)."""
+    plan = PollPlan.learnt(runs, max_gap)
+    _ = plan.checks
+    return plan
 
 
 def _runs_key(job: Job) -> tuple[str, Any]:
