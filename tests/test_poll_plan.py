@@ -46,14 +46,19 @@ def _spread_runs(count: int, seed: int) -> list[float]:
 
 
 def test_a_warm_plan_checks_a_60s_task_at_most_12_times_and_sees_it_about_as_soon_as_the_sdk():
-    plan = PollPlan.learnt(_spread_runs(10, seed=1), max_gap=15)
-    ends = _spread_runs(400, seed=2)  # tasks like the learnt ones
-    checks = [_checks(plan, end) for end in ends]
-    waits = [moments[-1] - end for moments, end in zip(checks, ends, strict=True)]
-    assert statistics.fmean(len(moments) for moments in checks) <= 12
-    assert statistics.median(waits) <= SDK_MEDIAN_WAIT + 0.05
-    assert max(waits) < 3  # even the latest likely ends are seen within seconds
-    assert all(b - a <= 15 for moments in checks for a, b in zip([0, *moments], moments, strict=False))
+    checks_per_task, median_waits, latest_waits = [], [], []
+    for history in range(30):  # what 10 earlier jobs taught, 30 times over
+        plan = PollPlan.learnt(_spread_runs(10, seed=history), max_gap=15)
+        ends = _spread_runs(100, seed=1000 + history)  # tasks like the learnt ones
+        checks = [_checks(plan, end) for end in ends]
+        waits = [moments[-1] - end for moments, end in zip(checks, ends, strict=True)]
+        checks_per_task.append(statistics.fmean(len(moments) for moments in checks))
+        median_waits.append(statistics.median(waits))
+        latest_waits.append(max(waits))
+        assert all(b - a <= 15 for moments in checks for a, b in itertools.pairwise([0, *moments]))
+    assert statistics.fmean(checks_per_task) <= 12
+    assert statistics.fmean(median_waits) <= SDK_MEDIAN_WAIT + 0.05
+    assert max(latest_waits) < 4  # even a task past the latest likely end is seen within seconds
 
 
 def test_the_checks_follow_where_learnt_runs_cluster():

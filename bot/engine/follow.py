@@ -8,8 +8,9 @@ may fail at any moment, and a fresh bot does not know how long one runs), and on
 the webhook is overdue. Without one, result checks follow a ``PollPlan``: sparse until
 the task's earliest likely end, then spread so that each covers an equal share of the
 likely ends (dense where earlier runs ended most often), backing off after the latest.
-The likely ends are learnt from the jobs before, re-read while a job is followed (a
-burst of jobs learns from its first to end), else the catalog's guess.
+The likely ends are learnt from the jobs before, else the catalog's guess; a job that
+started with too few runs to go by re-reads them at each check (a burst of jobs on a
+fresh bot learns from the first of them to end).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 MIN_GAP = 0.4  # seconds: two checks of one task are never closer than this
 WINDOW_GAP = 3.0  # seconds: never longer between two checks inside the window of likely ends
-WINDOW_CHECKS = 15  # checks across the likely ends: a job ending mid-window costs about half of them
+WINDOW_CHECKS = 16  # checks across the likely ends: a job ending mid-window costs about half of them
 FEW_RUNS = 5  # fewer learnt runs than this tell where the ends lie, not how widely:
 FEW_RUNS_SPREAD = 0.1  # ... then they are taken to lie within +-10 % of the runs' median
 SHAPE_TRUST = 0.5  # how far the checks follow where the learnt runs cluster, rather than evenly
@@ -199,6 +200,9 @@ class Follower:
         """Wait for the task's end: its completed prediction (with a video) and when it most
         likely ended (a webhook: now; a poll: halfway since the check before), or JobFailed."""
         plan = self.plan(job)
+        # A plan from enough runs is kept: the jobs ending while this one runs are the
+        # short ones, and re-reading them would make this job's end look late.
+        learning = not plan.runs
         origin = job.submitted_at or job.created_at
         deadline = origin + self.settings.job_timeout
         webhooks = bool(self.settings.webhook_url)
@@ -218,7 +222,8 @@ class Follower:
                     elapsed = self.clock() - origin
                     if prediction and prediction.status == "created" and elapsed > plan.expected / 2:
                         origin = self.clock()  # still queued at WaveSpeed: its run starts later
-                    plan = self.plan(job)  # jobs that ended meanwhile may have taught it more
+                    if learning:  # jobs that ended meanwhile may have taught it more
+                        plan = self.plan(job)
                     elapsed = self.clock() - origin
                     next_check = self.clock() + (plan.safety_delay(elapsed) if webhooks else plan.delay(elapsed))
                 if prediction and prediction.status == "completed":
