@@ -207,7 +207,7 @@ async def run_bots(config: Path | None, *, simulate: bool) -> int:
     try:
         # Start-up: a problem here is one line naming it (secrets masked), never a traceback.
         try:
-            engine = Engine.from_settings(ready)
+            engine = await Engine.from_settings(ready)
             # Jobs an interrupted `generate` left at WaveSpeed are followed here too.
             engine.register(CLI_PLATFORM, ConsoleCourier(sys.stderr, Path.cwd(),
                                                          fallback_dir=Path(ready.storage.videos_dir)))
@@ -270,7 +270,7 @@ async def run_demo(photo_path: Path | None, output_dir: Path, job_seconds: float
     base_url = await simulator.start()
     settings = defaults.with_wavespeed(max_concurrent=DEMO_SLOTS)
     with tempfile.TemporaryDirectory(prefix="kling-demo-") as state, _terminal_restored():
-        engine = Engine.from_settings(simulated(simulated_storage(settings, Path(state)), base_url,
+        engine = await Engine.from_settings(simulated(simulated_storage(settings, Path(state)), base_url,
                                                 job_seconds=job_seconds))
         courier = ConsoleCourier(sys.stdout, output_dir)
         engine.register(PLATFORM, courier)
@@ -375,11 +375,11 @@ async def _generate(settings: Settings, build_request: Callable[[int], Generatio
     courier = ConsoleCourier(sys.stderr, Path.cwd(), fallback_dir=Path(settings.storage.videos_dir).absolute())
     courier.screen.on_close = lambda: stop_by(signal.SIGPIPE)
     watching = _watch_pipes(loop, (sys.stdout, sys.stderr), lambda: stop_by(signal.SIGPIPE))
-    engine = Engine.from_settings(settings)
+    engine = await Engine.from_settings(settings)
     engine.register(CLI_PLATFORM, courier)
     try:
         await engine.start(only_of=request.user)  # takes over this user's jobs a stopped run left
-        left = [job.id for job in engine.held_jobs()]
+        left = [job.id for job in await engine.held_jobs()]
         if left:
             say(messages.finishing_left_jobs(left))
         answer = await engine.accept(replace(request, reply_to=save_to))
@@ -440,7 +440,7 @@ async def _follow(engine: Engine, courier: ConsoleCourier, job_ids: list[int],
     """Wait for these jobs' ends (or ``stop``); their saved paths (None: no video)."""
     ends = {job_id: courier.watch(job_id) for job_id in job_ids}
     while not stop.is_set():
-        held = {job.id for job in engine.held_jobs()}
+        held = {job.id for job in await engine.held_jobs()}
         # A job that ended without its courier hearing of it is not waited for forever.
         waiting = [end for job_id, end in ends.items() if not end.done() and job_id in held]
         if not waiting:
@@ -505,15 +505,15 @@ async def _until_set(work: Coroutine[Any, Any, None], event: asyncio.Event) -> N
 async def run_jobs(config: Path | None, *, simulate: bool) -> int:
     """``kling-bot jobs``: the command line user's jobs, running and recent."""
     settings = settings_from(config)
-    engine = Engine.from_settings(simulated_storage(settings) if simulate else settings)
+    engine = await Engine.from_settings(simulated_storage(settings) if simulate else settings)
     try:
         user = cli_user()
-        running = engine.jobs_of(user)
-        ended = engine.history(user)
+        running = await engine.jobs_of(user)
+        ended = await engine.history(user)
         if not running and not ended:
             say(messages.NO_CLI_JOBS, sys.stdout)
             return 0
-        lines = [jobs_text(engine, user)] if running else []
+        lines = [await jobs_text(engine, user)] if running else []
         if ended:
             lines.append(messages.history_list([(job.id, job.label, job.state.value,
                                                  datetime.fromtimestamp(job.finished_at or job.created_at, UTC))

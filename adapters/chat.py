@@ -266,9 +266,9 @@ class ChatCourier:
         raise NotImplementedError
 
 
-def jobs_text(engine: Engine, user: UserRef, asker: Press | None = None, *, private: bool = True) -> str:
+async def jobs_text(engine: Engine, user: UserRef, asker: Press | None = None, *, private: bool = True) -> str:
     """/jobs, as every front end shows it; asked in a shared chat (``asker``, not
     ``private``), a job made elsewhere is named without its label (``Press.may_show``)."""
     return messages.job_list([
         (job.id, job.label if asker is None or asker.may_show(job, private=private) else messages.MADE_ELSEWHERE,
-         job.state.value, position) for job, position in engine.jobs_of(user)])
+         job.state.value, position) for job, position in await engine.jobs_of(user)])

@@ -268,9 +268,9 @@ class ConsoleChat:
             elif command == "/effects":
                 self.say(messages.effects_list([catalog.effect_title(e) for e in catalog.EFFECTS]))
             elif command == "/quota":
-                self.say(self.engine.balance(self.user).text())
+                self.say((await self.engine.balance(self.user)).text())
             elif command == "/jobs":
-                self.say(jobs_text(self.engine, self.user))
+                self.say(await jobs_text(self.engine, self.user))
             elif command == "/cancel":
                 self.say(await self._cancel(rest))
             elif command == "/photo":
@@ -336,7 +336,7 @@ class ConsoleChat:
         while waiting:
             await asyncio.wait(waiting.values(), timeout=WAIT_CHECK)
             # A job that ended without its courier hearing of it is not waited for forever.
-            active = {job.id for job, _ in self.engine.jobs_of(self.user)}
+            active = {job.id for job, _ in await self.engine.jobs_of(self.user)}
             waiting = {job_id: end for job_id, end in waiting.items()
                        if not end.done() and job_id in active}
         self.started.clear()

@@ -55,7 +55,7 @@ async def main(jobs: int, concurrent: int, job_seconds: float) -> None:
         settings = replace(settings, storage=replace(settings.storage, path=f"{tmp}/b.sqlite",
                                                      videos_dir=f"{tmp}/v"),
                            quota=QuotaSettings(daily_credits=1000, max_jobs_per_user=1000))
-        engine = Engine.from_settings(settings)
+        engine = await Engine.from_settings(settings)
         done = Done()
         engine.register("bench", done)
         await engine.start()

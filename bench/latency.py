@@ -114,7 +114,7 @@ async def bot_jobs(sim: Simulator, base: str, workdir: Path, jobs: int, photo: b
     """Run ``warmup`` jobs to the end (history), then ``jobs`` measured ones, on one engine."""
     extra = _webhook_settings(sim) if webhooks else {}
     settings = bench_settings(base, workdir, max_concurrent=jobs + warmup, **extra)
-    engine = Engine.from_settings(settings)
+    engine = await Engine.from_settings(settings)
     recorder = Recorder()
     engine.register("bench", recorder)
     await engine.start()

@@ -68,7 +68,7 @@ from bot.devtools.clips import sample_photo
 from bot.engine import Engine
 from bot.jobs import GenerationRequest, JobState, UserRef
 from bot.media import prepare_image
-from bot.store import Store
+from bot.store.sqlite import SqliteStore as Store
 
 
 def _request(n: int, photo: bytes) -> GenerationRequest:
@@ -96,7 +96,7 @@ def _what_if(store: Store, synchronous: str) -> Store:
 async def _run_jobs(base: str, workdir: Path, photo: bytes, jobs: int, synchronous: str,
                     **wavespeed: object) -> dict:
     """Accept ``jobs`` jobs at once and wait for every delivery: wall, CPU, accept times."""
-    engine = Engine.from_settings(bench_settings(base, workdir, **wavespeed))
+    engine = await Engine.from_settings(bench_settings(base, workdir, **wavespeed))
     _what_if(engine.store, synchronous)
     recorder = Recorder()
     engine.register("bench", recorder)
@@ -147,7 +147,7 @@ async def phase_inflight(args: argparse.Namespace, workdir: Path) -> dict:
             wavespeed.update(harness.webhook_settings())  # the engine fetches the secret from the simulator
         settings = bench_settings(base, workdir, **wavespeed)
         target = min(args.jobs, settings.wavespeed.max_concurrent)
-        engine = Engine.from_settings(settings)
+        engine = await Engine.from_settings(settings)
         _what_if(engine.store, args.synchronous)
         engine.register("bench", Recorder())
         await engine.start()
@@ -191,23 +191,23 @@ def _count(engine: Engine, state: JobState) -> int:
 
 async def phase_credits(args: argparse.Namespace, workdir: Path) -> dict:
     # An engine that is never started: its store, credit policy and settle step are the real ones.
-    engine = Engine.from_settings(bench_settings("http://127.0.0.1:9", workdir))
+    engine = await Engine.from_settings(bench_settings("http://127.0.0.1:9", workdir))
     store, credits = _what_if(engine.store, args.synchronous), engine.credits
     users = [UserRef("bench", f"user{n}") for n in range(100)]
     started = time.perf_counter()
     for n in range(args.pairs):
         user = users[n % len(users)]
         now = time.time()
-        with store.transaction():  # Engine.accept's transaction, without the photo
-            store.count_active(user.key)
-            daily, bonus, period = credits.reserve(user, 1)
-            job_id = store.insert_job({
+        async with store.transaction():  # Engine.accept's transaction, without the photo
+            await store.count_active(user.key)
+            daily, bonus, period = await credits.reserve(user, 1)
+            job_id = await store.insert_job({
                 "user_key": user.key, "platform": "bench", "reply_to": {}, "model_id": harness.EFFECT_MODEL,
                 "kind": "effect", "inputs": {"effect_scene": "hula"}, "label": "hula", "cost": 1,
                 "paid_daily": daily, "paid_bonus": bonus, "period": period, "state": "queued",
                 "created_at": now, "updated_at": now, "owner": engine.owner})
-            credits.record(user.key, "reserve", -daily, -bonus, job_id)
-        engine.pipeline.settle_done(store.job(job_id))  # done, commit, media dropped: one transaction
+            await credits.record(user.key, "reserve", -daily, -bonus, job_id)
+        engine.pipeline.settle_done(await store.job(job_id))  # done, commit, media dropped: one transaction
     elapsed = time.perf_counter() - started
     synchronous = store.db.execute("PRAGMA synchronous").fetchone()[0]
     await engine.close()

@@ -25,6 +25,8 @@ from bot import catalog
 # itself. A video on any other host fails its job with an ERROR naming that host: add it to
 # [wavespeed] download_hosts if it is WaveSpeed's.
 DEFAULT_DOWNLOAD_HOSTS = ("*.wavespeed.ai", "d1q70pf5vjeyhc.cloudfront.net", "d2g64w682n9w0w.cloudfront.net")
+# What setWebhook's secret_token may be (core.telegram.org/bots/api#setwebhook).
+TELEGRAM_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class ConfigError(Exception):
@@ -54,10 +56,17 @@ class WaveSpeedSettings:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    path: str = "kling-bot.sqlite"  # the SQLite file
+    path: str = "kling-bot.sqlite"  # the SQLite file, when no url is set
+    # A postgresql:// URL (several machines share it) or a SQLite path; empty: ``path``.
+    url: str = ""
     videos_dir: str = "videos"  # finished MP4s, until delivered
     lease_seconds: float = 30.0  # a job whose process stops renewing is taken over after this
     keep_days: float = 7.0  # a delivered job's photo and settings, for its result buttons
+
+    @property
+    def database(self) -> str:
+        """What the store opens: ``url`` when set, else the SQLite file ``path``."""
+        return self.url or self.path
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,14 @@ class TelegramSettings:
     upload_limit_mb: float = 50.0  # bots may send up to 50 MB (more on a local server)
     nsfw: Literal["spoiler", "block"] = "spoiler"
     progress_interval: float = 3.0  # seconds between two edits of a progress message
+    # Webhook mode: Telegram POSTs updates to webhook_url (any number of fronts may stand
+    # behind it); empty: the bot polls getUpdates, one poller per bot token.
+    webhook_url: str = ""
+    webhook_listen: str = "127.0.0.1:8443"  # host:port of this front's own update listener
+    secret_token: str = field(default="", repr=False)  # sent back by Telegram in every delivery
+    # Seconds a polling bot listens at start for another program polling the same token
+    # (Telegram then answers one of them 409 Conflict); 0 skips the check.
+    conflict_check_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,9 @@ class DiscordSettings:
     gateway_url: str = ""  # empty: Discord's own gateway (tests point it at a fake one)
     nsfw: Literal["spoiler", "block", "nsfw_channels_only"] = "spoiler"
     progress_interval: float = 2.0  # seconds between two edits of a progress message
+    # Sharding: this process runs shards shard_ids (empty: all) of shard_count; 0: not sharded.
+    shard_count: int = 0
+    shard_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -119,7 +139,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every configured secret, for log redaction."""
         return [v for v in (self.wavespeed.api_key, self.wavespeed.webhook_secret, self.telegram.token,
-                            self.discord.token) if v]
+                            self.telegram.secret_token, self.discord.token) if v]
 
     def with_wavespeed(self, **changes: Any) -> Settings:
         return replace(self, wavespeed=replace(self.wavespeed, **changes))
@@ -132,7 +152,9 @@ _SECTIONS = {"wavespeed": WaveSpeedSettings, "storage": StorageSettings,
 _ENV_SECRETS = {("wavespeed", "api_key"): "WAVESPEED_API_KEY",
                 ("wavespeed", "webhook_secret"): "WAVESPEED_WEBHOOK_SECRET",
                 ("telegram", "token"): "TELEGRAM_BOT_TOKEN",
-                ("discord", "token"): "DISCORD_BOT_TOKEN"}
+                ("telegram", "secret_token"): "KLING_TELEGRAM_SECRET_TOKEN",
+                ("discord", "token"): "DISCORD_BOT_TOKEN",
+                ("storage", "url"): "KLING_DATABASE_URL"}  # may carry a password
 
 
 def load_settings(path: str | os.PathLike[str] | None = None,
@@ -263,11 +285,27 @@ def _check_ranges(s: Settings, source: str) -> None:
         (s.media.max_audio_seconds > 0, "[media] max_audio_seconds must be above 0"),
         (s.telegram.upload_limit_mb > 0, "[telegram] upload_limit_mb must be above 0"),
         (s.telegram.progress_interval >= 0, "[telegram] progress_interval cannot be negative"),
+        (s.telegram.conflict_check_seconds >= 0, "[telegram] conflict_check_seconds cannot be negative"),
+        (_webhook_url_ok(s.telegram.webhook_url),
+         "[telegram] webhook_url must be an https:// URL (http:// only for localhost or a loopback address)"),
+        (_host_port_ok(s.telegram.webhook_listen), "[telegram] webhook_listen must be host:port"),
+        (not s.telegram.webhook_url or bool(s.telegram.secret_token),
+         "[telegram] webhook_url needs a secret_token (or KLING_TELEGRAM_SECRET_TOKEN): 1-256 characters "
+         "of A-Z, a-z, 0-9, _ and -, which Telegram sends with every update so the bot can tell them from forgeries"),
+        (not s.telegram.secret_token or TELEGRAM_SECRET_TOKEN.fullmatch(s.telegram.secret_token) is not None,
+         "[telegram] secret_token must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram allows no others)"),
         (s.discord.progress_interval >= 0, "[discord] progress_interval cannot be negative"),
         (s.discord.api_base_url.startswith(("http://", "https://")),
          "[discord] api_base_url must start with http:// or https://"),
         (not s.discord.gateway_url or s.discord.gateway_url.startswith(("ws://", "wss://")),
          "[discord] gateway_url must start with ws:// or wss://"),
+        (s.discord.shard_count >= 0, "[discord] shard_count cannot be negative"),
+        (s.discord.shard_count or not s.discord.shard_ids,
+         "[discord] shard_ids needs [discord] shard_count, the number of shards they are part of"),
+        (all(0 <= shard < s.discord.shard_count for shard in s.discord.shard_ids),
+         f"[discord] shard_ids must be 0 to {s.discord.shard_count - 1} with shard_count = {s.discord.shard_count}"
+         f" (got {s.discord.shard_ids})"),
+        (len(set(s.discord.shard_ids)) == len(s.discord.shard_ids), "[discord] shard_ids lists a shard twice"),
     ]
     for ok, message in rules:
         if not ok:

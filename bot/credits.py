@@ -6,7 +6,8 @@ when accepted, daily credits first; the reservation is committed when the video 
 delivered, or refunded to the buckets it came from. A refund that arrives after the
 day rolled over goes to the bonus bucket, so a user never loses a refunded credit.
 Every movement is a ledger row. The rules live here; the SQL lives in ``bot.store``.
-Movements expect to run inside ``Store.transaction()``.
+Movements expect to run inside ``Store.transaction()``; reading a user locks them there
+(``Store.lock_user``), so two processes never both spend the same credit.
 """
 
 from __future__ import annotations
@@ -66,38 +67,39 @@ class Credits:
 
     # --- reading ----------------------------------------------------------------
 
-    def balance(self, user: UserRef) -> Balance:
-        with self.store.transaction():
-            row = self._user_row(user)
+    async def balance(self, user: UserRef) -> Balance:
+        async with self.store.transaction():
+            row = await self._user_row(user)
         return Balance(row["daily_left"], row["bonus"], self.resets_at())
 
-    def _user_row(self, user: UserRef) -> dict[str, Any]:
+    async def _user_row(self, user: UserRef) -> dict[str, Any]:
         """The user's row, created or rolled into the current period as needed."""
         period = self.period()
-        row = self.store.user(user.key)
+        await self.store.lock_user(user.key)
+        row = await self.store.user(user.key)
         if row is None:
             row = {"key": user.key, "platform": user.platform, "name": user.name,
                    "period": period, "daily_left": self.settings.daily_credits,
                    "bonus": 0, "created_at": self.clock()}
-            self.store.add_user(row)
+            await self.store.add_user(row)
             return row
         if row["period"] != period:
             row = {**row, "period": period, "daily_left": self.settings.daily_credits}
-            self.store.update_user(user.key, period=period, daily_left=row["daily_left"])
+            await self.store.update_user(user.key, period=period, daily_left=row["daily_left"])
         if user.name and user.name != row["name"]:
-            self.store.update_user(user.key, name=user.name)
+            await self.store.update_user(user.key, name=user.name)
         return row
 
     # --- movements --------------------------------------------------------------
 
-    def reserve(self, user: UserRef, cost: int) -> tuple[int, int, str]:
+    async def reserve(self, user: UserRef, cost: int) -> tuple[int, int, str]:
         """Take ``cost`` credits (daily first); returns (from_daily, from_bonus, period)."""
-        row = self._user_row(user)
+        row = await self._user_row(user)
         if row["daily_left"] + row["bonus"] < cost:
             raise OutOfCredits(self.shortfall(cost, row["daily_left"] + row["bonus"]))
         from_daily = min(cost, row["daily_left"])
         from_bonus = cost - from_daily
-        self.store.update_user(user.key, daily_left=row["daily_left"] - from_daily,
+        await self.store.update_user(user.key, daily_left=row["daily_left"] - from_daily,
                                bonus=row["bonus"] - from_bonus)
         return from_daily, from_bonus, row["period"]
 
@@ -105,49 +107,49 @@ class Credits:
         """What a user is told when ``have`` credits do not cover ``cost``."""
         return messages.out_of_credits(cost, have, self.settings.daily_credits, self.resets_at())
 
-    def record(self, user_key: str, entry: str, daily: int, bonus: int,
+    async def record(self, user_key: str, entry: str, daily: int, bonus: int,
                job_id: int | None = None, note: str = "") -> None:
-        self.store.add_ledger(at=self.clock(), user_key=user_key, job_id=job_id, entry=entry,
+        await self.store.add_ledger(at=self.clock(), user_key=user_key, job_id=job_id, entry=entry,
                               daily_delta=daily, bonus_delta=bonus, note=note)
 
-    def commit(self, job: Job) -> bool:
+    async def commit(self, job: Job) -> bool:
         """Make a job's reservation final. False if it was already settled."""
-        if not self.store.settle(job.id, "committed"):
+        if not await self.store.settle(job.id, "committed"):
             return False
-        self.record(job.user_key, "commit", 0, 0, job.id)
+        await self.record(job.user_key, "commit", 0, 0, job.id)
         return True
 
-    def refund(self, job: Job, why: str) -> bool:
+    async def refund(self, job: Job, why: str) -> bool:
         """Return a job's credits. False if it was already settled (no double refund)."""
-        if not self.store.settle(job.id, "refunded"):
+        if not await self.store.settle(job.id, "refunded"):
             return False
-        row = self.store.job_row(job.id)
+        row = await self.store.job_row(job.id)
         daily, bonus = row["paid_daily"], row["paid_bonus"]
         platform, user_id = job.user_key.split(":", 1)
-        user = self._user_row(UserRef(platform, user_id))  # rolled into today first
+        user = await self._user_row(UserRef(platform, user_id))  # rolled into today first
         if user["period"] != row["period"]:
             # The day it was reserved in is over: give it back as lasting credit.
             daily, bonus = 0, daily + bonus
-        self.store.update_user(job.user_key, daily_left=user["daily_left"] + daily,
+        await self.store.update_user(job.user_key, daily_left=user["daily_left"] + daily,
                                bonus=user["bonus"] + bonus)
-        self.record(job.user_key, "refund", daily, bonus, job.id, why)
+        await self.record(job.user_key, "refund", daily, bonus, job.id, why)
         return True
 
-    def grant(self, user: UserRef, credits: int, by: str = "") -> Balance:
+    async def grant(self, user: UserRef, credits: int, by: str = "") -> Balance:
         """Add lasting bonus credits (negative takes them away, not below zero)."""
-        with self.store.transaction():
-            row = self._user_row(user)
+        async with self.store.transaction():
+            row = await self._user_row(user)
             bonus = max(0, row["bonus"] + credits)
-            self.store.update_user(user.key, bonus=bonus)
-            self.record(user.key, "grant", 0, bonus - row["bonus"], note=by)
-        return self.balance(user)
+            await self.store.update_user(user.key, bonus=bonus)
+            await self.record(user.key, "grant", 0, bonus - row["bonus"], note=by)
+        return await self.balance(user)
 
-    def set_credits(self, user: UserRef, credits: int, by: str = "") -> Balance:
+    async def set_credits(self, user: UserRef, credits: int, by: str = "") -> Balance:
         """Set what a user has right now: today's allowance, the rest as bonus."""
-        with self.store.transaction():
-            row = self._user_row(user)
+        async with self.store.transaction():
+            row = await self._user_row(user)
             daily = min(max(0, credits), self.settings.daily_credits)
             bonus = max(0, credits - daily)
-            self.store.update_user(user.key, daily_left=daily, bonus=bonus)
-            self.record(user.key, "set", daily - row["daily_left"], bonus - row["bonus"], note=by)
-        return self.balance(user)
+            await self.store.update_user(user.key, daily_left=daily, bonus=bonus)
+            await self.record(user.key, "set", daily - row["daily_left"], bonus - row["bonus"], note=by)
+        return await self.balance(user)

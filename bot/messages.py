@@ -714,6 +714,22 @@ def cannot_reach(service: str, address: str, setting: str, detail: str) -> str:
             f"connection and {setting}.")
 
 
+def telegram_poller_running(holder: str) -> str:
+    return (f"another kling-bot process ({holder}) already polls Telegram for this bot on this "
+            "database, and Telegram lets one poller per bot token fetch updates. Stop it, or run "
+            "every front in webhook mode ([telegram] webhook_url).")
+
+
+def telegram_polled_elsewhere(detail: str) -> str:
+    return (f"another program polls Telegram for this bot's updates (Telegram answered: {detail}), "
+            "and Telegram lets one poller per bot token fetch updates. Stop it, or run every front "
+            "in webhook mode ([telegram] webhook_url).")
+
+
+def telegram_cannot_listen(listen: str, why: str) -> str:
+    return f"cannot listen for Telegram's updates on {listen} ([telegram] webhook_listen): {why}"
+
+
 def refused_at_start(service: str, detail: str) -> str:
     return f"{service} refused to start the bot: {detail}"
 

@@ -11,6 +11,13 @@ from bot.engine import Engine
 from bot.jobs import GenerationRequest, Press, UserRef
 from tests import spec_check
 from tests.helpers import RecordingCourier, image_bytes
+from tests.postgres import (  # noqa: F401  (fixtures: a PostgreSQL server and a store per backend)
+    empty_storage_url,
+    pg_server,
+    pg_server_session,
+    pg_url,
+    storage_url,
+)
 
 API_KEY = "ws-test-key-DO-NOT-LEAK-7f3a"
 PLATFORM = "test"
@@ -41,8 +48,11 @@ def settings(tmp_path, simulator):
     base = base.with_wavespeed(base_url=simulator.base_url, api_key=API_KEY,
                                poll_interval=0.05, job_timeout=20.0, max_concurrent=2,
                                history_settle=0.3)
+    # A polling bot's start-up check for another poller (2 s by default) is tested in
+    # tests/test_telegram_webhook.py; elsewhere it would only slow every start.
     return replace(base, storage=replace(base.storage, path=str(tmp_path / "bot.sqlite"),
-                                         videos_dir=str(tmp_path / "videos"), lease_seconds=2.0))
+                                         videos_dir=str(tmp_path / "videos"), lease_seconds=2.0),
+                   telegram=replace(base.telegram, conflict_check_seconds=0.0))
 
 
 @pytest.fixture
@@ -59,7 +69,7 @@ async def make_engine(settings, courier):
         chosen = custom or settings
         if wavespeed:  # e.g. max_concurrent=1
             chosen = chosen.with_wavespeed(**wavespeed)
-        engine = Engine.from_settings(chosen)
+        engine = await Engine.from_settings(chosen)
         engine.register(PLATFORM, courier)
         if start:
             await engine.start()
@@ -97,7 +107,7 @@ async def adapter_runner():
     running = []
 
     async def start(settings, adapter_class, launch: str = "start"):
-        engine = Engine.from_settings(settings)
+        engine = await Engine.from_settings(settings)
         adapter = adapter_class(settings, engine)
         await engine.start()
         await getattr(adapter, launch)()

@@ -55,7 +55,7 @@ async def main() -> None:
     parser.add_argument("--submit", type=int, default=0, help="how many requests to make at start")
     parser.add_argument("--hang-delivery", action="store_true")
     args = parser.parse_args()
-    engine = Engine.from_settings(load_settings(args.config))
+    engine = await Engine.from_settings(load_settings(args.config))
     engine.register(PLATFORM, FileCourier(args.events, args.hang_delivery))
     await engine.start()
     for n in range(args.submit):

@@ -6,6 +6,14 @@ treat an interaction token as expired ("Invalid Webhook Token", code 50027).
 ``refuse_channels`` makes a channel refuse the bot's messages (403 with Discord's code
 and message, e.g. 50013 Missing Permissions); ``closed_dms`` users refuse direct messages.
 
+The gateway shards as Discord's does (tests/specs/discord-gateway-sharding.md): an
+IDENTIFY may carry ``"shard": [id, count]``; that session's READY names it and lists the
+servers (``guild``) on it, (guild_id >> 22) % count == id, each then sent as GUILD_CREATE;
+an event of a server reaches only the sessions of its shard, one without a server (a
+direct message) only those of shard 0; an invalid shard closes the socket with 4010, more
+than 2,500 servers on one session with 4011 (sharding required). ``GET /gateway/bot``
+recommends ``recommended_shards``.
+
 As Discord does, a message is read only through its own channel (another channel answers
 "Unknown Message"), a channel the bot cannot view answers "Missing Access", and the
 message of a component or form interaction is in the interaction's channel; messages an
@@ -27,6 +35,13 @@ APP_ID = 900000000000000001
 BOT_ID = 900000000000000002
 GUILD = 800000000000000001
 CHANNEL = 700000000000000001
+INVALID_SHARD, SHARDING_REQUIRED = 4010, 4011  # gateway close codes
+MAX_GUILDS_PER_SHARD = 2500
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard Discord sends a server's events to."""
+    return (guild_id >> 22) % shard_count
 
 
 def _reply(body: Any, status: int = 200) -> web.Response:
@@ -56,7 +71,10 @@ class FakeDiscord:
         self.refuse_channels: dict[int, tuple[int, str]] = {}  # channel -> (code, message) of its 403
         self.closed_dms: set[int] = set()  # users whose DMs refuse the bot (50007)
         self.dm_channels: dict[int, int] = {}  # DM channel -> its user
-        self.identify: dict[str, Any] | None = None  # what the client sent to log in
+        self.identify: dict[str, Any] | None = None  # what the client sent to log in (the latest)
+        self.identifies: list[dict[str, Any]] = []  # every IDENTIFY, in order
+        self.guilds: dict[int, dict[str, Any]] = {}  # the servers the bot is in (``guild``)
+        self.recommended_shards = 1  # GET /gateway/bot's "shards"
         # Requests real Discord would refuse (tests/spec_check.py); asserted empty after each test.
         # A test that sends bad requests on purpose checks and clears them, or sets check_specs.
         self.violations: list[str] = []
@@ -64,6 +82,7 @@ class FakeDiscord:
         self.spec = spec_check.DiscordRules()  # acknowledged interactions, upload limits
         spec_check.watch(self)
         self._sockets: list[web.WebSocketResponse] = []
+        self._shards: dict[web.WebSocketResponse, tuple[int, int]] = {}  # a sharded session's [id, count]
         self._seq = itertools.count(1)
         self._ids = itertools.count(500000000000000001)
         self._runner: web.AppRunner | None = None
@@ -83,6 +102,7 @@ class FakeDiscord:
         app.router.add_post(f"{api}/channels/{{cid}}/messages", self._channel_message)
         app.router.add_get(f"{api}/channels/{{cid}}/messages/{{mid}}", self._get_message)
         app.router.add_get("/attachments/{aid}/{name}", self._attachment)
+        app.router.add_get(f"{api}/gateway/bot", self._gateway_bot)
         app.router.add_get("/gateway", self._gateway)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -91,7 +111,7 @@ class FakeDiscord:
         self.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
 
     async def close(self) -> None:
-        for socket in self._sockets:
+        for socket in list(self._sockets):
             await socket.close()
         if self._runner:
             await self._runner.cleanup()
@@ -101,10 +121,24 @@ class FakeDiscord:
         return f"{self.base.replace('http://', 'ws://')}/gateway"
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a gateway event (e.g. INTERACTION_CREATE) to every connected client."""
+        """Send a gateway event (e.g. INTERACTION_CREATE) to every connected session that
+        Discord would send it to: a server's event to the sessions of its shard, any
+        other to those of shard 0 (and to every session that does not shard)."""
         self.spec.saw_event(event, data)
+        guild = data.get("guild_id") or (data.get("id") if event.startswith("GUILD_") else None)
         for socket in self._sockets:
-            await socket.send_json({"op": 0, "t": event, "s": next(self._seq), "d": data})
+            if self._receives(socket, int(guild) if guild else None):
+                await socket.send_json({"op": 0, "t": event, "s": next(self._seq), "d": data})
+
+    def _receives(self, socket: web.WebSocketResponse, guild_id: int | None) -> bool:
+        if socket not in self._shards:
+            return True
+        shard_id, shard_count = self._shards[socket]
+        return shard_id == (shard_of(guild_id, shard_count) if guild_id is not None else 0)
+
+    def sessions(self, guild_id: int | None = None) -> list[tuple[int, int] | None]:
+        """The [id, count] of each connected session that receives ``guild_id``'s events (None: unsharded)."""
+        return [self._shards.get(socket) for socket in self._sockets if self._receives(socket, guild_id)]
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse()
@@ -114,14 +148,40 @@ class FakeDiscord:
             message = json.loads(frame.data)
             if message["op"] == 2:  # IDENTIFY
                 self.identify = message["d"]
-                await socket.send_json({"op": 0, "t": "READY", "s": next(self._seq), "d": {
-                    "v": 10, "user": _user(BOT_ID, bot=True), "guilds": [], "session_id": "fake",
-                    "resume_gateway_url": self.gateway_url, "private_channels": [],
-                    "application": {"id": str(APP_ID), "flags": 0}}})
+                self.identifies.append(message["d"])
+                shard = message["d"].get("shard")
+                if shard is not None and not _valid_shard(shard):
+                    await socket.close(code=INVALID_SHARD, message=b"Invalid shard.")
+                    break
+                guilds = [g for g in self.guilds if shard is None or shard_of(g, shard[1]) == shard[0]]
+                if len(guilds) > MAX_GUILDS_PER_SHARD:
+                    await socket.close(code=SHARDING_REQUIRED, message=b"Sharding required.")
+                    break
+                ready = {"v": 10, "user": _user(BOT_ID, bot=True), "session_id": f"fake-{next(self._ids)}",
+                         "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
+                         "resume_gateway_url": self.gateway_url, "private_channels": [],
+                         "application": {"id": str(APP_ID), "flags": 0}}
+                if shard is not None:
+                    ready["shard"] = shard
+                    self._shards[socket] = (shard[0], shard[1])
+                await socket.send_json({"op": 0, "t": "READY", "s": next(self._seq), "d": ready})
+                for guild in guilds:  # then each server of the session, as it becomes available
+                    await socket.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq),
+                                            "d": self.guilds[guild]})
                 self._sockets.append(socket)
             elif message["op"] == 1:  # heartbeat
                 await socket.send_json({"op": 11})
+        if socket in self._sockets:
+            self._sockets.remove(socket)
+        self._shards.pop(socket, None)
         return socket
+
+    async def _gateway_bot(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bot {self.token}":
+            return await self._json(request, {"message": "401: Unauthorized", "code": 0}, status=401)
+        return await self._json(request, {
+            "url": self.gateway_url, "shards": self.recommended_shards,
+            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 86400000, "max_concurrency": 1}})
 
     @property
     def api_base_url(self) -> str:
@@ -142,25 +202,41 @@ class FakeDiscord:
                 "proxy_url": f"{self.base}/attachments/{aid}/{filename}",
                 "content_type": content_type, "width": 640, "height": 480}
 
+    def guild(self, guild_id: int, channel: int = CHANNEL) -> dict[str, Any]:
+        """A server the bot is in, with one text channel: listed in READY (on its shard)."""
+        self.guilds[guild_id] = {
+            "id": str(guild_id), "name": f"Server {guild_id}", "icon": None, "owner_id": str(1),
+            "unavailable": False, "large": False, "member_count": 1, "joined_at": "2024-01-01T00:00:00+00:00",
+            "roles": [{"id": str(guild_id), "name": "@everyone", "permissions": "0", "position": 0, "color": 0,
+                       "hoist": False, "managed": False, "mentionable": False, "flags": 0}],
+            "channels": [{"id": str(channel), "type": 0, "name": "general", "position": 0,
+                          "permission_overwrites": [], "nsfw": False}],
+            "emojis": [], "stickers": [], "features": [], "members": [], "voice_states": [], "presences": [],
+            "threads": [], "stage_instances": [], "guild_scheduled_events": [], "premium_tier": 0,
+            "afk_timeout": 300, "verification_level": 0, "default_message_notifications": 0,
+            "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
+            "system_channel_flags": 0, "premium_progress_bar_enabled": False}
+        return self.guilds[guild_id]
+
     def interaction(self, kind: int, data: dict[str, Any], *, user: int, permissions: str = "0",
                     nsfw: bool = False, size_limit: int = 25 * 1024 * 1024,
                     message: dict[str, Any] | None = None, dm: int | None = None,
-                    channel: int | None = None) -> dict[str, Any]:
-        """An interaction in ``channel`` (by default the message's, else ``CHANNEL``)."""
+                    channel: int | None = None, guild: int = GUILD) -> dict[str, Any]:
+        """An interaction in ``channel`` (by default the message's, else ``CHANNEL``) of ``guild``."""
         iid = next(self._ids)
         channel = channel or (int(message["channel_id"]) if message is not None else None) or dm or CHANNEL
         if message is not None:  # Discord sends the message the component is on, in its own channel
             assert int(message["channel_id"]) == channel, "a component's message is in the interaction's channel"
         payload = {
             "id": str(iid), "application_id": str(APP_ID), "type": kind, "token": f"itoken-{iid}",
-            "version": 1, "guild_id": str(GUILD), "channel_id": str(channel),
-            "channel": {"id": str(channel), "type": 0, "guild_id": str(GUILD), "name": "general",
+            "version": 1, "guild_id": str(guild), "channel_id": str(channel),
+            "channel": {"id": str(channel), "type": 0, "guild_id": str(guild), "name": "general",
                         "nsfw": nsfw, "position": 0, "permission_overwrites": []},
             "member": {"user": _user(user), "roles": [], "permissions": permissions,
                        "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False, "mute": False,
                        "flags": 0},
             "app_permissions": "0", "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
-            "authorizing_integration_owners": {"0": str(GUILD)}, "context": 0,
+            "authorizing_integration_owners": {"0": str(guild)}, "context": 0,
             "attachment_size_limit": size_limit, "data": data,
         }
         if message is not None:
@@ -361,3 +437,9 @@ class FakeDiscord:
             await response.write(data[start:start + 64 * 1024])
         await response.write_eof()
         return response
+
+
+def _valid_shard(shard: Any) -> bool:
+    """``[shard_id, num_shards]``: two whole numbers, 0 <= shard_id < num_shards."""
+    return (isinstance(shard, list) and len(shard) == 2 and all(type(n) is int for n in shard)
+            and 0 <= shard[0] < shard[1])

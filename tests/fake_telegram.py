@@ -2,6 +2,13 @@
 
 It serves getMe, getUpdates (long polling over a queue the test fills), sendMessage,
 editMessageText, sendVideo, getFile and file downloads, and records every call.
+getUpdates follows Telegram's rules on conflicts: a newer call ends a pending one with 409
+("terminated by other getUpdates request"), and every call is 409 while a webhook is set.
+setWebhook / deleteWebhook / getWebhookInfo keep a webhook; while one is set, pushed updates
+are POSTed to it (``deliver``) with the X-Telegram-Bot-Api-Secret-Token header, as Telegram
+does. ``FakeTelegram(token)`` answers setWebhook like api.telegram.org (https only, ports 443,
+80, 88 and 8443); ``local=True`` like a self-hosted Bot API server in ``--local`` mode,
+which accepts an http URL on any port (how the tests point Telegram at 127.0.0.1).
 ``flood_next`` answers a method with 429 + retry_after, like Telegram's flood control.
 ``blocked`` (users who blocked the bot, or never started it) and ``no_video_rights``
 (chats where the bot may not post videos) refuse calls the way the Bot API does.
@@ -14,10 +21,13 @@ import itertools
 import json
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 from tests import spec_check
+from tests.helpers import checked
 
 # The placeholder senders Telegram puts in ``from`` of messages sent on behalf of a chat
 # (an anonymous group admin: the group itself; a channel: that channel), with ``sender_chat``.
@@ -26,11 +36,25 @@ CHANNEL_BOT = {"id": 136817688, "is_bot": True, "first_name": "Channel", "userna
 BOT_USER = {"id": 777000, "is_bot": True, "first_name": "Kling", "username": "kling_test_bot",
             "can_join_groups": True, "can_read_all_group_messages": False,
             "supports_inline_queries": False}
+WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports api.telegram.org delivers to (setWebhook docs)
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+_THE_WEBHOOKS = object()  # deliver(): the secret token setWebhook was given
+
+
+def _error(status: int, description: str) -> web.Response:
+    return web.json_response({"ok": False, "error_code": status, "description": description}, status=status)
 
 
 class FakeTelegram:
-    def __init__(self, token: str):
+    def __init__(self, token: str, *, local: bool = False):
         self.token = token
+        # Telegram's bot id is the token's first part (getMe, and ``from`` of the bot's messages).
+        prefix = token.split(":")[0]
+        self.bot_user = {**BOT_USER, "id": int(prefix)} if prefix.isdigit() else dict(BOT_USER)
+        self.local = local  # a self-hosted Bot API server in --local mode: http webhooks on any port
+        self.webhook: dict[str, Any] | None = None  # setWebhook's parameters, while one is set
+        self.deliveries: list[dict[str, Any]] = []  # {"update_id", "to", "status"} of each POST to a webhook
+        self.conflicts = 0  # getUpdates calls answered 409
         self.calls: list[dict[str, Any]] = []  # {"method", "params", "files", "at"}
         self.paths: list[str] = []
         self.files: dict[str, bytes] = {}
@@ -52,6 +76,9 @@ class FakeTelegram:
         self._message_ids = itertools.count(100)
         self._file_ids = itertools.count(1)
         self._new_update = asyncio.Event()
+        self._poll: object | None = None  # the latest getUpdates call: it ends any earlier one
+        self._sending: set[asyncio.Task[int]] = set()
+        self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self.base = ""
 
@@ -69,6 +96,10 @@ class FakeTelegram:
         self.base = f"http://127.0.0.1:{port}"
 
     async def close(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
         if self._runner:
             await self._runner.cleanup()
 
@@ -134,15 +165,51 @@ class FakeTelegram:
             self.push({"message": message})
         return message
 
-    def press_button(self, user_id: int, message: dict[str, Any], data: str) -> None:
-        self.push({"callback_query": {
+    def press_button(self, user_id: int, message: dict[str, Any], data: str, *,
+                     push: bool = True) -> dict[str, Any]:
+        """A user presses a button of a message: the update, pushed unless push=False."""
+        content = {"callback_query": {
             "id": str(next(self._update_ids)), "from": {"id": user_id, "is_bot": False,
                                                        "first_name": f"User{user_id}"},
-            "chat_instance": "ci", "data": data, "message": message}})
+            "chat_instance": "ci", "data": data, "message": message}}
+        return self.push(content) if push else self.new_update(content)
 
-    def push(self, update: dict[str, Any]) -> None:
-        self._updates.append({"update_id": next(self._update_ids), **update})
-        self._new_update.set()
+    def new_update(self, content: dict[str, Any]) -> dict[str, Any]:
+        """An update with the next update_id, not sent anywhere (``deliver`` sends it)."""
+        return {"update_id": next(self._update_ids), **content}
+
+    def push(self, content: dict[str, Any]) -> dict[str, Any]:
+        """Queue an update for getUpdates or, while a webhook is set, POST it there; the update."""
+        update = self.new_update(content)
+        if self.webhook is not None:
+            task = asyncio.get_running_loop().create_task(self.deliver(update))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        else:
+            self._updates.append(update)
+            self._new_update.set()
+        return update
+
+    async def deliver(self, update: dict[str, Any], *, to: str | None = None,
+                      secret_token: Any = _THE_WEBHOOKS) -> int:
+        """POST an update as Telegram delivers it to the webhook: JSON, with the secret token
+        setWebhook was given in its header. ``to``: another address (the front a load balancer
+        in front of the webhook's address picked); ``secret_token``: another header (None:
+        none). The HTTP status the bot answered (0: no answer). Telegram would retry a
+        delivery that did not get a 2xx later; tests deliver again themselves."""
+        assert self.webhook is not None or to is not None, "no webhook is set"
+        url = to or (self.webhook or {})["url"]
+        secret = (self.webhook or {}).get("secret_token") if secret_token is _THE_WEBHOOKS else secret_token
+        headers = {"Content-Type": "application/json", **({SECRET_HEADER: secret} if secret is not None else {})}
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with self._session.post(url, data=json.dumps(update), headers=headers) as answer:
+                status = answer.status
+        except aiohttp.ClientError:
+            status = 0
+        self.deliveries.append({"update_id": update["update_id"], "to": url, "status": status})
+        return status
 
     def flood_next(self, method: str, retry_after: float = 1) -> None:
         self.floods.setdefault(method, []).append(retry_after)
@@ -152,7 +219,7 @@ class FakeTelegram:
 
     async def wait_for(self, check, timeout: float = 20.0):
         async with asyncio.timeout(timeout):
-            while not (found := check()):
+            while not (found := await checked(check())):
                 await asyncio.sleep(0.02)
         return found
 
@@ -224,9 +291,53 @@ class FakeTelegram:
         return None
 
     def _m_getMe(self, params, files):
-        return BOT_USER
+        return self.bot_user
+
+    def _m_setWebhook(self, params, files):
+        url = params["url"]
+        if not url:
+            self.webhook = None
+            return True
+        parts = urlsplit(url)
+        if not self.local and parts.scheme != "https":
+            return _error(400, "Bad Request: bad webhook: HTTPS url must be provided for webhook")
+        if not self.local and (parts.port or 443) not in WEBHOOK_PORTS:
+            return _error(400, "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return _error(400, "Bad Request: bad webhook: Wrong HTTP URL specified")
+        self.webhook = dict(params)
+        self._poll = None
+        self._new_update.set()  # a pending getUpdates ends (409 below)
+        queued, self._updates = self._updates, []
+        if params.get("drop_pending_updates") not in (True, "true", "True", 1):
+            for update in queued:  # updates not yet fetched go to the webhook now
+                task = asyncio.get_running_loop().create_task(self.deliver(update))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+        return True
+
+    def _m_deleteWebhook(self, params, files):
+        self.webhook = None
+        if params.get("drop_pending_updates") in (True, "true", "True", 1):
+            self._updates = []
+        return True
+
+    def _m_getWebhookInfo(self, params, files):
+        info: dict[str, Any] = {"url": (self.webhook or {}).get("url", ""), "has_custom_certificate": False,
+                                "pending_update_count": len(self._updates)}
+        if self.webhook is not None:
+            info["max_connections"] = int(self.webhook.get("max_connections") or 40)
+            if self.webhook.get("allowed_updates") is not None:
+                info["allowed_updates"] = self.webhook["allowed_updates"]
+        return info
 
     async def _m_getUpdates(self, params, files):
+        if self.webhook is not None:
+            self.conflicts += 1
+            return _error(409, "Conflict: can't use getUpdates method while webhook is active; "
+                               "use deleteWebhook to delete the webhook first")
+        call = self._poll = object()
+        self._new_update.set()  # an earlier call still waiting ends: Telegram answers it 409
         offset = int(params.get("offset") or 0)
         # Like Telegram: asking with an offset confirms (forgets) every earlier update.
         self._updates = [u for u in self._updates if u["update_id"] >= offset]
@@ -240,12 +351,19 @@ class FakeTelegram:
             except TimeoutError:
                 pass
             pending = [u for u in self._updates if u["update_id"] >= offset]
+        if self._poll is not call:  # another getUpdates (or a webhook) came meanwhile
+            self.conflicts += 1
+            if self.webhook is not None:
+                return _error(409, "Conflict: can't use getUpdates method while webhook is active; "
+                                   "use deleteWebhook to delete the webhook first")
+            return _error(409, "Conflict: terminated by other getUpdates request; "
+                               "make sure that only one bot instance is running")
         return pending
 
     def _bot_message(self, params, **content) -> dict[str, Any]:
         chat_id = int(params["chat_id"])
         message = {"message_id": next(self._message_ids), "date": int(time.time()),
-                   "chat": _chat(chat_id), "from": BOT_USER, **content}
+                   "chat": _chat(chat_id), "from": self.bot_user, **content}
         reply = params.get("reply_parameters") or {}
         replied = self.messages.get((chat_id, int(reply.get("message_id") or params.get("reply_to_message_id") or 0)))
         if replied:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import math
 from dataclasses import dataclass, field
@@ -103,9 +104,9 @@ def _tone_frame(start: int, n: int, rate: int, sample_fmt: str) -> av.AudioFrame
 async def settled(engine, job_id: int, timeout: float = 10.0):
     """The job once it has ended: settlement follows the courier's last call."""
     async with asyncio.timeout(timeout):
-        while not engine.store.job(job_id).state.finished:
+        while not (await engine.store.job(job_id)).state.finished:
             await asyncio.sleep(0.01)
-    return engine.store.job(job_id)
+    return await engine.store.job(job_id)
 
 
 def mp4_info(data: bytes) -> tuple[str, int, int, int]:
@@ -161,3 +162,20 @@ class RecordingCourier:
 
     def stages(self, job_id: int) -> list[str]:
         return [p.stage for j, p in self.progress_log if j == job_id]
+
+
+async def checked(value):
+    """A waiter's check may be a plain value or an awaitable (an async store read)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+async def job_in_state(engine, job_id: int, state: str):
+    """The job once it is in ``state`` (else None): for a waiter's check."""
+    job = await engine.store.job(job_id)
+    return job if job is not None and job.state.value == state else None
+
+
+async def finished_job(engine, job_id: int):
+    """The job once it has ended (else None): for a waiter's check."""
+    job = await engine.store.job(job_id)
+    return job if job is not None and job.state.finished else None

@@ -14,7 +14,8 @@ README; KLING_SPECS_DIR points elsewhere):
   present; values have the spec's types, objects checked field by field against the type
   definitions; the "N-M characters/bytes" limits stated in the field descriptions
   (characters counted in UTF-16 code units, as Telegram does); BotCommand names
-  ("only lowercase English letters, digits and underscores"); an inline keyboard button
+  ("only lowercase English letters, digits and underscores") and setWebhook's secret_token
+  ("Only characters A-Z, a-z, 0-9, _ and - are allowed"); an inline keyboard button
   has exactly one action field.
 - Discord (discord-openapi.pruned.json): the path and method match a route; the JSON body
   (or a multipart upload's payload_json) is valid against the operation's requestBody
@@ -131,6 +132,8 @@ TELEGRAM_PRIMITIVES = {"String", "Integer", "Float", "Boolean", "InputFile"}
 ARRAY_OF = "Array of "
 LENGTH_RULE = re.compile(r"(\d+)-(\d+) (characters|bytes)")
 LOWERCASE_RULE = "only lowercase English letters, digits and underscores"
+# setWebhook's secret_token ("Only characters A-Z, a-z, 0-9, _ and - are allowed").
+TOKEN_CHARSET_RULE = "Only characters A-Z, a-z, 0-9, _ and - are allowed"
 # InlineKeyboardButton's optional fields that are not its action ("exactly one of the
 # optional fields must be used to specify type of the button", core.telegram.org).
 BUTTON_DECORATIONS = {"icon_custom_emoji_id", "style"}
@@ -146,6 +149,9 @@ TELEGRAM_WORDING = {
     ("InlineKeyboardButton", "callback_data", "short"): "BUTTON_DATA_INVALID",
     ("BotCommand", "command", "long"): "BOT_COMMAND_INVALID",
     ("BotCommand", "command", "short"): "BOT_COMMAND_INVALID",
+    ("setWebhook", "secret_token", "long"): "secret token is too long",
+    ("setWebhook", "secret_token", "short"): "secret token must be non-empty",
+    ("setWebhook", "secret_token", "charset"): "secret token contains unallowed characters",
 }
 
 
@@ -331,6 +337,10 @@ def _limit_problems(owner: str, field: dict[str, Any], value: Any, where: str,
     if LOWERCASE_RULE in description and not re.fullmatch(r"[a-z0-9_]*", text):
         wording = TELEGRAM_WORDING.get((owner, field["name"], "long"), f"{where} has forbidden characters")
         problems.append(Problem(f'{where} is {text!r}; {owner}.{field["name"]}: "{LOWERCASE_RULE}"', wording))
+    if TOKEN_CHARSET_RULE in description and not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        wording = TELEGRAM_WORDING.get((owner, field["name"], "charset"), f"{where} has forbidden characters")
+        problems.append(Problem(f'{where} has other characters; {owner}.{field["name"]}: "{TOKEN_CHARSET_RULE}"',
+                                wording))
     return problems
 
 

@@ -11,6 +11,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BOT, ADAPTERS = ROOT / "bot", ROOT / "adapters"
 CHAT_LIBRARIES = ("discord", "telegram")
@@ -68,7 +70,7 @@ def test_adapters_use_only_the_facade_and_the_core_types():
 def test_only_the_store_speaks_sql():
     offenders = []
     for path in sources(BOT, ADAPTERS):
-        if rel(path) == "bot/store.py":
+        if rel(path).startswith("bot/store/"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value):
@@ -116,7 +118,7 @@ def test_every_user_facing_sentence_is_built_in_messages():
     sentence = re.compile(r"[A-Za-z]+[,;:'’]?\s+[A-Za-z]+[,;:'’]?\s+[A-Za-z]+")
     offenders = []
     for path in sources(BOT, ADAPTERS):
-        if rel(path) in NOT_USER_FACING | {"bot/store.py"} or "devtools" in path.parts:
+        if rel(path) in NOT_USER_FACING or rel(path).startswith("bot/store/") or "devtools" in path.parts:
             continue
         tree = ast.parse(path.read_text())
         skip = _docstrings(tree) | _not_for_users(tree)
@@ -125,3 +127,68 @@ def test_every_user_facing_sentence_is_built_in_messages():
                     and id(node) not in skip and sentence.search(node.value)):
                 offenders.append(f"{rel(path)}:{node.lineno}: {node.value[:50]!r}")
     assert offenders == []
+
+
+# --- inside a platform adapter: one direction ---------------------------------------------
+
+PLATFORM_PACKAGES = ("discord", "telegram")
+# Modules the rest of their package builds on: each imports no other module of it.
+LEAVES = {"adapters.discord.kit", "adapters.discord.items", "adapters.discord.forms"}
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def package_imports(package: Path) -> dict[str, set[str]]:
+    """Each module of ``package`` -> the modules of the same package it imports (at the top,
+    inside a function or under TYPE_CHECKING alike: each is a dependency). ``from pkg import
+    mod`` imports the module ``pkg.mod``."""
+    modules = {module_name(p) for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules
+                            else node.module for alias in node.names}
+        graph[module_name(path)] = {t for t in targets if t in modules} - {module_name(path)}
+    return graph
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of imports (``[a, b, a]``: a imports b, b imports a), or [] when there is none."""
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> list[str]:
+        if module in path:
+            return [*path[path.index(module):], module]
+        if module in done:
+            return []
+        for target in sorted(graph.get(module, ())):
+            if cycle := visit(target, [*path, module]):
+                return cycle
+        done.add(module)
+        return []
+
+    return next((cycle for module in sorted(graph) if (cycle := visit(module, []))), [])
+
+
+def test_import_cycles_are_found():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+@pytest.mark.parametrize("platform", PLATFORM_PACKAGES)
+def test_a_platform_adapter_imports_in_one_direction(platform):
+    """The adapter imports its commands and views; they never import it, nor each other in a ring."""
+    assert import_cycle(package_imports(ADAPTERS / platform)) == []
+
+
+def test_discord_views_reach_the_adapter_only_through_the_interaction():
+    graph = package_imports(ADAPTERS / "discord")
+    importing_the_adapter = sorted(m for m, targets in graph.items() if "adapters.discord.bot" in targets)
+    assert importing_the_adapter == ["adapters.discord"]  # the package's __init__, re-exporting it
+    assert {leaf: graph[leaf] for leaf in LEAVES} == {leaf: set() for leaf in LEAVES}

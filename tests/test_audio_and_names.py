@@ -58,7 +58,7 @@ async def test_an_mp3_that_says_2_s_but_holds_62_s_is_refused_before_any_credit(
     assert isinstance(answer, Rejected)
     assert answer.text == messages.audio_over_limit(30.0)
     assert simulator.submissions == [] and simulator.uploads == {}
-    assert engine.balance(user()).total == 10
+    assert (await engine.balance(user())).total == 10
 
 
 async def test_an_mp3_that_says_2_s_but_holds_20_s_costs_20_s(engine, courier, simulator):
@@ -67,7 +67,7 @@ async def test_an_mp3_that_says_2_s_but_holds_20_s_costs_20_s(engine, courier, s
     assert answer.job.cost == 4  # 1 credit per 5 s started, of what it holds (the header: 1)
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
     await settled(engine, answer.job.id)
-    assert engine.balance(user()).total == 6
+    assert (await engine.balance(user())).total == 6
 
 
 @pytest.mark.parametrize("fmt, codec", [("mp3", "libmp3lame"), ("ogg", "libopus"), ("wav", "pcm_s16le")])

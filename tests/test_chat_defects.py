@@ -28,7 +28,7 @@ from adapters.chat import ChatCourier
 from adapters.discord import DiscordAdapter
 from bot.catalog import Params
 from bot.jobs import GenerationRequest, Job, JobState, Progress, Video
-from bot.store import Store
+from bot.store.sqlite import SqliteStore as Store
 from tests.conftest import user
 from tests.fake_discord import CHANNEL
 from tests.helpers import image_bytes, settled
@@ -59,8 +59,8 @@ async def test_expire_forgets_the_prompt_everywhere(engine, courier):
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
     await settled(engine, answer.job.id)
     engine.results.clock = lambda: time.time() + 8 * 86400  # past keep_days
-    assert engine.results.expire() == 1
-    job = engine.store.job(answer.job.id)
+    assert await engine.results.expire() == 1
+    job = await engine.store.job(answer.job.id)
     assert "prompt" not in job.inputs  # this part works
     assert "Jane Doe" not in job.label, job.label
 
@@ -81,10 +81,10 @@ async def test_sweep_keeps_files_of_a_database_opened_by_another_spelling(settin
     assert not os.path.isabs(stored) and Path(stored).exists()
 
     other = Store(str(tmp_path / "bot.sqlite"))  # the other process's start: Engine.start sweeps
-    with other.transaction():
-        other.files.sweep()
-    other.close()
-    assert engine.store.job(answer.job.id).state == JobState.QUEUED
+    async with other.transaction():
+        await other.files.sweep()
+    await other.close()
+    assert (await engine.store.job(answer.job.id)).state == JobState.QUEUED
     assert Path(stored).exists(), "sweep deleted the photo of a queued job"
 
 
@@ -187,7 +187,7 @@ async def test_a_double_tap_on_again_is_one_job(run_bot, tg_settings, telegram, 
     await telegram.wait_for(lambda: len(telegram.calls_to("answerCallbackQuery")) == 2)
     await asyncio.sleep(0.3)
     jobs = engine.store.db.execute("select count(*) from jobs where user_key = ?", [who(BOB).key]).fetchone()[0]
-    assert jobs == 1 and engine.balance(who(BOB)).total == 9, (jobs, engine.balance(who(BOB)).total)
+    assert jobs == 1 and (await engine.balance(who(BOB))).total == 9, (jobs, (await engine.balance(who(BOB))).total)
 
 
 async def test_history_in_a_group_does_not_reveal_private_prompts(run_bot, tg_settings, telegram, simulator):

@@ -41,11 +41,11 @@ async def test_a_question_to_a_member_is_not_answered_by_a_message_sent_as_anoth
     await telegram.wait_for(lambda: messages.QUESTION_NOT_YOURS in texts(telegram) or simulator.submissions)
     await asyncio.sleep(0.3)
     assert simulator.submissions == [] and messages.QUESTION_NOT_YOURS in texts(telegram)
-    assert engine.balance(who(MALLORYS_CHANNEL)).total == 10
+    assert (await engine.balance(who(MALLORYS_CHANNEL))).total == 10
 
     telegram.user_message(GROUP, ALICE, photo=image_bytes(), reply_to=question)  # still Alice's to answer
     await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
-    assert engine.store.job(1).user_key == who(ALICE).key
+    assert (await engine.store.job(1)).user_key == who(ALICE).key
 
 
 async def test_a_menu_on_a_forwarded_copy_of_the_bots_message_proves_nothing(run_bot, tg_settings, telegram):

@@ -61,9 +61,9 @@ async def test_jobs_answers_at_once_while_a_job_runs(console):
 async def test_cancel_of_a_queued_job_is_one_line_and_refunds(console):
     chat, out = console
     await chat.handle("/effect hula")  # takes the only slot
-    before = chat.engine.balance(ME).total
+    before = (await chat.engine.balance(ME)).total
     await chat.handle("/effect jelly_press")
-    assert chat.engine.balance(ME).total == before - 1
+    assert (await chat.engine.balance(ME)).total == before - 1
     await chat.handle("/jobs")
     assert any(line.startswith("Job 2 (effect jelly press): queued") for line in _lines(out))
     shown = len(_lines(out))
@@ -72,7 +72,7 @@ async def test_cancel_of_a_queued_job_is_one_line_and_refunds(console):
     await asyncio.wait_for(chat.finish(), 60)
     about_job_2 = [line for line in _lines(out)[shown:] if re.search(r"\b[Jj]ob 2\b", line)]
     assert about_job_2 == ["Job 2 cancelled; 1 credit refunded."]
-    assert chat.engine.balance(ME).total == before
+    assert (await chat.engine.balance(ME)).total == before
     assert f"You have {before} credits." in " ".join(_lines(out))
     assert "[job 1] done: " in _lines(out)[-1]
 

@@ -11,7 +11,7 @@ from bot.catalog import MODELS, Params
 from bot.config import QuotaSettings
 from bot.credits import Credits, OutOfCredits, cost_of
 from bot.jobs import GenerationRequest, JobState, Rejected
-from bot.store import Store
+from bot.store.sqlite import SqliteStore as Store
 from tests.conftest import effect_request, user
 from tests.helpers import image_bytes, settled
 
@@ -23,12 +23,12 @@ def _ledger(engine, job_id):
 async def test_credit_is_reserved_on_accept_and_committed_on_delivery(engine, courier):
     answer = await engine.accept(effect_request())
     assert answer.credits_left == 9
-    assert engine.balance(user()).total == 9  # reserved before the job even starts
+    assert (await engine.balance(user())).total == 9  # reserved before the job even starts
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
     await settled(engine, answer.job.id)  # the commit follows the delivery
-    assert engine.balance(user()).total == 9
+    assert (await engine.balance(user())).total == 9
     assert _ledger(engine, answer.job.id) == ["reserve", "commit"]
-    assert engine.store.job_row(answer.job.id)["settlement"] == "committed"
+    assert (await engine.store.job_row(answer.job.id))["settlement"] == "committed"
 
 
 async def test_failed_job_refunds_and_says_so(engine, courier, simulator):
@@ -37,10 +37,10 @@ async def test_failed_job_refunds_and_says_so(engine, courier, simulator):
     kind, reason = await courier.outcome(answer.job.id)
     assert kind == "failed"
     assert "Kling could not make this video" in reason and "Your 1 credit was refunded." in reason
-    assert engine.balance(user()).total == 10
+    assert (await engine.balance(user())).total == 10
     assert _ledger(engine, answer.job.id) == ["reserve", "refund"]
-    assert engine.store.job(answer.job.id).state == JobState.FAILED
-    assert engine.store.files.get(answer.job.id) == {}  # the photo is not kept
+    assert (await engine.store.job(answer.job.id)).state == JobState.FAILED
+    assert await engine.store.files.get(answer.job.id) == {}  # the photo is not kept
 
 
 async def test_ten_second_clip_costs_twice_a_five_second_one(engine, courier):
@@ -67,31 +67,31 @@ async def test_fifty_parallel_requests_for_the_last_credit_spend_it_once(make_en
     assert len(accepted) == 1 and len(refused) == 49
     assert all("You're out of credits: this needs 1 and you have 0." in r.text for r in refused)
     assert engine.store.db["jobs"].count == 1
-    assert engine.balance(user()).total == 0
+    assert (await engine.balance(user())).total == 0
     await courier.outcome(accepted[0].job.id)
 
 
 def test_fifty_threads_on_separate_connections_cannot_both_take_the_last_credit(tmp_path):
     path = tmp_path / "shared.sqlite"
-    Store(path).close()
+    Store(path).db.close()
     settings = QuotaSettings(daily_credits=1)
     barrier = threading.Barrier(50)
     results: list[str] = []
 
-    def spend() -> None:
+    async def spend() -> None:
         store = Store(path)  # its own connection, like another process
         quota = Credits(store, settings)
         barrier.wait()
         try:
-            with store.transaction():
-                quota.reserve(user(), 1)
+            async with store.transaction():
+                await quota.reserve(user(), 1)
             results.append("ok")
         except OutOfCredits:
             results.append("refused")
         finally:
-            store.close()
+            await store.close()
 
-    threads = [threading.Thread(target=spend) for _ in range(50)]
+    threads = [threading.Thread(target=asyncio.run, args=(spend(),)) for _ in range(50)]
     for t in threads:
         t.start()
     for t in threads:
@@ -108,7 +108,7 @@ async def test_jobs_in_flight_per_user_are_limited(engine, courier):
     assert isinstance(third, Rejected)
     assert third.text == ("You already have 2 jobs queued or running. "
                           "Wait for one to finish (/jobs shows them).")
-    assert engine.balance(user()).total == 8  # the refusal cost nothing
+    assert (await engine.balance(user())).total == 8  # the refusal cost nothing
     other = await engine.accept(effect_request(who=user(2)))  # other users are not blocked
     assert not isinstance(other, Rejected)
     for answer in (first, second, other):
@@ -119,14 +119,14 @@ async def test_daily_credits_reset_at_the_configured_hour(tmp_path):
     now = [datetime(2026, 11, 21, 5, 30, tzinfo=UTC).timestamp()]
     store = Store(tmp_path / "q.sqlite")
     quota = Credits(store, QuotaSettings(daily_credits=3, reset_hour_utc=6), clock=lambda: now[0])
-    with store.transaction():
-        quota.reserve(user(), 3)
-    balance = quota.balance(user())
+    async with store.transaction():
+        await quota.reserve(user(), 3)
+    balance = await quota.balance(user())
     assert balance.total == 0
     assert balance.resets_at == datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
     assert "at 06:00 UTC (in 30 min)" in balance.text(datetime.fromtimestamp(now[0], UTC))
     now[0] += 31 * 60  # 06:01: a new period
-    assert quota.balance(user()).total == 3
+    assert (await quota.balance(user())).total == 3
 
 
 async def test_refund_after_the_reset_is_kept_as_bonus(make_engine, settings, courier, simulator):
@@ -134,10 +134,10 @@ async def test_refund_after_the_reset_is_kept_as_bonus(make_engine, settings, co
     now = [datetime(2026, 11, 21, 23, 59, tzinfo=UTC).timestamp()]
     engine.credits.clock = engine.pipeline.clock = engine.clock = lambda: now[0]
     answer = await engine.accept(effect_request())
-    assert engine.balance(user()).total == 9
+    assert (await engine.balance(user())).total == 9
     now[0] += 120  # the job fails after midnight, when the daily credits are fresh again
     await engine.pipeline.fail(answer.job.id, "Kling could not make this video.")
-    balance = engine.balance(user())
+    balance = await engine.balance(user())
     assert (balance.daily_left, balance.bonus) == (10, 1)
     assert "Your 1 credit was refunded." in courier.failures[answer.job.id]
 
@@ -146,10 +146,10 @@ async def test_refund_happens_once(engine, courier, simulator):
     simulator.plan_outcome("failed")
     answer = await engine.accept(effect_request())
     await courier.outcome(answer.job.id)
-    job = engine.store.job(answer.job.id)
-    with engine.store.transaction():
-        assert engine.credits.refund(job, "again") is False
-    assert engine.balance(user()).total == 10
+    job = await engine.store.job(answer.job.id)
+    async with engine.store.transaction():
+        assert await engine.credits.refund(job, "again") is False
+    assert (await engine.balance(user())).total == 10
 
 
 async def test_owner_cancels_a_queued_job_and_gets_the_credit_back(make_engine, courier, settings):
@@ -160,8 +160,8 @@ async def test_owner_cancels_a_queued_job_and_gets_the_credit_back(make_engine, 
     assert await engine.cancel(user(1), queued.job.id) == f"You have no job {queued.job.id}."
     text = await engine.cancel(user(2), queued.job.id)
     assert text == f"Job {queued.job.id} cancelled; 1 credit refunded."
-    assert engine.balance(user(2)).total == 10
-    assert engine.store.job(queued.job.id).state == JobState.CANCELLED
+    assert (await engine.balance(user(2))).total == 10
+    assert (await engine.store.job(queued.job.id)).state == JobState.CANCELLED
     await courier.outcome(running.job.id)
     assert "cannot" not in text
     again = await engine.cancel(user(1), running.job.id)
@@ -172,7 +172,7 @@ async def test_owner_cancels_a_queued_job_and_gets_the_credit_back(make_engine, 
 async def test_a_running_job_cannot_be_cancelled(engine, courier, simulator):
     simulator.job_seconds = 1.0
     answer = await engine.accept(effect_request())
-    while engine.store.job(answer.job.id).state != JobState.PROCESSING:
+    while (await engine.store.job(answer.job.id)).state != JobState.PROCESSING:
         await asyncio.sleep(0.02)
     text = await engine.cancel(user(), answer.job.id)
     assert "already being generated and can no longer be cancelled" in text
@@ -180,18 +180,18 @@ async def test_a_running_job_cannot_be_cancelled(engine, courier, simulator):
 
 
 async def test_admin_grant_and_set(engine):
-    assert engine.credits.grant(user(), 5, by="admin").total == 15
-    balance = engine.credits.set_credits(user(), 12, by="admin")
+    assert (await engine.credits.grant(user(), 5, by="admin")).total == 15
+    balance = await engine.credits.set_credits(user(), 12, by="admin")
     assert (balance.daily_left, balance.bonus) == (10, 2)
-    assert engine.credits.set_credits(user(), 3).total == 3
+    assert (await engine.credits.set_credits(user(), 3)).total == 3
     entries = [r["entry"] for r in engine.store.db["ledger"].rows_where(order_by="id")]
     assert entries == ["grant", "set", "set"]
 
 
 async def test_precheck_refuses_without_media_what_accept_would_refuse(make_engine, settings):
     engine = await make_engine(replace(settings, quota=QuotaSettings(daily_credits=1, max_jobs_per_user=5)))
-    assert engine.precheck(user(), "effect", None, Params(effect="hula")) is None
-    assert engine.precheck(user(), "effect", None, Params(effect="hulla")).text == \
+    assert await engine.precheck(user(), "effect", None, Params(effect="hula")) is None
+    assert (await engine.precheck(user(), "effect", None, Params(effect="hulla"))).text == \
         "Unknown effect 'hulla'. Did you mean 'hula'?"
-    short = engine.precheck(user(), "animate", "master", Params(prompt="go"))
+    short = await engine.precheck(user(), "animate", "master", Params(prompt="go"))
     assert short.text.startswith("You're out of credits: this needs 4 and you have 1.")

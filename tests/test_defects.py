@@ -191,7 +191,7 @@ async def test_telegram_numbers_in_other_scripts_and_huge_job_numbers(adapter_ru
         "Usage: /cancel N (/jobs lists yours).", "Duration must be 5 or 10 seconds (got '²')."])
     await asyncio.sleep(0.3)
     assert len(telegram.calls_to("sendMessage")) == 4 and _texts(telegram) == []
-    assert simulator.submissions == [] and engine.balance(UserRef("telegram", str(ALICE))).total == 10
+    assert simulator.submissions == [] and (await engine.balance(UserRef("telegram", str(ALICE)))).total == 10
 
 
 async def test_telegram_grant_takes_ascii_numbers_of_sane_size(adapter_runner, tg_settings, telegram):
@@ -202,7 +202,7 @@ async def test_telegram_grant_takes_ascii_numbers_of_sane_size(adapter_runner, t
     replies = await telegram.wait_for(lambda: len(telegram.calls_to("sendMessage")) == 2 and
                                       _texts(telegram, "sendMessage"))
     assert replies == ["Reply /grant N to a message of the person to give N credits."] * 2
-    assert engine.balance(UserRef("telegram", str(BOB))).total == 10
+    assert (await engine.balance(UserRef("telegram", str(BOB)))).total == 10
 
 
 async def test_console_numbers_in_other_scripts_and_huge_job_numbers(engine, simulator):
@@ -303,7 +303,7 @@ async def test_discord_embed_image_is_read_up_to_the_size_limit(adapter_runner, 
         before = sent
         await asyncio.sleep(0.3)
         assert sent == before and sent < 32 * 1024 * 1024
-        assert simulator.submissions == [] and engine.balance(UserRef("discord", str(DC_ALICE))).total == 10
+        assert simulator.submissions == [] and (await engine.balance(UserRef("discord", str(DC_ALICE)))).total == 10
     finally:
         discord.http.Route.BASE = original_base
         await fake.close()
@@ -319,7 +319,7 @@ async def test_discord_embed_image_is_read_up_to_the_size_limit(adapter_runner, 
     (["--end-image", "cat.jpg"], "Only the 'master' model takes an end image."),
     (["--avatar-prompt", "smile"], "Kling Effects takes no prompt: the effect decides the motion."),
 ])
-def test_generate_refuses_options_the_effect_model_does_not_take(tmp_path, options, refusal):
+async def test_generate_refuses_options_the_effect_model_does_not_take(tmp_path, options, refusal):
     (tmp_path / "cat.jpg").write_bytes(image_bytes())
     done = kling("generate", "cat.jpg", "--effect", "hula", *options, "--simulate", cwd=tmp_path)
     assert done.returncode == 1
@@ -327,12 +327,12 @@ def test_generate_refuses_options_the_effect_model_does_not_take(tmp_path, optio
     assert not list(tmp_path.glob("kling-*.mp4"))
     settings = load_settings(None, env={})
     settings = replace(settings, storage=replace(settings.storage, path=str(tmp_path / "kling-bot.sqlite")))
-    engine = Engine.from_settings(settings)
+    engine = await Engine.from_settings(settings)
     try:
-        assert engine.balance(UserRef("cli", getpass.getuser())).total == 10  # nothing charged
-        assert engine.store.job(1) is None  # nothing queued, so nothing submitted
+        assert (await engine.balance(UserRef("cli", getpass.getuser()))).total == 10  # nothing charged
+        assert await engine.store.job(1) is None  # nothing queued, so nothing submitted
     finally:
-        engine.store.close()
+        await engine.store.close()
 
 
 def test_generate_refuses_avatar_options_with_audio_too(tmp_path):
@@ -380,7 +380,7 @@ async def test_telegram_buttons_and_audio_answers_outside_allowed_chats_start_no
     await asyncio.sleep(0.5)
     assert len(telegram.calls_to("sendMessage")) == 2  # the two answers from before the limit
     assert telegram.calls_to("editMessageText") == [] and telegram.calls_to("editMessageReplyMarkup") == []
-    assert simulator.submissions == [] and engine.balance(UserRef("telegram", str(ALICE))).total == 10
+    assert simulator.submissions == [] and (await engine.balance(UserRef("telegram", str(ALICE)))).total == 10
 
 
 @pytest.fixture
@@ -447,4 +447,4 @@ async def test_discord_picker_outside_allowed_channels_starts_nothing(run_discor
     for press in (pick, real):
         assert fake_discord.to(f"/webhooks/{APP_ID}/{press['token']}") == []  # no "Checking the photo…"
     assert simulator.submissions == []
-    assert engine.balance(UserRef("discord", str(DC_ALICE))).total == 10
+    assert (await engine.balance(UserRef("discord", str(DC_ALICE)))).total == 10

@@ -12,7 +12,7 @@ from adapters.discord import DiscordAdapter
 from bot.config import QuotaSettings
 from bot.jobs import UserRef
 from tests.fake_discord import APP_ID, CHANNEL, GUILD, FakeDiscord
-from tests.helpers import audio_bytes, image_bytes, mp4_info
+from tests.helpers import audio_bytes, checked, image_bytes, job_in_state, mp4_info
 
 TOKEN = "MTIz.discord-bot-token.SECRET"
 ALICE, BOB = 600000000000000001, 600000000000000002
@@ -47,7 +47,7 @@ def feed(adapter, payload):
 
 async def until(check, timeout=20.0):
     async with asyncio.timeout(timeout):
-        while not (found := check()):
+        while not (found := await checked(check())):
             await asyncio.sleep(0.02)
     return found
 
@@ -88,7 +88,7 @@ async def test_effect_defers_at_once_shows_progress_and_posts_the_mp4(run_discor
     assert any(c["headers"].get("Authorization") == f"Bot {TOKEN}" for c in fake_discord.calls)
     assert TOKEN not in str(simulator.requests) + str(simulator.submissions)
     assert TOKEN not in caplog.text
-    assert engine.balance(UserRef("discord", str(ALICE))).total == 9
+    assert (await engine.balance(UserRef("discord", str(ALICE)))).total == 9
 
 
 async def test_commands_are_synced_to_the_configured_guild(run_discord, fake_discord):
@@ -178,7 +178,7 @@ async def test_late_video_is_posted_in_the_channel_mentioning_the_user(run_disco
     engine, adapter = await run_discord()
     payload = effect_payload(fake_discord)
     feed(adapter, payload)
-    await until(lambda: engine.store.job(1) and engine.store.job(1).state.value == "processing")
+    await until(lambda: job_in_state(engine, 1, "processing"))
     if how == "Invalid Webhook Token":
         fake_discord.webhook_tokens_expire(payload["token"])
     else:
@@ -234,7 +234,7 @@ async def test_refusals_that_need_no_download_are_ephemeral_and_not_deferred(
     [response] = await until(lambda: callbacks(fake_discord, payload["token"]))
     assert response["type"] == 4 and response["data"]["flags"] & 64
     assert response["data"]["content"] == expected
-    assert simulator.submissions == [] and engine.balance(UserRef("discord", str(ALICE))).total == 10
+    assert simulator.submissions == [] and (await engine.balance(UserRef("discord", str(ALICE)))).total == 10
 
 
 async def test_out_of_credits_is_refused_ephemerally(run_discord, dc_settings, fake_discord):
@@ -254,7 +254,7 @@ async def test_bad_image_after_download_is_refused_privately(run_discord, fake_d
     assert followup[0]["json"]["flags"] & 64
     assert followup[0]["json"]["content"].startswith("The photo is 200×150 px")
     assert fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}/messages/", "DELETE")  # public "thinking" removed
-    assert engine.balance(UserRef("discord", str(ALICE))).total == 10
+    assert (await engine.balance(UserRef("discord", str(ALICE)))).total == 10
 
 
 async def test_failure_edits_the_message_and_refunds(run_discord, fake_discord, simulator):
@@ -264,7 +264,7 @@ async def test_failure_edits_the_message_and_refunds(run_discord, fake_discord, 
     feed(adapter, payload)
     final = await until(lambda: [e for e in edits(fake_discord, payload["token"]) if "refunded" in e])
     assert final[0].startswith("Job 1: Kling could not make this video")
-    assert engine.balance(UserRef("discord", str(ALICE))).total == 10
+    assert (await engine.balance(UserRef("discord", str(ALICE)))).total == 10
 
 
 async def test_animate_options_and_end_image(run_discord, fake_discord, simulator):
@@ -310,7 +310,7 @@ async def test_credit_admin_commands_check_permissions(run_discord, dc_settings,
         assert response["data"]["content"] == f"<@{BOB}> now has 15 credits."
     else:
         assert response["data"]["content"] == "Only server managers and the bot's admins can do that."
-    assert engine.balance(UserRef("discord", str(BOB))).total == (15 if allowed else 10)
+    assert (await engine.balance(UserRef("discord", str(BOB)))).total == (15 if allowed else 10)
 
 
 async def test_usage_counts_todays_jobs_in_the_server(run_discord, fake_discord):
@@ -346,7 +346,7 @@ async def test_restart_mid_job_delivers_to_the_same_interaction(run_discord, fak
     engine, adapter = await run_discord()
     payload = effect_payload(fake_discord)
     feed(adapter, payload)
-    await until(lambda: engine.store.job(1) and engine.store.job(1).state.value == "processing")
+    await until(lambda: job_in_state(engine, 1, "processing"))
     await adapter.stop()
     await engine.close()
 

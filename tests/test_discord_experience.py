@@ -20,7 +20,7 @@ from bot import messages
 from bot.config import QuotaSettings
 from bot.jobs import UserRef
 from tests.fake_discord import APP_ID, CHANNEL, GUILD
-from tests.helpers import audio_bytes, image_bytes, mp4_info
+from tests.helpers import audio_bytes, image_bytes, job_in_state, mp4_info
 
 ALICE, BOB = base.ALICE, base.BOB
 fake_discord, dc_settings, run_discord = base.fake_discord, base.dc_settings, base.run_discord
@@ -162,7 +162,7 @@ async def test_again_starts_a_new_job_charged_to_whoever_presses(run_discord, fa
     assert [s["body"]["effect_scene"] for s in simulator.submissions] == ["hula", "hula"]
     assert video["content"] == f"<@{BOB}> effect hula · Kling Effects"
     assert list(components(video)) == ["kling:again:2", "kling:fx:2", "kling:prompt:2"]
-    assert engine.balance(who(BOB)).total == 9 and engine.balance(who(ALICE)).total == 9
+    assert (await engine.balance(who(BOB))).total == 9 and (await engine.balance(who(ALICE))).total == 9
     status = await until(lambda: [e for e in edits(fake_discord, press_["token"]) if e.endswith("done.")])
     assert status == ["Job 2 (effect hula): done."]
 
@@ -216,7 +216,7 @@ async def test_prompt_button_opens_a_modal_and_animates_the_same_photo(run_disco
     second = simulator.submissions[1]
     assert second["model"] == "kwaivgi/kling-v2.1-i2v-standard" and second["body"]["prompt"] == "she waves and smiles"
     assert simulator.uploads  # the kept photo went to WaveSpeed again, without a new upload by the user
-    assert engine.balance(who(BOB)).total == 9 and engine.balance(who(ALICE)).total == 9
+    assert (await engine.balance(who(BOB))).total == 9 and (await engine.balance(who(ALICE))).total == 9
 
 
 @pytest.mark.parametrize("why", ["no credits", "photo gone", "channel not allowed"])
@@ -227,9 +227,9 @@ async def test_button_refusals_are_private(run_discord, dc_settings, fake_discor
                 "photo gone": "The photo of that video is no longer kept",
                 "channel not allowed": "I don't make videos in this channel."}[why]
     if why == "no credits":
-        engine.set_credits(who(BOB), 0)
+        await engine.set_credits(who(BOB), 0)
     elif why == "photo gone":
-        engine.store.files.drop(1)
+        await engine.store.files.drop(1)
     else:
         adapter.settings = replace(adapter.settings, allowed_channels=[123])
     press_ = press(fake_discord, adapter, message, "kling:again:1", user=BOB)
@@ -239,7 +239,7 @@ async def test_button_refusals_are_private(run_discord, dc_settings, fake_discor
     assert len(simulator.submissions) == 1
     public = [m for m in fake_discord.messages.values() if m["content"] == "Checking the photo…"]
     assert public == []  # a status message opened for the press is gone again
-    assert engine.balance(who(BOB)).total == (0 if why == "no credits" else 10)
+    assert (await engine.balance(who(BOB))).total == (0 if why == "no credits" else 10)
 
 
 @pytest.mark.parametrize("why", ["no credits", "photo gone"])
@@ -248,9 +248,9 @@ async def test_no_menu_or_form_opens_when_the_press_cannot_make_a_video(run_disc
     engine, adapter = await run_discord()
     _, message = await delivered(fake_discord, adapter)
     if why == "no credits":
-        engine.set_credits(who(BOB), 0)
+        await engine.set_credits(who(BOB), 0)
     else:
-        engine.store.files.drop(1)  # as [storage] keep_days does
+        await engine.store.files.drop(1)  # as [storage] keep_days does
     press_ = press(fake_discord, adapter, message, button, user=BOB)
     [answer] = await until(lambda: callbacks(fake_discord, press_["token"]))
     assert answer["type"] == 4 and answer["data"]["flags"] & 64 and "components" not in answer["data"]
@@ -262,7 +262,7 @@ async def test_no_menu_or_form_opens_when_the_press_cannot_make_a_video(run_disc
 async def test_buttons_start_a_job_after_a_restart(run_discord, fake_discord, simulator):
     engine, adapter = await run_discord()
     _, message = await delivered(fake_discord, adapter)
-    await until(lambda: engine.store.job(1).state.value == "done")
+    await until(lambda: job_in_state(engine, 1, "done"))
     await adapter.stop()
     await engine.close()
 
@@ -278,7 +278,7 @@ async def test_buttons_start_a_job_after_a_restart(run_discord, fake_discord, si
 async def test_history_lists_autocompletes_and_reposts_a_video_with_buttons(run_discord, dc_settings, fake_discord):
     engine, adapter = await run_discord()
     await delivered(fake_discord, adapter)
-    await until(lambda: engine.store.job(1).state.value == "done")
+    await until(lambda: job_in_state(engine, 1, "done"))
 
     listing = fake_discord.slash("history", [], user=ALICE)
     feed(adapter, listing)
@@ -304,7 +304,7 @@ async def test_history_lists_autocompletes_and_reposts_a_video_with_buttons(run_
 async def test_history_of_someone_elses_job_is_refused(run_discord, fake_discord):
     engine, adapter = await run_discord()
     await delivered(fake_discord, adapter)
-    await until(lambda: engine.store.job(1).state.value == "done")
+    await until(lambda: job_in_state(engine, 1, "done"))
     payload = fake_discord.slash("history", [{"name": "job", "type": 4, "value": 1}], user=BOB)
     feed(adapter, payload)
     [answer] = await until(lambda: callbacks(fake_discord, payload["token"]))
@@ -319,7 +319,7 @@ async def test_cancel_answers_once_and_edits_the_status_message(run_discord, dc_
     engine, adapter = await run_discord(dc_settings.with_wavespeed(max_concurrent=1))
     first = effect_payload(fake_discord)
     feed(adapter, first)
-    await until(lambda: engine.store.job(1) and engine.store.job(1).state.value == "processing")
+    await until(lambda: job_in_state(engine, 1, "processing"))
     second = effect_payload(fake_discord, scene="squish", user=BOB)
     feed(adapter, second)
     await until(lambda: [e for e in edits(fake_discord, second["token"]) if e.startswith("Job 2 queued")])
@@ -332,7 +332,7 @@ async def test_cancel_answers_once_and_edits_the_status_message(run_discord, dc_
     await video_message(fake_discord, "kling-1.mp4")  # the other job goes on
     assert posts(fake_discord, second["token"]) == [] and posts(fake_discord, cancel["token"]) == []
     assert fake_discord.to(f"/channels/{CHANNEL}/messages", "POST") == []
-    assert engine.balance(who(BOB)).total == 10
+    assert (await engine.balance(who(BOB))).total == 10
 
 
 # --- readable effect names ---------------------------------------------------------------------
@@ -406,7 +406,7 @@ async def test_a_photo_sent_in_a_dm_gets_the_effect_menu_and_works(gateway_disco
                  values=["hula"], dm=DM_CHANNEL)
     upload = await until(lambda: [p for p in posts(fake_discord, pick["token"]) if p["files"]])
     assert "kling-1.mp4" in upload[0]["files"] and simulator.submissions[0]["body"]["effect_scene"] == "hula"
-    assert engine.balance(who(ALICE)).total == 9
+    assert (await engine.balance(who(ALICE))).total == 9
 
 
 async def test_a_photo_mentioning_the_bot_in_a_server_gets_the_menu(gateway_discord, fake_discord, simulator):
@@ -423,7 +423,7 @@ async def test_a_photo_mentioning_the_bot_in_a_server_gets_the_menu(gateway_disc
     pick = press(fake_discord, adapter, menu, f"kling:pick:{CHANNEL}:{addressed['id']}", user=ALICE, values=["hula"])
     [refusal] = await until(lambda: [p["json"] for p in posts(fake_discord, pick["token"])])
     assert refusal["content"] == messages.DISCORD_MENU_NOT_YOURS and refusal["flags"] & 64  # Bob's photo
-    assert simulator.submissions == [] and engine.balance(who(ALICE)).total == 10
+    assert simulator.submissions == [] and (await engine.balance(who(ALICE))).total == 10
 
 
 async def test_plain_text_in_a_dm_gets_a_pointer_to_help(gateway_discord, fake_discord):

@@ -9,7 +9,7 @@ The real discord.py client against the fake Discord server; each test failed bef
 
 from __future__ import annotations
 
-from tests.helpers import image_bytes
+from tests.helpers import image_bytes, job_in_state
 from tests.test_discord import ALICE, callbacks, dc_settings, fake_discord, feed, run_discord, until  # noqa: F401
 from tests.test_discord_experience import DM_CHANNEL, posts, video_message
 from tests.test_discord_trust import OTHER, SECRET, alices_secret_video
@@ -24,7 +24,7 @@ async def alices_secret_video_in_her_dm(fake, adapter, engine):
                                          {"name": "prompt", "type": 3, "value": SECRET}],
                              user=ALICE, attachments=[photo], dm=DM_CHANNEL))
     await video_message(fake, "kling-1.mp4")
-    await until(lambda: engine.store.job(1).state.value == "done")
+    await until(lambda: job_in_state(engine, 1, "done"))
 
 
 async def first_answer(fake, payload):

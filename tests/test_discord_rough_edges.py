@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from bot import messages
 from bot.config import QuotaSettings
-from tests.helpers import audio_bytes, image_bytes
+from tests.helpers import audio_bytes, image_bytes, job_in_state
 from tests.test_discord import ALICE, BOB, callbacks, dc_settings, fake_discord, feed, run_discord, until  # noqa: F401
 from tests.test_discord_experience import delivered, posts, press, submit_modal, video_message, who
 
@@ -24,7 +24,7 @@ async def test_a_prompt_form_submitted_after_a_restart_gets_an_answer(run_discor
     "This interaction failed")."""
     engine, adapter = await run_discord()
     _, message = await delivered(fake_discord, adapter)
-    await until(lambda: engine.store.job(1).state.value == "done")
+    await until(lambda: job_in_state(engine, 1, "done"))
     opened = press(fake_discord, adapter, message, "kling:prompt:1", user=BOB)
     [modal] = await until(lambda: callbacks(fake_discord, opened["token"]))
     await adapter.stop()
@@ -59,7 +59,7 @@ async def test_again_without_credits_is_refused_before_a_public_deferral(run_dis
     in the channel, deletes it, then answers privately."""
     engine, adapter = await run_discord()
     _, message = await delivered(fake_discord, adapter)
-    engine.set_credits(who(BOB), 0)
+    await engine.set_credits(who(BOB), 0)
     press_ = press(fake_discord, adapter, message, "kling:again:1", user=BOB)
     await until(lambda: [p for p in posts(fake_discord, press_["token"]) if p["json"].get("flags", 0) & 64]
                 or [c for c in callbacks(fake_discord, press_["token"]) if c["type"] == 4])
@@ -75,7 +75,7 @@ async def test_another_effect_pick_without_credits_keeps_the_menu(run_discord, f
     opened = press(fake_discord, adapter, message, "kling:fx:1")
     await until(lambda: callbacks(fake_discord, opened["token"]))
     menu_message = fake_discord.messages[fake_discord.originals[opened["token"]]]
-    engine.set_credits(who(ALICE), 0)  # e.g. spent meanwhile on another job
+    await engine.set_credits(who(ALICE), 0)  # e.g. spent meanwhile on another job
     pick = press(fake_discord, adapter, menu_message, "kling:fxpick:1", values=["santa_hug"])
     await until(lambda: callbacks(fake_discord, pick["token"]))
     await asyncio.sleep(0.5)
@@ -86,7 +86,7 @@ async def test_another_effect_pick_without_credits_keeps_the_menu(run_discord, f
 
 async def test_grant_reply_uses_the_singular(run_discord, fake_discord):
     engine, adapter = await run_discord()
-    engine.set_credits(who(BOB), 0)
+    await engine.set_credits(who(BOB), 0)
     payload = fake_discord.slash("credits", [{"name": "member", "type": 6, "value": str(BOB)},
                                              {"name": "amount", "type": 4, "value": 1}],
                                  subcommand="grant", user=ALICE, permissions="32", users=[BOB])
@@ -147,7 +147,7 @@ async def test_an_effect_form_and_a_photo_menu_work_after_a_restart(run_discord,
     from tests.test_discord import _context_menu
     engine, adapter = await run_discord()
     _, message = await delivered(fake_discord, adapter)
-    await until(lambda: engine.store.job(1).state.value == "done")
+    await until(lambda: job_in_state(engine, 1, "done"))
     opened = press(fake_discord, adapter, message, "kling:fx:1")
     await until(lambda: callbacks(fake_discord, opened["token"]))
     menu_message = fake_discord.messages[fake_discord.originals[opened["token"]]]
@@ -184,7 +184,7 @@ async def test_a_refused_typed_effect_keeps_the_pickers_menu(run_discord, fake_d
     menu_message = fake_discord.messages[fake_discord.originals[menu["token"]]]
     opened = press(fake_discord, adapter, menu_message, response["data"]["components"][1]["components"][0]["custom_id"])
     [modal] = await until(lambda: callbacks(fake_discord, opened["token"]))
-    engine.set_credits(who(ALICE), 0)
+    await engine.set_credits(who(ALICE), 0)
     submit = submit_modal(fake_discord, adapter, modal, "santa hug", message=menu_message)
     [answer] = await until(lambda: callbacks(fake_discord, submit["token"]))
     assert answer["type"] == 4 and answer["data"]["flags"] & 64

@@ -17,7 +17,7 @@ import pytest
 
 from bot import messages
 from tests.fake_discord import CHANNEL
-from tests.helpers import image_bytes
+from tests.helpers import image_bytes, job_in_state
 from tests.test_discord import ALICE, BOB, callbacks, dc_settings, fake_discord, feed, run_discord, until  # noqa: F401
 from tests.test_discord_experience import DM_CHANNEL, components, edits, posts, press, video_message, who
 
@@ -35,8 +35,11 @@ async def alices_secret_video(fake, adapter, engine):
                          user=ALICE, attachments=[photo])
     feed(adapter, payload)
     message = await video_message(fake, "kling-1.mp4")
-    await until(lambda: engine.store.job(1).state.value == "done"
-                and [e for e in edits(fake, payload["token"]) if e.endswith("done.")])
+    async def done_and_said():
+        return await job_in_state(engine, 1, "done") and [e for e in edits(fake, payload["token"])
+                                                          if e.endswith("done.")]
+
+    await until(done_and_said)
     return message
 
 
@@ -92,8 +95,8 @@ async def test_a_forged_form_for_someone_elses_job_from_another_channel_is_refus
     assert answer["content"] == messages.SOURCE_GONE  # as an expired button: nothing about job 1
     assert [c["type"] for c in callbacks(fake_discord, submit["token"])] == [4]  # no public "thinking…"
     assert SECRET not in said_since(fake_discord, first_call)
-    assert len(simulator.submissions) == 1 and engine.store.job(2) is None
-    assert engine.balance(who(BOB)).total == 10
+    assert len(simulator.submissions) == 1 and await engine.store.job(2) is None
+    assert (await engine.balance(who(BOB))).total == 10
 
 
 FORGED_PRESSES = [("kling:again:1", None), ("kling:fx:1", None), ("kling:prompt:1", None),
@@ -108,15 +111,15 @@ async def test_a_forged_press_on_a_message_without_that_button_is_refused_like_a
     engine, adapter = await run_discord()
     await alices_secret_video(fake_discord, adapter, engine)
     bobs = await own_video(fake_discord, adapter, BOB, channel, "kling-2.mp4")
-    await until(lambda: engine.store.job(2).state.value == "done")
+    await until(lambda: job_in_state(engine, 2, "done"))
     first_call = len(fake_discord.calls)
     forged = press(fake_discord, adapter, bobs, custom_id, user=BOB, values=values)
     answer = await private_answer(fake_discord, forged["token"])
     assert answer["content"] == messages.SOURCE_GONE and "components" not in answer  # no menu
     assert [c["type"] for c in callbacks(fake_discord, forged["token"])] == [4]  # no form, no "thinking…"
     assert SECRET not in said_since(fake_discord, first_call)
-    assert len(simulator.submissions) == 2 and engine.store.job(3) is None
-    assert engine.balance(who(BOB)).total == 9  # his own video only
+    assert len(simulator.submissions) == 2 and await engine.store.job(3) is None
+    assert (await engine.balance(who(BOB))).total == 9  # his own video only
 
 
 async def test_buttons_reposted_in_the_owners_direct_messages_serve_her(run_discord, fake_discord, simulator):
@@ -146,7 +149,7 @@ async def test_the_real_buttons_still_work_for_a_stranger_in_their_channel_and_f
     submit_form(fake_discord, adapter, form["data"]["custom_id"], "she waves", user=BOB, channel=CHANNEL,
                 message=video)
     await video_message(fake_discord, "kling-2.mp4")
-    assert simulator.submissions[1]["body"]["prompt"] == "she waves" and engine.balance(who(BOB)).total == 9
+    assert simulator.submissions[1]["body"]["prompt"] == "she waves" and (await engine.balance(who(BOB))).total == 9
     submit_form(fake_discord, adapter, "kling:fxform:1", "hula", user=ALICE, channel=OTHER)  # her own job
     await video_message(fake_discord, "kling-3.mp4")
     assert simulator.submissions[2]["body"]["effect_scene"] == "hula"
@@ -161,7 +164,7 @@ async def test_allowed_channels_apply_to_the_channel_a_jobs_photo_comes_from(run
     CHANNEL allowed, her form for job 1 submitted in OTHER is refused."""
     engine, adapter = await run_discord()
     await alices_secret_video(fake_discord, adapter, engine)
-    alice_has = engine.balance(who(ALICE)).total
+    alice_has = (await engine.balance(who(ALICE))).total
     again = fake_discord.slash("history", [{"name": "job", "type": 4, "value": 1}], user=ALICE, dm=DM_CHANNEL)
     feed(adapter, again)
     await until(lambda: [p for p in posts(fake_discord, again["token"]) if p["files"]])
@@ -179,7 +182,7 @@ async def test_allowed_channels_apply_to_the_channel_a_jobs_photo_comes_from(run
     adapter.settings = replace(adapter.settings, allowed_channels=[CHANNEL])  # and the other way round
     submit = submit_form(fake_discord, adapter, "kling:fxform:1", "hula", user=ALICE, channel=OTHER)
     assert (await private_answer(fake_discord, submit["token"]))["content"] == messages.CHANNEL_NOT_ALLOWED
-    assert len(simulator.submissions) == 1 and engine.balance(who(ALICE)).total == alice_has
+    assert len(simulator.submissions) == 1 and (await engine.balance(who(ALICE))).total == alice_has
 
 
 # --- the context menu's picker, and the photo menu ----------------------------------------------
@@ -207,7 +210,7 @@ async def test_a_forged_picker_form_naming_a_message_in_another_channel_animates
     answer = await private_answer(fake_discord, submit["token"])
     assert answer["content"] == messages.DISCORD_PHOTO_GONE
     assert nothing_read_from(fake_discord, PRIVATE) and simulator.submissions == [] and simulator.uploads == {}
-    assert engine.balance(who(BOB)).total == 10
+    assert (await engine.balance(who(BOB))).total == 10
 
 
 async def test_a_picker_form_naming_a_message_of_another_channel_under_this_one_reads_nothing(
@@ -223,7 +226,7 @@ async def test_a_picker_form_naming_a_message_of_another_channel_under_this_one_
     assert [c["type"] for c in callbacks(fake_discord, submit["token"])] == [6]  # deferred while reading: quiet
     assert fake_discord.to(f"/channels/{CHANNEL}/messages/{photo['id']}", "GET")  # read through this channel
     assert fake_discord.to("/attachments/") == [] and simulator.submissions == []
-    assert engine.balance(who(BOB)).total == 10
+    assert (await engine.balance(who(BOB))).total == 10
 
 
 @pytest.mark.parametrize("kind", ["kling:ctx", "kling:ctxname"])
@@ -259,4 +262,4 @@ async def test_a_forged_photo_menu_form_naming_a_photo_in_a_channel_not_allowed_
     answer = await private_answer(fake_discord, submit["token"])
     assert answer["content"] == messages.DISCORD_PHOTO_GONE
     assert nothing_read_from(fake_discord, PRIVATE) and simulator.submissions == []
-    assert engine.balance(who(BOB)).total == 10
+    assert (await engine.balance(who(BOB))).total == 10

@@ -22,7 +22,7 @@ async def test_errors_while_polling_are_survived(engine, courier, simulator, sta
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
     assert len(simulator.submissions) == 1
     assert len(_result_checks(simulator)) >= 4
-    assert engine.balance(user()).total == 9
+    assert (await engine.balance(user())).total == 9
 
 
 async def test_result_checks_that_time_out_are_survived(make_engine, courier, simulator):
@@ -41,7 +41,7 @@ async def test_rate_limited_submit_waits_and_submits_once(make_engine, courier, 
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
     submits = [r for r in simulator.requests if r["path"] == "/api/v3/kwaivgi/kling-effects"]
     assert len(submits) == 2 and len(simulator.tasks) == 1
-    assert engine.store.job_row(answer.job.id)["submit_attempts"] == 1
+    assert (await engine.store.job_row(answer.job.id))["submit_attempts"] == 1
 
 
 async def test_unconfirmed_submit_that_created_nothing_is_sent_again_once(engine, courier, simulator):
@@ -51,7 +51,7 @@ async def test_unconfirmed_submit_that_created_nothing_is_sent_again_once(engine
     submits = [r for r in simulator.requests if r["path"] == "/api/v3/kwaivgi/kling-effects"]
     assert len(submits) == 2 and len(simulator.tasks) == 1  # the history showed no task first
     assert any(r["path"] == "/api/v3/predictions" for r in simulator.requests)
-    assert engine.balance(user()).total == 9
+    assert (await engine.balance(user())).total == 9
 
 
 async def test_refused_api_key_fails_clearly_without_showing_the_key(make_engine, settings, courier, caplog):
@@ -61,7 +61,7 @@ async def test_refused_api_key_fails_clearly_without_showing_the_key(make_engine
     assert reason.startswith("The bot's WaveSpeed account refused the job; the operator has been told.")
     assert "wrong-key-SECRET-123" not in reason and "wrong-key-SECRET-123" not in caplog.text
     assert "WAVESPEED_API_KEY" in caplog.text  # the operator's log says what to fix
-    assert engine.balance(user()).total == 10
+    assert (await engine.balance(user())).total == 10
 
 
 async def test_moderated_request_is_refused_and_refunded(engine, courier, simulator):
@@ -69,7 +69,7 @@ async def test_moderated_request_is_refused_and_refunded(engine, courier, simula
     answer = await engine.accept(effect_request())
     kind, reason = await courier.outcome(answer.job.id)
     assert reason.startswith("Kling's content filter refused this photo or prompt.")
-    assert engine.balance(user()).total == 10
+    assert (await engine.balance(user())).total == 10
 
 
 async def test_stuck_job_times_out_and_is_refunded(make_engine, courier, simulator):
@@ -79,8 +79,8 @@ async def test_stuck_job_times_out_and_is_refunded(make_engine, courier, simulat
     kind, reason = await courier.outcome(answer.job.id)
     assert kind == "failed"
     assert reason == "The video took longer than 0.8 s and was stopped. Your 1 credit was refunded."
-    assert engine.store.job(answer.job.id).state == JobState.FAILED
-    assert engine.balance(user()).total == 10
+    assert (await engine.store.job(answer.job.id)).state == JobState.FAILED
+    assert (await engine.balance(user())).total == 10
 
 
 async def test_video_download_errors_are_retried(engine, courier, simulator):
@@ -94,7 +94,7 @@ async def test_flaky_chat_delivery_is_retried_and_charged_once(engine, courier):
     answer = await engine.accept(effect_request())
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
     assert courier.deliver_calls == 2
-    assert engine.balance(user()).total == 9
+    assert (await engine.balance(user())).total == 9
 
 
 async def test_nsfw_flag_reaches_the_courier(engine, courier, simulator):

@@ -32,7 +32,7 @@ async def test_forged_callback_data_with_a_malformed_number_is_refused_without_a
                                      and answers(telegram)[start:])
     assert [a.get("text") for a in alerts if a.get("text") == messages.SOMETHING_WENT_WRONG] == []
     assert "update handling failed" not in caplog.text
-    assert len(simulator.submissions) == 1 and engine.balance(who(BOB)).total == 10
+    assert len(simulator.submissions) == 1 and (await engine.balance(who(BOB))).total == 10
 
 
 # --- /jobs in a group: a private chat's prompts stay private -----------------------------------

@@ -232,7 +232,7 @@ async def test_a_delivery_of_another_task_does_not_settle_an_unconfirmed_job(mak
     simulator.fail_next("submit", kind="accept_hang", delay=3.0)  # job B's submit goes unanswered
     second = await engine.accept(effect_request())
     async with asyncio.timeout(10):
-        while (job := engine.store.job(second.job.id)).submit_ended_at is None:
+        while (job := await engine.store.job(second.job.id)).submit_ended_at is None:
             await asyncio.sleep(0.02)
     assert job.prediction_id is None
     assert await _post_event(simulator, job_url(hooked.wavespeed.webhook_url, second.job.id), event) == 200
@@ -242,7 +242,7 @@ async def test_a_delivery_of_another_task_does_not_settle_an_unconfirmed_job(mak
     own = await settled(engine, second.job.id)
     assert own.state.value == "done" and own.prediction_id not in (first_job.prediction_id, event["id"])
     assert video == simulator.tasks[own.prediction_id].video
-    assert engine.balance(user()).total == 9
+    assert (await engine.balance(user())).total == 9
 
 
 # --- item 11: downloads only from WaveSpeed's hosts ----------------------------------------
@@ -295,7 +295,7 @@ async def test_an_output_on_another_host_is_not_fetched_and_the_job_still_delive
     simulator.fail_next("webhook", kind="drop")  # the real delivery is lost; one naming elsewhere arrives
     answer = await engine.accept(effect_request())
     async with asyncio.timeout(10):
-        while not (job := engine.store.job(answer.job.id)).prediction_id:
+        while not (job := await engine.store.job(answer.job.id)).prediction_id:
             await asyncio.sleep(0.02)
     event = {"id": job.prediction_id, "model": job.model_id, "status": "completed",
              "outputs": [f"{elsewhere.url}/steal.mp4"], "has_nsfw_contents": [False]}
@@ -373,7 +373,7 @@ async def test_an_unreadable_history_is_asked_again_on_a_backoff(make_engine, se
     assert len(history) <= 30, f"{len(history)} history requests in {time.monotonic() - started:.1f}s"
     assert outcome == "failed"  # settled as documented once the job's time ran out
     assert time.monotonic() - started < 12
-    assert engine.balance(user()).total == 10
+    assert (await engine.balance(user())).total == 10
 
 
 # --- item 18: partial downloads of dead processes are swept at start ------------------------

@@ -38,7 +38,7 @@ async def test_unconfirmed_submit_whose_task_exists_is_adopted_not_paid_twice(
     assert _submits(simulator) == 1 and len(simulator.tasks) == 1  # one paid task, followed
     job = await settled(engine, answer.job.id)
     assert job.prediction_id == next(iter(simulator.tasks))
-    assert engine.balance(user()).total == 9
+    assert (await engine.balance(user())).total == 9
 
 
 async def test_several_tasks_in_the_window_are_not_guessed_between(make_engine, courier, simulator, caplog):
@@ -59,14 +59,14 @@ async def test_several_tasks_in_the_window_are_not_guessed_between(make_engine, 
     assert len(simulator.tasks) == 2 and _submits(simulator) == 2  # ours and the other client's
     assert (await settled(engine, answer.job.id)).prediction_id is None  # neither adopted
     assert "not guessing" in caplog.text and all(task in caplog.text for task in simulator.tasks)
-    assert engine.balance(user()).total == 10
+    assert (await engine.balance(user())).total == 10
 
 
 async def test_completed_without_a_video_is_asked_again(engine, courier, simulator):
     simulator.fail_next("result", kind="no_outputs", times=2)
     answer = await engine.accept(effect_request())
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
-    assert len(simulator.tasks) == 1 and engine.balance(user()).total == 9
+    assert len(simulator.tasks) == 1 and (await engine.balance(user())).total == 9
 
 
 @pytest.mark.parametrize("status, times", [(404, 1), (404, 2), (500, 6)])
@@ -74,7 +74,7 @@ async def test_an_output_url_that_fails_is_asked_for_afresh(engine, courier, sim
     simulator.fail_next("output", status, times=times)
     answer = await engine.accept(effect_request())
     assert (await courier.outcome(answer.job.id, timeout=60))[0] == "delivered"
-    assert len(simulator.tasks) == 1 and engine.balance(user()).total == 9
+    assert len(simulator.tasks) == 1 and (await engine.balance(user())).total == 9
 
 
 async def test_an_output_that_stays_gone_fails_after_a_few_tries(engine, courier, simulator):
@@ -84,7 +84,7 @@ async def test_an_output_that_stays_gone_fails_after_a_few_tries(engine, courier
     assert kind == "failed" and reason.startswith("The finished video could not be fetched from WaveSpeed.")
     outputs = [r for r in simulator.requests if r["path"].startswith("/outputs/")]
     assert len(outputs) == 5  # the URL, then asked for afresh four times: bounded
-    assert engine.balance(user()).total == 10
+    assert (await engine.balance(user())).total == 10
 
 
 async def test_a_stalled_download_is_given_up_and_tried_again(make_engine, courier, simulator):
@@ -112,7 +112,7 @@ async def test_retry_after_past_the_job_timeout_refunds_at_once(engine, courier,
     assert kind == "failed" and reason == ("WaveSpeed is busy or unreachable right now. Please try "
                                            "again later. Your 1 credit was refunded.")
     assert time.monotonic() - started < 5 and _submits(simulator) == 1 and not simulator.tasks
-    assert engine.balance(user()).total == 10
+    assert (await engine.balance(user())).total == 10
 
 
 async def test_a_flaky_api_never_double_submits_nor_refunds_a_made_video(settings, courier, caplog):
@@ -125,7 +125,7 @@ async def test_a_flaky_api_never_double_submits_nor_refunds_a_made_video(setting
     custom = replace(settings.with_wavespeed(base_url=flaky.base_url, request_timeout=0.5, job_timeout=90,
                                              max_concurrent=4),
                      quota=QuotaSettings(daily_credits=100, max_jobs_per_user=50))
-    engine = Engine.from_settings(custom)
+    engine = await Engine.from_settings(custom)
     engine.register(PLATFORM, courier)
     await engine.start()
     try:
@@ -148,7 +148,7 @@ async def test_a_single_refused_result_check_does_not_refund_a_made_video(engine
     simulator.fail_next("result", 404, 404, message="prediction not found")  # e.g. a proxy's blip
     answer = await engine.accept(effect_request())
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
-    assert engine.balance(user()).total == 9
+    assert (await engine.balance(user())).total == 9
 
 
 def test_odd_field_types_from_the_api_read_as_absent_not_as_a_crash():

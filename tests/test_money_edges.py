@@ -84,7 +84,7 @@ async def test_an_m4a_that_says_2_s_but_holds_62_s_is_refused_before_any_credit(
     assert isinstance(answer, Rejected)
     assert answer.text == messages.audio_over_limit(30.0)
     assert simulator.submissions == [] and simulator.uploads == {}
-    assert engine.balance(user()).total == 10
+    assert (await engine.balance(user())).total == 10
 
 
 def test_a_30_mb_clip_is_measured_in_well_under_a_second():
@@ -195,15 +195,15 @@ async def test_a_stopped_generate_settles_its_job_before_any_other_process_can_t
     release = engine.store.claims.release
     taken: list[int] = []
 
-    def release_then_rival_looks(owner: str) -> None:  # a rival's renewal lands right after
-        release(owner)
-        taken.extend(job.id for job in engine.store.claims.take_over(
+    async def release_then_rival_looks(owner: str) -> None:  # a rival's renewal lands right after
+        await release(owner)
+        taken.extend(job.id for job in await engine.store.claims.take_over(
             "rival:1:abcd", [PLATFORM], time.time() + 60, time.time()))
 
     engine.store.claims.release = release_then_rival_looks
     withdrawn = await engine.stop(withdraw=[job_id])
     assert withdrawn[job_id].state.value == "cancelled" and taken == []
-    assert engine.balance(user()).total == 10 and simulator.submissions == []
+    assert (await engine.balance(user())).total == 10 and simulator.submissions == []
 
 
 async def test_a_stopped_simulated_generate_refunds_its_job_at_once(tmp_path):

@@ -48,7 +48,7 @@ async def test_a_replayed_delivery_does_not_give_one_unconfirmed_job_anothers_vi
     engines, couriers = [], []
     try:
         for platform, patience in (("first", 6.0), ("second", 1.0)):
-            engine = Engine.from_settings(_hooked(settings, port=_free_port(), request_timeout=patience))
+            engine = await Engine.from_settings(_hooked(settings, port=_free_port(), request_timeout=patience))
             courier = RecordingCourier()
             engine.register(platform, courier)
             await engine.start()
@@ -68,7 +68,7 @@ async def test_a_replayed_delivery_does_not_give_one_unconfirmed_job_anothers_vi
         simulator.fail_next("submit", kind="accept_hang", delay=8.0)
         second = await engines[1].accept(effect_request("squish", who=bob))
         async with asyncio.timeout(10):
-            while engines[1].store.job(second.job.id).submit_started_at is None:
+            while (await engines[1].store.job(second.job.id)).submit_started_at is None:
                 await asyncio.sleep(0.01)
         # A's delivery, as WaveSpeed signs it, reaches A's URL; an eavesdropper replays it to B's.
         body = json.dumps(prediction(simulator.tasks[a_task], simulator.base_url, simulator.job_seconds)).encode()
@@ -81,7 +81,7 @@ async def test_a_replayed_delivery_does_not_give_one_unconfirmed_job_anothers_vi
                 async with session.post(job_url(engine.settings.wavespeed.webhook_url, job_id), data=body,
                                         headers=headers) as resp:
                     assert resp.status == 200
-        assert engines[0].store.job(first.job.id).prediction_id is None  # A's submit still waits
+        assert (await engines[0].store.job(first.job.id)).prediction_id is None  # A's submit still waits
 
         outcomes = [await couriers[0].outcome(first.job.id, timeout=30),
                     await couriers[1].outcome(second.job.id, timeout=30)]
@@ -199,7 +199,7 @@ async def test_an_output_host_that_cannot_be_decoded_is_refused_and_the_job_stil
     simulator.fail_next("webhook", kind="drop")  # the real delivery is lost; one naming that host arrives
     answer = await engine.accept(effect_request())
     async with asyncio.timeout(10):
-        while not (job := engine.store.job(answer.job.id)).prediction_id:
+        while not (job := await engine.store.job(answer.job.id)).prediction_id:
             await asyncio.sleep(0.02)
     event = {"id": job.prediction_id, "model": job.model_id, "status": "completed",
              "outputs": [output], "has_nsfw_contents": [False]}

@@ -114,7 +114,7 @@ async def test_a_lost_webhook_on_a_fresh_bot_is_seen_on_the_safety_cadence_not_a
     [task] = simulator.tasks.values()
     assert time.monotonic() - task.ends_at(simulator.job_seconds) < 2.0 + 3.0  # the gap, plus ample slack
     assert _result_gets(simulator, task.id) == 1
-    assert simulator.webhooks_sent == [] and engine.balance(user()).total == 9
+    assert simulator.webhooks_sent == [] and (await engine.balance(user())).total == 9
 
 
 async def test_a_warm_bot_checks_tasks_whose_runs_vary_a_few_times_each(make_engine, courier):

@@ -49,7 +49,7 @@ async def test_an_output_always_on_a_refused_host_fails_at_once_and_says_why(mak
     assert outcome == "failed"
     assert reason == messages.with_refund(messages.VIDEO_ON_REFUSED_HOST, 1)
     assert _result_checks(simulator) - checks_before <= 2  # not asked again and again
-    assert engine.balance(effect_request().user).total == 10  # refunded
+    assert (await engine.balance(effect_request().user)).total == 10  # refunded
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("videos.cdn.example.net" in e and "[wavespeed] download_hosts" in e for e in errors), errors
     assert not any("/outputs/" in r.getMessage() for r in caplog.records)  # the host, never the URL
@@ -60,7 +60,7 @@ async def test_a_second_delivery_for_a_job_does_not_replace_the_first(make_engin
     simulator.fail_next("submit", kind="accept_hang", delay=5.0)  # the submit stays unanswered for 3 s
     answer = await engine.accept(effect_request())
     async with asyncio.timeout(10):  # the job's own task ends and reports while its submit is unanswered
-        while (job := engine.store.job(answer.job.id)).webhook_result is None:
+        while (job := await engine.store.job(answer.job.id)).webhook_result is None:
             await asyncio.sleep(0.01)
     assert job.prediction_id is None and job.submit_ended_at is None
     genuine = job.webhook_result
@@ -68,7 +68,7 @@ async def test_a_second_delivery_for_a_job_does_not_replace_the_first(make_engin
     other = await _other_clients_task(simulator, EFFECTS_SUBMIT, {"image": image, "effect_scene": "hula"})
     replayed = {**genuine, "id": other}  # signed, same model, made inside the submit's window
     assert await _post_event(simulator, job_url(hooked.wavespeed.webhook_url, answer.job.id), replayed) == 200
-    assert engine.store.job(answer.job.id).webhook_result == genuine
+    assert (await engine.store.job(answer.job.id)).webhook_result == genuine
 
     outcome, video = await courier.outcome(answer.job.id, timeout=30)
     assert outcome == "delivered"

@@ -22,7 +22,7 @@ import pytest
 import tests.test_discord as dc
 from bot.jobs import UserRef
 from tests.fake_discord import APP_ID, CHANNEL
-from tests.helpers import image_bytes, mp4_info
+from tests.helpers import finished_job, image_bytes, job_in_state, mp4_info
 from tests.test_telegram import ALICE, GROUP, TOKEN, run_bot, telegram, tg_settings  # noqa: F401
 from tests.test_telegram_experience import bot_message, button, texts
 
@@ -48,11 +48,11 @@ def tg_user(user_id: int) -> UserRef:
 
 
 async def ended(telegram, engine, job_id: int = 1):
-    return await telegram.wait_for(lambda: (job := engine.store.job(job_id)) and job.state.finished and job)
+    return await telegram.wait_for(lambda: finished_job(engine, job_id))
 
 
 async def until_processing(telegram, engine, job_id: int = 1) -> None:
-    await telegram.wait_for(lambda: (job := engine.store.job(job_id)) and job.state.value == "processing")
+    await telegram.wait_for(lambda: job_in_state(engine, job_id, "processing"))
 
 
 def videos_to(telegram, chat: int) -> list[dict]:
@@ -69,7 +69,7 @@ async def test_telegram_group_without_video_rights_charges_keeps_and_sends_it_pr
     job = await ended(telegram, engine)
 
     assert job.state.value == "done"  # WaveSpeed made it: charged, not refunded
-    assert engine.balance(tg_user(ALICE)).total == 9
+    assert (await engine.balance(tg_user(ALICE))).total == 9
     assert ledger(tg_settings.storage.path, 1) == ["reserve", "commit"]
     assert credits_match_ledger(tg_settings.storage.path)
     assert len(videos_to(telegram, GROUP)) == 1  # refused once: a permanent refusal is not retried
@@ -97,7 +97,7 @@ async def test_telegram_group_without_video_rights_charges_keeps_and_sends_it_pr
     telegram.press_button(ALICE, listing, button(listing, "hist:1"))
     [again] = await telegram.wait_for(lambda: [c for c in videos_to(telegram, GROUP)[1:]])
     assert mp4_info(again["files"]["video"])[0] == "h264"
-    assert engine.balance(tg_user(ALICE)).total == 9
+    assert (await engine.balance(tg_user(ALICE))).total == 9
 
 
 async def test_telegram_user_who_blocked_the_bot_is_charged_and_gets_the_video_from_history(
@@ -110,7 +110,7 @@ async def test_telegram_user_who_blocked_the_bot_is_charged_and_gets_the_video_f
     job = await ended(telegram, engine)
 
     assert job.state.value == "done"
-    assert engine.balance(tg_user(ALICE)).total == 9
+    assert (await engine.balance(tg_user(ALICE))).total == 9
     assert ledger(tg_settings.storage.path, 1) == ["reserve", "commit"]
     assert len(telegram.calls_to("sendVideo")) == 1  # refused once, not retried
 
@@ -121,7 +121,7 @@ async def test_telegram_user_who_blocked_the_bot_is_charged_and_gets_the_video_f
     telegram.press_button(ALICE, menu, button(menu, "hist:1"))
     [_, again] = await telegram.wait_for(lambda: len(videos_to(telegram, ALICE)) == 2 and videos_to(telegram, ALICE))
     assert mp4_info(again["files"]["video"])[0] == "h264"
-    assert engine.balance(tg_user(ALICE)).total == 9
+    assert (await engine.balance(tg_user(ALICE))).total == 9
 
 
 async def test_telegram_group_refusal_when_the_user_never_started_the_bot_says_use_history(
@@ -131,7 +131,7 @@ async def test_telegram_group_refusal_when_the_user_never_started_the_bot_says_u
     telegram.blocked.add(ALICE)  # no private chat with the bot either
     telegram.user_message(GROUP, ALICE, caption="/effect@kling_test_bot hula", photo=image_bytes())
     job = await ended(telegram, engine)
-    assert job.state.value == "done" and engine.balance(tg_user(ALICE)).total == 9
+    assert job.state.value == "done" and (await engine.balance(tg_user(ALICE))).total == 9
     status = await telegram.wait_for(lambda: [t for t in texts(telegram, "editMessageText") if "/history" in t])
     assert "could not be posted here" in status[-1] and "private chat with me" in status[-1]
     assert "sent it to you" not in status[-1]
@@ -143,7 +143,7 @@ async def test_telegram_a_genuine_failure_is_still_refunded(run_bot, tg_settings
     telegram.user_message(ALICE, ALICE, caption="/effect hula", photo=image_bytes())
     job = await ended(telegram, engine)
     assert job.state.value == "failed"
-    assert engine.balance(tg_user(ALICE)).total == 10
+    assert (await engine.balance(tg_user(ALICE))).total == 10
     assert ledger(tg_settings.storage.path, 1) == ["reserve", "refund"]
     await telegram.wait_for(lambda: [t for t in texts(telegram, "editMessageText") if "refunded" in t])
 
@@ -165,10 +165,10 @@ async def test_discord_channel_refusal_charges_and_sends_a_dm(run_discord, dc_se
     fake_discord.refuse_channels[CHANNEL] = (code, message)
     in_time = _late(adapter)
     dc.feed(adapter, dc.effect_payload(fake_discord))
-    job = await dc.until(lambda: (j := engine.store.job(1)) and j.state.finished and j)
+    job = await dc.until(lambda: finished_job(engine, 1))
 
     assert job.state.value == "done"
-    assert engine.balance(UserRef("discord", str(DISCORD_ALICE))).total == 9
+    assert (await engine.balance(UserRef("discord", str(DISCORD_ALICE)))).total == 9
     assert ledger(dc_settings.storage.path, 1) == ["reserve", "commit"]
     assert len(fake_discord.to(f"/channels/{CHANNEL}/messages", "POST")) == 1  # not retried
     [dm] = await dc.until(lambda: [c for c in fake_discord.to("/channels/", "POST")
@@ -197,12 +197,12 @@ async def test_discord_refusal_with_closed_dms_is_charged_and_kept_for_keep_days
     fake_discord.closed_dms.add(DISCORD_ALICE)
     in_time = _late(adapter)
     dc.feed(adapter, dc.effect_payload(fake_discord))
-    job = await dc.until(lambda: (j := engine.store.job(1)) and j.state.finished and j)
-    assert job.state.value == "done" and engine.balance(UserRef("discord", str(DISCORD_ALICE))).total == 9
+    job = await dc.until(lambda: finished_job(engine, 1))
+    assert job.state.value == "done" and (await engine.balance(UserRef("discord", str(DISCORD_ALICE)))).total == 9
     assert ledger(custom.storage.path, 1) == ["reserve", "commit"]
     assert [p.name for p in Path(custom.storage.videos_dir).iterdir()] == ["kept-1.mp4"]
 
-    engine.store.update_job(1, finished_at=time.time() - 10 * 86400)  # past WaveSpeed's 7 days
+    await engine.store.update_job(1, finished_at=time.time() - 10 * 86400)  # past WaveSpeed's 7 days
     del fake_discord.refuse_channels[CHANNEL]
     in_time()
     again = fake_discord.slash("history", [{"name": "job", "type": 4, "value": 1}], user=DISCORD_ALICE)

@@ -20,7 +20,7 @@ import tests.test_discord as dc
 from bot import messages
 from bot.jobs import UserRef
 from tests.fake_discord import APP_ID, CHANNEL
-from tests.helpers import image_bytes, mp4_info
+from tests.helpers import finished_job, image_bytes, mp4_info
 from tests.test_refused_delivery import _late, ended, ledger, tg_user, videos_to
 from tests.test_telegram import ALICE, GROUP, run_bot, telegram, tg_settings  # noqa: F401
 from tests.test_telegram_experience import bot_message, button, texts
@@ -41,7 +41,7 @@ async def test_discord_job_made_in_a_dm_that_refuses_the_video_is_not_sent_there
     fake_discord.closed_dms.add(DISCORD_ALICE)
     _late(adapter)  # the token is gone: the video goes to the DM channel itself
     dc.feed(adapter, dc.effect_payload(fake_discord, dm=DM_CHANNEL))
-    job = await dc.until(lambda: (j := engine.store.job(1)) and j.state.finished and j)
+    job = await dc.until(lambda: finished_job(engine, 1))
 
     assert job.state.value == "done"
     assert ledger(dc_settings.storage.path, 1) == ["reserve", "commit"]
@@ -58,7 +58,7 @@ async def test_discord_refused_nsfw_video_withheld_in_the_dm_is_not_claimed_as_s
     fake_discord.refuse_channels[CHANNEL] = (50013, "Missing Permissions")
     _late(adapter)
     dc.feed(adapter, dc.effect_payload(fake_discord))
-    job = await dc.until(lambda: (j := engine.store.job(1)) and j.state.finished and j)
+    job = await dc.until(lambda: finished_job(engine, 1))
     assert job.state.value == "done"
 
     [dm] = await dc.until(lambda: [c for c in fake_discord.to("/channels/", "POST")
@@ -69,7 +69,7 @@ async def test_discord_refused_nsfw_video_withheld_in_the_dm_is_not_claimed_as_s
                                    if "/history" in c["json"]["content"]])
     assert "sent it to you" not in said[-1] and "/history posts it for the next" in said[-1]
     assert not [c for c in fake_discord.calls if "sent it to you" in str(c.get("json"))]
-    assert engine.balance(UserRef("discord", str(DISCORD_ALICE))).total == 9  # charged: WaveSpeed made it
+    assert (await engine.balance(UserRef("discord", str(DISCORD_ALICE)))).total == 9  # charged: WaveSpeed made it
 
 
 # --- Results.sweep_kept: a refused video is kept for keep_days, then housekeeping deletes it
@@ -96,7 +96,7 @@ async def test_a_kept_refused_video_is_swept_after_keep_days_then_history_falls_
     fake_discord.closed_dms.add(DISCORD_ALICE)  # nowhere to send it: only /history can
     in_time = _late(adapter)
     dc.feed(adapter, dc.effect_payload(fake_discord))
-    job = await dc.until(lambda: (j := engine.store.job(1)) and j.state.finished and j)
+    job = await dc.until(lambda: finished_job(engine, 1))
     assert job.state.value == "done"
     kept = Path(custom.storage.videos_dir) / "kept-1.mp4"
     assert kept.is_file()
@@ -106,7 +106,7 @@ async def test_a_kept_refused_video_is_swept_after_keep_days_then_history_falls_
 
     two_days_ago = time.time() - 2 * 86400
     os.utime(kept, (two_days_ago, two_days_ago))
-    engine.store.update_job(1, finished_at=two_days_ago)
+    await engine.store.update_job(1, finished_at=two_days_ago)
     await _one_housekeeping_pass(engine)
     assert not kept.exists()  # past keep_days: deleted
     assert list(Path(custom.storage.videos_dir).glob("kept-*")) == []
@@ -120,7 +120,7 @@ async def test_a_kept_refused_video_is_swept_after_keep_days_then_history_falls_
                                      if p["files"]])
     assert mp4_info(upload[0]["files"]["kling-1.mp4"])[0] == "h264"
     assert len([r for r in simulator.requests if r["path"].startswith("/outputs/")]) == downloads + 1
-    assert engine.balance(UserRef("discord", str(DISCORD_ALICE))).total == 9  # a re-post is free
+    assert (await engine.balance(UserRef("discord", str(DISCORD_ALICE)))).total == 9  # a re-post is free
 
 
 async def test_a_swept_refused_video_past_wavespeeds_7_days_is_gone_in_history(
@@ -131,11 +131,11 @@ async def test_a_swept_refused_video_past_wavespeeds_7_days_is_gone_in_history(
     fake_discord.closed_dms.add(DISCORD_ALICE)
     in_time = _late(adapter)
     dc.feed(adapter, dc.effect_payload(fake_discord))
-    await dc.until(lambda: (j := engine.store.job(1)) and j.state.finished and j)
+    await dc.until(lambda: finished_job(engine, 1))
     kept = Path(custom.storage.videos_dir) / "kept-1.mp4"
     ten_days_ago = time.time() - 10 * 86400
     os.utime(kept, (ten_days_ago, ten_days_ago))
-    engine.store.update_job(1, finished_at=ten_days_ago)
+    await engine.store.update_job(1, finished_at=ten_days_ago)
     await _one_housekeeping_pass(engine)
     assert not kept.exists()
 
@@ -170,4 +170,4 @@ async def test_telegram_history_repost_into_a_group_that_refuses_videos_says_whe
     [refusal] = [c for c in telegram.calls_to("sendMessage") if c["params"]["text"] == messages.REPOST_REFUSED]
     assert int(refusal["params"]["chat_id"]) == GROUP
     assert len(videos_to(telegram, GROUP)) == 2  # tried once, refused; not retried
-    assert engine.balance(tg_user(ALICE)).total == 9  # only the first video was charged
+    assert (await engine.balance(tg_user(ALICE))).total == 9  # only the first video was charged

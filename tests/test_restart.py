@@ -154,4 +154,4 @@ async def test_jobs_of_platforms_without_an_adapter_wait_for_it(make_engine, cou
     await engine.start()
     await asyncio.sleep(0.5)
     assert simulator.submissions == []  # no Telegram adapter here: the job is kept, not run
-    assert engine.store.job(answer.job.id).state == JobState.QUEUED
+    assert (await engine.store.job(answer.job.id)).state == JobState.QUEUED

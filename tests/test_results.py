@@ -31,17 +31,17 @@ async def test_again_sends_the_same_inputs_and_charges_whoever_pressed(engine, c
     source = await _delivered(engine, courier, GenerationRequest(
         user(1), "animate", image_bytes(), Params(prompt="a cat dances", duration=10, guidance=0.7,
                                                   negative_prompt="blur"), model="v1.6"))
-    owner_left = engine.balance(user(1)).total
+    owner_left = (await engine.balance(user(1))).total
     again = await engine.rerun(press(user(2)), source, reply_to={"chat": 7})
-    assert again.job.cost == 2 and engine.balance(user(2)).total == 8
-    assert engine.balance(user(1)).total == owner_left  # the presser pays, not the owner
+    assert again.job.cost == 2 and (await engine.balance(user(2))).total == 8
+    assert (await engine.balance(user(1))).total == owner_left  # the presser pays, not the owner
     assert (await courier.outcome(again.job.id))[0] == "delivered"
     first, second = simulator.submissions
     assert second["model"] == first["model"] == "kwaivgi/kling-v1.6-i2v-standard"
     assert {k: v for k, v in second["body"].items() if k != "image"} == \
         {k: v for k, v in first["body"].items() if k != "image"}
     assert second["body"]["prompt"] == "a cat dances" and second["body"]["duration"] == "10"
-    assert engine.store.job(again.job.id).reply_to == {"chat": 7}
+    assert (await engine.store.job(again.job.id)).reply_to == {"chat": 7}
 
 
 async def test_another_effect_and_a_prompt_reuse_the_photo(engine, courier, simulator):
@@ -68,12 +68,12 @@ async def test_an_avatar_again_keeps_its_audio(engine, courier, simulator):
 
 async def test_buttons_refuse_without_charging(engine, courier, simulator):
     source = await _delivered(engine, courier, effect_request("hula"))
-    engine.set_credits(user(3), 0)
+    await engine.set_credits(user(3), 0)
     refused = await engine.rerun(press(user(3)), source, reply_to={})
     assert isinstance(refused, Rejected) and "out of credits" in refused.text
     assert isinstance(await engine.rerun(press(user()), source, reply_to={}, effect="hulla"), Rejected)
     engine.results.clock = lambda: time.time() + 8 * 86400  # past [storage] keep_days
-    engine.results.expire()
+    await engine.results.expire()
     gone = await engine.rerun(press(user()), source, reply_to={})
     assert isinstance(gone, Rejected) and "no longer kept" in gone.text
     simulator.plan_outcome("failed")
@@ -81,13 +81,13 @@ async def test_buttons_refuse_without_charging(engine, courier, simulator):
     await courier.outcome(failed.job.id)
     assert isinstance(await engine.rerun(press(user()), failed.job.id, reply_to={}), Rejected)
     assert len(simulator.submissions) == 2  # the two accepted jobs; no refused button reached WaveSpeed
-    assert engine.balance(user(3)).total == 0
+    assert (await engine.balance(user(3))).total == 0
 
 
 async def test_history_lists_jobs_and_fetches_a_video_again(engine, courier, simulator):
     first = await _delivered(engine, courier, effect_request("hula"))
     second = await _delivered(engine, courier, effect_request("jelly press"))
-    assert [j.id for j in engine.history(user())] == [second, first]
+    assert [j.id for j in await engine.history(user())] == [second, first]
     video = await engine.fetch_video(user(), first)
     assert not isinstance(video, Rejected)
     assert video.path.read_bytes() == courier.delivered[first] and video.size == len(courier.delivered[first])
@@ -101,16 +101,16 @@ async def test_prices_are_known_before_spending(engine, settings):
     assert engine.price_text() == ("Prices: /effect 1 credit · /animate v1.6 1 credit per 5 s · /animate v2.1 "
                                    "1 credit per 5 s · /animate master 4 credits per 5 s · /avatar 1 credit per 5 s.")
     assert engine.quote("animate", "master", Params(prompt="x", duration=10)) == 8
-    assert engine.audio_allowance(user()) == 30  # [media] max_audio_seconds
-    engine.set_credits(user(), 3)
-    assert engine.audio_allowance(user()) == 15
-    assert engine.precheck(user(), "avatar", None, Params(has_audio=True), audio_seconds=14.2) is None
-    assert engine.precheck(user(), "avatar", None, Params(has_audio=True), audio_seconds=16).text == (
+    assert await engine.audio_allowance(user()) == 30  # [media] max_audio_seconds
+    await engine.set_credits(user(), 3)
+    assert await engine.audio_allowance(user()) == 15
+    assert await engine.precheck(user(), "avatar", None, Params(has_audio=True), audio_seconds=14.2) is None
+    assert (await engine.precheck(user(), "avatar", None, Params(has_audio=True), audio_seconds=16)).text == (
         "The audio is 16 s long and costs 4 credits; you have 3, enough for 15 s. Send a shorter one.")
-    assert "the limit is 30 s" in engine.precheck(user(), "avatar", None, Params(has_audio=True),
-                                                  audio_seconds=31).text
-    engine.set_credits(user(), 0)
-    refusal = engine.precheck(user(), "avatar", None, Params(has_audio=True))
+    assert "the limit is 30 s" in (await engine.precheck(user(), "avatar", None, Params(has_audio=True),
+                                                  audio_seconds=31)).text
+    await engine.set_credits(user(), 0)
+    refusal = await engine.precheck(user(), "avatar", None, Params(has_audio=True))
     assert refusal.text == ("A talking photo costs 1 credit per 5 s of audio and you have 0 credits. "
                             "/quota says when your credits reset.")
     table = replace(settings, costs={**settings.costs, "master": {5: 4, 10: 7}})
@@ -146,17 +146,17 @@ async def test_a_cancel_is_told_once(make_engine, courier):
     text = await engine.cancel(user(2), queued.job.id)
     assert courier.cancellations == {queued.job.id: text}
     assert queued.job.id not in courier.failures
-    assert engine.store.job(queued.job.id).state == JobState.CANCELLED
+    assert (await engine.store.job(queued.job.id)).state == JobState.CANCELLED
 
 
 async def test_a_button_knows_before_opening_a_menu_whether_its_photo_is_kept(engine, courier):
     source = await _delivered(engine, courier, effect_request("hula"))
-    assert engine.rerun_refusal(press(user()), source) is None
-    assert engine.job_of(user(), source).id == source and engine.job_of(user(2), source) is None
+    assert await engine.rerun_refusal(press(user()), source) is None
+    assert (await engine.job_of(user(), source)).id == source and await engine.job_of(user(2), source) is None
     engine.results.clock = lambda: time.time() + 8 * 86400
-    engine.results.expire()
-    assert "no longer kept" in engine.rerun_refusal(press(user()), source).text
-    assert "no longer kept" in engine.rerun_refusal(press(user()), 10**6).text
+    await engine.results.expire()
+    assert "no longer kept" in (await engine.rerun_refusal(press(user()), source)).text
+    assert "no longer kept" in (await engine.rerun_refusal(press(user()), 10**6)).text
 
 
 async def test_a_slow_progress_edit_does_not_delay_the_video(make_engine, courier, simulator):
@@ -190,11 +190,12 @@ async def test_a_double_press_handled_by_two_processes_is_one_order(make_engine,
 async def test_a_button_knows_before_any_message_whether_the_presser_can_pay(engine, courier):
     source = await _delivered(engine, courier, GenerationRequest(
         user(1), "animate", image_bytes(), Params(prompt="a cat dances"), model="master"))
-    engine.set_credits(user(2), 3)
-    assert "this needs 4 and you have 3" in engine.rerun_precheck(press(user(2)), source).text  # the source's price
-    assert engine.rerun_precheck(press(user(2)), source, effect="hula") is None  # an effect costs 1
-    assert "Unknown effect" in engine.rerun_precheck(press(user(2)), source, effect="hulla").text
-    assert engine.rerun_precheck(press(user(1)), source) is None
+    await engine.set_credits(user(2), 3)
+    refusal = await engine.rerun_precheck(press(user(2)), source)
+    assert "this needs 4 and you have 3" in refusal.text  # the source's price
+    assert await engine.rerun_precheck(press(user(2)), source, effect="hula") is None  # an effect costs 1
+    assert "Unknown effect" in (await engine.rerun_precheck(press(user(2)), source, effect="hulla")).text
+    assert await engine.rerun_precheck(press(user(1)), source) is None
 
 
 async def test_a_press_may_use_a_job_only_from_its_own_message_in_its_chat_or_as_its_owner(engine, courier):
@@ -205,11 +206,11 @@ async def test_a_press_may_use_a_job_only_from_its_own_message_in_its_chat_or_as
     stranger_elsewhere = press(user(2), "6")
     stranger_forged = press(user(2), "5", on_its_message=False)
     for forged in (stranger_elsewhere, stranger_forged):
-        refusal = engine.rerun_precheck(forged, source)
-        assert refusal.text == engine.rerun_refusal(press(user(1)), 10**6).text  # as if expired
+        refusal = await engine.rerun_precheck(forged, source)
+        assert refusal.text == (await engine.rerun_refusal(press(user(1)), 10**6)).text  # as if expired
         assert "secret" not in refusal.text
         answer = await engine.rerun(forged, source, reply_to={})
         assert isinstance(answer, Rejected) and "secret" not in answer.text
-    assert engine.balance(user(2)).total == 10  # nothing charged
-    assert engine.rerun_precheck(press(user(2), "5"), source) is None  # the video's own button, in its chat
-    assert engine.rerun_precheck(press(user(1), "6", on_its_message=False), source) is None  # its owner
+    assert (await engine.balance(user(2))).total == 10  # nothing charged
+    assert await engine.rerun_precheck(press(user(2), "5"), source) is None  # the video's own button, in its chat
+    assert await engine.rerun_precheck(press(user(1), "6", on_its_message=False), source) is None  # its owner

@@ -12,7 +12,7 @@ from adapters.telegram import TelegramAdapter
 from bot import catalog, messages
 from bot.config import QuotaSettings
 from tests.fake_telegram import FakeTelegram
-from tests.helpers import audio_bytes, image_bytes, mp4_info
+from tests.helpers import audio_bytes, image_bytes, job_in_state, mp4_info
 
 TOKEN = "123456:TEST-telegram-token-SECRET"
 ALICE, BOB = 1001, 1002
@@ -70,7 +70,7 @@ async def test_photo_with_effect_caption_gets_a_video_reply(run_bot, telegram, s
     assert photo in [data for data, _ in simulator.uploads.values()]
     assert TOKEN not in _sent_to_wavespeed(simulator) and "/file/bot" not in _sent_to_wavespeed(simulator)
     assert TOKEN not in caplog.text
-    assert engine.balance(engine_user(ALICE)).total == 9
+    assert (await engine.balance(engine_user(ALICE))).total == 9
 
 
 def engine_user(user_id):
@@ -141,7 +141,7 @@ async def test_most_used_effects_come_first_in_the_menu(run_bot, telegram, simul
     for _ in range(2):
         telegram.user_message(ALICE, ALICE, caption="/effect squish", photo=image_bytes())
     await telegram.wait_for(lambda: len(telegram.calls_to("sendVideo")) == 2)
-    markup = adapter.menus.effects("fx", ALICE).to_dict()
+    markup = (await adapter.menus.effects("fx", ALICE)).to_dict()
     assert markup["inline_keyboard"][0][0]["text"] == "Squish"
 
 
@@ -160,7 +160,7 @@ async def test_refusals_are_clear_and_free(run_bot, telegram, simulator, message
     engine, _ = await run_bot()
     telegram.user_message(ALICE, ALICE, **message)
     await telegram.wait_for(lambda: any(expected in t for t in _texts(telegram) + _texts(telegram, "sendMessage")))
-    assert engine.balance(engine_user(ALICE)).total == 10
+    assert (await engine.balance(engine_user(ALICE))).total == 10
     assert simulator.submissions == []
 
 
@@ -181,7 +181,7 @@ async def test_failed_job_edits_the_reply_and_refunds(run_bot, telegram, simulat
     text = await telegram.wait_for(lambda: [t for t in _texts(telegram) if "refunded" in t])
     assert text[0].startswith("Job 1: Kling could not make this video")
     assert text[0].endswith("Your 1 credit was refunded.")
-    assert engine.balance(engine_user(ALICE)).total == 10
+    assert (await engine.balance(engine_user(ALICE))).total == 10
     assert telegram.calls_to("sendVideo") == []
 
 
@@ -280,7 +280,7 @@ async def test_only_admins_grant_credits(run_bot, telegram):
     await telegram.wait_for(lambda: "Only the bot's admins can grant credits." in _texts(telegram, "sendMessage"))
     telegram.user_message(GROUP, ALICE, text="/grant 5", reply_to=bob_said)
     await telegram.wait_for(lambda: "User1002 now has 15 credits." in _texts(telegram, "sendMessage"))
-    assert engine.balance(engine_user(BOB)).total == 15
+    assert (await engine.balance(engine_user(BOB))).total == 15
 
 
 async def test_restart_mid_job_still_replies_to_the_right_photo(run_bot, telegram, simulator):
@@ -288,7 +288,7 @@ async def test_restart_mid_job_still_replies_to_the_right_photo(run_bot, telegra
     engine, adapter = await run_bot()
     photo = telegram.user_message(GROUP, BOB, photo=image_bytes(), push=False)
     telegram.user_message(GROUP, ALICE, text="/effect hula", reply_to=photo)
-    await telegram.wait_for(lambda: engine.store.job(1) and engine.store.job(1).state.value == "processing")
+    await telegram.wait_for(lambda: job_in_state(engine, 1, "processing"))
     await adapter.stop()
     await engine.close()
 

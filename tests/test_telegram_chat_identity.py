@@ -44,8 +44,8 @@ async def test_an_anonymous_admins_photo_menu_starts_the_job_charged_to_the_grou
     engine, _ = await run_bot(quiet(tg_settings))
     await effect_video_in_group(telegram)
     assert len(simulator.submissions) == 1
-    assert engine.store.job(1).user_key == who(GROUP).key  # as if the admin had typed /effect
-    assert engine.balance(who(GROUP)).total == 9 and engine.balance(who(ALICE)).total == 10
+    assert (await engine.store.job(1)).user_key == who(GROUP).key  # as if the admin had typed /effect
+    assert (await engine.balance(who(GROUP))).total == 9 and (await engine.balance(who(ALICE))).total == 10
 
 
 async def test_an_anonymous_admins_history_button_posts_the_video_again(run_bot, tg_settings, telegram, simulator):
@@ -73,7 +73,7 @@ async def test_an_anonymous_admins_answers_to_questions_are_taken(run_bot, tg_se
     await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
     await telegram.wait_for(lambda: texts(telegram, "editMessageText")[-1].endswith("done."))
     assert texts(telegram).count(messages.QUESTION_NOT_YOURS) == 0
-    assert engine.balance(who(GROUP)).total == 9
+    assert (await engine.balance(who(GROUP))).total == 9
 
     [video] = videos(telegram, GROUP)
     telegram.press_button(ALICE, video, button(video, "ask:1"))
@@ -83,7 +83,8 @@ async def test_an_anonymous_admins_answers_to_questions_are_taken(run_bot, tg_se
     await telegram.wait_for(lambda: len(telegram.calls_to("sendVideo")) == 2)
     assert texts(telegram).count(messages.QUESTION_NOT_YOURS) == 0
     assert simulator.submissions[1]["body"]["prompt"] == "she waves"
-    assert engine.balance(who(GROUP)).total < 9 and engine.balance(who(ALICE)).total == 10  # who answered pays
+    assert (await engine.balance(who(GROUP))).total < 9  # who answered pays
+    assert (await engine.balance(who(ALICE))).total == 10
 
 
 async def test_a_stranger_elsewhere_cannot_use_what_was_made_for_a_group(run_bot, tg_settings, telegram, simulator):
@@ -104,4 +105,4 @@ async def test_a_stranger_elsewhere_cannot_use_what_was_made_for_a_group(run_bot
     assert all(a.get("show_alert") for a in alerts)
     assert sorted(a["text"] for a in alerts) == sorted([messages.MENU_NOT_YOURS] * 3 + [messages.no_such_job(1)] * 2)
     assert len(telegram.calls_to("sendVideo")) == 1 and len(simulator.submissions) == 1
-    assert engine.balance(who(GROUP)).total == 9 and engine.balance(who(BOB)).total == 10
+    assert (await engine.balance(who(GROUP))).total == 9 and (await engine.balance(who(BOB))).total == 10

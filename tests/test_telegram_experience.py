@@ -20,7 +20,6 @@ import pytest
 from bot import catalog, messages
 from bot.config import QuotaSettings
 from bot.jobs import UserRef
-from tests.fake_telegram import BOT_USER
 from tests.helpers import audio_bytes, image_bytes
 from tests.test_telegram import ALICE, BOB, GROUP, TOKEN, run_bot, telegram, tg_settings  # noqa: F401
 
@@ -60,7 +59,7 @@ def button(message: dict, prefix: str) -> str:
 def bot_message(telegram, chat: int, text_part: str) -> dict:
     """The newest message the bot sent to ``chat`` whose text holds ``text_part``."""
     found = [m for (c, _), m in sorted(telegram.messages.items())
-             if c == chat and m["from"]["id"] == BOT_USER["id"] and text_part in m.get("text", "")]
+             if c == chat and m["from"]["id"] == telegram.bot_user["id"] and text_part in m.get("text", "")]
     return found[-1]
 
 
@@ -101,7 +100,7 @@ async def test_a_bare_photo_in_a_private_chat_gets_the_priced_effect_menu(run_bo
     telegram.press_button(ALICE, message, button(message, f"fx:{ALICE}:{lets_ride}"))
     await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
     assert simulator.submissions[0]["body"]["effect_scene"] == "let's_ride"
-    assert engine.balance(who(ALICE)).total == 9
+    assert (await engine.balance(who(ALICE))).total == 9
 
 
 async def test_in_a_group_only_photos_addressed_to_the_bot_get_the_menu(run_bot, telegram):
@@ -141,7 +140,7 @@ async def test_start_greets_with_credits_prices_and_how_to_begin(run_bot, telegr
     telegram.user_message(ALICE, ALICE, text="/start")
     [greeting] = await telegram.wait_for(lambda: texts(telegram))
     assert greeting.startswith("Hi User1001! I turn a photo into a short Kling AI video.")
-    assert engine.balance(who(ALICE)).text()[:20] in greeting  # "You have 10 credits…"
+    assert (await engine.balance(who(ALICE))).text()[:20] in greeting  # "You have 10 credits…"
     assert engine.price_text() in greeting and "Send me a photo" in greeting
 
     telegram.user_message(ALICE, ALICE, text="/help")
@@ -159,7 +158,7 @@ async def test_start_greets_with_credits_prices_and_how_to_begin(run_bot, telegr
 ])
 async def test_refusals_come_before_any_download_or_status(run_bot, telegram, simulator, credits, caption, expected):
     engine, _ = await run_bot()
-    engine.set_credits(who(ALICE), credits)
+    await engine.set_credits(who(ALICE), credits)
     telegram.user_message(ALICE, ALICE, caption=caption, photo=image_bytes())
     await telegram.wait_for(lambda: sent(telegram, expected))
     await asyncio.sleep(0.2)
@@ -179,7 +178,7 @@ async def test_too_many_jobs_is_refused_before_the_download(run_bot, tg_settings
 
 async def test_avatar_says_what_audio_the_user_can_afford_or_refuses_up_front(run_bot, telegram, simulator):
     engine, _ = await run_bot()
-    engine.set_credits(who(ALICE), 3)
+    await engine.set_credits(who(ALICE), 3)
     photo = telegram.user_message(ALICE, ALICE, photo=image_bytes(), push=False)
     telegram.user_message(ALICE, ALICE, text="/avatar", reply_to=photo)
     [ask] = await telegram.wait_for(lambda: sent(telegram, "voice note"))
@@ -192,7 +191,7 @@ async def test_avatar_says_what_audio_the_user_can_afford_or_refuses_up_front(ru
         "The audio is 20 s long and costs 4 credits; you have 3, enough for 15 s. Send a shorter one.")
     assert telegram.calls_to("getFile") == []  # priced from the length Telegram told, before any download
 
-    engine.set_credits(who(BOB), 0)
+    await engine.set_credits(who(BOB), 0)
     photo = telegram.user_message(BOB, BOB, photo=image_bytes(), push=False)
     telegram.user_message(BOB, BOB, text="/avatar", reply_to=photo)
     await telegram.wait_for(lambda: [c for c in telegram.calls_to("sendMessage") if c["params"]["chat_id"] == BOB])
@@ -249,7 +248,7 @@ async def test_no_buttons_when_photos_are_not_kept(run_bot, tg_settings, telegra
 async def test_again_charges_whoever_presses_and_replies_to_the_video(run_bot, tg_settings, telegram, simulator):
     engine, _ = await run_bot(quiet(tg_settings))
     video = await deliver_one(telegram, GROUP, ALICE, "/animate --duration 10 a cat dances")
-    assert engine.balance(who(ALICE)).total == 8
+    assert (await engine.balance(who(ALICE))).total == 8
 
     telegram.press_button(BOB, video, button(video, "again:"))
     await telegram.wait_for(lambda: len(telegram.calls_to("sendVideo")) == 2)
@@ -261,7 +260,7 @@ async def test_again_charges_whoever_presses_and_replies_to_the_video(run_bot, t
     assert second["reply_parameters"]["message_id"] == video["message_id"]
     assert simulator.submissions[1]["body"]["prompt"] == "a cat dances"
     assert simulator.submissions[1]["body"]["duration"] == "10"
-    assert engine.balance(who(BOB)).total == 8 and engine.balance(who(ALICE)).total == 8
+    assert (await engine.balance(who(BOB))).total == 8 and (await engine.balance(who(ALICE))).total == 8
 
 
 async def test_another_effect_opens_a_menu_whose_tap_runs_that_effect(run_bot, telegram, simulator):
@@ -281,7 +280,7 @@ async def test_another_effect_opens_a_menu_whose_tap_runs_that_effect(run_bot, t
     assert simulator.submissions[1]["body"]["effect_scene"] == "offic_escape_plow"
     assert telegram.calls_to("sendVideo")[1]["params"]["reply_parameters"]["message_id"] == video["message_id"]
     assert len(answers(telegram)) == 3  # every press answered once
-    assert engine.balance(who(ALICE)).total == 8
+    assert (await engine.balance(who(ALICE))).total == 8
 
 
 async def test_animate_with_a_prompt_asks_and_the_pressers_reply_starts_it(run_bot, tg_settings, telegram, simulator):
@@ -299,13 +298,13 @@ async def test_animate_with_a_prompt_asks_and_the_pressers_reply_starts_it(run_b
     assert submission["body"]["prompt"] == "she waves and smiles"
     assert submission["model"] == catalog.resolve_model(None, "animate").id
     assert telegram.calls_to("sendVideo")[1]["params"]["reply_parameters"]["message_id"] == video["message_id"]
-    assert engine.balance(who(BOB)).total == 9 and engine.balance(who(ALICE)).total == 9
+    assert (await engine.balance(who(BOB))).total == 9 and (await engine.balance(who(ALICE))).total == 9
 
 
 async def test_result_button_refusals_are_alerts_and_leave_nothing_behind(run_bot, tg_settings, telegram, simulator):
     engine, _ = await run_bot(quiet(tg_settings))
     video = await deliver_one(telegram, GROUP, ALICE)
-    engine.set_credits(who(BOB), 0)
+    await engine.set_credits(who(BOB), 0)
     sent_before = len(telegram.calls_to("sendMessage"))
     for prefix in ("again:", "ask:", "other:"):
         telegram.press_button(BOB, video, button(video, prefix))
@@ -316,7 +315,7 @@ async def test_result_button_refusals_are_alerts_and_leave_nothing_behind(run_bo
     await asyncio.sleep(0.2)
     # the one status message posted for "again" was deleted; no question, no menu was sent
     assert len(telegram.calls_to("sendMessage")) - sent_before == len(telegram.calls_to("deleteMessage")) <= 1
-    assert len(simulator.submissions) == 1 and engine.balance(who(BOB)).total == 0
+    assert len(simulator.submissions) == 1 and (await engine.balance(who(BOB))).total == 0
 
 
 async def test_result_buttons_check_the_allowed_chats(run_bot, tg_settings, telegram, simulator):
@@ -341,7 +340,7 @@ async def test_again_still_works_after_a_restart_and_charges_the_presser(run_bot
     telegram.press_button(BOB, video, button(video, "again:"))
     await telegram.wait_for(lambda: len(telegram.calls_to("sendVideo")) == 2)
     assert [s["body"]["effect_scene"] for s in simulator.submissions] == ["hula", "hula"]
-    assert engine.balance(who(BOB)).total == 9 and engine.balance(who(ALICE)).total == 9
+    assert (await engine.balance(who(BOB))).total == 9 and (await engine.balance(who(ALICE))).total == 9
 
 
 async def test_buttons_of_a_video_whose_photo_is_no_longer_kept_say_so(run_bot, tg_settings, telegram, simulator):
@@ -349,14 +348,14 @@ async def test_buttons_of_a_video_whose_photo_is_no_longer_kept_say_so(run_bot, 
     engine, _ = await run_bot(keep)
     video = await deliver_one(telegram)
     await asyncio.sleep(0.01)
-    assert engine.results.expire() == 1  # what the hourly housekeeping does past keep_days
+    assert await engine.results.expire() == 1  # what the hourly housekeeping does past keep_days
     sent_before = len(telegram.calls_to("sendMessage"))
     for prefix in ("again:", "other:", "ask:"):
         telegram.press_button(ALICE, video, button(video, prefix))
     alerts = await telegram.wait_for(lambda: answers(telegram) if len(answers(telegram)) == 3 else None)
     assert all(a["show_alert"] and a["text"] == messages.SOURCE_GONE for a in alerts)
     assert len(telegram.calls_to("sendMessage")) == sent_before  # no menu, question or status opened
-    assert len(simulator.submissions) == 1 and engine.balance(who(ALICE)).total == 9
+    assert len(simulator.submissions) == 1 and (await engine.balance(who(ALICE))).total == 9
 
     telegram.user_message(ALICE, ALICE, text="/history")  # posted again: without buttons that cannot work
     menu_call = await telegram.wait_for(lambda: sent(telegram, "Your recent jobs"))
@@ -381,9 +380,9 @@ async def test_history_lists_jobs_and_posts_a_video_again(run_bot, tg_settings, 
     assert again["reply_parameters"]["message_id"] == menu["message_id"]
     assert button(videos(telegram, ALICE)[-1], "again:1")  # with its result buttons
     assert not [p for p in Path(tg_settings.storage.videos_dir).glob("*") if p.name.startswith("again-")]
-    assert engine.balance(who(ALICE)).total == 9  # posting a past video costs nothing
+    assert (await engine.balance(who(ALICE))).total == 9  # posting a past video costs nothing
 
-    engine.store.update_job(1, finished_at=time.time() - 8 * 86400)  # past WaveSpeed's 7 days
+    await engine.store.update_job(1, finished_at=time.time() - 8 * 86400)  # past WaveSpeed's 7 days
     telegram.press_button(ALICE, menu, "hist:1")
     await telegram.wait_for(lambda: sent(telegram, messages.VIDEO_GONE))
     assert len(telegram.calls_to("sendVideo")) == 2

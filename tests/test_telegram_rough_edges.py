@@ -35,7 +35,7 @@ async def test_a_voice_note_refused_as_too_long_can_be_replaced_by_a_shorter_one
     shorter clip; that must make the video (today: the question was forgotten before the
     refusal, so the shorter clip gets "Send me a photo to animate it.")."""
     engine, _ = await run_bot()
-    engine.set_credits(who(ALICE), 3)
+    await engine.set_credits(who(ALICE), 3)
     photo = telegram.user_message(ALICE, ALICE, photo=image_bytes(), push=False)
     telegram.user_message(ALICE, ALICE, text="/avatar", reply_to=photo)
     await telegram.wait_for(lambda: sent(telegram, "voice note"))
@@ -62,7 +62,7 @@ async def test_a_double_tap_on_the_photo_menu_is_one_job_and_no_error(run_bot, t
     await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
     await asyncio.sleep(1.0)
     assert went_wrong(telegram) == [], "a double tap answered 'Sorry, something went wrong on my side.'"
-    assert len(simulator.submissions) == 1 and engine.balance(who(ALICE)).total == 9
+    assert len(simulator.submissions) == 1 and (await engine.balance(who(ALICE))).total == 9
 
 
 async def test_a_double_tap_on_more_is_no_error(run_bot, telegram, monkeypatch):
@@ -98,11 +98,11 @@ async def test_again_refused_then_pressed_again_is_not_called_started(run_bot, t
     its way." although nothing was ever started)."""
     engine, _ = await run_bot()
     video = await deliver_one(telegram)
-    engine.set_credits(who(BOB), 0)
+    await engine.set_credits(who(BOB), 0)
     telegram.press_button(BOB, video, button(video, "again:"))
     await telegram.wait_for(lambda: answers(telegram))
     assert "out of credits" in answers(telegram)[0]["text"]
-    engine.grant(who(BOB), 5)
+    await engine.grant(who(BOB), 5)
     telegram.press_button(BOB, video, button(video, "again:"))
     await telegram.wait_for(lambda: len(answers(telegram)) == 2)
     second = answers(telegram)[1]["text"]
@@ -143,7 +143,7 @@ async def test_a_voice_note_as_long_as_the_question_allows_is_accepted(run_bot, 
     limit ("The audio is 30 s long; the limit is 30 s.")."""
     engine, _ = await run_bot()
     if credits is not None:
-        engine.set_credits(who(ALICE), credits)
+        await engine.set_credits(who(ALICE), credits)
     photo = telegram.user_message(ALICE, ALICE, photo=image_bytes(), push=False)
     telegram.user_message(ALICE, ALICE, text="/avatar", reply_to=photo)
     await telegram.wait_for(lambda: sent(telegram, f"(up to {seconds} s)"))
@@ -170,7 +170,7 @@ async def test_a_second_tap_on_a_menu_already_used_does_not_charge_again(run_bot
     telegram.press_button(ALICE, menu, data)
     await telegram.wait_for(lambda: telegram.calls_to("sendVideo"))
     await asyncio.sleep(1.5)
-    assert len(simulator.submissions) == 1 and engine.balance(who(ALICE)).total == 9
+    assert len(simulator.submissions) == 1 and (await engine.balance(who(ALICE))).total == 9
 
 
 async def test_did_you_mean_hints_use_readable_names(run_bot, telegram):

@@ -66,7 +66,8 @@ async def test_a_stranger_naming_someones_job_is_refused_like_an_expired_button(
     bobs = await deliver_one(telegram, BOB, BOB)  # job 2, in Bob's private chat, with its buttons
     status = bot_message(telegram, GROUP, "done.")  # the bot's message in the group, no buttons
     assert "reply_markup" not in status and SECRET in traffic_since(telegram, 0)  # the caption has it
-    start, submissions, bob_credits = len(telegram.calls), len(simulator.submissions), engine.balance(who(BOB)).total
+    bob_credits = (await engine.balance(who(BOB))).total
+    start, submissions = len(telegram.calls), len(simulator.submissions)
 
     forged = [(bobs, data.format(job=1)) for data in RESULT_PRESSES]  # from another chat
     forged += [(status, data.format(job=1)) for data in RESULT_PRESSES]  # no such button on it
@@ -79,8 +80,8 @@ async def test_a_stranger_naming_someones_job_is_refused_like_an_expired_button(
     assert [(a.get("text"), a.get("show_alert")) for a in alerts] == [(messages.SOURCE_GONE, True)] * len(forged)
     assert [c["method"] for c in telegram.calls[start:]] == ["answerCallbackQuery"] * len(forged)  # nothing posted
     assert "secret" not in traffic_since(telegram, start)
-    assert len(simulator.submissions) == submissions and engine.balance(who(BOB)).total == bob_credits
-    assert engine.balance(who(ALICE)).total == 9
+    assert len(simulator.submissions) == submissions and (await engine.balance(who(BOB))).total == bob_credits
+    assert (await engine.balance(who(ALICE))).total == 9
 
 
 async def test_the_real_button_works_for_anyone_in_its_chat_and_the_owner_anywhere(run_bot, tg_settings, telegram,
@@ -89,14 +90,14 @@ async def test_the_real_button_works_for_anyone_in_its_chat_and_the_owner_anywhe
     alices = await deliver_one(telegram, GROUP, ALICE, caption="/effect hula")  # job 1
     telegram.press_button(BOB, alices, button(alices, "again:"))  # the button under the video, in its chat
     await telegram.wait_for(lambda: len(telegram.calls_to("sendVideo")) == 2)
-    assert engine.balance(who(BOB)).total == 9
+    assert (await engine.balance(who(BOB))).total == 9
 
     telegram.user_message(ALICE, ALICE, text="/quota")
     quota = await telegram.wait_for(lambda: sent(telegram, "You have") and bot_message(telegram, ALICE, "You have"))
     telegram.press_button(ALICE, quota, "again:1")  # the owner, anywhere
     await telegram.wait_for(lambda: len(telegram.calls_to("sendVideo")) == 3)
     assert [s["body"]["effect_scene"] for s in simulator.submissions] == ["hula"] * 3
-    assert engine.balance(who(ALICE)).total == 8
+    assert (await engine.balance(who(ALICE))).total == 8
 
 
 # --- item 1: menus keyed by their owner, and /history ----------------------------------------
@@ -181,7 +182,7 @@ async def test_anonymous_admins_of_two_groups_are_two_users(run_bot, tg_settings
     await telegram.wait_for(lambda: [c for c in telegram.calls[start:] if c["method"] == "sendMessage"])
     assert "Job 2" in bot_reply(telegram, GROUP, start)
     await telegram.wait_for(lambda: len(telegram.calls_to("sendVideo")) == 2, timeout=30)
-    assert engine.balance(who(GROUP)).total == 8 and engine.balance(who(GROUP2)).total == 10
+    assert (await engine.balance(who(GROUP))).total == 8 and (await engine.balance(who(GROUP2))).total == 10
 
 
 # --- item 12: echoes of what a user typed ------------------------------------------------------

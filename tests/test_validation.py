@@ -78,13 +78,13 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 async def test_refusal_is_readable_costs_nothing_and_sends_nothing(engine, simulator, case):
     make, expected = CASES[case]
-    before = engine.balance(user()).total
+    before = (await engine.balance(user())).total
 
     answer = await engine.accept(make())
 
     assert isinstance(answer, Rejected), answer
     assert expected in answer.text
-    assert engine.balance(user()).total == before
+    assert (await engine.balance(user())).total == before
     assert engine.store.db["jobs"].count == 0
     assert not [r for r in simulator.requests if r["path"].startswith("/api/")]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import av
+import numpy as np
 import pytest
 
 from bot.devtools.clips import noisy_clip
@@ -35,6 +36,7 @@ class Played:
     height: int
     frames: int
     seconds: float
+    audio_codec: str | None
     audio_seconds: float | None  # None: no sound track
     boxes: list[str]  # the MP4's top-level boxes, in order
 
@@ -52,7 +54,14 @@ def play(path: Path) -> Played:
             else:
                 samples += frame.samples
         return Played(video.codec_context.name, video.codec_context.pix_fmt, video.width, video.height,
-                      frames, end, samples / audio.rate if audio else None, top_boxes(path.read_bytes()))
+                      frames, end, audio.codec_context.name if audio else None,
+                      samples / audio.rate if audio else None, top_boxes(path.read_bytes()))
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    """The coded sound, packet by packet, as it is stored."""
+    with av.open(str(path)) as container:
+        return [bytes(packet) for packet in container.demux(audio=0) if packet.size]
 
 
 def top_boxes(data: bytes) -> list[str]:
@@ -87,7 +96,7 @@ def test_a_14_mb_clip_fits_a_10_mib_channel_and_plays_whole(big_clip, tmp_path):
 
     assert out.stat().st_size < DISCORD_LIMIT
     fitted = play(out)
-    assert (fitted.codec, fitted.pix_fmt) == ("h264", "yuv420p")
+    assert (fitted.codec, fitted.pix_fmt, fitted.audio_codec) == ("h264", "yuv420p", "aac")
     assert fitted.width % 2 == 0 and fitted.height % 2 == 0
     assert fitted.width / fitted.height == pytest.approx(source.width / source.height, rel=0.01)
     assert fitted.frames == source.frames
@@ -109,6 +118,72 @@ def test_a_silent_clip_stays_silent_and_sound_can_be_dropped(tmp_path):
         assert (tmp_path / name).stat().st_size < MIB
         assert fitted.audio_seconds is None
         assert fitted.frames == 48 and fitted.seconds == pytest.approx(2.0, rel=0.1)
+
+
+@pytest.fixture(scope="module")
+def full_hd_clip(tmp_path_factory) -> Path:
+    """1 s of 1080p24 noise with sound, about 2.5 MB."""
+    return clip_file(tmp_path_factory.mktemp("clips"), "full_hd.mp4",
+                     noisy_clip(2_500_000, seconds=1, width=1920, height=1080, audio=True))
+
+
+@pytest.mark.parametrize(("limit", "size"), [
+    pytest.param(1_200_000, (1920, 1080), id="0.17 bits a pixel: 1080p kept"),
+    pytest.param(450_000, (1280, 720), id="0.065 bits a pixel at 1080p: 720p instead"),
+])
+def test_a_1080p_clip_goes_out_at_720p_only_when_its_bits_are_too_few_for_1080p(full_hd_clip, tmp_path,
+                                                                                  limit, size):
+    out = tmp_path / "fitted.mp4"
+    assert fit_video(full_hd_clip, limit, out)
+
+    fitted = play(out)
+    assert out.stat().st_size < limit
+    assert (fitted.width, fitted.height) == size
+    assert (fitted.codec, fitted.pix_fmt, fitted.audio_codec) == ("h264", "yuv420p", "aac")
+    assert fitted.frames == 24 and fitted.seconds == pytest.approx(1.0, rel=0.1)
+    assert fitted.audio_seconds == pytest.approx(1.0, rel=0.1)
+    assert fitted.boxes.index("moov") < fitted.boxes.index("mdat")
+
+
+def with_sound(folder: Path, name: str, codec: str, bit_rate: int) -> Path:
+    """A 2 s 640x360 clip of noise whose sound (a tone) is ``codec`` at ``bit_rate``, in an MP4."""
+    silent = clip_file(folder, f"{name}.silent.mp4", noisy_clip(2_000_000, seconds=2, width=640, height=360))
+    path = folder / name
+    with av.open(str(silent)) as inp, av.open(str(path), "w", format="mp4") as out:
+        video = out.add_stream_from_template(inp.streams.video[0])
+        sound = out.add_stream(codec, rate=48_000, bit_rate=bit_rate)
+        sound.layout = "stereo"
+        for packet in inp.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = video
+                out.mux(packet)
+        tone = av.AudioFrame.from_ndarray(
+            (0.3 * np.sin(np.linspace(0, 2 * np.pi * 440 * 2, 96_000, dtype=np.float32)))[None].repeat(2, 0),
+            format="fltp", layout="stereo")
+        tone.rate = 48_000
+        out.mux(sound.encode(tone))
+        out.mux(sound.encode())
+    return path
+
+
+def test_an_aac_track_goes_out_untouched_and_other_sound_becomes_aac(tmp_path):
+    aac = with_sound(tmp_path, "aac.mp4", "aac", 128_000)
+    loud_aac = with_sound(tmp_path, "loud_aac.mp4", "aac", 320_000)
+    mp3 = with_sound(tmp_path, "mp3.mp4", "libmp3lame", 128_000)
+
+    for source in (aac, loud_aac, mp3):
+        assert fit_video(source, MIB, tmp_path / f"fit_{source.name}")
+        fitted = play(tmp_path / f"fit_{source.name}")
+        assert (tmp_path / f"fit_{source.name}").stat().st_size < MIB
+        assert (fitted.codec, fitted.pix_fmt, fitted.audio_codec) == ("h264", "yuv420p", "aac")
+        assert fitted.frames == 48 and fitted.audio_seconds == pytest.approx(2.0, rel=0.1)
+
+    # The usual AAC track is the source's own sound, with no second generation of loss;
+    # a 320 kbit/s one would take a share of the picture's bits, so it is encoded again.
+    assert audio_packets(tmp_path / "fit_aac.mp4") == audio_packets(aac)
+    assert audio_packets(tmp_path / "fit_loud_aac.mp4") != audio_packets(loud_aac)
+    with av.open(str(tmp_path / "fit_loud_aac.mp4")) as fitted_loud:
+        assert fitted_loud.streams.audio[0].bit_rate < 150_000
 
 
 def test_a_limit_that_cannot_be_met_leaves_no_file(big_clip, tmp_path):

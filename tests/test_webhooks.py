@@ -42,7 +42,7 @@ async def test_the_webhook_finishes_the_job_without_result_polling(make_engine, 
     assert f"/wavespeed/jobs/{answer.job.id}" in submit["path"]  # the URL names the job
     assert [w["status"] for w in simulator.webhooks_sent] == [200]  # verified and accepted
     assert _result_gets(simulator) == 0
-    assert engine.balance(user()).total == 9
+    assert (await engine.balance(user())).total == 9
 
 
 async def _learn_run_time(engine, courier) -> None:
@@ -63,7 +63,7 @@ async def test_a_lost_or_forged_webhook_is_covered_by_the_safety_poll(make_engin
     if fault != "drop":
         assert simulator.webhooks_sent[-1]["status"] == 401  # refused, not believed
     assert 1 <= _result_gets(simulator) <= 2
-    assert len(simulator.tasks) == 2 and engine.balance(user()).total == 9
+    assert len(simulator.tasks) == 2 and (await engine.balance(user())).total == 9
 
 
 async def test_a_duplicate_webhook_delivers_once(make_engine, hooked, courier, simulator):
@@ -74,7 +74,7 @@ async def test_a_duplicate_webhook_delivers_once(make_engine, hooked, courier, s
     await settled(engine, answer.job.id)
     await asyncio.sleep(0.3)
     assert [w["status"] for w in simulator.webhooks_sent] == [200, 200]
-    assert courier.deliver_calls == 1 and engine.balance(user()).total == 9
+    assert courier.deliver_calls == 1 and (await engine.balance(user())).total == 9
 
 
 async def test_the_webhook_settles_an_unconfirmed_submit_among_several_tasks(make_engine, hooked, courier,
@@ -94,7 +94,7 @@ async def test_the_webhook_settles_an_unconfirmed_submit_among_several_tasks(mak
             assert resp.status == 200
     assert (await courier.outcome(answer.job.id))[0] == "delivered"  # history alone could not tell
     assert (await settled(engine, answer.job.id)).prediction_id == ours
-    assert len(simulator.tasks) == 2 and engine.balance(user()).total == 9
+    assert len(simulator.tasks) == 2 and (await engine.balance(user())).total == 9
 
 
 @pytest.mark.parametrize("url, ok", [("https://bot.example.com/hooks", True), ("http://127.0.0.1:8080", True),
@@ -117,7 +117,7 @@ async def test_a_completed_webhook_without_a_video_prompts_a_check_not_a_refund(
     simulator.fail_next("webhook", kind="drop")  # the real one is lost; a bare one arrives
     answer = await engine.accept(effect_request())
     async with asyncio.timeout(10):
-        while not (job := engine.store.job(answer.job.id)).prediction_id:
+        while not (job := await engine.store.job(answer.job.id)).prediction_id:
             await asyncio.sleep(0.02)
     await asyncio.sleep(0.6)  # the task is done at WaveSpeed by now
     body = json.dumps({"id": job.prediction_id, "status": "completed", "outputs": []}).encode()
@@ -128,4 +128,4 @@ async def test_a_completed_webhook_without_a_video_prompts_a_check_not_a_refund(
                 "webhook-signature": simulator.sign("msg_x", stamp, body)}) as resp:
         assert resp.status == 200
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
-    assert _result_gets(simulator) >= 1 and engine.balance(user()).total == 9
+    assert _result_gets(simulator) >= 1 and (await engine.balance(user())).total == 9

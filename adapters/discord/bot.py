@@ -18,6 +18,7 @@ from discord import app_commands
 
 from adapters.discord import commands, first_contact, forms, history, picker, replies, results
 from adapters.discord.courier import DiscordCourier
+from adapters.discord.kit import PLATFORM, Source, Targets, answer, carries, user_of
 from adapters.downloads import read_capped
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 INTENTS = discord.Intents(guilds=True, dm_messages=True, guild_messages=True)
 FETCH_TIMEOUT = 120  # seconds to fetch an attachment or an embed image
-Source = discord.Attachment | str  # an attachment, or an embed image's proxy URL
 FORMS = (*results.FORMS, *first_contact.FORMS, *picker.FORMS)
 # A press naming one of these on a message that does not carry it is refused like an expired one.
 FORGED_REFUSALS = (*((item, messages.SOURCE_GONE) for item in results.DYNAMIC_ITEMS),
@@ -37,16 +37,11 @@ FORGED_REFUSALS = (*((item, messages.SOURCE_GONE) for item in results.DYNAMIC_IT
                                                                        *picker.DYNAMIC_ITEMS)))
 
 
-class KlingClient(discord.Client):
-    """A client that knows its adapter, so commands reach it via ``interaction.client``."""
+class Answering:
+    """The gateway events the bot answers, the same whether its client holds one gateway
+    connection or some shards of the bot's."""
 
-    def __init__(self, adapter: DiscordAdapter):
-        # The bot never joins voice: no warning on stderr that voice libraries are missing.
-        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
-        # No privileged intent: guilds lets us see channel info; the message intents bring
-        # direct messages and mentions of the bot with their content (a photo sent to it).
-        super().__init__(intents=INTENTS)
-        self.adapter = adapter
+    adapter: DiscordAdapter
 
     async def on_message(self, message: discord.Message) -> None:
         await first_contact.on_message(self.adapter, message)
@@ -58,6 +53,35 @@ class KlingClient(discord.Client):
             await refuse_forged(interaction)
 
 
+class KlingClient(Answering, discord.Client):
+    """One gateway connection. The client knows its adapter, so commands and views reach it
+    via ``interaction.client`` (``kit.adapter_of``)."""
+
+    def __init__(self, adapter: DiscordAdapter):
+        _quiet_voice()
+        # No privileged intent: guilds lets us see channel info; the message intents bring
+        # direct messages and mentions of the bot with their content (a photo sent to it).
+        super().__init__(intents=INTENTS)
+        self.adapter = adapter
+
+
+class ShardedKlingClient(Answering, discord.AutoShardedClient):
+    """The shards ``shard_ids`` of ``shard_count`` (all of them when ``shard_ids`` is
+    empty): Discord sends each shard the events of its servers, (guild id >> 22) % count,
+    so several processes split the gateway. Commands and buttons arrive as interactions
+    on the shard of their server, and are answered over REST, as without shards."""
+
+    def __init__(self, adapter: DiscordAdapter, shard_count: int, shard_ids: list[int]):
+        _quiet_voice()
+        super().__init__(intents=INTENTS, shard_count=shard_count, shard_ids=shard_ids or list(range(shard_count)))
+        self.adapter = adapter
+
+
+def _quiet_voice() -> None:
+    """The bot never joins voice: no warning on stderr that voice libraries are missing."""
+    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+
+
 async def refuse_forged(interaction: discord.Interaction) -> None:
     """A press whose custom id names one of the bot's buttons or menus (``kling:again:42``)
     on a message that carries no such component: the custom id is the client's word, and
@@ -67,11 +91,11 @@ async def refuse_forged(interaction: discord.Interaction) -> None:
         return
     data: dict[str, Any] = dict(interaction.data or {})
     custom_id = str(data.get("custom_id", ""))
-    if commands.carries(interaction.message, custom_id, int(data.get("component_type") or 0)):
+    if carries(interaction.message, custom_id, int(data.get("component_type") or 0)):
         return  # the item itself answers it
     for item, refusal in FORGED_REFUSALS:
         if item.__discord_ui_compiled_template__.fullmatch(custom_id):
-            await commands.answer(interaction, refusal)
+            await answer(interaction, refusal)
             return
 
 
@@ -82,14 +106,16 @@ class DiscordAdapter:
         self.settings = settings.discord
         self.media = settings.media
         self.engine = engine
-        self.client = KlingClient(self)
-        self.tree: app_commands.CommandTree[KlingClient] = app_commands.CommandTree(self.client)
+        self.client: KlingClient | ShardedKlingClient = (
+            ShardedKlingClient(self, self.settings.shard_count, self.settings.shard_ids)
+            if self.settings.shard_count else KlingClient(self))
+        self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self.client)
         commands.install(self.tree, engine, history.history)
         # The buttons under videos and photo menus answer by their custom ids, also after a restart.
         self.client.add_dynamic_items(*results.DYNAMIC_ITEMS, *first_contact.DYNAMIC_ITEMS, *picker.DYNAMIC_ITEMS)
-        self.targets = picker.Targets()  # the images of open context menus
+        self.targets = Targets()  # the images of open context menus
         self.courier = DiscordCourier(self.client, self.settings, engine)
-        engine.register(commands.PLATFORM, self.courier)
+        engine.register(PLATFORM, self.courier)
         self._gateway: asyncio.Task[None] | None = None
         self._web: aiohttp.ClientSession | None = None  # for embed images, fetched by URL
 
@@ -112,7 +138,11 @@ class DiscordAdapter:
         await self.prepare()
         self._gateway = self.client.loop.create_task(self.client.connect(), name="discord-gateway")
         self._gateway.add_done_callback(_log_gateway_end)
-        log.info("Discord bot %s is running", self.client.user)
+        if self.settings.shard_count:
+            log.info("Discord bot %s is running shards %s of %d", self.client.user,
+                     self.settings.shard_ids or "all", self.settings.shard_count)
+        else:
+            log.info("Discord bot %s is running", self.client.user)
 
     def start_problem(self, error: Exception) -> str | None:
         return start_problem(error, self.settings)
@@ -131,15 +161,15 @@ class DiscordAdapter:
                        audio: discord.Attachment | None = None) -> None:
         """Check, defer (or, when the interaction was answered already, post a public
         status message), download, accept; the courier takes it from there."""
-        user = commands.user_of(interaction.user)
+        user = user_of(interaction.user)
         refusal = self.channel_refusal(interaction) \
             or self._attachment_refusal(image, "photo", wants_image=True) \
             or self._attachment_refusal(end_image, "end image", wants_image=True) \
             or self._attachment_refusal(audio, "audio", wants_image=False) \
-            or self.engine.precheck(user, kind, model, params,
+            or await self.engine.precheck(user, kind, model, params,
                                     audio_seconds=audio.duration if audio is not None else None)
         if refusal:
-            await commands.answer(interaction, refusal.text if isinstance(refusal, Rejected) else refusal)
+            await answer(interaction, refusal.text if isinstance(refusal, Rejected) else refusal)
             return
         status = await replies.open_status(interaction)
         try:
@@ -194,9 +224,6 @@ class DiscordAdapter:
         """The context menu: a private menu of popular effects for a message's image."""
         await picker.open_menu(self, interaction, message)
 
-    def image_in(self, message: discord.Message) -> Source | None:
-        return _image_in(message)
-
 
 def start_problem(error: Exception, settings: DiscordSettings) -> str | None:
     """Why the bot could not start, in one line, for the errors discord.py raises at start
@@ -215,16 +242,3 @@ def _log_gateway_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("the Discord gateway connection ended: %s: %s",
                   type(task.exception()).__name__, task.exception())
-
-
-def _image_in(message: discord.Message) -> Source | None:
-    """The first image of a message: an attachment, else an embed's through Discord's media
-    proxy (never the embed's own URL: the bot must not fetch whatever host a user names)."""
-    for attachment in message.attachments:
-        if (attachment.content_type or "").startswith("image/"):
-            return attachment
-    for embed in message.embeds:
-        for media in (embed.image, embed.thumbnail):
-            if media and media.proxy_url:
-                return media.proxy_url
-    return None

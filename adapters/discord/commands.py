@@ -10,53 +10,20 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from adapters.chat import jobs_text
+from adapters.discord.kit import AUTOCOMPLETE_LIMIT, PLATFORM, adapter_of, answer, user_of
 from bot import catalog, messages
 from bot.catalog import Params
 from bot.engine import Engine
-from bot.jobs import Press, UserRef
-
-if TYPE_CHECKING:
-    from adapters.discord.bot import DiscordAdapter
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
-AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
 UNIT = 5  # seconds: credits are quoted per 5 s of video
-CONTENT_LIMIT = 2000  # characters of a message
-
-
-def adapter_of(interaction: discord.Interaction) -> DiscordAdapter:
-    return interaction.client.adapter  # type: ignore[attr-defined, no-any-return]
-
-
-def user_of(user: discord.abc.User) -> UserRef:
-    return UserRef(PLATFORM, str(user.id), user.display_name)
-
-
-def press_of(interaction: discord.Interaction, custom_id: str | None = None) -> Press:
-    """Who pressed, in which channel, and whether the pressed message (as Discord sent it)
-    carries a component with ``custom_id`` (by default the one pressed): a custom id alone
-    is the client's word."""
-    data: dict[str, Any] = dict(interaction.data or {})
-    wanted = custom_id or str(data.get("custom_id", ""))
-    return Press.of_button(user_of(interaction.user), str(interaction.channel_id or ""),
-                           carried=carries(interaction.message, wanted))
-
-
-def carries(message: discord.Message | None, custom_id: str, component_type: int | None = None) -> bool:
-    """Whether ``message`` (as Discord sent it) holds a component with ``custom_id`` (and,
-    when given, of that type)."""
-    return message is not None and any(
-        getattr(child, "custom_id", None) == custom_id
-        and (component_type is None or int(getattr(child, "type", 0)) == component_type)
-        for row in message.components for child in getattr(row, "children", [row]))
 
 
 def is_admin(interaction: discord.Interaction) -> bool:
@@ -64,21 +31,6 @@ def is_admin(interaction: discord.Interaction) -> bool:
     Discord resolved for this member here; it needs no cached guild roles."""
     admins = adapter_of(interaction).settings.admins
     return interaction.user.id in admins or interaction.permissions.manage_guild
-
-
-async def answer(interaction: discord.Interaction, text: str) -> None:
-    """An ephemeral answer, whether or not the interaction was answered before (cut to
-    Discord's length limit: a refusal may quote what the user typed)."""
-    text = fit(text)
-    if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=True)
-    else:
-        await interaction.response.send_message(text, ephemeral=True)
-
-
-def fit(text: str) -> str:
-    """``text`` cut to what a Discord message may hold."""
-    return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT - 1] + "…"
 
 
 # --- making videos ---------------------------------------------------------------------
@@ -137,13 +89,13 @@ async def animate_message(interaction: discord.Interaction, message: discord.Mes
 
 @app_commands.command(name="quota", description=messages.COMMANDS["quota"])
 async def quota(interaction: discord.Interaction) -> None:
-    balance = adapter_of(interaction).engine.balance(user_of(interaction.user))
+    balance = await adapter_of(interaction).engine.balance(user_of(interaction.user))
     await answer(interaction, balance.text())
 
 
 @app_commands.command(name="jobs", description=messages.COMMANDS["jobs"])
 async def jobs(interaction: discord.Interaction) -> None:
-    await answer(interaction, jobs_text(adapter_of(interaction).engine, user_of(interaction.user)))
+    await answer(interaction, await jobs_text(adapter_of(interaction).engine, user_of(interaction.user)))
 
 
 @app_commands.command(name="cancel", description=messages.COMMANDS["cancel"])
@@ -161,7 +113,7 @@ async def effects(interaction: discord.Interaction) -> None:
 @app_commands.command(name="help", description=messages.COMMANDS["help"])
 async def help_(interaction: discord.Interaction) -> None:
     engine = adapter_of(interaction).engine
-    balance = engine.balance(user_of(interaction.user))
+    balance = await engine.balance(user_of(interaction.user))
     await answer(interaction, messages.discord_help(len(catalog.EFFECTS), engine.price_text()) + "\n"
                  + messages.discord_help_more(balance.text()))
 
@@ -177,7 +129,7 @@ credits = app_commands.Group(name="credits", description=messages.COMMANDS["cred
 @app_commands.describe(member=messages.OPTIONS["member"], amount=messages.OPTIONS["amount"])
 @app_commands.check(is_admin)
 async def grant(interaction: discord.Interaction, member: discord.User, amount: int) -> None:
-    balance = adapter_of(interaction).engine.grant(user_of(member), amount,
+    balance = await adapter_of(interaction).engine.grant(user_of(member), amount,
                                                    by=f"discord:{interaction.user.id}")
     await answer(interaction, messages.now_has_credits(member.mention, balance.total))
 
@@ -187,7 +139,7 @@ async def grant(interaction: discord.Interaction, member: discord.User, amount: 
 @app_commands.check(is_admin)
 async def set_(interaction: discord.Interaction, member: discord.User,
                amount: app_commands.Range[int, 0]) -> None:
-    balance = adapter_of(interaction).engine.set_credits(user_of(member), amount,
+    balance = await adapter_of(interaction).engine.set_credits(user_of(member), amount,
                                                          by=f"discord:{interaction.user.id}")
     await answer(interaction, messages.now_has_credits(member.mention, balance.total))
 
@@ -198,7 +150,7 @@ async def set_(interaction: discord.Interaction, member: discord.User,
 @app_commands.check(is_admin)
 async def usage(interaction: discord.Interaction) -> None:
     since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    jobs_today, spent = adapter_of(interaction).engine.usage_since(
+    jobs_today, spent = await adapter_of(interaction).engine.usage_since(
         PLATFORM, since.timestamp(), "guild_id", interaction.guild_id)
     await answer(interaction, messages.usage_today(jobs_today, spent))
 

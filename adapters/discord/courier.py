@@ -85,12 +85,13 @@ class DiscordCourier(ChatCourier):
     async def _post(self, job: Job, text: str, video: Video | None) -> None:
         if dm_user := job.reply_to.get("dm_user_id"):
             dm = await self.client.create_dm(discord.Object(dm_user))
-            await dm.send(text, file=_file(job, video), view=_buttons(job, video, self.engine),
+            await dm.send(text, file=_file(job, video), view=await _buttons(job, video, self.engine),
                           allowed_mentions=_mention_only(job))
             return
         if self.can_edit(job):
             try:
-                await self._webhook(job).send(text, file=_file(job, video), view=_buttons(job, video, self.engine),
+                buttons = await _buttons(job, video, self.engine)
+                await self._webhook(job).send(text, file=_file(job, video), view=buttons,
                                               allowed_mentions=_mention_only(job))
                 return
             except discord.HTTPException as err:
@@ -101,7 +102,8 @@ class DiscordCourier(ChatCourier):
         channel = self.client.get_partial_messageable(reply["channel_id"], guild_id=reply.get("guild_id"))
         reference = discord.MessageReference(message_id=reply["message_id"], channel_id=reply["channel_id"],
                                              guild_id=reply.get("guild_id"), fail_if_not_exists=False)
-        await channel.send(text, file=_file(job, video), view=_buttons(job, video, self.engine), reference=reference,
+        buttons = await _buttons(job, video, self.engine)
+        await channel.send(text, file=_file(job, video), view=buttons, reference=reference,
                            allowed_mentions=_mention_only(job))
 
 
@@ -113,10 +115,10 @@ def _file(job: Job, video: Video | None) -> Any:
     return discord.File(video.path, filename=f"kling-{job.id}.mp4", spoiler=video.nsfw)
 
 
-def _buttons(job: Job, video: Video | None, engine: Engine) -> Any:
+async def _buttons(job: Job, video: Video | None, engine: Engine) -> Any:
     """The result buttons under a video (again, another effect, a prompt); none under text,
     nor when the photo is not kept (the buttons could only refuse)."""
-    if video is None or not engine.media_kept(job):
+    if video is None or not await engine.media_kept(job):
         return discord.utils.MISSING
     return results.result_view(job.id)
 

@@ -9,26 +9,18 @@ read again over REST when someone picks, so it also works after a restart.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
 from adapters.discord import forms, replies
-from adapters.discord.commands import adapter_of, answer, user_of
-from adapters.discord.results import MENU_SIZE
+from adapters.discord.items import MENU_SIZE, ByMessage, EffectsMenu, KeyedButton
+from adapters.discord.kit import Adapter, adapter_of, answer, image_in, own_channel, photo_message, user_of
 from bot import catalog, messages
 from bot.catalog import Params
 
-if TYPE_CHECKING:
-    from adapters.discord.bot import DiscordAdapter
 
-Select = discord.ui.Select[discord.ui.View]
-Button = discord.ui.Button[discord.ui.View]
-
-
-async def on_message(adapter: DiscordAdapter, message: discord.Message) -> None:
+async def on_message(adapter: Adapter, message: discord.Message) -> None:
     """Answer a photo (or a word) addressed to the bot; ignore everything else."""
     client = adapter.client
     if message.author.bot or client.user is None:
@@ -39,32 +31,17 @@ async def on_message(adapter: DiscordAdapter, message: discord.Message) -> None:
     allowed = adapter.settings.allowed_channels
     if allowed and message.channel.id not in allowed:
         return  # DMs too: a menu whose every pick is refused would only tease
-    if adapter.image_in(message) is None:
+    if image_in(message) is None:
         await message.reply(messages.TEXT_POINTER, mention_author=False)
         return
     engine = adapter.engine
     cost = engine.quote("effect", None, Params(effect=catalog.EFFECTS[0]))
-    have = engine.balance(user_of(message.author)).total
+    have = (await engine.balance(user_of(message.author))).total
     view = replies.Persistent(
-        PhotoEffects(message.channel.id, message.id, engine.popular_effects()[:MENU_SIZE], cost),
+        PhotoEffects(message.channel.id, message.id, effects=(await engine.popular_effects())[:MENU_SIZE],
+                     cost=cost),
         PhotoEffectByName(message.channel.id, message.id))
     await message.reply(messages.discord_first_photo(cost, have), view=view, mention_author=False)
-
-
-def own_channel(interaction: discord.Interaction, channel_id: int) -> bool:
-    """Whether a custom id's channel is the one the interaction happened in: the only
-    channel whose messages a menu, button or form may use (the user is there; the custom
-    id may name any channel, also one they cannot see)."""
-    return interaction.channel_id is not None and channel_id == interaction.channel_id
-
-
-async def photo_message(interaction: discord.Interaction, channel_id: int, message_id: int) -> discord.Message | None:
-    """The message a menu was made for, read again (attachment URLs expire) through its
-    channel: one Discord does not show the bot there is None."""
-    try:
-        return await interaction.client.get_partial_messageable(channel_id).fetch_message(message_id)
-    except discord.HTTPException:
-        return None
 
 
 async def make(interaction: discord.Interaction, channel_id: int, message_id: int, effect: str) -> None:
@@ -72,14 +49,14 @@ async def make(interaction: discord.Interaction, channel_id: int, message_id: in
     if not own_channel(interaction, channel_id):
         await answer(interaction, messages.DISCORD_PHOTO_GONE)  # as a message it cannot see
         return
-    rejected = adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect))
+    rejected = await adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect))
     if refusal := adapter.channel_refusal(interaction, channel_id) or (rejected.text if rejected else None):
         await answer(interaction, refusal)
         return
     if not interaction.response.is_done():
         await interaction.response.defer()  # reading the message can take longer than Discord waits
     message = await photo_message(interaction, channel_id, message_id)
-    image = adapter.image_in(message) if message is not None else None
+    image = image_in(message) if message is not None else None
     if message is None or image is None:
         await answer(interaction, messages.DISCORD_PHOTO_GONE)
         return
@@ -89,35 +66,15 @@ async def make(interaction: discord.Interaction, channel_id: int, message_id: in
     await adapter.generate(interaction, "effect", Params(effect=effect), image)
 
 
-class PhotoEffects(discord.ui.DynamicItem[Select],
-                   template=r"kling:pick:(?P<channel>\d+):(?P<message>\d+)"):
-    def __init__(self, channel_id: int, message_id: int, effects: Sequence[str] = (), cost: int = 0):
-        super().__init__(discord.ui.Select(
-            custom_id=f"kling:pick:{channel_id}:{message_id}", placeholder=messages.POPULAR_EFFECTS,
-            options=[discord.SelectOption(label=catalog.effect_title(name), value=name,
-                                          description=messages.credits(cost)) for name in effects]))
-        self.channel_id, self.message_id = channel_id, message_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> PhotoEffects:
-        return cls(int(match["channel"]), int(match["message"]))
+class PhotoEffects(ByMessage, EffectsMenu):
+    what = "pick"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await make(interaction, self.channel_id, self.message_id, self.item.values[0])
 
 
-class PhotoEffectByName(discord.ui.DynamicItem[Button],
-                        template=r"kling:pickname:(?P<channel>\d+):(?P<message>\d+)"):
-    def __init__(self, channel_id: int, message_id: int):
-        super().__init__(discord.ui.Button(label=messages.TYPE_EFFECT_NAME, style=discord.ButtonStyle.secondary,
-                                           custom_id=f"kling:pickname:{channel_id}:{message_id}"))
-        self.channel_id, self.message_id = channel_id, message_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> PhotoEffectByName:
-        return cls(int(match["channel"]), int(match["message"]))
+class PhotoEffectByName(ByMessage, KeyedButton):
+    what, label = "pickname", messages.TYPE_EFFECT_NAME
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if not own_channel(interaction, self.channel_id):

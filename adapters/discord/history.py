@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 
 from adapters.discord import replies
-from adapters.discord.commands import AUTOCOMPLETE_LIMIT, adapter_of, answer, user_of
+from adapters.discord.kit import AUTOCOMPLETE_LIMIT, adapter_of, answer, user_of
 from bot import messages
 from bot.jobs import DeliveryRefused, Job, JobState, Press, Rejected
 
@@ -31,12 +31,12 @@ async def history(interaction: discord.Interaction, job: int | None = None) -> N
     if job is None:
         await answer(interaction, messages.history_list([
             (past.id, past.label, past.state.value, datetime.fromtimestamp(past.finished_at or past.created_at, UTC))
-            for past in postable(interaction, adapter.engine.history(user_of(interaction.user)))]))
+            for past in postable(interaction, await adapter.engine.history(user_of(interaction.user)))]))
         return
     if refusal := adapter.channel_refusal(interaction):
         await answer(interaction, refusal)
         return
-    past = adapter.engine.job_to_post_again(asker(interaction), job, private=interaction.guild_id is None)
+    past = await adapter.engine.job_to_post_again(asker(interaction), job, private=interaction.guild_id is None)
     if past is None:
         await answer(interaction, messages.no_such_job(job))
         return
@@ -80,7 +80,7 @@ async def repost(interaction: discord.Interaction, past: Job) -> None:
 @history.autocomplete("job")
 async def job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
     wanted = current.strip().lower()
-    past = adapter_of(interaction).engine.history(user_of(interaction.user), LOOKBACK)
+    past = await adapter_of(interaction).engine.history(user_of(interaction.user), LOOKBACK)
     done = [p for p in postable(interaction, past) if p.state == JobState.DONE]
     return [app_commands.Choice(name=messages.history_choice(p.id, p.label), value=p.id) for p in done
             if not wanted or wanted in str(p.id) or wanted in p.label.lower()][:AUTOCOMPLETE_LIMIT]

@@ -4,69 +4,42 @@ image, or any effect typed by name.
 Its select, its button and the form the button opens are answered by their custom ids,
 which name the message (``kling:ctx:<channel>:<message>``), so they work after a restart
 too. The image is the one the context menu resolved while this process remembers it
-(``Targets``), else the message read again over REST (attachment URLs expire).
+(``kit.Targets``), else the message read again over REST (attachment URLs expire).
 
 A custom id is the client's word: it may name only a message of the channel it is used
-in, read through that channel (``first_contact.own_channel``), never one of a channel
+in, read through that channel (``kit.own_channel``), never one of a channel
 the user may not see.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any
 
 import discord
 
 from adapters.discord import forms, replies
-from adapters.discord.commands import adapter_of, answer, user_of
-from adapters.discord.first_contact import own_channel, photo_message
+from adapters.discord.items import ByMessage, EffectsMenu, KeyedButton
+from adapters.discord.kit import Adapter, adapter_of, answer, image_in, own_channel, photo_message, user_of
 from bot import catalog, messages
 from bot.catalog import Params
 
-if TYPE_CHECKING:
-    from adapters.discord.bot import DiscordAdapter, Source
-
 MENU_SIZE = 24  # popular effects in the menu
-KEPT = 15 * 60  # seconds a menu's image is remembered (as long as its interaction token lives)
-
-Select = discord.ui.Select[discord.ui.View]
-Button = discord.ui.Button[discord.ui.View]
 
 
-class Targets:
-    """The images context menus were opened for, by (channel, message), for ``KEPT`` seconds."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self._images: dict[tuple[int, int], tuple[float, Source]] = {}
-
-    def remember(self, channel_id: int, message_id: int, image: Source) -> None:
-        now = self.clock()
-        self._images = {key: kept for key, kept in self._images.items() if now - kept[0] < KEPT}
-        self._images[(channel_id, message_id)] = (now, image)
-
-    def recall(self, channel_id: int, message_id: int) -> Source | None:
-        kept = self._images.get((channel_id, message_id))
-        return kept[1] if kept is not None and self.clock() - kept[0] < KEPT else None
-
-
-async def open_menu(adapter: DiscordAdapter, interaction: discord.Interaction, message: discord.Message) -> None:
+async def open_menu(adapter: Adapter, interaction: discord.Interaction, message: discord.Message) -> None:
     """The context menu: a private menu of popular effects for a message's image."""
     if refusal := adapter.channel_refusal(interaction):
         await answer(interaction, refusal)
         return
-    image = adapter.image_in(message)
+    image = image_in(message)
     if image is None:
         await answer(interaction, messages.NO_IMAGE_IN_MESSAGE)
         return
     adapter.targets.remember(message.channel.id, message.id, image)
-    popular = adapter.engine.popular_effects()[:MENU_SIZE]
+    popular = (await adapter.engine.popular_effects())[:MENU_SIZE]
     cost = adapter.engine.quote("effect", None, Params(effect=popular[0]))
-    have = adapter.engine.balance(user_of(interaction.user)).total
-    view = replies.Persistent(PickerMenu(message.channel.id, message.id, popular, cost),
+    have = (await adapter.engine.balance(user_of(interaction.user))).total
+    view = replies.Persistent(PickerMenu(message.channel.id, message.id, effects=popular, cost=cost),
                               PickerByName(message.channel.id, message.id))
     await interaction.response.send_message(messages.pick_effect_priced(cost, have), view=view, ephemeral=True)
 
@@ -80,7 +53,7 @@ async def pick(interaction: discord.Interaction, channel_id: int, message_id: in
     if refusal := adapter.channel_refusal(interaction, channel_id):  # every pick here would be refused
         await interaction.response.edit_message(content=refusal, view=None)
         return
-    if rejected := adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect)):
+    if rejected := await adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect)):
         await answer(interaction, rejected.text)  # the menu stays, for another pick
         return
     if interaction.message is not None:
@@ -91,42 +64,22 @@ async def pick(interaction: discord.Interaction, channel_id: int, message_id: in
         if not interaction.response.is_done():
             await interaction.response.defer()  # reading the message can take longer than Discord waits
         message = await photo_message(interaction, channel_id, message_id)
-        image = adapter.image_in(message) if message is not None else None
+        image = image_in(message) if message is not None else None
     if image is None:
         await answer(interaction, messages.DISCORD_PHOTO_GONE)
         return
     await adapter.generate(interaction, "effect", Params(effect=effect), image)
 
 
-class ByMessage:
-    """Rebuilds a menu item from its custom id (``kling:<what>:<channel>:<message>``)."""
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> Self:
-        return cls(int(match["channel"]), int(match["message"]))  # type: ignore[call-arg]  # each subclass takes the two ids
-
-
-class PickerMenu(ByMessage, discord.ui.DynamicItem[Select],
-                 template=r"kling:ctx:(?P<channel>\d+):(?P<message>\d+)"):
-    def __init__(self, channel_id: int, message_id: int, effects: Sequence[str] = (), cost: int = 0):
-        super().__init__(discord.ui.Select(
-            custom_id=f"kling:ctx:{channel_id}:{message_id}", placeholder=messages.POPULAR_EFFECTS,
-            options=[discord.SelectOption(label=catalog.effect_title(name), value=name,
-                                          description=messages.credits(cost)) for name in effects]))
-        self.channel_id, self.message_id = channel_id, message_id
+class PickerMenu(ByMessage, EffectsMenu):
+    what = "ctx"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await pick(interaction, self.channel_id, self.message_id, self.item.values[0])
 
 
-class PickerByName(ByMessage, discord.ui.DynamicItem[Button],
-                   template=r"kling:ctxname:(?P<channel>\d+):(?P<message>\d+)"):
-    def __init__(self, channel_id: int, message_id: int):
-        super().__init__(discord.ui.Button(
-            label=messages.ANOTHER_EFFECT, style=discord.ButtonStyle.secondary,
-            custom_id=f"kling:ctxname:{channel_id}:{message_id}"))
-        self.channel_id, self.message_id = channel_id, message_id
+class PickerByName(ByMessage, KeyedButton):
+    what, label = "ctxname", messages.ANOTHER_EFFECT
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if not own_channel(interaction, self.channel_id):

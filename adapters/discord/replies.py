@@ -15,7 +15,7 @@ from typing import Any
 
 import discord
 
-from adapters.discord.commands import fit
+from adapters.discord.kit import fit
 from bot import messages
 from bot.jobs import Accepted, Rejected
 

@@ -1,8 +1,9 @@
 """The buttons under every delivered video: again, another effect, animate with a prompt.
 
-Each is a ``DynamicItem``: its custom id carries the job (``kling:again:42``), so the
-client answers it by that id alone, also after a restart, with nothing kept in memory;
-the forms they open are answered by their custom ids too (``adapters.discord.forms``).
+Each is a ``Keyed`` item (``adapters.discord.items``): its custom id carries the job
+(``kling:again:42``), so the client answers it by that id alone, also after a restart,
+with nothing kept in memory; the forms they open are answered by their custom ids too
+(``adapters.discord.forms``).
 Whoever presses is charged; the allow list and the engine's checks apply as to any
 request, and refusals are private and come before anything public (or a menu's
 change): only a refusal that needs the photo comes after the "thinking…" message.
@@ -11,25 +12,16 @@ The new job shows in a new public message.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any
 
 import discord
 
 from adapters.discord import forms, replies
-from adapters.discord.commands import adapter_of, answer, press_of, user_of
+from adapters.discord.items import MENU_SIZE, ByJob, EffectsMenu, KeyedButton
+from adapters.discord.kit import adapter_of, answer, press_of, user_of
 from bot import catalog, messages
 from bot.catalog import Params
 from bot.jobs import Press
-
-if TYPE_CHECKING:
-    pass
-
-MENU_SIZE = 25  # a select holds 25 options
-
-Button = discord.ui.Button[discord.ui.View]
-Select = discord.ui.Select[discord.ui.View]
 
 
 async def rerun(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
@@ -37,7 +29,7 @@ async def rerun(interaction: discord.Interaction, job_id: int, *, effect: str | 
     """A new job from a delivered one, charged to whoever pressed, shown in a new message;
     refused privately first when it could not start anyway."""
     press = press or press_of(interaction)
-    if refusal := refusal_of(interaction, job_id, effect=effect, prompt=prompt, press=press):
+    if refusal := await refusal_of(interaction, job_id, effect=effect, prompt=prompt, press=press):
         await answer(interaction, refusal)
         return
     await start(interaction, job_id, effect=effect, prompt=prompt, press=press)
@@ -52,7 +44,7 @@ async def start(interaction: discord.Interaction, job_id: int, *, effect: str | 
         press, job_id, reply_to=reply_to, effect=effect, prompt=prompt))
 
 
-def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
+async def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
                prompt: str | None = None, press: Press | None = None) -> str | None:
     """Why the presser could not start such a job from job ``job_id`` (the channel pressed
     in or the job's photo's channel outside the allow list, then the engine's
@@ -60,63 +52,43 @@ def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | N
     prompt, too many jobs, credits), known before any download; None when the engine may try."""
     adapter = adapter_of(interaction)
     press = press or press_of(interaction)
-    if refusal := adapter.channel_refusal(interaction, adapter.engine.source_place(press, job_id)):
+    if refusal := adapter.channel_refusal(interaction, await adapter.engine.source_place(press, job_id)):
         return refusal
-    rejected = adapter.engine.rerun_precheck(press, job_id, effect=effect, prompt=prompt)
+    rejected = await adapter.engine.rerun_precheck(press, job_id, effect=effect, prompt=prompt)
     return rejected.text if rejected else None
 
 
-class ByJob:
-    """Rebuilds a job's button or menu from its custom id (``kling:<what>:<job id>``)."""
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> Self:
-        return cls(int(match["job"]))  # type: ignore[call-arg]  # each subclass takes the job id
-
-
-class Again(ByJob, discord.ui.DynamicItem[Button], template=r"kling:again:(?P<job>\d+)"):
-    def __init__(self, job_id: int):
-        super().__init__(discord.ui.Button(label=messages.BUTTON_AGAIN, style=discord.ButtonStyle.primary,
-                                           custom_id=f"kling:again:{job_id}"))
-        self.job_id = job_id
+class Again(ByJob, KeyedButton):
+    what, label, style = "again", messages.BUTTON_AGAIN, discord.ButtonStyle.primary
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await rerun(interaction, self.job_id)
 
 
-class OtherEffect(ByJob, discord.ui.DynamicItem[Button], template=r"kling:fx:(?P<job>\d+)"):
+class OtherEffect(ByJob, KeyedButton):
     """Opens a private menu of popular effects (readable names, costs) for the same photo."""
 
-    def __init__(self, job_id: int):
-        super().__init__(discord.ui.Button(label=messages.BUTTON_OTHER_EFFECT, style=discord.ButtonStyle.secondary,
-                                           custom_id=f"kling:fx:{job_id}"))
-        self.job_id = job_id
+    what, label = "fx", messages.BUTTON_OTHER_EFFECT
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        if refusal := refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
+        if refusal := await refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
             await answer(interaction, refusal)
             return
         engine = adapter_of(interaction).engine
         cost = engine.quote("effect", None, Params(effect=catalog.EFFECTS[0]))
-        have = engine.balance(user_of(interaction.user)).total
-        view = replies.Persistent(EffectMenu(self.job_id, engine.popular_effects()[:MENU_SIZE], cost),
+        have = (await engine.balance(user_of(interaction.user))).total
+        view = replies.Persistent(EffectMenu(self.job_id, effects=(await engine.popular_effects())[:MENU_SIZE],
+                                             cost=cost),
                                   EffectByName(self.job_id))
         await interaction.response.send_message(messages.pick_effect_priced(cost, have), view=view, ephemeral=True)
 
 
-class EffectMenu(ByJob, discord.ui.DynamicItem[Select], template=r"kling:fxpick:(?P<job>\d+)"):
-    def __init__(self, job_id: int, effects: Sequence[str] = (), cost: int = 0):
-        menu: Select = discord.ui.Select(custom_id=f"kling:fxpick:{job_id}", placeholder=messages.POPULAR_EFFECTS,
-                                         options=[discord.SelectOption(label=catalog.effect_title(name), value=name,
-                                                                       description=messages.credits(cost))
-                                                  for name in effects])
-        super().__init__(menu)
-        self.job_id = job_id
+class EffectMenu(ByJob, EffectsMenu):
+    what = "fxpick"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         effect = self.item.values[0]
-        if refusal := refusal_of(interaction, self.job_id, effect=effect):
+        if refusal := await refusal_of(interaction, self.job_id, effect=effect):
             await answer(interaction, refusal)  # the menu stays, for another pick
             return
         await interaction.response.edit_message(content=messages.effect_chosen(catalog.effect_title(effect)),
@@ -124,27 +96,21 @@ class EffectMenu(ByJob, discord.ui.DynamicItem[Select], template=r"kling:fxpick:
         await start(interaction, self.job_id, effect=effect)
 
 
-class EffectByName(ByJob, discord.ui.DynamicItem[Button], template=r"kling:fxname:(?P<job>\d+)"):
-    def __init__(self, job_id: int):
-        super().__init__(discord.ui.Button(label=messages.TYPE_EFFECT_NAME, style=discord.ButtonStyle.secondary,
-                                           custom_id=f"kling:fxname:{job_id}"))
-        self.job_id = job_id
+class EffectByName(ByJob, KeyedButton):
+    what, label = "fxname", messages.TYPE_EFFECT_NAME
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        if refusal := refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
+        if refusal := await refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
             await answer(interaction, refusal)
             return
         await EFFECT_FORM.open(interaction, self.job_id)
 
 
-class WithPrompt(ByJob, discord.ui.DynamicItem[Button], template=r"kling:prompt:(?P<job>\d+)"):
-    def __init__(self, job_id: int):
-        super().__init__(discord.ui.Button(label=messages.BUTTON_PROMPT, style=discord.ButtonStyle.secondary,
-                                           custom_id=f"kling:prompt:{job_id}"))
-        self.job_id = job_id
+class WithPrompt(ByJob, KeyedButton):
+    what, label = "prompt", messages.BUTTON_PROMPT
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        if refusal := refusal_of(interaction, self.job_id, prompt="-"):
+        if refusal := await refusal_of(interaction, self.job_id, prompt="-"):
             await answer(interaction, refusal)
             return
         await PROMPT_FORM.open(interaction, self.job_id)

@@ -16,7 +16,7 @@ import re
 from datetime import UTC, datetime
 
 from telegram import Bot, BotCommand, Message, ReplyParameters, Update
-from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
+from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -41,12 +41,12 @@ from adapters.telegram.common import (
     sender_first_name,
     sender_id,
     sender_ref,
-    updater_of,
 )
 from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
 from adapters.telegram.menus import PATTERN, Menus
 from adapters.telegram.starter import JobStarter
+from adapters.telegram.updates import CannotListen, Poller, PollerElsewhere, WebhookReceiver
 from adapters.text_commands import cancel_job, parse_animate, parse_effect, parse_whole_number
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
@@ -82,6 +82,7 @@ class TelegramAdapter:
         self.starter = JobStarter(self.app.bot, engine, self.courier, self.media)
         self.buttons = Buttons(self.app.bot, self.settings, engine, self.menus, self.starter, self.courier)
         self.replies = Replies(engine, self.starter)
+        self.receiver: Poller | WebhookReceiver | None = None
         engine.register(PLATFORM, self.courier)
         self._add_handlers()
 
@@ -112,17 +113,19 @@ class TelegramAdapter:
         await self.app.initialize()
         await self.app.bot.set_my_commands(
             [BotCommand(name, messages.COMMANDS[name]) for name in MENU_COMMANDS])
-        await self.app.start()
-        await updater_of(self.app).start_polling(allowed_updates=["message", "callback_query"])
-        log.info("Telegram bot @%s is running", self.app.bot.username)
+        # Updates come by webhook (any number of fronts) or by polling (one process per token).
+        self.receiver = WebhookReceiver(self.app, self.engine, self.settings) if self.settings.webhook_url \
+            else Poller(self.app, self.engine, self.settings)
+        await self.receiver.start()
+        log.info("Telegram bot @%s is running (%s)", self.app.bot.username,
+                 "webhook" if self.settings.webhook_url else "polling")
 
     def start_problem(self, error: Exception) -> str | None:
         return start_problem(error, self.settings)
 
     async def stop(self) -> None:
-        updater = updater_of(self.app)
-        if updater.running:
-            await updater.stop()
+        if self.receiver is not None:
+            await self.receiver.stop()
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
@@ -132,7 +135,8 @@ class TelegramAdapter:
     async def _welcome(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)
         await message.reply_text(messages.welcome(
-            sender_first_name(message), self.engine.balance(sender_ref(message)).text(), self.engine.price_text(),
+            sender_first_name(message), (await self.engine.balance(sender_ref(message))).text(),
+            self.engine.price_text(),
             messages.TELEGRAM_HOW_TO_START))
 
     async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -162,9 +166,9 @@ class TelegramAdapter:
 
     async def _photo_menu(self, message: Message, photo: Message, *, first: bool = False) -> None:
         """The effect menu for a photo, as a reply to it, with what an effect costs."""
-        cost, have = self.menus.effect_cost(), self.engine.balance(sender_ref(message)).total
+        cost, have = self.menus.effect_cost(), (await self.engine.balance(sender_ref(message))).total
         text = messages.telegram_first_photo(cost, have) if first else messages.pick_effect_priced(cost, have)
-        await message.reply_text(text, reply_markup=self.menus.effects("fx", sender_id(message)),
+        await message.reply_text(text, reply_markup=await self.menus.effects("fx", sender_id(message)),
                                  reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True))
 
     async def _effects(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -173,25 +177,25 @@ class TelegramAdapter:
         if photo is not None:
             await self._photo_menu(message, photo)
             return
-        cost, have = self.menus.effect_cost(), self.engine.balance(sender_ref(message)).total
+        cost, have = self.menus.effect_cost(), (await self.engine.balance(sender_ref(message))).total
         await message.reply_text(messages.telegram_effects_menu(len(catalog.EFFECTS), cost, have),
-                                 reply_markup=self.menus.effects("fxa", sender_id(message)))
+                                 reply_markup=await self.menus.effects("fxa", sender_id(message)))
 
     async def _quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await message_of(update).reply_text(self.engine.balance(_user(update)).text())
+        await message_of(update).reply_text((await self.engine.balance(_user(update))).text())
 
     async def _jobs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)
         # In a group, a job made elsewhere is listed without its label (/history's rule).
         asker = Press.from_chat(sender_ref(message), str(message.chat_id))
-        await message.reply_text(jobs_text(self.engine, asker.user, asker, private=is_private(message)))
+        await message.reply_text(await jobs_text(self.engine, asker.user, asker, private=is_private(message)))
 
     async def _history(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)
         # In a group, only the jobs made there (the rule its buttons follow): a private chat's
         # prompts stay private.
         asker = Press.from_chat(sender_ref(message), str(message.chat_id))
-        jobs = [job for job in self.engine.history(asker.user, HISTORY_LOOKBACK)
+        jobs = [job for job in await self.engine.history(asker.user, HISTORY_LOOKBACK)
                 if asker.may_post_again(job, private=is_private(message))]
         jobs = jobs[:HISTORY_SHOWN]
         text = messages.history_list([
@@ -217,7 +221,7 @@ class TelegramAdapter:
         if target is None or amount is None or abs(amount) > MAX_GRANT:
             await message.reply_text(messages.TELEGRAM_GRANT_USAGE)
             return
-        balance = self.engine.grant(target, amount, by=admin.key)
+        balance = await self.engine.grant(target, amount, by=admin.key)
         await message.reply_text(messages.now_has_credits(target.name, balance.total))
 
     # --- generation ---------------------------------------------------------------
@@ -281,13 +285,13 @@ class TelegramAdapter:
             return
         user = sender_ref(message)
         params = Params(prompt=prompt or None, has_audio=True)
-        if refusal := self.engine.precheck(user, "avatar", None, params):
+        if refusal := await self.engine.precheck(user, "avatar", None, params):
             await message.reply_text(refusal.text)
             return
         ask = await message.reply_text(
-            messages.ask_for_audio(self.engine.audio_allowance(user), self.engine.quote("avatar", None, params)),
+            messages.ask_for_audio(await self.engine.audio_allowance(user), self.engine.quote("avatar", None, params)),
             reply_markup=force_reply(message.chat))
-        self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
+        await self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
             "kind": ASK_AUDIO, "user": sender_id(message), "photo_chat": photo.chat_id,
             "photo_message_id": photo.message_id, "photo": file_of(photo), "prompt": prompt})
 
@@ -316,6 +320,12 @@ def start_problem(error: Exception, settings: TelegramSettings) -> str | None:
     others. Never str(InvalidToken): PTB puts the token itself in that message."""
     if isinstance(error, TelegramError) and _not_json(error):  # e.g. an HTML page: not the Bot API
         return messages.not_a_bot_api(settings.base_url)
+    if isinstance(error, PollerElsewhere):
+        return messages.telegram_poller_running(str(error))
+    if isinstance(error, Conflict):  # getUpdates at start: a poller on another database
+        return messages.telegram_polled_elsewhere(str(error))
+    if isinstance(error, CannotListen):
+        return messages.telegram_cannot_listen(settings.webhook_listen, str(error))
     if isinstance(error, InvalidToken):
         return messages.TELEGRAM_TOKEN_REJECTED
     if isinstance(error, NetworkError) and not isinstance(error, BadRequest):

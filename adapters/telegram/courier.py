@@ -85,7 +85,7 @@ class TelegramCourier(ChatCourier):
         if video is None:
             await self.bot.send_message(chat, text, reply_parameters=reply)
             return
-        buttons = self.menus.results(job) if self.menus else None
+        buttons = await self.menus.results(job) if self.menus else None
         with video.path.open("rb") as file:
             await self.bot.send_video(
                 chat, file, caption=text[:CAPTION_LIMIT], reply_parameters=reply, reply_markup=buttons,

@@ -88,19 +88,20 @@ class Buttons:
         if press.kind in PAGES:
             await query.answer()
             with contextlib.suppress(BadRequest):  # "not modified": a double tap on the same page
-                await query.edit_message_reply_markup(self.menus.effects(PAGES[press.kind], press.key, press.page))
+                menu = await self.menus.effects(PAGES[press.kind], press.key, press.page)
+                await query.edit_message_reply_markup(menu)
             return
         handler = {"fx": self._photo_effect, "fxa": self._ask_photo, "fxj": self._rerun, "again": self._rerun,
                    "other": self._other_effect, "ask": self._ask_prompt, "hist": self._history}[press.kind]
         await handler(query, press, acting)
 
-    def _refusal(self, acting: Press, kind: catalog.Kind, params: Params,
+    async def _refusal(self, acting: Press, kind: catalog.Kind, params: Params,
                  source: int | None = None) -> Rejected | None:
         """Why a press cannot start a job, before any menu, question or status message:
         the result's photo is no longer kept (or not the presser's to use), or the
         settings or credits of whoever the press acts for."""
-        gone = self.engine.rerun_refusal(acting, source) if source is not None else None
-        return gone or self.engine.precheck(acting.user, kind, None, params)
+        gone = await self.engine.rerun_refusal(acting, source) if source is not None else None
+        return gone or await self.engine.precheck(acting.user, kind, None, params)
 
     async def _photo_effect(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """A tap in the menu under a photo: that effect on that photo."""
@@ -110,10 +111,10 @@ class Buttons:
         if message is None or photo is None or file_of(photo, images_only=True) is None:
             await query.answer(messages.PHOTO_GONE, show_alert=True)
             return
-        if refusal := self._refusal(acting, "effect", Params(effect=press.effect)):
+        if refusal := await self._refusal(acting, "effect", Params(effect=press.effect)):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
-        if not self.engine.claim_menu(PLATFORM, message.chat_id, message.message_id):
+        if not await self.engine.claim_menu(PLATFORM, message.chat_id, message.message_id):
             await query.answer(messages.ALREADY_STARTED)  # a double tap: the first one is on its way
             return
         title = catalog.effect_title(press.effect)
@@ -125,7 +126,7 @@ class Buttons:
 
     async def _ask_photo(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """A tap in the /effects menu: ask for the photo (its reply starts the job)."""
-        if refusal := self._refusal(acting, "effect", Params(effect=press.effect)):
+        if refusal := await self._refusal(acting, "effect", Params(effect=press.effect)):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         title = catalog.effect_title(press.effect)
@@ -136,25 +137,25 @@ class Buttons:
             _chat_id(query), messages.telegram_send_photo_for(title),
             reply_parameters=_reply(command.message_id if command else None),
             reply_markup=force_reply(_chat(query)))
-        self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id,
+        await self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id,
                                  {"kind": ASK_PHOTO, "user": int(acting.user.user_id), "effect": press.effect})
 
     async def _other_effect(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """"Another effect" under a video: a menu of effects for that job's photo."""
-        if refusal := self._refusal(acting, "effect", Params(effect=catalog.EFFECTS[0]), press.key):
+        if refusal := await self._refusal(acting, "effect", Params(effect=catalog.EFFECTS[0]), press.key):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         await query.answer()
-        have = self.engine.balance(acting.user).total
+        have = (await self.engine.balance(acting.user)).total
         await self.bot.send_message(
             _chat_id(query), messages.pick_effect_priced(self.menus.effect_cost(), have),
-            reply_parameters=_reply(_message_id(query)), reply_markup=self.menus.effects("fxj", press.key))
+            reply_parameters=_reply(_message_id(query)), reply_markup=await self.menus.effects("fxj", press.key))
 
     async def _rerun(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """"Again", or an effect from a video's menu: a new job from the job's kept photo,
         its status a new reply to the video; charged to whoever pressed."""
         effect = press.effect if press.kind == "fxj" else None
-        if refusal := self.engine.rerun_precheck(acting, press.key, effect=effect):
+        if refusal := await self.engine.rerun_precheck(acting, press.key, effect=effect):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         video = _message_id(query)
@@ -171,7 +172,7 @@ class Buttons:
 
     async def _ask_prompt(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """"Animate with a prompt": ask the presser for the prompt (its reply starts the job)."""
-        if refusal := self._refusal(acting, "animate", Params(prompt=PROBE_PROMPT), press.key):
+        if refusal := await self._refusal(acting, "animate", Params(prompt=PROBE_PROMPT), press.key):
             await query.answer(_toast(refusal.text), show_alert=True)
             return
         await query.answer()
@@ -183,14 +184,14 @@ class Buttons:
             mention = [MessageEntity(MessageEntity.TEXT_MENTION, 0, _utf16_length(name), user=presser)]
         ask = await self.bot.send_message(_chat_id(query), text, reply_parameters=_reply(video), entities=mention,
                                           reply_markup=ForceReply(selective=mention is not None))
-        self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
+        await self.engine.remember_ask(PLATFORM, ask.chat_id, ask.message_id, {
             "kind": ASK_PROMPT, "user": query.from_user.id, "job": press.key, "video": video})
 
     async def _history(self, query: CallbackQuery, press: ButtonData, where: Press) -> None:
         """A /history button: that video posted again, with its result buttons; only the
         owner's own (the presser, or the chat identity the list was made for), and in a
         group only one made there (``Press.may_post_again``)."""
-        job = self.engine.job_to_post_again(where, press.key, private=_chat(query).type == ChatType.PRIVATE)
+        job = await self.engine.job_to_post_again(where, press.key, private=_chat(query).type == ChatType.PRIVATE)
         if job is None:
             await query.answer(messages.no_such_job(press.key), show_alert=True)
             return
@@ -223,7 +224,7 @@ class Replies:
         asked = message.reply_to_message
         if asked is None:
             return False
-        ask = self.engine.pending_ask(PLATFORM, asked.chat_id, asked.message_id)
+        ask = await self.engine.pending_ask(PLATFORM, asked.chat_id, asked.message_id)
         if ask is None:
             return False
         if not _may_answer(ask["user"], message):
@@ -244,7 +245,7 @@ class Replies:
         else:
             return False
         if isinstance(answer, Accepted):  # a refused answer may be followed by a better one
-            self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
+            await self.engine.forget_ask(PLATFORM, asked.chat_id, asked.message_id)
         return True
 
 

@@ -83,9 +83,9 @@ class Menus:
     def prompt_cost(self) -> int:
         return self.engine.quote("animate", None, Params(prompt=PROBE_PROMPT))
 
-    def effects(self, menu: str, key: int, page: int = 0) -> InlineKeyboardMarkup:
+    async def effects(self, menu: str, key: int, page: int = 0) -> InlineKeyboardMarkup:
         """One page of an effect menu, most used effects first, with readable names."""
-        names = self.engine.popular_effects()
+        names = await self.engine.popular_effects()
         pages = max(1, -(-len(names) // PAGE_SIZE))
         page = min(max(page, 0), pages - 1)
         chunk = names[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
@@ -100,10 +100,10 @@ class Menus:
             nav.append(InlineKeyboardButton(messages.MENU_MORE, callback_data=f"{MENUS[menu]}:{key}:{page + 1}"))
         return InlineKeyboardMarkup(rows + ([nav] if nav else []))
 
-    def results(self, job: Job) -> InlineKeyboardMarkup | None:
+    async def results(self, job: Job) -> InlineKeyboardMarkup | None:
         """The buttons under a delivered video; none when its photo is not kept (a video
         posted again from /history, or ``keep_days = 0``: the buttons could only refuse)."""
-        if not self.engine.media_kept(job):
+        if not await self.engine.media_kept(job):
             return None
         return InlineKeyboardMarkup([
             [InlineKeyboardButton(messages.priced(messages.BUTTON_AGAIN, job.cost),

@@ -42,7 +42,7 @@ class JobStarter:
                     audio_file: dict | None = None) -> Accepted | Rejected:
         """Check, download the media, hand the request to the engine, show its answer."""
         who = user or sender_ref(message)  # a menu's presser, else whoever sent the message
-        refusal = self.engine.precheck(who, kind, model, replace(params, has_audio=audio_file is not None),
+        refusal = await self.engine.precheck(who, kind, model, replace(params, has_audio=audio_file is not None),
                                        audio_seconds=(audio_file or {}).get("seconds"))
         if refusal is not None:
             if status is None:

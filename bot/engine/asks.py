@@ -1,12 +1,16 @@
 """The questions a chat asked a user, and its one-use menus, kept in the store so that an
 answer or a press still works after a restart or in another process. ``Engine``
-inherits these, so adapters still ask everything of the one facade."""
+inherits these, so adapters still ask everything of the one facade. So are the marks that
+make a chat update delivered twice (a retry, or to two fronts) handled once, and the named
+leases that let one process only do something (poll Telegram for a bot)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from bot.config import Settings
+from bot.engine.leases import Lease
 from bot.store import Store
 
 
@@ -15,18 +19,32 @@ class Asks:
 
     store: Store
     clock: Callable[[], float]
+    settings: Settings
+    owner: str
 
-    def remember_ask(self, platform: str, chat: object, message_id: object,
+    async def remember_ask(self, platform: str, chat: object, message_id: object,
                      data: dict[str, Any]) -> None:
         """Keep a question asked in a chat, so its answer still works after a restart."""
-        self.store.asks.put(platform, chat, message_id, data, self.clock())
+        await self.store.asks.put(platform, chat, message_id, data, self.clock())
 
-    def claim_menu(self, platform: str, chat: object, message_id: object) -> bool:
+    async def claim_menu(self, platform: str, chat: object, message_id: object) -> bool:
         """A one-use menu's first press (True), or a repeat (a double tap; any process)."""
-        return self.store.asks.claim(platform, chat, message_id, self.clock())
+        return await self.store.asks.claim(platform, chat, message_id, self.clock())
 
-    def pending_ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
-        return self.store.asks.get(platform, chat, message_id)
+    async def pending_ask(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
+        return await self.store.asks.get(platform, chat, message_id)
 
-    def forget_ask(self, platform: str, chat: object, message_id: object) -> None:
-        self.store.asks.drop(platform, chat, message_id)
+    async def forget_ask(self, platform: str, chat: object, message_id: object) -> None:
+        await self.store.asks.drop(platform, chat, message_id)
+
+    async def first_delivery(self, platform: str, source: object, delivery_id: object) -> bool:
+        """Whether a chat's delivery (a Telegram update, by its id at ``source``: the bot) is
+        seen here first, by any process sharing the store; a repeat (Telegram retrying, or
+        the same update routed to another front) is False. Marks last a day."""
+        return await self.store.asks.claim(platform, f"delivery:{source}", delivery_id, self.clock())
+
+    def lease(self, name: str, on_lost: Callable[[str], None] | None = None) -> Lease:
+        """A named lease for this process, as long as a job's (``[storage] lease_seconds``):
+        ``await lease.acquire()`` is None when taken (renewed until ``release``), else the
+        live holder's name. ``on_lost`` hears of another process taking it over."""
+        return Lease(self.store, name, self.owner, self.settings.storage.lease_seconds, self.clock, on_lost)

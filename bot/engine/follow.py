@@ -175,31 +175,31 @@ class Follower:
         if (event := self._pokes.get(job_id)) is not None:
             event.set()
 
-    def plan(self, job: Job) -> PollPlan:
+    async def plan(self, job: Job) -> PollPlan:
         """The poll plan for a job: from the runs of earlier jobs like it, else the catalog."""
         max_gap = self.settings.poll_interval
         if self.settings.expected_run_seconds:  # known in advance (the simulator says)
             expected = self.settings.expected_run_seconds
             return PollPlan(expected, max(0.5, 0.2 * expected), max_gap)
-        if runs := self._recent_runs(job):
+        if runs := await self._recent_runs(job):
             return _learnt_plan(tuple(runs), max_gap)
         model = catalog.model_by_id(job.model_id)
         expected = model.expected_seconds * (2 if job.inputs.get("duration") == "10" else 1)
         return PollPlan(expected, FRESH_SPREAD * expected, max_gap)
 
-    def _recent_runs(self, job: Job) -> list[float]:
+    async def _recent_runs(self, job: Job) -> list[float]:
         """Run times of the latest jobs like this one, read again once RUNS_FRESH_FOR old:
         a job of a burst learns from the first of them to end, in any process."""
         key = _runs_key(job)
         read = self._runs.get(key)
         if read is None or self.clock() - read[0] >= RUNS_FRESH_FOR:
-            read = self._runs[key] = (self.clock(), self.store.recent_run_seconds(*key))
+            read = self._runs[key] = (self.clock(), await self.store.recent_run_seconds(*key))
         return read[1]
 
     async def follow(self, job: Job) -> tuple[Prediction, float]:
         """Wait for the task's end: its completed prediction (with a video) and when it most
         likely ended (a webhook: now; a poll: halfway since the check before), or JobFailed."""
-        plan = self.plan(job)
+        plan = await self.plan(job)
         # A plan from enough runs is kept: the jobs ending while this one runs are the
         # short ones, and re-reading them would make this job's end look late.
         learning = not plan.runs
@@ -214,7 +214,7 @@ class Follower:
         try:
             while True:
                 await self._wait(poked, min(next_check, deadline, next_report))
-                prediction = self._reported(job)
+                prediction = await self._reported(job)
                 hinted = self._hint_check.pop(job.id, False)
                 polled = prediction is None and (hinted or self.clock() >= min(next_check, deadline))
                 if polled:
@@ -223,7 +223,7 @@ class Follower:
                     if prediction and prediction.status == "created" and elapsed > plan.expected / 2:
                         origin = self.clock()  # still queued at WaveSpeed: its run starts later
                     if learning:  # jobs that ended meanwhile may have taught it more
-                        plan = self.plan(job)
+                        plan = await self.plan(job)
                     elapsed = self.clock() - origin
                     next_check = self.clock() + (plan.safety_delay(elapsed) if webhooks else plan.delay(elapsed))
                 if prediction and prediction.status == "completed":
@@ -263,12 +263,12 @@ class Follower:
                 await poked.wait()
         poked.clear()
 
-    def _reported(self, job: Job) -> Prediction | None:
+    async def _reported(self, job: Job) -> Prediction | None:
         """The task's end as a webhook reported it (to this process or another), when that
         settles it: a video, or a failure. Anything else only prompts a result check."""
         if not self.settings.webhook_url:
             return None
-        fresh = self.store.job(job.id)
+        fresh = await self.store.job(job.id)
         if fresh is None or not fresh.webhook_result:
             return None
         reported = Prediction.from_data(fresh.webhook_result)

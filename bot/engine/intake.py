@@ -44,7 +44,7 @@ from bot.jobs import (
     Video,
 )
 from bot.media import Media, billable_seconds, prepare_audio, prepare_image
-from bot.store import LeaseLost, Store
+from bot.store import LeaseLost, Staged, Store, open_store
 from bot.wavespeed import Prediction, WaveSpeedClient
 from bot.webhooks import WebhookListener
 
@@ -80,14 +80,14 @@ class Engine(Questions, Asks):
         self._housekeeper: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Engine:
+    async def from_settings(cls, settings: Settings) -> Engine:
         """An engine with its own store and WaveSpeed client, as configured."""
         ws = settings.wavespeed
         client = WaveSpeedClient(ws.base_url, ws.api_key, request_timeout=ws.request_timeout,
                                  retry_cap=min(10.0, ws.poll_interval), download_hosts=ws.download_hosts)
         # A write waits this long for another process's lock: well inside a lease renewal.
         busy = max(2.0, min(10.0, settings.storage.lease_seconds / 3))
-        return cls(settings, Store(settings.storage.path, busy_timeout=busy), client)
+        return cls(settings, await open_store(settings.storage.database, busy_timeout=busy), client)
 
     def register(self, platform: str, courier: Courier) -> None:
         self.couriers.register(platform, courier)
@@ -99,9 +99,9 @@ class Engine(Questions, Asks):
         up unfinished jobs of registered platforms (only ``only_of``'s, when given: a
         command line finishes its own user's jobs, never another's)."""
         Path(self.settings.storage.videos_dir).mkdir(parents=True, exist_ok=True)
-        self.pipeline.sweep_partial_downloads()
-        with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
-            self.store.files.sweep()
+        await self.pipeline.sweep_partial_downloads()
+        async with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
+            await self.store.files.sweep()
         if self._housekeeper is None:
             self._housekeeper = asyncio.create_task(self.results.keep_house(), name="housekeeping")
         ws = self.settings.wavespeed
@@ -117,9 +117,9 @@ class Engine(Questions, Asks):
         other process can take one over in between. Those jobs as they now are."""
         withdrawn: dict[int, Job | None] = {}
 
-        def settle_withdrawn() -> None:
+        async def settle_withdrawn() -> None:
             for job_id in withdraw:
-                withdrawn[job_id] = self.withdraw(job_id, wavespeed_gone=wavespeed_gone)
+                withdrawn[job_id] = await self.withdraw(job_id, wavespeed_gone=wavespeed_gone)
 
         await self.scheduler.stop(before_release=settle_withdrawn)
         await self.couriers.settle()
@@ -139,14 +139,14 @@ class Engine(Questions, Asks):
         outside its submit's window: a replay to this URL) is ignored, and so is one after
         another task's was kept. Checked and kept in one transaction: no other delivery or
         process can claim the task in between."""
-        with self.store.transaction():
-            job = self.store.job(job_id)
+        async with self.store.transaction():
+            job = await self.store.job(job_id)
             if job is not None and not job.state.finished and \
-                    not self.pipeline.submitter.reconciler.could_be_its_task(job, prediction):
+                    not await self.pipeline.submitter.reconciler.could_be_its_task(job, prediction):
                 log.warning("webhook for job %s names task %s, which cannot be its own: ignored",
                             job_id, prediction.id)
                 return
-            recorded = self.store.record_result(job_id, prediction.id, prediction.to_data())
+            recorded = await self.store.record_result(job_id, prediction.id, prediction.to_data())
         if recorded is None:
             log.info("webhook for job %s (task %s) ignored: no job waits for it, or another task"
                      " was reported to it first", job_id, prediction.id)
@@ -159,7 +159,7 @@ class Engine(Questions, Asks):
             return
         await self.stop()
         await self.client.close()
-        self.store.close()
+        await self.store.close()
         self._closed = True
 
     # --- requests -------------------------------------------------------------------
@@ -177,31 +177,31 @@ class Engine(Questions, Asks):
                 media = await asyncio.to_thread(_prepare_media, self.settings.media, model, request)
             except ValidationError as err:
                 return Rejected(str(err))
-            if "audio" in media and (refusal := self.precheck(  # priced by its length, said so
+            if "audio" in media and (refusal := await self.precheck(  # priced by its length, said so
                     request.user, request.kind, request.model, params,
                     audio_seconds=billable_seconds(media["audio"].seconds))):
                 return refusal
-            staged = await asyncio.to_thread(
-                lambda: {role: self.store.files.stage(item.data, item.filename) for role, item in media.items()})
+            staged = {role: await self.store.files.stage(item.data, item.filename) for role, item in media.items()}
             try:
-                return self._queue(request, model, inputs, media, staged)
+                return await self._queue(request, model, inputs, media, staged)
             finally:
-                for path in staged.values():
-                    path.unlink(missing_ok=True)  # given to the job by now, unless refused
+                for item in staged.values():
+                    await self.store.files.discard(item)  # given to the job by now, unless refused
 
-    def _queue(self, request: GenerationRequest, model: catalog.Model, inputs: dict[str, object],
-               media: dict[str, Media], staged: dict[str, Path]) -> Accepted | Rejected:
+    async def _queue(self, request: GenerationRequest, model: catalog.Model, inputs: dict[str, object],
+               media: dict[str, Media], staged: dict[str, Staged]) -> Accepted | Rejected:
         """Reserve the credits and write the job with its media, in one transaction."""
         user = request.user
         seconds = billable_seconds(media["audio"].seconds) if "audio" in media else int(str(inputs.get("duration", 5)))
         cost = cost_of(model, seconds, self.settings.costs)
         now = self.clock()
         try:
-            with self.store.transaction():
-                if busy := self._too_many_jobs(user):
+            async with self.store.transaction():
+                await self.store.lock_user(user.key)  # one accept per user at a time, on any machine
+                if busy := await self._too_many_jobs(user):
                     return Rejected(busy)
-                daily, bonus, period = self.credits.reserve(user, cost)
-                job_id = self.store.insert_job({
+                daily, bonus, period = await self.credits.reserve(user, cost)
+                job_id = await self.store.insert_job({
                     "user_key": user.key, "platform": user.platform, "reply_to": request.reply_to,
                     "model_id": model.id, "kind": model.kind, "inputs": inputs,
                     "label": messages.job_label(model.key, model.title, inputs,
@@ -213,48 +213,48 @@ class Engine(Questions, Asks):
                     **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
                        if self.couriers.serves(user.platform) else {}),
                 })
-                self.credits.record(user.key, "reserve", -daily, -bonus, job_id)
+                await self.credits.record(user.key, "reserve", -daily, -bonus, job_id)
                 for role, item in media.items():
-                    self.store.files.put(job_id, role, item.mime, item.filename, staged[role])
+                    await self.store.files.put(job_id, role, item.mime, item.filename, staged[role])
         except OutOfCredits as err:
             return Rejected(str(err))
         self.scheduler.wake()
-        job = self.store.job(job_id)
+        job = await self.store.job(job_id)
         assert job is not None
         log.info("job %s accepted: %s for %s, %s credits", job_id, model.id, user.key, cost)
-        return Accepted(job, self.store.queue_position(job_id), self.credits.balance(user).total)
+        return Accepted(job, await self.store.queue_position(job_id), (await self.credits.balance(user)).total)
 
     async def cancel(self, user: UserRef, job_id: int) -> str:
         """Cancel a queued job of the user's and refund it; the answer is user-facing."""
-        with self.store.transaction():
-            job = self.store.job(job_id)
+        async with self.store.transaction():
+            job = await self.store.job(job_id)
             if job is None or job.user_key != user.key:
                 return messages.no_such_job(job_id)
             if job.state.finished:
                 return messages.job_already_ended(job_id, job.state.value)
             if job.state != JobState.QUEUED or self.scheduler.is_driving(job_id):
                 return messages.job_already_running(job_id)
-            job = self.store.update_job(job_id, state=JobState.CANCELLED, finished_at=self.clock(),
+            job = await self.store.update_job(job_id, state=JobState.CANCELLED, finished_at=self.clock(),
                                         error=CANCELLED)
-            self.credits.refund(job, CANCELLED)
-            self.store.files.drop(job_id)
+            await self.credits.refund(job, CANCELLED)
+            await self.store.files.drop(job_id)
         text = messages.job_cancelled(job_id, job.cost)
         await self.couriers.cancelled(job, text)
         await self.scheduler.announce_positions()
         return text
 
-    def held_jobs(self) -> list[Job]:
+    async def held_jobs(self) -> list[Job]:
         """The unfinished jobs this process drives: its own and those it took over."""
-        return self.store.claims.held(self.owner)
+        return await self.store.claims.held(self.owner)
 
-    def withdraw(self, job_id: int, *, wavespeed_gone: bool = False) -> Job | None:
+    async def withdraw(self, job_id: int, *, wavespeed_gone: bool = False) -> Job | None:
         """Settle a job whose process stops first (``generate`` interrupted), from ``stop``
         while still ours: nothing sent to WaveSpeed, it is cancelled and refunded; else it
         stays (its task may exist and bill) for the next process to follow; unless
         ``wavespeed_gone`` (this run's simulator ends with it, and every task in it): then
         a job whose video is not yet downloaded is cancelled and refunded too."""
-        with self.store.transaction():
-            job = self.store.job(job_id)
+        async with self.store.transaction():
+            job = await self.store.job(job_id)
             if job is None or job.state.finished:
                 return job
             untouched = not job.prediction_id and job.submit_started_at is None and \
@@ -263,12 +263,12 @@ class Engine(Questions, Asks):
             if not (untouched or lost_with_us):
                 return job
             try:
-                job = self.store.update_job(job_id, owner=self.owner, state=JobState.CANCELLED,
+                job = await self.store.update_job(job_id, owner=self.owner, state=JobState.CANCELLED,
                                             finished_at=self.clock(), error=messages.STOPPED_BEFORE_SUBMIT)
             except LeaseLost:  # another process has it now: it is that one's to drive
                 return job
-            self.credits.refund(job, messages.STOPPED_BEFORE_SUBMIT)
-            self.store.files.drop(job_id)
+            await self.credits.refund(job, messages.STOPPED_BEFORE_SUBMIT)
+            await self.store.files.drop(job_id)
         log.info("job %s cancelled: its process stopped before submitting it", job_id)
         return job
 
@@ -281,14 +281,14 @@ class Engine(Questions, Asks):
         # A double tap (or a retried callback, or two processes each handling one) is one order.
         digest = hashlib.sha256((prompt or "").encode()).hexdigest()[:16]
         order = f"rerun:{source_job_id}:{effect or ''}:{digest}"
-        with self.store.transaction():
-            first = self.store.asks.claim(user.platform, user.user_id, order, self.clock(), window=DOUBLE_TAP)
+        async with self.store.transaction():
+            first = await self.store.asks.claim(user.platform, user.user_id, order, self.clock(), window=DOUBLE_TAP)
         if not first:
             return Rejected(messages.ALREADY_STARTED)
         request = await self.results.follow_up(press, source_job_id, reply_to, effect=effect, prompt=prompt)
         answer = request if isinstance(request, Rejected) else await self.accept(request)
         if isinstance(answer, Rejected):  # nothing started: pressing again is a new try
-            self.store.asks.unclaim(user.platform, user.user_id, order)
+            await self.store.asks.unclaim(user.platform, user.user_id, order)
         return answer
 
     async def fetch_video(self, user: UserRef, job_id: int) -> Video | Rejected:
@@ -297,13 +297,13 @@ class Engine(Questions, Asks):
 
     # --- admins -------------------------------------------------------------------------
 
-    def grant(self, user: UserRef, credits: int, by: str = "") -> Balance:
+    async def grant(self, user: UserRef, credits: int, by: str = "") -> Balance:
         """Add lasting bonus credits (negative takes them away, not below zero)."""
-        return self.credits.grant(user, credits, by)
+        return await self.credits.grant(user, credits, by)
 
-    def set_credits(self, user: UserRef, credits: int, by: str = "") -> Balance:
+    async def set_credits(self, user: UserRef, credits: int, by: str = "") -> Balance:
         """Set what a user has right now: today's allowance, the rest as bonus."""
-        return self.credits.set_credits(user, credits, by)
+        return await self.credits.set_credits(user, credits, by)
 
 
 def _prepare_media(settings: MediaSettings, model: catalog.Model, request: GenerationRequest) -> dict[str, Media]:

@@ -81,8 +81,8 @@ class Pipeline:
             log.exception("job %s crashed", job.id)
             await self.fail(job.id, messages.BOT_ERROR)
 
-    def _update(self, job: Job, **changes: object) -> Job:
-        return self.store.update_job(job.id, owner=self.owner, known=job, updated_at=self.clock(), **changes)
+    async def _update(self, job: Job, **changes: object) -> Job:
+        return await self.store.update_job(job.id, owner=self.owner, known=job, updated_at=self.clock(), **changes)
 
     async def submit(self, job: Job) -> Job:
         return await self.submitter.submit(job)
@@ -91,7 +91,7 @@ class Pipeline:
 
     async def follow(self, job: Job) -> Job:
         prediction, completed_at = await self.follower.follow(job)
-        return self._update(job, state=JobState.DOWNLOADING, output_url=prediction.outputs[0],
+        return await self._update(job, state=JobState.DOWNLOADING, output_url=prediction.outputs[0],
                             nsfw=int(any(prediction.nsfw)), inference_ms=prediction.inference_ms,
                             completed_at=completed_at)
 
@@ -108,7 +108,7 @@ class Pipeline:
         for refetch in range(OUTPUT_REFETCHES + 1):
             try:
                 await self._fetch_output(job, dest)
-                return self._update(job, state=JobState.DELIVERING, video_path=str(dest))
+                return await self._update(job, state=JobState.DELIVERING, video_path=str(dest))
             except WaveSpeedError as err:
                 host = err.host if isinstance(err, DownloadRefused) else None
                 if host is not None and (host == refused or refetch == OUTPUT_REFETCHES):
@@ -124,7 +124,7 @@ class Pipeline:
                     if host is not None and url_host(fresh.outputs[0]) == host:
                         raise self._refused_host(job, host) from None
                     refused = host
-                    job = self._update(job, output_url=fresh.outputs[0])
+                    job = await self._update(job, output_url=fresh.outputs[0])
         raise AssertionError("unreachable")
 
     def _refused_host(self, job: Job, host: str) -> JobFailed:
@@ -135,14 +135,14 @@ class Pipeline:
                   job.id, host)
         return JobFailed(messages.VIDEO_ON_REFUSED_HOST)
 
-    def sweep_partial_downloads(self) -> int:
+    async def sweep_partial_downloads(self) -> int:
         """Delete the ``.part`` files of downloads no live process is making (a process
         killed mid-download leaves one behind); a live owner's download is left alone."""
         removed = 0
         for path in self.videos_dir.glob("job-*-*.mp4.part"):
             _, number, tag = path.name.removesuffix(".mp4.part").split("-", 2)
             if number.isascii() and number.isdecimal():
-                owner = self.store.claims.live_owner(int(number), self.clock())
+                owner = await self.store.claims.live_owner(int(number), self.clock())
                 if owner is not None and _process_tag(owner) == tag:
                     continue  # being downloaded right now by the process that holds the job
             path.unlink(missing_ok=True)
@@ -165,7 +165,7 @@ class Pipeline:
     async def deliver(self, job: Job) -> None:
         path = Path(job.video_path or "")
         if not path.is_file():  # e.g. a restart on another disk: fetch it again
-            job = await self.download(self._update(job, state=JobState.DOWNLOADING))
+            job = await self.download(await self._update(job, state=JobState.DOWNLOADING))
             path = Path(job.video_path or "")
         video = Video(path=path, size=path.stat().st_size, nsfw=job.nsfw, url=job.output_url)
         await self.couriers.progress(job, Progress("uploading"))
@@ -184,7 +184,7 @@ class Pipeline:
                 if attempt == DELIVERY_ATTEMPTS - 1:
                     raise JobFailed(messages.NOT_POSTED) from None
                 await asyncio.sleep(backoff(attempt, base=2.0))
-        self.settle_done(job)
+        await self.settle_done(job)
         path.unlink(missing_ok=True)
         log.info("job %s delivered", job.id)
 
@@ -197,7 +197,7 @@ class Pipeline:
         kept = kept_video(self.videos_dir, job.id) if keep_days else video.path
         if keep_days:
             os.replace(video.path, kept)
-        self.settle_done(job, video_path=str(kept) if keep_days else None)
+        await self.settle_done(job, video_path=str(kept) if keep_days else None)
         await self.couriers.refused(job, Video(path=kept, size=video.size, nsfw=video.nsfw, url=video.url),
                                     refused_video_days(keep_days))
         if not keep_days:
@@ -205,23 +205,23 @@ class Pipeline:
 
     # --- settle -------------------------------------------------------------------
 
-    def settle_done(self, job: Job, **changes: object) -> None:
-        with self.store.transaction():
-            job = self._update(job, state=JobState.DONE, finished_at=self.clock(), **changes)
-            self.credits.commit(job)
+    async def settle_done(self, job: Job, **changes: object) -> None:
+        async with self.store.transaction():
+            job = await self._update(job, state=JobState.DONE, finished_at=self.clock(), **changes)
+            await self.credits.commit(job)
             if not self.settings.storage.keep_days:  # else kept for the result buttons
-                self.store.files.drop(job.id)
+                await self.store.files.drop(job.id)
 
     async def fail(self, job_id: int, reason: str) -> None:
         """End a job as failed, refund it once, and tell its chat why."""
         try:
-            with self.store.transaction():
-                job = self.store.job(job_id)
+            async with self.store.transaction():
+                job = await self.store.job(job_id)
                 if job is None or job.state.finished:
                     return
-                job = self._update(job, state=JobState.FAILED, error=reason, finished_at=self.clock())
-                refunded = self.credits.refund(job, reason)
-                self.store.files.drop(job_id)
+                job = await self._update(job, state=JobState.FAILED, error=reason, finished_at=self.clock())
+                refunded = await self.credits.refund(job, reason)
+                await self.store.files.drop(job_id)
         except LeaseLost:
             log.warning("job %s: not failed here, another process took it over", job_id)
             return

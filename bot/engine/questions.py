@@ -26,8 +26,8 @@ class Questions:
     credits: Credits
     results: Results
 
-    def balance(self, user: UserRef) -> Balance:
-        return self.credits.balance(user)
+    async def balance(self, user: UserRef) -> Balance:
+        return await self.credits.balance(user)
 
     def price_text(self) -> str:
         return prices.price_text(self.settings.costs)
@@ -36,61 +36,61 @@ class Questions:
         """Credits a request would cost; ValidationError when it is refused anyway."""
         return prices.quote(kind, model_name, params, self.settings.costs)
 
-    def audio_allowance(self, user: UserRef) -> float:
+    async def audio_allowance(self, user: UserRef) -> float:
         """Seconds of avatar audio the user can afford now (0: not even 5 s)."""
-        return prices.affordable_audio(self.balance(user).total, self.settings.media.max_audio_seconds,
+        return prices.affordable_audio((await self.balance(user)).total, self.settings.media.max_audio_seconds,
                                        self.settings.costs)
 
-    def history(self, user: UserRef, limit: int = 10) -> list[Job]:
+    async def history(self, user: UserRef, limit: int = 10) -> list[Job]:
         """The user's ended jobs, newest first."""
-        return self.results.history(user, limit)
+        return await self.results.history(user, limit)
 
-    def media_kept(self, job: Job) -> bool:
+    async def media_kept(self, job: Job) -> bool:
         """Whether a job's photo is still kept, so its result buttons can work."""
-        return self.results.media_kept(job)
+        return await self.results.media_kept(job)
 
-    def jobs_of(self, user: UserRef) -> list[tuple[Job, int]]:
+    async def jobs_of(self, user: UserRef) -> list[tuple[Job, int]]:
         """The user's unfinished jobs with their queue positions (0 = running)."""
-        return [(job, self.store.queue_position(job.id)) for job in self.store.user_jobs(user.key)]
+        return [(job, await self.store.queue_position(job.id)) for job in await self.store.user_jobs(user.key)]
 
-    def popular_effects(self) -> list[str]:
+    async def popular_effects(self) -> list[str]:
         """Every effect, most asked for first (the API's order on ties)."""
-        counts = self.store.effect_counts()
+        counts = await self.store.effect_counts()
         return sorted(catalog.EFFECTS, key=lambda e: -counts.get(e, 0))
 
-    def usage_since(self, platform: str, since: float, place_key: str,
+    async def usage_since(self, platform: str, since: float, place_key: str,
                     place: object) -> tuple[int, int]:
         """(jobs, credits spent) in one place (e.g. a server) since a moment."""
-        return self.store.usage_since(platform, since, place_key, place)
+        return await self.store.usage_since(platform, since, place_key, place)
 
-    def job_of(self, user: UserRef, job_id: int) -> Job | None:
+    async def job_of(self, user: UserRef, job_id: int) -> Job | None:
         """One of the user's jobs by number; None when the user has no such job."""
-        job = self.store.job(job_id)
+        job = await self.store.job(job_id)
         return job if job is not None and job.user_key == user.key else None
 
-    def job_to_post_again(self, press: Press, job_id: int, *, private: bool) -> Job | None:
+    async def job_to_post_again(self, press: Press, job_id: int, *, private: bool) -> Job | None:
         """The job a /history press may post again (``Press.may_post_again``); None when
         there is none it may: someone else's, or in a group one made elsewhere."""
-        job = self.store.job(job_id)
+        job = await self.store.job(job_id)
         return job if job is not None and press.may_post_again(job, private=private) else None
 
-    def rerun_refusal(self, press: Press, source_job_id: int) -> Rejected | None:
+    async def rerun_refusal(self, press: Press, source_job_id: int) -> Rejected | None:
         """Why a result button of this job can no longer make a video (its photo is gone,
         or the press may not use it: refused alike, revealing nothing), before a menu or a
         form is opened for it; None when it can."""
-        job = self.store.job(source_job_id)
-        usable = job is not None and press.may_use(job) and self.media_kept(job)
+        job = await self.store.job(source_job_id)
+        usable = job is not None and press.may_use(job) and await self.media_kept(job)
         return None if usable else Rejected(messages.SOURCE_GONE)
 
-    def source_place(self, press: Press, source_job_id: int) -> str | None:
+    async def source_place(self, press: Press, source_job_id: int) -> str | None:
         """The chat or channel the photo of job ``source_job_id`` was sent in, for a press
         that may use that job (the adapter's allow list applies to it); None otherwise."""
-        job = self.store.job(source_job_id)
+        job = await self.store.job(source_job_id)
         return job.place if job is not None and press.may_use(job) else None
 
     # --- refusals known before anything is downloaded ---------------------------------
 
-    def precheck(self, user: UserRef, kind: catalog.Kind, model_name: str | None,
+    async def precheck(self, user: UserRef, kind: catalog.Kind, model_name: str | None,
                  params: catalog.Params, *, audio_seconds: float | None = None) -> Rejected | None:
         """Refusals that need no media (bad settings, too many jobs, no credits), so an
         adapter can answer before downloading anything. ``accept`` checks again. An avatar's
@@ -100,14 +100,14 @@ class Questions:
             inputs = catalog.check_params(model, params)
         except ValidationError as err:
             return Rejected(str(err))
-        if busy := self._too_many_jobs(user):
+        if busy := await self._too_many_jobs(user):
             return Rejected(busy)
         limit = self.settings.media.max_audio_seconds
         if audio_seconds is not None and billable_seconds(audio_seconds) > limit:
             return Rejected(messages.audio_too_long(audio_seconds, limit))
         seconds = billable_seconds(audio_seconds) if audio_seconds is not None else int(str(inputs.get("duration", 5)))
         cost = cost_of(model, seconds, self.settings.costs)
-        have = self.credits.balance(user).total
+        have = (await self.credits.balance(user)).total
         if have >= cost:
             return None
         if kind != "avatar":
@@ -115,27 +115,27 @@ class Questions:
         unit = cost_of(model, 5, self.settings.costs)
         if audio_seconds is None or have < unit:
             return Rejected(messages.avatar_unaffordable(unit, have))
-        return Rejected(messages.audio_costs_too_much(audio_seconds, cost, have, self.audio_allowance(user)))
+        return Rejected(messages.audio_costs_too_much(audio_seconds, cost, have, await self.audio_allowance(user)))
 
-    def _too_many_jobs(self, user: UserRef) -> str | None:
+    async def _too_many_jobs(self, user: UserRef) -> str | None:
         limit = self.settings.quota.max_jobs_per_user
-        return None if self.store.count_active(user.key) < limit else messages.too_many_jobs(limit)
+        return None if await self.store.count_active(user.key) < limit else messages.too_many_jobs(limit)
 
-    def rerun_precheck(self, press: Press, source_job_id: int, *, effect: str | None = None,
+    async def rerun_precheck(self, press: Press, source_job_id: int, *, effect: str | None = None,
                        prompt: str | None = None) -> Rejected | None:
         """Why a result button of this job cannot start a job for the presser (the photo
         is gone or not theirs to use, the effect or prompt, too many jobs, credits), before any public message;
         None when ``rerun`` may try. Neither effect nor prompt: the same job again."""
-        if gone := self.rerun_refusal(press, source_job_id):
+        if gone := await self.rerun_refusal(press, source_job_id):
             return gone
         user = press.user
         if effect is not None:
-            return self.precheck(user, "effect", None, catalog.Params(effect=effect))
+            return await self.precheck(user, "effect", None, catalog.Params(effect=effect))
         if prompt is not None:
-            return self.precheck(user, "animate", None, catalog.Params(prompt=prompt))
-        source = self.store.job(source_job_id)
+            return await self.precheck(user, "animate", None, catalog.Params(prompt=prompt))
+        source = await self.store.job(source_job_id)
         assert source is not None  # rerun_refusal found it
-        if busy := self._too_many_jobs(user):
+        if busy := await self._too_many_jobs(user):
             return Rejected(busy)
-        have = self.credits.balance(user).total
+        have = (await self.credits.balance(user)).total
         return Rejected(self.credits.shortfall(source.cost, have)) if have < source.cost else None

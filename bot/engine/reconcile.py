@@ -59,7 +59,7 @@ class Reconciler:
         ended = job.submit_ended_at or started + self.settings.request_timeout
         return started - CLOCK_SKEW, ended + CLOCK_SKEW
 
-    def could_be_its_task(self, job: Job, prediction: Prediction) -> bool:
+    async def could_be_its_task(self, job: Job, prediction: Prediction) -> bool:
         """Whether a reported task can be this job's: its own task id when it has one; else
         a task of its model created inside its submit's window that no other job follows or
         was told of by its own webhook (a delivery replayed from another job's URL)."""
@@ -70,7 +70,7 @@ class Reconciler:
         start, end = self.window(job)
         return (prediction.model in ("", job.model_id) and prediction.created_at is not None
                 and start <= prediction.created_at <= end
-                and not self.store.prediction_claimed(prediction.id, job.id))
+                and not await self.store.prediction_claimed(prediction.id, job.id))
 
     async def find(self, job: Job) -> Prediction | None:
         """The task this job's unconfirmed submit created, or None when WaveSpeed
@@ -81,14 +81,14 @@ class Reconciler:
         unreadable = 0  # looks in a row at a history that could not be read
         next_look = self.clock()
         while True:
-            if (reported := self._reported(job)) is not None:
+            if (reported := await self._reported(job)) is not None:
                 log.warning("job %s: submit unconfirmed; its webhook named task %s: adopting it",
                             job.id, reported.id)
                 return reported
             if self.clock() >= next_look:
                 candidates = await self._candidates(job, start, end, deadline)
                 unreadable = 0 if candidates is not None else unreadable + 1
-                rivals = self._rivals(job, start, end)
+                rivals = await self._rivals(job, start, end)
                 if candidates is not None and self.clock() >= settled_at and rivals != "in flight":
                     if len(candidates) == 1 and rivals == "none":
                         log.warning("job %s: submit unconfirmed; adopting WaveSpeed task %s found in "
@@ -122,27 +122,27 @@ class Reconciler:
             pause = HISTORY_RETRY
         return max(0.05, min(pause, deadline - now)) if now < deadline else pause
 
-    def _rivals(self, job: Job, start: float, end: float) -> str:
+    async def _rivals(self, job: Job, start: float, end: float) -> str:
         """Other jobs (of any process) whose submit of this model may have made a task in
         this window: "in flight" while one still waits for its answer (it may yet claim
         its task), "unconfirmed" when one never got it (whose task is whose is unknowable),
         else "none"."""
         now, longest = self.clock(), self.settings.request_timeout + CLOCK_SKEW
         found = "none"
-        for started, ended in self.store.submits_in_window(job.model_id, job.id, start - longest, end):
+        for started, ended in await self.store.submits_in_window(job.model_id, job.id, start - longest, end):
             if ended is None and now - started < longest:
                 return "in flight"
             if (ended or started + self.settings.request_timeout) + CLOCK_SKEW >= start:
                 found = "unconfirmed"
         return found
 
-    def _reported(self, job: Job) -> Prediction | None:
+    async def _reported(self, job: Job) -> Prediction | None:
         """The task the job's webhook named, when it can be the job's."""
-        fresh = self.store.job(job.id)
+        fresh = await self.store.job(job.id)
         if fresh is None or not fresh.webhook_result:
             return None
         reported = Prediction.from_data(fresh.webhook_result)
-        return reported if self.could_be_its_task(fresh, reported) else None
+        return reported if await self.could_be_its_task(fresh, reported) else None
 
     async def _candidates(self, job: Job, start: float, end: float,
                           deadline: float) -> list[Prediction] | None:
@@ -155,4 +155,4 @@ class Reconciler:
             return None
         return [p for p in found if p.model in ("", job.model_id)
                 and p.created_at is not None and start <= p.created_at <= end
-                and not self.store.prediction_claimed(p.id, job.id)]
+                and not await self.store.prediction_claimed(p.id, job.id)]

@@ -21,7 +21,7 @@ from typing import Any
 from bot import catalog, messages
 from bot.catalog import Params
 from bot.jobs import GenerationRequest, Job, JobState, Press, Rejected, UserRef, Video
-from bot.store import Store
+from bot.store import ASK_LIFETIME, Store
 from bot.wavespeed import WaveSpeedClient, WaveSpeedError
 
 log = logging.getLogger(__name__)
@@ -52,23 +52,23 @@ class Results:
         self.keep_seconds = keep_days * 24 * 3600
         self.clock = clock
 
-    def history(self, user: UserRef, limit: int = 10) -> list[Job]:
-        return self.store.finished_jobs(user.key, limit)
+    async def history(self, user: UserRef, limit: int = 10) -> list[Job]:
+        return await self.store.finished_jobs(user.key, limit)
 
-    def media_kept(self, job: Job) -> bool:
+    async def media_kept(self, job: Job) -> bool:
         """Whether the job's buttons can make videos: its photo is kept (keep_days > 0)."""
-        return self.keep_seconds > 0 and job.state in DELIVERED and self.store.files.has(job.id)
+        return self.keep_seconds > 0 and job.state in DELIVERED and await self.store.files.has(job.id)
 
     async def follow_up(self, press: Press, source_id: int, reply_to: dict[str, Any], *,
                         effect: str | None, prompt: str | None) -> GenerationRequest | Rejected:
         """The request a result button makes: the source job's photo with its own settings,
         another effect, or a prompt for the default animate model; charged to the presser."""
         user = press.user
-        source = self.store.job(source_id)
+        source = await self.store.job(source_id)
         if source is None or source.state not in DELIVERED or not press.may_use(source):
             return Rejected(messages.SOURCE_GONE)
         try:
-            media = self.store.files.get(source_id)  # a prepared photo: small, as the submit reads it
+            media = await self.store.files.get(source_id)  # a prepared photo: small, as the submit reads it
         except OSError:  # forgotten (keep_days) between the look-up and the read
             media = {}
         if "image" not in media:
@@ -89,7 +89,7 @@ class Results:
 
     async def fetch_video(self, user: UserRef, job_id: int) -> Video | Rejected:
         """A past job's video downloaded again into a new file (the caller deletes it)."""
-        job = self.store.job(job_id)
+        job = await self.store.job(job_id)
         if job is None or job.user_key != user.key:
             return Rejected(messages.no_such_job(job_id))
         if job.state != JobState.DONE:
@@ -127,7 +127,9 @@ class Results:
         crash left behind."""
         while True:
             try:
-                self.expire()
+                await self.expire()
+                # Unanswered questions and one-use marks (menus, updates seen) past a day.
+                await self.store.asks.forget_before(self.clock() - ASK_LIFETIME)
                 self.sweep_copies()
                 self.sweep_kept()
             except Exception:  # e.g. a database busy for too long: next hour
@@ -149,15 +151,15 @@ class Results:
                 if self.clock() - path.stat().st_mtime > self.keep_seconds:
                     path.unlink()
 
-    def expire(self) -> int:
+    async def expire(self) -> int:
         """Forget the photos and settings kept longer than ``keep_days``."""
-        with self.store.transaction():
-            forgotten = self.store.files.expire(self.clock() - self.keep_seconds)
+        async with self.store.transaction():
+            forgotten = await self.store.files.expire(self.clock() - self.keep_seconds)
             for job_id in forgotten:  # the label quoted the prompt: name the model instead
-                job = self.store.job(job_id)
+                job = await self.store.job(job_id)
                 if job is not None and job.kind != "effect":
                     model = catalog.model_by_id(job.model_id)
-                    self.store.update_job(job_id, label=messages.job_label(model.key, model.title, job.inputs))
+                    await self.store.update_job(job_id, label=messages.job_label(model.key, model.title, job.inputs))
         if forgotten:
             log.info("forgot the photos and prompts of %d jobs older than the retention time", len(forgotten))
         return len(forgotten)

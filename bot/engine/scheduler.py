@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.engine.couriers import Couriers
 from bot.engine.pipeline import Pipeline
@@ -55,13 +55,13 @@ class Scheduler:
         self._take_over = resume
         self._take_over_of = user_key
         self._stopping = False
-        self._keep_claims()
+        await self._keep_claims()
         # Claims are renewed by a task of their own: nothing the loop waits for (a slow
         # chat, a busy database) may let a live process's leases run out.
         self._renewer = asyncio.create_task(self._renew_forever(), name="kling-leases")
         self._loop_task = asyncio.create_task(self._run(), name="kling-scheduler")
 
-    async def stop(self, *, before_release: Callable[[], None] | None = None) -> None:
+    async def stop(self, *, before_release: Callable[[], Awaitable[None]] | None = None) -> None:
         """Cancel every job task and hand this process's unfinished jobs over at once
         (``before_release`` runs while they are still ours, with nothing driving them)."""
         self._stopping = True
@@ -71,8 +71,8 @@ class Scheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop_task = self._renewer = None
         if before_release is not None:
-            before_release()
-        self.store.claims.release(self.owner)
+            await before_release()
+        await self.store.claims.release(self.owner)
 
     def wake(self) -> None:
         """Something changed (a job was queued or left WaveSpeed): look again now."""
@@ -88,7 +88,7 @@ class Scheduler:
         while not self._stopping:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
-                self._keep_claims()
+                await self._keep_claims()
             except Exception:  # a busy database now must not end renewals for good
                 log.exception("lease renewal failed")
 
@@ -101,24 +101,24 @@ class Scheduler:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
             # that arrives as the event is set, and stop() would wait forever.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._sleep_time()):
+                async with asyncio.timeout(await self._sleep_time()):
                     await self._wake.wait()
             self._wake.clear()
 
-    def _sleep_time(self) -> float | None:
-        due = self.store.claims.next_due(self.owner)
+    async def _sleep_time(self) -> float | None:
+        due = await self.store.claims.next_due(self.owner)
         return None if due is None else max(0.05, due - self.clock())
 
-    def _keep_claims(self) -> None:
+    async def _keep_claims(self) -> None:
         """Renew this process's leases, drop jobs it lost, take over orphaned ones."""
-        held = self.store.claims.renew(self.owner, self.lease_until())
+        held = await self.store.claims.renew(self.owner, self.lease_until())
         for job_id in set(self._tasks) - held:
-            job = self.store.job(job_id)
+            job = await self.store.job(job_id)
             if job is not None and not job.state.finished and job.owner != self.owner:
                 log.warning("job %s: lost to another process; stopping here", job_id)
                 self._tasks[job_id].cancel()
         if self._take_over and self.couriers.platforms:
-            for job in self.store.claims.take_over(self.owner, self.couriers.platforms, self.lease_until(),
+            for job in await self.store.claims.take_over(self.owner, self.couriers.platforms, self.lease_until(),
                                                    self.clock(), user_key=self._take_over_of):
                 self._resume(job)
 
@@ -133,7 +133,7 @@ class Scheduler:
     async def _fill_slots(self) -> None:
         started = False
         while len(self._at_wavespeed) < self.max_concurrent:
-            job = self.store.claims.claim_next(self.owner, self.couriers.platforms, self.lease_until(),
+            job = await self.store.claims.claim_next(self.owner, self.couriers.platforms, self.lease_until(),
                                         self.clock(), exclude=set(self._tasks))
             if job is None:
                 break
@@ -147,7 +147,7 @@ class Scheduler:
 
     async def announce_positions(self) -> None:
         """Tell every queued job of this process's its place in line."""
-        for position, job in enumerate(self.store.claims.own_queued(self.owner), start=1):
+        for position, job in enumerate(await self.store.claims.own_queued(self.owner), start=1):
             await self.couriers.progress(job, Progress("queued", position=position))
 
     def _spawn(self, job: Job) -> None:
@@ -161,7 +161,7 @@ class Scheduler:
             # give the claim up, so this process or another takes the job up again.
             log.exception("job %s: stopped unexpectedly; handing it back", job.id)
             with contextlib.suppress(Exception):
-                self.store.claims.release_job(job.id, self.owner)
+                await self.store.claims.release_job(job.id, self.owner)
         finally:
             self._tasks.pop(job.id, None)
             self._release(job.id)

@@ -56,8 +56,8 @@ class Submitter:
         self.reconciler = Reconciler(client, store, settings.wavespeed, clock)
         self._gates: dict[str, asyncio.Lock] = {}  # per model id
 
-    def _update(self, job: Job, **changes: Any) -> Job:
-        return self.store.update_job(job.id, owner=self.owner, updated_at=self.clock(), **changes)
+    async def _update(self, job: Job, **changes: Any) -> Job:
+        return await self.store.update_job(job.id, owner=self.owner, updated_at=self.clock(), **changes)
 
     async def submit(self, job: Job) -> Job:
         """Create the job's WaveSpeed task exactly once: follow it (PROCESSING), or come
@@ -80,23 +80,23 @@ class Submitter:
         try:
             inputs = {**job.inputs, **await self._media_refs(job)}
         except Transient as err:  # the media upload failed: nothing was submitted
-            return self._retry_submit_later(job, err, None)
+            return await self._retry_submit_later(job, err, None)
         except WaveSpeedError as err:
             raise self._refused(job, err) from None
-        job = self._update(job, submit_started_at=self.clock(), submit_ended_at=None)
+        job = await self._update(job, submit_started_at=self.clock(), submit_ended_at=None)
         try:
             webhook = job_url(self.settings.wavespeed.webhook_url, job.id) \
                 if self.settings.wavespeed.webhook_url else None
             prediction = await self.client.submit(job.model_id, inputs, webhook=webhook)
         except NotSubmitted as err:
-            return self._retry_submit_later(job, err, err.retry_after)
+            return await self._retry_submit_later(job, err, err.retry_after)
         except (SubmitUncertain, Transient) as err:
             log.warning("job %s: submit unconfirmed (%s); looking for its task", job.id, err)
-            return self._update(job, submit_ended_at=self.clock())
+            return await self._update(job, submit_ended_at=self.clock())
         except WaveSpeedError as err:
             raise self._refused(job, err) from None
         log.info("job %s submitted as %s", job.id, prediction.id)
-        return self._adopt(job, prediction)
+        return await self._adopt(job, prediction)
 
     @staticmethod
     def _refused(job: Job, err: WaveSpeedError) -> JobFailed:
@@ -108,9 +108,9 @@ class Submitter:
             return JobFailed(messages.MODERATED)
         return JobFailed(messages.api_refused(err))
 
-    def _adopt(self, job: Job, prediction: Prediction) -> Job:
+    async def _adopt(self, job: Job, prediction: Prediction) -> Job:
         try:
-            return self._update(job, state=JobState.PROCESSING, prediction_id=prediction.id,
+            return await self._update(job, state=JobState.PROCESSING, prediction_id=prediction.id,
                                 result_url=prediction.result_url, submitted_at=self.clock())
         except TaskTaken:  # never two jobs on one task: the other one shows its video
             log.error("job %s: task %s already belongs to another job; not following it twice",
@@ -128,24 +128,24 @@ class Submitter:
                       "may exist", job.id)
             raise JobFailed(messages.SUBMIT_UNCONFIRMED) from None
         if found is not None:
-            return self._adopt(job, found)
+            return await self._adopt(job, found)
         if job.resubmits >= RESUBMITS:
             log.error("job %s: no task after %d resubmit(s); refunding", job.id, job.resubmits)
             raise JobFailed(messages.SUBMIT_UNCONFIRMED)
         log.warning("job %s: submitting again (WaveSpeed has no task for it)", job.id)
-        return self._update(job, submit_started_at=None, submit_ended_at=None,
+        return await self._update(job, submit_started_at=None, submit_ended_at=None,
                             resubmits=job.resubmits + 1)
 
     async def _media_refs(self, job: Job) -> dict[str, str]:
         refs = {}
-        for role, item in self.store.files.get(job.id).items():
+        for role, item in (await self.store.files.get(job.id)).items():
             if self.settings.wavespeed.media == "upload":
                 refs[role] = await self.client.upload(item["data"], item["filename"], item["mime"])
             else:
                 refs[role] = data_uri(item["data"], item["mime"])
         return refs
 
-    def _retry_submit_later(self, job: Job, err: WaveSpeedError, retry_after: float | None) -> Job:
+    async def _retry_submit_later(self, job: Job, err: WaveSpeedError, retry_after: float | None) -> Job:
         """WaveSpeed surely has no task: queue the job again, after Retry-After if it said."""
         attempts = job.submit_attempts + 1
         delay = max(backoff(attempts, base=2.0, cap=60.0), retry_after or 0.0)
@@ -153,6 +153,6 @@ class Submitter:
             log.warning("job %s not submitted (%s) and out of time", job.id, err)
             raise JobFailed(messages.WAVESPEED_BUSY)
         log.warning("job %s not submitted (%s); retrying in %.0fs", job.id, err, delay)
-        return self._update(job, state=JobState.QUEUED, submit_attempts=attempts,
+        return await self._update(job, state=JobState.QUEUED, submit_attempts=attempts,
                             not_before=self.clock() + delay, submit_started_at=None,
                             submit_ended_at=None)

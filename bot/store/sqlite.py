@@ -1,16 +1,17 @@
-"""SQLite persistence through sqlite-utils: users, the credit ledger, jobs and their media.
-
-The only module that speaks SQL: the engine, the credit policy and the adapters call
-the methods below, so another database could replace this one module.
+"""The SQLite backend of the store (``bot.store.interface``), through sqlite-utils: the
+embedded default, for processes on one machine sharing one file.
 
 One file, WAL mode, numbered migrations tracked in ``PRAGMA user_version``. Writes
 that must be atomic together (a job and its credit reservation) run inside
 ``transaction()``, which takes SQLite's write lock up front (BEGIN IMMEDIATE) so two
-processes sharing the file cannot interleave a read-check-write.
+processes sharing the file cannot interleave a read-check-write. The methods are
+``async`` to keep the interface, but run at once: a local file answers in
+microseconds, and a transaction's body then never yields to another coroutine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -18,17 +19,15 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
+from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, STAGED_LIFETIME, LeaseLost, Staged, TaskTaken
 
-ASK_LIFETIME = 24 * 3600  # seconds an unanswered question in a chat is kept
-STAGED_LIFETIME = 3600  # seconds a staged media file may wait for its job row
-SQLITE_MAX_INT = 2**63 - 1
 JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
@@ -113,33 +112,25 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4,
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 
 
-class LeaseLost(Exception):
-    """The job is no longer this process's: another one took it over."""
-
-
-class TaskTaken(Exception):
-    """Another job already follows this WaveSpeed task."""
-
-
-class PendingAsks:
+class SqlitePendingAsks:
     """Questions a chat asked a user (e.g. "reply with the voice note"), kept so that the
     answer still works after a restart; unanswered ones are dropped after a day."""
 
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
 
-    def put(self, platform: str, chat: object, message_id: object, data: dict[str, Any],
+    async def put(self, platform: str, chat: object, message_id: object, data: dict[str, Any],
             now: float) -> None:
-        self.db.execute("delete from pending_asks where created_at < ?", [now - ASK_LIFETIME])
+        self._forget_before(now - ASK_LIFETIME)
         self.db.execute("insert or replace into pending_asks (platform, chat, message_id, data, created_at)"
                         " values (?, ?, ?, ?, ?)", [platform, str(chat), str(message_id), json.dumps(data), now])
 
-    def get(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
+    async def get(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
         row = self.db.execute("select data from pending_asks where platform = ? and chat = ? and message_id = ?",
                               [platform, str(chat), str(message_id)]).fetchone()
         return json.loads(row[0]) if row else None
 
-    def claim(self, platform: str, chat: object, message_id: object, now: float,
+    async def claim(self, platform: str, chat: object, message_id: object, now: float,
               window: float | None = None) -> bool:
         """Mark a one-use message (a menu) used; False when it already was, by any process.
         With ``window``, an earlier mark older than that many seconds no longer counts."""
@@ -151,15 +142,22 @@ class PendingAsks:
                                  [platform, str(chat), f"used:{message_id}", now])
         return cursor.rowcount == 1
 
-    def unclaim(self, platform: str, chat: object, message_id: object) -> None:
-        self.drop(platform, chat, f"used:{message_id}")
+    async def forget_before(self, moment: float) -> None:
+        """Drop every question and one-use mark made before ``moment``."""
+        self._forget_before(moment)
 
-    def drop(self, platform: str, chat: object, message_id: object) -> None:
+    def _forget_before(self, moment: float) -> None:
+        self.db.execute("delete from pending_asks where created_at < ?", [moment])
+
+    async def unclaim(self, platform: str, chat: object, message_id: object) -> None:
+        await self.drop(platform, chat, f"used:{message_id}")
+
+    async def drop(self, platform: str, chat: object, message_id: object) -> None:
         self.db.execute("delete from pending_asks where platform = ? and chat = ? and message_id = ?",
                         [platform, str(chat), str(message_id)])
 
 
-class MediaFiles:
+class SqliteMediaFiles:
     """A job's photo and audio, in files beside the database (rows keep their paths),
     from the moment it is accepted until it fails, or for ``[storage] keep_days`` after
     its video was delivered (its result buttons make new jobs from them)."""
@@ -169,25 +167,31 @@ class MediaFiles:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def stage(self, data: bytes, filename: str) -> Path:
+    async def stage(self, data: bytes, filename: str) -> Staged:
         """Write media before its job exists (in a worker thread: no disk I/O on the event
         loop); ``put`` then gives it to the job. Stale staged files are swept."""
         path = self.folder / f"staged-{uuid.uuid4().hex}{Path(filename).suffix}"
-        path.write_bytes(data)
-        return path
+        await asyncio.to_thread(path.write_bytes, data)
+        return Staged(filename, path=path)
 
-    def put(self, job_id: int, role: str, mime: str, filename: str, data: bytes | Path) -> None:
+    async def discard(self, staged: Staged) -> None:
+        """Remove a staged file no job took (a refused request)."""
+        if staged.path is not None:
+            staged.path.unlink(missing_ok=True)
+
+    async def put(self, job_id: int, role: str, mime: str, filename: str, data: bytes | Staged) -> None:
         """Keep a job's photo or audio (bytes, or a staged file): the file is in place before
         the row (call it inside the job's transaction; a failed one leaves an orphan file)."""
         path = self.folder / f"job-{job_id}-{role}{Path(filename).suffix}"
-        if isinstance(data, Path):
-            data.replace(path)
+        if isinstance(data, Staged):
+            assert data.path is not None
+            data.path.replace(path)
         else:
             path.write_bytes(data)
         self.db.execute("insert into job_media (job_id, role, mime, filename, path) values (?, ?, ?, ?, ?)",
                         [job_id, role, mime, filename, str(path)])
 
-    def get(self, job_id: int) -> dict[str, dict[str, Any]]:
+    async def get(self, job_id: int) -> dict[str, dict[str, Any]]:
         """A job's media by role, each with its bytes under "data"."""
         found = {}
         cursor = self.db.execute("select role, mime, filename, data, path from job_media where job_id = ?",
@@ -199,11 +203,11 @@ class MediaFiles:
             found[row["role"]] = row
         return found
 
-    def has(self, job_id: int, role: str = "image") -> bool:
+    async def has(self, job_id: int, role: str = "image") -> bool:
         return self.db.execute("select 1 from job_media where job_id = ? and role = ?",
                                [job_id, role]).fetchone() is not None
 
-    def sweep(self) -> int:
+    async def sweep(self) -> int:
         """Remove media files no job row points at (left by a crash mid-accept)."""
         # By job number, not by path: another process may name the same folder differently.
         kept = {job_id for (job_id,) in self.db.execute("select distinct job_id from job_media").fetchall()}
@@ -218,7 +222,7 @@ class MediaFiles:
                 removed += 1
         return removed
 
-    def expire(self, finished_before: float) -> list[int]:
+    async def expire(self, finished_before: float) -> list[int]:
         """Forget the photo, audio and typed prompts of jobs that ended before a moment
         (the model, effect and length stay: run times are learnt from them)."""
         ended = [job_id for (job_id,) in self.db.execute(
@@ -227,20 +231,106 @@ class MediaFiles:
             " or json_extract(inputs, '$.negative_prompt') is not null)",
             [finished_before, *ACTIVE]).fetchall()]
         for job_id in ended:
-            self.drop(job_id)
+            await self.drop(job_id)
             self.db.execute("update jobs set inputs = json_remove(inputs, '$.prompt', '$.negative_prompt')"
                             " where id = ?", [job_id])
         return ended
 
-    def drop(self, job_id: int) -> None:
+    async def drop(self, job_id: int) -> None:
         for (path,) in self.db.execute("delete from job_media where job_id = ? returning path",
                                        [job_id]).fetchall():
             if path:
                 Path(path).unlink(missing_ok=True)
 
 
-class Store:
-    """The bot's database. Not thread-safe: one Store per thread or event loop."""
+class _SqliteReads:
+    """The store's read-only queries (a part of ``SqliteStore``, kept apart for length)."""
+
+    db: sqlite_utils.Database
+
+    def _value(self, sql: str, args: list[Any] | None = None) -> Any:
+        """The first column of the first row of a query."""
+        return self.db.execute(sql, args or []).fetchone()[0]
+
+    def _rows(self, sql: str, args: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts, in plain SQL: the hot path does no schema look-ups."""
+        cursor = self.db.execute(sql, args or [])
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _jobs_where(self, where: str, args: list[Any], order: str = "id",
+                    limit: int | None = None) -> list[Job]:
+        bounded = f" limit {int(limit)}" if limit is not None else ""
+        return [_job(r) for r in self._rows(f"select * from jobs where {where} order by {order}{bounded}", args)]
+
+    async def submits_in_window(self, model_id: str, job_id: int, start: float,
+                          end: float) -> list[tuple[float, float | None]]:
+        """(started, ended) of other jobs' submits of a model begun in a window that have
+        no task id yet: their tasks, if any, may be among this window's."""
+        rows = self.db.execute(
+            "select submit_started_at, submit_ended_at from jobs where model_id = ? and id != ?"
+            " and state = 'submitting' and prediction_id is null and submit_started_at between ? and ?",
+            [model_id, job_id, start, end]).fetchall()
+        return [(float(started), None if ended is None else float(ended)) for started, ended in rows]
+
+    async def prediction_claimed(self, prediction_id: str, job_id: int) -> bool:
+        """Whether a job other than ``job_id`` follows this task, or had it named by a webhook
+        to its own URL (WaveSpeed sends a task's end to its submit's URL first: the same
+        delivery at another job's URL is a replay)."""
+        return bool(self._value(
+            "select count(*) from jobs where id != ? and (prediction_id = ? or"
+            " (webhook_result is not null and json_extract(webhook_result, '$.id') = ?))",
+            [job_id, prediction_id, prediction_id]))
+
+    async def user_jobs(self, user_key: str, *, active_only: bool = True, limit: int = 10) -> list[Job]:
+        states = ACTIVE_STATES if active_only else tuple(JobState)
+        return self._jobs_where(f"user_key = ? and {_in('state', states)}",
+                               [user_key, *[s.value for s in states]], order="id desc")[:limit]
+
+    async def finished_jobs(self, user_key: str, limit: int = 10) -> list[Job]:
+        """A user's ended jobs, newest first."""
+        return self._jobs_where(f"user_key = ? and not {_in('state', ACTIVE)}", [user_key, *ACTIVE],
+                               order="id desc", limit=limit)
+
+    async def count_active(self, user_key: str) -> int:
+        return int(self._value(f"select count(*) from jobs where user_key = ? and {_in('state', ACTIVE)}",
+                               [user_key, *ACTIVE]))
+
+    async def queue_position(self, job_id: int) -> int:
+        """1-based place among queued jobs, first come first served; 0 if not queued."""
+        return int(self._value(
+            "select count(*) from jobs where state = 'queued' and id <= ?"
+            " and exists (select 1 from jobs j where j.id = ? and j.state = 'queued')",
+            [job_id, job_id]))
+
+    async def recent_run_seconds(self, model_id: str, duration: str | None, limit: int = 20) -> list[float]:
+        """How long the last jobs of a model took from submit to a ready video."""
+        rows = self.db.execute(
+            "select completed_at - submitted_at, inputs from jobs where model_id = ?"
+            " and completed_at is not null and submitted_at is not null order by id desc limit ?",
+            [model_id, limit * 3]).fetchall()
+        return [span for span, inputs in rows
+                if json.loads(inputs).get("duration") == duration][:limit]
+
+    async def effect_counts(self) -> dict[str, int]:
+        """How often each effect was asked for, for "most used first" menus."""
+        rows = self.db.execute(
+            "select json_extract(inputs, '$.effect_scene') as effect, count(*) from jobs"
+            " where kind = 'effect' group by effect").fetchall()
+        return {effect: count for effect, count in rows if effect}
+
+    async def usage_since(self, platform: str, since: float, place_key: str, place: object) -> tuple[int, int]:
+        """(jobs, credits spent) on a platform since a moment, in one place (e.g. a server)."""
+        row = self.db.execute(
+            "select count(*), coalesce(sum(case when settlement != 'refunded' then cost end), 0)"
+            " from jobs where platform = ? and created_at >= ?"
+            " and cast(json_extract(reply_to, '$.' || ?) as text) = ?",
+            [platform, since, place_key, str(place)]).fetchone()
+        return row[0], row[1]
+
+
+class SqliteStore(_SqliteReads):
+    """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0):
         self.path = Path(path)
@@ -263,34 +353,26 @@ class Store:
             # Checkpoints (the only fsyncs left) every 16 MB of WAL rather than every 4 MB.
             self.db.execute("PRAGMA wal_autocheckpoint = 4000")
         self.db.execute("PRAGMA foreign_keys = ON")
+        self._one_transaction = asyncio.Lock()
+        self._transaction_task: asyncio.Task[Any] | None = None
+        self._listeners: list[Callable[[int], None]] = []
         self._migrate()
-        self.asks = PendingAsks(self.db)
-        self.claims = Claims(self)
-        self.files = MediaFiles(self.db, media_dir)
+        self.asks = SqlitePendingAsks(self.db)
+        self.claims = SqliteClaims(self)
+        self.files = SqliteMediaFiles(self.db, media_dir)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.db.close()
 
     def _migrate(self) -> None:
-        with self.transaction():
+        with self._locked():
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
                 migration(self.db)
                 self.db.execute(f"PRAGMA user_version = {number}")
 
-    @property
-    def schema_version(self) -> int:
+    async def schema_version(self) -> int:
         return int(self._value("PRAGMA user_version"))
-
-    def _value(self, sql: str, args: list[Any] | None = None) -> Any:
-        """The first column of the first row of a query."""
-        return self.db.execute(sql, args or []).fetchone()[0]
-
-    def _rows(self, sql: str, args: list[Any] | None = None) -> list[dict[str, Any]]:
-        """Rows as dicts, in plain SQL: the hot path does no schema look-ups."""
-        cursor = self.db.execute(sql, args or [])
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def _insert(self, table: str, row: dict[str, Any]) -> int:
         columns = ", ".join(row)  # names come from code, not users
@@ -298,39 +380,63 @@ class Store:
                                  list(row.values()))
         return int(cursor.lastrowid or 0)
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite_utils.Database]:
-        """One atomic unit of work holding the write lock from its first statement."""
-        conn = self.db.conn
-        if conn.in_transaction:  # nested: sqlite-utils' savepoints do the work
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """One atomic unit of work holding the write lock from its first statement; a
+        transaction of the same task inside it joins it (as a savepoint)."""
+        task = asyncio.current_task()
+        if self._transaction_task is task:
             with self.db.atomic():
-                yield self.db
+                yield
             return
+        async with self._one_transaction:  # one coroutine at a time on this connection
+            self._transaction_task = task
+            try:
+                with self._locked():
+                    yield
+            finally:
+                self._transaction_task = None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
+            yield
         except BaseException:
             conn.rollback()
             raise
         conn.commit()
 
+    def on_change(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(job_id)`` when this process queues a job or records a task's
+        end (other processes on the file are seen by the scheduler's poll)."""
+        self._listeners.append(listener)
+
+    def _notify(self, job_id: int) -> None:
+        for listener in self._listeners:
+            listener(job_id)
+
+    async def lock_user(self, key: str) -> None:
+        """Nothing to do: a transaction already holds SQLite's one write lock."""
+
     # --- users and the ledger ----------------------------------------------------
 
-    def user(self, key: str) -> dict[str, Any] | None:
+    async def user(self, key: str) -> dict[str, Any] | None:
         rows = self._rows("select * from users where key = ?", [key])
         return rows[0] if rows else None
 
-    def add_user(self, row: dict[str, Any]) -> None:
+    async def add_user(self, row: dict[str, Any]) -> None:
         self._insert("users", row)
 
-    def update_user(self, key: str, **changes: Any) -> None:
+    async def update_user(self, key: str, **changes: Any) -> None:
         columns = ", ".join(f"{name} = ?" for name in changes)  # names come from code, not users
         self.db.execute(f"update users set {columns} where key = ?", [*changes.values(), key])
 
-    def add_ledger(self, **entry: Any) -> None:
+    async def add_ledger(self, **entry: Any) -> None:
         self._insert("ledger", entry)
 
-    def settle(self, job_id: int, outcome: str) -> bool:
+    async def settle(self, job_id: int, outcome: str) -> bool:
         """Mark a job's reservation committed or refunded, once: False if already settled."""
         cursor = self.db.execute(
             "update jobs set settlement = ? where id = ? and settlement = 'reserved'",
@@ -339,20 +445,25 @@ class Store:
 
     # --- jobs -----------------------------------------------------------------
 
-    def insert_job(self, row: dict[str, Any]) -> int:
+    async def insert_job(self, row: dict[str, Any]) -> int:
         row = {**row, "reply_to": json.dumps(row["reply_to"]), "inputs": json.dumps(row["inputs"])}
-        return self._insert("jobs", row)
+        job_id = self._insert("jobs", row)
+        self._notify(job_id)  # run after this turn of the loop: the transaction is done by then
+        return job_id
 
-    def job(self, job_id: int) -> Job | None:
-        if not 0 < job_id <= SQLITE_MAX_INT:  # a number typed by a user: no such job
+    async def job(self, job_id: int) -> Job | None:
+        return self._job(job_id)
+
+    def _job(self, job_id: int) -> Job | None:
+        if not 0 < job_id <= MAX_JOB_ID:  # a number typed by a user: no such job
             return None
         rows = self._rows("select * from jobs where id = ?", [job_id])
         return _job(rows[0]) if rows else None
 
-    def job_row(self, job_id: int) -> dict[str, Any]:
+    async def job_row(self, job_id: int) -> dict[str, Any]:
         return self._rows("select * from jobs where id = ?", [job_id])[0]
 
-    def update_job(self, job_id: int, *, owner: str | None = None, known: Job | None = None,
+    async def update_job(self, job_id: int, *, owner: str | None = None, known: Job | None = None,
                    **changes: Any) -> Job:
         """One write to a job row; returns the job as it now is (``known``, the job as the
         caller has it, spares reading the row back).
@@ -378,93 +489,25 @@ class Store:
             if "nsfw" in kept:
                 kept["nsfw"] = bool(kept["nsfw"])
             return dataclasses.replace(known, **kept)
-        job = self.job(job_id)
+        job = self._job(job_id)
         assert job is not None
         return job
 
-    def jobs_where(self, where: str, args: list[Any], order: str = "id",
-                   limit: int | None = None) -> list[Job]:
-        bounded = f" limit {int(limit)}" if limit is not None else ""
-        return [_job(r) for r in self._rows(f"select * from jobs where {where} order by {order}{bounded}", args)]
-
-    def record_result(self, job_id: int, prediction_id: str, result: dict[str, Any]) -> Job | None:
+    async def record_result(self, job_id: int, prediction_id: str, result: dict[str, Any]) -> Job | None:
         """Keep a task's end as its webhook reported it, for the job that submitted it
         (one still waiting for its task); None when no such job waits for it. The first
         task reported stays: a later delivery naming another task never replaces it."""
-        if not 0 < job_id <= SQLITE_MAX_INT:
+        if not 0 < job_id <= MAX_JOB_ID:
             return None
         cursor = self.db.execute(
             "update jobs set webhook_result = ? where id = ? and state in ('submitting', 'processing')"
             " and (prediction_id is null or prediction_id = ?)"
             " and (webhook_result is null or json_extract(webhook_result, '$.id') = ?)",
             [json.dumps(result), job_id, prediction_id, prediction_id])
-        return self.job(job_id) if cursor.rowcount == 1 else None
-
-    def submits_in_window(self, model_id: str, job_id: int, start: float,
-                          end: float) -> list[tuple[float, float | None]]:
-        """(started, ended) of other jobs' submits of a model begun in a window that have
-        no task id yet: their tasks, if any, may be among this window's."""
-        rows = self.db.execute(
-            "select submit_started_at, submit_ended_at from jobs where model_id = ? and id != ?"
-            " and state = 'submitting' and prediction_id is null and submit_started_at between ? and ?",
-            [model_id, job_id, start, end]).fetchall()
-        return [(float(started), None if ended is None else float(ended)) for started, ended in rows]
-
-    def prediction_claimed(self, prediction_id: str, job_id: int) -> bool:
-        """Whether a job other than ``job_id`` follows this task, or had it named by a webhook
-        to its own URL (WaveSpeed sends a task's end to its submit's URL first: the same
-        delivery at another job's URL is a replay)."""
-        return bool(self._value(
-            "select count(*) from jobs where id != ? and (prediction_id = ? or"
-            " (webhook_result is not null and json_extract(webhook_result, '$.id') = ?))",
-            [job_id, prediction_id, prediction_id]))
-
-    def user_jobs(self, user_key: str, *, active_only: bool = True, limit: int = 10) -> list[Job]:
-        states = ACTIVE_STATES if active_only else tuple(JobState)
-        return self.jobs_where(f"user_key = ? and {_in('state', states)}",
-                               [user_key, *[s.value for s in states]], order="id desc")[:limit]
-
-    def finished_jobs(self, user_key: str, limit: int = 10) -> list[Job]:
-        """A user's ended jobs, newest first."""
-        return self.jobs_where(f"user_key = ? and not {_in('state', ACTIVE)}", [user_key, *ACTIVE],
-                               order="id desc", limit=limit)
-
-    def count_active(self, user_key: str) -> int:
-        return int(self._value(f"select count(*) from jobs where user_key = ? and {_in('state', ACTIVE)}",
-                               [user_key, *ACTIVE]))
-
-    def queue_position(self, job_id: int) -> int:
-        """1-based place among queued jobs, first come first served; 0 if not queued."""
-        return int(self._value(
-            "select count(*) from jobs where state = 'queued' and id <= ?"
-            " and exists (select 1 from jobs j where j.id = ? and j.state = 'queued')",
-            [job_id, job_id]))
-
-    def recent_run_seconds(self, model_id: str, duration: str | None, limit: int = 20) -> list[float]:
-        """How long the last jobs of a model took from submit to a ready video."""
-        rows = self.db.execute(
-            "select completed_at - submitted_at, inputs from jobs where model_id = ?"
-            " and completed_at is not null and submitted_at is not null order by id desc limit ?",
-            [model_id, limit * 3]).fetchall()
-        return [span for span, inputs in rows
-                if json.loads(inputs).get("duration") == duration][:limit]
-
-    def effect_counts(self) -> dict[str, int]:
-        """How often each effect was asked for, for "most used first" menus."""
-        rows = self.db.execute(
-            "select json_extract(inputs, '$.effect_scene') as effect, count(*) from jobs"
-            " where kind = 'effect' group by effect").fetchall()
-        return {effect: count for effect, count in rows if effect}
-
-    def usage_since(self, platform: str, since: float, place_key: str, place: object) -> tuple[int, int]:
-        """(jobs, credits spent) on a platform since a moment, in one place (e.g. a server)."""
-        row = self.db.execute(
-            "select count(*), coalesce(sum(case when settlement != 'refunded' then cost end), 0)"
-            " from jobs where platform = ? and created_at >= ?"
-            " and cast(json_extract(reply_to, '$.' || ?) as text) = ?",
-            [platform, since, place_key, str(place)]).fetchone()
-        return row[0], row[1]
-
+        if cursor.rowcount != 1:
+            return None
+        self._notify(job_id)
+        return self._job(job_id)
 
 def _in(column: str, values: tuple[Any, ...]) -> str:
     return f"{column} in ({', '.join('?' * len(values))})"
@@ -485,22 +528,22 @@ def _job(row: dict[str, Any]) -> Job:
     )
 
 
-class Claims:
+class SqliteClaims:
     """Which process drives which job. A job belongs to the process that accepted it, as a
     lease the owner renews. A process claims only its own queued jobs, and takes over the
     jobs of a process whose lease ran out (it died) when it serves their platform. Each
     claim is one transaction holding SQLite's write lock, so two processes never claim
     one job; every later write to the job is fenced by ``update_job(..., owner=...)``."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: SqliteStore):
         self.store = store
 
 
-    def claim_next(self, owner: str, platforms: list[str], lease_until: float, now: float,
+    async def claim_next(self, owner: str, platforms: list[str], lease_until: float, now: float,
                    exclude: set[int]) -> Job | None:
         """Move this process's first due queued job to ``submitting``; None if none is due."""
         skip = tuple(exclude) or (0,)
-        with self.store.transaction():
+        async with self.store.transaction():
             job_id = self.store._value(
                 f"select coalesce(min(id), 0) from jobs where state = 'queued' and owner = ?"
                 f" and {_in('platform', tuple(platforms) or ('',))} and not_before <= ?"
@@ -508,23 +551,23 @@ class Claims:
                 [owner, *platforms, now, *skip])
             if not job_id:
                 return None
-            return self.store.update_job(int(job_id), owner=owner, state=JobState.SUBMITTING.value,
+            return await self.store.update_job(int(job_id), owner=owner, state=JobState.SUBMITTING.value,
                                    lease_until=lease_until, updated_at=now)
 
-    def take_over(self, owner: str, platforms: list[str], lease_until: float,
+    async def take_over(self, owner: str, platforms: list[str], lease_until: float,
                   now: float, *, user_key: str | None = None) -> list[Job]:
         """Take the unfinished jobs of these platforms (of one user, when given) whose
         owner's lease ran out."""
         where = (f"state in ({', '.join('?' * len(ACTIVE))}) and {_in('platform', tuple(platforms))}"
                  " and (lease_until is null or lease_until < ?)" + (" and user_key = ?" if user_key else ""))
         args = [*ACTIVE, *platforms, now, *([user_key] if user_key else [])]
-        with self.store.transaction():
+        async with self.store.transaction():
             taken = self.store.db.execute(f"select id from jobs where {where}", args).fetchall()
             self.store.db.execute(f"update jobs set owner = ?, lease_until = ? where {where}",
                                   [owner, lease_until, *args])
-        return [job for (job_id,) in taken if (job := self.store.job(job_id)) is not None]
+        return [job for (job_id,) in taken if (job := self.store._job(job_id)) is not None]
 
-    def renew(self, owner: str, lease_until: float) -> set[int]:
+    async def renew(self, owner: str, lease_until: float) -> set[int]:
         """Extend this process's claims; returns the ids of the jobs it still holds."""
         self.store.db.execute(f"update jobs set lease_until = ? where owner = ? and {_in('state', ACTIVE)}",
                         [lease_until, owner, *ACTIVE])
@@ -532,32 +575,32 @@ class Claims:
                                [owner, *ACTIVE]).fetchall()
         return {job_id for (job_id,) in rows}
 
-    def release(self, owner: str) -> None:
+    async def release(self, owner: str) -> None:
         """Hand this process's unfinished jobs over at once (a clean stop)."""
         self.store.db.execute(f"update jobs set lease_until = 0 where owner = ? and {_in('state', ACTIVE)}",
                         [owner, *ACTIVE])
 
-    def release_job(self, job_id: int, owner: str) -> None:
+    async def release_job(self, job_id: int, owner: str) -> None:
         """Give up one job's claim at once (its driver stopped unexpectedly)."""
         self.store.db.execute("update jobs set lease_until = 0 where id = ? and owner = ?", [job_id, owner])
 
-    def live_owner(self, job_id: int, now: float) -> str | None:
+    async def live_owner(self, job_id: int, now: float) -> str | None:
         """The process whose lease on this unfinished job still holds, if any."""
-        if not 0 < job_id <= SQLITE_MAX_INT:
+        if not 0 < job_id <= MAX_JOB_ID:
             return None
         row = self.store.db.execute(f"select owner from jobs where id = ? and lease_until >= ? and"
                                     f" {_in('state', ACTIVE)}", [job_id, now, *ACTIVE]).fetchone()
         return row[0] if row else None
 
-    def held(self, owner: str) -> list[Job]:
+    async def held(self, owner: str) -> list[Job]:
         """This process's unfinished jobs (its own and those it took over)."""
-        return self.store.jobs_where(f"owner = ? and {_in('state', ACTIVE)}", [owner, *ACTIVE])
+        return self.store._jobs_where(f"owner = ? and {_in('state', ACTIVE)}", [owner, *ACTIVE])
 
-    def own_queued(self, owner: str) -> list[Job]:
+    async def own_queued(self, owner: str) -> list[Job]:
         """This process's queued jobs, first come first."""
-        return self.store.jobs_where("state = 'queued' and owner = ?", [owner])
+        return self.store._jobs_where("state = 'queued' and owner = ?", [owner])
 
-    def next_due(self, owner: str) -> float | None:
+    async def next_due(self, owner: str) -> float | None:
         """When this process's earliest queued job may start (None: none queued)."""
         due = self.store._value("select min(not_before) from jobs where state = 'queued' and owner = ?",
                           [owner])

@@ -1,0 +1,220 @@
+"""How updates reach the Telegram bot: one poller per bot token, or a webhook listener on
+every front.
+
+Polling (no ``[telegram] webhook_url``): Telegram serves ``getUpdates`` to one caller at a
+time and answers the other 409 Conflict, so two pollers of one token would fight (each
+losing updates to the other). A poller therefore first takes the store's lease
+"telegram-poller:bot-<id>" (a second process on the same database sees it live and
+refuses; one that was killed lets it lapse), then holds a getUpdates open for
+``conflict_check_seconds``: a poller on another database ends it with 409, and this one
+refuses to start instead.
+
+Webhook mode: Telegram POSTs every update to ``webhook_url``, which may be a load balancer
+in front of any number of fronts, each listening on its ``webhook_listen``. This is an
+aiohttp handler of the bot's own rather than PTB's ``start_webhook``, which needs tornado,
+compares the secret with ``!=``, caps no body and hands every update on before anyone could
+tell a repeat. Here the ``X-Telegram-Bot-Api-Secret-Token`` header is compared in constant
+time before the body is read (a missing or wrong one: 401, nothing read or handled), a body
+over ``MAX_UPDATE_BYTES`` is refused (413), and an update is handled by the first front it
+reaches only (``Engine.first_delivery``, shared by every process on the database): Telegram
+retrying it, or the balancer routing it twice, handles nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+from telegram import Update
+from telegram.error import Conflict, TelegramError
+from telegram.ext import Application
+
+from adapters.telegram.common import PLATFORM, updater_of
+from bot.config import TelegramSettings
+from bot.engine import Engine
+
+log = logging.getLogger(__name__)
+
+UPDATE_TYPES = ["message", "callback_query"]  # what the bot's handlers take
+MAX_UPDATE_BYTES = 1024 * 1024  # an update is a few KB (a message, the one it replies to, entities)
+READ_DEADLINE = 10.0  # seconds a delivery may take to send its body
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+class PollerElsewhere(Exception):
+    """Another process on this database polls Telegram for the bot (its name is the arg)."""
+
+
+class CannotListen(Exception):
+    """The webhook listener could not bind ``webhook_listen`` (the reason is the arg)."""
+
+
+def poller_lease(bot_id: int) -> str:
+    """The name of the lease a process holds while it polls Telegram for one bot."""
+    return f"telegram-poller:bot-{bot_id}"
+
+
+class Poller:
+    """getUpdates for one bot token, by one process at a time (see the module's docstring)."""
+
+    def __init__(self, app: Application, engine: Engine, settings: TelegramSettings):
+        self.app = app
+        self.engine = engine
+        self.settings = settings
+        self._lease = engine.lease(poller_lease(app.bot.id), on_lost=self._lost)
+        self._stopping: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Take the lease, check for a poller elsewhere, then poll; PollerElsewhere or
+        telegram's Conflict when another one polls."""
+        holder = await self._lease.acquire()
+        if holder is not None:
+            raise PollerElsewhere(holder)
+        try:
+            await self.app.bot.delete_webhook()  # getUpdates is refused (409) while a webhook is set
+            await self._listen_for_another_poller()
+            await self.app.start()
+            await updater_of(self.app).start_polling(allowed_updates=UPDATE_TYPES, error_callback=_polling_failed)
+        except BaseException:
+            await self._lease.release()
+            raise
+
+    async def stop(self) -> None:
+        updater = updater_of(self.app)
+        if updater.running:
+            await updater.stop()
+        await self._lease.release()
+
+    async def _listen_for_another_poller(self) -> None:
+        """Hold getUpdates open for ``conflict_check_seconds``: another poller's next call
+        ends it with 409 Conflict (raised). Nothing is confirmed: no offset is sent."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.settings.conflict_check_seconds
+        while (left := end - loop.time()) > 0:
+            if await self.app.bot.get_updates(timeout=math.ceil(left), limit=1):
+                return  # updates wait for a poller: nobody else is taking them
+
+    def _lost(self, holder: str) -> None:
+        """Another process took the lease over (this one stalled past it): it polls now."""
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(self._stop_polling())
+
+    async def _stop_polling(self) -> None:
+        with contextlib.suppress(RuntimeError):  # stopped meanwhile
+            await updater_of(self.app).stop()
+
+
+def _polling_failed(error: TelegramError) -> None:
+    """One line per failed getUpdates (PTB retries it); PTB's default logs a traceback."""
+    if isinstance(error, Conflict):  # a poller that started meanwhile elsewhere
+        log.warning("Telegram refused getUpdates: %s", error)
+    else:
+        log.warning("polling Telegram failed: %s: %s", type(error).__name__, error)
+
+
+class WebhookReceiver:
+    """This front's listener for Telegram's deliveries, and the webhook set at start."""
+
+    def __init__(self, app: Application, engine: Engine, settings: TelegramSettings):
+        self.app = app
+        self.engine = engine
+        self.settings = settings
+        self.listener = UpdateListener(settings.webhook_listen, urlsplit(settings.webhook_url).path or "/",
+                                       settings.secret_token, self._on_update)
+
+    async def start(self) -> None:
+        """Listen, tell Telegram where updates go (every front sets the same webhook), then
+        handle them (updates taken meanwhile wait in the queue): a failure comes before
+        PTB's application starts, and is one line."""
+        await self.listener.start()
+        await self.app.bot.set_webhook(self.settings.webhook_url, secret_token=self.settings.secret_token,
+                                       allowed_updates=UPDATE_TYPES, drop_pending_updates=False)
+        await self.app.start()
+
+    async def stop(self) -> None:
+        """Stop listening. The webhook stays set: other fronts may still be serving it."""
+        await self.listener.stop()
+
+    async def _on_update(self, data: dict[str, Any]) -> bool:
+        """Hand a delivered update to the handlers unless a front already took it; False
+        when it is no update at all."""
+        try:
+            update = Update.de_json(data, self.app.bot)
+        except (KeyError, TypeError, ValueError):
+            return False
+        if await self.engine.first_delivery(PLATFORM, self.app.bot.id, update.update_id):
+            await self.app.update_queue.put(update)
+        else:
+            log.info("Telegram update %s was delivered before: not handled again", update.update_id)
+        return True
+
+
+class UpdateListener:
+    """An aiohttp server taking Telegram's POSTs at ``path`` on ``listen`` (host:port)."""
+
+    def __init__(self, listen: str, path: str, secret: str,
+                 on_update: Callable[[dict[str, Any]], Awaitable[bool]]):
+        host, _, port = listen.rpartition(":")
+        self.listen = listen
+        self.host, self.port = host.removeprefix("[").removesuffix("]"), int(port)
+        self.path = path
+        self.secret = secret.encode()
+        self.on_update = on_update
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        """Listen; the port (useful when 0 was asked). CannotListen when the bind fails."""
+        app = web.Application(client_max_size=MAX_UPDATE_BYTES)
+        app.router.add_post(self.path, self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as err:
+            await self.stop()
+            raise CannotListen(str(err.strerror or err)) from None
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        self.port = int(server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "").encode(errors="replace")
+        if not hmac.compare_digest(given, self.secret):  # constant time: no guessing it byte by byte
+            log.warning("Telegram update refused: missing or wrong secret token (from %s)", request.remote)
+            return web.Response(status=401)
+        if request.content_length is not None and request.content_length > MAX_UPDATE_BYTES:
+            return web.Response(status=413)
+        try:
+            async with asyncio.timeout(READ_DEADLINE):
+                body = await request.read()
+            data = json.loads(body)
+        except web.HTTPRequestEntityTooLarge:  # a chunked body past client_max_size
+            return web.Response(status=413)
+        except TimeoutError:
+            return web.Response(status=408)
+        except (ConnectionError, RequestPayloadError, ValueError):
+            return web.Response(status=400)
+        if not (isinstance(data, dict) and type(data.get("update_id")) is int):
+            return web.Response(status=400)
+        try:
+            handled = await self.on_update(data)
+        except Exception as err:  # e.g. the database unreachable: Telegram delivers it again later
+            log.error("Telegram update not taken: %s: %s", type(err).__name__, err)
+            return web.Response(status=500)
+        return web.Response(status=200 if handled else 400)

@@ -1,0 +1,40 @@
+"""The bot's database: one async interface (``bot.store.interface``), two backends.
+
+``[storage] url`` (or ``KLING_DATABASE_URL``) picks the backend: a SQLite file path
+(the embedded default) or a ``postgresql://`` URL, for several processes on several
+machines. Only the modules of this package speak SQL.
+"""
+
+from __future__ import annotations
+
+from bot.store.interface import (
+    ASK_LIFETIME,
+    MAX_JOB_ID,
+    STAGED_LIFETIME,
+    Claims,
+    LeaseLost,
+    MediaFiles,
+    PendingAsks,
+    Staged,
+    Store,
+    TaskTaken,
+)
+
+__all__ = ["ASK_LIFETIME", "MAX_JOB_ID", "STAGED_LIFETIME", "Claims", "LeaseLost", "MediaFiles",
+           "PendingAsks", "Staged", "Store", "TaskTaken", "is_postgres_url", "open_store"]
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether a storage URL names a PostgreSQL database rather than a SQLite file."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+async def open_store(url: str, *, busy_timeout: float = 30.0) -> Store:
+    """Open (and migrate) the store a URL names: a SQLite path, or a PostgreSQL URL."""
+    if is_postgres_url(url):
+        from bot.store.postgres import PostgresStore  # only a PostgreSQL bot loads the driver
+
+        return await PostgresStore.open(url)
+    from bot.store.sqlite import SqliteStore
+
+    return SqliteStore(url, busy_timeout=busy_timeout)

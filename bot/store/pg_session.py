@@ -1,0 +1,184 @@
+"""Connections of the PostgreSQL backend: the pool, the transaction a task is in, and
+the LISTEN connection that brings other processes' wake-ups.
+
+A call outside ``transaction()`` takes a pooled connection in autocommit; inside one,
+every call of the task that opened it uses the transaction's connection (kept per task
+in a context variable: a task started inside the transaction gets a pooled connection,
+never a share of one it must not use concurrently). When the server goes away, a call
+raises (``OSError`` or an ``asyncpg`` error) and the pool connects again on the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+
+from bot.store.pg_migrations import CHANNEL, prepare_connection
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0  # seconds: a server that does not answer makes a call fail, not hang
+COMMAND_TIMEOUT = 60.0  # seconds: a statement on a connection that went silent fails, not hangs
+KEEPALIVE = 30.0  # seconds between probes of a quiet LISTEN connection
+RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # LISTEN reconnection backoff, then the last
+
+
+class Connections:
+    """The pool and the per-task transaction: the SQL helpers every part of the backend uses."""
+
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+        self._current: contextvars.ContextVar[tuple[asyncio.Task[Any] | None, asyncpg.Connection] | None] = \
+            contextvars.ContextVar(f"kling-pg-transaction-{id(self)}", default=None)
+
+    def in_transaction(self) -> asyncpg.Connection | None:
+        """The connection of the transaction this task opened, if any."""
+        current = self._current.get()
+        if current is not None and current[0] is asyncio.current_task():
+            return current[1]
+        return None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """One atomic unit of work on one connection; nested use is a savepoint."""
+        joined = self.in_transaction()
+        if joined is not None:
+            async with joined.transaction():
+                yield
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            token = self._current.set((asyncio.current_task(), conn))
+            try:
+                yield
+            finally:
+                self._current.reset(token)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """The transaction's connection, or a pooled one for several statements in a row."""
+        joined = self.in_transaction()
+        if joined is not None:
+            yield joined
+            return
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    def _target(self) -> asyncpg.Connection | asyncpg.Pool:
+        return self.in_transaction() or self.pool
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return list(await self._target().fetch(sql, *args))
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        return await self._target().fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._target().fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; returns the number of rows it touched."""
+        status = await self._target().execute(sql, *args)
+        count = status.rsplit(" ", 1)[-1]
+        return int(count) if count.isdecimal() else 0
+
+
+async def create_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT,
+                                     command_timeout=COMMAND_TIMEOUT, reset=_nothing_to_reset,
+                                     init=prepare_connection)
+    assert pool is not None
+    return pool
+
+
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """Pool connections keep no session state (no LISTEN, SET or session-level lock), so
+    a released one needs no reset query: a round trip saved on every call. (The driver
+    still rolls back a transaction left open.)"""
+
+
+class ChangeFeed:
+    """LISTEN on one dedicated connection, kept across server restarts: each notification
+    calls every listener with its job id; after a reconnection every listener is called
+    with 0 ("look at everything": notifications sent meanwhile were lost)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.listeners: list[Callable[[int], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self.reconnections = 0
+
+    async def start(self) -> None:
+        """Listen before returning: a job queued after ``open`` is never missed."""
+        await self._listen()
+        self._task = asyncio.create_task(self._keep_listening(), name="kling-pg-listen")
+
+    async def _listen(self) -> None:
+        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        try:
+            self._lost.clear()
+            conn.add_termination_listener(lambda _conn: self._lost.set())
+            await conn.add_listener(CHANNEL, self._on_notification)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._conn = conn
+
+    async def _keep_listening(self) -> None:
+        while True:
+            await self._until_lost()
+            log.warning("lost the PostgreSQL LISTEN connection; reconnecting")
+            for attempt in itertools.count():
+                await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
+                try:
+                    await self._listen()
+                    break
+                except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    continue
+            self.reconnections += 1
+            log.info("listening to PostgreSQL again")
+            self._call(0)
+
+    async def _until_lost(self) -> None:
+        """Return when the connection is gone: closed by the server, or silent (a machine
+        that vanished sends no goodbye, so the connection is probed now and then)."""
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), KEEPALIVE)
+                return
+            assert self._conn is not None
+            try:
+                await self._conn.execute("select 1", timeout=CONNECT_TIMEOUT)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                self._conn.terminate()
+                return
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload.isdecimal():
+            self._call(int(payload))
+
+    def _call(self, job_id: int) -> None:
+        for listener in self.listeners:
+            try:
+                listener(job_id)
+            except Exception:  # one listener's bug must not silence the others
+                log.exception("a store change listener failed")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._conn is not None and not self._conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close(), CONNECT_TIMEOUT)
+            if not self._conn.is_closed():
+                self._conn.terminate()
