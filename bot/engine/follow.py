@@ -20,6 +20,7 @@ import bisect
 import contextlib
 import functools
 import logging
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MIN_GAP = 0.4  # seconds: two checks of one task are never closer than this
 WINDOW_GAP = 3.0  # seconds: never longer between two checks inside the window of likely ends
-WINDOW_CHECKS = 16  # checks across the likely ends: a job ending mid-window costs about half of them
+WINDOW_CHECKS = 16  # checks across the likely ends (at least): a job ending mid-window costs about half
 FEW_RUNS = 5  # fewer learnt runs than this tell where the ends lie, not how widely:
 FEW_RUNS_SPREAD = 0.1  # ... then they are taken to lie within +-10 % of the runs' median
 SHAPE_TRUST = 0.5  # how far the checks follow where the learnt runs cluster, rather than evenly
@@ -123,9 +124,11 @@ class PollPlan:
     def checks(self) -> tuple[float, ...]:
         """The checks across the window of likely ends, at least MIN_GAP apart: each one
         sees the share of ends since the check before (none is due at the window's start)."""
+        low, high = self._window
+        count = max(WINDOW_CHECKS, math.ceil((high - low) / WINDOW_GAP - 1e-9))  # a wide window: more
         kept: list[float] = []
-        for k in range(1, WINDOW_CHECKS + 1):
-            moment = max(0.0, self.likely_end(k / WINDOW_CHECKS))
+        for k in range(1, count + 1):
+            moment = max(0.0, self.likely_end(k / count))
             if not kept or moment - kept[-1] >= MIN_GAP:
                 kept.append(moment)
         return tuple(kept)
