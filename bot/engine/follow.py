@@ -39,8 +39,7 @@ log = logging.getLogger(__name__)
 MIN_GAP = 0.4  # seconds: two checks of one task are never closer than this
 WINDOW_GAP = 3.0  # seconds: never longer between two checks inside the window of likely ends
 WINDOW_CHECKS = 16  # checks across the likely ends (at least): a job ending mid-window costs about half
-FEW_RUNS = 5  # fewer learnt runs than this tell where the ends lie, not how widely:
-FEW_RUNS_SPREAD = 0.1  # ... then they are taken to lie within +-10 % of the runs' median
+FEW_RUNS = 5  # fewer learnt runs than this tell where the ends lie, hardly how they spread
 SHAPE_TRUST = 0.5  # how far the checks follow where the learnt runs cluster, rather than evenly
 FRESH_SPREAD = 0.5  # without history the end may be half the catalog's guess off either way
 RUNS_FRESH_FOR = 1.0  # seconds a job's plan trusts the runs it read (others may end meanwhile)
@@ -75,8 +74,7 @@ class PollPlan:
         ordered = tuple(sorted(runs))
         median = statistics.median(ordered)
         if len(ordered) < FEW_RUNS:
-            spread = max(1.0, (ordered[-1] - ordered[0]) / 2 + 0.03 * median, FEW_RUNS_SPREAD * median)
-            return cls(median, spread, max_gap)
+            return cls(median, max(1.0, (ordered[-1] - ordered[0]) / 2 + 0.03 * median), max_gap)
         plan = cls(median, 0.0, max_gap, ordered)
         low, high = plan._window
         return cls(median, max(median - low, high - median), max_gap, ordered)
