@@ -201,12 +201,13 @@ class Follower:
         """Wait for the task's end: its completed prediction (with a video) and when it most
         likely ended (a webhook: now; a poll: halfway since the check before), or JobFailed."""
         plan = await self.plan(job)
+        webhooks = bool(self.settings.webhook_url)
         # A plan from enough runs is kept: the jobs ending while this one runs are the
-        # short ones, and re-reading them would make this job's end look late.
-        learning = not plan.runs
+        # short ones, and re-reading them would make this job's end look late (with
+        # webhooks, its webhook look overdue: the safety checks need no learning).
+        learning = not plan.runs and not webhooks
         origin = job.submitted_at or job.created_at
         deadline = origin + self.settings.job_timeout
-        webhooks = bool(self.settings.webhook_url)
         next_check = origin + (plan.safety_delay(0) if webhooks else plan.delay(0))
         empty_answers = 0
         last_check = origin  # when the task was last seen unfinished
