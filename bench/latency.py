@@ -311,12 +311,13 @@ def report_spread(seconds: float, rows: dict[str, Row], jobs: int, warm_jobs: in
     for variant in SPREAD_VARIANTS:
         print(_row(variant, rows[variant], rows[SDK]))
     sdk = rows[SDK]
-    if sdk.note:
+    if sdk.note or seconds != 60:
+        print("(the goals are for 60 s jobs)")
         return
     sdk_gets, sdk_p50 = mean(sdk.gets), quantile(sdk.latency, 0.5)
     print(f"Goals (polling: p50 <= the SDK's {sdk_p50:.2f} s with <= 1/5 of its {sdk_gets:.1f} GETs; "
-          f"warm <= 12 GETs):")
-    for variant, most in ((FRESH, sdk_gets / 5), (FIRST, sdk_gets / 5), (WARM, min(12.0, sdk_gets / 5))):
+          f"warm: <= 12 GETs at that p50):")
+    for variant, most in ((FRESH, sdk_gets / 5), (FIRST, sdk_gets / 5), (WARM, 12.0)):
         row = rows[variant]
         if row.note:
             continue
