@@ -15,7 +15,10 @@ aiohttp handler of the bot's own rather than PTB's ``start_webhook``, which need
 compares the secret with ``!=``, caps no body and hands every update on before anyone could
 tell a repeat. Here the ``X-Telegram-Bot-Api-Secret-Token`` header is compared in constant
 time before the body is read (a missing or wrong one: 401, nothing read or handled), a body
-over ``MAX_UPDATE_BYTES`` is refused (413), and an update is handled by the first front it
+over ``MAX_UPDATE_BYTES`` is refused (413), at most ``MAX_CONNECTIONS`` connections are
+held and each must send its whole request within ``READ_DEADLINE`` seconds of connecting
+(``bot.webhooks.ConnectionGate``, as for WaveSpeed's listener: anyone can reach this one
+too), each connection carries one request, and an update is handled by the first front it
 reaches only (``Engine.first_delivery``, shared by every process on the database): Telegram
 retrying it, or the balancer routing it twice, handles nothing twice.
 """
@@ -29,7 +32,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -41,12 +44,14 @@ from telegram.ext import Application
 from adapters.telegram.common import PLATFORM, updater_of
 from bot.config import TelegramSettings
 from bot.engine import Engine
+from bot.webhooks import ConnectionGate, PeerErrorsAtDebug
 
 log = logging.getLogger(__name__)
 
 UPDATE_TYPES = ["message", "callback_query"]  # what the bot's handlers take
 MAX_UPDATE_BYTES = 1024 * 1024  # an update is a few KB (a message, the one it replies to, entities)
-READ_DEADLINE = 10.0  # seconds a delivery may take to send its body
+READ_DEADLINE = 10.0  # seconds from connecting to a delivery's last byte (slow senders are cut off)
+MAX_CONNECTIONS = 64  # held at once; Telegram opens up to setWebhook's max_connections (40)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
@@ -149,8 +154,8 @@ class WebhookReceiver:
         when it is no update at all."""
         try:
             update = Update.de_json(data, self.app.bot)
-        except (KeyError, TypeError, ValueError):
-            return False
+        except (AttributeError, KeyError, OverflowError, RecursionError, TypeError, ValueError):
+            return False  # e.g. a field of the wrong type, a date past time_t: never readable
         if await self.engine.first_delivery(PLATFORM, self.app.bot.id, update.update_id):
             await self.app.update_queue.put(update)
         else:
@@ -170,25 +175,32 @@ class UpdateListener:
         self.secret = secret.encode()
         self.on_update = on_update
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._gate: ConnectionGate | None = None
 
     async def start(self) -> int:
         """Listen; the port (useful when 0 was asked). CannotListen when the bind fails."""
         app = web.Application(client_max_size=MAX_UPDATE_BYTES)
         app.router.add_post(self.path, self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
+        # lingering_time 0: a refused body is not drained; malformed requests are debug lines.
+        self._runner = web.AppRunner(app, access_log=None, lingering_time=0, keepalive_timeout=READ_DEADLINE,
+                                     logger=cast(logging.Logger, PeerErrorsAtDebug(log, {})))
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        assert self._runner.server is not None
+        self._gate = ConnectionGate(self._runner.server, limit=MAX_CONNECTIONS, deadline=READ_DEADLINE)
         try:
-            await site.start()
+            self._server = await asyncio.get_running_loop().create_server(self._gate, self.host or None, self.port,
+                                                                          reuse_address=True)
         except OSError as err:
             await self.stop()
             raise CannotListen(str(err.strerror or err)) from None
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -197,24 +209,34 @@ class UpdateListener:
         given = request.headers.get(SECRET_HEADER, "").encode(errors="replace")
         if not hmac.compare_digest(given, self.secret):  # constant time: no guessing it byte by byte
             log.warning("Telegram update refused: missing or wrong secret token (from %s)", request.remote)
-            return web.Response(status=401)
+            return _answer(401)
         if request.content_length is not None and request.content_length > MAX_UPDATE_BYTES:
-            return web.Response(status=413)
+            return _answer(413)
+        assert self._gate is not None
         try:
-            async with asyncio.timeout(READ_DEADLINE):
+            async with asyncio.timeout_at(self._gate.deadline_of(request.transport)):
                 body = await request.read()
+            self._gate.received(request.transport)
             data = json.loads(body)
         except web.HTTPRequestEntityTooLarge:  # a chunked body past client_max_size
-            return web.Response(status=413)
+            return _answer(413)
         except TimeoutError:
-            return web.Response(status=408)
-        except (ConnectionError, RequestPayloadError, ValueError):
-            return web.Response(status=400)
+            return _answer(408)
+        except (ConnectionError, RequestPayloadError, ValueError, RecursionError):  # RecursionError: deep nesting
+            return _answer(400)
         if not (isinstance(data, dict) and type(data.get("update_id")) is int):
-            return web.Response(status=400)
+            return _answer(400)
         try:
             handled = await self.on_update(data)
         except Exception as err:  # e.g. the database unreachable: Telegram delivers it again later
             log.error("Telegram update not taken: %s: %s", type(err).__name__, err)
-            return web.Response(status=500)
-        return web.Response(status=200 if handled else 400)
+            return _answer(500)
+        return _answer(200 if handled else 400)
+
+
+def _answer(status: int) -> web.Response:
+    """An empty answer that closes its connection: one request per connection, so each one's
+    deadline covers all it sends."""
+    response = web.Response(status=status)
+    response.force_close()
+    return response
