@@ -13,14 +13,18 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from adapters.telegram import TelegramAdapter
 from adapters.telegram.updates import SECRET_HEADER, UpdateListener
+from bot.engine import Engine
 from tests.fake_telegram import FakeTelegram
 from tests.test_network_edges import MALFORMED
 from tests.test_telegram_webhook import (  # noqa: F401  (fixtures)
+    ALICE,
     SECRET,
     fronts,
     nothing_handled,
@@ -197,4 +201,83 @@ async def test_a_repeated_secret_header_is_judged_by_its_first_value(listener):
     assert len(listener.taken) == 1
 
 
-_ = FakeTelegram  # the fake behind the ``telegram`` fixture
+# --- polling and webhook fronts on one database ---------------------------------------------
+
+async def _start_refused(settings, engines: list[Engine]) -> tuple[TelegramAdapter, str | None]:
+    """A Telegram front that must not start: the adapter and the one line it gives."""
+    engine = await Engine.from_settings(settings)
+    engines.append(engine)
+    adapter = TelegramAdapter(settings, engine)
+    try:
+        await adapter.start()
+    except Exception as err:
+        return adapter, adapter.start_problem(err)
+    finally:
+        await adapter.stop()
+    return adapter, None
+
+
+async def _quota_answered(fake: FakeTelegram, deliver: bool) -> None:
+    before = len(fake.calls_to("sendMessage"))
+    message = fake.user_message(ALICE, ALICE, text="/quota", push=not deliver)
+    if deliver:
+        assert await fake.deliver(fake.new_update({"message": message})) == 200
+    await fake.wait_for(lambda: len(fake.calls_to("sendMessage")) > before)
+
+
+async def test_a_polling_front_refuses_to_take_the_updates_of_running_webhook_fronts(
+        fronts, telegram, webhook_settings):  # noqa: F811
+    """It used to delete their webhook and poll: the webhook fronts, still running, got
+    nothing more, and said nothing."""
+    await fronts(2)
+    polling = replace(webhook_settings, telegram=replace(webhook_settings.telegram, webhook_url="",
+                                                         conflict_check_seconds=0.0))
+    engines: list[Engine] = []
+    try:
+        _, line = await _start_refused(polling, engines)
+    finally:
+        for engine in engines:
+            await engine.close()
+    assert line is not None and "take this bot's updates by webhook" in line, line
+    assert telegram.calls_to("deleteWebhook") == [] and telegram.calls_to("getUpdates") == []
+    assert telegram.webhook is not None
+    await _quota_answered(telegram, deliver=True)  # the webhook fronts carry on
+
+
+async def test_a_webhook_front_refuses_to_start_while_a_front_polls_on_the_database(
+        telegram, webhook_settings, adapter_runner):  # noqa: F811
+    """Its setWebhook used to make the poller's every getUpdates a 409 from then on (a
+    warning every 30 s, for ever), the poller's lease held all the while."""
+    polling = replace(webhook_settings, telegram=replace(webhook_settings.telegram, webhook_url="",
+                                                         conflict_check_seconds=0.0))
+    await adapter_runner(polling, TelegramAdapter)
+    engines: list[Engine] = []
+    try:
+        _, line = await _start_refused(webhook_settings, engines)
+    finally:
+        for engine in engines:
+            await engine.close()
+    assert line is not None and "polls Telegram for this bot" in line and "webhook" in line, line
+    assert telegram.calls_to("setWebhook") == [] and telegram.webhook is None
+    await _quota_answered(telegram, deliver=False)  # the poller carries on
+
+
+async def test_a_poller_may_start_once_the_webhook_fronts_are_gone(fronts, telegram, webhook_settings):  # noqa: F811
+    """Moving back from webhook mode to polling: the webhook the stopped fronts left is
+    deleted by the poller, once their mark lapsed (a lease)."""
+    [front] = await fronts()
+    await front.adapter.stop()
+    await front.engine.close()
+    polling = replace(webhook_settings, telegram=replace(webhook_settings.telegram, webhook_url="",
+                                                         conflict_check_seconds=0.0))
+    await asyncio.sleep(webhook_settings.storage.lease_seconds + 0.2)
+    engine = await Engine.from_settings(polling)
+    adapter = TelegramAdapter(polling, engine)
+    try:
+        await engine.start()
+        await adapter.start()
+        assert telegram.calls_to("deleteWebhook") and telegram.webhook is None
+        await _quota_answered(telegram, deliver=False)
+    finally:
+        await adapter.stop()
+        await engine.close()

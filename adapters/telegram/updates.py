@@ -63,9 +63,24 @@ class CannotListen(Exception):
     """The webhook listener could not bind ``webhook_listen`` (the reason is the arg)."""
 
 
+class WebhookFrontsRun(Exception):
+    """Webhook fronts on this database take the bot's updates: polling would delete their
+    webhook (the arg: the one that last said it is alive)."""
+
+
+class PollerBlocksWebhook(Exception):
+    """A process on this database polls for the bot: a webhook would end its getUpdates
+    with 409 for as long as it runs (the arg: its name)."""
+
+
 def poller_lease(bot_id: int) -> str:
     """The name of the lease a process holds while it polls Telegram for one bot."""
     return f"telegram-poller:bot-{bot_id}"
+
+
+def webhook_fronts(bot_id: int) -> str:
+    """The name every webhook front of one bot announces itself under, while it runs."""
+    return f"telegram-webhook-fronts:bot-{bot_id}"
 
 
 class Poller:
@@ -85,6 +100,10 @@ class Poller:
         if holder is not None:
             raise PollerElsewhere(holder)
         try:
+            # Telegram keeps a webhook set until it is deleted: one that stopped fronts left is
+            # deleted here, one that running fronts serve is not (they would get nothing more).
+            if (front := await self.engine.announced(webhook_fronts(self.app.bot.id))) is not None:
+                raise WebhookFrontsRun(front)
             await self.app.bot.delete_webhook()  # getUpdates is refused (409) while a webhook is set
             await self._listen_for_another_poller()
             await self.app.start()
@@ -135,19 +154,46 @@ class WebhookReceiver:
         self.settings = settings
         self.listener = UpdateListener(settings.webhook_listen, urlsplit(settings.webhook_url).path or "/",
                                        settings.secret_token, self._on_update)
+        self._announcer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Listen, tell Telegram where updates go (every front sets the same webhook), then
-        handle them (updates taken meanwhile wait in the queue): a failure comes before
-        PTB's application starts, and is one line."""
-        await self.listener.start()
+        """Say this front runs (a poller starting on the database then refuses), check that
+        none polls, listen, tell Telegram where updates go (every front sets the same
+        webhook), then handle them (updates taken meanwhile wait in the queue): a failure
+        comes before PTB's application starts, and is one line."""
+        name = webhook_fronts(self.app.bot.id)
+        await self.engine.announce(name)  # before the check: of a front and a poller starting at once, one refuses
+        try:
+            poller = self.engine.lease(poller_lease(self.app.bot.id))
+            if (holder := await poller.acquire()) is not None:
+                raise PollerBlocksWebhook(holder)
+            await poller.release()
+            await self.listener.start()
+        except BaseException:
+            await self.engine.unannounce(name)
+            raise
+        self._announcer = asyncio.create_task(self._keep_announced(name), name=f"announce {name}")
         await self.app.bot.set_webhook(self.settings.webhook_url, secret_token=self.settings.secret_token,
                                        allowed_updates=UPDATE_TYPES, drop_pending_updates=False)
         await self.app.start()
 
     async def stop(self) -> None:
-        """Stop listening. The webhook stays set: other fronts may still be serving it."""
+        """Stop listening. The webhook stays set: other fronts may still be serving it (so
+        this front's announcement lapses rather than being withdrawn)."""
+        if self._announcer is not None:
+            self._announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcer
+            self._announcer = None
         await self.listener.stop()
+
+    async def _keep_announced(self, name: str) -> None:
+        while True:
+            await asyncio.sleep(self.engine.settings.storage.lease_seconds / 3)
+            try:
+                await self.engine.announce(name)
+            except Exception as err:  # e.g. the database busy for long: the next turn tries again
+                log.warning("%s not renewed: %s: %s", name, type(err).__name__, err)
 
     async def _on_update(self, data: dict[str, Any]) -> bool:
         """Hand a delivered update to the handlers unless a front already took it; False
