@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -20,8 +21,14 @@ import pytest
 
 from adapters.telegram import TelegramAdapter
 from adapters.telegram.updates import SECRET_HEADER, UpdateListener
+from bot.config import load_settings
+from bot.devtools.simulator import Simulator
 from bot.engine import Engine
+from bot.jobs import UserRef
+from tests import test_roles as roles
+from tests.conftest import API_KEY
 from tests.fake_telegram import FakeTelegram
+from tests.helpers import image_bytes
 from tests.test_network_edges import MALFORMED
 from tests.test_telegram_webhook import (  # noqa: F401  (fixtures)
     ALICE,
@@ -34,6 +41,8 @@ from tests.test_telegram_webhook import (  # noqa: F401  (fixtures)
 )
 
 PATH = "/telegram"
+TG_TOKEN = roles.TG_TOKEN
+DB_PASSWORD = "db-PASSWORD-never-shown-9q"
 
 
 @pytest.fixture
@@ -281,3 +290,54 @@ async def test_a_poller_may_start_once_the_webhook_fronts_are_gone(fronts, teleg
     finally:
         await adapter.stop()
         await engine.close()
+
+
+# --- whole processes: secrets in a verbose log ----------------------------------------------
+
+async def test_a_verbose_front_and_worker_whose_token_is_revoked_mid_job_log_no_secret(tmp_path, pg_url):
+    """-v, a database URL with a password, and the bot token revoked while the worker
+    follows the job (every upload and edit then answered 401, the front's getUpdates too):
+    nothing either process writes holds a secret, and the job ends refunded."""
+    simulator = Simulator(job_seconds=2.0, api_key=API_KEY, video_seconds=1.0)
+    await simulator.start()
+    chat = FakeTelegram(TG_TOKEN)
+    await chat.start()
+    database = pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{DB_PASSWORD}@")
+    started: list[asyncio.subprocess.Process] = []
+    try:
+        for role in ("front", "worker"):
+            door = await chat.door(role)
+            config = roles._config(tmp_path, role, simulator.base_url, "", roles._telegram(door))
+            config.write_text(config.read_text().replace('url = ""\n', ""))  # the URL comes from the environment
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "adapters", "-v", "run", "--role", role, "--config", str(config),
+                cwd=tmp_path, env=roles._env(TELEGRAM_BOT_TOKEN=TG_TOKEN, KLING_DATABASE_URL=database),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            started.append(process)
+            assert process.stdout is not None
+            banner = await asyncio.wait_for(process.stdout.readline(), roles.START_TIMEOUT)
+            assert b"kling-bot is running as a" in banner
+        chat.user_message(500, 500, caption="/effect hula", photo=image_bytes())
+        await roles.until(lambda: simulator.submissions)
+        chat.token = "424242:the-new-token"  # revoked at @BotFather: the old one is 401 everywhere
+        engine = await Engine.from_settings(replace(load_settings(None, env={}), storage=replace(
+            load_settings(None, env={}).storage, url=database)))
+        try:
+            [job] = await roles.until(lambda: engine.history(UserRef("telegram", "500")), timeout=90)
+            balance = (await engine.balance(UserRef("telegram", "500"))).total
+        finally:
+            await engine.close()
+        assert job.state.value == "failed" and balance == 20  # refunded: nothing was delivered
+    finally:
+        errors = []
+        for process in started:
+            if process.returncode is None:
+                process.terminate()
+            _, err = await asyncio.wait_for(process.communicate(), 30)
+            errors.append(err.decode())
+        await chat.close()
+        await simulator.close()
+    text = "\n".join(errors)
+    assert "delivery failed" in text  # the worker did log the failures
+    for secret in (TG_TOKEN, TG_TOKEN.split(":")[1], API_KEY, DB_PASSWORD):
+        assert secret not in text, secret
