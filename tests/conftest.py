@@ -98,7 +98,8 @@ def settings(tmp_path, simulator, database):
     # tests/test_telegram_webhook.py; elsewhere it would only slow every start.
     on_postgres = is_postgres_url(database)
     return replace(base, storage=replace(base.storage, path=str(tmp_path / "bot.sqlite"),
-                                         url=database if on_postgres else "", videos_dir=str(tmp_path / "videos"), lease_seconds=2.0),
+                                         url=database if on_postgres else "",
+                                         videos_dir=str(tmp_path / "videos"), lease_seconds=2.0),
                    telegram=replace(base.telegram, conflict_check_seconds=0.0))
 
 
