@@ -178,6 +178,7 @@ async def test_owner_cancels_a_queued_job_and_gets_the_credit_back(make_engine, 
     assert (await engine.balance(user(2))).total == 10
     assert (await engine.store.job(queued.job.id)).state == JobState.CANCELLED
     await courier.outcome(running.job.id)
+    await settled(engine, running.job.id)  # the commit follows the delivery (PostgreSQL: a round trip later)
     assert "cannot" not in text
     again = await engine.cancel(user(1), running.job.id)
     assert again == f"Job {running.job.id} has already ended (done)."
