@@ -16,6 +16,7 @@ import signal
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -42,6 +43,17 @@ from bot.devtools.clips import sample_photo
 from bot.devtools.simulator import Simulator
 from bot.engine import Engine
 from bot.jobs import Accepted, GenerationRequest, Job, JobState, UserRef
+from bot.store.copy import (
+    MEDIA_BYTES,
+    CopyFailed,
+    CopyMismatch,
+    CopyProgress,
+    CopyRefused,
+    copy_between,
+    described,
+    passwords,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -522,6 +534,62 @@ async def run_jobs(config: Path | None, *, simulate: bool) -> int:
         return 0
     finally:
         await engine.close()
+
+
+async def run_db_copy(source: str, target: str, *, force: bool) -> int:
+    """``kling-bot db copy``: every row and media byte of one database into another,
+    counts checked. A progress bar on a terminal, a line per table elsewhere."""
+    redact_secrets(passwords(source) + passwords(target))
+    view = _CopyProgressView(sys.stderr, sys.stdout)
+    try:
+        counts = await copy_between(source, target, force=force, now=time.time(), progress=view)
+    except CopyRefused as err:
+        view.end()
+        fail(str(err))
+        return EXIT_USAGE
+    except (CopyFailed, CopyMismatch) as err:
+        view.end()
+        fail(str(err))
+        return EXIT_FAILED
+    view.end()
+    say(messages.copy_done(shown(source), shown(target), described(counts)), sys.stdout)
+    return 0
+
+
+class _CopyProgressView:
+    """A carriage-return bar on a terminal (redrawn at most 10 times a second); elsewhere
+    one plain line per table copied."""
+
+    REDRAW = 0.1  # seconds between redraws of the bar
+
+    def __init__(self, terminal: TextIO, lines: TextIO):
+        self.terminal, self.lines = terminal, lines
+        self.on_terminal = terminal.isatty()
+        self.drawn_at = 0.0
+        self.drawn = False
+
+    def __call__(self, progress: CopyProgress) -> None:
+        if not self.on_terminal:
+            if progress.table_done:
+                say(messages.copy_table_done(progress.table, progress.done[progress.table]), self.lines)
+            return
+        moment = time.monotonic()
+        if not progress.table_done and moment - self.drawn_at < self.REDRAW:
+            return
+        self.drawn_at = moment
+        bar = messages.copy_bar(progress.fraction, progress.table, progress.done[progress.table],
+                                progress.total[progress.table], progress.done[MEDIA_BYTES],
+                                progress.total[MEDIA_BYTES])
+        with contextlib.suppress(OSError, ValueError):
+            self.terminal.write(f"\r{bar}\x1b[K")  # back to the line's start; clear what is left
+            self.terminal.flush()
+            self.drawn = True
+
+    def end(self) -> None:
+        """Leave the bar's line, so what follows starts on a line of its own."""
+        if self.drawn:
+            say("", self.terminal)
+            self.drawn = False
 
 
 def cli_user() -> UserRef:

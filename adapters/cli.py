@@ -89,6 +89,30 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8765, help="the port to listen on (default: 8765; 0 picks a free one)")
     sim.add_argument("--job-seconds", type=float, default=5.0,
                      help="how long each simulated job takes (default: 5)")
+
+    db = sub.add_parser("db", help="database tools: copy a bot's database to another backend",
+                        description="Tools for the bot's database (`kling-bot db COMMAND --help`).")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    copy = db_sub.add_parser(
+        "copy", help="copy users, credits, jobs, media and questions to another database",
+        description="Copy everything a bot keeps (users, the credit ledger, jobs with their leases "
+                    "and settlements, their photos and audio, questions waiting for an answer) from one "
+                    "database to another: SQLite to PostgreSQL, back, or between two of one kind. "
+                    "Stop the bot first; its queued and running jobs come along, and the bot "
+                    "started on the copy takes them over. The target is written in one transaction; "
+                    "the counts (rows per table, media bytes) are checked afterwards. A progress bar "
+                    "shows on a terminal. Exits 0 when the copy matches, 1 when it broke off or does not match, "
+                    "2 when it was refused (nothing written).")
+    copy.add_argument("--from", dest="source", required=True, metavar="DATABASE",
+                      help="the bot's database: a SQLite file (it must exist) or a postgresql:// URL")
+    copy.add_argument("--to", dest="target", required=True, metavar="DATABASE",
+                      help="where to copy it: a SQLite file (created if missing) or a postgresql:// URL "
+                           "(the database must exist; its tables are created)")
+    copy.add_argument("--force", action="store_true",
+                      help="replace everything the target already holds (without it, a target with any "
+                           "row is refused). It never copies while a running bot holds leases on jobs "
+                           "of either database: that bot would go on writing what the copy misses, and "
+                           "two bots would then drive the same jobs")
     return parser
 
 
@@ -102,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return app.main(lambda: app.run_generate(args.config, lambda limit: generate_request(args, limit),
                                                  args.output, simulate=args.simulate))
+    if args.command == "db":
+        return app.main(lambda: app.run_db_copy(args.source, args.target, force=args.force))
     if args.command == "jobs":
         return app.main(lambda: app.run_jobs(args.config, simulate=args.simulate))
     return app.main(lambda: app.serve_simulator(args.host, args.port, args.job_seconds))

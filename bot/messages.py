@@ -874,3 +874,75 @@ def not_a_folder(path: object) -> str:
 
 
 STOPPED_BEFORE_SUBMIT = "stopped before it was sent to WaveSpeed"  # a job's error and ledger note
+
+
+# --- kling-bot db copy ----------------------------------------------------------------
+
+# What each table the copy moves holds, in the words of its counts.
+_COPIED_THINGS = {"users": ("user", "users"), "jobs": ("job", "jobs"),
+                  "ledger": ("ledger entry", "ledger entries"), "job_media": ("media file", "media files"),
+                  "pending_asks": ("pending question or mark", "pending questions and marks")}
+
+
+def copied_things(table: str, n: int) -> str:
+    one, many = _COPIED_THINGS.get(table, (table, table))
+    return f"{n} {one if n == 1 else many}"
+
+
+def copy_counts(counts: dict[str, int], media_bytes: int) -> str:
+    """``3 users, 5 jobs, ... (1.2 MB of media)``."""
+    return ", ".join(copied_things(table, n) for table, n in counts.items()) + f" ({megabytes(media_bytes)} of media)"
+
+
+def copy_done(source: str, target: str, counts: str) -> str:
+    return f"Copied {counts} from {source} to {target}. Counts checked: the target holds exactly what the source held."
+
+
+def copy_target_not_empty(target: str, counts: str) -> str:
+    return (f"{target} already holds {counts}: add --force to replace everything it holds, "
+            "or copy into an empty database.")
+
+
+def copy_in_use(where: str, jobs: int, until: datetime) -> str:
+    return (f"{where} is in use: {jobs} job{'s' * (jobs != 1)} {'are' if jobs != 1 else 'is'} leased by a "
+            f"running bot until {until:%H:%M:%S} UTC. Stop that bot first (one that was killed holds its "
+            "leases until then); --force does not override this.")
+
+
+def copy_no_such_file(path: str) -> str:
+    return f"no SQLite database at {path}: give the bot's database file, or a postgresql:// URL."
+
+
+def copy_cannot_open(where: str, why: str) -> str:
+    return f"cannot open {where}: {why}"
+
+
+def copy_same_database(where: str) -> str:
+    return f"--from and --to name the same database ({where})."
+
+
+def copy_media_missing(job_id: int, role: str, path: str, why: str) -> str:
+    return (f"job {job_id}'s {role} file {path} cannot be read ({why}); nothing was written to the target. "
+            "Put the file back, or delete that job's media row, and copy again.")
+
+
+def copy_counts_differ(source: str, target: str) -> str:
+    return (f"the copy does not match its source: the source holds {source}, the target {target}. "
+            "Was a bot running on the source? Stop it and copy again with --force.")
+
+
+def copy_table_done(table: str, n: int) -> str:
+    """A plain progress line (not on a terminal): one per table."""
+    return f"copied {copied_things(table, n)}"
+
+
+def copy_bar(fraction: float, table: str, rows: int, total: int, media_bytes: int, media_total: int) -> str:
+    """The progress bar on a terminal: ``[#####.....]  42%  jobs 1200/3000  media 1.2/3.4 MB``."""
+    width = 30
+    filled = min(width, int(fraction * width))
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%}  {table} {rows}/{total}"
+            f"  media {media_bytes / 1024 / 1024:.1f}/{megabytes(media_total)}")
+
+
+def copy_failed(why: str) -> str:
+    return f"the copy broke off and wrote nothing ({why}); run it again."

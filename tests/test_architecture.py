@@ -20,7 +20,8 @@ CHAT_LIBRARIES = ("discord", "telegram")
 # shipped development servers (the demo's simulator and sample photo).
 # bot.videofit: the shared chat courier re-encodes a video to fit a chat's upload limit.
 ADAPTER_MAY_IMPORT = {"bot.engine", "bot.jobs", "bot.messages", "bot.catalog", "bot.config", "bot.videofit"}
-COMPOSITION_ROOT_MAY_ALSO = {"bot.devtools.simulator", "bot.devtools.clips"}
+# `kling-bot db copy` works on two stores and no engine: the composition root runs it.
+COMPOSITION_ROOT_MAY_ALSO = {"bot.devtools.simulator", "bot.devtools.clips", "bot.store.copy"}
 SQL = re.compile(r"^\s*(select\s.*\sfrom\s|insert\s+into\s|update\s+\w+\s+set\s|delete\s+from\s"
                  r"|create\s+(table|index)\s|pragma\s|begin\s+immediate)", re.IGNORECASE | re.DOTALL)
 SQL_CALLS = {"execute", "executemany", "executescript", "rows_where", "count_where", "conn"}

@@ -240,26 +240,43 @@ async def test_twenty_claimers_take_each_queued_job_exactly_once(storage_url, st
     claimed = [job_id for taken in await asyncio.gather(*map(claim_all, claimers)) for job_id in taken]
     assert sorted(claimed) == queued[1:]  # each once, none twice, none left
     assert [j.id for j in await store.claims.own_queued("front-1")] == [excluded, later, elsewhere]
-    assert await store.claims.next_due("front-1") == 0  # due at once (not_before 0)
+    assert await store.claims.next_due("front-1", ["test"], NOW) == 0  # due at once (not_before 0)
     assert (await store.claims.claim_next("front-1", ["test"], NOW + 30, NOW, set())).id == excluded
     assert await store.claims.claim_next("front-2", ["test"], NOW + 30, NOW + 200, set()) is None
     assert (await store.claims.claim_next("front-1", ["test"], NOW + 30, NOW + 200, set())).id == later
 
 
 async def test_a_dead_processes_jobs_are_taken_over_once(storage_url, store, open_stores):
+    """Started jobs of a dead process are taken over whole; queued ones no live process
+    holds (a dead one's, or a front's: no owner) are adopted one at a time by claim_next,
+    each by one process."""
     await add_user(store)
     await add_user(store, "test:2")
     dead = await new_job(store, owner="dead", lease_until=NOW - 1, state=JobState.PROCESSING.value)
-    dead_other_user = await new_job(store, "test:2", owner="dead", lease_until=NOW - 1)
-    alive = await new_job(store, owner="alive", lease_until=NOW + 30)
+    dead_other_user = await new_job(store, "test:2", owner="dead", lease_until=NOW - 1,
+                                    state=JobState.PROCESSING.value)
+    alive = await new_job(store, owner="alive", lease_until=NOW + 30, state=JobState.PROCESSING.value)
     unowned = await new_job(store, owner=None, lease_until=None)
+    queued_of_dead = await new_job(store, "test:2", owner="dead", lease_until=NOW - 1)
+    alive_queued = await new_job(store, owner="alive", lease_until=NOW + 30)
     await new_job(store, owner="dead", lease_until=NOW - 1, state=JobState.DONE.value)
     assert await store.claims.live_owner(alive, NOW) == "alive" and await store.claims.live_owner(dead, NOW) is None
     mine = await store.claims.take_over("w1", ["test"], NOW + 30, NOW, user_key="test:1")
-    assert [j.id for j in mine] == [dead, unowned] and {j.owner for j in mine} == {"w1"}
+    assert [j.id for j in mine] == [dead] and {j.owner for j in mine} == {"w1"}
     others = await asyncio.gather(*[(await open_stores(storage_url)).claims.take_over("w2", ["test"], NOW + 30, NOW)
                                     for _ in range(3)], store.claims.take_over("w3", ["test"], NOW + 30, NOW))
     assert sorted(j.id for taken in others for j in taken) == [dead_other_user]
+    # Queued: not adopted without ``adopt``, only the user's with ``user_key``, never a live one's.
+    assert await store.claims.claim_next("w1", ["test"], NOW + 30, NOW, set()) is None
+    assert await store.claims.next_due("w1", ["test"], NOW) is None
+    assert await store.claims.next_due("w1", ["test"], NOW, adopt=True) == 0
+    adopted = await store.claims.claim_next("w1", ["test"], NOW + 30, NOW, set(), adopt=True, user_key="test:1")
+    assert adopted.id == unowned and adopted.owner == "w1" and adopted.state == JobState.SUBMITTING
+    rivals = await asyncio.gather(*[(await open_stores(storage_url)).claims.claim_next(
+        f"w{n}", ["test"], NOW + 30, NOW, set(), adopt=True) for n in range(5, 9)])
+    assert [j.id for j in rivals if j is not None] == [queued_of_dead]  # one adopter only
+    assert await store.claims.claim_next("w9", ["test"], NOW + 30, NOW, set(), adopt=True) is None
+    assert (await store.job(alive_queued)).owner == "alive"
     assert await store.claims.renew("w1", NOW + 60) == {dead, unowned}
     assert [j.id for j in await store.claims.held("w1")] == [dead, unowned]
     await store.claims.release_job(dead, "w1")

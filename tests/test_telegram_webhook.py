@@ -394,7 +394,9 @@ async def test_a_poller_on_another_database_refuses_with_one_line_at_telegrams_4
     first = await _run(_config(tmp_path, "a.toml", simulator, telegram, database="one.sqlite"))
     try:
         assert BANNER in await asyncio.wait_for(first.stdout.readline(), 30)
-        second = await _run(_config(tmp_path, "b.toml", simulator, telegram, database="other.sqlite"))
+        # A loaded machine may delay the first poller's next getUpdates: a longer watch.
+        second = await _run(_config(tmp_path, "b.toml", simulator, telegram, database="other.sqlite",
+                                    telegram_extra="conflict_check_seconds = 8\n"))
         [line] = await _refusal(second)
         assert line.startswith("kling-bot: another program polls Telegram for this bot's updates")
         assert "terminated by other getUpdates request" in line

@@ -32,6 +32,8 @@ DENSE_GAP = (0.4, 3.0)  # seconds between checks around the likely end: at least
 FRESH_SPREAD = 0.5  # without history the end may be half the catalog's guess off either way
 EMPTY_RESULT_RECHECKS = 3  # a "completed" answer without a video is checked again this often
 WEBHOOK_GLANCE = 1.0  # seconds between two looks at the job row for a webhook's result
+# The same, where the store tells of other processes' webhooks itself (a safety net only).
+WEBHOOK_GLANCE_HEARD = 15.0
 FINISHED_AT_WAVESPEED = ("failed", "cancelled", "timeout")
 REFUSALS_BEFORE_GIVING_UP = 3  # 4xx answers to result checks in a row before the job fails
 PROGRESS_TICK = 2.0  # seconds between two progress reports while a task runs (couriers throttle)
@@ -80,8 +82,8 @@ class Follower:
         self._hinted: dict[int, dict[str, Any]] = {}  # the report that last prompted a check
 
     def poke(self, job_id: int) -> None:
-        """A webhook reported this job's task: look at once."""
-        if (event := self._pokes.get(job_id)) is not None:
+        """A webhook reported this job's task: look at once (0: any job's may have been)."""
+        for event in self._pokes.values() if job_id == 0 else filter(None, [self._pokes.get(job_id)]):
             event.set()
 
     async def plan(self, job: Job) -> PollPlan:
@@ -158,7 +160,7 @@ class Follower:
         """Sleep until ``until``, a webhook's poke, or (with webhooks) the next glance."""
         timeout = max(0.0, until - self.clock())
         if self.settings.webhook_url:
-            timeout = min(timeout, WEBHOOK_GLANCE)
+            timeout = min(timeout, WEBHOOK_GLANCE_HEARD if self.store.hears_other_processes else WEBHOOK_GLANCE)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await poked.wait()

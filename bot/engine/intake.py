@@ -45,7 +45,7 @@ from bot.jobs import (
 )
 from bot.media import Media, billable_seconds, prepare_audio, prepare_image
 from bot.store import LeaseLost, Staged, Store, open_store
-from bot.wavespeed import Prediction, WaveSpeedClient
+from bot.wavespeed import WaveSpeedClient
 from bot.webhooks import WebhookListener
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class Engine(Questions, Asks):
         self.results = Results(store, client, Path(settings.storage.videos_dir),
                                settings.storage.keep_days, clock)
         self._housekeeper: asyncio.Task[None] | None = None
+        self._drives = True
+        store.on_change(self._on_store_change)
 
     @classmethod
     async def from_settings(cls, settings: Settings) -> Engine:
@@ -94,10 +96,12 @@ class Engine(Questions, Asks):
 
     # --- lifecycle ----------------------------------------------------------------
 
-    async def start(self, *, resume: bool = True, only_of: UserRef | None = None) -> None:
+    async def start(self, *, resume: bool = True, only_of: UserRef | None = None, drive: bool = True) -> None:
         """Start scheduling (and the webhook listener, when configured); with resume, pick
         up unfinished jobs of registered platforms (only ``only_of``'s, when given: a
-        command line finishes its own user's jobs, never another's)."""
+        command line finishes its own user's jobs, never another's). ``drive=False`` (a
+        front): jobs are accepted for other processes to drive, none is driven here."""
+        self._drives = drive
         Path(self.settings.storage.videos_dir).mkdir(parents=True, exist_ok=True)
         await self.pipeline.sweep_partial_downloads()
         async with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
@@ -107,9 +111,10 @@ class Engine(Questions, Asks):
         ws = self.settings.wavespeed
         if ws.webhook_url and self.webhooks is None:
             secret = ws.webhook_secret or await self.client.webhook_secret()
-            self.webhooks = WebhookListener(ws.webhook_listen, secret, self._on_webhook)
+            self.webhooks = WebhookListener(ws.webhook_listen, secret, self.pipeline.submitter.reconciler.keep_report)
             await self.webhooks.start()
-        await self.scheduler.start(resume=resume, user_key=only_of.key if only_of else None)
+        if drive:
+            await self.scheduler.start(resume=resume, user_key=only_of.key if only_of else None)
 
     async def stop(self, *, withdraw: Sequence[int] = (), wavespeed_gone: bool = False) -> dict[int, Job | None]:
         """Stop all work; unfinished jobs stay in the database for the next start, except
@@ -133,24 +138,10 @@ class Engine(Questions, Asks):
             self.webhooks = None
         return withdrawn
 
-    async def _on_webhook(self, job_id: int, prediction: Prediction) -> None:
-        """A verified webhook: keep the task's end with its job and wake whoever follows it.
-        A delivery whose task cannot be the job's (another job's, another model's, made
-        outside its submit's window: a replay to this URL) is ignored, and so is one after
-        another task's was kept. Checked and kept in one transaction: no other delivery or
-        process can claim the task in between."""
-        async with self.store.transaction():
-            job = await self.store.job(job_id)
-            if job is not None and not job.state.finished and \
-                    not await self.pipeline.submitter.reconciler.could_be_its_task(job, prediction):
-                log.warning("webhook for job %s names task %s, which cannot be its own: ignored",
-                            job_id, prediction.id)
-                return
-            recorded = await self.store.record_result(job_id, prediction.id, prediction.to_data())
-        if recorded is None:
-            log.info("webhook for job %s (task %s) ignored: no job waits for it, or another task"
-                     " was reported to it first", job_id, prediction.id)
-            return
+    def _on_store_change(self, job_id: int) -> None:
+        """A job was queued or its task's end recorded, here or in another process (0: it
+        cannot be told which): claim, or look at the followed task, at once."""
+        self.scheduler.wake()
         self.pipeline.follower.poke(job_id)
 
     async def close(self) -> None:
@@ -211,7 +202,7 @@ class Engine(Questions, Asks):
                     "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
                     # Ours to drive when we serve its platform; else any process that does.
                     **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
-                       if self.couriers.serves(user.platform) else {}),
+                       if self._drives and self.couriers.serves(user.platform) else {}),
                 })
                 await self.credits.record(user.key, "reserve", -daily, -bonus, job_id)
                 for role, item in media.items():

@@ -72,6 +72,23 @@ class Reconciler:
                 and start <= prediction.created_at <= end
                 and not await self.store.prediction_claimed(prediction.id, job.id))
 
+    async def keep_report(self, job_id: int, prediction: Prediction) -> None:
+        """A verified webhook: keep the task's end with its job (the store then wakes
+        whoever follows it, in any process). A delivery whose task cannot be the job's
+        (another job's, another model's, made outside its submit's window: a replay to
+        this URL) is ignored, and so is one after another task's was kept. Checked and
+        kept in one transaction: no other delivery or process can claim the task between."""
+        async with self.store.transaction():
+            job = await self.store.job(job_id)
+            if job is not None and not job.state.finished and not await self.could_be_its_task(job, prediction):
+                log.warning("webhook for job %s names task %s, which cannot be its own: ignored",
+                            job_id, prediction.id)
+                return
+            recorded = await self.store.record_result(job_id, prediction.id, prediction.to_data())
+        if recorded is None:
+            log.info("webhook for job %s (task %s) ignored: no job waits for it, or another task"
+                     " was reported to it first", job_id, prediction.id)
+
     async def find(self, job: Job) -> Prediction | None:
         """The task this job's unconfirmed submit created, or None when WaveSpeed
         provably has none. Raises Ambiguous, or HistoryUnavailable past the job's time."""

@@ -51,7 +51,8 @@ class Scheduler:
 
     async def start(self, *, resume: bool = True, user_key: str | None = None) -> None:
         """Start the loop; with resume, also take over unfinished jobs whose owner is gone
-        (only that user's, with ``user_key``)."""
+        and adopt queued jobs no live process holds (a front's), only that user's with
+        ``user_key``."""
         self._take_over = resume
         self._take_over_of = user_key
         self._stopping = False
@@ -91,6 +92,7 @@ class Scheduler:
                 await self._keep_claims()
             except Exception:  # a busy database now must not end renewals for good
                 log.exception("lease renewal failed")
+            self.wake()  # the sparse safety poll: a wake-up from another process may be lost
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -106,7 +108,10 @@ class Scheduler:
             self._wake.clear()
 
     async def _sleep_time(self) -> float | None:
-        due = await self.store.claims.next_due(self.owner)
+        if len(self._at_wavespeed) >= self.max_concurrent:
+            return None  # a freed slot wakes the loop
+        due = await self.store.claims.next_due(self.owner, self.couriers.platforms, self.clock(),
+                                               adopt=self._take_over, user_key=self._take_over_of)
         return None if due is None else max(0.05, due - self.clock())
 
     async def _keep_claims(self) -> None:
@@ -134,7 +139,8 @@ class Scheduler:
         started = False
         while len(self._at_wavespeed) < self.max_concurrent:
             job = await self.store.claims.claim_next(self.owner, self.couriers.platforms, self.lease_until(),
-                                        self.clock(), exclude=set(self._tasks))
+                                                     self.clock(), exclude=set(self._tasks),
+                                                     adopt=self._take_over, user_key=self._take_over_of)
             if job is None:
                 break
             self._at_wavespeed.add(job.id)

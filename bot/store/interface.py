@@ -14,12 +14,16 @@ every backend keeps, because the money rules rest on them:
   else raises ``LeaseLost``; a task id another job already has raises ``TaskTaken``.
 - ``settle`` moves a reservation out of ``reserved`` once; ``record_result`` keeps the
   first task reported for a job; ``PendingAsks.claim`` is true for one caller only.
-- ``Claims.claim_next`` hands a queued job to exactly one process.
+- ``Claims.claim_next`` hands a queued job to exactly one process: its own, or (``adopt``)
+  one that no live process holds; ``take_over`` hands over started jobs of a dead one.
+- ``export_batches`` and ``import_batch`` move every row of a table between backends in
+  one neutral form (``COPIED_TABLES``), ids kept, media as bytes; what the bot stores
+  beyond that form (a SQLite media file's path) is each backend's own business.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,17 @@ ASK_LIFETIME = 24 * 3600  # seconds an unanswered question in a chat is kept
 STAGED_LIFETIME = 3600  # seconds a staged media file may wait for its job row
 MAX_JOB_ID = 2**63 - 1  # a number typed by a user above this names no job
 
+# What a copy between stores moves, in an order that writes a row after the rows it refers
+# to (jobs name users; media name jobs), with each table's key (batches follow it).
+COPIED_TABLES: dict[str, tuple[str, ...]] = {
+    "users": ("key",), "jobs": ("id",), "ledger": ("id",),
+    "job_media": ("job_id", "role"), "pending_asks": ("platform", "chat", "message_id"),
+}
+JSON_COLUMNS = {"jobs": ("reply_to", "inputs", "webhook_result"), "pending_asks": ("data",)}
+MEDIA_BYTES = "media_bytes"  # the key of ``Store.contents`` that counts media bytes, not rows
+EXPORT_ROWS = 500  # rows in one exported batch, at most
+EXPORT_BYTES = 8 * 1024 * 1024  # media bytes in one batch, at most (or one larger file alone)
+
 
 class LeaseLost(Exception):
     """The job is no longer this process's: another one took it over."""
@@ -38,6 +53,14 @@ class LeaseLost(Exception):
 
 class TaskTaken(Exception):
     """Another job already follows this WaveSpeed task."""
+
+
+class MediaMissing(Exception):
+    """A job's media file named by its row cannot be read (a copy cannot move it)."""
+
+    def __init__(self, job_id: int, role: str, path: str, reason: str):
+        super().__init__(job_id, role, path, reason)
+        self.job_id, self.role, self.path, self.reason = job_id, role, path, reason
 
 
 @dataclass(frozen=True)
@@ -82,7 +105,7 @@ class Claims(Protocol):
     they run out."""
 
     async def claim_next(self, owner: str, platforms: list[str], lease_until: float, now: float,
-                         exclude: set[int]) -> Job | None: ...
+                         exclude: set[int], *, adopt: bool = False, user_key: str | None = None) -> Job | None: ...
     async def take_over(self, owner: str, platforms: list[str], lease_until: float,
                         now: float, *, user_key: str | None = None) -> list[Job]: ...
     async def renew(self, owner: str, lease_until: float) -> set[int]: ...
@@ -91,7 +114,8 @@ class Claims(Protocol):
     async def live_owner(self, job_id: int, now: float) -> str | None: ...
     async def held(self, owner: str) -> list[Job]: ...
     async def own_queued(self, owner: str) -> list[Job]: ...
-    async def next_due(self, owner: str) -> float | None: ...
+    async def next_due(self, owner: str, platforms: list[str], now: float, *, adopt: bool = False,
+                       user_key: str | None = None) -> float | None: ...
 
 
 class Store(Protocol):
@@ -103,6 +127,9 @@ class Store(Protocol):
     def claims(self) -> Claims: ...
     @property
     def files(self) -> MediaFiles: ...
+
+    # Whether ``on_change`` hears of other processes' changes too (else only this one's).
+    hears_other_processes: bool
 
     async def close(self) -> None: ...
     async def schema_version(self) -> int: ...
@@ -137,3 +164,17 @@ class Store(Protocol):
     async def effect_counts(self) -> dict[str, int]: ...
     async def usage_since(self, platform: str, since: float, place_key: str,
                           place: object) -> tuple[int, int]: ...
+
+    # copying between stores (``bot.store.copy``)
+    async def contents(self) -> dict[str, int]:
+        """Rows per table of ``COPIED_TABLES``, and the media's bytes under ``MEDIA_BYTES``."""
+    def export_batches(self, table: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every row of a table of ``COPIED_TABLES``, in key order, a batch at a time (at
+        most ``EXPORT_ROWS`` rows and ``EXPORT_BYTES`` of media, or one larger file alone): every column, JSON
+        columns as Python values, a job's media with its bytes under "data" (no path)."""
+    async def import_batch(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Write exported rows as they are, ids included (new rows get ids after them)."""
+    async def erase(self) -> None:
+        """Delete every row of ``COPIED_TABLES`` and the media they kept."""
+    async def live_leases(self, now: float) -> list[tuple[int, float]]:
+        """(job id, lease end) of unfinished jobs whose process's lease still holds."""

@@ -147,22 +147,26 @@ class PgClaims:
         self.db = db
 
     async def claim_next(self, owner: str, platforms: list[str], lease_until: float, now: float,
-                         exclude: set[int]) -> Job | None:
-        """Move this process's first due queued job to ``submitting``; None if none is due."""
+                         exclude: set[int], *, adopt: bool = False, user_key: str | None = None) -> Job | None:
+        """Move this process's first due queued job to ``submitting``; with ``adopt``, also a
+        queued job no live process holds (accepted by a front, or its owner died), of
+        ``user_key``'s when given. None if none is due. Rivals skip a row being claimed."""
         row = await self.db.fetchrow(
-            "update jobs set state = 'submitting', lease_until = $1, updated_at = $2 where id = ("
-            " select id from jobs where state = 'queued' and owner = $3 and platform = any($4::text[])"
-            " and not_before <= $2 and id <> all($5::bigint[]) order by id limit 1 for update skip locked)"
-            " returning *", lease_until, now, owner, platforms, list(exclude))
+            "update jobs set state = 'submitting', owner = $3, lease_until = $1, updated_at = $2 where id = ("
+            " select id from jobs where state = 'queued' and platform = any($4::text[])"
+            " and not_before <= $2 and id <> all($5::bigint[]) and (owner = $3 or ($6 and"
+            " (owner is null or lease_until is null or lease_until < $2) and ($7::text is null or user_key = $7)))"
+            " order by id limit 1 for update skip locked)"
+            " returning *", lease_until, now, owner, platforms, list(exclude), adopt, user_key)
         return job_from_row(row) if row is not None else None
 
     async def take_over(self, owner: str, platforms: list[str], lease_until: float,
                         now: float, *, user_key: str | None = None) -> list[Job]:
-        """Take the unfinished jobs of these platforms (of one user, when given) whose
-        owner's lease ran out."""
+        """Take the started jobs of these platforms (of one user, when given) whose owner's
+        lease ran out; queued ones are adopted one at a time by ``claim_next``."""
         rows = await self.db.fetch(
             "update jobs set owner = $1, lease_until = $2 where id in ("
-            " select id from jobs where state = any($3::text[]) and platform = any($4::text[])"
+            " select id from jobs where state = any($3::text[]) and state <> 'queued' and platform = any($4::text[])"
             " and (lease_until is null or lease_until < $5) and ($6::text is null or user_key = $6)"
             " for update skip locked) returning *", owner, lease_until, ACTIVE, platforms, now, user_key)
         return sorted((job_from_row(row) for row in rows), key=lambda job: job.id)
@@ -202,8 +206,11 @@ class PgClaims:
         rows = await self.db.fetch("select * from jobs where state = 'queued' and owner = $1 order by id", owner)
         return [job_from_row(row) for row in rows]
 
-    async def next_due(self, owner: str) -> float | None:
-        """When this process's earliest queued job may start (None: none queued)."""
-        due = await self.db.fetchval("select min(not_before) from jobs where state = 'queued' and owner = $1",
-                                     owner)
+    async def next_due(self, owner: str, platforms: list[str], now: float, *, adopt: bool = False,
+                       user_key: str | None = None) -> float | None:
+        """When the earliest queued job ``claim_next`` could take may start (None: none)."""
+        due = await self.db.fetchval(
+            "select min(not_before) from jobs where state = 'queued' and platform = any($2::text[])"
+            " and (owner = $1 or ($3 and (owner is null or lease_until is null or lease_until < $4)"
+            " and ($5::text is null or user_key = $5)))", owner, platforms, adopt, now, user_key)
         return None if due is None else float(due)

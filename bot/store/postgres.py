@@ -26,6 +26,7 @@ from bot.store.interface import MAX_JOB_ID, LeaseLost, TaskTaken
 from bot.store.pg_migrations import USER_LOCK_CLASS, migrate
 from bot.store.pg_parts import ACTIVE, PgClaims, PgMediaFiles, PgPendingAsks, job_from_row
 from bot.store.pg_session import CONNECT_TIMEOUT, ChangeFeed, Connections, create_pool
+from bot.store.pg_transfer import PgTransfer
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,10 @@ JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 ONE_JOB_PER_TASK = "jobs_one_job_per_task"  # the unique index on jobs.prediction_id
 
 
-class PostgresStore:
+class PostgresStore(PgTransfer):
     """The bot's database in PostgreSQL. One per event loop; any number per database."""
+
+    hears_other_processes = True  # LISTEN/NOTIFY
 
     def __init__(self, pool: asyncpg.Pool, feed: ChangeFeed):
         self.db = Connections(pool)

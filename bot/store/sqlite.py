@@ -27,6 +27,7 @@ import sqlite_utils
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
 from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, STAGED_LIFETIME, LeaseLost, Staged, TaskTaken
+from bot.store.sqlite_transfer import SqliteTransfer
 
 JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 
@@ -329,8 +330,10 @@ class _SqliteReads:
         return row[0], row[1]
 
 
-class SqliteStore(_SqliteReads):
+class SqliteStore(_SqliteReads, SqliteTransfer):
     """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
+
+    hears_other_processes = False  # another process's changes are seen by looking again
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0):
         self.path = Path(path)
@@ -540,25 +543,28 @@ class SqliteClaims:
 
 
     async def claim_next(self, owner: str, platforms: list[str], lease_until: float, now: float,
-                   exclude: set[int]) -> Job | None:
-        """Move this process's first due queued job to ``submitting``; None if none is due."""
+                         exclude: set[int], *, adopt: bool = False, user_key: str | None = None) -> Job | None:
+        """Move this process's first due queued job to ``submitting``; with ``adopt``, also a
+        queued job no live process holds (accepted by a front, or its owner died), of
+        ``user_key``'s when given. None if none is due."""
         skip = tuple(exclude) or (0,)
+        where, args = _claimable(owner, platforms, now, adopt, user_key)
         async with self.store.transaction():
             job_id = self.store._value(
-                f"select coalesce(min(id), 0) from jobs where state = 'queued' and owner = ?"
-                f" and {_in('platform', tuple(platforms) or ('',))} and not_before <= ?"
-                f" and id not in ({', '.join('?' * len(skip))})",
-                [owner, *platforms, now, *skip])
+                f"select coalesce(min(id), 0) from jobs where {where} and not_before <= ?"
+                f" and id not in ({', '.join('?' * len(skip))})", [*args, now, *skip])
             if not job_id:
                 return None
-            return await self.store.update_job(int(job_id), owner=owner, state=JobState.SUBMITTING.value,
-                                   lease_until=lease_until, updated_at=now)
+            self.store.db.execute("update jobs set state = ?, owner = ?, lease_until = ?, updated_at = ?"
+                                  " where id = ?", [JobState.SUBMITTING.value, owner, lease_until, now, job_id])
+            return self.store._job(int(job_id))
 
     async def take_over(self, owner: str, platforms: list[str], lease_until: float,
                   now: float, *, user_key: str | None = None) -> list[Job]:
-        """Take the unfinished jobs of these platforms (of one user, when given) whose
-        owner's lease ran out."""
-        where = (f"state in ({', '.join('?' * len(ACTIVE))}) and {_in('platform', tuple(platforms))}"
+        """Take the started jobs of these platforms (of one user, when given) whose owner's
+        lease ran out; queued ones are adopted one at a time by ``claim_next``."""
+        where = (f"state in ({', '.join('?' * len(ACTIVE))}) and state != 'queued'"
+                 f" and {_in('platform', tuple(platforms))}"
                  " and (lease_until is null or lease_until < ?)" + (" and user_key = ?" if user_key else ""))
         args = [*ACTIVE, *platforms, now, *([user_key] if user_key else [])]
         async with self.store.transaction():
@@ -600,8 +606,24 @@ class SqliteClaims:
         """This process's queued jobs, first come first."""
         return self.store._jobs_where("state = 'queued' and owner = ?", [owner])
 
-    async def next_due(self, owner: str) -> float | None:
-        """When this process's earliest queued job may start (None: none queued)."""
-        due = self.store._value("select min(not_before) from jobs where state = 'queued' and owner = ?",
-                          [owner])
+    async def next_due(self, owner: str, platforms: list[str], now: float, *, adopt: bool = False,
+                       user_key: str | None = None) -> float | None:
+        """When the earliest queued job ``claim_next`` could take may start (None: none)."""
+        where, args = _claimable(owner, platforms, now, adopt, user_key)
+        due = self.store._value(f"select min(not_before) from jobs where {where}", args)
         return None if due is None else float(due)
+
+
+def _claimable(owner: str, platforms: list[str], now: float, adopt: bool,
+               user_key: str | None) -> tuple[str, list[Any]]:
+    """Queued jobs of these platforms that are this owner's, or (``adopt``) no live one's."""
+    where = f"state = 'queued' and {_in('platform', tuple(platforms) or ('',))} and (owner = ?"
+    args: list[Any] = [*platforms, owner]
+    if adopt:
+        where += " or ((owner is null or lease_until is null or lease_until < ?)"
+        args.append(now)
+        if user_key is not None:
+            where += " and user_key = ?"
+            args.append(user_key)
+        where += ")"
+    return where + ")", args
