@@ -141,7 +141,7 @@ async def test_after_two_generates_stopped_at_wavespeed_the_next_one_still_makes
     already have 2 jobs" by the very jobs it is finishing."""
     (tmp_path / "cat.jpg").write_bytes(image_bytes())
     _config(tmp_path, simulator.base_url)
-    simulator.job_seconds = 6.0
+    simulator.job_seconds = 12.0  # both still running when stopped, even on a loaded machine
     stopped = [await _generate_until(tmp_path, lambda n=n: len(simulator.submissions) > n, "-o", f"{name}.mp4")
                for n, name in enumerate(("a", "b"))]
     for process in stopped:
