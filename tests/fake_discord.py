@@ -87,9 +87,12 @@ class FakeDiscord:
         self._ids = itertools.count(500000000000000001)
         self._runner: web.AppRunner | None = None
         self.base = ""
+        # door(): more addresses of this same fake, so a test tells which process made a request.
+        self._doors: dict[int, str] = {}  # port -> the door's name
+        self.requests_by_door: dict[str, list[str]] = {}  # name -> the paths requested through it
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=100 * 1024 * 1024)
+        app = web.Application(client_max_size=100 * 1024 * 1024, middlewares=[self._by_door])
         api = "/api/v10"
         app.router.add_get(f"{api}/users/@me", self._me)
         app.router.add_post(f"{api}/users/@me/channels", self._create_dm)
@@ -109,6 +112,25 @@ class FakeDiscord:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    async def door(self, name: str) -> str:
+        """Another address of this same fake (the same chats, messages and records): what is
+        requested through it is recorded as ``name``'s (``requests_by_door``, a call's
+        ``door``). Its base, ``http://127.0.0.1:PORT``."""
+        assert self._runner is not None, "start() first"
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self._doors[port] = name
+        return f"http://127.0.0.1:{port}"
+
+    def door_of(self, request: web.Request) -> str:
+        return self._doors.get(request.url.port or 0, "")
+
+    @web.middleware
+    async def _by_door(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests_by_door.setdefault(self.door_of(request), []).append(request.path)
+        return await handler(request)
 
     async def close(self) -> None:
         for socket in list(self._sockets):
@@ -291,7 +313,8 @@ class FakeDiscord:
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
         call: dict[str, Any] = {"method": request.method, "path": request.path, "query": dict(request.query),
-                                "headers": dict(request.headers), "json": None, "files": {}, "at": time.monotonic()}
+                                "headers": dict(request.headers), "json": None, "files": {}, "at": time.monotonic(),
+                                "door": self.door_of(request)}
         if request.content_type.startswith("multipart/"):
             reader = await request.multipart()
             async for part in reader:

@@ -55,7 +55,7 @@ class FakeTelegram:
         self.webhook: dict[str, Any] | None = None  # setWebhook's parameters, while one is set
         self.deliveries: list[dict[str, Any]] = []  # {"update_id", "to", "status"} of each POST to a webhook
         self.conflicts = 0  # getUpdates calls answered 409
-        self.calls: list[dict[str, Any]] = []  # {"method", "params", "files", "at"}
+        self.calls: list[dict[str, Any]] = []  # {"method", "params", "files", "at", "door"}
         self.paths: list[str] = []
         self.files: dict[str, bytes] = {}
         # Files Telegram tells no size of (file_size is optional, in messages and getFile):
@@ -81,11 +81,14 @@ class FakeTelegram:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self.base = ""
+        # door(): more addresses of this same fake, so a test tells which process made a request.
+        self._doors: dict[int, str] = {}  # port -> the door's name
+        self.requests_by_door: dict[str, list[str]] = {}  # name -> the paths requested through it
 
     # --- test side ----------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=100 * 1024 * 1024)
+        app = web.Application(client_max_size=100 * 1024 * 1024, middlewares=[self._by_door])
         app.router.add_route("*", "/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.*}", self._file)
         self._runner = web.AppRunner(app, access_log=None)
@@ -94,6 +97,25 @@ class FakeTelegram:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         self.base = f"http://127.0.0.1:{port}"
+
+    async def door(self, name: str) -> str:
+        """Another address of this same fake (the same chats, messages and records): what is
+        requested through it is recorded as ``name``'s (``requests_by_door``, a call's
+        ``door``). Its base, ``http://127.0.0.1:PORT``."""
+        assert self._runner is not None, "start() first"
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self._doors[port] = name
+        return f"http://127.0.0.1:{port}"
+
+    def door_of(self, request: web.Request) -> str:
+        return self._doors.get(request.url.port or 0, "")
+
+    @web.middleware
+    async def _by_door(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests_by_door.setdefault(self.door_of(request), []).append(request.path)
+        return await handler(request)
 
     async def close(self) -> None:
         for task in list(self._sending):
@@ -233,7 +255,8 @@ class FakeTelegram:
         method = request.match_info["method"]
         params, files = await _read_params(request)
         if method != "getUpdates":
-            self.calls.append({"method": method, "params": params, "files": files, "at": time.monotonic()})
+            self.calls.append({"method": method, "params": params, "files": files, "at": time.monotonic(),
+                               "door": self.door_of(request)})
         if refusal := spec_check.telegram_refusal(self, method, params, files):
             raise refusal
         if self.floods.get(method):
