@@ -1,4 +1,4 @@
-"""The durable wake loop: queued rows in SQLite, a few slots at WaveSpeed, one task per job.
+"""The durable wake loop: queued rows in the store, a few slots at WaveSpeed, one task per job.
 
 Like a timer table (RoboDanny's reminders), the queue lives in the database and
 one loop wakes when something changes or the earliest retry falls due, so nothing
