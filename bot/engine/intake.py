@@ -148,10 +148,12 @@ class Engine(Questions, Asks):
         """Stop, then close the database and the HTTP session (a second call does nothing)."""
         if self._closed:
             return
-        await self.stop()
-        await self.client.close()
-        await self.store.close()
-        self._closed = True
+        try:
+            await self.stop()
+        finally:
+            await self.client.close()
+            await self.store.close()
+            self._closed = True
 
     # --- requests -------------------------------------------------------------------
 
