@@ -41,7 +41,7 @@ from bot.catalog import ValidationError
 from bot.config import ConfigError, Settings, is_local_host, load_settings
 from bot.devtools.clips import sample_photo
 from bot.devtools.simulator import Simulator
-from bot.engine import Engine
+from bot.engine import Engine, StoreUnavailable
 from bot.jobs import Accepted, GenerationRequest, Job, JobState, UserRef
 from bot.store.copy import (
     MEDIA_BYTES,
@@ -61,6 +61,9 @@ DEFAULT_CONFIG = Path("config.toml")
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 CLI_PLATFORM = "cli"  # the user of `generate`: cli:<login name>
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SETTLE_WAIT = 5.0  # seconds `generate` waits at most for a delivered job's commit
+ALL, FRONT, WORKER = "all", "front", "worker"  # `run --role`: what one process of the bot does
+ROLES = (ALL, FRONT, WORKER)
 
 
 class ChatAdapter(Protocol):
@@ -174,7 +177,8 @@ def simulated_storage(settings: Settings, inside: Path | None = None) -> Setting
         configured = Path(settings.storage.path)
         path = configured.with_name(f"{configured.stem}-simulated{configured.suffix}")
         videos_dir = f"{settings.storage.videos_dir.rstrip('/')}-simulated"
-    return replace(settings, storage=replace(settings.storage, path=str(path), videos_dir=videos_dir))
+    # Never the configured PostgreSQL database either: a simulated job is not a real one.
+    return replace(settings, storage=replace(settings.storage, path=str(path), url="", videos_dir=videos_dir))
 
 
 async def _backend(settings: Settings, simulate: bool, *, job_seconds: float
@@ -201,11 +205,26 @@ def _chat_adapters(settings: Settings, engine: Engine) -> list[ChatAdapter]:
     return adapters
 
 
-async def run_bots(config: Path | None, *, simulate: bool) -> int:
-    """``kling-bot run``: every configured chat adapter, one engine, until Ctrl+C."""
+def _deliveries(settings: Settings, engine: Engine) -> list[ChatAdapter]:
+    """A worker's couriers, one per configured platform, over HTTP only: no gateway, no updates."""
+    deliveries: list[ChatAdapter] = []
+    if settings.telegram.token:
+        from adapters.telegram.delivery import TelegramDelivery
+        deliveries.append(TelegramDelivery(settings, engine))
+    if settings.discord.token:
+        from adapters.discord.delivery import DiscordDelivery
+        deliveries.append(DiscordDelivery(settings, engine))
+    return deliveries
+
+
+async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> int:
+    """``kling-bot run``: the configured chat platforms, one engine, until Ctrl+C. ``role``:
+    ``all`` receives chat events and makes the videos; ``front`` receives, answers and
+    accepts jobs but drives none; ``worker`` drives jobs (its own and unowned ones of its
+    platforms) and delivers them through the platforms' HTTP APIs, receiving nothing."""
     settings = settings_from(config)
     if not (settings.telegram.token or settings.discord.token):
-        fail(messages.NO_CHAT_BOT)
+        fail(messages.NO_WORKER_CHAT_BOT if role == WORKER else messages.NO_CHAT_BOT)
         return EXIT_USAGE
     ready, simulator = await _backend(settings, simulate, job_seconds=5.0)
     if ready is None:
@@ -220,11 +239,16 @@ async def run_bots(config: Path | None, *, simulate: bool) -> int:
         # Start-up: a problem here is one line naming it (secrets masked), never a traceback.
         try:
             engine = await Engine.from_settings(ready)
-            # Jobs an interrupted `generate` left at WaveSpeed are followed here too.
-            engine.register(CLI_PLATFORM, ConsoleCourier(sys.stderr, Path.cwd(),
-                                                         fallback_dir=Path(ready.storage.videos_dir)))
-            adapters = _chat_adapters(ready, engine)
-            await engine.start()
+            # Jobs an interrupted `generate` left at WaveSpeed are followed here too; not by a
+            # worker, which may run on another machine than the file the video goes to.
+            if role == ALL:
+                engine.register(CLI_PLATFORM, ConsoleCourier(sys.stderr, Path.cwd(),
+                                                             fallback_dir=Path(ready.storage.videos_dir)))
+            adapters = _deliveries(ready, engine) if role == WORKER else _chat_adapters(ready, engine)
+            if role == ALL:
+                await engine.start()
+            elif role == FRONT:
+                await engine.start(drive=False)  # accepts jobs for the workers; claims none
         except Exception as err:
             fail(messages.start_failed("kling-bot", _described(err)))
             return EXIT_USAGE
@@ -232,7 +256,15 @@ async def run_bots(config: Path | None, *, simulate: bool) -> int:
             if problem := await _start(adapter):
                 fail(problem)
                 return EXIT_USAGE
-        print(messages.running_banner([type(a).__name__ for a in adapters]), flush=True)
+        # A worker drives jobs once its couriers are logged in: one it takes over is delivered at once.
+        if role == WORKER:
+            try:
+                await engine.start()
+            except Exception as err:
+                fail(messages.start_failed("kling-bot", _described(err)))
+                return EXIT_USAGE
+        names = [type(a).__name__ for a in adapters]
+        print(messages.running_banner(names) if role == ALL else messages.role_banner(role, names), flush=True)
         await stop.wait()
     finally:
         for adapter in adapters:
@@ -387,7 +419,11 @@ async def _generate(settings: Settings, build_request: Callable[[int], Generatio
     courier = ConsoleCourier(sys.stderr, Path.cwd(), fallback_dir=Path(settings.storage.videos_dir).absolute())
     courier.screen.on_close = lambda: stop_by(signal.SIGPIPE)
     watching = _watch_pipes(loop, (sys.stdout, sys.stderr), lambda: stop_by(signal.SIGPIPE))
-    engine = await Engine.from_settings(settings)
+    try:
+        engine = await Engine.from_settings(settings)
+    except StoreUnavailable as err:
+        fail(str(err))
+        return EXIT_USAGE
     engine.register(CLI_PLATFORM, courier)
     try:
         await engine.start(only_of=request.user)  # takes over this user's jobs a stopped run left
@@ -460,6 +496,15 @@ async def _follow(engine: Engine, courier: ConsoleCourier, job_ids: list[int],
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         await asyncio.wait([*waiting, stopping], timeout=WAIT_CHECK, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
+    # The commit follows the courier's word (a round trip later on PostgreSQL): wait for
+    # the jobs told of to end in the store, so that what comes next (an accept refused
+    # by the per-user limit, tried again) sees them ended.
+    settling_until = time.monotonic() + SETTLE_WAIT
+    while not stop.is_set() and time.monotonic() < settling_until:
+        held = {job.id for job in await engine.held_jobs()}
+        if not any(end.done() and job_id in held for job_id, end in ends.items()):
+            break
+        await asyncio.sleep(0.02)
     return {job_id: end.result() if end.done() else None for job_id, end in ends.items()}
 
 
@@ -517,7 +562,11 @@ async def _until_set(work: Coroutine[Any, Any, None], event: asyncio.Event) -> N
 async def run_jobs(config: Path | None, *, simulate: bool) -> int:
     """``kling-bot jobs``: the command line user's jobs, running and recent."""
     settings = settings_from(config)
-    engine = await Engine.from_settings(simulated_storage(settings) if simulate else settings)
+    try:
+        engine = await Engine.from_settings(simulated_storage(settings) if simulate else settings)
+    except StoreUnavailable as err:
+        fail(str(err))
+        return EXIT_USAGE
     try:
         user = cli_user()
         running = await engine.jobs_of(user)

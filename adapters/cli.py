@@ -66,8 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the chat bots whose tokens are configured",
         description="Start every chat adapter with a token in the config (Telegram: "
                     "[telegram] token or TELEGRAM_BOT_TOKEN; Discord: [discord] token or "
-                    "DISCORD_BOT_TOKEN), sharing one engine and database.")
+                    "DISCORD_BOT_TOKEN), sharing one engine and database. With --role, the work "
+                    "is split between processes, on any machines, sharing one PostgreSQL "
+                    "database ([storage] url): fronts receive the chats, workers make the videos.")
     run.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
+    run.add_argument("--role", choices=app.ROLES, default=app.ALL,
+                     help="all (default): receive chat events and make and deliver the videos, in "
+                          "this process; front: receive chat events (Discord gateway, Telegram "
+                          "polling or webhook), answer them and queue jobs, making none; worker: "
+                          "make and deliver the queued jobs of the platforms whose tokens are "
+                          "configured, through their HTTP APIs, receiving no chat events. Run any "
+                          "number of each")
     run.add_argument("--simulate", action="store_true",
                      help="use the offline simulator instead of WaveSpeed (no API key needed); "
                           "simulated runs keep their own database and credits")
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     app.configure_logging(args.verbose)
     if args.command == "run":
-        return app.main(lambda: app.run_bots(args.config, simulate=args.simulate))
+        return app.main(lambda: app.run_bots(args.config, simulate=args.simulate, role=args.role))
     if args.command == "demo":
         return app.main(lambda: app.run_demo(args.photo, args.output_dir, args.job_seconds))
     if args.command == "generate":

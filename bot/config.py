@@ -18,6 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from bot import catalog
+from bot.store.locations import passwords
 
 # WaveSpeed's own hosts, from its public API docs: d2g64w682n9w0w.cloudfront.net serves the
 # media/... files of the model pages' examples, d1q70pf5vjeyhc.cloudfront.net the predictions/...
@@ -138,8 +139,9 @@ class Settings:
     @property
     def secrets(self) -> list[str]:
         """Every configured secret, for log redaction."""
+        database = passwords(self.storage.url)  # a postgresql:// URL's password
         return [v for v in (self.wavespeed.api_key, self.wavespeed.webhook_secret, self.telegram.token,
-                            self.telegram.secret_token, self.discord.token) if v]
+                            self.telegram.secret_token, self.discord.token, *database) if v]
 
     def with_wavespeed(self, **changes: Any) -> Settings:
         return replace(self, wavespeed=replace(self.wavespeed, **changes))
@@ -346,3 +348,4 @@ def _host_pattern_ok(pattern: str) -> bool:
 def _did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+

@@ -692,6 +692,18 @@ NO_API_KEY = ("no WaveSpeed API key: set [wavespeed] api_key in config.toml or t
 NO_CHAT_BOT = ("no chat bot is configured. Add a Telegram bot token from @BotFather "
                "([telegram] token or TELEGRAM_BOT_TOKEN) or a Discord bot token ([discord] token "
                "or DISCORD_BOT_TOKEN) to config.toml.")
+NO_WORKER_CHAT_BOT = ("a worker delivers to the chat platforms whose bot tokens it has, and none is "
+                      "configured: set [telegram] token (or TELEGRAM_BOT_TOKEN) or [discord] token "
+                      "(or DISCORD_BOT_TOKEN), the same as the fronts'.")
+
+
+def role_banner(role: str, adapters: Sequence[str]) -> str:
+    """What a front or a worker process says once it runs (``kling-bot run --role``)."""
+    if role == "front":
+        return (f"kling-bot is running as a front ({', '.join(adapters)}): it answers the chats and "
+                "queues their jobs; workers (--role worker) make and deliver them. Ctrl+C stops.")
+    return (f"kling-bot is running as a worker ({', '.join(adapters)}): it makes and delivers the "
+            "queued jobs of these chats. Ctrl+C stops; its unfinished jobs go to another worker.")
 
 
 def cannot_read_input(what: str, path: object, why: str) -> str:
@@ -724,6 +736,19 @@ def telegram_polled_elsewhere(detail: str) -> str:
     return (f"another program polls Telegram for this bot's updates (Telegram answered: {detail}), "
             "and Telegram lets one poller per bot token fetch updates. Stop it, or run every front "
             "in webhook mode ([telegram] webhook_url).")
+
+
+def telegram_webhook_fronts_run(front: str) -> str:
+    return (f"kling-bot processes on this database take this bot's updates by webhook ({front} said so "
+            "within a lease), and polling would delete their webhook: they would get nothing more. Start "
+            "this one in webhook mode too ([telegram] webhook_url), or stop them and start it a lease "
+            "([storage] lease_seconds) later.")
+
+
+def telegram_poller_blocks_webhook(holder: str) -> str:
+    return (f"another kling-bot process ({holder}) polls Telegram for this bot on this database, and a "
+            "webhook would end its every getUpdates with 409 Conflict. Stop it first, then start the "
+            "webhook fronts.")
 
 
 def telegram_cannot_listen(listen: str, why: str) -> str:
@@ -946,3 +971,7 @@ def copy_bar(fraction: float, table: str, rows: int, total: int, media_bytes: in
 
 def copy_failed(why: str) -> str:
     return f"the copy broke off and wrote nothing ({why}); run it again."
+
+
+def store_cannot_open(where: str, why: str) -> str:
+    return f"cannot open the database {where}: {why}"

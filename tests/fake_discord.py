@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from tests import spec_check
+from tests.doors import Doors
 
 APP_ID = 900000000000000001
 BOT_ID = 900000000000000002
@@ -56,7 +57,7 @@ def _user(user_id: int, bot: bool = False) -> dict[str, Any]:
             "global_name": f"User {user_id}", "avatar": None, "bot": bot}
 
 
-class FakeDiscord:
+class FakeDiscord(Doors):
     def __init__(self, token: str):
         self.token = token
         self.calls: list[dict[str, Any]] = []
@@ -87,9 +88,11 @@ class FakeDiscord:
         self._ids = itertools.count(500000000000000001)
         self._runner: web.AppRunner | None = None
         self.base = ""
+        # door(): more addresses of this same fake, so a test tells which process made a request.
+        self._init_doors()
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=100 * 1024 * 1024)
+        app = web.Application(client_max_size=100 * 1024 * 1024, middlewares=[self._by_door])
         api = "/api/v10"
         app.router.add_get(f"{api}/users/@me", self._me)
         app.router.add_post(f"{api}/users/@me/channels", self._create_dm)
@@ -291,7 +294,8 @@ class FakeDiscord:
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
         call: dict[str, Any] = {"method": request.method, "path": request.path, "query": dict(request.query),
-                                "headers": dict(request.headers), "json": None, "files": {}, "at": time.monotonic()}
+                                "headers": dict(request.headers), "json": None, "files": {}, "at": time.monotonic(),
+                                "door": self.door_of(request)}
         if request.content_type.startswith("multipart/"):
             reader = await request.multipart()
             async for part in reader:

@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from tests import spec_check
+from tests.doors import Doors
 from tests.helpers import checked
 
 # The placeholder senders Telegram puts in ``from`` of messages sent on behalf of a chat
@@ -45,7 +46,7 @@ def _error(status: int, description: str) -> web.Response:
     return web.json_response({"ok": False, "error_code": status, "description": description}, status=status)
 
 
-class FakeTelegram:
+class FakeTelegram(Doors):
     def __init__(self, token: str, *, local: bool = False):
         self.token = token
         # Telegram's bot id is the token's first part (getMe, and ``from`` of the bot's messages).
@@ -55,7 +56,7 @@ class FakeTelegram:
         self.webhook: dict[str, Any] | None = None  # setWebhook's parameters, while one is set
         self.deliveries: list[dict[str, Any]] = []  # {"update_id", "to", "status"} of each POST to a webhook
         self.conflicts = 0  # getUpdates calls answered 409
-        self.calls: list[dict[str, Any]] = []  # {"method", "params", "files", "at"}
+        self.calls: list[dict[str, Any]] = []  # {"method", "params", "files", "at", "door"}
         self.paths: list[str] = []
         self.files: dict[str, bytes] = {}
         # Files Telegram tells no size of (file_size is optional, in messages and getFile):
@@ -81,11 +82,13 @@ class FakeTelegram:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self.base = ""
+        # door(): more addresses of this same fake, so a test tells which process made a request.
+        self._init_doors()
 
     # --- test side ----------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=100 * 1024 * 1024)
+        app = web.Application(client_max_size=100 * 1024 * 1024, middlewares=[self._by_door])
         app.router.add_route("*", "/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.*}", self._file)
         self._runner = web.AppRunner(app, access_log=None)
@@ -233,7 +236,8 @@ class FakeTelegram:
         method = request.match_info["method"]
         params, files = await _read_params(request)
         if method != "getUpdates":
-            self.calls.append({"method": method, "params": params, "files": files, "at": time.monotonic()})
+            self.calls.append({"method": method, "params": params, "files": files, "at": time.monotonic(),
+                               "door": self.door_of(request)})
         if refusal := spec_check.telegram_refusal(self, method, params, files):
             raise refusal
         if self.floods.get(method):

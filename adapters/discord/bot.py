@@ -13,16 +13,16 @@ from typing import Any
 
 import aiohttp
 import discord
-import yarl
 from discord import app_commands
 
 from adapters.discord import commands, first_contact, forms, history, picker, replies, results
 from adapters.discord.courier import DiscordCourier
+from adapters.discord.delivery import point_at, quiet_voice, start_problem
 from adapters.discord.kit import PLATFORM, Source, Targets, answer, carries, user_of
 from adapters.downloads import read_capped
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
-from bot.config import DiscordSettings, Settings
+from bot.config import Settings
 from bot.engine import Engine
 from bot.jobs import GenerationRequest, Rejected
 
@@ -58,7 +58,7 @@ class KlingClient(Answering, discord.Client):
     via ``interaction.client`` (``kit.adapter_of``)."""
 
     def __init__(self, adapter: DiscordAdapter):
-        _quiet_voice()
+        quiet_voice()
         # No privileged intent: guilds lets us see channel info; the message intents bring
         # direct messages and mentions of the bot with their content (a photo sent to it).
         super().__init__(intents=INTENTS)
@@ -72,14 +72,9 @@ class ShardedKlingClient(Answering, discord.AutoShardedClient):
     on the shard of their server, and are answered over REST, as without shards."""
 
     def __init__(self, adapter: DiscordAdapter, shard_count: int, shard_ids: list[int]):
-        _quiet_voice()
+        quiet_voice()
         super().__init__(intents=INTENTS, shard_count=shard_count, shard_ids=shard_ids or list(range(shard_count)))
         self.adapter = adapter
-
-
-def _quiet_voice() -> None:
-    """The bot never joins voice: no warning on stderr that voice libraries are missing."""
-    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
 
 
 async def refuse_forged(interaction: discord.Interaction) -> None:
@@ -121,10 +116,7 @@ class DiscordAdapter:
 
     async def prepare(self) -> None:
         """Log in over REST and sync the commands (no gateway yet)."""
-        # discord.py reads both addresses from class attributes: one bot per process.
-        discord.http.Route.BASE = self.settings.api_base_url.rstrip("/")
-        if self.settings.gateway_url:
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.settings.gateway_url)
+        point_at(self.settings)  # one bot per process: discord.py keeps the addresses in classes
         await self.client.login(self.settings.token)
         if self.settings.guild_ids:
             for guild_id in self.settings.guild_ids:
@@ -223,19 +215,6 @@ class DiscordAdapter:
     async def effect_picker(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The context menu: a private menu of popular effects for a message's image."""
         await picker.open_menu(self, interaction, message)
-
-
-def start_problem(error: Exception, settings: DiscordSettings) -> str | None:
-    """Why the bot could not start, in one line, for the errors discord.py raises at start
-    (login, command sync); None for others."""
-    if isinstance(error, discord.LoginFailure):
-        return messages.DISCORD_TOKEN_REJECTED
-    if isinstance(error, (aiohttp.ClientConnectionError, TimeoutError)):
-        return messages.cannot_reach("Discord", settings.api_base_url, "[discord] api_base_url",
-                                     str(error) or type(error).__name__)
-    if isinstance(error, discord.DiscordException):
-        return messages.refused_at_start("Discord", str(error))
-    return None
 
 
 def _log_gateway_end(task: asyncio.Task[None]) -> None:

@@ -1,4 +1,5 @@
-"""The Telegram adapter: ``TelegramAdapter`` runs a python-telegram-bot Application."""
+"""The Telegram adapter: ``TelegramAdapter`` runs a python-telegram-bot Application (a front,
+or ``kling-bot run``); ``delivery.TelegramDelivery`` only sends, on a bare bot (a worker)."""
 
 from adapters.telegram.bot import TelegramAdapter
 

@@ -10,15 +10,13 @@ bot's questions in ``flows``, checks and downloads in ``starter``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 from datetime import UTC, datetime
 
 from telegram import Bot, BotCommand, Message, ReplyParameters, Update
-from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -43,14 +41,15 @@ from adapters.telegram.common import (
     sender_ref,
 )
 from adapters.telegram.courier import TelegramCourier
+from adapters.telegram.delivery import quiet_token_loggers, rate_limiter, start_problem
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
 from adapters.telegram.menus import PATTERN, Menus
 from adapters.telegram.starter import JobStarter
-from adapters.telegram.updates import CannotListen, Poller, PollerElsewhere, WebhookReceiver
+from adapters.telegram.updates import Poller, WebhookReceiver
 from adapters.text_commands import cancel_job, parse_animate, parse_effect, parse_whole_number
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
-from bot.config import Settings, TelegramSettings
+from bot.config import Settings
 from bot.engine import Engine
 from bot.jobs import Press, UserRef
 
@@ -70,11 +69,11 @@ class TelegramAdapter:
         self.settings = settings.telegram
         self.media = settings.media
         self.engine = engine
-        _quiet_token_loggers()
+        quiet_token_loggers()
         self.app: Application = (
             ApplicationBuilder().token(self.settings.token)
             .base_url(self.settings.base_url).base_file_url(self.settings.base_file_url)
-            .rate_limiter(AIORateLimiter(max_retries=3))
+            .rate_limiter(rate_limiter())
             .concurrent_updates(True)  # one user's download must not hold up the others
             .build())
         self.menus = Menus(engine)
@@ -313,48 +312,6 @@ class TelegramAdapter:
                 await update.callback_query.answer(messages.SOMETHING_WENT_WRONG, show_alert=True)
             elif update.effective_message:
                 await update.effective_message.reply_text(messages.SOMETHING_WENT_WRONG)
-
-
-def start_problem(error: Exception, settings: TelegramSettings) -> str | None:
-    """Why the bot could not start, in one line, for the errors PTB raises at start; None for
-    others. Never str(InvalidToken): PTB puts the token itself in that message."""
-    if isinstance(error, TelegramError) and _not_json(error):  # e.g. an HTML page: not the Bot API
-        return messages.not_a_bot_api(settings.base_url)
-    if isinstance(error, PollerElsewhere):
-        return messages.telegram_poller_running(str(error))
-    if isinstance(error, Conflict):  # getUpdates at start: a poller on another database
-        return messages.telegram_polled_elsewhere(str(error))
-    if isinstance(error, CannotListen):
-        return messages.telegram_cannot_listen(settings.webhook_listen, str(error))
-    if isinstance(error, InvalidToken):
-        return messages.TELEGRAM_TOKEN_REJECTED
-    if isinstance(error, NetworkError) and not isinstance(error, BadRequest):
-        return messages.cannot_reach("Telegram", settings.base_url, "[telegram] base_url", str(error))
-    if isinstance(error, TelegramError):
-        return messages.refused_at_start("Telegram", str(error))
-    return None
-
-
-def _not_json(error: TelegramError) -> bool:
-    """Whether PTB failed to read the answer as JSON: the server is not a Bot API server
-    (the real one answers even a wrong token or path with a JSON error)."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, json.JSONDecodeError):
-            return True
-        cause = cause.__cause__
-    return False
-
-
-def _quiet_token_loggers() -> None:
-    """httpx logs every request URL at INFO and PTB logs its API URLs at DEBUG; both URLs
-    contain the bot token, so those loggers never go below WARNING / INFO."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    # A reply that is not JSON is logged there with a traceback and the whole body; PTB
-    # raises it too, and that error is what is reported (one line at start).
-    logging.getLogger("telegram.request.BaseRequest").setLevel(logging.CRITICAL)
-    ptb = logging.getLogger("telegram")
-    ptb.setLevel(max(logging.INFO, ptb.level))
 
 
 def _user(update: Update) -> UserRef:

@@ -1,7 +1,7 @@
 """The simulator's remote control, for another process (the demo, whole-process tests).
 
 ``POST /_sim/control`` scripts it: {"fail_next": {...}}, {"outcome": "...", "times": n},
-{"fault_rate": 0.3, "seed": 1}, {"slow_seconds": 2}, {"job_seconds": 1}.
+{"fault_rate": 0.3, "seed": 1}, {"slow_seconds": 2}, {"job_seconds": 1}, {"run_spread": 0.5}.
 ``GET /_sim/state`` reports submissions, task states, faults served and webhooks sent.
 """
 
@@ -33,6 +33,8 @@ def add_control_routes(app: web.Application, sim: Simulator) -> None:
             sim.plan_outcome(body["outcome"], body.get("times", 1))
         if "job_seconds" in body:
             sim.job_seconds = float(body["job_seconds"])
+        if "run_spread" in body:
+            sim.run_spread = float(body["run_spread"])
         return web.json_response({"ok": True})
 
     async def state(request: web.Request) -> web.Response:

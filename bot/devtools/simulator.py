@@ -1,7 +1,8 @@
 """A local server that speaks the WaveSpeed API for the five Kling models.
 
 It validates inputs like the real API (same envelope, same error codes), moves each
-task ``created -> processing -> completed`` over ``job_seconds``, and serves a real
+task ``created -> processing -> completed`` over ``job_seconds`` (each task +- up to
+``run_spread`` seconds, as real run times vary), and serves a real
 MP4 zooming into the submitted image (with ``video_bytes``: a clip of noise about that
 large, for videos over a chat's upload limit). Tests and the demo script failures
 through ``fail_next`` / ``plan_outcome`` (or ``POST /_sim/control`` from another
@@ -29,6 +30,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import random
 import secrets
 import time
 from typing import Any
@@ -64,8 +66,10 @@ class Simulator:
 
     def __init__(self, *, job_seconds: float = 3.0, api_key: str | None = None,
                  video_seconds: float = 2.0, video_bytes: int | None = None, fault_rate: float = 0.0,
-                 seed: int | None = None):
+                 seed: int | None = None, run_spread: float = 0.0):
         self.job_seconds = job_seconds
+        self.run_spread = run_spread  # each task's run is job_seconds +- up to this many seconds (uniform)
+        self._run_rng = random.Random(seed)
         self.api_key = api_key  # None: any non-empty bearer token is accepted
         self.video_seconds = video_seconds
         self.video_bytes = video_bytes  # None: a small zoom clip; else a 720p clip of noise about this large
@@ -204,7 +208,7 @@ class Simulator:
         if outcome == "moderated":
             return envelope(None, 400, 1200, "content flagged by moderation")
         task = SimTask(f"sim-{next(self._ids)}-{secrets.token_hex(4)}", model.id, body, image, outcome,
-                       webhook=webhook)
+                       webhook=webhook, run_offset=self._run_rng.uniform(-self.run_spread, self.run_spread))
         self.tasks[task.id] = task
         self.submissions.append({"model": model.id, "body": body})
         origin = str(request.url.origin())
@@ -215,7 +219,7 @@ class Simulator:
     async def _report_end(self, task: SimTask, url: str, origin: str) -> None:
         """Wait for the task to end, then POST its prediction to its webhook, unasked."""
         while task.status(self.job_seconds) not in ENDED:  # noqa: ASYNC110 (job_seconds may change)
-            await asyncio.sleep(max(0.01, task.created + self.job_seconds - time.monotonic()))
+            await asyncio.sleep(max(0.01, task.ends_at(self.job_seconds) - time.monotonic()))
         fault = self._take_fault("webhook")  # the next event to end draws the next webhook fault
         await self._render(task)  # so the output URL in the event serves the video
         await self._webhooks.deliver(url, self._prediction(task, origin), fault,

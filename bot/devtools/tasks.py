@@ -10,6 +10,7 @@ from typing import Any
 OUTCOMES = ("ok", "nsfw", "failed", "stuck", "moderated")
 ENDED = ("completed", "failed")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+QUEUED_SHARE = 0.15  # the first part of a task's run it spends queued ("created")
 
 
 @dataclass
@@ -23,16 +24,26 @@ class SimTask:
     video: bytes | None = None
     created_wall: float = field(default_factory=time.time)  # what created_at shows (UTC)
     webhook: str | None = None  # where its end is POSTed (the submit's ``?webhook=``)
+    run_offset: float = 0.0  # seconds this task runs longer (or shorter) than the simulator's job_seconds
 
     @property
     def created_ms(self) -> int:
         return int(self.created_wall * 1000)
 
+    def run_seconds(self, job_seconds: float) -> float:
+        """How long this task takes from its submit to its end."""
+        return max(0.0, job_seconds + self.run_offset)
+
+    def ends_at(self, job_seconds: float) -> float:
+        """The monotonic moment this task ends (a stuck one: never, but this is when it would)."""
+        return self.created + self.run_seconds(job_seconds)
+
     def status(self, job_seconds: float) -> str:
-        """created, processing, then (after ``job_seconds``) completed or failed; stuck never ends."""
+        """created (queued), processing, then completed or failed after its run; stuck never ends."""
+        run = self.run_seconds(job_seconds)
         elapsed = time.monotonic() - self.created
-        if self.outcome == "stuck" or elapsed < job_seconds:
-            return "created" if elapsed < job_seconds * 0.15 else "processing"
+        if self.outcome == "stuck" or elapsed < run:
+            return "created" if elapsed < run * QUEUED_SHARE else "processing"
         return "failed" if self.outcome == "failed" else "completed"
 
 
@@ -50,7 +61,8 @@ def prediction(task: SimTask, origin: str, job_seconds: float,
         "created_at": iso_ms(task.created_ms),
         "error": "simulated failure: the model could not animate this image"
                  if status == "failed" else "",
-        "timings": {"inference": int(job_seconds * 1000)} if done else {},
+        # WaveSpeed's inference time is the model's own: the time queued is not part of it
+        "timings": {"inference": int(task.run_seconds(job_seconds) * (1 - QUEUED_SHARE) * 1000)} if done else {},
     }
 
 

@@ -5,5 +5,6 @@ couriers.py calls the adapters back.
 """
 
 from bot.engine.intake import Engine
+from bot.store import StoreUnavailable  # what Engine.from_settings raises when the store cannot open
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "StoreUnavailable"]

@@ -7,6 +7,7 @@ machines. Only the modules of this package speak SQL.
 
 from __future__ import annotations
 
+from bot import messages
 from bot.store.interface import (
     ASK_LIFETIME,
     MAX_JOB_ID,
@@ -19,22 +20,27 @@ from bot.store.interface import (
     Store,
     TaskTaken,
 )
+from bot.store.locations import is_postgres_url, reason, shown
 
 __all__ = ["ASK_LIFETIME", "MAX_JOB_ID", "STAGED_LIFETIME", "Claims", "LeaseLost", "MediaFiles",
-           "PendingAsks", "Staged", "Store", "TaskTaken", "is_postgres_url", "open_store"]
+           "PendingAsks", "Staged", "Store", "StoreUnavailable", "TaskTaken", "is_postgres_url",
+           "open_store"]
 
 
-def is_postgres_url(url: str) -> bool:
-    """Whether a storage URL names a PostgreSQL database rather than a SQLite file."""
-    return url.startswith(("postgresql://", "postgres://"))
+class StoreUnavailable(Exception):
+    """The store cannot be opened; str() is one plain line, with no password in it."""
 
 
 async def open_store(url: str, *, busy_timeout: float = 30.0) -> Store:
-    """Open (and migrate) the store a URL names: a SQLite path, or a PostgreSQL URL."""
-    if is_postgres_url(url):
-        from bot.store.postgres import PostgresStore  # only a PostgreSQL bot loads the driver
+    """Open (and migrate) the store a URL names: a SQLite path, or a PostgreSQL URL.
+    Raises StoreUnavailable (unreachable, refused, wrong password, not a database...)."""
+    try:
+        if is_postgres_url(url):
+            from bot.store.postgres import PostgresStore  # only a PostgreSQL bot loads the driver
 
-        return await PostgresStore.open(url)
-    from bot.store.sqlite import SqliteStore
+            return await PostgresStore.open(url)
+        from bot.store.sqlite import SqliteStore
 
-    return SqliteStore(url, busy_timeout=busy_timeout)
+        return SqliteStore(url, busy_timeout=busy_timeout)
+    except Exception as err:
+        raise StoreUnavailable(messages.store_cannot_open(shown(url), reason(err, (url,)))) from None

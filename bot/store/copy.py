@@ -19,11 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from bot import messages
-from bot.store import is_postgres_url, open_store
+from bot.store import open_store
 from bot.store.interface import COPIED_TABLES, MEDIA_BYTES, MediaMissing, Store
+from bot.store.locations import is_postgres_url, passwords, reason, shown
 
 __all__ = ["MEDIA_BYTES", "CopyFailed", "CopyMismatch", "CopyProgress", "CopyRefused", "copy_between",
            "copy_store", "described", "passwords", "shown"]
@@ -62,42 +63,6 @@ class CopyProgress:
         return min(1.0, work(self.done) / total) if total else 1.0
 
 
-def shown(location: str) -> str:
-    """A store's location as it may be printed: a URL's password masked."""
-    if not is_postgres_url(location):
-        return location
-    parts = urlsplit(location)
-    netloc = parts.netloc
-    if parts.password is not None:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    query = urlencode([(name, "***" if name == "password" else value)
-                       for name, value in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def passwords(location: str) -> list[str]:
-    """The secrets a location carries (as written and decoded), to mask wherever they may show."""
-    if not is_postgres_url(location):
-        return []
-    parts = urlsplit(location)
-    found = [parts.password or ""] + [value for name, value in parse_qsl(parts.query) if name == "password"]
-    return [s for secret in found if secret for s in {secret, unquote(secret)}]
-
-
-def _masked(text: str, locations: tuple[str, ...]) -> str:
-    for location in locations:
-        text = text.replace(location, shown(location))
-        for secret in passwords(location):
-            text = text.replace(secret, "***")
-    return text
-
-
-def _reason(err: BaseException, locations: tuple[str, ...]) -> str:
-    """An error in a few words, with no password in them."""
-    return _masked(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__, locations)
-
-
 def same_database(a: str, b: str) -> bool:
     """Whether two locations name one database (best effort: one server may have many names)."""
     if is_postgres_url(a) != is_postgres_url(b):
@@ -121,7 +86,7 @@ async def open_for_copy(location: str, *, source: bool) -> Store:
             return await PostgresStore.open(location, max_size=2, listen=False)
         return await open_store(location)
     except Exception as err:  # unreachable, refused, wrong password, not a database...
-        raise CopyRefused(messages.copy_cannot_open(shown(location), _reason(err, (location,)))) from None
+        raise CopyRefused(messages.copy_cannot_open(shown(location), reason(err, (location,)))) from None
 
 
 async def copy_store(source: Store, target: Store, *, force: bool, now: float,
@@ -175,7 +140,7 @@ async def copy_between(source: str, target: str, *, force: bool, now: float,
         except (CopyRefused, CopyMismatch):
             raise
         except Exception as err:
-            raise CopyFailed(messages.copy_failed(_reason(err, (source, target)))) from None
+            raise CopyFailed(messages.copy_failed(reason(err, (source, target)))) from None
         finally:
             await target_store.close()
     finally:
