@@ -12,9 +12,10 @@ kept for /history and offered to its owner privately (``keep_refused``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot import messages
@@ -25,7 +26,7 @@ from bot.engine.follow import Follower
 from bot.engine.results import kept_video, refused_video_days
 from bot.engine.submit import JobFailed, Submitter
 from bot.jobs import DeliveryRefused, Job, JobState, Progress, Video
-from bot.store import LeaseLost, Store
+from bot.store import LeaseLost, Store, StoreOffline
 from bot.wavespeed import (
     DownloadRefused,
     Transient,
@@ -75,8 +76,8 @@ class Pipeline:
             await self.fail(job.id, str(failure))
         except LeaseLost:
             log.warning("job %s: another process took it over; leaving it to that one", job.id)
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, StoreOffline):
+            raise  # offline: not the job's failure; the scheduler drives it again later
         except Exception:
             log.exception("job %s crashed", job.id)
             await self.fail(job.id, messages.BOT_ERROR)
@@ -184,7 +185,7 @@ class Pipeline:
                 if attempt == DELIVERY_ATTEMPTS - 1:
                     raise JobFailed(messages.NOT_POSTED) from None
                 await asyncio.sleep(backoff(attempt, base=2.0))
-        await self.settle_done(job)
+        await self._surely(lambda: self.settle_done(job), job)
         path.unlink(missing_ok=True)
         log.info("job %s delivered", job.id)
 
@@ -197,13 +198,25 @@ class Pipeline:
         kept = kept_video(self.videos_dir, job.id) if keep_days else video.path
         if keep_days:
             os.replace(video.path, kept)
-        await self.settle_done(job, video_path=str(kept) if keep_days else None)
+        await self._surely(lambda: self.settle_done(job, video_path=str(kept) if keep_days else None), job)
         await self.couriers.refused(job, Video(path=kept, size=video.size, nsfw=video.nsfw, url=video.url),
                                     refused_video_days(keep_days))
         if not keep_days:
             kept.unlink(missing_ok=True)
 
     # --- settle -------------------------------------------------------------------
+
+    async def _surely(self, settle: Callable[[], Awaitable[None]], job: Job) -> None:
+        """Write a delivered job's end, however long the database stays unreachable: driven
+        again from its last state, its video would be posted twice. (The write may repeat
+        one whose answer was lost: the state is the same, and a settlement is made once.)"""
+        for attempt in itertools.count():
+            try:
+                await settle()
+                return
+            except StoreOffline as err:
+                log.warning("job %s: delivered, not yet recorded: the database is unreachable (%s)", job.id, err)
+                await asyncio.sleep(backoff(attempt, base=0.5))
 
     async def settle_done(self, job: Job, **changes: object) -> None:
         """Mark a job whose video the chat has done and commit its credit. A stop that

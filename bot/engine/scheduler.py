@@ -1,4 +1,4 @@
-"""The durable wake loop: queued rows in SQLite, a few slots at WaveSpeed, one task per job.
+"""The durable wake loop: queued rows in the store, a few slots at WaveSpeed, one task per job.
 
 Like a timer table (RoboDanny's reminders), the queue lives in the database and
 one loop wakes when something changes or the earliest retry falls due, so nothing
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from bot.engine.couriers import Couriers
 from bot.engine.pipeline import Pipeline
 from bot.jobs import Job, JobState, Progress
-from bot.store import Store
+from bot.store import Store, StoreOffline
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Scheduler:
         self._take_over = True
         self._take_over_of: str | None = None  # whose jobs alone are taken over (None: anyone's)
         self._stopping = False
+        self._reachable_since: float | None = float("-inf")  # None while the store is unreachable
 
     async def start(self, *, resume: bool = True, user_key: str | None = None) -> None:
         """Start the loop; with resume, also take over unfinished jobs whose owner is gone
@@ -73,7 +74,10 @@ class Scheduler:
         self._loop_task = self._renewer = None
         if before_release is not None:
             await before_release()
-        await self.store.claims.release(self.owner)
+        try:
+            await self.store.claims.release(self.owner)
+        except StoreOffline as err:  # the leases lapse by themselves
+            log.warning("leases not handed over: the database is unreachable (%s)", err)
 
     def wake(self) -> None:
         """Something changed (a job was queued or left WaveSpeed): look again now."""
@@ -87,9 +91,15 @@ class Scheduler:
 
     async def _renew_forever(self) -> None:
         while not self._stopping:
-            await asyncio.sleep(self.lease_seconds / 3)
+            # While the database is away, try often: this process's leases are renewed as
+            # soon as it is back, before any other process may think them lapsed.
+            await asyncio.sleep(self.lease_seconds / 3 if self._reachable_since is not None
+                                else min(1.0, self.lease_seconds / 3))
             try:
                 await self._keep_claims()
+            except StoreOffline as err:  # a database restarting: the next turn tries again
+                self._reachable_since = None
+                log.warning("lease renewal failed: the database is unreachable (%s)", err)
             except Exception:  # a busy database now must not end renewals for good
                 log.exception("lease renewal failed")
             self.wake()  # the sparse safety poll: a wake-up from another process may be lost
@@ -98,12 +108,17 @@ class Scheduler:
         while not self._stopping:
             try:
                 await self._fill_slots()
+                sleep = await self._sleep_time()
+            except StoreOffline as err:  # the database is restarting: the renewals' wake-ups retry
+                log.warning("scheduler: the database is unreachable (%s)", err)
+                sleep = self.lease_seconds / 3
             except Exception:  # a bug here must not stop every future job
                 log.exception("scheduler error")
+                sleep = self.lease_seconds / 3
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
             # that arrives as the event is set, and stop() would wait forever.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(await self._sleep_time()):
+                async with asyncio.timeout(sleep):
                     await self._wake.wait()
             self._wake.clear()
 
@@ -115,14 +130,27 @@ class Scheduler:
         return None if due is None else max(0.05, due - self.clock())
 
     async def _keep_claims(self) -> None:
-        """Renew this process's leases, drop jobs it lost, take over orphaned ones."""
+        """Renew this process's leases, drop jobs it lost, drive again its own that nothing
+        drives (their driver stopped on an unreachable database), take over orphaned ones."""
         held = await self.store.claims.renew(self.owner, self.lease_until())
+        if self._reachable_since is None:
+            self._reachable_since = self.clock()
         for job_id in set(self._tasks) - held:
             job = await self.store.job(job_id)
             if job is not None and not job.state.finished and job.owner != self.owner:
                 log.warning("job %s: lost to another process; stopping here", job_id)
                 self._tasks[job_id].cancel()
-        if self._take_over and self.couriers.platforms:
+        for job_id in sorted(held - set(self._tasks)):
+            job = await self.store.job(job_id)  # read after its driver ended: as it left it
+            if (job is not None and job.owner == self.owner and not job.state.finished
+                    and job.state != JobState.QUEUED and job_id not in self._tasks):
+                log.warning("job %s: held here but driven by nothing; driving it again", job_id)
+                self._resume(job)
+        # After an outage every lease looks lapsed: live processes renew within a lease of
+        # its end, so take nothing over before then (a video uploaded meanwhile is not
+        # posted again by another process).
+        settled = self.clock() - self._reachable_since >= self.lease_seconds
+        if self._take_over and self.couriers.platforms and settled:
             for job in await self.store.claims.take_over(self.owner, self.couriers.platforms, self.lease_until(),
                                                    self.clock(), user_key=self._take_over_of):
                 self._resume(job)
@@ -162,6 +190,10 @@ class Scheduler:
     async def _drive(self, job: Job) -> None:
         try:
             await self.pipeline.drive(job, self._release)
+        except StoreOffline as err:
+            # Its state is what the database last took; the claim stays ours, and the next
+            # lease renewal that reaches the database drives the job again from there.
+            log.warning("job %s: the database is unreachable (%s); to be driven again", job.id, err)
         except Exception:
             # Not even its failure could be recorded (e.g. the database stayed locked):
             # give the claim up, so this process or another takes the job up again.

@@ -51,6 +51,13 @@ class LeaseLost(Exception):
     """The job is no longer this process's: another one took it over."""
 
 
+class StoreOffline(Exception):
+    """The database could not be reached for this call: the connection was refused, cut
+    (a server restarting) or went silent. Nothing is known of what the call wrote (a cut
+    COMMIT may have happened): the caller tries again later, with writes that are safe to
+    repeat. Only a store on the network raises it; SQLite never does."""
+
+
 class TaskTaken(Exception):
     """Another job already follows this WaveSpeed task."""
 

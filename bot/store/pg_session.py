@@ -4,8 +4,8 @@ the LISTEN connection that brings other processes' wake-ups.
 A call outside ``transaction()`` takes a pooled connection in autocommit; inside one,
 every call of the task that opened it uses the transaction's connection (kept per task
 in a context variable: a task started inside the transaction gets a pooled connection,
-never a share of one it must not use concurrently). When the server goes away, a call
-raises (``OSError`` or an ``asyncpg`` error) and the pool connects again on the next.
+never a share of one it must not use concurrently). When the server goes away (refused,
+restarting, cut), a call raises ``StoreOffline`` and the pool connects again on the next.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import errno
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import asyncpg
 
+from bot.store.interface import StoreOffline
 from bot.store.pg_migrations import CHANNEL, prepare_connection
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,33 @@ CONNECT_TIMEOUT = 5.0  # seconds: a server that does not answer makes a call fai
 COMMAND_TIMEOUT = 60.0  # seconds: a statement on a connection that went silent fails, not hangs
 KEEPALIVE = 30.0  # seconds between probes of a quiet LISTEN connection
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # LISTEN reconnection backoff, then the last
+# What a server that is down, restarting or cut off looks like to the driver.
+OFFLINE_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, asyncpg.PostgresConnectionError,
+                  asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError)
+OFFLINE_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+
+
+def is_offline(err: BaseException, conn: asyncpg.Connection | None = None) -> bool:
+    """Whether an error says the server cannot be reached (rather than refusing a statement);
+    any error on a connection the server closed is that."""
+    if isinstance(err, OFFLINE_ERRORS):
+        return True
+    if isinstance(err, OSError) and err.errno in OFFLINE_ERRNOS:
+        return True
+    return conn is not None and conn.is_closed()
+
+
+@contextlib.contextmanager
+def offline_as_store_offline(conn: asyncpg.Connection | None = None) -> Iterator[None]:
+    """Raise StoreOffline, backend-neutral, for an error that says the server is unreachable."""
+    try:
+        yield
+    except StoreOffline:
+        raise
+    except Exception as err:
+        if is_offline(err, conn):
+            raise StoreOffline(f"{type(err).__name__}: {err}") from err
+        raise
 
 
 @dataclasses.dataclass
@@ -77,43 +107,54 @@ class Connections:
         if current is not None:
             current.savepoints += 1
             try:
-                async with current.conn.transaction():
-                    yield
+                with offline_as_store_offline(current.conn):
+                    async with current.conn.transaction():
+                        yield
             finally:
                 current.savepoints -= 1
             return
-        async with self.pool.acquire() as conn, conn.transaction():
-            token = self._current.set(_Open(asyncio.current_task(), conn))
-            try:
-                yield
-            finally:
-                self._current.reset(token)
+        with offline_as_store_offline():
+            async with self.pool.acquire() as conn:
+                with offline_as_store_offline(conn):
+                    async with conn.transaction():
+                        token = self._current.set(_Open(asyncio.current_task(), conn))
+                        try:
+                            yield
+                        finally:
+                            self._current.reset(token)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """The transaction's connection, or a pooled one for several statements in a row."""
         joined = self.in_transaction()
         if joined is not None:
-            yield joined
+            with offline_as_store_offline(joined):
+                yield joined
             return
-        async with self.pool.acquire() as conn:
-            yield conn
+        with offline_as_store_offline():
+            async with self.pool.acquire() as conn:
+                with offline_as_store_offline(conn):
+                    yield conn
 
     def _target(self) -> asyncpg.Connection | asyncpg.Pool:
         return self.in_transaction() or self.pool
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return list(await self._target().fetch(sql, *args))
+        with offline_as_store_offline(self.in_transaction()):
+            return list(await self._target().fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        return await self._target().fetchrow(sql, *args)
+        with offline_as_store_offline(self.in_transaction()):
+            return await self._target().fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self._target().fetchval(sql, *args)
+        with offline_as_store_offline(self.in_transaction()):
+            return await self._target().fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> int:
         """Run one statement; returns the number of rows it touched."""
-        status = await self._target().execute(sql, *args)
+        with offline_as_store_offline(self.in_transaction()):
+            status = await self._target().execute(sql, *args)
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdecimal() else 0
 
