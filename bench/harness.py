@@ -1,9 +1,9 @@
 """Shared pieces of the bench scripts: media, settings, a simulator process, a stall meter.
 
-    python bench/harness.py serve [--job-seconds S] [--video-mb MB]
+    python bench/harness.py serve [--job-seconds S] [--video-mb MB | --video-file PATH]
 
 runs the WaveSpeed simulator as its own process (so its CPU and memory are not the
-bot's), serving every output as one prepared MP4 of the given size, and prints one
+bot's), serving every output as one prepared MP4 (of the given size, or that file), and prints one
 JSON line ``{"base_url": ...}`` once it listens. It stops when its stdin closes.
 """
 
@@ -206,10 +206,11 @@ class StallMeter:
 # --- the simulator as a separate process ------------------------------------------------
 
 @contextlib.contextmanager
-def simulator_process(job_seconds: float, video_mb: float = 0.0) -> Iterator[str]:
+def simulator_process(job_seconds: float, video_mb: float = 0.0, video_file: Path | None = None) -> Iterator[str]:
     """Run ``harness.py serve`` as a child process; yields its base URL."""
     child = subprocess.Popen(
-        [sys.executable, __file__, "serve", "--job-seconds", str(job_seconds), "--video-mb", str(video_mb)],
+        [sys.executable, __file__, "serve", "--job-seconds", str(job_seconds), "--video-mb", str(video_mb),
+         *(["--video-file", str(video_file)] if video_file else [])],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
@@ -227,8 +228,10 @@ def simulator_process(job_seconds: float, video_mb: float = 0.0) -> Iterator[str
             child.wait()
 
 
-async def _serve(job_seconds: float, video_mb: float) -> None:
-    if video_mb > 0:
+async def _serve(job_seconds: float, video_mb: float, video_file: str = "") -> None:
+    if video_file:
+        serve_prepared_video(Path(video_file).read_bytes())
+    elif video_mb > 0:
         serve_prepared_video(padded_mp4(int(video_mb * 1024 * 1024)))
     sim = Simulator(job_seconds=job_seconds)
     base = await sim.start()
@@ -246,5 +249,6 @@ if __name__ == "__main__":
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--job-seconds", type=float, default=0.0)
     parser.add_argument("--video-mb", type=float, default=0.0, help="serve an MP4 of this size (0: the zoom clip)")
+    parser.add_argument("--video-file", default="", help="serve this MP4 file for every task")
     args = parser.parse_args()
-    asyncio.run(_serve(args.job_seconds, args.video_mb))
+    asyncio.run(_serve(args.job_seconds, args.video_mb, args.video_file))

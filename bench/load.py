@@ -207,7 +207,7 @@ async def phase_credits(args: argparse.Namespace, workdir: Path) -> dict:
                 "paid_daily": daily, "paid_bonus": bonus, "period": period, "state": "queued",
                 "created_at": now, "updated_at": now, "owner": engine.owner})
             await credits.record(user.key, "reserve", -daily, -bonus, job_id)
-        engine.pipeline.settle_done(await store.job(job_id))  # done, commit, media dropped: one transaction
+        await engine.pipeline.settle_done(await store.job(job_id))  # done, commit, media dropped: one transaction
     elapsed = time.perf_counter() - started
     synchronous = store.db.execute("PRAGMA synchronous").fetchone()[0]
     await engine.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import errno
 import itertools
 import logging
@@ -60,35 +61,63 @@ def offline_as_store_offline(conn: asyncpg.Connection | None = None) -> Iterator
         raise
 
 
+@dataclasses.dataclass
+class _Open:
+    """A transaction a task opened: its connection, the locks it holds, how deep in savepoints."""
+
+    task: asyncio.Task[Any] | None
+    conn: asyncpg.Connection
+    locked: set[str] = dataclasses.field(default_factory=set)
+    savepoints: int = 0
+
+
 class Connections:
     """The pool and the per-task transaction: the SQL helpers every part of the backend uses."""
 
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
-        self._current: contextvars.ContextVar[tuple[asyncio.Task[Any] | None, asyncpg.Connection] | None] = \
+        self._current: contextvars.ContextVar[_Open | None] = \
             contextvars.ContextVar(f"kling-pg-transaction-{id(self)}", default=None)
+
+    def _open(self) -> _Open | None:
+        current = self._current.get()
+        return current if current is not None and current.task is asyncio.current_task() else None
 
     def in_transaction(self) -> asyncpg.Connection | None:
         """The connection of the transaction this task opened, if any."""
-        current = self._current.get()
-        if current is not None and current[0] is asyncio.current_task():
-            return current[1]
-        return None
+        current = self._open()
+        return current.conn if current is not None else None
+
+    def needs_lock(self, key: str) -> bool:
+        """Whether this transaction must still take the lock named ``key`` (False: it holds
+        it already, so asking again would be a wasted round trip; or there is no transaction). A lock taken outside any
+        savepoint is held to the transaction's end; one taken inside a savepoint may go
+        with it, so it is not remembered."""
+        current = self._open()
+        if current is None or key in current.locked:
+            return False  # outside a transaction there is nothing to hold a lock for
+        if current.savepoints == 0:
+            current.locked.add(key)
+        return True
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         """One atomic unit of work on one connection; nested use is a savepoint."""
-        joined = self.in_transaction()
-        if joined is not None:
-            with offline_as_store_offline(joined):
-                async with joined.transaction():
-                    yield
+        current = self._open()
+        if current is not None:
+            current.savepoints += 1
+            try:
+                with offline_as_store_offline(current.conn):
+                    async with current.conn.transaction():
+                        yield
+            finally:
+                current.savepoints -= 1
             return
         with offline_as_store_offline():
             async with self.pool.acquire() as conn:
                 with offline_as_store_offline(conn):
                     async with conn.transaction():
-                        token = self._current.set((asyncio.current_task(), conn))
+                        token = self._current.set(_Open(asyncio.current_task(), conn))
                         try:
                             yield
                         finally:

@@ -90,7 +90,7 @@ class PostgresStore(PgTransfer):
     async def lock_user(self, key: str) -> None:
         """Serialise this transaction with every other about the same user (outside a
         transaction there is nothing to hold a lock for)."""
-        if self.db.in_transaction() is not None:
+        if self.db.needs_lock(key):  # accept locks the user, then reading its credits asks again
             await self.db.execute("select pg_advisory_xact_lock($1, hashtext($2))", USER_LOCK_CLASS, key)
 
     # --- users and the ledger ----------------------------------------------------
