@@ -25,7 +25,7 @@ from bot.engine.follow import Follower
 from bot.engine.results import kept_video, refused_video_days
 from bot.engine.submit import JobFailed, Submitter
 from bot.jobs import DeliveryRefused, Job, JobState, Progress, Video
-from bot.store import LeaseLost, Store
+from bot.store import LeaseLost, Store, StoreOffline
 from bot.wavespeed import (
     DownloadRefused,
     Transient,
@@ -60,7 +60,8 @@ class Pipeline:
         self.follower = Follower(settings.wavespeed, store, client, couriers, clock)
 
     async def drive(self, job: Job, released: Callable[[int], None]) -> None:
-        """Run a job from the step it is in to its end; never raises but for cancellation."""
+        """Run a job from the step it is in to its end; never raises but for cancellation
+        and StoreOffline (the job is as the database last had it)."""
         try:
             if job.state == JobState.SUBMITTING:
                 job = await self.submit(job)
@@ -75,7 +76,9 @@ class Pipeline:
             await self.fail(job.id, str(failure))
         except LeaseLost:
             log.warning("job %s: another process took it over; leaving it to that one", job.id)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, StoreOffline):
+            # The database out of reach says nothing about the job (its task may be made
+            # and billed): it is handed back, and driven on once the store answers.
             raise
         except Exception:
             log.exception("job %s crashed", job.id)

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from bot.engine.couriers import Couriers
 from bot.engine.pipeline import Pipeline
 from bot.jobs import Job, JobState, Progress
-from bot.store import Store
+from bot.store import Store, StoreOffline
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,20 @@ class Scheduler:
         return None if due is None else max(0.05, due - self.clock())
 
     async def _keep_claims(self) -> None:
-        """Renew this process's leases, drop jobs it lost, take over orphaned ones."""
+        """Renew this process's leases, drop jobs it lost, drive again the started ones it
+        holds but no longer drives (their driver stopped while the database was out of
+        reach), take over orphaned ones."""
         held = await self.store.claims.renew(self.owner, self.lease_until())
         for job_id in set(self._tasks) - held:
             job = await self.store.job(job_id)
             if job is not None and not job.state.finished and job.owner != self.owner:
                 log.warning("job %s: lost to another process; stopping here", job_id)
                 self._tasks[job_id].cancel()
+        for job_id in sorted(held - set(self._tasks)):
+            job = await self.store.job(job_id)
+            if job is not None and job.owner == self.owner and not job.state.finished \
+                    and job.state != JobState.QUEUED:
+                self._resume(job)
         if self._take_over and self.couriers.platforms:
             for job in await self.store.claims.take_over(self.owner, self.couriers.platforms, self.lease_until(),
                                                    self.clock(), user_key=self._take_over_of):
@@ -157,15 +164,21 @@ class Scheduler:
             await self.couriers.progress(job, Progress("queued", position=position))
 
     def _spawn(self, job: Job) -> None:
+        if job.id in self._tasks:  # claimed and found held at once: one driver
+            return
         self._tasks[job.id] = asyncio.create_task(self._drive(job), name=f"kling-job-{job.id}")
 
     async def _drive(self, job: Job) -> None:
         try:
             await self.pipeline.drive(job, self._release)
-        except Exception:
-            # Not even its failure could be recorded (e.g. the database stayed locked):
-            # give the claim up, so this process or another takes the job up again.
-            log.exception("job %s: stopped unexpectedly; handing it back", job.id)
+        except Exception as err:
+            # The database went out of reach, or not even its failure could be recorded:
+            # give the claim up, so this process or another takes the job up again
+            # (this one at its next renewal, if the claim could not be given up).
+            if isinstance(err, StoreOffline):
+                log.warning("job %s: the database is out of reach (%s); handing it back", job.id, err)
+            else:
+                log.exception("job %s: stopped unexpectedly; handing it back", job.id)
             with contextlib.suppress(Exception):
                 await self.store.claims.release_job(job.id, self.owner)
         finally:

@@ -18,12 +18,13 @@ from bot.store.interface import (
     PendingAsks,
     Staged,
     Store,
+    StoreOffline,
     TaskTaken,
 )
 from bot.store.locations import is_postgres_url, reason, shown
 
 __all__ = ["ASK_LIFETIME", "MAX_JOB_ID", "STAGED_LIFETIME", "Claims", "LeaseLost", "MediaFiles",
-           "PendingAsks", "Staged", "Store", "StoreUnavailable", "TaskTaken", "is_postgres_url",
+           "PendingAsks", "Staged", "Store", "StoreOffline", "StoreUnavailable", "TaskTaken", "is_postgres_url",
            "open_store"]
 
 

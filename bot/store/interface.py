@@ -10,6 +10,7 @@ every backend keeps, because the money rules rest on them:
   and ``lock_user(key)`` serialises every transaction about one key (a user's, or a
   named lease's), row or no row.
   A transaction's body awaits nothing but this store.
+- A call that fails because the database is out of reach raises ``StoreOffline``.
 - ``update_job(..., owner=...)`` writes only while that process holds the job's lease,
   else raises ``LeaseLost``; a task id another job already has raises ``TaskTaken``.
 - ``settle`` moves a reservation out of ``reserved`` once; ``record_result`` keeps the
@@ -49,6 +50,12 @@ EXPORT_BYTES = 8 * 1024 * 1024  # media bytes in one batch, at most (or one larg
 
 class LeaseLost(Exception):
     """The job is no longer this process's: another one took it over."""
+
+
+class StoreOffline(ConnectionError):
+    """The database could not be reached, or gave the transaction up (a restart, a cut
+    connection, a deadlock): nothing is wrong with the work itself, and the same call may
+    succeed a moment later. A write whose answer was lost may have been made."""
 
 
 class TaskTaken(Exception):

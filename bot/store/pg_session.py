@@ -5,7 +5,7 @@ A call outside ``transaction()`` takes a pooled connection in autocommit; inside
 every call of the task that opened it uses the transaction's connection (kept per task
 in a context variable: a task started inside the transaction gets a pooled connection,
 never a share of one it must not use concurrently). When the server goes away, a call
-raises (``OSError`` or an ``asyncpg`` error) and the pool connects again on the next.
+raises ``StoreOffline`` and the pool connects again on the next.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import contextlib
 import contextvars
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import asyncpg
 
+from bot.store.interface import StoreOffline
 from bot.store.pg_migrations import CHANNEL, prepare_connection
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,26 @@ CONNECT_TIMEOUT = 5.0  # seconds: a server that does not answer makes a call fai
 COMMAND_TIMEOUT = 60.0  # seconds: a statement on a connection that went silent fails, not hangs
 KEEPALIVE = 30.0  # seconds between probes of a quiet LISTEN connection
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # LISTEN reconnection backoff, then the last
+
+
+# A driver error that says the server is out of reach or gave the transaction up (a
+# restart, a failover, a cut connection, a deadlock), not that the work is wrong.
+DRIVER_OFFLINE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TransactionRollbackError, asyncpg.exceptions.InsufficientResourcesError)
+# The same, also from the network (raised by the driver's own calls only).
+OFFLINE: tuple[type[Exception], ...] = (OSError, TimeoutError, *DRIVER_OFFLINE)
+
+
+@contextlib.contextmanager
+def reached(offline: tuple[type[Exception], ...] = OFFLINE) -> Iterator[None]:
+    """Raise StoreOffline for a call that failed because the server is out of reach."""
+    try:
+        yield
+    except StoreOffline:
+        raise
+    except offline as err:
+        raise StoreOffline(f"{type(err).__name__}: {err}") from err
 
 
 class Connections:
@@ -50,15 +71,21 @@ class Connections:
         """One atomic unit of work on one connection; nested use is a savepoint."""
         joined = self.in_transaction()
         if joined is not None:
-            async with joined.transaction():
+            async with _atomic(joined):
                 yield
             return
-        async with self.pool.acquire() as conn, conn.transaction():
-            token = self._current.set((asyncio.current_task(), conn))
-            try:
-                yield
-            finally:
-                self._current.reset(token)
+        with reached():
+            conn = await self.pool.acquire()
+        try:
+            async with _atomic(conn):
+                token = self._current.set((asyncio.current_task(), conn))
+                try:
+                    yield
+                finally:
+                    self._current.reset(token)
+        finally:
+            with contextlib.suppress(*OFFLINE):  # the work is done or undone: a cut connection is dropped
+                await self.pool.release(conn)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -67,26 +94,50 @@ class Connections:
         if joined is not None:
             yield joined
             return
-        async with self.pool.acquire() as conn:
-            yield conn
+        with reached():
+            async with self.pool.acquire() as conn:
+                yield conn
 
     def _target(self) -> asyncpg.Connection | asyncpg.Pool:
         return self.in_transaction() or self.pool
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return list(await self._target().fetch(sql, *args))
+        with reached():
+            return list(await self._target().fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        return await self._target().fetchrow(sql, *args)
+        with reached():
+            return await self._target().fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self._target().fetchval(sql, *args)
+        with reached():
+            return await self._target().fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> int:
         """Run one statement; returns the number of rows it touched."""
-        status = await self._target().execute(sql, *args)
+        with reached():
+            status = await self._target().execute(sql, *args)
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdecimal() else 0
+
+
+@contextlib.asynccontextmanager
+async def _atomic(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction (or a savepoint inside one) around a body: the server's own failures
+    (its begin, commit or rollback, or a raw call in the body) come out as StoreOffline;
+    any other error of the body as it is."""
+    transaction = conn.transaction()
+    with reached():
+        await transaction.start()
+    try:
+        with reached(DRIVER_OFFLINE):
+            yield
+    except BaseException:
+        with contextlib.suppress(*OFFLINE):  # a cut connection has rolled back already
+            await transaction.rollback()
+        raise
+    with reached():
+        await transaction.commit()
 
 
 async def create_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
