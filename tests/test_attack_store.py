@@ -8,8 +8,9 @@ from dataclasses import replace
 
 import asyncpg
 
-from bot.jobs import JobState
-from tests.conftest import effect_request, user
+from bot.catalog import Params
+from bot.jobs import Accepted, JobState, Rejected
+from tests.conftest import PLATFORM, effect_request, press, user
 from tests.helpers import settled
 
 
@@ -66,3 +67,40 @@ async def test_a_connection_cut_during_a_jobs_write_does_not_refund_the_video_wa
     assert len(simulator.submissions) == 1
     assert (await settled(engine, answer.job.id)).state == JobState.DONE
     assert (await engine.balance(user())).total == 9
+
+
+# --- text no database can hold, on both backends --------------------------------------
+
+BROKEN = "\ud83d"  # half an emoji: a message cut in the middle of one (no UTF-8 spelling)
+# Where it cannot be kept it becomes U+FFFD; a NUL is dropped where it cannot be kept.
+
+
+async def test_a_prompt_and_a_name_with_half_an_emoji_are_accepted_on_both_backends(make_engine, settings, storage_url):
+    engine = await make_engine(_on(settings, storage_url), start=False)
+    who = replace(user(), name=f"Ann {BROKEN}")
+    request = replace(effect_request(who=who), kind="animate", params=Params(prompt=f"a cat {BROKEN}"),
+                      reply_to={"chat": 42, "title": f"group {BROKEN}"})
+    answer = await engine.accept(request)
+    assert isinstance(answer, Accepted), answer
+    job = await engine.store.job(answer.job.id)
+    assert job.inputs["prompt"] in (f"a cat {BROKEN}", "a cat \ufffd")  # SQLite's JSON keeps it escaped
+    assert job.reply_to["title"] in (f"group {BROKEN}", "group \ufffd")
+    assert (await engine.balance(who)).total == 9
+
+
+async def test_forged_keys_and_broken_webhook_text_are_kept_or_refused_never_raised(make_engine, settings, storage_url):
+    engine = await make_engine(_on(settings, storage_url), start=False)
+    answer = await engine.accept(effect_request())
+    # a result button whose data was forged, with a NUL in its effect: refused like any other
+    refused = await engine.rerun(press(user()), answer.job.id, reply_to={}, effect="hu\x00la")
+    assert isinstance(refused, Rejected)
+    # questions and one-use marks under odd keys
+    await engine.remember_ask(PLATFORM, "chat\x00", f"m{BROKEN}", {"asked": f"x{BROKEN}\x00"})
+    assert await engine.pending_ask(PLATFORM, "chat\x00", f"m{BROKEN}") is not None
+    assert await engine.claim_menu(PLATFORM, 1, f"menu\x00{BROKEN}") is True
+    assert await engine.claim_menu(PLATFORM, 1, f"menu\x00{BROKEN}") is False
+    # a signed webhook whose error text is cut mid-emoji is still kept for its job
+    await engine.store.update_job(answer.job.id, state="processing")
+    kept = await engine.store.record_result(answer.job.id, "task-1", {"id": "task-1", "status": "failed",
+                                                                       "error": f"bad {BROKEN}"})
+    assert kept is not None and kept.webhook_result["error"] in (f"bad {BROKEN}", "bad \ufffd")

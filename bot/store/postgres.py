@@ -23,7 +23,7 @@ import asyncpg
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
 from bot.store.interface import MAX_JOB_ID, LeaseLost, TaskTaken
-from bot.store.pg_migrations import USER_LOCK_CLASS, migrate
+from bot.store.pg_migrations import USER_LOCK_CLASS, migrate, storable
 from bot.store.pg_parts import ACTIVE, PgClaims, PgMediaFiles, PgPendingAsks, job_from_row
 from bot.store.pg_session import CONNECT_TIMEOUT, ChangeFeed, Connections, create_pool
 from bot.store.pg_transfer import PgTransfer
@@ -91,7 +91,7 @@ class PostgresStore(PgTransfer):
         """Serialise this transaction with every other about the same user (outside a
         transaction there is nothing to hold a lock for)."""
         if self.db.in_transaction() is not None:
-            await self.db.execute("select pg_advisory_xact_lock($1, hashtext($2))", USER_LOCK_CLASS, key)
+            await self.db.execute("select pg_advisory_xact_lock($1, hashtext($2))", USER_LOCK_CLASS, storable(key))
 
     # --- users and the ledger ----------------------------------------------------
 
@@ -266,10 +266,8 @@ class PostgresStore(PgTransfer):
 
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:
-    """Values as PostgreSQL takes them: a JobState as its text; no NUL character, which
-    PostgreSQL text refuses (SQLite keeps it; a display name may carry one)."""
-    return {name: value.value if isinstance(value, JobState)
-            else value.replace("\x00", "") if isinstance(value, str) and "\x00" in value
+    """Values as PostgreSQL takes them: a JobState as its text; text ``storable``."""
+    return {name: value.value if isinstance(value, JobState) else storable(value) if isinstance(value, str)
             else value for name, value in values.items()}
 
 
