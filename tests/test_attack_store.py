@@ -4,12 +4,14 @@ hostile strings and notifications. Each test is a defect found and fixed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 
 import asyncpg
 
 from bot.catalog import Params
 from bot.jobs import Accepted, JobState, Rejected
+from bot.store import open_store
 from tests.conftest import PLATFORM, effect_request, press, user
 from tests.helpers import settled
 
@@ -104,3 +106,34 @@ async def test_forged_keys_and_broken_webhook_text_are_kept_or_refused_never_rai
     kept = await engine.store.record_result(answer.job.id, "task-1", {"id": "task-1", "status": "failed",
                                                                        "error": f"bad {BROKEN}"})
     assert kept is not None and kept.webhook_result["error"] in (f"bad {BROKEN}", "bad \ufffd")
+
+
+# --- LISTEN/NOTIFY abuse ----------------------------------------------------------------
+
+
+async def test_junk_notifications_from_another_database_user_are_ignored_quietly(pg_url, caplog):
+    """Anyone who may connect can NOTIFY the bot's channel: a payload that names no job
+    (junk, negative, a number of 7,000 digits, digits of another script) wakes nobody and
+    logs no error, and a job queued after them is heard as before."""
+    listening, writing = await open_store(pg_url), await open_store(pg_url)
+    heard: list[int] = []
+    listening.on_change(heard.append)
+    admin = await asyncpg.connect(pg_url)
+    try:
+        for payload in ["junk", "-5", "9" * 7000, "\u0661\u0662", "", "99999999999999999999"]:
+            await admin.execute("select pg_notify('kling_jobs', $1)", payload)
+        await writing.add_user({"key": "test:1", "platform": "test", "name": "Ann", "period": "2024-01-01",
+                                "daily_left": 1, "bonus": 0, "created_at": 0.0})
+        job_id = await writing.insert_job({"user_key": "test:1", "platform": "test", "reply_to": {},
+                                           "model_id": "m", "kind": "effect", "inputs": {}, "state": "queued",
+                                           "created_at": 0.0})
+        for _ in range(100):
+            if heard:
+                break
+            await asyncio.sleep(0.02)
+        assert heard == [job_id]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        await admin.close()
+        await listening.close()
+        await writing.close()
