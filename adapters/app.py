@@ -61,6 +61,7 @@ DEFAULT_CONFIG = Path("config.toml")
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 CLI_PLATFORM = "cli"  # the user of `generate`: cli:<login name>
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SETTLE_WAIT = 5.0  # seconds `generate` waits at most for a delivered job's commit
 ALL, FRONT, WORKER = "all", "front", "worker"  # `run --role`: what one process of the bot does
 ROLES = (ALL, FRONT, WORKER)
 
@@ -495,6 +496,15 @@ async def _follow(engine: Engine, courier: ConsoleCourier, job_ids: list[int],
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         await asyncio.wait([*waiting, stopping], timeout=WAIT_CHECK, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
+    # The commit follows the courier's word (a round trip later on PostgreSQL): wait for
+    # the jobs told of to end in the store, so that what comes next (an accept refused
+    # by the per-user limit, tried again) sees them ended.
+    settling_until = time.monotonic() + SETTLE_WAIT
+    while not stop.is_set() and time.monotonic() < settling_until:
+        held = {job.id for job in await engine.held_jobs()}
+        if not any(end.done() and job_id in held for job_id, end in ends.items()):
+            break
+        await asyncio.sleep(0.02)
     return {job_id: end.result() if end.done() else None for job_id, end in ends.items()}
 
 

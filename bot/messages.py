@@ -738,6 +738,19 @@ def telegram_polled_elsewhere(detail: str) -> str:
             "in webhook mode ([telegram] webhook_url).")
 
 
+def telegram_webhook_fronts_run(front: str) -> str:
+    return (f"kling-bot processes on this database take this bot's updates by webhook ({front} said so "
+            "within a lease), and polling would delete their webhook: they would get nothing more. Start "
+            "this one in webhook mode too ([telegram] webhook_url), or stop them and start it a lease "
+            "([storage] lease_seconds) later.")
+
+
+def telegram_poller_blocks_webhook(holder: str) -> str:
+    return (f"another kling-bot process ({holder}) polls Telegram for this bot on this database, and a "
+            "webhook would end its every getUpdates with 409 Conflict. Stop it first, then start the "
+            "webhook fronts.")
+
+
 def telegram_cannot_listen(listen: str, why: str) -> str:
     return f"cannot listen for Telegram's updates on {listen} ([telegram] webhook_listen): {why}"
 

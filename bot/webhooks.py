@@ -195,7 +195,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._inner.resume_writing()
 
 
-class _PeerErrorsAtDebug(logging.LoggerAdapter):
+class PeerErrorsAtDebug(logging.LoggerAdapter):
     """aiohttp's server log, where a request aiohttp cannot parse (which anyone on the
     internet may send, as often as they like) is a debug line, not an error traceback;
     the listener's own failures stay errors."""
@@ -230,7 +230,7 @@ class WebhookListener:
         # lingering_time 0: a refused body is not drained; keepalive_timeout: idle ones go.
         self._runner = web.AppRunner(self.app(), access_log=None, lingering_time=0,
                                      keepalive_timeout=self.read_deadline,
-                                     logger=cast(logging.Logger, _PeerErrorsAtDebug(log, {})))
+                                     logger=cast(logging.Logger, PeerErrorsAtDebug(log, {})))
         await self._runner.setup()
         assert self._runner.server is not None
         self._gate = ConnectionGate(self._runner.server, limit=self.max_connections, deadline=self.read_deadline)

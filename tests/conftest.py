@@ -9,6 +9,7 @@ from bot.config import load_settings
 from bot.devtools.simulator import Simulator
 from bot.engine import Engine
 from bot.jobs import GenerationRequest, Press, UserRef
+from bot.store import is_postgres_url
 from tests import spec_check
 from tests.helpers import RecordingCourier, image_bytes
 from tests.postgres import (  # noqa: F401  (fixtures: a PostgreSQL server and a store per backend)
@@ -21,6 +22,51 @@ from tests.postgres import (  # noqa: F401  (fixtures: a PostgreSQL server and a
 
 API_KEY = "ws-test-key-DO-NOT-LEAK-7f3a"
 PLATFORM = "test"
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_backends: the module's tests that use the `database` fixture"
+                                       " (directly, or through `settings` and the engines) run on SQLite and on"
+                                       " PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The one place tests are run on both backends: in a module marked
+    ``pytestmark = pytest.mark.both_backends``, every test whose fixtures reach
+    ``database`` runs once per backend; elsewhere ``database`` is a SQLite file."""
+    if "database" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
+        metafunc.parametrize("database", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+async def database(request: pytest.FixtureRequest, tmp_path) -> str:
+    """Where this test's store lives, as ``[storage]`` takes it: a SQLite file path, or
+    (the "postgresql" variant of a ``both_backends`` test) the URL of a fresh migrated
+    database of its own on the suite's PostgreSQL server (tests/postgres.py)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return str(tmp_path / "bot.sqlite")
+    server = request.getfixturevalue("pg_server")
+    return await server.create_database(migrated=True)
+
+
+@pytest.fixture
+async def make_store(database):
+    """Open stores on this test's database (each one its own connections, like another
+    process; ``make_store(url)`` for another database); all closed after the test."""
+    from bot.store import open_store
+    opened = []
+
+    async def open_(url: str | None = None):
+        store = await open_store(url or database)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
 
 
 @pytest.fixture(autouse=True)
@@ -43,14 +89,16 @@ async def simulator():
 
 
 @pytest.fixture
-def settings(tmp_path, simulator):
+def settings(tmp_path, simulator, database):
     base = load_settings(None, env={})
     base = base.with_wavespeed(base_url=simulator.base_url, api_key=API_KEY,
                                poll_interval=0.05, job_timeout=20.0, max_concurrent=2,
                                history_settle=0.3)
     # A polling bot's start-up check for another poller (2 s by default) is tested in
     # tests/test_telegram_webhook.py; elsewhere it would only slow every start.
+    on_postgres = is_postgres_url(database)
     return replace(base, storage=replace(base.storage, path=str(tmp_path / "bot.sqlite"),
+                                         url=database if on_postgres else "",
                                          videos_dir=str(tmp_path / "videos"), lease_seconds=2.0),
                    telegram=replace(base.telegram, conflict_check_seconds=0.0))
 

@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from tests import spec_check
+from tests.doors import Doors
 
 APP_ID = 900000000000000001
 BOT_ID = 900000000000000002
@@ -56,7 +57,7 @@ def _user(user_id: int, bot: bool = False) -> dict[str, Any]:
             "global_name": f"User {user_id}", "avatar": None, "bot": bot}
 
 
-class FakeDiscord:
+class FakeDiscord(Doors):
     def __init__(self, token: str):
         self.token = token
         self.calls: list[dict[str, Any]] = []
@@ -88,8 +89,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.base = ""
         # door(): more addresses of this same fake, so a test tells which process made a request.
-        self._doors: dict[int, str] = {}  # port -> the door's name
-        self.requests_by_door: dict[str, list[str]] = {}  # name -> the paths requested through it
+        self._init_doors()
 
     async def start(self) -> None:
         app = web.Application(client_max_size=100 * 1024 * 1024, middlewares=[self._by_door])
@@ -112,25 +112,6 @@ class FakeDiscord:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-
-    async def door(self, name: str) -> str:
-        """Another address of this same fake (the same chats, messages and records): what is
-        requested through it is recorded as ``name``'s (``requests_by_door``, a call's
-        ``door``). Its base, ``http://127.0.0.1:PORT``."""
-        assert self._runner is not None, "start() first"
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self._doors[port] = name
-        return f"http://127.0.0.1:{port}"
-
-    def door_of(self, request: web.Request) -> str:
-        return self._doors.get(request.url.port or 0, "")
-
-    @web.middleware
-    async def _by_door(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        self.requests_by_door.setdefault(self.door_of(request), []).append(request.path)
-        return await handler(request)
 
     async def close(self) -> None:
         for socket in list(self._sockets):

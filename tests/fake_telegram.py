@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from tests import spec_check
+from tests.doors import Doors
 from tests.helpers import checked
 
 # The placeholder senders Telegram puts in ``from`` of messages sent on behalf of a chat
@@ -45,7 +46,7 @@ def _error(status: int, description: str) -> web.Response:
     return web.json_response({"ok": False, "error_code": status, "description": description}, status=status)
 
 
-class FakeTelegram:
+class FakeTelegram(Doors):
     def __init__(self, token: str, *, local: bool = False):
         self.token = token
         # Telegram's bot id is the token's first part (getMe, and ``from`` of the bot's messages).
@@ -82,8 +83,7 @@ class FakeTelegram:
         self._runner: web.AppRunner | None = None
         self.base = ""
         # door(): more addresses of this same fake, so a test tells which process made a request.
-        self._doors: dict[int, str] = {}  # port -> the door's name
-        self.requests_by_door: dict[str, list[str]] = {}  # name -> the paths requested through it
+        self._init_doors()
 
     # --- test side ----------------------------------------------------------------
 
@@ -97,25 +97,6 @@ class FakeTelegram:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         self.base = f"http://127.0.0.1:{port}"
-
-    async def door(self, name: str) -> str:
-        """Another address of this same fake (the same chats, messages and records): what is
-        requested through it is recorded as ``name``'s (``requests_by_door``, a call's
-        ``door``). Its base, ``http://127.0.0.1:PORT``."""
-        assert self._runner is not None, "start() first"
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self._doors[port] = name
-        return f"http://127.0.0.1:{port}"
-
-    def door_of(self, request: web.Request) -> str:
-        return self._doors.get(request.url.port or 0, "")
-
-    @web.middleware
-    async def _by_door(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        self.requests_by_door.setdefault(self.door_of(request), []).append(request.path)
-        return await handler(request)
 
     async def close(self) -> None:
         for task in list(self._sending):

@@ -19,7 +19,10 @@ CHAT_LIBRARIES = ("discord", "telegram")
 # What an adapter may import from the core. The composition root also starts the
 # shipped development servers (the demo's simulator and sample photo).
 # bot.videofit: the shared chat courier re-encodes a video to fit a chat's upload limit.
-ADAPTER_MAY_IMPORT = {"bot.engine", "bot.jobs", "bot.messages", "bot.catalog", "bot.config", "bot.videofit"}
+# bot.webhooks: the Telegram update listener faces the internet as WaveSpeed's does, and
+# shares its bounds (ConnectionGate) rather than copying them.
+ADAPTER_MAY_IMPORT = {"bot.engine", "bot.jobs", "bot.messages", "bot.catalog", "bot.config", "bot.videofit",
+                      "bot.webhooks"}
 # `kling-bot db copy` works on two stores and no engine: the composition root runs it.
 COMPOSITION_ROOT_MAY_ALSO = {"bot.devtools.simulator", "bot.devtools.clips", "bot.store.copy"}
 SQL = re.compile(r"^\s*(select\s.*\sfrom\s|insert\s+into\s|update\s+\w+\s+set\s|delete\s+from\s"

@@ -7,17 +7,22 @@ import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+
 from bot.catalog import MODELS, Params
 from bot.config import QuotaSettings
 from bot.credits import Credits, OutOfCredits, cost_of
 from bot.jobs import GenerationRequest, JobState, Rejected
-from bot.store.sqlite import SqliteStore as Store
+from bot.store import open_store
+from tests.backends import count_rows, ledger_entries
 from tests.conftest import effect_request, user
 from tests.helpers import image_bytes, settled
 
+pytestmark = pytest.mark.both_backends
 
-def _ledger(engine, job_id):
-    return [r["entry"] for r in engine.store.db["ledger"].rows_where("job_id = ?", [job_id], order_by="id")]
+
+async def _ledger(engine, job_id):
+    return await ledger_entries(engine.store, job_id)
 
 
 async def test_credit_is_reserved_on_accept_and_committed_on_delivery(engine, courier):
@@ -27,7 +32,7 @@ async def test_credit_is_reserved_on_accept_and_committed_on_delivery(engine, co
     assert (await courier.outcome(answer.job.id))[0] == "delivered"
     await settled(engine, answer.job.id)  # the commit follows the delivery
     assert (await engine.balance(user())).total == 9
-    assert _ledger(engine, answer.job.id) == ["reserve", "commit"]
+    assert await _ledger(engine, answer.job.id) == ["reserve", "commit"]
     assert (await engine.store.job_row(answer.job.id))["settlement"] == "committed"
 
 
@@ -38,7 +43,7 @@ async def test_failed_job_refunds_and_says_so(engine, courier, simulator):
     assert kind == "failed"
     assert "Kling could not make this video" in reason and "Your 1 credit was refunded." in reason
     assert (await engine.balance(user())).total == 10
-    assert _ledger(engine, answer.job.id) == ["reserve", "refund"]
+    assert await _ledger(engine, answer.job.id) == ["reserve", "refund"]
     assert (await engine.store.job(answer.job.id)).state == JobState.FAILED
     assert await engine.store.files.get(answer.job.id) == {}  # the photo is not kept
 
@@ -66,20 +71,19 @@ async def test_fifty_parallel_requests_for_the_last_credit_spend_it_once(make_en
     refused = [a for a in answers if isinstance(a, Rejected)]
     assert len(accepted) == 1 and len(refused) == 49
     assert all("You're out of credits: this needs 1 and you have 0." in r.text for r in refused)
-    assert engine.store.db["jobs"].count == 1
+    assert await count_rows(engine.store, "jobs") == 1
     assert (await engine.balance(user())).total == 0
     await courier.outcome(accepted[0].job.id)
 
 
-def test_fifty_threads_on_separate_connections_cannot_both_take_the_last_credit(tmp_path):
-    path = tmp_path / "shared.sqlite"
-    Store(path).db.close()
+def test_fifty_threads_on_separate_connections_cannot_both_take_the_last_credit(database):
+    asyncio.run(_close(open_store(database)))  # migrated before the race
     settings = QuotaSettings(daily_credits=1)
     barrier = threading.Barrier(50)
     results: list[str] = []
 
     async def spend() -> None:
-        store = Store(path)  # its own connection, like another process
+        store = await open_store(database)  # its own connection, like another process
         quota = Credits(store, settings)
         barrier.wait()
         try:
@@ -97,8 +101,19 @@ def test_fifty_threads_on_separate_connections_cannot_both_take_the_last_credit(
     for t in threads:
         t.join()
     assert sorted(results).count("ok") == 1 and results.count("refused") == 49
-    store = Store(path)
-    assert store.db["users"].get(user().key)["daily_left"] == 0
+
+    async def daily_left() -> int:
+        store = await open_store(database)
+        try:
+            return (await store.user(user().key))["daily_left"]
+        finally:
+            await store.close()
+
+    assert asyncio.run(daily_left()) == 0
+
+
+async def _close(opening) -> None:
+    await (await opening).close()
 
 
 async def test_jobs_in_flight_per_user_are_limited(engine, courier):
@@ -115,9 +130,9 @@ async def test_jobs_in_flight_per_user_are_limited(engine, courier):
         await courier.outcome(answer.job.id)
 
 
-async def test_daily_credits_reset_at_the_configured_hour(tmp_path):
+async def test_daily_credits_reset_at_the_configured_hour(make_store):
     now = [datetime(2026, 11, 21, 5, 30, tzinfo=UTC).timestamp()]
-    store = Store(tmp_path / "q.sqlite")
+    store = await make_store()
     quota = Credits(store, QuotaSettings(daily_credits=3, reset_hour_utc=6), clock=lambda: now[0])
     async with store.transaction():
         await quota.reserve(user(), 3)
@@ -163,6 +178,7 @@ async def test_owner_cancels_a_queued_job_and_gets_the_credit_back(make_engine, 
     assert (await engine.balance(user(2))).total == 10
     assert (await engine.store.job(queued.job.id)).state == JobState.CANCELLED
     await courier.outcome(running.job.id)
+    await settled(engine, running.job.id)  # the commit follows the delivery (PostgreSQL: a round trip later)
     assert "cannot" not in text
     again = await engine.cancel(user(1), running.job.id)
     assert again == f"Job {running.job.id} has already ended (done)."
@@ -184,7 +200,7 @@ async def test_admin_grant_and_set(engine):
     balance = await engine.credits.set_credits(user(), 12, by="admin")
     assert (balance.daily_left, balance.bonus) == (10, 2)
     assert (await engine.credits.set_credits(user(), 3)).total == 3
-    entries = [r["entry"] for r in engine.store.db["ledger"].rows_where(order_by="id")]
+    entries = await ledger_entries(engine.store)
     assert entries == ["grant", "set", "set"]
 
 

@@ -144,6 +144,7 @@ def test_demo_with_a_missing_photo_is_one_line(tmp_path):
 
 # --- 3. audio with cover art is audio ---------------------------------------------------------
 
+@pytest.mark.both_backends  # a job, credits or questions kept in the store
 async def test_mp3_with_cover_art_is_accepted_as_audio(engine, simulator, courier):
     song = audio_bytes(2, "mp3", "libmp3lame", 22050, cover_art=True)
     answer = await engine.accept(GenerationRequest(user(), "avatar", image_bytes(), Params(prompt="sing"),
@@ -194,6 +195,7 @@ async def test_telegram_numbers_in_other_scripts_and_huge_job_numbers(adapter_ru
     assert simulator.submissions == [] and (await engine.balance(UserRef("telegram", str(ALICE)))).total == 10
 
 
+@pytest.mark.both_backends  # a job, credits or questions kept in the store
 async def test_telegram_grant_takes_ascii_numbers_of_sane_size(adapter_runner, tg_settings, telegram):
     engine, _ = await adapter_runner(tg_settings, TelegramAdapter)
     bob_said = telegram.user_message(GROUP, BOB, text="hello", push=False)
@@ -205,6 +207,7 @@ async def test_telegram_grant_takes_ascii_numbers_of_sane_size(adapter_runner, t
     assert (await engine.balance(UserRef("telegram", str(BOB)))).total == 10
 
 
+@pytest.mark.both_backends  # a job, credits or questions kept in the store
 async def test_console_numbers_in_other_scripts_and_huge_job_numbers(engine, simulator):
     out = io.StringIO()
     chat = ConsoleChat(engine, ConsoleCourier(out, Path(".")), user(), image_bytes(), out=out)
@@ -353,6 +356,7 @@ def test_generate_avatar_prompt_belongs_to_audio(tmp_path):
 
 # --- 7. allow lists hold at every entry point ----------------------------------------------
 
+@pytest.mark.both_backends  # a job, credits or questions kept in the store
 async def test_telegram_buttons_and_audio_answers_outside_allowed_chats_start_nothing(
         adapter_runner, tg_settings, telegram, simulator):
     engine, adapter = await adapter_runner(tg_settings, TelegramAdapter)

@@ -10,6 +10,8 @@ from bot.jobs import JobState
 from bot.wavespeed import WaveSpeedClient
 from tests.conftest import API_KEY, effect_request, user
 
+pytestmark = pytest.mark.both_backends
+
 
 def _result_checks(simulator):
     return [r for r in simulator.requests if r["path"].endswith("/result")]

@@ -23,6 +23,8 @@ from tests.helpers import image_bytes, settled
 
 EFFECTS_SUBMIT = "/api/v3/kwaivgi/kling-effects"
 
+pytestmark = pytest.mark.both_backends
+
 
 def _submits(simulator: Simulator) -> int:
     return sum(1 for r in simulator.requests if r["path"] == EFFECTS_SUBMIT)

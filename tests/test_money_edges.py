@@ -15,16 +15,32 @@ import time
 from pathlib import Path
 
 import av
+import pytest
 
 from bot import messages
 from bot.catalog import Params
 from bot.jobs import GenerationRequest, Rejected
 from bot.media import prepare_audio
+from tests.backends import query, storage_config
 from tests.conftest import PLATFORM, user
 from tests.helpers import audio_bytes, image_bytes, mp4_info
-from tests.test_cli_edges import _config, _credits_left, _db, _ended, _generate_until, akling
+from tests.test_cli_edges import _config, _ended, _generate_until, akling
 
+# The engine and command-line tests about jobs and money run on both backends.
+pytestmark = pytest.mark.both_backends
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config_on(tmp_path: Path, base_url: str, database: str) -> Path:
+    """tests/test_cli_edges.py's config, its database this test's (either backend)."""
+    config = _config(tmp_path, base_url)
+    config.write_text(config.read_text().replace(f'path = "{tmp_path / "real.sqlite"}"', storage_config(database)))
+    return config
+
+
+async def _credits_left(database: str) -> int:
+    [(daily, bonus)] = await query(database, "select daily_left, bonus from users")
+    return daily + bonus
 
 # --- item 5: an M4A whose every duration field lies -----------------------------------------
 
@@ -135,19 +151,19 @@ def test_a_copy_killed_halfway_leaves_no_truncated_video_under_the_asked_name(tm
 # --- item 6: two stopped generates must not lock the next one out --------------------------
 
 async def test_after_two_generates_stopped_at_wavespeed_the_next_one_still_makes_its_video(
-        tmp_path, simulator):
+        tmp_path, simulator, database):
     """Two kills after submit leave two jobs at WaveSpeed, the per-user limit (2). The next
     ``generate`` finishes both; its own request must then run too, not be refused as "You
     already have 2 jobs" by the very jobs it is finishing."""
     (tmp_path / "cat.jpg").write_bytes(image_bytes())
-    _config(tmp_path, simulator.base_url)
-    simulator.job_seconds = 6.0
+    _config_on(tmp_path, simulator.base_url, database)
+    simulator.job_seconds = 12.0  # both still running when stopped, even on a loaded machine
     stopped = [await _generate_until(tmp_path, lambda n=n: len(simulator.submissions) > n, "-o", f"{name}.mp4")
                for n, name in enumerate(("a", "b"))]
     for process in stopped:
         process.send_signal(signal.SIGTERM)
         await _ended(process)
-    assert _db(tmp_path, "select state from jobs") == [("processing",)] * 2
+    assert await query(database, "select state from jobs") == [("processing",)] * 2
     simulator.job_seconds = 0.3
     code, stdout, stderr = await akling("generate", "cat.jpg", "--effect", "hula", "--config", "config.toml",
                                         "-o", "c.mp4", cwd=tmp_path)
@@ -157,15 +173,15 @@ async def test_after_two_generates_stopped_at_wavespeed_the_next_one_still_makes
     for name in ("a", "b", "c"):
         assert mp4_info((tmp_path / f"{name}.mp4").read_bytes())[0] == "h264"
     assert len(simulator.submissions) == 3
-    assert _db(tmp_path, "select state, settlement from jobs") == [("done", "committed")] * 3
-    assert _credits_left(tmp_path) == 7
+    assert await query(database, "select state, settlement from jobs") == [("done", "committed")] * 3
+    assert await _credits_left(database) == 7
 
 
-async def test_a_generate_of_another_user_leaves_a_stopped_job_to_its_own_user(tmp_path, simulator):
+async def test_a_generate_of_another_user_leaves_a_stopped_job_to_its_own_user(tmp_path, simulator, database):
     """Two command-line users share a database: bob's generate never finishes (nor saves)
     alice's stopped job; alice's next generate does, where she asked for it."""
     (tmp_path / "cat.jpg").write_bytes(image_bytes())
-    _config(tmp_path, simulator.base_url)
+    _config_on(tmp_path, simulator.base_url, database)
     simulator.job_seconds = 4.0
     alice = {"USER": "alice", "LOGNAME": "alice"}
     process = await _generate_until(tmp_path, lambda: simulator.submissions, "-o", "alice.mp4", env=alice)
@@ -176,7 +192,7 @@ async def test_a_generate_of_another_user_leaves_a_stopped_job_to_its_own_user(t
                                    "-o", "bob.mp4", cwd=tmp_path, env={"USER": "bob", "LOGNAME": "bob"})
     assert code == 0, stderr
     assert "alice.mp4" not in stderr and not (tmp_path / "alice.mp4").exists()
-    assert _db(tmp_path, "select user_key, state from jobs order by id") == [
+    assert await query(database, "select user_key, state from jobs order by id") == [
         ("cli:alice", "processing"), ("cli:bob", "done")]
     code, _, stderr = await akling("generate", "cat.jpg", "--effect", "hula", "--config", "config.toml",
                                    "-o", "again.mp4", cwd=tmp_path, env=alice)
@@ -207,7 +223,8 @@ async def test_a_stopped_generate_settles_its_job_before_any_other_process_can_t
 
 
 async def test_a_stopped_simulated_generate_refunds_its_job_at_once(tmp_path):
-    """The simulator of a --simulate run ends with it, and every task in it: a run stopped
+    """SQLite only: a simulated run keeps its own SQLite file beside the configured one.
+    The simulator of a --simulate run ends with it, and every task in it: a run stopped
     while its job generates cancels and refunds it instead of leaving it to a next run
     that could only find no such task."""
     (tmp_path / "cat.jpg").write_bytes(image_bytes())

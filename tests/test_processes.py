@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
 import av
+import pytest
 from PIL import Image
 
+from tests.backends import query, storage_config
 from tests.conftest import API_KEY
 from tests.fake_telegram import FakeTelegram
+
+pytestmark = pytest.mark.both_backends
 
 ROOT = Path(__file__).resolve().parent.parent
 # Twelve colours far apart, one per run: each output video must show its own run's photo.
@@ -21,7 +24,7 @@ COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), 
            (128, 0, 0), (0, 128, 0), (0, 0, 128), (255, 255, 255), (0, 0, 0), (128, 128, 128)]
 
 
-def _config(tmp_path: Path, base_url: str, extra: str = "") -> Path:
+def _config(tmp_path: Path, base_url: str, database: str, extra: str = "") -> Path:
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [wavespeed]
@@ -31,7 +34,7 @@ poll_interval = 0.2
 history_settle = 0.5
 
 [storage]
-path = "{tmp_path / 'shared.sqlite'}"
+{storage_config(database)}
 videos_dir = "{tmp_path / 'videos'}"
 lease_seconds = 2
 
@@ -64,8 +67,8 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
-async def test_twelve_generate_runs_on_one_database_each_get_their_own_video(tmp_path, simulator):
-    config = _config(tmp_path, simulator.base_url)
+async def test_twelve_generate_runs_on_one_database_each_get_their_own_video(tmp_path, simulator, database):
+    config = _config(tmp_path, simulator.base_url, database)
     for n, colour in enumerate(COLOURS):
         (tmp_path / f"photo{n}.jpg").write_bytes(_photo(colour))
     runs = [await asyncio.create_subprocess_exec(
@@ -83,19 +86,18 @@ async def test_twelve_generate_runs_on_one_database_each_get_their_own_video(tmp
     assert [_nearest(_first_frame_colour(tmp_path / f"out{n}.mp4")) for n in range(len(COLOURS))] == \
         list(range(len(COLOURS)))  # nobody got another run's video
     assert len(simulator.submissions) == len(simulator.tasks) == len(COLOURS)  # one paid task each
-    with sqlite3.connect(tmp_path / "shared.sqlite") as conn:
-        states = conn.execute("select state, settlement, count(*) from jobs group by 1, 2").fetchall()
+    states = await query(database, "select state, settlement, count(*) from jobs group by 1, 2")
     assert states == [("done", "committed", len(COLOURS))]
 
 
-async def test_two_chat_bot_processes_on_one_database_drive_only_their_own_jobs(tmp_path, simulator):
+async def test_two_chat_bot_processes_on_one_database_drive_only_their_own_jobs(tmp_path, simulator, database):
     """Two Telegram bots (two tokens, two processes) share a database and a WaveSpeed key."""
     bots = [FakeTelegram(f"10000{n}:TOKEN-{n}-SECRET") for n in range(2)]
     processes = []
     for bot in bots:
         await bot.start()
     try:
-        config = _config(tmp_path, simulator.base_url, "[telegram]\nprogress_interval = 0\n")
+        config = _config(tmp_path, simulator.base_url, database, "[telegram]\nprogress_interval = 0\n")
         for n, bot in enumerate(bots):
             text = config.read_text() + f'base_url = "{bot.base_url}"\nbase_file_url = "{bot.base_file_url}"\n'
             own = tmp_path / f"bot{n}.toml"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -13,13 +12,15 @@ import pytest
 
 from bot.catalog import Params
 from bot.jobs import GenerationRequest, JobState
+from tests.backends import on_postgres, query, storage_config
 from tests.conftest import API_KEY, effect_request, user
 from tests.helpers import image_bytes, settled
 
+pytestmark = pytest.mark.both_backends
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _config(tmp_path: Path, base_url: str) -> Path:
+def _config(tmp_path: Path, base_url: str, database: str) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [wavespeed]
@@ -31,7 +32,7 @@ max_concurrent = 1
 history_settle = 0.5
 
 [storage]
-path = "{tmp_path / 'bot.sqlite'}"
+{storage_config(database)}
 videos_dir = "{tmp_path / 'videos'}"
 lease_seconds = 1  # a killed process's jobs are taken over after a second
 """)
@@ -52,39 +53,37 @@ def _events(path: Path) -> list[dict]:
 
 
 async def _until(check, timeout: float = 30.0):
+    """Wait until ``check()`` (a function, or a coroutine function) gives something true."""
     async with asyncio.timeout(timeout):
-        while not (found := check()):
+        while not (found := await _value(check())):
             await asyncio.sleep(0.05)
     return found
 
 
-def _job_state(db: Path, job_id: int = 1) -> tuple[str, str] | None:
-    if not db.exists():
-        return None
-    with sqlite3.connect(db) as conn:
-        try:
-            return conn.execute("select state, settlement from jobs where id = ?", [job_id]).fetchone()
-        except sqlite3.OperationalError:
-            return None
+async def _value(result):
+    return await result if asyncio.iscoroutine(result) else result
 
 
-def _credits(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return sum(have for (have,) in conn.execute("select daily_left + bonus from users"))
+async def _job_state(db: str, job_id: int = 1) -> tuple[str, str] | None:
+    rows = await query(db, "select state, settlement from jobs where id = ?", [job_id])
+    return tuple(rows[0]) if rows else None
 
 
-def _ledger_matches_credits(db: Path, daily: int = 10) -> bool:
+async def _credits(db: str) -> int:
+    return sum(have for (have,) in await query(db, "select daily_left + bonus from users"))
+
+
+async def _ledger_matches_credits(db: str, daily: int = 10) -> bool:
     """Every user's credits are their daily allowance plus what the ledger moved."""
-    with sqlite3.connect(db) as conn:
-        users = conn.execute("select key, daily_left + bonus from users").fetchall()
-        moved = dict(conn.execute("select user_key, sum(daily_delta + bonus_delta) from ledger"
-                                  " group by user_key").fetchall())
+    users = await query(db, "select key, daily_left + bonus from users")
+    moved = dict(await query(db, "select user_key, sum(daily_delta + bonus_delta) from ledger group by user_key"))
     return all(have == daily + moved.get(key, 0) for key, have in users)
 
 
-def _integrity_ok(db: Path) -> bool:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+async def _integrity_ok(db: str) -> bool:
+    if on_postgres(db):  # SQLite only: a file a killed process was writing to is checked
+        return True
+    return (await query(db, "pragma integrity_check"))[0][0] == "ok"
 
 
 # stage -> (requests made, how the simulator is scripted, when to kill the process)
@@ -92,8 +91,9 @@ CRASH_STAGES = ["queued", "submitting", "processing", "downloading", "delivering
 
 
 @pytest.mark.parametrize("kill_while", CRASH_STAGES)
-async def test_a_job_killed_at_any_stage_ends_delivered_once_with_one_task(tmp_path, simulator, kill_while):
-    config, events, db = _config(tmp_path, simulator.base_url), tmp_path / "events.jsonl", tmp_path / "bot.sqlite"
+async def test_a_job_killed_at_any_stage_ends_delivered_once_with_one_task(tmp_path, simulator, kill_while,
+                                                                           database):
+    config, events, db = _config(tmp_path, simulator.base_url, database), tmp_path / "events.jsonl", database
     requests = 2 if kill_while == "queued" else 1  # with one slot, the second one waits in the queue
     simulator.job_seconds = 1.5 if kill_while in ("queued", "processing") else 0.3
     if kill_while == "submitting":  # WaveSpeed creates the task; its answer never arrives
@@ -101,9 +101,9 @@ async def test_a_job_killed_at_any_stage_ends_delivered_once_with_one_task(tmp_p
     if kill_while == "downloading":
         simulator.fail_next("output", kind="stall", delay=60)
     stage_reached = {
-        "queued": lambda: _job_state(db, 2) == ("queued", "reserved") and simulator.submissions,
-        "submitting": lambda: simulator.tasks and _job_state(db) == ("submitting", "reserved"),
-        "processing": lambda: _job_state(db) == ("processing", "reserved"),
+        "queued": lambda: simulator.submissions and _job_state_is(db, ("queued", "reserved"), 2),
+        "submitting": lambda: simulator.tasks and _job_state_is(db, ("submitting", "reserved")),
+        "processing": lambda: _job_state_is(db, ("processing", "reserved")),
         "downloading": lambda: ("output", "stall") in simulator.faults_served,
         "delivering": lambda: any(e["event"] == "delivering" for e in _events(events)),
     }[kill_while]
@@ -119,8 +119,7 @@ async def test_a_job_killed_at_any_stage_ends_delivered_once_with_one_task(tmp_p
 
     second = await _spawn(config, events)
     try:
-        await _until(lambda: all(_job_state(db, n) == ("done", "committed") for n in range(1, requests + 1)),
-                     timeout=45)
+        await _until(lambda: _all_done(db, requests), timeout=45)
     finally:
         second.kill()
         await second.wait()
@@ -130,7 +129,16 @@ async def test_a_job_killed_at_any_stage_ends_delivered_once_with_one_task(tmp_p
     assert all(e["size"] > 1000 for e in delivered)
     assert {e["reply_to"]["message"] for e in delivered} == {1234 + n for n in range(requests)}
     assert len(simulator.submissions) == len(simulator.tasks) == requests  # one paid task each
-    assert _credits(db) == 9 * requests and _ledger_matches_credits(db) and _integrity_ok(db)
+    assert await _credits(db) == 9 * requests
+    assert await _ledger_matches_credits(db) and await _integrity_ok(db)
+
+
+async def _job_state_is(db: str, wanted: tuple[str, str], job_id: int = 1) -> bool:
+    return await _job_state(db, job_id) == wanted
+
+
+async def _all_done(db: str, requests: int) -> bool:
+    return all([await _job_state(db, n) == ("done", "committed") for n in range(1, requests + 1)])
 
 
 async def test_job_accepted_but_never_submitted_is_submitted_after_restart(
@@ -155,3 +163,23 @@ async def test_jobs_of_platforms_without_an_adapter_wait_for_it(make_engine, cou
     await asyncio.sleep(0.5)
     assert simulator.submissions == []  # no Telegram adapter here: the job is kept, not run
     assert (await engine.store.job(answer.job.id)).state == JobState.QUEUED
+
+
+async def test_a_stop_right_after_the_delivery_still_commits_it(make_engine, courier, simulator):
+    """The chat has the video; the process is stopped at that moment (``generate`` stops
+    its engine as soon as its video is saved). The commit that follows the delivery must
+    not be cut off by the stop: else the job stays "delivering" with its credit reserved,
+    and the next process posts the video a second time. (On SQLite the commit never
+    yields to the event loop; on PostgreSQL it waits on the network.)"""
+    engine = await make_engine()
+    answer = await engine.accept(effect_request())
+    assert (await courier.outcome(answer.job.id))[0] == "delivered"
+    await engine.stop()
+    job = await engine.store.job(answer.job.id)
+    assert (job.state, (await engine.store.job_row(answer.job.id))["settlement"]) == (JobState.DONE, "committed")
+    assert (await engine.balance(user())).total == 9
+
+    again = await make_engine()  # nothing is left for the next process to post again
+    await asyncio.sleep(0.5)
+    assert len(courier.delivered) == 1 and courier.deliver_calls == 1
+    assert (await again.balance(user())).total == 9

@@ -19,7 +19,7 @@ from telegram.request import HTTPXRequest
 from adapters.telegram.common import PLATFORM
 from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.menus import Menus
-from adapters.telegram.updates import CannotListen, PollerElsewhere
+from adapters.telegram.updates import CannotListen, PollerBlocksWebhook, PollerElsewhere, WebhookFrontsRun
 from bot import messages
 from bot.config import Settings, TelegramSettings
 from bot.engine import Engine
@@ -72,6 +72,10 @@ def start_problem(error: Exception, settings: TelegramSettings) -> str | None:
         return messages.not_a_bot_api(settings.base_url)
     if isinstance(error, PollerElsewhere):
         return messages.telegram_poller_running(str(error))
+    if isinstance(error, WebhookFrontsRun):
+        return messages.telegram_webhook_fronts_run(str(error))
+    if isinstance(error, PollerBlocksWebhook):
+        return messages.telegram_poller_blocks_webhook(str(error))
     if isinstance(error, Conflict):  # getUpdates at start: a poller on another database
         return messages.telegram_polled_elsewhere(str(error))
     if isinstance(error, CannotListen):

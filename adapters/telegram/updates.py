@@ -15,7 +15,10 @@ aiohttp handler of the bot's own rather than PTB's ``start_webhook``, which need
 compares the secret with ``!=``, caps no body and hands every update on before anyone could
 tell a repeat. Here the ``X-Telegram-Bot-Api-Secret-Token`` header is compared in constant
 time before the body is read (a missing or wrong one: 401, nothing read or handled), a body
-over ``MAX_UPDATE_BYTES`` is refused (413), and an update is handled by the first front it
+over ``MAX_UPDATE_BYTES`` is refused (413), at most ``MAX_CONNECTIONS`` connections are
+held and each must send its whole request within ``READ_DEADLINE`` seconds of connecting
+(``bot.webhooks.ConnectionGate``, as for WaveSpeed's listener: anyone can reach this one
+too), each connection carries one request, and an update is handled by the first front it
 reaches only (``Engine.first_delivery``, shared by every process on the database): Telegram
 retrying it, or the balancer routing it twice, handles nothing twice.
 """
@@ -29,7 +32,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -41,12 +44,14 @@ from telegram.ext import Application
 from adapters.telegram.common import PLATFORM, updater_of
 from bot.config import TelegramSettings
 from bot.engine import Engine
+from bot.webhooks import ConnectionGate, PeerErrorsAtDebug
 
 log = logging.getLogger(__name__)
 
 UPDATE_TYPES = ["message", "callback_query"]  # what the bot's handlers take
 MAX_UPDATE_BYTES = 1024 * 1024  # an update is a few KB (a message, the one it replies to, entities)
-READ_DEADLINE = 10.0  # seconds a delivery may take to send its body
+READ_DEADLINE = 10.0  # seconds from connecting to a delivery's last byte (slow senders are cut off)
+MAX_CONNECTIONS = 64  # held at once; Telegram opens up to setWebhook's max_connections (40)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
@@ -58,9 +63,24 @@ class CannotListen(Exception):
     """The webhook listener could not bind ``webhook_listen`` (the reason is the arg)."""
 
 
+class WebhookFrontsRun(Exception):
+    """Webhook fronts on this database take the bot's updates: polling would delete their
+    webhook (the arg: the one that last said it is alive)."""
+
+
+class PollerBlocksWebhook(Exception):
+    """A process on this database polls for the bot: a webhook would end its getUpdates
+    with 409 for as long as it runs (the arg: its name)."""
+
+
 def poller_lease(bot_id: int) -> str:
     """The name of the lease a process holds while it polls Telegram for one bot."""
     return f"telegram-poller:bot-{bot_id}"
+
+
+def webhook_fronts(bot_id: int) -> str:
+    """The name every webhook front of one bot announces itself under, while it runs."""
+    return f"telegram-webhook-fronts:bot-{bot_id}"
 
 
 class Poller:
@@ -80,6 +100,10 @@ class Poller:
         if holder is not None:
             raise PollerElsewhere(holder)
         try:
+            # Telegram keeps a webhook set until it is deleted: one that stopped fronts left is
+            # deleted here, one that running fronts serve is not (they would get nothing more).
+            if (front := await self.engine.announced(webhook_fronts(self.app.bot.id))) is not None:
+                raise WebhookFrontsRun(front)
             await self.app.bot.delete_webhook()  # getUpdates is refused (409) while a webhook is set
             await self._listen_for_another_poller()
             await self.app.start()
@@ -130,27 +154,54 @@ class WebhookReceiver:
         self.settings = settings
         self.listener = UpdateListener(settings.webhook_listen, urlsplit(settings.webhook_url).path or "/",
                                        settings.secret_token, self._on_update)
+        self._announcer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Listen, tell Telegram where updates go (every front sets the same webhook), then
-        handle them (updates taken meanwhile wait in the queue): a failure comes before
-        PTB's application starts, and is one line."""
-        await self.listener.start()
+        """Say this front runs (a poller starting on the database then refuses), check that
+        none polls, listen, tell Telegram where updates go (every front sets the same
+        webhook), then handle them (updates taken meanwhile wait in the queue): a failure
+        comes before PTB's application starts, and is one line."""
+        name = webhook_fronts(self.app.bot.id)
+        await self.engine.announce(name)  # before the check: of a front and a poller starting at once, one refuses
+        try:
+            poller = self.engine.lease(poller_lease(self.app.bot.id))
+            if (holder := await poller.acquire()) is not None:
+                raise PollerBlocksWebhook(holder)
+            await poller.release()
+            await self.listener.start()
+        except BaseException:
+            await self.engine.unannounce(name)
+            raise
+        self._announcer = asyncio.create_task(self._keep_announced(name), name=f"announce {name}")
         await self.app.bot.set_webhook(self.settings.webhook_url, secret_token=self.settings.secret_token,
                                        allowed_updates=UPDATE_TYPES, drop_pending_updates=False)
         await self.app.start()
 
     async def stop(self) -> None:
-        """Stop listening. The webhook stays set: other fronts may still be serving it."""
+        """Stop listening. The webhook stays set: other fronts may still be serving it (so
+        this front's announcement lapses rather than being withdrawn)."""
+        if self._announcer is not None:
+            self._announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcer
+            self._announcer = None
         await self.listener.stop()
+
+    async def _keep_announced(self, name: str) -> None:
+        while True:
+            await asyncio.sleep(self.engine.settings.storage.lease_seconds / 3)
+            try:
+                await self.engine.announce(name)
+            except Exception as err:  # e.g. the database busy for long: the next turn tries again
+                log.warning("%s not renewed: %s: %s", name, type(err).__name__, err)
 
     async def _on_update(self, data: dict[str, Any]) -> bool:
         """Hand a delivered update to the handlers unless a front already took it; False
         when it is no update at all."""
         try:
             update = Update.de_json(data, self.app.bot)
-        except (KeyError, TypeError, ValueError):
-            return False
+        except (AttributeError, KeyError, OverflowError, RecursionError, TypeError, ValueError):
+            return False  # e.g. a field of the wrong type, a date past time_t: never readable
         if await self.engine.first_delivery(PLATFORM, self.app.bot.id, update.update_id):
             await self.app.update_queue.put(update)
         else:
@@ -170,25 +221,32 @@ class UpdateListener:
         self.secret = secret.encode()
         self.on_update = on_update
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._gate: ConnectionGate | None = None
 
     async def start(self) -> int:
         """Listen; the port (useful when 0 was asked). CannotListen when the bind fails."""
         app = web.Application(client_max_size=MAX_UPDATE_BYTES)
         app.router.add_post(self.path, self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
+        # lingering_time 0: a refused body is not drained; malformed requests are debug lines.
+        self._runner = web.AppRunner(app, access_log=None, lingering_time=0, keepalive_timeout=READ_DEADLINE,
+                                     logger=cast(logging.Logger, PeerErrorsAtDebug(log, {})))
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        assert self._runner.server is not None
+        self._gate = ConnectionGate(self._runner.server, limit=MAX_CONNECTIONS, deadline=READ_DEADLINE)
         try:
-            await site.start()
+            self._server = await asyncio.get_running_loop().create_server(self._gate, self.host or None, self.port,
+                                                                          reuse_address=True)
         except OSError as err:
             await self.stop()
             raise CannotListen(str(err.strerror or err)) from None
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -197,24 +255,34 @@ class UpdateListener:
         given = request.headers.get(SECRET_HEADER, "").encode(errors="replace")
         if not hmac.compare_digest(given, self.secret):  # constant time: no guessing it byte by byte
             log.warning("Telegram update refused: missing or wrong secret token (from %s)", request.remote)
-            return web.Response(status=401)
+            return _answer(401)
         if request.content_length is not None and request.content_length > MAX_UPDATE_BYTES:
-            return web.Response(status=413)
+            return _answer(413)
+        assert self._gate is not None
         try:
-            async with asyncio.timeout(READ_DEADLINE):
+            async with asyncio.timeout_at(self._gate.deadline_of(request.transport)):
                 body = await request.read()
+            self._gate.received(request.transport)
             data = json.loads(body)
         except web.HTTPRequestEntityTooLarge:  # a chunked body past client_max_size
-            return web.Response(status=413)
+            return _answer(413)
         except TimeoutError:
-            return web.Response(status=408)
-        except (ConnectionError, RequestPayloadError, ValueError):
-            return web.Response(status=400)
+            return _answer(408)
+        except (ConnectionError, RequestPayloadError, ValueError, RecursionError):  # RecursionError: deep nesting
+            return _answer(400)
         if not (isinstance(data, dict) and type(data.get("update_id")) is int):
-            return web.Response(status=400)
+            return _answer(400)
         try:
             handled = await self.on_update(data)
         except Exception as err:  # e.g. the database unreachable: Telegram delivers it again later
             log.error("Telegram update not taken: %s: %s", type(err).__name__, err)
-            return web.Response(status=500)
-        return web.Response(status=200 if handled else 400)
+            return _answer(500)
+        return _answer(200 if handled else 400)
+
+
+def _answer(status: int) -> web.Response:
+    """An empty answer that closes its connection: one request per connection, so each one's
+    deadline covers all it sends."""
+    response = web.Response(status=status)
+    response.force_close()
+    return response

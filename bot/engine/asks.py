@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.config import Settings
-from bot.engine.leases import Lease
+from bot.engine.leases import HOLDER, LEASES, Lease
 from bot.store import Store
 
 
@@ -48,3 +48,22 @@ class Asks:
         ``await lease.acquire()`` is None when taken (renewed until ``release``), else the
         live holder's name. ``on_lost`` hears of another process taking it over."""
         return Lease(self.store, name, self.owner, self.settings.storage.lease_seconds, self.clock, on_lost)
+
+    async def announce(self, name: str) -> None:
+        """Say that a process doing ``name`` is alive, for one lease: unlike a lease, any
+        number of processes may announce the same name (every webhook front does)."""
+        now = self.clock()
+        await self.store.asks.put(LEASES, name, HOLDER,
+                                  {"owner": self.owner, "until": now + self.settings.storage.lease_seconds}, now)
+
+    async def announced(self, name: str) -> str | None:
+        """The process that last announced ``name``, while that lasts (a lease); else None."""
+        mark = await self.store.asks.get(LEASES, name, HOLDER) or {}
+        return str(mark["owner"]) if float(mark.get("until", 0)) >= self.clock() else None
+
+    async def unannounce(self, name: str) -> None:
+        """Take back this process's announcement of ``name`` (when it was the last one made)."""
+        async with self.store.transaction():
+            await self.store.lock_user(f"{LEASES}:{name}")
+            if (await self.store.asks.get(LEASES, name, HOLDER) or {}).get("owner") == self.owner:
+                await self.store.asks.drop(LEASES, name, HOLDER)

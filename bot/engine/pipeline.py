@@ -209,6 +209,24 @@ class Pipeline:
     # --- settle -------------------------------------------------------------------
 
     async def settle_done(self, job: Job, **changes: object) -> None:
+        """Mark a job whose video the chat has done and commit its credit. A stop that
+        comes meanwhile (a cancel) waits for this, then goes on: cut off, the job would
+        stay "delivering", reserved, and the next process would post the video again.
+        (SQLite's commit never yields to the event loop; PostgreSQL's waits on the network.)"""
+        settling = asyncio.ensure_future(self._commit_delivered(job, **changes))
+        stopped = False
+        while True:
+            try:
+                await asyncio.shield(settling)
+                break
+            except asyncio.CancelledError:
+                if settling.done():  # the commit itself was cancelled (the loop is closing)
+                    raise
+                stopped = True
+        if stopped:
+            raise asyncio.CancelledError
+
+    async def _commit_delivered(self, job: Job, **changes: object) -> None:
         async with self.store.transaction():
             job = await self._update(job, state=JobState.DONE, finished_at=self.clock(), **changes)
             await self.credits.commit(job)
