@@ -137,3 +137,29 @@ async def test_junk_notifications_from_another_database_user_are_ignored_quietly
         await admin.close()
         await listening.close()
         await writing.close()
+
+
+# --- lock order ---------------------------------------------------------------------------
+
+
+async def test_one_users_cancels_and_grants_at_once_through_two_fronts_all_succeed(make_engine, settings, pg_url):
+    """A cancel writes its job row twice (cancelled, then refunded), and PostgreSQL's
+    second write checks the row's user (a key-share lock on it) before the cancel takes
+    the user's lock; reading the user row to change it must not wait for that lock, or
+    two refunds of one user deadlock and one of them fails."""
+    roomy = _on(settings, pg_url, lease_seconds=30.0)
+    roomy = replace(roomy, quota=replace(roomy.quota, daily_credits=30, max_jobs_per_user=100))
+    fronts = [await make_engine(roomy, start=False) for _ in range(2)]
+    for front in fronts:
+        await front.start(drive=False)
+    ids = [(await fronts[0].accept(effect_request())).job.id for _ in range(20)]
+    answers = await asyncio.gather(*(fronts[n % 2].cancel(user(), job_id) for n, job_id in enumerate(ids)),
+                                   *(fronts[n % 2].grant(user(), 1, by="admin") for n in range(6)),
+                                   return_exceptions=True)
+    assert not [a for a in answers if isinstance(a, BaseException)], answers
+    assert [(await fronts[1].store.job(job_id)).state for job_id in ids] == [JobState.CANCELLED] * len(ids)
+    assert (await fronts[1].balance(user())).total == 30 + 6
+    ledger = await fronts[1].store.db.fetchrow(
+        "select sum(daily_delta) as daily, sum(bonus_delta) as bonus from ledger where user_key = $1", user().key)
+    row = await fronts[1].store.user(user().key)
+    assert (30 + ledger["daily"], ledger["bonus"]) == (row["daily_left"], row["bonus"])

@@ -6,7 +6,7 @@ every backend keeps, because the money rules rest on them:
 
 - ``transaction()`` is one atomic unit of work; nested use joins the outer one. Inside
   it, ``job(id)`` and ``user(key)`` read rows that no other transaction can change
-  until it ends (SQLite: the write lock, taken up front; PostgreSQL: ``FOR UPDATE``),
+  until it ends (SQLite: the write lock, taken up front; PostgreSQL: ``FOR NO KEY UPDATE``),
   and ``lock_user(key)`` serialises every transaction about one key (a user's, or a
   named lease's), row or no row.
   A transaction's body awaits nothing but this store.

@@ -3,7 +3,7 @@ fronts and workers on several machines sharing one database.
 
 It keeps the SQLite backend's semantics (``bot.store.sqlite``), call for call. Where
 SQLite relies on its one write lock, this backend locks rows: inside ``transaction()``
-``job(id)`` and ``user(key)`` read ``FOR UPDATE`` and ``lock_user(key)`` takes a
+``job(id)`` and ``user(key)`` read ``FOR NO KEY UPDATE`` and ``lock_user(key)`` takes a
 transaction-scoped advisory lock on the key, so one user's read-check-write runs one at
 a time on every machine, row or no row. Claims use ``FOR UPDATE SKIP LOCKED``
 (``bot.store.pg_parts``); a job queued, or a task's end recorded, sends a NOTIFY that
@@ -84,8 +84,12 @@ class PostgresStore(PgTransfer):
         self.feed.listeners.append(listener)
 
     def _locking(self) -> str:
-        """Inside a transaction, a row read is locked until it ends."""
-        return " for update" if self.db.in_transaction() is not None else ""
+        """Inside a transaction, a row read is locked against every other change until it
+        ends. Not ``for update``: that also waits for the key-share locks that writing a
+        row that refers to it takes (a job's second write in one transaction checks its
+        user again), and a refund holding a job would then deadlock with one holding the
+        user; no row's key ever changes."""
+        return " for no key update" if self.db.in_transaction() is not None else ""
 
     async def lock_user(self, key: str) -> None:
         """Serialise this transaction with every other about the same user (outside a
