@@ -12,9 +12,10 @@ kept for /history and offered to its owner privately (``keep_refused``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot import messages
@@ -60,8 +61,7 @@ class Pipeline:
         self.follower = Follower(settings.wavespeed, store, client, couriers, clock)
 
     async def drive(self, job: Job, released: Callable[[int], None]) -> None:
-        """Run a job from the step it is in to its end; never raises but for cancellation
-        and StoreOffline (the job is as the database last had it)."""
+        """Run a job from the step it is in to its end; never raises but for cancellation."""
         try:
             if job.state == JobState.SUBMITTING:
                 job = await self.submit(job)
@@ -77,9 +77,7 @@ class Pipeline:
         except LeaseLost:
             log.warning("job %s: another process took it over; leaving it to that one", job.id)
         except (asyncio.CancelledError, StoreOffline):
-            # The database out of reach says nothing about the job (its task may be made
-            # and billed): it is handed back, and driven on once the store answers.
-            raise
+            raise  # offline: not the job's failure; the scheduler drives it again later
         except Exception:
             log.exception("job %s crashed", job.id)
             await self.fail(job.id, messages.BOT_ERROR)
@@ -187,7 +185,7 @@ class Pipeline:
                 if attempt == DELIVERY_ATTEMPTS - 1:
                     raise JobFailed(messages.NOT_POSTED) from None
                 await asyncio.sleep(backoff(attempt, base=2.0))
-        await self.settle_done(job)
+        await self._surely(lambda: self.settle_done(job), job)
         path.unlink(missing_ok=True)
         log.info("job %s delivered", job.id)
 
@@ -200,13 +198,25 @@ class Pipeline:
         kept = kept_video(self.videos_dir, job.id) if keep_days else video.path
         if keep_days:
             os.replace(video.path, kept)
-        await self.settle_done(job, video_path=str(kept) if keep_days else None)
+        await self._surely(lambda: self.settle_done(job, video_path=str(kept) if keep_days else None), job)
         await self.couriers.refused(job, Video(path=kept, size=video.size, nsfw=video.nsfw, url=video.url),
                                     refused_video_days(keep_days))
         if not keep_days:
             kept.unlink(missing_ok=True)
 
     # --- settle -------------------------------------------------------------------
+
+    async def _surely(self, settle: Callable[[], Awaitable[None]], job: Job) -> None:
+        """Write a delivered job's end, however long the database stays unreachable: driven
+        again from its last state, its video would be posted twice. (The write may repeat
+        one whose answer was lost: the state is the same, and a settlement is made once.)"""
+        for attempt in itertools.count():
+            try:
+                await settle()
+                return
+            except StoreOffline as err:
+                log.warning("job %s: delivered, not yet recorded: the database is unreachable (%s)", job.id, err)
+                await asyncio.sleep(backoff(attempt, base=0.5))
 
     async def settle_done(self, job: Job, **changes: object) -> None:
         """Mark a job whose video the chat has done and commit its credit. A stop that

@@ -90,6 +90,8 @@ class Scheduler:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 await self._keep_claims()
+            except StoreOffline as err:  # a database restarting: the next turn tries again
+                log.warning("lease renewal failed: the database is unreachable (%s)", err)
             except Exception:  # a busy database now must not end renewals for good
                 log.exception("lease renewal failed")
             self.wake()  # the sparse safety poll: a wake-up from another process may be lost
@@ -98,12 +100,17 @@ class Scheduler:
         while not self._stopping:
             try:
                 await self._fill_slots()
+                sleep = await self._sleep_time()
+            except StoreOffline as err:  # the database is restarting: the renewals' wake-ups retry
+                log.warning("scheduler: the database is unreachable (%s)", err)
+                sleep = self.lease_seconds / 3
             except Exception:  # a bug here must not stop every future job
                 log.exception("scheduler error")
+                sleep = self.lease_seconds / 3
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
             # that arrives as the event is set, and stop() would wait forever.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(await self._sleep_time()):
+                async with asyncio.timeout(sleep):
                     await self._wake.wait()
             self._wake.clear()
 
@@ -115,9 +122,8 @@ class Scheduler:
         return None if due is None else max(0.05, due - self.clock())
 
     async def _keep_claims(self) -> None:
-        """Renew this process's leases, drop jobs it lost, drive again the started ones it
-        holds but no longer drives (their driver stopped while the database was out of
-        reach), take over orphaned ones."""
+        """Renew this process's leases, drop jobs it lost, drive again its own that nothing
+        drives (their driver stopped on an unreachable database), take over orphaned ones."""
         held = await self.store.claims.renew(self.owner, self.lease_until())
         for job_id in set(self._tasks) - held:
             job = await self.store.job(job_id)
@@ -125,9 +131,10 @@ class Scheduler:
                 log.warning("job %s: lost to another process; stopping here", job_id)
                 self._tasks[job_id].cancel()
         for job_id in sorted(held - set(self._tasks)):
-            job = await self.store.job(job_id)
-            if job is not None and job.owner == self.owner and not job.state.finished \
-                    and job.state != JobState.QUEUED:
+            job = await self.store.job(job_id)  # read after its driver ended: as it left it
+            if (job is not None and job.owner == self.owner and not job.state.finished
+                    and job.state != JobState.QUEUED and job_id not in self._tasks):
+                log.warning("job %s: held here but driven by nothing; driving it again", job_id)
                 self._resume(job)
         if self._take_over and self.couriers.platforms:
             for job in await self.store.claims.take_over(self.owner, self.couriers.platforms, self.lease_until(),
@@ -164,21 +171,21 @@ class Scheduler:
             await self.couriers.progress(job, Progress("queued", position=position))
 
     def _spawn(self, job: Job) -> None:
-        if job.id in self._tasks:  # claimed and found held at once: one driver
+        if job.id in self._tasks:  # claimed and found held, undriven, at once: one driver
             return
         self._tasks[job.id] = asyncio.create_task(self._drive(job), name=f"kling-job-{job.id}")
 
     async def _drive(self, job: Job) -> None:
         try:
             await self.pipeline.drive(job, self._release)
-        except Exception as err:
-            # The database went out of reach, or not even its failure could be recorded:
-            # give the claim up, so this process or another takes the job up again
-            # (this one at its next renewal, if the claim could not be given up).
-            if isinstance(err, StoreOffline):
-                log.warning("job %s: the database is out of reach (%s); handing it back", job.id, err)
-            else:
-                log.exception("job %s: stopped unexpectedly; handing it back", job.id)
+        except StoreOffline as err:
+            # Its state is what the database last took; the claim stays ours, and the next
+            # lease renewal that reaches the database drives the job again from there.
+            log.warning("job %s: the database is unreachable (%s); to be driven again", job.id, err)
+        except Exception:
+            # Not even its failure could be recorded (e.g. the database stayed locked):
+            # give the claim up, so this process or another takes the job up again.
+            log.exception("job %s: stopped unexpectedly; handing it back", job.id)
             with contextlib.suppress(Exception):
                 await self.store.claims.release_job(job.id, self.owner)
         finally:

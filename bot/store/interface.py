@@ -10,7 +10,6 @@ every backend keeps, because the money rules rest on them:
   and ``lock_user(key)`` serialises every transaction about one key (a user's, or a
   named lease's), row or no row.
   A transaction's body awaits nothing but this store.
-- A call that fails because the database is out of reach raises ``StoreOffline``.
 - ``update_job(..., owner=...)`` writes only while that process holds the job's lease,
   else raises ``LeaseLost``; a task id another job already has raises ``TaskTaken``.
 - ``settle`` moves a reservation out of ``reserved`` once; ``record_result`` keeps the
@@ -64,10 +63,11 @@ class LeaseLost(Exception):
     """The job is no longer this process's: another one took it over."""
 
 
-class StoreOffline(ConnectionError):
-    """The database could not be reached, or gave the transaction up (a restart, a cut
-    connection, a deadlock): nothing is wrong with the work itself, and the same call may
-    succeed a moment later. A write whose answer was lost may have been made."""
+class StoreOffline(Exception):
+    """The database could not be reached for this call: the connection was refused, cut
+    (a server restarting) or went silent. Nothing is known of what the call wrote (a cut
+    COMMIT may have happened): the caller tries again later, with writes that are safe to
+    repeat. Only a store on the network raises it; SQLite never does."""
 
 
 class TaskTaken(Exception):

@@ -4,8 +4,8 @@ the LISTEN connection that brings other processes' wake-ups.
 A call outside ``transaction()`` takes a pooled connection in autocommit; inside one,
 every call of the task that opened it uses the transaction's connection (kept per task
 in a context variable: a task started inside the transaction gets a pooled connection,
-never a share of one it must not use concurrently). When the server goes away, a call
-raises ``StoreOffline`` and the pool connects again on the next.
+never a share of one it must not use concurrently). When the server goes away (refused,
+restarting, cut), a call raises ``StoreOffline`` and the pool connects again on the next.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import errno
 import itertools
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -29,26 +31,33 @@ CONNECT_TIMEOUT = 5.0  # seconds: a server that does not answer makes a call fai
 COMMAND_TIMEOUT = 60.0  # seconds: a statement on a connection that went silent fails, not hangs
 KEEPALIVE = 30.0  # seconds between probes of a quiet LISTEN connection
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # LISTEN reconnection backoff, then the last
+# What a server that is down, restarting or cut off looks like to the driver.
+OFFLINE_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, asyncpg.PostgresConnectionError,
+                  asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError)
+OFFLINE_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
 
 
-# A driver error that says the server is out of reach or gave the transaction up (a
-# restart, a failover, a cut connection, a deadlock), not that the work is wrong.
-DRIVER_OFFLINE: tuple[type[Exception], ...] = (
-    asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.TransactionRollbackError, asyncpg.exceptions.InsufficientResourcesError)
-# The same, also from the network (raised by the driver's own calls only).
-OFFLINE: tuple[type[Exception], ...] = (OSError, TimeoutError, *DRIVER_OFFLINE)
+def is_offline(err: BaseException, conn: asyncpg.Connection | None = None) -> bool:
+    """Whether an error says the server cannot be reached (rather than refusing a statement);
+    any error on a connection the server closed is that."""
+    if isinstance(err, OFFLINE_ERRORS):
+        return True
+    if isinstance(err, OSError) and err.errno in OFFLINE_ERRNOS:
+        return True
+    return conn is not None and conn.is_closed()
 
 
 @contextlib.contextmanager
-def reached(offline: tuple[type[Exception], ...] = OFFLINE) -> Iterator[None]:
-    """Raise StoreOffline for a call that failed because the server is out of reach."""
+def offline_as_store_offline(conn: asyncpg.Connection | None = None) -> Iterator[None]:
+    """Raise StoreOffline, backend-neutral, for an error that says the server is unreachable."""
     try:
         yield
     except StoreOffline:
         raise
-    except offline as err:
-        raise StoreOffline(f"{type(err).__name__}: {err}") from err
+    except Exception as err:
+        if is_offline(err, conn):
+            raise StoreOffline(f"{type(err).__name__}: {err}") from err
+        raise
 
 
 class Connections:
@@ -71,73 +80,54 @@ class Connections:
         """One atomic unit of work on one connection; nested use is a savepoint."""
         joined = self.in_transaction()
         if joined is not None:
-            async with _atomic(joined):
-                yield
-            return
-        with reached():
-            conn = await self.pool.acquire()
-        try:
-            async with _atomic(conn):
-                token = self._current.set((asyncio.current_task(), conn))
-                try:
+            with offline_as_store_offline(joined):
+                async with joined.transaction():
                     yield
-                finally:
-                    self._current.reset(token)
-        finally:
-            with contextlib.suppress(*OFFLINE):  # the work is done or undone: a cut connection is dropped
-                await self.pool.release(conn)
+            return
+        with offline_as_store_offline():
+            async with self.pool.acquire() as conn:
+                with offline_as_store_offline(conn):
+                    async with conn.transaction():
+                        token = self._current.set((asyncio.current_task(), conn))
+                        try:
+                            yield
+                        finally:
+                            self._current.reset(token)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """The transaction's connection, or a pooled one for several statements in a row."""
         joined = self.in_transaction()
         if joined is not None:
-            yield joined
+            with offline_as_store_offline(joined):
+                yield joined
             return
-        with reached():
+        with offline_as_store_offline():
             async with self.pool.acquire() as conn:
-                yield conn
+                with offline_as_store_offline(conn):
+                    yield conn
 
     def _target(self) -> asyncpg.Connection | asyncpg.Pool:
         return self.in_transaction() or self.pool
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        with reached():
+        with offline_as_store_offline(self.in_transaction()):
             return list(await self._target().fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        with reached():
+        with offline_as_store_offline(self.in_transaction()):
             return await self._target().fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        with reached():
+        with offline_as_store_offline(self.in_transaction()):
             return await self._target().fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> int:
         """Run one statement; returns the number of rows it touched."""
-        with reached():
+        with offline_as_store_offline(self.in_transaction()):
             status = await self._target().execute(sql, *args)
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdecimal() else 0
-
-
-@contextlib.asynccontextmanager
-async def _atomic(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """A transaction (or a savepoint inside one) around a body: the server's own failures
-    (its begin, commit or rollback, or a raw call in the body) come out as StoreOffline;
-    any other error of the body as it is."""
-    transaction = conn.transaction()
-    with reached():
-        await transaction.start()
-    try:
-        with reached(DRIVER_OFFLINE):
-            yield
-    except BaseException:
-        with contextlib.suppress(*OFFLINE):  # a cut connection has rolled back already
-            await transaction.rollback()
-        raise
-    with reached():
-        await transaction.commit()
 
 
 async def create_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
