@@ -18,7 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from bot import catalog
-from bot.store.locations import passwords
+from bot.store.locations import is_postgres_url, passwords
 
 # WaveSpeed's own hosts, from its public API docs: d2g64w682n9w0w.cloudfront.net serves the
 # media/... files of the model pages' examples, d1q70pf5vjeyhc.cloudfront.net the predictions/...
@@ -45,7 +45,9 @@ class WaveSpeedSettings:
     request_timeout: float = 60.0  # seconds for one HTTP request
     history_settle: float = 20.0  # seconds WaveSpeed's history gets to show an unconfirmed task
     webhook_url: str = ""  # public base URL WaveSpeed reaches the bot at; empty: polling only
-    webhook_listen: str = "127.0.0.1:8080"  # host:port of the bot's own webhook listener
+    # host:port of the bot's own webhook listener; empty: none in this process (another
+    # process behind the same webhook_url receives, e.g. a front for its workers)
+    webhook_listen: str = "127.0.0.1:8080"
     webhook_secret: str = field(default="", repr=False)  # empty: fetched from WaveSpeed at start
     # Hosts videos are downloaded from (https only; "*.example.com" matches its subdomains).
     # base_url's own origin (the same scheme, host and port) is always allowed too.
@@ -59,7 +61,7 @@ class WaveSpeedSettings:
 class StorageSettings:
     path: str = "kling-bot.sqlite"  # the SQLite file, when no url is set
     # A postgresql:// URL (several machines share it) or a SQLite path; empty: ``path``.
-    url: str = ""
+    url: str = field(default="", repr=False)  # may carry a password
     videos_dir: str = "videos"  # finished MP4s, until delivered
     lease_seconds: float = 30.0  # a job whose process stops renewing is taken over after this
     keep_days: float = 7.0  # a delivered job's photo and settings, for its result buttons
@@ -272,7 +274,10 @@ def _check_ranges(s: Settings, source: str) -> None:
         (s.wavespeed.history_settle >= 0, "[wavespeed] history_settle cannot be negative"),
         (_webhook_url_ok(s.wavespeed.webhook_url),
          "[wavespeed] webhook_url must be an https:// URL (http:// only for localhost or a loopback address)"),
-        (_host_port_ok(s.wavespeed.webhook_listen), "[wavespeed] webhook_listen must be host:port"),
+        (s.wavespeed.webhook_listen == "" or _host_port_ok(s.wavespeed.webhook_listen),
+         "[wavespeed] webhook_listen must be host:port (or empty: no listener in this process)"),
+        ("://" not in s.storage.url or is_postgres_url(s.storage.url),
+         "[storage] url must be a postgresql:// URL or a SQLite file path"),
         (all(_host_pattern_ok(host) for host in s.wavespeed.download_hosts),
          "[wavespeed] download_hosts must list host names such as \"cdn.example.com\" or \"*.example.com\""),
         (s.storage.lease_seconds > 0, "[storage] lease_seconds must be above 0 seconds"),

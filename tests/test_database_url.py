@@ -30,3 +30,18 @@ def test_a_simulated_run_keeps_to_its_own_sqlite_file_whatever_the_database_url(
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out.mp4").stat().st_size > 0
     assert (tmp_path / "kling-bot-simulated.sqlite").exists()
+
+
+def test_a_url_of_another_scheme_is_refused_not_taken_for_a_sqlite_path(tmp_path):
+    """``postgresql+asyncpg://…`` (SQLAlchemy's spelling) would otherwise become a folder
+    named after the URL, password included, and each process its own private database."""
+    done = kling("jobs", cwd=tmp_path, env={"KLING_DATABASE_URL": "postgresql+asyncpg://kling:s3cr3t-pw@db/kling"})
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("[storage] url must be a postgresql:// URL or a SQLite file path.")
+    assert "s3cr3t-pw" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_the_database_password_is_not_in_the_settings_repr():
+    from bot.config import load_settings
+
+    assert "s3cr3t-pw" not in repr(load_settings(None, env={"KLING_DATABASE_URL": UNREACHABLE}))

@@ -21,12 +21,16 @@ SECRETS = {"KLING_DATABASE_URL": "postgresql://kling:pw@127.0.0.1:5432/kling", "
 INSTALLED = "/opt/kling-bot/.venv/bin/kling-bot"  # where the units expect the bot
 
 
-def test_the_example_settings_load_as_a_front_and_a_worker():
-    front = load_settings(DEPLOY / "front-0.example.toml", env=SECRETS)
-    assert (front.discord.shard_count, front.discord.shard_ids) == (2, [0])
-    assert front.telegram.webhook_url and front.telegram.secret_token == "s3cr3t_tok"
+def test_the_example_settings_load_as_two_fronts_and_workers_that_fit_on_one_machine():
+    fronts = [load_settings(DEPLOY / f"front-{n}.example.toml", env=SECRETS) for n in (0, 1)]
+    assert [(f.discord.shard_count, f.discord.shard_ids) for f in fronts] == [(2, [0]), (2, [1])]
+    assert all(f.telegram.webhook_url and f.telegram.secret_token == "s3cr3t_tok" for f in fronts)
     worker = load_settings(DEPLOY / "worker.example.toml", env=SECRETS)
-    for settings in (front, worker):
+    # Every worker instance reads one file: it must not listen, or the second could not bind.
+    assert worker.wavespeed.webhook_listen == ""
+    ports = [f.wavespeed.webhook_listen for f in fronts] + [f.telegram.webhook_listen for f in fronts]
+    assert len(set(ports)) == len(ports)
+    for settings in (*fronts, worker):
         assert settings.storage.database == SECRETS["KLING_DATABASE_URL"]
         assert settings.wavespeed.webhook_url == "https://bot.example.com"
     env_keys = {line.split("=", 1)[0] for line in (DEPLOY / "kling-bot.env.example").read_text().splitlines()

@@ -109,7 +109,7 @@ class Engine(Questions, Asks):
         if self._housekeeper is None:
             self._housekeeper = asyncio.create_task(self.results.keep_house(), name="housekeeping")
         ws = self.settings.wavespeed
-        if ws.webhook_url and self.webhooks is None:
+        if ws.webhook_url and ws.webhook_listen and self.webhooks is None:
             secret = ws.webhook_secret or await self.client.webhook_secret()
             self.webhooks = WebhookListener(ws.webhook_listen, secret, self.pipeline.submitter.reconciler.keep_report)
             await self.webhooks.start()
@@ -148,10 +148,12 @@ class Engine(Questions, Asks):
         """Stop, then close the database and the HTTP session (a second call does nothing)."""
         if self._closed:
             return
-        await self.stop()
-        await self.client.close()
-        await self.store.close()
-        self._closed = True
+        try:
+            await self.stop()
+        finally:
+            await self.client.close()
+            await self.store.close()
+            self._closed = True
 
     # --- requests -------------------------------------------------------------------
 

@@ -79,6 +79,9 @@ class Reconciler:
         this URL) is ignored, and so is one after another task's was kept. Checked and
         kept in one transaction: no other delivery or process can claim the task between."""
         async with self.store.transaction():
+            # One delivery of a task at a time, on any machine: two (at two jobs' URLs, one a
+            # replay) must not both find the task unclaimed and both keep it.
+            await self.store.lock_user(f"task:{prediction.id}")
             job = await self.store.job(job_id)
             if job is not None and not job.state.finished and not await self.could_be_its_task(job, prediction):
                 log.warning("webhook for job %s names task %s, which cannot be its own: ignored",

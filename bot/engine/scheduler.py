@@ -1,4 +1,4 @@
-"""The durable wake loop: queued rows in SQLite, a few slots at WaveSpeed, one task per job.
+"""The durable wake loop: queued rows in the store, a few slots at WaveSpeed, one task per job.
 
 Like a timer table (RoboDanny's reminders), the queue lives in the database and
 one loop wakes when something changes or the earliest retry falls due, so nothing
@@ -48,6 +48,7 @@ class Scheduler:
         self._take_over = True
         self._take_over_of: str | None = None  # whose jobs alone are taken over (None: anyone's)
         self._stopping = False
+        self._reachable_since: float | None = float("-inf")  # None while the store is unreachable
 
     async def start(self, *, resume: bool = True, user_key: str | None = None) -> None:
         """Start the loop; with resume, also take over unfinished jobs whose owner is gone
@@ -73,7 +74,10 @@ class Scheduler:
         self._loop_task = self._renewer = None
         if before_release is not None:
             await before_release()
-        await self.store.claims.release(self.owner)
+        try:
+            await self.store.claims.release(self.owner)
+        except StoreOffline as err:  # the leases lapse by themselves
+            log.warning("leases not handed over: the database is unreachable (%s)", err)
 
     def wake(self) -> None:
         """Something changed (a job was queued or left WaveSpeed): look again now."""
@@ -87,10 +91,14 @@ class Scheduler:
 
     async def _renew_forever(self) -> None:
         while not self._stopping:
-            await asyncio.sleep(self.lease_seconds / 3)
+            # While the database is away, try often: this process's leases are renewed as
+            # soon as it is back, before any other process may think them lapsed.
+            await asyncio.sleep(self.lease_seconds / 3 if self._reachable_since is not None
+                                else min(1.0, self.lease_seconds / 3))
             try:
                 await self._keep_claims()
             except StoreOffline as err:  # a database restarting: the next turn tries again
+                self._reachable_since = None
                 log.warning("lease renewal failed: the database is unreachable (%s)", err)
             except Exception:  # a busy database now must not end renewals for good
                 log.exception("lease renewal failed")
@@ -125,6 +133,8 @@ class Scheduler:
         """Renew this process's leases, drop jobs it lost, drive again its own that nothing
         drives (their driver stopped on an unreachable database), take over orphaned ones."""
         held = await self.store.claims.renew(self.owner, self.lease_until())
+        if self._reachable_since is None:
+            self._reachable_since = self.clock()
         for job_id in set(self._tasks) - held:
             job = await self.store.job(job_id)
             if job is not None and not job.state.finished and job.owner != self.owner:
@@ -136,7 +146,11 @@ class Scheduler:
                     and job.state != JobState.QUEUED and job_id not in self._tasks):
                 log.warning("job %s: held here but driven by nothing; driving it again", job_id)
                 self._resume(job)
-        if self._take_over and self.couriers.platforms:
+        # After an outage every lease looks lapsed: live processes renew within a lease of
+        # its end, so take nothing over before then (a video uploaded meanwhile is not
+        # posted again by another process).
+        settled = self.clock() - self._reachable_since >= self.lease_seconds
+        if self._take_over and self.couriers.platforms and settled:
             for job in await self.store.claims.take_over(self.owner, self.couriers.platforms, self.lease_until(),
                                                    self.clock(), user_key=self._take_over_of):
                 self._resume(job)

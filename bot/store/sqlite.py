@@ -456,7 +456,7 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
     async def insert_job(self, row: dict[str, Any]) -> int:
         row = {**row, "reply_to": json.dumps(row["reply_to"]), "inputs": json.dumps(row["inputs"])}
         job_id = self._insert("jobs", row)
-        self._notify(job_id)  # run after this turn of the loop: the transaction is done by then
+        self._notify(job_id)  # listeners only wake tasks, which run after the transaction
         return job_id
 
     async def job(self, job_id: int) -> Job | None:
@@ -628,7 +628,7 @@ def _claimable(owner: str, platforms: list[str], now: float, adopt: bool,
                user_key: str | None) -> tuple[str, list[Any]]:
     """Queued jobs of these platforms that are this owner's, or (``adopt``) no live one's."""
     where = f"state = 'queued' and {_in('platform', tuple(platforms) or ('',))} and (owner = ?"
-    args: list[Any] = [*platforms, owner]
+    args: list[Any] = [*(platforms or [""]), owner]
     if adopt:
         where += " or ((owner is null or lease_until is null or lease_until < ?)"
         args.append(now)
