@@ -75,7 +75,11 @@ create trigger jobs_task_ended after update of webhook_result on jobs
 """
 
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[str] = [_V1]
+# Every question, lease renewal and Telegram update mark deletes the ones past a day:
+# by their age, not by reading the whole table.
+_V2 = "create index pending_asks_created_at on pending_asks (created_at);"
+
+MIGRATIONS: list[str] = [_V1, _V2]
 
 
 async def migrate(conn: asyncpg.Connection) -> int:

@@ -108,8 +108,13 @@ def _v7(db: sqlite_utils.Database) -> None:
     db.execute("drop index if exists idx_ledger_user_key_at")
 
 
+def _v8(db: sqlite_utils.Database) -> None:
+    # Every question, lease renewal and Telegram update mark deletes the ones past a day.
+    db.table("pending_asks").create_index(["created_at"])
+
+
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 
 
