@@ -185,6 +185,8 @@ class Scheduler:
             await self.couriers.progress(job, Progress("queued", position=position))
 
     def _spawn(self, job: Job) -> None:
+        if job.id in self._tasks:  # claimed and found held, undriven, at once: one driver
+            return
         self._tasks[job.id] = asyncio.create_task(self._drive(job), name=f"kling-job-{job.id}")
 
     async def _drive(self, job: Job) -> None:

@@ -6,7 +6,7 @@ every backend keeps, because the money rules rest on them:
 
 - ``transaction()`` is one atomic unit of work; nested use joins the outer one. Inside
   it, ``job(id)`` and ``user(key)`` read rows that no other transaction can change
-  until it ends (SQLite: the write lock, taken up front; PostgreSQL: ``FOR UPDATE``),
+  until it ends (SQLite: the write lock, taken up front; PostgreSQL: ``FOR NO KEY UPDATE``),
   and ``lock_user(key)`` serialises every transaction about one key (a user's, or a
   named lease's), row or no row.
   A transaction's body awaits nothing but this store.
@@ -23,6 +23,7 @@ every backend keeps, because the money rules rest on them:
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -45,6 +46,17 @@ JSON_COLUMNS = {"jobs": ("reply_to", "inputs", "webhook_result"), "pending_asks"
 MEDIA_BYTES = "media_bytes"  # the key of ``Store.contents`` that counts media bytes, not rows
 EXPORT_ROWS = 500  # rows in one exported batch, at most
 EXPORT_BYTES = 8 * 1024 * 1024  # media bytes in one batch, at most (or one larger file alone)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def mended(text: str) -> str:
+    """Text with each lone UTF-16 surrogate (text cut in the middle of an emoji, as a chat
+    may deliver it) as U+FFFD: it has no UTF-8 spelling, so no database can store it."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 class LeaseLost(Exception):

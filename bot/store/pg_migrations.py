@@ -11,10 +11,11 @@ at once never both migrate.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import asyncpg
+
+from bot.store.interface import mended
 
 CHANNEL = "kling_jobs"  # NOTIFY payload: the id of a job queued or whose task's end was recorded
 MIGRATION_LOCK = 0x4B4C4E47  # advisory lock id ("KLNG") held while migrating
@@ -98,18 +99,25 @@ async def migrate(conn: asyncpg.Connection) -> int:
 
 
 def _encode_json(value: Any) -> str:
-    """A dict (or JSON text, as SQLite's writers pass it) for a jsonb column. PostgreSQL
-    refuses the NUL character in text and jsonb: it is dropped (untrusted input may hold it)."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    return _NUL_ESCAPE.sub(_without_nul, text) if "u0000" in text else text
+    """A Python value (or JSON text, as SQLite's writers pass it) for a jsonb column, with
+    every string in it storable (``storable``): untrusted input may hold anything."""
+    return json.dumps(_storable_value(json.loads(value) if isinstance(value, str) else value))
 
 
-_NUL_ESCAPE = re.compile(r"(\\+)u0000")
+def storable(text: str) -> str:
+    """Text as PostgreSQL can hold it: ``mended``, and without the NUL character, which it
+    refuses (SQLite keeps it; a display name may carry one)."""
+    return mended(text.replace("\x00", "") if "\x00" in text else text)
 
 
-def _without_nul(found: re.Match[str]) -> str:
-    backslashes = found.group(1)  # an odd run ends in the escape; an even one is literal text
-    return backslashes[:-1] if len(backslashes) % 2 else found.group(0)
+def _storable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(key) if isinstance(key, str) else key: _storable_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable_value(item) for item in value]
+    return value
 
 
 async def prepare_connection(conn: asyncpg.Connection) -> None:

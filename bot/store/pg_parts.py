@@ -14,6 +14,7 @@ import asyncpg
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
 from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, Staged
+from bot.store.pg_migrations import storable
 from bot.store.pg_session import Connections
 
 ACTIVE = [s.value for s in ACTIVE_STATES]
@@ -35,6 +36,11 @@ def job_from_row(row: asyncpg.Record) -> Job:
     )
 
 
+def _key(part: object) -> str:
+    """A question's chat or message as its key: any text, made storable (a forged one too)."""
+    return storable(str(part))
+
+
 class PgPendingAsks:
     """Questions a chat asked a user, and one-use marks, shared by every process."""
 
@@ -48,7 +54,7 @@ class PgPendingAsks:
             await conn.execute(
                 "insert into pending_asks (platform, chat, message_id, data, created_at) values ($1, $2, $3, $4, $5)"
                 " on conflict (platform, chat, message_id) do update set data = excluded.data,"
-                " created_at = excluded.created_at", platform, str(chat), str(message_id), data, now)
+                " created_at = excluded.created_at", platform, _key(chat), _key(message_id), data, now)
 
     async def forget_before(self, moment: float) -> None:
         """Drop every question and one-use mark made before ``moment``."""
@@ -57,22 +63,22 @@ class PgPendingAsks:
     async def get(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
         data = await self.db.fetchval(
             "select data from pending_asks where platform = $1 and chat = $2 and message_id = $3",
-            platform, str(chat), str(message_id))
+            platform, _key(chat), _key(message_id))
         return data  # type: ignore[no-any-return]
 
     async def claim(self, platform: str, chat: object, message_id: object, now: float,
                     window: float | None = None) -> bool:
         """Mark a one-use message used; False when it already was, by any process. With
         ``window``, an earlier mark older than that many seconds no longer counts."""
-        mark = f"used:{message_id}"
+        mark = _key(f"used:{message_id}")
         async with self.db.connection() as conn:
             if window is not None:
                 await conn.execute("delete from pending_asks where platform = $1 and chat = $2 and message_id = $3"
-                                   " and created_at < $4", platform, str(chat), mark, now - window)
+                                   " and created_at < $4", platform, _key(chat), mark, now - window)
             status = await conn.execute(
                 "insert into pending_asks (platform, chat, message_id, data, created_at)"
                 " values ($1, $2, $3, '{\"used\": true}', $4) on conflict do nothing",
-                platform, str(chat), mark, now)
+                platform, _key(chat), mark, now)
         return str(status) == "INSERT 0 1"
 
     async def unclaim(self, platform: str, chat: object, message_id: object) -> None:
@@ -80,7 +86,7 @@ class PgPendingAsks:
 
     async def drop(self, platform: str, chat: object, message_id: object) -> None:
         await self.db.execute("delete from pending_asks where platform = $1 and chat = $2 and message_id = $3",
-                              platform, str(chat), str(message_id))
+                              platform, _key(chat), _key(message_id))
 
 
 class PgMediaFiles:

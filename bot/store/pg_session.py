@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.store.interface import StoreOffline
+from bot.store.interface import MAX_JOB_ID, StoreOffline
 from bot.store.pg_migrations import CHANNEL, prepare_connection
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,8 @@ class ChangeFeed:
                 return
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        if payload.isdecimal():
+        # Anyone who may connect may NOTIFY this channel: only a job's id counts.
+        if payload.isascii() and payload.isdecimal() and len(payload) <= 19 and 0 < int(payload) <= MAX_JOB_ID:
             self._call(int(payload))
 
     def _call(self, job_id: int) -> None:

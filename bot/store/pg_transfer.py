@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from bot.store.interface import COPIED_TABLES, EXPORT_BYTES, EXPORT_ROWS, JSON_COLUMNS, MEDIA_BYTES
+from bot.store.pg_migrations import storable
 from bot.store.pg_parts import ACTIVE
 from bot.store.pg_session import Connections
 
@@ -100,10 +101,7 @@ class PgTransfer:
 
 def _value(table: str, name: str, value: Any) -> Any:
     """A value as PostgreSQL takes it: a JSON column as JSON text (the connection's codec
-    drops the NUL character from it), and no NUL in text, which PostgreSQL refuses
-    (SQLite keeps it: a display name may carry one)."""
+    makes its strings storable), and text ``storable``."""
     if value is not None and name in JSON_COLUMNS.get(table, ()):
         return json.dumps(value)
-    if isinstance(value, str) and "\x00" in value:
-        return value.replace("\x00", "")
-    return value
+    return storable(value) if isinstance(value, str) else value

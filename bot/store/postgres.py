@@ -3,7 +3,7 @@ fronts and workers on several machines sharing one database.
 
 It keeps the SQLite backend's semantics (``bot.store.sqlite``), call for call. Where
 SQLite relies on its one write lock, this backend locks rows: inside ``transaction()``
-``job(id)`` and ``user(key)`` read ``FOR UPDATE`` and ``lock_user(key)`` takes a
+``job(id)`` and ``user(key)`` read ``FOR NO KEY UPDATE`` and ``lock_user(key)`` takes a
 transaction-scoped advisory lock on the key, so one user's read-check-write runs one at
 a time on every machine, row or no row. Claims use ``FOR UPDATE SKIP LOCKED``
 (``bot.store.pg_parts``); a job queued, or a task's end recorded, sends a NOTIFY that
@@ -23,7 +23,7 @@ import asyncpg
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
 from bot.store.interface import MAX_JOB_ID, LeaseLost, TaskTaken
-from bot.store.pg_migrations import USER_LOCK_CLASS, migrate
+from bot.store.pg_migrations import USER_LOCK_CLASS, migrate, storable
 from bot.store.pg_parts import ACTIVE, PgClaims, PgMediaFiles, PgPendingAsks, job_from_row
 from bot.store.pg_session import CONNECT_TIMEOUT, ChangeFeed, Connections, create_pool
 from bot.store.pg_transfer import PgTransfer
@@ -84,14 +84,18 @@ class PostgresStore(PgTransfer):
         self.feed.listeners.append(listener)
 
     def _locking(self) -> str:
-        """Inside a transaction, a row read is locked until it ends."""
-        return " for update" if self.db.in_transaction() is not None else ""
+        """Inside a transaction, a row read is locked against every other change until it
+        ends. Not ``for update``: that also waits for the key-share locks that writing a
+        row that refers to it takes (a job's second write in one transaction checks its
+        user again), and a refund holding a job would then deadlock with one holding the
+        user; no row's key ever changes."""
+        return " for no key update" if self.db.in_transaction() is not None else ""
 
     async def lock_user(self, key: str) -> None:
         """Serialise this transaction with every other about the same user (outside a
         transaction there is nothing to hold a lock for)."""
         if self.db.needs_lock(key):  # accept locks the user, then reading its credits asks again
-            await self.db.execute("select pg_advisory_xact_lock($1, hashtext($2))", USER_LOCK_CLASS, key)
+            await self.db.execute("select pg_advisory_xact_lock($1, hashtext($2))", USER_LOCK_CLASS, storable(key))
 
     # --- users and the ledger ----------------------------------------------------
 
@@ -266,10 +270,8 @@ class PostgresStore(PgTransfer):
 
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:
-    """Values as PostgreSQL takes them: a JobState as its text; no NUL character, which
-    PostgreSQL text refuses (SQLite keeps it; a display name may carry one)."""
-    return {name: value.value if isinstance(value, JobState)
-            else value.replace("\x00", "") if isinstance(value, str) and "\x00" in value
+    """Values as PostgreSQL takes them: a JobState as its text; text ``storable``."""
+    return {name: value.value if isinstance(value, JobState) else storable(value) if isinstance(value, str)
             else value for name, value in values.items()}
 
 

@@ -19,14 +19,14 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
-from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, STAGED_LIFETIME, LeaseLost, Staged, TaskTaken
+from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, STAGED_LIFETIME, LeaseLost, Staged, TaskTaken, mended
 from bot.store.sqlite_transfer import SqliteTransfer
 
 JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
@@ -118,6 +118,11 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4,
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 
 
+def _key(part: object) -> str:
+    """A question's chat or message as its key: any text, ``mended`` (a forged one too)."""
+    return mended(str(part))
+
+
 class SqlitePendingAsks:
     """Questions a chat asked a user (e.g. "reply with the voice note"), kept so that the
     answer still works after a restart; unanswered ones are dropped after a day."""
@@ -129,11 +134,11 @@ class SqlitePendingAsks:
             now: float) -> None:
         self._forget_before(now - ASK_LIFETIME)
         self.db.execute("insert or replace into pending_asks (platform, chat, message_id, data, created_at)"
-                        " values (?, ?, ?, ?, ?)", [platform, str(chat), str(message_id), json.dumps(data), now])
+                        " values (?, ?, ?, ?, ?)", [platform, _key(chat), _key(message_id), json.dumps(data), now])
 
     async def get(self, platform: str, chat: object, message_id: object) -> dict[str, Any] | None:
         row = self.db.execute("select data from pending_asks where platform = ? and chat = ? and message_id = ?",
-                              [platform, str(chat), str(message_id)]).fetchone()
+                              [platform, _key(chat), _key(message_id)]).fetchone()
         return json.loads(row[0]) if row else None
 
     async def claim(self, platform: str, chat: object, message_id: object, now: float,
@@ -142,10 +147,10 @@ class SqlitePendingAsks:
         With ``window``, an earlier mark older than that many seconds no longer counts."""
         if window is not None:
             self.db.execute("delete from pending_asks where platform = ? and chat = ? and message_id = ?"
-                            " and created_at < ?", [platform, str(chat), f"used:{message_id}", now - window])
+                            " and created_at < ?", [platform, _key(chat), _key(f"used:{message_id}"), now - window])
         cursor = self.db.execute("insert or ignore into pending_asks (platform, chat, message_id, data, created_at)"
                                  " values (?, ?, ?, '{\"used\": true}', ?)",
-                                 [platform, str(chat), f"used:{message_id}", now])
+                                 [platform, _key(chat), _key(f"used:{message_id}"), now])
         return cursor.rowcount == 1
 
     async def forget_before(self, moment: float) -> None:
@@ -160,7 +165,7 @@ class SqlitePendingAsks:
 
     async def drop(self, platform: str, chat: object, message_id: object) -> None:
         self.db.execute("delete from pending_asks where platform = ? and chat = ? and message_id = ?",
-                        [platform, str(chat), str(message_id)])
+                        [platform, _key(chat), _key(message_id)])
 
 
 class SqliteMediaFiles:
@@ -385,7 +390,7 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
     def _insert(self, table: str, row: dict[str, Any]) -> int:
         columns = ", ".join(row)  # names come from code, not users
         cursor = self.db.execute(f"insert into {table} ({columns}) values ({', '.join('?' * len(row))})",
-                                 list(row.values()))
+                                 _mended(row.values()))
         return int(cursor.lastrowid or 0)
 
     @contextlib.asynccontextmanager
@@ -439,7 +444,7 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
 
     async def update_user(self, key: str, **changes: Any) -> None:
         columns = ", ".join(f"{name} = ?" for name in changes)  # names come from code, not users
-        self.db.execute(f"update users set {columns} where key = ?", [*changes.values(), key])
+        self.db.execute(f"update users set {columns} where key = ?", [*_mended(changes.values()), key])
 
     async def add_ledger(self, **entry: Any) -> None:
         self._insert("ledger", entry)
@@ -485,7 +490,7 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
         fence = " and owner = ?" if owner else ""
         try:
             cursor = self.db.execute(f"update jobs set {columns} where id = ?{fence}",
-                                     [*changes.values(), job_id, *([owner] if owner else [])])
+                                     [*_mended(changes.values()), job_id, *([owner] if owner else [])])
         except sqlite3.IntegrityError:
             raise TaskTaken(changes.get("prediction_id")) from None
         if cursor.rowcount != 1:
@@ -516,6 +521,11 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
             return None
         self._notify(job_id)
         return self._job(job_id)
+
+def _mended(values: Iterable[Any]) -> list[Any]:
+    """Values as SQLite can store them: text ``mended`` (untrusted input may be broken)."""
+    return [mended(value) if isinstance(value, str) else value for value in values]
+
 
 def _in(column: str, values: tuple[Any, ...]) -> str:
     return f"{column} in ({', '.join('?' * len(values))})"
