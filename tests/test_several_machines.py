@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import json
 import logging
+import re
 import signal
 import sys
 import time
@@ -368,7 +369,16 @@ async def test_two_fronts_and_three_workers_survive_killed_workers_and_a_databas
     # One WaveSpeed task per job: every task the simulator made is one job's, none is two jobs'.
     followed = [r["prediction_id"] for r in jobs.values() if r["prediction_id"]]
     assert len(followed) == len(set(followed))
-    assert sorted(followed) == sorted(simulator.tasks), "a task no job follows (or a job without its task)"
+    # The one documented exception: two workers killed each mid-submit of the same model,
+    # their windows overlapping, leave tasks the bot cannot tell apart (WaveSpeed has no
+    # idempotency key); it never guesses: it refunds those jobs and logs the task ids
+    # (README, "One WaveSpeed task per request"). Any other task no job follows is a defect.
+    unguessed = _not_guessed(machines)
+    orphans = set(simulator.tasks) - set(followed)
+    assert orphans <= {task for tasks in unguessed.values() for task in tasks}, \
+        f"a task no job follows: {sorted(orphans)}; refused as ambiguous: {unguessed}"
+    assert all(jobs[job_id]["settlement"] == "refunded" for job_id in unguessed)
+    assert set(followed) <= set(simulator.tasks), "a job follows a task WaveSpeed never made"
     assert all(jobs[i]["prediction_id"] for i in done)
 
     # Each delivered video posted once; twice only where its worker was killed mid-upload.
@@ -540,3 +550,14 @@ async def _until_finished(engine, job_id):
                 if (job := await engine.store.job(job_id)).state.finished:
                     return job
             await asyncio.sleep(0.05)
+
+
+def _not_guessed(machines: Machines) -> dict[int, list[str]]:
+    """The jobs whose unconfirmed submit had several unclaimed tasks in its window, and
+    those task ids, as the workers logged them."""
+    found: dict[int, list[str]] = {}
+    for machine in machines.all.values():
+        for match in re.finditer(r"job (\d+): submit unconfirmed and \d+ unclaimed tasks fit its window \(([^)]*)\)",
+                                 machine.log_text()):
+            found[int(match.group(1))] = [task.strip() for task in match.group(2).split(",")]
+    return found
