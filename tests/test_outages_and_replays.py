@@ -82,3 +82,27 @@ async def test_an_outage_longer_than_a_lease_does_not_post_a_video_twice(make_en
     await asyncio.sleep(4)  # a lease and more: B had its chance to take it
     assert [p for p in posts if p[2] == "posted"] == [("A", answer.job.id, "posted")]
     assert (await a.store.job(answer.job.id)).state == JobState.DONE
+
+
+async def test_a_transaction_whose_connection_the_server_cuts_is_an_outage_not_a_crash(pg_url):
+    """The server ends a transaction's connection (a restart, an admin): the statement or
+    the commit must say StoreOffline, which the pipeline waits out, not the driver's
+    InterfaceError ("the underlying connection is closed"), which made a delivered job
+    "crash" and be driven again: its video was posted a second time."""
+    import asyncpg
+
+    from bot.store import StoreOffline
+    from bot.store.postgres import PostgresStore
+
+    store = await PostgresStore.open(pg_url, listen=False)
+    admin = await asyncpg.connect(pg_url)
+    try:
+        with pytest.raises(StoreOffline):
+            async with store.transaction():
+                pid = await store.db.fetchval("select pg_backend_pid()")
+                await admin.execute("select pg_terminate_backend($1)", pid)
+                await store.db.fetchval("select 1")
+        assert await store.db.fetchval("select 1") == 1  # the pool carries on
+    finally:
+        await admin.close()
+        await store.close()

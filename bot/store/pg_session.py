@@ -45,7 +45,16 @@ def is_offline(err: BaseException, conn: asyncpg.Connection | None = None) -> bo
         return True
     if isinstance(err, OSError) and err.errno in OFFLINE_ERRNOS:
         return True
-    return conn is not None and conn.is_closed()
+    # The driver's word for a statement or a commit on a connection the server cut
+    # ("cannot call Transaction.__aexit__(): the underlying connection is closed").
+    if isinstance(err, asyncpg.InterfaceError) and "closed" in str(err):
+        return True
+    if conn is None:
+        return False
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # already handed back to the pool, as its holder failed
+        return True
 
 
 @contextlib.contextmanager
