@@ -205,6 +205,40 @@ class PeerErrorsAtDebug(logging.LoggerAdapter):
         self.log(level, msg, *args, exc_info=exc_info, **kwargs)
 
 
+class GatedServer:
+    """An aiohttp application served behind a ConnectionGate: at most ``limit`` connections,
+    each sending its whole request within ``deadline``; a refused body is not drained,
+    idle connections go, and malformed requests are debug lines."""
+
+    def __init__(self, app: web.Application, *, limit: int, deadline: float, logger: logging.Logger):
+        self.app, self.limit, self.deadline, self.logger = app, limit, deadline, logger
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self.gate: ConnectionGate | None = None  # what a handler asks for its request's deadline
+
+    async def start(self, host: str | None, port: int) -> int:
+        """Listen; the port (useful when 0 was asked). An OSError when the bind fails."""
+        self._runner = web.AppRunner(self.app, access_log=None, lingering_time=0, keepalive_timeout=self.deadline,
+                                     logger=cast(logging.Logger, PeerErrorsAtDebug(self.logger, {})))
+        await self._runner.setup()
+        assert self._runner.server is not None
+        self.gate = ConnectionGate(self._runner.server, limit=self.limit, deadline=self.deadline)
+        try:
+            self._server = await asyncio.get_running_loop().create_server(self.gate, host, port, reuse_address=True)
+        except OSError:
+            await self.stop()
+            raise
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
 class WebhookListener:
     """An aiohttp server on ``[wavespeed] webhook_listen`` that hands verified results on."""
 
@@ -216,9 +250,7 @@ class WebhookListener:
         self.on_result = on_result
         self.max_connections = max_connections
         self.read_deadline = read_deadline
-        self._runner: web.AppRunner | None = None
-        self._server: asyncio.Server | None = None
-        self._gate: ConnectionGate | None = None
+        self._server: GatedServer | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -227,25 +259,14 @@ class WebhookListener:
 
     async def start(self) -> int:
         """Listen; returns the port (useful when 0 was asked)."""
-        # lingering_time 0: a refused body is not drained; keepalive_timeout: idle ones go.
-        self._runner = web.AppRunner(self.app(), access_log=None, lingering_time=0,
-                                     keepalive_timeout=self.read_deadline,
-                                     logger=cast(logging.Logger, PeerErrorsAtDebug(log, {})))
-        await self._runner.setup()
-        assert self._runner.server is not None
-        self._gate = ConnectionGate(self._runner.server, limit=self.max_connections, deadline=self.read_deadline)
-        self._server = await asyncio.get_running_loop().create_server(self._gate, self.host, self.port,
-                                                                      reuse_address=True)
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._server = GatedServer(self.app(), limit=self.max_connections, deadline=self.read_deadline, logger=log)
+        self.port = await self._server.start(self.host, self.port)
         return self.port
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            await self._server.stop()
             self._server = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _receive(self, request: web.Request) -> web.Response:
         if not (well_formed(request.headers) and fresh(request.headers)):
@@ -253,9 +274,10 @@ class WebhookListener:
             return _answer({"error": "invalid signature"}, 401)
         if request.content_length is not None and request.content_length > MAX_BODY:
             return _answer({"error": "body too large"}, 413)
-        assert self._gate is not None
+        gate = self._server.gate if self._server is not None else None
+        assert gate is not None
         try:
-            async with asyncio.timeout_at(self._gate.deadline_of(request.transport)):
+            async with asyncio.timeout_at(gate.deadline_of(request.transport)):
                 body = await _read_capped(request)
         except _TooLarge:
             return _answer({"error": "body too large"}, 413)
@@ -263,7 +285,7 @@ class WebhookListener:
             return _answer({"error": "request too slow"}, 408)
         except (ConnectionError, RequestPayloadError):  # gone, or a broken chunked body
             return _answer({"error": "incomplete body"}, 400)
-        self._gate.received(request.transport)
+        gate.received(request.transport)
         if not verified(self.secret, request.headers, body):
             log.warning("webhook refused: wrong signature (from %s)", request.remote)
             return _answer({"error": "invalid signature"}, 401)

@@ -32,7 +32,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -44,7 +44,7 @@ from telegram.ext import Application
 from adapters.telegram.common import PLATFORM, updater_of
 from bot.config import TelegramSettings
 from bot.engine import Engine
-from bot.webhooks import ConnectionGate, PeerErrorsAtDebug
+from bot.webhooks import GatedServer
 
 log = logging.getLogger(__name__)
 
@@ -220,36 +220,23 @@ class UpdateListener:
         self.path = path
         self.secret = secret.encode()
         self.on_update = on_update
-        self._runner: web.AppRunner | None = None
-        self._server: asyncio.Server | None = None
-        self._gate: ConnectionGate | None = None
+        self._server: GatedServer | None = None
 
     async def start(self) -> int:
         """Listen; the port (useful when 0 was asked). CannotListen when the bind fails."""
         app = web.Application(client_max_size=MAX_UPDATE_BYTES)
         app.router.add_post(self.path, self._receive)
-        # lingering_time 0: a refused body is not drained; malformed requests are debug lines.
-        self._runner = web.AppRunner(app, access_log=None, lingering_time=0, keepalive_timeout=READ_DEADLINE,
-                                     logger=cast(logging.Logger, PeerErrorsAtDebug(log, {})))
-        await self._runner.setup()
-        assert self._runner.server is not None
-        self._gate = ConnectionGate(self._runner.server, limit=MAX_CONNECTIONS, deadline=READ_DEADLINE)
+        self._server = GatedServer(app, limit=MAX_CONNECTIONS, deadline=READ_DEADLINE, logger=log)
         try:
-            self._server = await asyncio.get_running_loop().create_server(self._gate, self.host or None, self.port,
-                                                                          reuse_address=True)
+            self.port = await self._server.start(self.host or None, self.port)
         except OSError as err:
-            await self.stop()
             raise CannotListen(str(err.strerror or err)) from None
-        self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            await self._server.stop()
             self._server = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _receive(self, request: web.Request) -> web.Response:
         given = request.headers.get(SECRET_HEADER, "").encode(errors="replace")
@@ -258,11 +245,12 @@ class UpdateListener:
             return _answer(401)
         if request.content_length is not None and request.content_length > MAX_UPDATE_BYTES:
             return _answer(413)
-        assert self._gate is not None
+        gate = self._server.gate if self._server is not None else None
+        assert gate is not None
         try:
-            async with asyncio.timeout_at(self._gate.deadline_of(request.transport)):
+            async with asyncio.timeout_at(gate.deadline_of(request.transport)):
                 body = await request.read()
-            self._gate.received(request.transport)
+            gate.received(request.transport)
             data = json.loads(body)
         except web.HTTPRequestEntityTooLarge:  # a chunked body past client_max_size
             return _answer(413)
