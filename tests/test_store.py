@@ -3,6 +3,7 @@ atomic, questions expiring, a job's photo kept for its result buttons and then f
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -88,3 +89,25 @@ async def test_photos_are_kept_where_every_process_reads_them_for_the_retention_
     assert await raw_sql(engine.store, "select job_id from job_media") == []
     assert not await engine.media_kept(await engine.store.job(answer.job.id))
     assert (await engine.store.job(answer.job.id)).inputs == {"effect_scene": "hula"}  # what run times are learnt from
+
+
+def test_twelve_processes_opening_a_new_database_at_once_all_open_it(tmp_path):
+    """Twelve `generate` runs started together once failed with "database is locked": two
+    connections switching a fresh file to WAL deadlock, and SQLite refuses one at once."""
+    failures: list[BaseException] = []
+
+    def open_one(path: Path, start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            sqlite.SqliteStore(path, busy_timeout=10).db.close()
+        except BaseException as err:  # collected, asserted below
+            failures.append(err)
+
+    for attempt in range(300):  # unfixed, the race was lost about once in a hundred rounds
+        path, start = tmp_path / f"bot{attempt}.sqlite", threading.Barrier(12)
+        openers = [threading.Thread(target=open_one, args=(path, start)) for _ in range(12)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+    assert failures == []

@@ -340,6 +340,23 @@ class _SqliteReads:
         return row[0], row[1]
 
 
+def _switch_to_wal(db: sqlite_utils.Database, busy_timeout: float) -> None:
+    """Put the file in WAL mode, waiting out other processes that open it at the same moment.
+
+    Two connections switching a fresh file at once both hold a read lock and want the
+    exclusive one; SQLite answers one of them "database is locked" at once, without its
+    busy handler (it would be a deadlock), so the switch is retried here."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            db.enable_wal()
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteStore(_SqliteReads, SqliteTransfer):
     """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
 
@@ -359,7 +376,7 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
         # after a lone UPDATE until some later commit, blocking every other process.
         self.db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None))
         if not in_memory:
-            self.db.enable_wal()
+            _switch_to_wal(self.db, busy_timeout)
             # With WAL, NORMAL loses no committed data on a process crash (only, at worst,
             # the last transactions on a power cut) and spares an fsync per commit.
             self.db.execute("PRAGMA synchronous = NORMAL")
