@@ -332,7 +332,7 @@ class Follower:
                     if prediction.outputs:  # learn the run time without the poll's own lag
                         self._runs.pop(_runs_key(job), None)  # the next plan reads this run too
                         ended_at = (last_check + self.clock()) / 2 if polled else self.clock()
-                        first = not burst.ended
+                        first = not burst.ended and not webhooks  # (webhooks: nobody polls to learn)
                         burst.finished(job.id, ended_at - origin)
                         for member in burst.running if first else ():  # the others learn where to look
                             self.poke(member)
