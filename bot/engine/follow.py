@@ -333,7 +333,10 @@ class Follower:
                         self._runs.pop(_runs_key(job), None)  # the next plan reads this run too
                         ended_at = (last_check + self.clock()) / 2 if polled else self.clock()
                         first = not burst.ended and not webhooks  # (webhooks: nobody polls to learn)
-                        burst.finished(job.id, ended_at - origin)
+                        # Only an end known to within a few polls teaches: a job taken over
+                        # after a restart may have ended long before its first check here.
+                        known = not polled or self.clock() - last_check <= 2 * self.settings.poll_interval
+                        burst.finished(job.id, ended_at - origin if known else None)
                         for member in burst.running if first else ():  # the others learn where to look
                             self.poke(member)
                         return prediction, ended_at
