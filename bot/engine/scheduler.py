@@ -165,7 +165,8 @@ class Scheduler:
     async def _renew_all(self) -> dict[int, JobState]:
         """Renew every lease of this process, ``ROWS_PER_CALL`` at a time with a turn of the
         event loop between; the jobs held, with their states."""
-        lease_until, held, after = self.lease_until(), {}, 0
+        lease_until, after = self.lease_until(), 0
+        held: dict[int, JobState] = {}
         while True:
             renewed = await self.store.claims.renew(self.owner, lease_until, after=after, limit=ROWS_PER_CALL)
             if not renewed:  # not "fewer than asked": a job may end while its batch is renewed
