@@ -25,7 +25,7 @@ from typing import Any
 from bot import catalog, messages
 from bot.catalog import ValidationError
 from bot.config import MediaSettings, Settings
-from bot.credits import Credits, OutOfCredits, cost_of
+from bot.credits import Credits, OutOfCredits, TooManyJobs, cost_of
 from bot.engine.asks import Asks
 from bot.engine.couriers import Couriers
 from bot.engine.pipeline import Pipeline
@@ -45,7 +45,7 @@ from bot.jobs import (
     Video,
 )
 from bot.media import Media, billable_seconds, prepare_audio, prepare_image
-from bot.store import LeaseLost, Staged, Store, open_store
+from bot.store import LeaseLost, MediaItem, Staged, Store, open_store
 from bot.wavespeed import WaveSpeedClient
 from bot.webhooks import WebhookListener
 
@@ -191,33 +191,21 @@ class Engine(Questions, Asks):
         cost = cost_of(model, seconds, self.settings.costs)
         now = self.clock()
         try:
-            async with self.store.transaction():
-                await self.store.lock_user(user.key)  # one accept per user at a time, on any machine
-                if busy := await self._too_many_jobs(user):
-                    return Rejected(busy)
-                daily, bonus, period = await self.credits.reserve(user, cost)
-                job_id = await self.store.insert_job({
-                    "user_key": user.key, "platform": user.platform, "reply_to": request.reply_to,
-                    "model_id": model.id, "kind": model.kind, "inputs": inputs,
-                    "label": messages.job_label(model.key, model.title, inputs,
-                                                catalog.effect_title(str(inputs.get("effect_scene", "")))),
-                    "cost": cost,
-                    "paid_daily": daily, "paid_bonus": bonus, "period": period,
-                    "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
-                    # Ours to drive when we serve its platform; else any process that does.
-                    **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
-                       if self._drives and self.couriers.serves(user.platform) else {}),
-                })
-                await self.credits.record(user.key, "reserve", -daily, -bonus, job_id)
-                for role, item in media.items():
-                    await self.store.files.put(job_id, role, item.mime, item.filename, staged[role])
-        except OutOfCredits as err:
+            job, credits_left = await self.credits.reserve_job(user, cost, {
+                "platform": user.platform, "reply_to": request.reply_to,
+                "model_id": model.id, "kind": model.kind, "inputs": inputs,
+                "label": messages.job_label(model.key, model.title, inputs,
+                                            catalog.effect_title(str(inputs.get("effect_scene", "")))),
+                "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
+                # Ours to drive when we serve its platform; else any process that does.
+                **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
+                   if self._drives and self.couriers.serves(user.platform) else {}),
+            }, [MediaItem(role, item.mime, item.filename, staged[role]) for role, item in media.items()])
+        except (OutOfCredits, TooManyJobs) as err:
             return Rejected(str(err))
         self.scheduler.wake()
-        job = await self.store.job(job_id)
-        assert job is not None
-        log.info("job %s accepted: %s for %s, %s credits", job_id, model.id, user.key, cost)
-        return Accepted(job, await self.store.queue_position(job_id), (await self.credits.balance(user)).total)
+        log.info("job %s accepted: %s for %s, %s credits", job.id, model.id, user.key, cost)
+        return Accepted(job, await self.store.queue_position(job.id), credits_left)
 
     async def cancel(self, user: UserRef, job_id: int) -> str:
         """Cancel a queued job of the user's and refund it; the answer is user-facing."""

@@ -19,14 +19,23 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
-from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, STAGED_LIFETIME, LeaseLost, Staged, TaskTaken, mended
+from bot.store.interface import (
+    ASK_LIFETIME,
+    MAX_JOB_ID,
+    STAGED_LIFETIME,
+    LeaseLost,
+    MediaItem,
+    Staged,
+    TaskTaken,
+    mended,
+)
 from bot.store.sqlite_transfer import SqliteTransfer
 
 JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
@@ -472,6 +481,37 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
             "update jobs set settlement = ? where id = ? and settlement = 'reserved'",
             [outcome, job_id])
         return cursor.rowcount == 1
+
+    async def user_and_active_jobs(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        return await self.user(key), await self.count_active(key)
+
+    async def insert_reserved_job(self, row: dict[str, Any], *, user: dict[str, Any], entry: dict[str, Any],
+                                  media: Sequence[MediaItem] = ()) -> Job:
+        """The job, its user's row, its ledger row and its media in one transaction."""
+        async with self.transaction():
+            columns = [name for name in user if name != "key"]  # names come from code, not users
+            self.db.execute(f"insert into users ({', '.join(user)}) values ({', '.join('?' * len(user))})"
+                            f" on conflict (key) do update set {', '.join(f'{c} = excluded.{c}' for c in columns)}",
+                            _mended(user.values()))
+            job_id = await self.insert_job(row)
+            await self.add_ledger(**{**entry, "job_id": job_id})
+            for item in media:
+                await self.files.put(job_id, item.role, item.mime, item.filename, item.data)
+            job = self._job(job_id)
+        assert job is not None
+        return job
+
+    async def commit_job(self, job_id: int, *, owner: str, entry: dict[str, Any], drop_media: bool,
+                         **changes: Any) -> bool:
+        """The job's end and its credit committed in one transaction (LeaseLost undoes it all)."""
+        async with self.transaction():
+            await self.update_job(job_id, owner=owner, **changes)
+            settled = await self.settle(job_id, "committed")
+            if settled:
+                await self.add_ledger(**entry)
+            if drop_media:
+                await self.files.drop(job_id)
+        return settled
 
     # --- jobs -----------------------------------------------------------------
 
