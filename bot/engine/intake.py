@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -102,6 +103,7 @@ class Engine(Questions, Asks):
         command line finishes its own user's jobs, never another's). ``drive=False`` (a
         front): jobs are accepted for other processes to drive, none is driven here."""
         self._drives = drive
+        freeze_startup_objects()
         Path(self.settings.storage.videos_dir).mkdir(parents=True, exist_ok=True)
         await self.pipeline.sweep_partial_downloads()
         async with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
@@ -285,6 +287,21 @@ class Engine(Questions, Asks):
     async def set_credits(self, user: UserRef, credits: int, by: str = "") -> Balance:
         """Set what a user has right now: today's allowance, the rest as bonus."""
         return await self.credits.set_credits(user, credits, by)
+
+
+_startup_frozen = False
+
+
+def freeze_startup_objects() -> None:
+    """Once per process: keep what exists when the first engine starts (imported modules,
+    settings, the catalog: tens of thousands of objects that live as long as the process)
+    out of the garbage collector's sight. A full collection, which blocks the event loop,
+    then walks only what came since (requests in flight) instead of all of it again."""
+    global _startup_frozen
+    if not _startup_frozen:
+        _startup_frozen = True
+        gc.collect()  # what is garbage now is freed, not kept for good
+        gc.freeze()
 
 
 def _prepare_media(settings: MediaSettings, model: catalog.Model, request: GenerationRequest) -> dict[str, Media]:

@@ -645,13 +645,17 @@ class SqliteClaims:
                                   [owner, lease_until, *args])
         return [job for (job_id,) in taken if (job := self.store._job(job_id)) is not None]
 
-    async def renew(self, owner: str, lease_until: float) -> set[int]:
-        """Extend this process's claims; returns the ids of the jobs it still holds."""
-        self.store.db.execute(f"update jobs set lease_until = ? where owner = ? and {_in('state', ACTIVE)}",
-                        [lease_until, owner, *ACTIVE])
-        rows = self.store.db.execute(f"select id from jobs where owner = ? and {_in('state', ACTIVE)}",
-                               [owner, *ACTIVE]).fetchall()
-        return {job_id for (job_id,) in rows}
+    async def renew(self, owner: str, lease_until: float, *, after: int = 0,
+                    limit: int | None = None) -> dict[int, JobState]:
+        """Extend this process's claims on jobs numbered above ``after``, the first ``limit``
+        of them (None: all); returns the jobs renewed, by id, with their states."""
+        active = _in("state", ACTIVE)
+        rows = self.store.db.execute(
+            f"update jobs set lease_until = ? where owner = ? and {active} and id in ("
+            f" select id from jobs where owner = ? and {active} and id > ? order by id limit ?)"
+            " returning id, state",
+            [lease_until, owner, *ACTIVE, owner, *ACTIVE, after, -1 if limit is None else limit]).fetchall()
+        return {job_id: JobState(state) for job_id, state in rows}
 
     async def release(self, owner: str) -> None:
         """Hand this process's unfinished jobs over at once (a clean stop)."""
@@ -674,9 +678,10 @@ class SqliteClaims:
         """This process's unfinished jobs (its own and those it took over)."""
         return self.store._jobs_where(f"owner = ? and {_in('state', ACTIVE)}", [owner, *ACTIVE])
 
-    async def own_queued(self, owner: str) -> list[Job]:
-        """This process's queued jobs, first come first."""
-        return self.store._jobs_where("state = 'queued' and owner = ?", [owner])
+    async def own_queued(self, owner: str, *, after: int = 0, limit: int | None = None) -> list[Job]:
+        """This process's queued jobs numbered above ``after``, first come first, the first
+        ``limit`` of them (None: all)."""
+        return self.store._jobs_where("state = 'queued' and owner = ? and id > ?", [owner, after], limit=limit)
 
     async def next_due(self, owner: str, platforms: list[str], now: float, *, adopt: bool = False,
                        user_key: str | None = None) -> float | None:
