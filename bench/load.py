@@ -26,8 +26,8 @@ the bot's). The real Engine runs with default settings except those named below.
               ``--steady`` seconds of waiting. The whole run also tries max_concurrent
               2,000, with and without ``--webhooks``.
   credits     reserve+commit pairs through bot.credits.Credits on a fresh database,
-              each as the engine does it: one transaction like accept's (job limit
-              check, reserve, job row, ledger row), then the engine's own settle step
+              each as the engine does it: accept's own reservation (``Credits.reserve_job``:
+              job limit check, reserve, job row, ledger row), then the engine's settle step
               (``Pipeline.settle_done``: job done, credits committed, media dropped).
 
 ``--phase X --synchronous FULL`` (or NORMAL, OFF) shows what that PRAGMA on the bot's
@@ -198,16 +198,11 @@ async def phase_credits(args: argparse.Namespace, workdir: Path) -> dict:
     for n in range(args.pairs):
         user = users[n % len(users)]
         now = time.time()
-        async with store.transaction():  # Engine.accept's transaction, without the photo
-            await store.count_active(user.key)
-            daily, bonus, period = await credits.reserve(user, 1)
-            job_id = await store.insert_job({
-                "user_key": user.key, "platform": "bench", "reply_to": {}, "model_id": harness.EFFECT_MODEL,
-                "kind": "effect", "inputs": {"effect_scene": "hula"}, "label": "hula", "cost": 1,
-                "paid_daily": daily, "paid_bonus": bonus, "period": period, "state": "queued",
-                "created_at": now, "updated_at": now, "owner": engine.owner})
-            await credits.record(user.key, "reserve", -daily, -bonus, job_id)
-        await engine.pipeline.settle_done(await store.job(job_id))  # done, commit, media dropped: one transaction
+        job, _ = await credits.reserve_job(user, 1, {  # Engine.accept's reservation, without the photo
+            "platform": "bench", "reply_to": {}, "model_id": harness.EFFECT_MODEL, "kind": "effect",
+            "inputs": {"effect_scene": "hula"}, "label": "hula", "state": "queued",
+            "created_at": now, "updated_at": now, "owner": engine.owner})
+        await engine.pipeline.settle_done(job)  # done, commit, media dropped: one transaction
     elapsed = time.perf_counter() - started
     synchronous = store.db.execute("PRAGMA synchronous").fetchone()[0]
     await engine.close()

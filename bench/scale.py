@@ -25,10 +25,11 @@ a test.
             N = 16 (4 workers x 4 slots). Prints the workers' CPU seconds over the
             wall time (the cores they used): on 2 cores the ceiling is about 2x.
   credits   credit reserve+commit pairs per second on PostgreSQL, each as the engine
-            does it (as ``load.py``'s credits phase does for SQLite): one transaction
-            like accept's (user lock, job limit check, reserve, job row, ledger row),
-            then the engine's settle step (``Pipeline.settle_done``: job done, credits
-            committed, media dropped). From 1 process and from 4 at once (started
+            does it (as ``load.py``'s credits phase does for SQLite): accept's own
+            reservation (``Credits.reserve_job``: user lock, job limit check, reserve,
+            job row, ledger row; one transaction), then the engine's settle step
+            (``Pipeline.settle_done``: job done, credits committed, media dropped; one
+            statement). From 1 process and from 4 at once (started
             together), each one pair after another, and each with 4 pairs at a time
             (as a process accepts: ``ACCEPTS_AT_ONCE``). Measured twice: with the
             server's default ``synchronous_commit = on`` (each commit waits for its WAL
@@ -226,7 +227,7 @@ async def role_credits(args: argparse.Namespace, workdir: Path) -> None:
     """Reserve+commit pairs on a never-started engine (its store, credit policy and settle
     step are the real ones), ``--tasks`` at a time, after the parent's "go"."""
     engine = await Engine.from_settings(engine_settings("http://127.0.0.1:9", args.url, workdir))
-    store, credits = engine.store, engine.credits
+    credits = engine.credits
     users = [UserRef(PLATFORM, f"{args.prefix}{n}") for n in range(100)]
     for user in users:  # the users exist already, as they do for a running bot
         await credits.balance(user)
@@ -237,19 +238,11 @@ async def role_credits(args: argparse.Namespace, workdir: Path) -> None:
         for n in range(lane, args.pairs, args.tasks):
             user = users[n % len(users)]
             now = time.time()
-            async with store.transaction():  # Engine._queue's transaction, without the photo
-                await store.lock_user(user.key)
-                await store.count_active(user.key)
-                daily, bonus, period = await credits.reserve(user, 1)
-                job_id = await store.insert_job({
-                    "user_key": user.key, "platform": PLATFORM, "reply_to": {}, "model_id": harness.EFFECT_MODEL,
-                    "kind": "effect", "inputs": {"effect_scene": "hula"}, "label": "hula", "cost": 1,
-                    "paid_daily": daily, "paid_bonus": bonus, "period": period, "state": "processing",
-                    "created_at": now, "updated_at": now, "owner": engine.owner})
-                await credits.record(user.key, "reserve", -daily, -bonus, job_id)
-            job = await store.job(job_id)
-            assert job is not None
-            await engine.pipeline.settle_done(job)  # done, commit, media dropped: one transaction
+            job, _ = await credits.reserve_job(user, 1, {  # Engine._queue's reservation, without the photo
+                "platform": PLATFORM, "reply_to": {}, "model_id": harness.EFFECT_MODEL, "kind": "effect",
+                "inputs": {"effect_scene": "hula"}, "label": "hula", "state": "processing",
+                "created_at": now, "updated_at": now, "owner": engine.owner})
+            await engine.pipeline.settle_done(job)  # done, commit, media dropped: one statement
 
     started, cpu = time.time(), cpu_seconds()
     await asyncio.gather(*(pairs(lane) for lane in range(args.tasks)))

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,13 +23,27 @@ from bot import messages
 from bot.catalog import Model
 from bot.config import QuotaSettings
 from bot.jobs import Balance, Job, UserRef
-from bot.store import Store
+from bot.store import MediaItem, Store
 
-__all__ = ["Balance", "Credits", "OutOfCredits", "cost_of"]
+__all__ = ["Balance", "Credits", "OutOfCredits", "Reservation", "TooManyJobs", "cost_of"]
 
 
 class OutOfCredits(Exception):
     """Not enough credits; str() is user-facing."""
+
+
+class TooManyJobs(Exception):
+    """The user has as many jobs queued or running as they may; str() is user-facing."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Credits taken for a job: the user's row as it is after, and where they came from."""
+
+    user: dict[str, Any]
+    daily: int
+    bonus: int
+    period: str
 
 
 def cost_of(model: Model, seconds: float, costs: Mapping[str, Any]) -> int:
@@ -74,50 +89,99 @@ class Credits:
 
     async def _user_row(self, user: UserRef) -> dict[str, Any]:
         """The user's row, created or rolled into the current period as needed."""
-        period = self.period()
         await self.store.lock_user(user.key)
-        row = await self.store.user(user.key)
-        if row is None:
-            row = {"key": user.key, "platform": user.platform, "name": user.name,
-                   "period": period, "daily_left": self.settings.daily_credits,
-                   "bonus": 0, "created_at": self.clock()}
+        found = await self.store.user(user.key)
+        row = self.current_row(user, found)
+        if found is None:
             await self.store.add_user(row)
-            return row
+        elif changes := {name: value for name, value in row.items() if found.get(name) != value}:
+            await self.store.update_user(user.key, **changes)
+        return row
+
+    def current_row(self, user: UserRef, found: dict[str, Any] | None) -> dict[str, Any]:
+        """What the user's row must be now, given the row as stored (None: a new user,
+        with today's allowance): rolled into the current period, named as the chat names them."""
+        period = self.period()
+        if found is None:
+            return {"key": user.key, "platform": user.platform, "name": user.name,
+                    "period": period, "daily_left": self.settings.daily_credits,
+                    "bonus": 0, "created_at": self.clock()}
+        row = dict(found)
         if row["period"] != period:
-            row = {**row, "period": period, "daily_left": self.settings.daily_credits}
-            await self.store.update_user(user.key, period=period, daily_left=row["daily_left"])
+            row.update(period=period, daily_left=self.settings.daily_credits)
         if user.name and user.name != row["name"]:
-            await self.store.update_user(user.key, name=user.name)
+            row["name"] = user.name
         return row
 
     # --- movements --------------------------------------------------------------
 
     async def reserve(self, user: UserRef, cost: int) -> tuple[int, int, str]:
         """Take ``cost`` credits (daily first); returns (from_daily, from_bonus, period)."""
-        row = await self._user_row(user)
+        taken = self.reservation(user, await self._user_row(user), cost)
+        await self.store.update_user(user.key, daily_left=taken.user["daily_left"], bonus=taken.user["bonus"])
+        return taken.daily, taken.bonus, taken.period
+
+    def reservation(self, user: UserRef, found: dict[str, Any] | None, cost: int) -> Reservation:
+        """What taking ``cost`` credits (daily first) from a user whose row is ``found``
+        leaves; OutOfCredits when they do not have them. Writes nothing."""
+        row = self.current_row(user, found)
         if row["daily_left"] + row["bonus"] < cost:
             raise OutOfCredits(self.shortfall(cost, row["daily_left"] + row["bonus"]))
         from_daily = min(cost, row["daily_left"])
         from_bonus = cost - from_daily
-        await self.store.update_user(user.key, daily_left=row["daily_left"] - from_daily,
-                               bonus=row["bonus"] - from_bonus)
-        return from_daily, from_bonus, row["period"]
+        after = {**row, "daily_left": row["daily_left"] - from_daily, "bonus": row["bonus"] - from_bonus}
+        return Reservation(after, from_daily, from_bonus, row["period"])
+
+    async def reserve_job(self, user: UserRef, cost: int, job: dict[str, Any],
+                          media: Sequence[MediaItem] = ()) -> tuple[Job, int]:
+        """Accept a job: within the user's job limit, take its ``cost`` and write it (the
+        job's other columns in ``job``) with its ledger row and its ``media``, in one
+        transaction. Returns the job and the credits the user has left; raises
+        TooManyJobs or OutOfCredits (nothing written)."""
+        async with self.store.transaction():
+            await self.store.lock_user(user.key)  # one accept per user at a time, on any machine
+            found, active = await self.store.user_and_active_jobs(user.key)
+            if active >= self.settings.max_jobs_per_user:
+                raise TooManyJobs(messages.too_many_jobs(self.settings.max_jobs_per_user))
+            taken = self.reservation(user, found, cost)
+            row = {**job, "user_key": user.key, "cost": cost, "paid_daily": taken.daily,
+                   "paid_bonus": taken.bonus, "period": taken.period}
+            accepted = await self.store.insert_reserved_job(
+                row, user=taken.user, entry=self.entry(user.key, "reserve", -taken.daily, -taken.bonus),
+                media=media)
+        return accepted, taken.user["daily_left"] + taken.user["bonus"]
 
     def shortfall(self, cost: int, have: int) -> str:
         """What a user is told when ``have`` credits do not cover ``cost``."""
         return messages.out_of_credits(cost, have, self.settings.daily_credits, self.resets_at())
 
+    def entry(self, user_key: str, entry: str, daily: int, bonus: int,
+              job_id: int | None = None, note: str = "") -> dict[str, Any]:
+        """A ledger row: a movement of ``daily`` and ``bonus`` credits, now."""
+        return {"at": self.clock(), "user_key": user_key, "job_id": job_id, "entry": entry,
+                "daily_delta": daily, "bonus_delta": bonus, "note": note}
+
     async def record(self, user_key: str, entry: str, daily: int, bonus: int,
                job_id: int | None = None, note: str = "") -> None:
-        await self.store.add_ledger(at=self.clock(), user_key=user_key, job_id=job_id, entry=entry,
-                              daily_delta=daily, bonus_delta=bonus, note=note)
+        await self.store.add_ledger(**self.entry(user_key, entry, daily, bonus, job_id, note))
 
     async def commit(self, job: Job) -> bool:
         """Make a job's reservation final. False if it was already settled."""
         if not await self.store.settle(job.id, "committed"):
             return False
-        await self.record(job.user_key, "commit", 0, 0, job.id)
+        await self.store.add_ledger(**self.commit_entry(job))
         return True
+
+    def commit_entry(self, job: Job) -> dict[str, Any]:
+        """The ledger row that makes a job's reservation final (it moves no credit)."""
+        return self.entry(job.user_key, "commit", 0, 0, job.id)
+
+    async def commit_delivered(self, job: Job, owner: str, *, drop_media: bool, **changes: Any) -> bool:
+        """End a delivered job (``changes`` to its row, while ``owner`` holds it: else
+        LeaseLost and nothing written) and make its reservation final, in one write
+        (``Store.commit_job``). False if it was already settled."""
+        return await self.store.commit_job(job.id, owner=owner, entry=self.commit_entry(job),
+                                           drop_media=drop_media, **changes)
 
     async def refund(self, job: Job, why: str) -> bool:
         """Return a job's credits. False if it was already settled (no double refund)."""

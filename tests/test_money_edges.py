@@ -88,10 +88,11 @@ def lying_m4a(real: float, factor: int) -> bytes:
 
 
 def test_an_m4a_whose_durations_say_2_s_is_measured_by_what_it_decodes_to():
-    started = time.perf_counter()
-    media = prepare_audio(lying_m4a(20.0, 10), max_seconds=30, max_input_bytes=10 * 1024 * 1024)
+    body = lying_m4a(20.0, 10)
+    started = time.process_time()  # this process's CPU: the suite's other workers do not move it
+    media = prepare_audio(body, max_seconds=30, max_input_bytes=10 * 1024 * 1024)
     assert 19 < media.seconds < 21.5
-    assert time.perf_counter() - started < 3.0  # generous: the bound tells "stops early" from "decodes all"
+    assert time.process_time() - started < 3.0  # generous: the bound tells "stops early" from "decodes all"
 
 
 async def test_an_m4a_that_says_2_s_but_holds_62_s_is_refused_before_any_credit(engine, simulator):
@@ -109,12 +110,12 @@ def test_a_30_mb_clip_is_measured_in_well_under_a_second():
     data = lying.find(b"data")
     lying[data + 4:data + 8] = lying[4:8] = b"\xff\xff\xff\xff"  # "size unknown", as a stream writes
     for body in (clip, bytes(lying)):
-        started = time.perf_counter()
+        started = time.process_time()
         try:
             prepare_audio(body, max_seconds=30, max_input_bytes=40 * 1024 * 1024)
         except Exception as err:
             assert "30 s" in str(err)
-        assert time.perf_counter() - started < 3.0  # generous, as above
+        assert time.process_time() - started < 3.0  # generous, as above
 
 
 # --- item 15: a video being written when the process is killed -----------------------------

@@ -4,13 +4,22 @@ what the server receives, read from the connection's own query log."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
+import asyncpg
 import pytest
 
-from bot.config import QuotaSettings
+from bot.config import QuotaSettings, load_settings
 from bot.credits import Credits
+from bot.engine import Engine
 from bot.jobs import UserRef
 from bot.store import open_store
+from bot.store.pg_migrations import prepare_connection
+from bot.store.pg_session import ChangeFeed, _nothing_to_reset
+from bot.store.postgres import PostgresStore
+from bot.wavespeed import WaveSpeedClient
+from tests.conftest import PLATFORM, effect_request, user
+from tests.helpers import RecordingCourier
 
 NOW = 1_700_000_000.0
 LOCK = "pg_advisory_xact_lock"
@@ -80,3 +89,66 @@ async def test_a_remembered_lock_still_makes_another_process_wait(pg_url, pg_sto
         assert order == ["first ends", "second locked"]
     finally:
         await other.close()
+
+
+# --- a credit pair: accept (reserve) and settle (commit) ---------------------------------
+
+async def _logged_engine(pg_url: str, tmp_path, keep_days: int = 7) -> tuple[Engine, list[str]]:
+    """A never-started engine over the real PostgreSQL store, on a pool whose every
+    connection reports each statement it sends to the server."""
+    sent: list[str] = []
+
+    def note(record) -> None:
+        sent.append(" ".join(record.query.split()).lower())
+
+    async def log_statements(conn) -> None:
+        conn.add_query_logger(note)  # one callback: adding it again on each acquire changes nothing
+
+    pool = await asyncpg.create_pool(pg_url, min_size=0, max_size=4, init=prepare_connection,
+                                     reset=_nothing_to_reset, setup=log_statements)
+    store = PostgresStore(pool, ChangeFeed(pg_url))
+    base = load_settings(None, env={})
+    settings = replace(base, storage=replace(base.storage, url=pg_url, videos_dir=str(tmp_path / "videos"),
+                                                        keep_days=keep_days))
+    engine = Engine(settings, store, WaveSpeedClient("http://127.0.0.1:9", "key"), clock=lambda: NOW)
+    engine.register(PLATFORM, RecordingCourier())
+    return engine, sent
+
+
+async def test_an_accept_reserves_in_one_write_between_a_lock_and_one_read(pg_url, tmp_path):
+    """Accept's transaction is BEGIN, the user's lock, one read (the user's row and their
+    running jobs), one write (the credit taken, the job, its ledger row, its photo) and
+    COMMIT; then the queue position the answer names. The balance it tells is the
+    reservation's, not read again."""
+    engine, sent = await _logged_engine(pg_url, tmp_path)
+    try:
+        await engine.credits.balance(user())  # the user exists, as for a running bot
+        sent.clear()
+        answer = await engine.accept(effect_request())
+        assert answer.credits_left == 9
+        assert len(sent) == 6, "\n".join(sent)
+        assert [q.split()[0] for q in sent] == ["begin;", "select", "with", "with", "commit;", "select"], sent
+        rows = await engine.store.export_batches("ledger").__anext__()
+        assert [(row["entry"], row["daily_delta"], row["job_id"]) for row in rows] == [("reserve", -1, answer.job.id)]
+        assert set(await engine.store.files.get(answer.job.id)) == {"image"}
+    finally:
+        await engine.close()
+
+
+async def test_settling_a_delivered_job_is_one_statement(pg_url, tmp_path):
+    """The job done, its credit committed, its ledger row and its photo dropped: one
+    statement (atomic without BEGIN and COMMIT)."""
+    engine, sent = await _logged_engine(pg_url, tmp_path, keep_days=0)  # nothing kept for result buttons
+    try:
+        answer = await engine.accept(effect_request())
+        job = await engine.store.claims.claim_next(engine.owner, [PLATFORM], NOW + 60, NOW, set())
+        assert job is not None and job.id == answer.job.id
+        sent.clear()
+        await engine.pipeline.settle_done(job)
+        assert len(sent) == 1 and sent[0].startswith("with"), sent
+        row = await engine.store.job_row(job.id)
+        assert (row["state"], row["settlement"]) == ("done", "committed")
+        assert await engine.store.files.get(job.id) == {}
+        assert (await engine.credits.balance(user())).total == 9
+    finally:
+        await engine.close()

@@ -276,7 +276,7 @@ async def test_a_dead_processes_jobs_are_taken_over_once(storage_url, store, ope
     assert [j.id for j in rivals if j is not None] == [queued_of_dead]  # one adopter only
     assert await store.claims.claim_next("w9", ["test"], NOW + 30, NOW, set(), adopt=True) is None
     assert (await store.job(alive_queued)).owner == "alive"
-    assert await store.claims.renew("w1", NOW + 60) == {dead, unowned}
+    assert set(await store.claims.renew("w1", NOW + 60)) == {dead, unowned}
     assert [j.id for j in await store.claims.held("w1")] == [dead, unowned]
     await store.claims.release_job(dead, "w1")
     assert await store.claims.live_owner(dead, NOW) is None and await store.claims.live_owner(unowned, NOW) == "w1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any
 from bot import catalog, messages
 from bot.catalog import ValidationError
 from bot.config import MediaSettings, Settings
-from bot.credits import Credits, OutOfCredits, cost_of
+from bot.credits import Credits, OutOfCredits, TooManyJobs, cost_of
 from bot.engine.asks import Asks
 from bot.engine.couriers import Couriers
 from bot.engine.pipeline import Pipeline
@@ -44,7 +45,7 @@ from bot.jobs import (
     Video,
 )
 from bot.media import Media, billable_seconds, prepare_audio, prepare_image
-from bot.store import LeaseLost, Staged, Store, open_store
+from bot.store import LeaseLost, MediaItem, Staged, Store, open_store
 from bot.wavespeed import WaveSpeedClient
 from bot.webhooks import WebhookListener
 
@@ -102,6 +103,7 @@ class Engine(Questions, Asks):
         command line finishes its own user's jobs, never another's). ``drive=False`` (a
         front): jobs are accepted for other processes to drive, none is driven here."""
         self._drives = drive
+        freeze_startup_objects()
         Path(self.settings.storage.videos_dir).mkdir(parents=True, exist_ok=True)
         await self.pipeline.sweep_partial_downloads()
         async with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
@@ -189,33 +191,21 @@ class Engine(Questions, Asks):
         cost = cost_of(model, seconds, self.settings.costs)
         now = self.clock()
         try:
-            async with self.store.transaction():
-                await self.store.lock_user(user.key)  # one accept per user at a time, on any machine
-                if busy := await self._too_many_jobs(user):
-                    return Rejected(busy)
-                daily, bonus, period = await self.credits.reserve(user, cost)
-                job_id = await self.store.insert_job({
-                    "user_key": user.key, "platform": user.platform, "reply_to": request.reply_to,
-                    "model_id": model.id, "kind": model.kind, "inputs": inputs,
-                    "label": messages.job_label(model.key, model.title, inputs,
-                                                catalog.effect_title(str(inputs.get("effect_scene", "")))),
-                    "cost": cost,
-                    "paid_daily": daily, "paid_bonus": bonus, "period": period,
-                    "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
-                    # Ours to drive when we serve its platform; else any process that does.
-                    **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
-                       if self._drives and self.couriers.serves(user.platform) else {}),
-                })
-                await self.credits.record(user.key, "reserve", -daily, -bonus, job_id)
-                for role, item in media.items():
-                    await self.store.files.put(job_id, role, item.mime, item.filename, staged[role])
-        except OutOfCredits as err:
+            job, credits_left = await self.credits.reserve_job(user, cost, {
+                "platform": user.platform, "reply_to": request.reply_to,
+                "model_id": model.id, "kind": model.kind, "inputs": inputs,
+                "label": messages.job_label(model.key, model.title, inputs,
+                                            catalog.effect_title(str(inputs.get("effect_scene", "")))),
+                "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
+                # Ours to drive when we serve its platform; else any process that does.
+                **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
+                   if self._drives and self.couriers.serves(user.platform) else {}),
+            }, [MediaItem(role, item.mime, item.filename, staged[role]) for role, item in media.items()])
+        except (OutOfCredits, TooManyJobs) as err:
             return Rejected(str(err))
         self.scheduler.wake()
-        job = await self.store.job(job_id)
-        assert job is not None
-        log.info("job %s accepted: %s for %s, %s credits", job_id, model.id, user.key, cost)
-        return Accepted(job, await self.store.queue_position(job_id), (await self.credits.balance(user)).total)
+        log.info("job %s accepted: %s for %s, %s credits", job.id, model.id, user.key, cost)
+        return Accepted(job, await self.store.queue_position(job.id), credits_left)
 
     async def cancel(self, user: UserRef, job_id: int) -> str:
         """Cancel a queued job of the user's and refund it; the answer is user-facing."""
@@ -297,6 +287,21 @@ class Engine(Questions, Asks):
     async def set_credits(self, user: UserRef, credits: int, by: str = "") -> Balance:
         """Set what a user has right now: today's allowance, the rest as bonus."""
         return await self.credits.set_credits(user, credits, by)
+
+
+_startup_frozen = False
+
+
+def freeze_startup_objects() -> None:
+    """Once per process: keep what exists when the first engine starts (imported modules,
+    settings, the catalog: tens of thousands of objects that live as long as the process)
+    out of the garbage collector's sight. A full collection, which blocks the event loop,
+    then walks only what came since (requests in flight) instead of all of it again."""
+    global _startup_frozen
+    if not _startup_frozen:
+        _startup_frozen = True
+        gc.collect()  # what is garbage now is freed, not kept for good
+        gc.freeze()
 
 
 def _prepare_media(settings: MediaSettings, model: catalog.Model, request: GenerationRequest) -> dict[str, Media]:

@@ -237,11 +237,11 @@ class Pipeline:
             raise asyncio.CancelledError
 
     async def _commit_delivered(self, job: Job, **changes: object) -> None:
-        async with self.store.transaction():
-            job = await self._update(job, state=JobState.DONE, finished_at=self.clock(), **changes)
-            await self.credits.commit(job)
-            if not self.settings.storage.keep_days:  # else kept for the result buttons
-                await self.store.files.drop(job.id)
+        """Job done, credit committed, media dropped (unless kept for the result buttons):
+        one write, fenced by this process's claim."""
+        now = self.clock()
+        await self.credits.commit_delivered(job, self.owner, drop_media=not self.settings.storage.keep_days,
+                                            state=JobState.DONE, finished_at=now, updated_at=now, **changes)
 
     async def fail(self, job_id: int, reason: str) -> None:
         """End a job as failed, refund it once, and tell its chat why."""

@@ -28,6 +28,11 @@ from bot.store import Store, StoreOffline
 
 log = logging.getLogger(__name__)
 
+# Rows one store call reads or writes at most when a pass covers every job of the process
+# (lease renewals, queue places): SQLite answers on the event loop, and 10,000 rows in one
+# call would block every chat for a good part of a second.
+ROWS_PER_CALL = 500
+
 
 class Scheduler:
     def __init__(self, store: Store, pipeline: Pipeline, couriers: Couriers, *,
@@ -132,15 +137,17 @@ class Scheduler:
     async def _keep_claims(self) -> None:
         """Renew this process's leases, drop jobs it lost, drive again its own that nothing
         drives (their driver stopped on an unreachable database), take over orphaned ones."""
-        held = await self.store.claims.renew(self.owner, self.lease_until())
+        held = await self._renew_all()
         if self._reachable_since is None:
             self._reachable_since = self.clock()
-        for job_id in set(self._tasks) - held:
+        for job_id in set(self._tasks) - held.keys():
             job = await self.store.job(job_id)
             if job is not None and not job.state.finished and job.owner != self.owner:
                 log.warning("job %s: lost to another process; stopping here", job_id)
                 self._tasks[job_id].cancel()
-        for job_id in sorted(held - set(self._tasks)):
+        # Queued ones are claimed by the loop: only a started job can be left undriven.
+        for job_id in sorted(job_id for job_id, state in held.items()
+                             if state != JobState.QUEUED and job_id not in self._tasks):
             job = await self.store.job(job_id)  # read after its driver ended: as it left it
             if (job is not None and job.owner == self.owner and not job.state.finished
                     and job.state != JobState.QUEUED and job_id not in self._tasks):
@@ -154,6 +161,19 @@ class Scheduler:
             for job in await self.store.claims.take_over(self.owner, self.couriers.platforms, self.lease_until(),
                                                    self.clock(), user_key=self._take_over_of):
                 self._resume(job)
+
+    async def _renew_all(self) -> dict[int, JobState]:
+        """Renew every lease of this process, ``ROWS_PER_CALL`` at a time with a turn of the
+        event loop between; the jobs held, with their states."""
+        lease_until, after = self.lease_until(), 0
+        held: dict[int, JobState] = {}
+        while True:
+            renewed = await self.store.claims.renew(self.owner, lease_until, after=after, limit=ROWS_PER_CALL)
+            if not renewed:  # not "fewer than asked": a job may end while its batch is renewed
+                return held
+            held.update(renewed)
+            after = max(renewed)
+            await asyncio.sleep(0)
 
     def _resume(self, job: Job) -> None:
         log.info("job %s taken over in state %s", job.id, job.state.value)
@@ -181,8 +201,16 @@ class Scheduler:
 
     async def announce_positions(self) -> None:
         """Tell every queued job of this process's its place in line."""
-        for position, job in enumerate(await self.store.claims.own_queued(self.owner), start=1):
-            await self.couriers.progress(job, Progress("queued", position=position))
+        position, after = 0, 0
+        while True:
+            page = await self.store.claims.own_queued(self.owner, after=after, limit=ROWS_PER_CALL)
+            for job in page:
+                position += 1
+                await self.couriers.progress(job, Progress("queued", position=position))
+            if len(page) < ROWS_PER_CALL:
+                return
+            after = page[-1].id
+            await asyncio.sleep(0)  # SQLite answers at once: the loop runs between pages
 
     def _spawn(self, job: Job) -> None:
         if job.id in self._tasks:  # claimed and found held, undriven, at once: one driver

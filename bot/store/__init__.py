@@ -15,6 +15,7 @@ from bot.store.interface import (
     Claims,
     LeaseLost,
     MediaFiles,
+    MediaItem,
     PendingAsks,
     Staged,
     Store,
@@ -23,7 +24,7 @@ from bot.store.interface import (
 )
 from bot.store.locations import is_postgres_url, reason, shown
 
-__all__ = ["ASK_LIFETIME", "MAX_JOB_ID", "STAGED_LIFETIME", "Claims", "LeaseLost", "MediaFiles",
+__all__ = ["ASK_LIFETIME", "MAX_JOB_ID", "STAGED_LIFETIME", "Claims", "LeaseLost", "MediaFiles", "MediaItem",
            "PendingAsks", "Staged", "Store", "StoreOffline", "StoreUnavailable", "TaskTaken", "is_postgres_url",
            "open_store"]
 

@@ -12,6 +12,11 @@ every backend keeps, because the money rules rest on them:
   A transaction's body awaits nothing but this store.
 - ``update_job(..., owner=...)`` writes only while that process holds the job's lease,
   else raises ``LeaseLost``; a task id another job already has raises ``TaskTaken``.
+- ``insert_reserved_job`` writes a job with its user's row, its ledger row and its media
+  at once, all or nothing (PostgreSQL: one statement); ``commit_job`` ends a job and
+  commits its reservation at once, fenced by the owner as ``update_job`` is (PostgreSQL:
+  one statement, atomic without a transaction). What to reserve and what the ledger
+  says is the credit policy's (``bot.credits``): these only write it.
 - ``settle`` moves a reservation out of ``reserved`` once; ``record_result`` keeps the
   first task reported for a job; ``PendingAsks.claim`` is true for one caller only.
 - ``Claims.claim_next`` hands a queued job to exactly one process: its own, or (``adopt``)
@@ -24,13 +29,13 @@ every backend keeps, because the money rules rest on them:
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bot.jobs import Job
+from bot.jobs import Job, JobState
 
 ASK_LIFETIME = 24 * 3600  # seconds an unanswered question in a chat is kept
 STAGED_LIFETIME = 3600  # seconds a staged media file may wait for its job row
@@ -93,6 +98,16 @@ class Staged:
     data: bytes | None = None
 
 
+@dataclass(frozen=True)
+class MediaItem:
+    """A photo or audio to keep with a new job (``insert_reserved_job``), as ``MediaFiles.put`` takes it."""
+
+    role: str
+    mime: str
+    filename: str
+    data: bytes | Staged
+
+
 class PendingAsks(Protocol):
     """Questions a chat asked a user, and one-use marks (menus, update ids)."""
 
@@ -127,12 +142,13 @@ class Claims(Protocol):
                          exclude: set[int], *, adopt: bool = False, user_key: str | None = None) -> Job | None: ...
     async def take_over(self, owner: str, platforms: list[str], lease_until: float,
                         now: float, *, user_key: str | None = None) -> list[Job]: ...
-    async def renew(self, owner: str, lease_until: float) -> set[int]: ...
+    async def renew(self, owner: str, lease_until: float, *, after: int = 0,
+                    limit: int | None = None) -> dict[int, JobState]: ...
     async def release(self, owner: str) -> None: ...
     async def release_job(self, job_id: int, owner: str) -> None: ...
     async def live_owner(self, job_id: int, now: float) -> str | None: ...
     async def held(self, owner: str) -> list[Job]: ...
-    async def own_queued(self, owner: str) -> list[Job]: ...
+    async def own_queued(self, owner: str, *, after: int = 0, limit: int | None = None) -> list[Job]: ...
     async def next_due(self, owner: str, platforms: list[str], now: float, *, adopt: bool = False,
                        user_key: str | None = None) -> float | None: ...
 
@@ -164,6 +180,20 @@ class Store(Protocol):
     async def update_user(self, key: str, **changes: Any) -> None: ...
     async def add_ledger(self, **entry: Any) -> None: ...
     async def settle(self, job_id: int, outcome: str) -> bool: ...
+    async def user_and_active_jobs(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        """``user(key)`` (locked as it locks) and ``count_active(key)``, in one read."""
+    async def insert_reserved_job(self, row: dict[str, Any], *, user: dict[str, Any], entry: dict[str, Any],
+                                  media: Sequence[MediaItem] = ()) -> Job:
+        """Write a new job (``row``) with, all or nothing: its user's row as it must now be
+        (``user``, every column: inserted, or replacing the stored one), the ledger row
+        ``entry`` (its ``job_id`` set to the new job's) and its media. Returns the job as
+        written; a queued one wakes listeners as ``insert_job`` does."""
+    async def commit_job(self, job_id: int, *, owner: str, entry: dict[str, Any], drop_media: bool,
+                         **changes: Any) -> bool:
+        """End a job at once, while ``owner`` holds it: ``changes`` to its row, its
+        reservation moved from ``reserved`` to ``committed`` with the ledger row ``entry``
+        only if it was still reserved (True then), and with ``drop_media`` its media
+        forgotten. LeaseLost, and nothing changed, when ``owner`` no longer holds it."""
 
     # jobs
     async def insert_job(self, row: dict[str, Any]) -> int: ...

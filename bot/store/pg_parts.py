@@ -177,11 +177,16 @@ class PgClaims:
             " for update skip locked) returning *", owner, lease_until, ACTIVE, platforms, now, user_key)
         return sorted((job_from_row(row) for row in rows), key=lambda job: job.id)
 
-    async def renew(self, owner: str, lease_until: float) -> set[int]:
-        """Extend this process's claims; returns the ids of the jobs it still holds."""
-        rows = await self.db.fetch("update jobs set lease_until = $1 where owner = $2 and state = any($3::text[])"
-                                   " returning id", lease_until, owner, ACTIVE)
-        return {row["id"] for row in rows}
+    async def renew(self, owner: str, lease_until: float, *, after: int = 0,
+                    limit: int | None = None) -> dict[int, JobState]:
+        """Extend this process's claims on jobs numbered above ``after``, the first ``limit``
+        of them (None: all); returns the jobs renewed, by id, with their states."""
+        # The outer conditions again: a row another process took meanwhile is not renewed.
+        rows = await self.db.fetch(
+            "update jobs set lease_until = $1 where owner = $2 and state = any($3::text[]) and id in ("
+            " select id from jobs where owner = $2 and state = any($3::text[]) and id > $4 order by id limit $5)"
+            " returning id, state", lease_until, owner, ACTIVE, after, limit)
+        return {row["id"]: JobState(row["state"]) for row in rows}
 
     async def release(self, owner: str) -> None:
         """Hand this process's unfinished jobs over at once (a clean stop)."""
@@ -207,9 +212,11 @@ class PgClaims:
                                    owner, ACTIVE)
         return [job_from_row(row) for row in rows]
 
-    async def own_queued(self, owner: str) -> list[Job]:
-        """This process's queued jobs, first come first."""
-        rows = await self.db.fetch("select * from jobs where state = 'queued' and owner = $1 order by id", owner)
+    async def own_queued(self, owner: str, *, after: int = 0, limit: int | None = None) -> list[Job]:
+        """This process's queued jobs numbered above ``after``, first come first, the first
+        ``limit`` of them (None: all)."""
+        rows = await self.db.fetch("select * from jobs where state = 'queued' and owner = $1 and id > $2"
+                                   " order by id limit $3", owner, after, limit)
         return [job_from_row(row) for row in rows]
 
     async def next_due(self, owner: str, platforms: list[str], now: float, *, adopt: bool = False,

@@ -23,6 +23,7 @@ import asyncpg
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
 from bot.store.interface import MAX_JOB_ID, LeaseLost, TaskTaken
+from bot.store.pg_credits import PgCreditWrites, clean
 from bot.store.pg_migrations import USER_LOCK_CLASS, migrate, storable
 from bot.store.pg_parts import ACTIVE, PgClaims, PgMediaFiles, PgPendingAsks, job_from_row
 from bot.store.pg_session import CONNECT_TIMEOUT, ChangeFeed, Connections, create_pool
@@ -34,7 +35,7 @@ JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 ONE_JOB_PER_TASK = "jobs_one_job_per_task"  # the unique index on jobs.prediction_id
 
 
-class PostgresStore(PgTransfer):
+class PostgresStore(PgCreditWrites, PgTransfer):
     """The bot's database in PostgreSQL. One per event loop; any number per database."""
 
     hears_other_processes = True  # LISTEN/NOTIFY
@@ -119,7 +120,7 @@ class PostgresStore(PgTransfer):
                                      outcome, job_id) == 1
 
     async def _insert(self, table: str, row: dict[str, Any], returning: str = "") -> Any:
-        values = _clean(row)
+        values = clean(row)
         columns = ", ".join(f'"{name}"' for name in values)  # names come from code, not users
         marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
         sql = f"insert into {table} ({columns}) values ({marks}){returning}"
@@ -269,14 +270,8 @@ class PostgresStore(PgTransfer):
         return int(row["jobs"]), int(row["spent"])
 
 
-def _clean(values: dict[str, Any]) -> dict[str, Any]:
-    """Values as PostgreSQL takes them: a JobState as its text; text ``storable``."""
-    return {name: value.value if isinstance(value, JobState) else storable(value) if isinstance(value, str)
-            else value for name, value in values.items()}
-
-
 def _assignments(changes: dict[str, Any]) -> tuple[str, list[Any]]:
     """``"a" = $1, "b" = $2`` and its arguments (names come from code, not users)."""
-    values = _clean(changes)
+    values = clean(changes)
     sets = ", ".join(f'"{name}" = ${n}' for n, name in enumerate(values, start=1))
     return sets, list(values.values())

@@ -19,14 +19,23 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
-from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, STAGED_LIFETIME, LeaseLost, Staged, TaskTaken, mended
+from bot.store.interface import (
+    ASK_LIFETIME,
+    MAX_JOB_ID,
+    STAGED_LIFETIME,
+    LeaseLost,
+    MediaItem,
+    Staged,
+    TaskTaken,
+    mended,
+)
 from bot.store.sqlite_transfer import SqliteTransfer
 
 JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
@@ -473,6 +482,37 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
             [outcome, job_id])
         return cursor.rowcount == 1
 
+    async def user_and_active_jobs(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        return await self.user(key), await self.count_active(key)
+
+    async def insert_reserved_job(self, row: dict[str, Any], *, user: dict[str, Any], entry: dict[str, Any],
+                                  media: Sequence[MediaItem] = ()) -> Job:
+        """The job, its user's row, its ledger row and its media in one transaction."""
+        async with self.transaction():
+            columns = [name for name in user if name != "key"]  # names come from code, not users
+            self.db.execute(f"insert into users ({', '.join(user)}) values ({', '.join('?' * len(user))})"
+                            f" on conflict (key) do update set {', '.join(f'{c} = excluded.{c}' for c in columns)}",
+                            _mended(user.values()))
+            job_id = await self.insert_job(row)
+            await self.add_ledger(**{**entry, "job_id": job_id})
+            for item in media:
+                await self.files.put(job_id, item.role, item.mime, item.filename, item.data)
+            job = self._job(job_id)
+        assert job is not None
+        return job
+
+    async def commit_job(self, job_id: int, *, owner: str, entry: dict[str, Any], drop_media: bool,
+                         **changes: Any) -> bool:
+        """The job's end and its credit committed in one transaction (LeaseLost undoes it all)."""
+        async with self.transaction():
+            await self.update_job(job_id, owner=owner, **changes)
+            settled = await self.settle(job_id, "committed")
+            if settled:
+                await self.add_ledger(**entry)
+            if drop_media:
+                await self.files.drop(job_id)
+        return settled
+
     # --- jobs -----------------------------------------------------------------
 
     async def insert_job(self, row: dict[str, Any]) -> int:
@@ -605,13 +645,17 @@ class SqliteClaims:
                                   [owner, lease_until, *args])
         return [job for (job_id,) in taken if (job := self.store._job(job_id)) is not None]
 
-    async def renew(self, owner: str, lease_until: float) -> set[int]:
-        """Extend this process's claims; returns the ids of the jobs it still holds."""
-        self.store.db.execute(f"update jobs set lease_until = ? where owner = ? and {_in('state', ACTIVE)}",
-                        [lease_until, owner, *ACTIVE])
-        rows = self.store.db.execute(f"select id from jobs where owner = ? and {_in('state', ACTIVE)}",
-                               [owner, *ACTIVE]).fetchall()
-        return {job_id for (job_id,) in rows}
+    async def renew(self, owner: str, lease_until: float, *, after: int = 0,
+                    limit: int | None = None) -> dict[int, JobState]:
+        """Extend this process's claims on jobs numbered above ``after``, the first ``limit``
+        of them (None: all); returns the jobs renewed, by id, with their states."""
+        active = _in("state", ACTIVE)
+        rows = self.store.db.execute(
+            f"update jobs set lease_until = ? where owner = ? and {active} and id in ("
+            f" select id from jobs where owner = ? and {active} and id > ? order by id limit ?)"
+            " returning id, state",
+            [lease_until, owner, *ACTIVE, owner, *ACTIVE, after, -1 if limit is None else limit]).fetchall()
+        return {job_id: JobState(state) for job_id, state in rows}
 
     async def release(self, owner: str) -> None:
         """Hand this process's unfinished jobs over at once (a clean stop)."""
@@ -634,9 +678,10 @@ class SqliteClaims:
         """This process's unfinished jobs (its own and those it took over)."""
         return self.store._jobs_where(f"owner = ? and {_in('state', ACTIVE)}", [owner, *ACTIVE])
 
-    async def own_queued(self, owner: str) -> list[Job]:
-        """This process's queued jobs, first come first."""
-        return self.store._jobs_where("state = 'queued' and owner = ?", [owner])
+    async def own_queued(self, owner: str, *, after: int = 0, limit: int | None = None) -> list[Job]:
+        """This process's queued jobs numbered above ``after``, first come first, the first
+        ``limit`` of them (None: all)."""
+        return self.store._jobs_where("state = 'queued' and owner = ? and id > ?", [owner, after], limit=limit)
 
     async def next_due(self, owner: str, platforms: list[str], now: float, *, adopt: bool = False,
                        user_key: str | None = None) -> float | None:
