@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bot import messages
-from bot.jobs import JobState
+from bot.jobs import JobState, Rejected
 from tests.conftest import API_KEY, PLATFORM, effect_request, user
 from tests.fake_telegram import FakeTelegram
 from tests.helpers import RecordingCourier, image_bytes
@@ -126,13 +126,15 @@ async def test_a_worker_stopped_cleanly_hands_its_queued_jobs_to_an_idle_worker_
 # --- 3. an accept whose commit's answer is lost ---------------------------------------------
 
 class CutCommits:
-    """A TCP proxy in front of PostgreSQL that can lose the answer to the next COMMIT: the
-    server commits, the client's connection is cut before it hears so. ``down`` refuses
-    every new connection (the database unreachable for a while)."""
+    """A TCP proxy in front of PostgreSQL that can lose the answer to the write that queues
+    the next job: the server commits it (its "ready, idle" answer, after the job's insert,
+    says so: a COMMIT's or an autocommitted statement's), and the client's connection is cut
+    before it hears so. ``down`` refuses every new connection (the database unreachable)."""
 
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
-        self.cut_next_commit = False
+        self.cut_next_accept = False
+        self.down_after_cut = False
         self.down = False
         self.commits_cut = 0
         self._server: asyncio.Server | None = None
@@ -154,27 +156,31 @@ class CutCommits:
             return
         server_reader, server_writer = await asyncio.open_connection(self.host, self.port)
         self._links.update((client_writer, server_writer))
-        committing = asyncio.Event()
+        accepting = asyncio.Event()
 
         async def upstream() -> None:
             while data := await client_reader.read(65536):
-                if self.cut_next_commit and b"COMMIT" in data.upper():
-                    self.cut_next_commit = False
-                    committing.set()
+                if self.cut_next_accept and b"INSERT INTO JOBS" in data.upper():
+                    self.cut_next_accept = False
+                    accepting.set()
                 server_writer.write(data)
                 await server_writer.drain()
 
         async def downstream() -> None:
             while data := await server_reader.read(65536):
-                if committing.is_set():  # the server's answer to the COMMIT: lost
+                if accepting.is_set() and b"Z\x00\x00\x00\x05I" in data:  # committed: the answer is lost
                     self.commits_cut += 1
+                    if self.down_after_cut:  # and every other connection with it
+                        self.down = True
+                        for writer in list(self._links):
+                            writer.close()
                     return
                 client_writer.write(data)
                 await client_writer.drain()
 
         with contextlib.suppress(Exception):
-            done, pending = await asyncio.wait([asyncio.create_task(upstream()), asyncio.create_task(downstream())],
-                                               return_when=asyncio.FIRST_COMPLETED)
+            _, pending = await asyncio.wait([asyncio.create_task(upstream()), asyncio.create_task(downstream())],
+                                            return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
         for writer in (client_writer, server_writer):
@@ -188,3 +194,54 @@ async def _proxied(pg_url: str) -> tuple[CutCommits, str]:
     proxy = CutCommits(match.group(2), int(match.group(3)))
     port = await proxy.start()
     return proxy, f"postgresql://{match.group(1) or ''}127.0.0.1:{port}/{match.group(4)}"
+
+
+async def _front_behind(proxy_url: str, make_engine, settings):
+    on_proxy = replace(settings, storage=replace(settings.storage, url=proxy_url))
+    front = await make_engine(on_proxy, start=False)
+    await front.start(drive=False)
+    return front
+
+
+async def test_an_accept_whose_commit_answer_is_lost_is_told_queued_and_charged_once(
+        make_engine, settings, pg_url, simulator):
+    """The connection is cut after the server committed the accept: the user used to be
+    told an error for a job that was queued and paid for. Now the front looks for the job
+    once the database answers again and says it is queued, as any accept does."""
+    proxy, proxy_url = await _proxied(pg_url)
+    front = await _front_behind(proxy_url, make_engine, settings)
+    try:
+        proxy.cut_next_accept = True
+        answer = await front.accept(effect_request())
+        assert proxy.commits_cut == 1
+        assert not isinstance(answer, Rejected), answer
+        assert answer.credits_left == 9 and answer.position == 1
+        [(job, position)] = await front.jobs_of(user())
+        assert job.id == answer.job.id and job.state == JobState.QUEUED and position == 1
+        assert (await front.balance(user())).total == 9  # charged once
+    finally:
+        proxy.down = False
+        await front.close()  # before its database's door closes
+        await proxy.close()
+
+
+async def test_an_accept_whose_outcome_cannot_be_learnt_says_it_may_have_gone_through(
+        make_engine, settings, pg_url, simulator):
+    """The database stays away past the front's looks for the job: the user is told the
+    request may have gone through and to check /jobs before sending it again, never an
+    error that invites a second paid try; once it is back, /jobs lists the one job."""
+    proxy, proxy_url = await _proxied(pg_url)
+    front = await _front_behind(proxy_url, make_engine, settings)
+    try:
+        proxy.cut_next_accept = proxy.down_after_cut = True
+        answer = await front.accept(effect_request())
+        assert proxy.commits_cut == 1
+        assert isinstance(answer, Rejected) and answer.reason == messages.ACCEPT_OUTCOME_UNKNOWN
+        assert "/jobs" in answer.reason
+        proxy.down = False
+        [(job, _)] = await front.jobs_of(user())
+        assert job.state == JobState.QUEUED and (await front.balance(user())).total == 9
+    finally:
+        proxy.down = False
+        await front.close()  # before its database's door closes
+        await proxy.close()
