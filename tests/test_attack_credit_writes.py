@@ -290,3 +290,60 @@ async def test_queue_places_told_while_jobs_are_claimed_between_pages_tell_each_
     assert [place for _, place in told] == list(range(1, len(told) + 1))
     assert ids[ROWS_PER_CALL] not in told_ids and ids[-1] not in told_ids  # claimed before their page
     assert told_ids == sorted(told_ids)
+
+
+async def test_a_job_with_two_photos_keeps_both_with_its_row_and_drops_both_when_settled(make_engine, settings):
+    from bot.jobs import GenerationRequest
+    from tests.helpers import image_bytes
+
+    dropping = replace(settings, storage=replace(settings.storage, keep_days=0))
+    engine = await make_engine(dropping, start=False)
+    first, end = image_bytes(800, 600), image_bytes(640, 480, "PNG")
+    answer = await engine.accept(GenerationRequest(user(), "animate", first, Params(prompt="zoom out"),
+                                                   model="master", end_image=end))
+    assert isinstance(answer, Accepted), answer
+    kept = await engine.store.files.get(answer.job.id)
+    assert set(kept) == {"image", "end_image"}
+    job = await engine.store.claims.claim_next(engine.owner, [PLATFORM], time.time() + 60, time.time(), set())
+    await engine.pipeline.settle_done(job)
+    assert await engine.store.files.get(answer.job.id) == {}
+
+
+async def test_accepts_cancels_and_grants_of_one_user_through_two_fronts_at_once_all_hold(make_engine, settings):
+    roomy = _quota(replace(settings, storage=replace(settings.storage, lease_seconds=30.0)),
+                   daily_credits=40, max_jobs_per_user=12)
+    fronts = [await make_engine(roomy, start=False) for _ in range(2)]
+    for front in fronts:
+        await front.start(drive=False)
+    ids = [(await fronts[0].accept(effect_request())).job.id for _ in range(8)]
+    answers = await asyncio.gather(*(fronts[n % 2].cancel(user(), job_id) for n, job_id in enumerate(ids)),
+                                   *(fronts[n % 2].accept(effect_request()) for n in range(10)),
+                                   *(fronts[n % 2].grant(user(), 1, by="admin") for n in range(4)),
+                                   return_exceptions=True)
+    assert not [a for a in answers if isinstance(a, BaseException)], answers
+    assert await fronts[1].store.count_active(user().key) <= 12
+    accepted = [a for a in answers if isinstance(a, Accepted)]
+    assert len(accepted) >= 4  # at most 12 active: the 8 first, less those cancelled first
+    row = await fronts[1].store.user(user().key)
+    [moved] = await raw_sql(fronts[1].store, "select sum(daily_delta) as daily, sum(bonus_delta) as bonus"
+                                             " from ledger where user_key = ?", [user().key])
+    assert (40 + moved["daily"], moved["bonus"]) == (row["daily_left"], row["bonus"])
+
+
+async def test_two_machines_whose_clocks_straddle_the_reset_give_one_days_allowance_once(make_engine, settings):
+    """Around the daily reset, a machine a second behind still says "yesterday": its accept
+    must not take the row the other already rolled into today back to yesterday and hand
+    out a fresh allowance again (each flip would give one more)."""
+    small = _quota(settings, daily_credits=2, max_jobs_per_user=100)
+    behind, ahead = await make_engine(small, start=False), await make_engine(small, start=False)
+    midnight = 1_767_225_600.0  # 2026-01-01 00:00 UTC, the reset at hour 0
+    behind.credits.clock = lambda: midnight - 0.5
+    ahead.credits.clock = lambda: midnight + 0.5
+
+    accepted = 0
+    for front in (behind, behind, ahead, ahead, behind, behind, ahead, ahead):
+        accepted += isinstance(await front.accept(effect_request()), Accepted)
+
+    assert accepted == 4  # yesterday's 2 and today's 2
+    [row] = await raw_sql(ahead.store, "select period, daily_left from users")
+    assert (row["period"], row["daily_left"]) == ("2026-01-01", 0)
