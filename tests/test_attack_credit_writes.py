@@ -347,3 +347,22 @@ async def test_two_machines_whose_clocks_straddle_the_reset_give_one_days_allowa
     assert accepted == 4  # yesterday's 2 and today's 2
     [row] = await raw_sql(ahead.store, "select period, daily_left from users")
     assert (row["period"], row["daily_left"]) == ("2026-01-01", 0)
+
+
+async def test_a_reserved_jobs_user_row_replaces_the_stored_one_but_keeps_when_the_user_came(make_store):
+    """The store's part, the same on both backends: every column of the user's row as
+    given, except when they first came (PostgreSQL's upsert never touched it)."""
+    store = await make_store()
+    base = {"key": "test:1", "platform": "test", "name": "Ann", "period": "2026-01-01",
+            "daily_left": 5, "bonus": 1, "created_at": 100.0}
+    await store.add_user(base)
+    job = {"user_key": "test:1", "platform": "test", "reply_to": {}, "model_id": "m", "kind": "effect",
+           "inputs": {}, "label": "a job", "cost": 1, "paid_daily": 1, "paid_bonus": 0, "period": "2026-01-02",
+           "state": "queued", "created_at": 200.0, "updated_at": 200.0}
+    entry = {"at": 200.0, "user_key": "test:1", "entry": "reserve", "daily_delta": -1, "bonus_delta": 0, "note": ""}
+    await store.insert_reserved_job(job, entry=entry, user={**base, "name": "Bea", "period": "2026-01-02",
+                                                            "daily_left": 9, "bonus": 0, "created_at": 200.0})
+    row = await store.user("test:1")
+    assert {name: row[name] for name in base} == {"key": "test:1", "platform": "test", "name": "Bea",
+                                                 "period": "2026-01-02", "daily_left": 9, "bonus": 0,
+                                                 "created_at": 100.0}
