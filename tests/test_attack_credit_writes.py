@@ -11,11 +11,13 @@ from dataclasses import replace
 import pytest
 
 from bot.catalog import Params
-from bot.jobs import Accepted, JobState, Rejected
+from bot.engine.scheduler import ROWS_PER_CALL
+from bot.jobs import Accepted, GenerationRequest, JobState, Rejected
 from bot.store import LeaseLost
 from tests.backends import ledger_entries, on_postgres, raw_sql
-from bot.engine.scheduler import ROWS_PER_CALL
 from tests.conftest import PLATFORM, effect_request, user
+from tests.helpers import image_bytes
+from tests.test_many_in_flight import _queue_jobs
 
 pytestmark = pytest.mark.both_backends
 
@@ -207,8 +209,6 @@ async def test_a_settle_of_a_held_job_whose_settlement_is_unknown_ends_it_on_bot
 
 
 async def test_a_renewal_pass_while_jobs_end_and_are_taken_over_between_its_batches(make_engine, monkeypatch):
-    from tests.test_many_in_flight import _queue_jobs
-
     engine = await make_engine(start=False)
     store = engine.store
     await _queue_jobs(store, engine.owner, 2 * ROWS_PER_CALL + 10, not_before=10**10)
@@ -243,8 +243,6 @@ async def test_a_renewal_pass_while_jobs_end_and_are_taken_over_between_its_batc
 async def test_a_renewal_waiting_on_a_row_another_process_takes_over_does_not_renew_it(make_store):
     """PostgreSQL: the batch is chosen, then a row in it is taken by another process while
     the renewal waits for it: the renewal must leave it (and not return it as held)."""
-    from tests.test_many_in_flight import _queue_jobs
-
     store, other = await make_store(), await make_store()
     await _queue_jobs(store, "w1", 5)
     ids = [row["id"] for row in await raw_sql(store, "select id from jobs order by id")]
@@ -264,8 +262,6 @@ async def test_a_renewal_waiting_on_a_row_another_process_takes_over_does_not_re
 
 async def test_queue_places_told_while_jobs_are_claimed_between_pages_tell_each_once_in_order(
         make_engine, courier, monkeypatch):
-    from tests.test_many_in_flight import _queue_jobs
-
     engine = await make_engine(start=False)
     store = engine.store
     await _queue_jobs(store, engine.owner, 2 * ROWS_PER_CALL + 7)
@@ -293,9 +289,6 @@ async def test_queue_places_told_while_jobs_are_claimed_between_pages_tell_each_
 
 
 async def test_a_job_with_two_photos_keeps_both_with_its_row_and_drops_both_when_settled(make_engine, settings):
-    from bot.jobs import GenerationRequest
-    from tests.helpers import image_bytes
-
     dropping = replace(settings, storage=replace(settings.storage, keep_days=0))
     engine = await make_engine(dropping, start=False)
     first, end = image_bytes(800, 600), image_bytes(640, 480, "PNG")
