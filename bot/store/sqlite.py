@@ -489,7 +489,8 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
                                   media: Sequence[MediaItem] = ()) -> Job:
         """The job, its user's row, its ledger row and its media in one transaction."""
         async with self.transaction():
-            columns = [name for name in user if name != "key"]  # names come from code, not users
+            # Names come from code, not users; when the user first came stays (as on PostgreSQL).
+            columns = [name for name in user if name not in ("key", "created_at")]
             self.db.execute(f"insert into users ({', '.join(user)}) values ({', '.join('?' * len(user))})"
                             f" on conflict (key) do update set {', '.join(f'{c} = excluded.{c}' for c in columns)}",
                             _mended(user.values()))
