@@ -131,14 +131,16 @@ class Credits:
 
     def current_row(self, user: UserRef, found: dict[str, Any] | None) -> dict[str, Any]:
         """What the user's row must be now, given the row as stored (None: a new user,
-        with today's allowance): rolled into the current period, named as the chat names them."""
+        with today's allowance): rolled forward into the current period, named as the chat names them."""
         period = self.period()
         if found is None:
             return {"key": user.key, "platform": user.platform, "name": user.name,
                     "period": period, "daily_left": self.settings.daily_credits,
                     "bonus": 0, "created_at": self.clock()}
         row = dict(found)
-        if row["period"] != period:
+        # Forward only (periods are ISO dates): a machine whose clock is a little behind
+        # another's at the reset must not take the row back a day for a second allowance.
+        if row["period"] < period:
             row.update(period=period, daily_left=self.settings.daily_credits)
         if user.name and user.name != row["name"]:
             row["name"] = user.name

@@ -203,9 +203,10 @@ class Store(Protocol):
     async def insert_reserved_job(self, row: dict[str, Any], *, user: dict[str, Any], entry: dict[str, Any],
                                   media: Sequence[MediaItem] = ()) -> ReservedJob:
         """Write a new job (``row``) with, all or nothing: its user's row as it must now be
-        (``user``, every column but ``version``: inserted, or replacing the stored one), the
-        ledger row ``entry`` (its ``job_id`` set to the new job's) and its media. Returns the
-        job as written; a queued one wakes listeners as ``insert_job`` does."""
+        (``user``, every column but ``version``: inserted, or replacing the stored one but
+        for its ``created_at``), the ledger row ``entry`` (its ``job_id`` set to the new
+        job's) and its media. Returns the job as written; a queued one wakes listeners as
+        ``insert_job`` does."""
     async def reserve_if_unchanged(self, row: dict[str, Any], *, user: dict[str, Any], version: int,
                                    active_below: int, entry: dict[str, Any],
                                    media: Sequence[MediaItem] = ()) -> ReservedJob | None:

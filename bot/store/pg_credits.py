@@ -119,8 +119,9 @@ class PgCreditWrites:
             entry_marks.append(f"${len(args)}")
         entry_names = ", ".join(f'"{name}"' for name in entry_values)
         settled = await self.db.fetchval(
-            "with held as (select id, settlement = 'reserved' as reserved from jobs where id = $1 and owner = $2"
-            " for no key update),"
+            # coalesce: a row with no settlement is held all the same (None would read as LeaseLost)
+            "with held as (select id, coalesce(settlement = 'reserved', false) as reserved from jobs"
+            " where id = $1 and owner = $2 for no key update),"
             f" moved as (update jobs set {', '.join(sets)}, settlement = case when held.reserved then 'committed'"
             " else jobs.settlement end from held where jobs.id = held.id returning jobs.id, held.reserved),"
             f" entry as (insert into ledger ({entry_names}) select {', '.join(entry_marks)} from moved"

@@ -520,10 +520,11 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
 
     async def _write_reserved(self, row: dict[str, Any], user: dict[str, Any], entry: dict[str, Any],
                               media: Sequence[MediaItem]) -> ReservedJob:
-        names = ["key", *(name for name in user if name not in ("key", "version"))]  # from code, not users
+        # Names come from code, not users; when the user first came stays (as on PostgreSQL).
+        names = ["key", *(name for name in user if name not in ("key", "version"))]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in names if c not in ("key", "created_at"))
         self.db.execute(f"insert into users ({', '.join(names)}) values ({', '.join('?' * len(names))})"
-                        f" on conflict (key) do update set {', '.join(f'{c} = excluded.{c}' for c in names[1:])}",
-                        _mended(user[name] for name in names))
+                        f" on conflict (key) do update set {updates}", _mended(user[name] for name in names))
         job_id = await self.insert_job(row)
         await self.add_ledger(**{**entry, "job_id": job_id})
         for item in media:
