@@ -17,6 +17,8 @@ from bot import messages
 from bot.config import QuotaSettings
 from bot.credits import Credits
 from bot.jobs import Accepted, JobState, Rejected
+from bot.store import open_store
+from bot.store.copy import copy_between
 from tests.backends import ledger_entries, on_postgres, raw_sql
 from tests.conftest import PLATFORM, effect_request, user
 
@@ -262,3 +264,24 @@ async def _until_waiting(conn: asyncpg.Connection, backends: int) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"fewer than {backends} connections came to wait")
+
+
+async def test_a_copy_between_backends_carries_each_user_rows_version(tmp_path, pg_url):
+    source = await open_store(str(tmp_path / "bot.sqlite"))
+    try:
+        credits = Credits(source, QuotaSettings())
+        for _ in range(2):
+            await credits.reserve_job(user(), 1, _job_columns(time.time()))
+        await credits.grant(user(), 3)
+        version = (await _user_row(source))["version"]
+        assert version >= 2
+    finally:
+        await source.close()
+    await copy_between(str(tmp_path / "bot.sqlite"), pg_url, force=False, now=time.time())
+    await copy_between(pg_url, str(tmp_path / "back.sqlite"), force=False, now=time.time())
+    for location in (pg_url, str(tmp_path / "back.sqlite")):
+        copied = await open_store(location)
+        try:
+            assert await _user_row(copied) == {"daily_left": 8, "bonus": 3, "version": version}
+        finally:
+            await copied.close()
