@@ -185,13 +185,13 @@ class Engine(Questions, Asks):
 
     async def _queue(self, request: GenerationRequest, model: catalog.Model, inputs: dict[str, object],
                media: dict[str, Media], staged: dict[str, Staged]) -> Accepted | Rejected:
-        """Reserve the credits and write the job with its media, in one transaction."""
+        """Reserve the credits and write the job with its media, all or nothing (``Credits.reserve_job``)."""
         user = request.user
         seconds = billable_seconds(media["audio"].seconds) if "audio" in media else int(str(inputs.get("duration", 5)))
         cost = cost_of(model, seconds, self.settings.costs)
         now = self.clock()
         try:
-            job, credits_left = await self.credits.reserve_job(user, cost, {
+            reserved, credits_left = await self.credits.reserve_job(user, cost, {
                 "platform": user.platform, "reply_to": request.reply_to,
                 "model_id": model.id, "kind": model.kind, "inputs": inputs,
                 "label": messages.job_label(model.key, model.title, inputs,
@@ -203,9 +203,10 @@ class Engine(Questions, Asks):
             }, [MediaItem(role, item.mime, item.filename, staged[role]) for role, item in media.items()])
         except (OutOfCredits, TooManyJobs) as err:
             return Rejected(str(err))
+        job = reserved.job
         self.scheduler.wake()
         log.info("job %s accepted: %s for %s, %s credits", job.id, model.id, user.key, cost)
-        return Accepted(job, await self.store.queue_position(job.id), credits_left)
+        return Accepted(job, reserved.queue_position, credits_left)
 
     async def cancel(self, user: UserRef, job_id: int) -> str:
         """Cancel a queued job of the user's and refund it; the answer is user-facing."""
