@@ -198,11 +198,11 @@ async def phase_credits(args: argparse.Namespace, workdir: Path) -> dict:
     for n in range(args.pairs):
         user = users[n % len(users)]
         now = time.time()
-        job, _ = await credits.reserve_job(user, 1, {  # Engine.accept's reservation, without the photo
+        reserved, _ = await credits.reserve_job(user, 1, {  # Engine.accept's reservation, without the photo
             "platform": "bench", "reply_to": {}, "model_id": harness.EFFECT_MODEL, "kind": "effect",
             "inputs": {"effect_scene": "hula"}, "label": "hula", "state": "queued",
             "created_at": now, "updated_at": now, "owner": engine.owner})
-        await engine.pipeline.settle_done(job)  # done, commit, media dropped: one transaction
+        await engine.pipeline.settle_done(reserved.job)  # done, commit, media dropped: one transaction
     elapsed = time.perf_counter() - started
     synchronous = store.db.execute("PRAGMA synchronous").fetchone()[0]
     await engine.close()

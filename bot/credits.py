@@ -7,13 +7,16 @@ delivered, or refunded to the buckets it came from. A refund that arrives after 
 day rolled over goes to the bonus bucket, so a user never loses a refunded credit.
 Every movement is a ledger row. The rules live here; the SQL lives in ``bot.store``.
 Movements expect to run inside ``Store.transaction()``; reading a user locks them there
-(``Store.lock_user``), so two processes never both spend the same credit.
+(``Store.lock_user``), so two processes never both spend the same credit. An accept
+from a user row the process saw before writes only if no one wrote that row since
+(``Credits.reserve_job``, ``Store.reserve_if_unchanged``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,9 +26,11 @@ from bot import messages
 from bot.catalog import Model
 from bot.config import QuotaSettings
 from bot.jobs import Balance, Job, UserRef
-from bot.store import MediaItem, Store
+from bot.store import MediaItem, ReservedJob, Store
 
-__all__ = ["Balance", "Credits", "OutOfCredits", "Reservation", "TooManyJobs", "cost_of"]
+__all__ = ["Balance", "Credits", "KnownUsers", "OutOfCredits", "Reservation", "TooManyJobs", "cost_of"]
+
+KNOWN_USERS = 4096  # user rows a process keeps for its accepts (a few hundred bytes each)
 
 
 class OutOfCredits(Exception):
@@ -60,6 +65,31 @@ def cost_of(model: Model, seconds: float, costs: Mapping[str, Any]) -> int:
     return int(rate) * max(1, math.ceil(seconds / 5))
 
 
+class KnownUsers:
+    """The user rows this process last read or wrote (each with its ``version``), the
+    ``size`` most recently used: an accept from one of them is a single write."""
+
+    def __init__(self, size: int = KNOWN_USERS):
+        self.size = size
+        self._rows: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._rows.get(key)
+        if row is not None:
+            self._rows.move_to_end(key)
+        return row
+
+    def remember(self, row: dict[str, Any]) -> None:
+        """Keep ``row`` (as committed, ``version`` included) as the user's."""
+        self._rows[row["key"]] = row
+        self._rows.move_to_end(row["key"])
+        if len(self._rows) > self.size:
+            self._rows.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._rows.pop(key, None)
+
+
 class Credits:
     """Reserve, commit, refund, grant and set credits, by the rules above."""
 
@@ -68,6 +98,7 @@ class Credits:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.known = KnownUsers()
 
     # --- periods ----------------------------------------------------------------
 
@@ -100,14 +131,16 @@ class Credits:
 
     def current_row(self, user: UserRef, found: dict[str, Any] | None) -> dict[str, Any]:
         """What the user's row must be now, given the row as stored (None: a new user,
-        with today's allowance): rolled into the current period, named as the chat names them."""
+        with today's allowance): rolled forward into the current period, named as the chat names them."""
         period = self.period()
         if found is None:
             return {"key": user.key, "platform": user.platform, "name": user.name,
                     "period": period, "daily_left": self.settings.daily_credits,
                     "bonus": 0, "created_at": self.clock()}
         row = dict(found)
-        if row["period"] != period:
+        # Forward only (periods are ISO dates): a machine whose clock is a little behind
+        # another's at the reset must not take the row back a day for a second allowance.
+        if row["period"] < period:
             row.update(period=period, daily_left=self.settings.daily_credits)
         if user.name and user.name != row["name"]:
             row["name"] = user.name
@@ -133,23 +166,60 @@ class Credits:
         return Reservation(after, from_daily, from_bonus, row["period"])
 
     async def reserve_job(self, user: UserRef, cost: int, job: dict[str, Any],
-                          media: Sequence[MediaItem] = ()) -> tuple[Job, int]:
+                          media: Sequence[MediaItem] = ()) -> tuple[ReservedJob, int]:
         """Accept a job: within the user's job limit, take its ``cost`` and write it (the
-        job's other columns in ``job``) with its ledger row and its ``media``, in one
-        transaction. Returns the job and the credits the user has left; raises
-        TooManyJobs or OutOfCredits (nothing written)."""
+        job's other columns in ``job``) with its ledger row and its ``media``, all or
+        nothing. Returns the job as written (with its queue place) and the credits the user
+        has left; raises TooManyJobs or OutOfCredits (nothing written).
+
+        From a user row this process knows (``known``), one write that happens only if no
+        one wrote the row since (``Store.reserve_if_unchanged``; PostgreSQL: one
+        statement). Else, or when that write did not happen, or the known row would refuse
+        (it may be out of date: a grant elsewhere), the authoritative way: the user's
+        lock, their row and jobs read, one write."""
+        # Inside a caller's transaction a write may yet be undone: remember nothing from it.
+        remember = not self.store.in_transaction()
+        known = self.known.get(user.key) if remember else None
+        if known is not None and (reserved := await self._reserve_from(known, user, cost, job, media)):
+            return reserved
         async with self.store.transaction():
             await self.store.lock_user(user.key)  # one accept per user at a time, on any machine
             found, active = await self.store.user_and_active_jobs(user.key)
+            if found is not None and remember:
+                self.known.remember(found)  # committed by someone: nothing here can undo it
             if active >= self.settings.max_jobs_per_user:
                 raise TooManyJobs(messages.too_many_jobs(self.settings.max_jobs_per_user))
             taken = self.reservation(user, found, cost)
-            row = {**job, "user_key": user.key, "cost": cost, "paid_daily": taken.daily,
-                   "paid_bonus": taken.bonus, "period": taken.period}
-            accepted = await self.store.insert_reserved_job(
-                row, user=taken.user, entry=self.entry(user.key, "reserve", -taken.daily, -taken.bonus),
-                media=media)
-        return accepted, taken.user["daily_left"] + taken.user["bonus"]
+            written = await self.store.insert_reserved_job(
+                self._job_row(user, cost, job, taken), user=taken.user,
+                entry=self.entry(user.key, "reserve", -taken.daily, -taken.bonus), media=media)
+        if remember:  # committed now
+            self.known.remember({**taken.user, "version": written.user_version})
+        return written, taken.user["daily_left"] + taken.user["bonus"]
+
+    async def _reserve_from(self, known: dict[str, Any], user: UserRef, cost: int, job: dict[str, Any],
+                            media: Sequence[MediaItem]) -> tuple[ReservedJob, int] | None:
+        """``reserve_job`` from the user's row as this process last saw it, if that row is
+        still the stored one and the user is under their job limit; else None (nothing
+        written) and the row forgotten."""
+        try:
+            taken = self.reservation(user, known, cost)
+        except OutOfCredits:
+            return None  # perhaps granted credits since: only the stored row can say
+        written = await self.store.reserve_if_unchanged(
+            self._job_row(user, cost, job, taken), user=taken.user, version=known["version"],
+            active_below=self.settings.max_jobs_per_user,
+            entry=self.entry(user.key, "reserve", -taken.daily, -taken.bonus), media=media)
+        if written is None:
+            self.known.forget(user.key)
+            return None
+        self.known.remember({**taken.user, "version": written.user_version})
+        return written, taken.user["daily_left"] + taken.user["bonus"]
+
+    @staticmethod
+    def _job_row(user: UserRef, cost: int, job: dict[str, Any], taken: Reservation) -> dict[str, Any]:
+        return {**job, "user_key": user.key, "cost": cost, "paid_daily": taken.daily,
+                "paid_bonus": taken.bonus, "period": taken.period}
 
     def shortfall(self, cost: int, have: int) -> str:
         """What a user is told when ``have`` credits do not cover ``cost``."""
@@ -187,6 +257,7 @@ class Credits:
         """Return a job's credits. False if it was already settled (no double refund)."""
         if not await self.store.settle(job.id, "refunded"):
             return False
+        self.known.forget(job.user_key)  # its row changes: an accept from the old one would only miss
         row = await self.store.job_row(job.id)
         daily, bonus = row["paid_daily"], row["paid_bonus"]
         platform, user_id = job.user_key.split(":", 1)
@@ -201,6 +272,7 @@ class Credits:
 
     async def grant(self, user: UserRef, credits: int, by: str = "") -> Balance:
         """Add lasting bonus credits (negative takes them away, not below zero)."""
+        self.known.forget(user.key)
         async with self.store.transaction():
             row = await self._user_row(user)
             bonus = max(0, row["bonus"] + credits)
@@ -210,6 +282,7 @@ class Credits:
 
     async def set_credits(self, user: UserRef, credits: int, by: str = "") -> Balance:
         """Set what a user has right now: today's allowance, the rest as bonus."""
+        self.known.forget(user.key)
         async with self.store.transaction():
             row = await self._user_row(user)
             daily = min(max(0, credits), self.settings.daily_credits)

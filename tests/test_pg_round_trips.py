@@ -116,18 +116,18 @@ async def _logged_engine(pg_url: str, tmp_path, keep_days: int = 7) -> tuple[Eng
 
 
 async def test_an_accept_reserves_in_one_write_between_a_lock_and_one_read(pg_url, tmp_path):
-    """Accept's transaction is BEGIN, the user's lock, one read (the user's row and their
-    running jobs), one write (the credit taken, the job, its ledger row, its photo) and
-    COMMIT; then the queue position the answer names. The balance it tells is the
-    reservation's, not read again."""
+    """Accept's transaction, for a user this process has not accepted for, is BEGIN, the
+    user's lock, one read (the user's row and their running jobs), one write (the credit
+    taken, the job, its ledger row, its photo, returning the job's queue place) and
+    COMMIT. The balance it tells is the reservation's, not read again."""
     engine, sent = await _logged_engine(pg_url, tmp_path)
     try:
         await engine.credits.balance(user())  # the user exists, as for a running bot
         sent.clear()
         answer = await engine.accept(effect_request())
-        assert answer.credits_left == 9
-        assert len(sent) == 6, "\n".join(sent)
-        assert [q.split()[0] for q in sent] == ["begin;", "select", "with", "with", "commit;", "select"], sent
+        assert answer.credits_left == 9 and answer.position == 1
+        assert len(sent) == 5, "\n".join(sent)
+        assert [q.split()[0] for q in sent] == ["begin;", "select", "with", "with", "commit;"], sent
         rows = await engine.store.export_batches("ledger").__anext__()
         assert [(row["entry"], row["daily_delta"], row["job_id"]) for row in rows] == [("reserve", -1, answer.job.id)]
         assert set(await engine.store.files.get(answer.job.id)) == {"image"}
@@ -150,5 +150,34 @@ async def test_settling_a_delivered_job_is_one_statement(pg_url, tmp_path):
         assert (row["state"], row["settlement"]) == ("done", "committed")
         assert await engine.store.files.get(job.id) == {}
         assert (await engine.credits.balance(user())).total == 9
+    finally:
+        await engine.close()
+
+
+async def test_an_accept_for_a_user_the_process_knows_is_one_statement(pg_url, tmp_path):
+    """After a process accepted a user's job it knows their row: their next accept is one
+    statement, without BEGIN, lock or read (the user's row written only if unchanged, the
+    job, its ledger row, its photo, the job's queue place). Settling a job leaves the
+    user's row alone, so it stays known."""
+    engine, sent = await _logged_engine(pg_url, tmp_path)
+    try:
+        first = await engine.accept(effect_request())
+        sent.clear()
+        answer = await engine.accept(effect_request())
+        assert (answer.credits_left, answer.position) == (8, 2)
+        assert len(sent) == 1 and sent[0].startswith("with"), "\n".join(sent)
+        job = await engine.store.claims.claim_next(engine.owner, [PLATFORM], NOW + 60, NOW, set())
+        assert job is not None and job.id == first.job.id
+        await engine.pipeline.settle_done(job)
+        sent.clear()
+        third = await engine.accept(effect_request())
+        assert (third.credits_left, third.position) == (7, 2)
+        assert len(sent) == 1 and sent[0].startswith("with"), "\n".join(sent)
+        rows = await engine.store.export_batches("ledger").__anext__()
+        assert [(row["entry"], row["daily_delta"], row["job_id"]) for row in rows] == [
+            ("reserve", -1, first.job.id), ("reserve", -1, answer.job.id), ("commit", 0, first.job.id),
+            ("reserve", -1, third.job.id)]
+        assert set(await engine.store.files.get(answer.job.id)) == {"image"}
+        assert (await engine.credits.balance(user())).total == 7
     finally:
         await engine.close()

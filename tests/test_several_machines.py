@@ -31,6 +31,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -386,7 +387,8 @@ async def test_two_fronts_and_three_workers_survive_killed_workers_and_a_databas
     upload_window = {i for kill in at_kill.values() for i in kill["delivering"]}
     assert {i: n for i, n in posts.items() if n and i not in done} == {}
     assert not [i for i in done if posts[i] == 0], "a job marked done whose video was never posted"
-    assert {i: n for i, n in posts.items() if n > 1 and i not in upload_window} == {}
+    twice = {i: n for i, n in posts.items() if n > 1 and i not in upload_window}
+    assert twice == {}, _log_lines_about(machines, twice)
     assert all(posts[i] <= 2 for i in upload_window)
     # A failed job's user was told, on the job's own status message.
     for job_id in ended_otherwise:
@@ -463,6 +465,15 @@ def _videos_posted(telegram: FakeTelegram, discord_: FakeDiscord, jobs: dict[int
             if name.startswith("kling-") and name.endswith(".mp4"):
                 posts[int(name.removeprefix("kling-").removesuffix(".mp4"))] += 1
     return posts
+
+
+def _log_lines_about(machines: Machines, job_ids: Iterable[int]) -> str:
+    """Every machine's log lines that name one of these jobs: what a failure needs to be understood."""
+    names = tuple(f"job {job_id}" for job_id in job_ids)
+    return "\n".join(f"{machine.name}: {line}" for machine in machines.all.values()
+                     for line in machine.log_text().splitlines()
+                     if any(line.find(name) >= 0 and not line[line.find(name) + len(name):][:1].isdigit()
+                            for name in names))
 
 
 def _told_of_failure(telegram: FakeTelegram, discord_: FakeDiscord, job: Any) -> bool:

@@ -186,7 +186,7 @@ class Engine(Questions, Asks):
 
     async def _queue(self, request: GenerationRequest, model: catalog.Model, inputs: dict[str, object],
                media: dict[str, Media], staged: dict[str, Staged]) -> Accepted | Rejected:
-        """Reserve the credits and write the job with its media, in one transaction."""
+        """Reserve the credits and write the job with its media, all or nothing (``Credits.reserve_job``)."""
         user = request.user
         seconds = billable_seconds(media["audio"].seconds) if "audio" in media else int(str(inputs.get("duration", 5)))
         cost = cost_of(model, seconds, self.settings.costs)
@@ -194,7 +194,7 @@ class Engine(Questions, Asks):
         for attempt in range(2):
             now = self.clock()  # with the user and the reply_to, it tells this accept's row from any other
             try:
-                job, credits_left = await self.credits.reserve_job(user, cost, {
+                reserved, credits_left = await self.credits.reserve_job(user, cost, {
                     "platform": user.platform, "reply_to": request.reply_to,
                     "model_id": model.id, "kind": model.kind, "inputs": inputs,
                     "label": messages.job_label(model.key, model.title, inputs,
@@ -221,9 +221,10 @@ class Engine(Questions, Asks):
                 log.info("job %s accepted (its write's answer was lost): %s for %s", job.id, model.id, user.key)
                 self.scheduler.wake()
                 return Accepted(job, position, credits_left)
+            job = reserved.job
             self.scheduler.wake()
             log.info("job %s accepted: %s for %s, %s credits", job.id, model.id, user.key, cost)
-            return Accepted(job, await self.store.queue_position(job.id), credits_left)
+            return Accepted(job, reserved.queue_position, credits_left)
         raise AssertionError("unreachable")  # the second attempt returns
 
     async def cancel(self, user: UserRef, job_id: int) -> str:

@@ -17,6 +17,7 @@ from bot.store.interface import (
     MediaFiles,
     MediaItem,
     PendingAsks,
+    ReservedJob,
     Staged,
     Store,
     StoreOffline,
@@ -25,8 +26,8 @@ from bot.store.interface import (
 from bot.store.locations import is_postgres_url, reason, shown
 
 __all__ = ["ASK_LIFETIME", "MAX_JOB_ID", "STAGED_LIFETIME", "Claims", "LeaseLost", "MediaFiles", "MediaItem",
-           "PendingAsks", "Staged", "Store", "StoreOffline", "StoreUnavailable", "TaskTaken", "is_postgres_url",
-           "open_store"]
+           "PendingAsks", "ReservedJob", "Staged", "Store", "StoreOffline", "StoreUnavailable", "TaskTaken",
+           "is_postgres_url", "open_store"]
 
 
 class StoreUnavailable(Exception):

@@ -17,6 +17,11 @@ every backend keeps, because the money rules rest on them:
   commits its reservation at once, fenced by the owner as ``update_job`` is (PostgreSQL:
   one statement, atomic without a transaction). What to reserve and what the ledger
   says is the credit policy's (``bot.credits``): these only write it.
+- A user row's ``version`` moves on with every write to the row, whatever writes it (a
+  trigger). ``reserve_if_unchanged`` is ``insert_reserved_job`` for a row read earlier:
+  it writes only if the row's version is still the one read and the user has fewer
+  active jobs than a limit, else nothing (PostgreSQL: one statement, without a
+  transaction, taking the user's ``lock_user`` lock for its duration).
 - ``settle`` moves a reservation out of ``reserved`` once; ``record_result`` keeps the
   first task reported for a job; ``PendingAsks.claim`` is true for one caller only.
 - ``Claims.claim_next`` hands a queued job to exactly one process: its own, or (``adopt``)
@@ -110,6 +115,16 @@ class MediaItem:
     data: bytes | Staged
 
 
+@dataclass(frozen=True)
+class ReservedJob:
+    """A job as ``insert_reserved_job`` or ``reserve_if_unchanged`` wrote it, with its
+    user's row version after that write and its place in the queue (``queue_position``)."""
+
+    job: Job
+    user_version: int
+    queue_position: int
+
+
 class PendingAsks(Protocol):
     """Questions a chat asked a user, and one-use marks (menus, update ids)."""
 
@@ -180,6 +195,9 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def schema_version(self) -> int: ...
     def transaction(self) -> AbstractAsyncContextManager[None]: ...
+    def in_transaction(self) -> bool:
+        """Whether this task's calls run inside a ``transaction()`` (so their writes may
+        still be undone)."""
     def on_change(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(job_id)`` when a job is queued or its task's end is recorded,
         by this process or (where the backend can tell) another one."""
@@ -194,11 +212,17 @@ class Store(Protocol):
     async def user_and_active_jobs(self, key: str) -> tuple[dict[str, Any] | None, int]:
         """``user(key)`` (locked as it locks) and ``count_active(key)``, in one read."""
     async def insert_reserved_job(self, row: dict[str, Any], *, user: dict[str, Any], entry: dict[str, Any],
-                                  media: Sequence[MediaItem] = ()) -> Job:
+                                  media: Sequence[MediaItem] = ()) -> ReservedJob:
         """Write a new job (``row``) with, all or nothing: its user's row as it must now be
-        (``user``, every column: inserted, or replacing the stored one), the ledger row
-        ``entry`` (its ``job_id`` set to the new job's) and its media. Returns the job as
-        written; a queued one wakes listeners as ``insert_job`` does."""
+        (``user``, every column but ``version``: inserted, or replacing the stored one but
+        for its ``created_at``), the ledger row ``entry`` (its ``job_id`` set to the new
+        job's) and its media. Returns the job as written; a queued one wakes listeners as
+        ``insert_job`` does."""
+    async def reserve_if_unchanged(self, row: dict[str, Any], *, user: dict[str, Any], version: int,
+                                   active_below: int, entry: dict[str, Any],
+                                   media: Sequence[MediaItem] = ()) -> ReservedJob | None:
+        """``insert_reserved_job`` only if the user's stored row still has ``version`` and
+        they have fewer than ``active_below`` active jobs; else None and nothing written."""
     async def commit_job(self, job_id: int, *, owner: str, entry: dict[str, Any], drop_media: bool,
                          **changes: Any) -> bool:
         """End a job at once, while ``owner`` holds it: ``changes`` to its row, its

@@ -79,7 +79,20 @@ create trigger jobs_task_ended after update of webhook_result on jobs
 # by their age, not by reading the whole table.
 _V2 = "create index pending_asks_created_at on pending_asks (created_at);"
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# A user row's version: every write to the row moves it on (the trigger, so no write path
+# can forget), so an accept that computed its reservation from a row it read earlier can
+# write only if the row is still that one (``Store.reserve_if_unchanged``).
+_V3 = """
+alter table users add column version bigint not null default 0;
+create function kling_user_written() returns trigger language plpgsql as $$
+begin
+    new.version := old.version + 1;
+    return new;
+end $$;
+create trigger users_version before update on users for each row execute function kling_user_written();
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 
 
 async def migrate(conn: asyncpg.Connection) -> int:

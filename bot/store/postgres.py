@@ -78,6 +78,9 @@ class PostgresStore(PgCreditWrites, PgTransfer):
         inside it joins it (as a savepoint)."""
         return self.db.transaction()
 
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction() is not None
+
     def on_change(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(job_id)`` when any process queues a job or records a task's
         end (this one's too, once), and ``listener(0)`` after the connection to the

@@ -33,6 +33,7 @@ from bot.store.interface import (
     STAGED_LIFETIME,
     LeaseLost,
     MediaItem,
+    ReservedJob,
     Staged,
     TaskTaken,
     mended,
@@ -123,8 +124,20 @@ def _v8(db: sqlite_utils.Database) -> None:
     db.table("pending_asks").create_index(["created_at"])
 
 
+def _v9(db: sqlite_utils.Database) -> None:
+    # A user row's version: every write to the row moves it on (the trigger, so no write
+    # path can forget), so an accept that computed its reservation from a row it read
+    # earlier can write only if the row is still that one (``reserve_if_unchanged``).
+    # SQLite's triggers cannot change NEW: an AFTER trigger writes the version, and its
+    # own write (version now above the old one) does not match its WHEN.
+    db.table("users").add_column("version", int, not_null_default=0)
+    db.execute("create trigger users_version after update on users for each row"
+               " when new.version <= old.version"
+               " begin update users set version = old.version + 1 where rowid = new.rowid; end")
+
+
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 
 
@@ -448,6 +461,9 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
             raise
         conn.commit()
 
+    def in_transaction(self) -> bool:
+        return self._transaction_task is not None and self._transaction_task is asyncio.current_task()
+
     def on_change(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(job_id)`` when this process queues a job or records a task's
         end (other processes on the file are seen by the scheduler's poll)."""
@@ -487,20 +503,37 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
         return await self.user(key), await self.count_active(key)
 
     async def insert_reserved_job(self, row: dict[str, Any], *, user: dict[str, Any], entry: dict[str, Any],
-                                  media: Sequence[MediaItem] = ()) -> Job:
+                                  media: Sequence[MediaItem] = ()) -> ReservedJob:
         """The job, its user's row, its ledger row and its media in one transaction."""
         async with self.transaction():
-            columns = [name for name in user if name != "key"]  # names come from code, not users
-            self.db.execute(f"insert into users ({', '.join(user)}) values ({', '.join('?' * len(user))})"
-                            f" on conflict (key) do update set {', '.join(f'{c} = excluded.{c}' for c in columns)}",
-                            _mended(user.values()))
-            job_id = await self.insert_job(row)
-            await self.add_ledger(**{**entry, "job_id": job_id})
-            for item in media:
-                await self.files.put(job_id, item.role, item.mime, item.filename, item.data)
-            job = self._job(job_id)
+            return await self._write_reserved(row, user, entry, media)
+
+    async def reserve_if_unchanged(self, row: dict[str, Any], *, user: dict[str, Any], version: int,
+                                   active_below: int, entry: dict[str, Any],
+                                   media: Sequence[MediaItem] = ()) -> ReservedJob | None:
+        """The check and the writes in one transaction: SQLite's one write lock lets no
+        other writer in between."""
+        async with self.transaction():
+            stored = self._rows("select version from users where key = ?", [user["key"]])
+            if not stored or stored[0]["version"] != version or await self.count_active(user["key"]) >= active_below:
+                return None
+            return await self._write_reserved(row, user, entry, media)
+
+    async def _write_reserved(self, row: dict[str, Any], user: dict[str, Any], entry: dict[str, Any],
+                              media: Sequence[MediaItem]) -> ReservedJob:
+        # Names come from code, not users; when the user first came stays (as on PostgreSQL).
+        names = ["key", *(name for name in user if name not in ("key", "version"))]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in names if c not in ("key", "created_at"))
+        self.db.execute(f"insert into users ({', '.join(names)}) values ({', '.join('?' * len(names))})"
+                        f" on conflict (key) do update set {updates}", _mended(user[name] for name in names))
+        job_id = await self.insert_job(row)
+        await self.add_ledger(**{**entry, "job_id": job_id})
+        for item in media:
+            await self.files.put(job_id, item.role, item.mime, item.filename, item.data)
+        job = self._job(job_id)
         assert job is not None
-        return job
+        version = self._value("select version from users where key = ?", [user["key"]])
+        return ReservedJob(job, int(version), await self.queue_position(job_id))
 
     async def commit_job(self, job_id: int, *, owner: str, entry: dict[str, Any], drop_media: bool,
                          **changes: Any) -> bool:
