@@ -223,7 +223,7 @@ class Scheduler:
         not both post it, and a place older than one already shown is never posted."""
         after = 0
         while True:
-            page = await self.store.claims.waiting_places(self.couriers.platforms, self.clock(),
+            page = await self.store.claims.waiting_places(self.owner, self.couriers.platforms, self.clock(),
                                                           after=after, limit=ROWS_PER_CALL)
             fresh = await self.store.claims.mark_places({job.id: place for job, place in page}, self.clock())
             for job, place in page:

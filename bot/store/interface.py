@@ -166,9 +166,10 @@ class Claims(Protocol):
     async def live_owner(self, job_id: int, now: float) -> str | None: ...
     async def held(self, owner: str) -> list[Job]: ...
     async def own_queued(self, owner: str, *, after: int = 0, limit: int | None = None) -> list[Job]: ...
-    async def waiting_places(self, platforms: list[str], now: float, *, after: int = 0,
+    async def waiting_places(self, owner: str, platforms: list[str], now: float, *, after: int = 0,
                              limit: int | None = None) -> list[tuple[Job, int]]:
-        """Queued jobs of these platforms that no live process holds, numbered above
+        """Queued jobs of these platforms that no live process holds (``owner``'s own aside:
+        ``own_queued`` has them), numbered above
         ``after``, first come first (the first ``limit``), each with its place among all
         queued jobs (as ``queue_position`` counts)."""
     async def mark_places(self, places: dict[int, int], now: float) -> set[int]:

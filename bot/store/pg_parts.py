@@ -225,14 +225,14 @@ class PgClaims:
                                    " order by id limit $3", owner, after, limit)
         return [job_from_row(row) for row in rows]
 
-    async def waiting_places(self, platforms: list[str], now: float, *, after: int = 0,
+    async def waiting_places(self, owner: str, platforms: list[str], now: float, *, after: int = 0,
                              limit: int | None = None) -> list[tuple[Job, int]]:
         """Unowned queued jobs of these platforms with their places in the whole line."""
         rows = await self.db.fetch(
             "select * from (select *, row_number() over (order by id) as place from jobs where state = 'queued')"
             " as line where id > $1 and platform = any($2::text[])"
-            " and (owner is null or lease_until is null or lease_until < $3) order by id limit $4",
-            after, platforms, now, limit)
+            " and (owner is null or (owner <> $5 and (lease_until is null or lease_until < $3)))"
+            " order by id limit $4", after, platforms, now, limit, owner)
         return [(job_from_row(row), int(row["place"])) for row in rows]
 
     async def mark_places(self, places: dict[int, int], now: float) -> set[int]:

@@ -724,14 +724,14 @@ class SqliteClaims:
         ``limit`` of them (None: all)."""
         return self.store._jobs_where("state = 'queued' and owner = ? and id > ?", [owner, after], limit=limit)
 
-    async def waiting_places(self, platforms: list[str], now: float, *, after: int = 0,
+    async def waiting_places(self, owner: str, platforms: list[str], now: float, *, after: int = 0,
                              limit: int | None = None) -> list[tuple[Job, int]]:
         """Unowned queued jobs of these platforms with their places in the whole line."""
         rows = self.store._rows(
             "select * from (select *, row_number() over (order by id) as place from jobs where state = 'queued')"
             f" where id > ? and {_in('platform', tuple(platforms) or ('',))}"
-            " and (owner is null or lease_until is null or lease_until < ?) order by id limit ?",
-            [after, *(platforms or [""]), now, -1 if limit is None else limit])
+            " and (owner is null or (owner != ? and (lease_until is null or lease_until < ?))) order by id limit ?",
+            [after, *(platforms or [""]), owner, now, -1 if limit is None else limit])
         return [(_job(row), int(row["place"])) for row in rows]
 
     async def mark_places(self, places: dict[int, int], now: float) -> set[int]:
