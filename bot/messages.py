@@ -585,6 +585,10 @@ NO_IMAGE_IN_MESSAGE = "That message has no image to animate."
 CHANNEL_NOT_ALLOWED = "I don't make videos in this channel."
 CHAT_NOT_ALLOWED = "I don't make videos in this chat."
 SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side."
+# An accept whose write was cut off and whose outcome the bot could not learn afterwards.
+ACCEPT_OUTCOME_UNKNOWN = ("I could not confirm your request: my database stopped answering while I saved it, "
+                          "so it may have gone through. Check /jobs before sending it again: a job listed "
+                          "there is queued and paid for, and sending it again would be a second job.")
 EFFECT_NEEDS_PHOTO = "Reply /effect hula to a photo, or send a photo with that caption."
 ANIMATE_NEEDS_PHOTO = "Reply /animate <prompt> to a photo, or send a photo with that caption."
 AVATAR_NEEDS_PHOTO = "Reply /avatar to a photo; I will then ask you for the voice note."

@@ -45,7 +45,7 @@ from bot.jobs import (
     Video,
 )
 from bot.media import Media, billable_seconds, prepare_audio, prepare_image
-from bot.store import LeaseLost, MediaItem, Staged, Store, open_store
+from bot.store import LeaseLost, MediaItem, Staged, Store, StoreOffline, open_store
 from bot.wavespeed import WaveSpeedClient
 from bot.webhooks import WebhookListener
 
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 CANCELLED = "owner cancelled"  # the job's error and the ledger note of its refund
 ACCEPTS_AT_ONCE = 4  # requests checked and written concurrently; more wait their turn
 DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same user is one press
+OUTCOME_CHECKS = (0.2, 0.5, 1.0, 2.0)  # waits before each look for a cut-off accept's job (~4 s in all)
 
 
 class Engine(Questions, Asks):
@@ -189,24 +190,42 @@ class Engine(Questions, Asks):
         user = request.user
         seconds = billable_seconds(media["audio"].seconds) if "audio" in media else int(str(inputs.get("duration", 5)))
         cost = cost_of(model, seconds, self.settings.costs)
-        now = self.clock()
-        try:
-            reserved, credits_left = await self.credits.reserve_job(user, cost, {
-                "platform": user.platform, "reply_to": request.reply_to,
-                "model_id": model.id, "kind": model.kind, "inputs": inputs,
-                "label": messages.job_label(model.key, model.title, inputs,
-                                            catalog.effect_title(str(inputs.get("effect_scene", "")))),
-                "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
-                # Ours to drive when we serve its platform; else any process that does.
-                **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
-                   if self._drives and self.couriers.serves(user.platform) else {}),
-            }, [MediaItem(role, item.mime, item.filename, staged[role]) for role, item in media.items()])
-        except (OutOfCredits, TooManyJobs) as err:
-            return Rejected(str(err))
-        job = reserved.job
-        self.scheduler.wake()
-        log.info("job %s accepted: %s for %s, %s credits", job.id, model.id, user.key, cost)
-        return Accepted(job, reserved.queue_position, credits_left)
+        items = [MediaItem(role, item.mime, item.filename, staged[role]) for role, item in media.items()]
+        for attempt in range(2):
+            now = self.clock()  # with the user and the reply_to, it tells this accept's row from any other
+            try:
+                reserved, credits_left = await self.credits.reserve_job(user, cost, {
+                    "platform": user.platform, "reply_to": request.reply_to,
+                    "model_id": model.id, "kind": model.kind, "inputs": inputs,
+                    "label": messages.job_label(model.key, model.title, inputs,
+                                                catalog.effect_title(str(inputs.get("effect_scene", "")))),
+                    "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
+                    # Ours to drive when we serve its platform; else any process that does.
+                    **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
+                       if self._drives and self.couriers.serves(user.platform) else {}),
+                }, items)
+            except (OutOfCredits, TooManyJobs) as err:
+                return Rejected(str(err))
+            except StoreOffline as err:
+                # The write's outcome is unknown (a cut COMMIT may have happened): an error now
+                # would invite a second, paid, try of a job that may be queued. Find out.
+                log.warning("accept for %s cut off (%s): looking for its job", user.key, err)
+                known, found = await accept_outcome(self.store, user, now, request.reply_to)
+                if not known:
+                    return Rejected(messages.ACCEPT_OUTCOME_UNKNOWN)
+                if found is None:
+                    if attempt == 0:
+                        continue  # surely not written, and the database answers again: write it now
+                    return Rejected(messages.ACCEPT_OUTCOME_UNKNOWN)
+                job, position, credits_left = found
+                log.info("job %s accepted (its write's answer was lost): %s for %s", job.id, model.id, user.key)
+                self.scheduler.wake()
+                return Accepted(job, position, credits_left)
+            job = reserved.job
+            self.scheduler.wake()
+            log.info("job %s accepted: %s for %s, %s credits", job.id, model.id, user.key, cost)
+            return Accepted(job, reserved.queue_position, credits_left)
+        raise AssertionError("unreachable")  # the second attempt returns
 
     async def cancel(self, user: UserRef, job_id: int) -> str:
         """Cancel a queued job of the user's and refund it; the answer is user-facing."""
@@ -316,3 +335,26 @@ def _prepare_media(settings: MediaSettings, model: catalog.Model, request: Gener
         media["audio"] = prepare_audio(request.audio, max_input_bytes=max_bytes,
                                        max_seconds=settings.max_audio_seconds)
     return media
+
+
+async def accept_outcome(store: Store, user: UserRef, created_at: float, reply_to: dict[str, Any]
+                         ) -> tuple[bool, tuple[Job, int, int] | None]:
+    """After an accept's write was cut off: whether its outcome could be learnt (the
+    database answered within ``OUTCOME_CHECKS``), and then the job it wrote, with its
+    place in line and the credits left, or None when it wrote nothing."""
+    for delay in OUTCOME_CHECKS:
+        await asyncio.sleep(delay)
+        try:
+            async with store.transaction():
+                # The cut write held the user's lock and row until the server ended it,
+                # committed or not: once they are ours, its outcome is in the database.
+                await store.lock_user(user.key)
+                row = await store.user(user.key)
+                for job in await store.user_jobs(user.key, active_only=False, limit=ACCEPTS_AT_ONCE + 10):
+                    if job.created_at == created_at and job.reply_to == reply_to and row is not None:
+                        position = await store.queue_position(job.id)
+                        return True, (job, position, int(row["daily_left"]) + int(row["bonus"]))
+        except StoreOffline:
+            continue
+        return True, None
+    return False, None

@@ -200,7 +200,8 @@ class Scheduler:
             task.add_done_callback(self._side_tasks.discard)
 
     async def announce_positions(self) -> None:
-        """Tell every queued job of this process's its place in line."""
+        """Tell every queued job of this process's its place in line; and, when it adopts
+        jobs no process holds (a front's), theirs (``_announce_waiting``)."""
         position, after = 0, 0
         while True:
             page = await self.store.claims.own_queued(self.owner, after=after, limit=ROWS_PER_CALL)
@@ -208,9 +209,30 @@ class Scheduler:
                 position += 1
                 await self.couriers.progress(job, Progress("queued", position=position))
             if len(page) < ROWS_PER_CALL:
-                return
+                break
             after = page[-1].id
             await asyncio.sleep(0)  # SQLite answers at once: the loop runs between pages
+        # Not for `generate` (it adopts one user's jobs): others' places are not its to show.
+        if self._take_over and self._take_over_of is None and self.couriers.platforms:
+            await self._announce_waiting()
+
+    async def _announce_waiting(self) -> None:
+        """Tell the queued jobs no process holds their new places in line. Whoever changed
+        the line (claimed a job, cancelled one) calls this; each lower place of a job is
+        marked in the store by one process only, so two workers that claimed at once do
+        not both post it, and a place older than one already shown is never posted."""
+        after = 0
+        while True:
+            page = await self.store.claims.waiting_places(self.owner, self.couriers.platforms, self.clock(),
+                                                          after=after, limit=ROWS_PER_CALL)
+            fresh = await self.store.claims.mark_places({job.id: place for job, place in page}, self.clock())
+            for job, place in page:
+                if job.id in fresh:
+                    await self.couriers.progress(job, Progress("queued", position=place))
+            if len(page) < ROWS_PER_CALL:
+                return
+            after = page[-1][0].id
+            await asyncio.sleep(0)
 
     def _spawn(self, job: Job) -> None:
         if job.id in self._tasks:  # claimed and found held, undriven, at once: one driver

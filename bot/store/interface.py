@@ -25,7 +25,8 @@ every backend keeps, because the money rules rest on them:
 - ``settle`` moves a reservation out of ``reserved`` once; ``record_result`` keeps the
   first task reported for a job; ``PendingAsks.claim`` is true for one caller only.
 - ``Claims.claim_next`` hands a queued job to exactly one process: its own, or (``adopt``)
-  one that no live process holds; ``take_over`` hands over started jobs of a dead one.
+  one that no live process holds; ``take_over`` hands over started jobs of a dead one;
+  ``mark_places`` gives each lower place in line of a job to one caller only.
 - ``export_batches`` and ``import_batch`` move every row of a table between backends in
   one neutral form (``COPIED_TABLES``), ids kept, media as bytes; what the bot stores
   beyond that form (a SQLite media file's path) is each backend's own business.
@@ -45,6 +46,7 @@ from bot.jobs import Job, JobState
 ASK_LIFETIME = 24 * 3600  # seconds an unanswered question in a chat is kept
 STAGED_LIFETIME = 3600  # seconds a staged media file may wait for its job row
 MAX_JOB_ID = 2**63 - 1  # a number typed by a user above this names no job
+QUEUE_PLACES = "queue-place"  # the ``platform`` under which pending asks keep each job's last announced place
 
 # What a copy between stores moves, in an order that writes a row after the rows it refers
 # to (jobs name users; media name jobs), with each table's key (batches follow it).
@@ -164,6 +166,16 @@ class Claims(Protocol):
     async def live_owner(self, job_id: int, now: float) -> str | None: ...
     async def held(self, owner: str) -> list[Job]: ...
     async def own_queued(self, owner: str, *, after: int = 0, limit: int | None = None) -> list[Job]: ...
+    async def waiting_places(self, owner: str, platforms: list[str], now: float, *, after: int = 0,
+                             limit: int | None = None) -> list[tuple[Job, int]]:
+        """Queued jobs of these platforms that no live process holds (``owner``'s own aside:
+        ``own_queued`` has them), numbered above
+        ``after``, first come first (the first ``limit``), each with its place among all
+        queued jobs (as ``queue_position`` counts)."""
+    async def mark_places(self, places: dict[int, int], now: float) -> set[int]:
+        """Record each job's place in line (job id -> place) where it is lower than any
+        recorded for it before; the jobs so marked. One caller only marks a given place,
+        however many processes try at once."""
     async def next_due(self, owner: str, platforms: list[str], now: float, *, adopt: bool = False,
                        user_key: str | None = None) -> float | None: ...
 

@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
-from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, Staged
-from bot.store.pg_migrations import storable
+from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, QUEUE_PLACES, Staged
+from bot.store.pg_migrations import CHANNEL, storable
 from bot.store.pg_session import Connections
 
 ACTIVE = [s.value for s in ACTIVE_STATES]
@@ -189,9 +189,15 @@ class PgClaims:
         return {row["id"]: JobState(row["state"]) for row in rows}
 
     async def release(self, owner: str) -> None:
-        """Hand this process's unfinished jobs over at once (a clean stop)."""
-        await self.db.execute("update jobs set lease_until = 0 where owner = $1 and state = any($2::text[])",
-                              owner, ACTIVE)
+        """Hand this process's unfinished jobs over at once (a clean stop): its queued ones
+        become no process's (any may adopt them, and one wake-up says so to every
+        listener), its started ones lapse for a take-over."""
+        await self.db.execute(
+            "with queued as (update jobs set owner = null, lease_until = null"
+            "  where owner = $1 and state = 'queued' returning id),"
+            " started as (update jobs set lease_until = 0 where owner = $1 and state = any($2::text[])"
+            "  and state <> 'queued')"
+            f" select pg_notify('{CHANNEL}', min(id)::text) from queued having count(*) > 0", owner, ACTIVE)
 
     async def release_job(self, job_id: int, owner: str) -> None:
         """Give up one job's claim at once (its driver stopped unexpectedly)."""
@@ -218,6 +224,31 @@ class PgClaims:
         rows = await self.db.fetch("select * from jobs where state = 'queued' and owner = $1 and id > $2"
                                    " order by id limit $3", owner, after, limit)
         return [job_from_row(row) for row in rows]
+
+    async def waiting_places(self, owner: str, platforms: list[str], now: float, *, after: int = 0,
+                             limit: int | None = None) -> list[tuple[Job, int]]:
+        """Unowned queued jobs of these platforms with their places in the whole line."""
+        rows = await self.db.fetch(
+            "select * from (select *, row_number() over (order by id) as place from jobs where state = 'queued')"
+            " as line where id > $1 and platform = any($2::text[])"
+            " and (owner is null or (owner <> $5 and (lease_until is null or lease_until < $3)))"
+            " order by id limit $4", after, platforms, now, limit, owner)
+        return [(job_from_row(row), int(row["place"])) for row in rows]
+
+    async def mark_places(self, places: dict[int, int], now: float) -> set[int]:
+        """One statement: a lower place replaces the one recorded (the row locked while it
+        does, so a rival's equal place finds it taken)."""
+        if not places:
+            return set()
+        rows = await self.db.fetch(
+            "insert into pending_asks (platform, chat, message_id, data, created_at)"
+            " select $1, job::text, '', jsonb_build_object('place', place), $4"
+            " from unnest($2::bigint[], $3::bigint[]) as marks(job, place)"
+            " on conflict (platform, chat, message_id) do update set data = excluded.data,"
+            " created_at = excluded.created_at"
+            " where (pending_asks.data->>'place')::bigint > (excluded.data->>'place')::bigint returning chat",
+            QUEUE_PLACES, list(places), list(places.values()), now)
+        return {int(row["chat"]) for row in rows}
 
     async def next_due(self, owner: str, platforms: list[str], now: float, *, adopt: bool = False,
                        user_key: str | None = None) -> float | None:

@@ -29,6 +29,7 @@ from bot.jobs import ACTIVE_STATES, Job, JobState
 from bot.store.interface import (
     ASK_LIFETIME,
     MAX_JOB_ID,
+    QUEUE_PLACES,
     STAGED_LIFETIME,
     LeaseLost,
     MediaItem,
@@ -691,9 +692,16 @@ class SqliteClaims:
         return {job_id: JobState(state) for job_id, state in rows}
 
     async def release(self, owner: str) -> None:
-        """Hand this process's unfinished jobs over at once (a clean stop)."""
-        self.store.db.execute(f"update jobs set lease_until = 0 where owner = ? and {_in('state', ACTIVE)}",
-                        [owner, *ACTIVE])
+        """Hand this process's unfinished jobs over at once (a clean stop): its queued ones
+        become no process's (any may adopt them; a wake-up says so), its started ones lapse
+        for a take-over."""
+        async with self.store.transaction():
+            queued = self.store.db.execute("update jobs set owner = null, lease_until = null"
+                                           " where owner = ? and state = 'queued' returning id", [owner]).fetchall()
+            self.store.db.execute(f"update jobs set lease_until = 0 where owner = ? and {_in('state', ACTIVE)}",
+                                  [owner, *ACTIVE])
+        if queued:
+            self.store._notify(min(job_id for (job_id,) in queued))
 
     async def release_job(self, job_id: int, owner: str) -> None:
         """Give up one job's claim at once (its driver stopped unexpectedly)."""
@@ -715,6 +723,30 @@ class SqliteClaims:
         """This process's queued jobs numbered above ``after``, first come first, the first
         ``limit`` of them (None: all)."""
         return self.store._jobs_where("state = 'queued' and owner = ? and id > ?", [owner, after], limit=limit)
+
+    async def waiting_places(self, owner: str, platforms: list[str], now: float, *, after: int = 0,
+                             limit: int | None = None) -> list[tuple[Job, int]]:
+        """Unowned queued jobs of these platforms with their places in the whole line."""
+        rows = self.store._rows(
+            "select * from (select *, row_number() over (order by id) as place from jobs where state = 'queued')"
+            f" where id > ? and {_in('platform', tuple(platforms) or ('',))}"
+            " and (owner is null or (owner != ? and (lease_until is null or lease_until < ?))) order by id limit ?",
+            [after, *(platforms or [""]), owner, now, -1 if limit is None else limit])
+        return [(_job(row), int(row["place"])) for row in rows]
+
+    async def mark_places(self, places: dict[int, int], now: float) -> set[int]:
+        """In one transaction (SQLite's write lock): a lower place replaces the one recorded."""
+        marked: set[int] = set()
+        async with self.store.transaction():
+            for job_id, place in places.items():
+                row = self.store.db.execute("select data from pending_asks where platform = ? and chat = ?"
+                                            " and message_id = ''", [QUEUE_PLACES, str(job_id)]).fetchone()
+                if row is None or json.loads(row[0]).get("place", place + 1) > place:
+                    self.store.db.execute(
+                        "insert or replace into pending_asks (platform, chat, message_id, data, created_at)"
+                        " values (?, ?, '', ?, ?)", [QUEUE_PLACES, str(job_id), json.dumps({"place": place}), now])
+                    marked.add(job_id)
+        return marked
 
     async def next_due(self, owner: str, platforms: list[str], now: float, *, adopt: bool = False,
                        user_key: str | None = None) -> float | None:
