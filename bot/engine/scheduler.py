@@ -217,22 +217,19 @@ class Scheduler:
             await self._announce_waiting()
 
     async def _announce_waiting(self) -> None:
-        """Tell the queued jobs no process holds their new places in line. Whoever changed
-        the line (claimed a job, cancelled one) calls this; each lower place of a job is
-        marked in the store by one process only, so two workers that claimed at once do
-        not both post it, and a place older than one already shown is never posted."""
-        after = 0
-        while True:
-            page = await self.store.claims.waiting_places(self.owner, self.couriers.platforms, self.clock(),
-                                                          after=after, limit=ROWS_PER_CALL)
-            fresh = await self.store.claims.mark_places({job.id: place for job, place in page}, self.clock())
-            for job, place in page:
-                if job.id in fresh:
-                    await self.couriers.progress(job, Progress("queued", position=place))
-            if len(page) < ROWS_PER_CALL:
-                return
-            after = page[-1][0].id
-            await asyncio.sleep(0)
+        """Tell the first ``ROWS_PER_CALL`` queued jobs no process holds their new places in
+        line. Whoever changed the line (claimed a job, cancelled one) calls this; each
+        lower place of a job is marked in the store by one process only, so two workers
+        that claimed at once do not both post it, and a place older than one already shown
+        is never posted. Further back, a job keeps the place its "queued" answer gave until
+        it comes this far: every claim telling 10,000 waiting jobs would be 10,000 marks
+        and chat edits each time."""
+        page = await self.store.claims.waiting_places(self.owner, self.couriers.platforms, self.clock(),
+                                                      after=0, limit=ROWS_PER_CALL)
+        fresh = await self.store.claims.mark_places({job.id: place for job, place in page}, self.clock())
+        for job, place in page:
+            if job.id in fresh:
+                await self.couriers.progress(job, Progress("queued", position=place))
 
     def _spawn(self, job: Job) -> None:
         if job.id in self._tasks:  # claimed and found held, undriven, at once: one driver
