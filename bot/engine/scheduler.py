@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 # (lease renewals, queue places): SQLite answers on the event loop, and 10,000 rows in one
 # call would block every chat for a good part of a second.
 ROWS_PER_CALL = 500
+# Waiting jobs no process holds (a front's) told their new place as the line moves: the
+# first this many. Further back a job keeps the place its "queued" answer gave until it
+# comes this far; telling every waiting job on every claim would be hundreds of chat
+# edits each time (Telegram allows about 30 messages a second).
+WAITING_PLACES_TOLD = 20
 
 
 class Scheduler:
@@ -142,9 +147,10 @@ class Scheduler:
             self._reachable_since = self.clock()
         for job_id in set(self._tasks) - held.keys():
             job = await self.store.job(job_id)
-            if job is not None and not job.state.finished and job.owner != self.owner:
+            driver = self._tasks.get(job_id)  # it may have ended while the job was read
+            if driver is not None and job is not None and not job.state.finished and job.owner != self.owner:
                 log.warning("job %s: lost to another process; stopping here", job_id)
-                self._tasks[job_id].cancel()
+                driver.cancel()
         # Queued ones are claimed by the loop: only a started job can be left undriven.
         for job_id in sorted(job_id for job_id, state in held.items()
                              if state != JobState.QUEUED and job_id not in self._tasks):
@@ -217,15 +223,13 @@ class Scheduler:
             await self._announce_waiting()
 
     async def _announce_waiting(self) -> None:
-        """Tell the first ``ROWS_PER_CALL`` queued jobs no process holds their new places in
-        line. Whoever changed the line (claimed a job, cancelled one) calls this; each
-        lower place of a job is marked in the store by one process only, so two workers
-        that claimed at once do not both post it, and a place older than one already shown
-        is never posted. Further back, a job keeps the place its "queued" answer gave until
-        it comes this far: every claim telling 10,000 waiting jobs would be 10,000 marks
-        and chat edits each time."""
+        """Tell the first ``WAITING_PLACES_TOLD`` queued jobs no process holds their new
+        places in line. Whoever changed the line (claimed a job, cancelled one) calls this;
+        each lower place of a job is marked in the store by one process only, so two
+        workers that claimed at once do not both post it, and a place older than one
+        already shown is never posted."""
         page = await self.store.claims.waiting_places(self.owner, self.couriers.platforms, self.clock(),
-                                                      after=0, limit=ROWS_PER_CALL)
+                                                      after=0, limit=WAITING_PLACES_TOLD)
         fresh = await self.store.claims.mark_places({job.id: place for job, place in page}, self.clock())
         for job, place in page:
             if job.id in fresh:

@@ -49,12 +49,23 @@ def is_offline(err: BaseException, conn: asyncpg.Connection | None = None) -> bo
     # ("cannot call Transaction.__aexit__(): the underlying connection is closed").
     if isinstance(err, asyncpg.InterfaceError) and "closed" in str(err):
         return True
+    if _stuck(err):
+        return True
     if conn is None:
         return False
     try:
         return bool(conn.is_closed())
     except asyncpg.InterfaceError:  # already handed back to the pool, as its holder failed
         return True
+
+
+def _stuck(err: BaseException) -> bool:
+    """Whether a pooled connection was handed out in the middle of an earlier operation:
+    one the server cut mid-statement before the driver saw it ("cannot switch to state
+    ...; another operation is in progress"), or one released while a statement still ran
+    (the pool's reset, a round trip saved on every call, does not look)."""
+    return isinstance(err, (asyncpg.InternalClientError, asyncpg.InterfaceError)) \
+        and "another operation" in str(err)
 
 
 @contextlib.contextmanager
@@ -143,27 +154,29 @@ class Connections:
         with offline_as_store_offline():
             async with self.pool.acquire() as conn:
                 with offline_as_store_offline(conn):
-                    yield conn
-
-    def _target(self) -> asyncpg.Connection | asyncpg.Pool:
-        return self.in_transaction() or self.pool
+                    try:
+                        yield conn
+                    except (asyncpg.InternalClientError, asyncpg.InterfaceError) as err:
+                        if _stuck(err):  # released as it is, it would fail whoever gets it next
+                            conn.terminate()
+                        raise
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        with offline_as_store_offline(self.in_transaction()):
-            return list(await self._target().fetch(sql, *args))
+        async with self.connection() as conn:
+            return list(await conn.fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        with offline_as_store_offline(self.in_transaction()):
-            return await self._target().fetchrow(sql, *args)
+        async with self.connection() as conn:
+            return await conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        with offline_as_store_offline(self.in_transaction()):
-            return await self._target().fetchval(sql, *args)
+        async with self.connection() as conn:
+            return await conn.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> int:
         """Run one statement; returns the number of rows it touched."""
-        with offline_as_store_offline(self.in_transaction()):
-            status = await self._target().execute(sql, *args)
+        async with self.connection() as conn:
+            status = await conn.execute(sql, *args)
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdecimal() else 0
 
