@@ -418,7 +418,9 @@ async def test_jobs_a_stopped_sqlite_bot_left_are_finished_by_a_bot_on_the_postg
     left = [await stopped.job_row(first.job.id), await stopped.job_row(second.job.id)]
     await stopped.close()
     assert [row["state"] for row in left] == ["processing", "queued"] and left[0]["prediction_id"]
-    assert all(row["owner"] and row["lease_until"] < time.time() for row in left)  # a clean stop released them
+    # A clean stop released them: the started one's lease lapsed, the queued one is no process's.
+    assert left[0]["owner"] and left[0]["lease_until"] < time.time()
+    assert left[1]["owner"] is None and left[1]["lease_until"] is None
     assert len(simulator.submissions) == 1 and not courier.delivered
 
     await copy_between(settings.storage.path, pg_url, force=False, now=time.time())

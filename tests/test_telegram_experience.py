@@ -379,7 +379,9 @@ async def test_history_lists_jobs_and_posts_a_video_again(run_bot, tg_settings, 
     again = telegram.calls_to("sendVideo")[1]["params"]
     assert again["reply_parameters"]["message_id"] == menu["message_id"]
     assert button(videos(telegram, ALICE)[-1], "again:1")  # with its result buttons
-    assert not [p for p in Path(tg_settings.storage.videos_dir).glob("*") if p.name.startswith("again-")]
+    # The copy fetched to post again is removed once sent (just after the send returns).
+    await telegram.wait_for(lambda: not [p for p in Path(tg_settings.storage.videos_dir).glob("*")
+                                         if p.name.startswith("again-")], timeout=5)
     assert (await engine.balance(who(ALICE))).total == 9  # posting a past video costs nothing
 
     await engine.store.update_job(1, finished_at=time.time() - 8 * 86400)  # past WaveSpeed's 7 days
