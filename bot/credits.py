@@ -192,7 +192,7 @@ class Credits:
             taken = self.reservation(user, found, cost)
             written = await self.store.insert_reserved_job(
                 self._job_row(user, cost, job, taken), user=taken.user,
-                entry=self.entry(user.key, "reserve", -taken.daily, -taken.bonus), media=media)
+                entry=self._reserve_entry(user, taken), media=media)
         if remember:  # committed now
             self.known.remember({**taken.user, "version": written.user_version})
         return written, taken.user["daily_left"] + taken.user["bonus"]
@@ -209,12 +209,15 @@ class Credits:
         written = await self.store.reserve_if_unchanged(
             self._job_row(user, cost, job, taken), user=taken.user, version=known["version"],
             active_below=self.settings.max_jobs_per_user,
-            entry=self.entry(user.key, "reserve", -taken.daily, -taken.bonus), media=media)
+            entry=self._reserve_entry(user, taken), media=media)
         if written is None:
             self.known.forget(user.key)
             return None
         self.known.remember({**taken.user, "version": written.user_version})
         return written, taken.user["daily_left"] + taken.user["bonus"]
+
+    def _reserve_entry(self, user: UserRef, taken: Reservation) -> dict[str, Any]:
+        return self.entry(user.key, "reserve", -taken.daily, -taken.bonus)
 
     @staticmethod
     def _job_row(user: UserRef, cost: int, job: dict[str, Any], taken: Reservation) -> dict[str, Any]:
