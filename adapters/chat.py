@@ -46,6 +46,7 @@ class ChatCourier:
     """Status edits and result posts by the shared rules (see the module docstring)."""
 
     def __init__(self, settings: ChatSettings, clock: Callable[[], float] = time.monotonic):
+        self.catalog_now: Callable[[], catalog.Catalog] = lambda: catalog.BUILT_IN  # set by ``register``
         self.progress_interval = settings.progress_interval
         self.nsfw_policy = settings.nsfw
         self.clock = clock
@@ -123,7 +124,7 @@ class ChatCourier:
         past one again, from /history): withheld by the NSFW policy, re-encoded when over
         the upload limit, a link when even that cannot fit it; ``note`` is added below.
         Returns whether the video (or its link) was posted: False when only withheld."""
-        caption = self.addressed(job, messages.caption(job.label, catalog.model_by_id(job.model_id).title))
+        caption = self.addressed(job, messages.caption(job.label, self.catalog_now().model_by_id(job.model_id).title))
         if note:
             caption = f"{caption}\n{note}"
         if self.withheld(job, video):
@@ -272,3 +273,9 @@ async def jobs_text(engine: Engine, user: UserRef, asker: Press | None = None, *
     return messages.job_list([
         (job.id, job.label if asker is None or asker.may_show(job, private=private) else messages.MADE_ELSEWHERE,
          job.state.value, position) for job, position in await engine.jobs_of(user)])
+
+
+def register(engine: Engine, platform: str, courier: ChatCourier) -> None:
+    """Give ``engine`` a platform's courier, which names models as the engine's catalog does."""
+    courier.catalog_now = lambda: engine.catalog
+    engine.register(platform, courier)

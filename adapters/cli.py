@@ -30,7 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--job-seconds", type=float, default=3.0,
                       help="how long each simulated job takes (default: 3)")
 
-    animate_models = catalog.model_keys("animate")
     gen = sub.add_parser(
         "generate", help="make one video and exit (0 on success)",
         description="Make one video from IMAGE and save it. Uses WaveSpeed with the configured "
@@ -42,17 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--effect", help=f"one of the {len(catalog.EFFECTS)} effect names (e.g. hula)")
     what.add_argument("--prompt", help="describe the motion (image-to-video models)")
     what.add_argument("--audio", type=Path, help="audio to lip-sync (avatar model)")
-    gen.add_argument("--model", help=f"the image-to-video model with --prompt: {', '.join(animate_models)} "
-                                     f"(default {catalog.DEFAULT_ANIMATE_MODEL}); --effect and --audio "
-                                     "have their own model")
-    gen.add_argument("--duration", type=int, choices=catalog.durations_of("animate"),
-                     help=f"clip length in seconds, with --prompt (default: {catalog.durations_of('animate')[0]})")
+    gen.add_argument("--model", help="the image-to-video model with --prompt: a short name or a WaveSpeed id "
+                                     f"(`kling-bot models` lists them; default {catalog.DEFAULT_ANIMATE_MODEL}, "
+                                     "or [models] default); --effect and --audio have their own model")
+    gen.add_argument("--duration", type=int,
+                     help="clip length in seconds, with --prompt; the model decides which it makes "
+                          "(5 or 10, or 3 to 15 for the newest models; default: the model's own)")
+    gen.add_argument("--sound", action=argparse.BooleanOptionalAction, default=None,
+                     help="with sound (--no-sound: silent), for models that make it")
+    gen.add_argument("--aspect", help="aspect ratio, e.g. 16:9, for models that take one")
     gen.add_argument("--negative-prompt", help="what to avoid")
     gen.add_argument("--guidance", type=float,
                      help=f"{catalog.GUIDANCE_MIN:g} to {catalog.GUIDANCE_MAX:g}: how closely to follow the "
                           f"prompt (default: {catalog.GUIDANCE_DEFAULT:g})")
     gen.add_argument("--end-image", type=Path,
-                     help=f"last frame ({', '.join(catalog.models_taking('end_image'))} model only)")
+                     help="last frame, for models that take one (`kling-bot models` says which)")
     gen.add_argument("--avatar-prompt", dest="avatar_prompt", help="optional prompt with --audio")
     gen.add_argument("-o", "--output",  # a string: Path would drop the trailing "/" that names a folder
                      help="where to save the MP4 (default: ./kling-JOB.mp4); a folder gets kling-JOB.mp4 "
@@ -151,7 +154,8 @@ def generate_request(args: argparse.Namespace, max_bytes: int) -> GenerationRequ
     user = app.cli_user()
     kind: catalog.Kind = "effect" if args.effect else "avatar" if args.audio else "animate"
     params = Params(effect=args.effect, prompt=args.prompt if args.prompt is not None else args.avatar_prompt,
-                    negative_prompt=args.negative_prompt, guidance=args.guidance, duration=args.duration)
+                    negative_prompt=args.negative_prompt, guidance=args.guidance, duration=args.duration,
+                    sound=args.sound, aspect=args.aspect)
     return GenerationRequest(
         user, kind, _read(args.image, "image", max_bytes), params, model=args.model,
         end_image=_read(args.end_image, "end image", max_bytes) if args.end_image else None,

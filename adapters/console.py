@@ -263,8 +263,10 @@ class ConsoleChat:
             if command in ("/quit", "/exit"):
                 return False
             if command in ("/help", "/start"):
-                self.say(messages.console_help(len(catalog.EFFECTS), catalog.animate_options(),
+                self.say(messages.console_help(len(catalog.EFFECTS), self.engine.catalog.animate_options(),
                                                self.engine.price_text()))
+            elif command == "/models":
+                self.say(self.engine.models_text())
             elif command == "/effects":
                 self.say(messages.effects_list([catalog.effect_title(e) for e in catalog.EFFECTS]))
             elif command == "/quota":
@@ -278,11 +280,11 @@ class ConsoleChat:
                 self.say(messages.using_photo(rest.strip()))
             elif command == "/effect":
                 photo, text = self._trailing_photo(rest)
-                args = parse_effect(text)
+                args = parse_effect(text, self.engine.catalog)
                 await self.generate(GenerationRequest(self.user, "effect", photo, args.params, model=args.model))
             elif command == "/animate":
                 photo, text = self._leading_photo(rest)
-                args = parse_animate(text)
+                args = parse_animate(text, self.engine.catalog)
                 await self.generate(GenerationRequest(self.user, "animate", photo, args.params,
                                                       model=args.model))
             elif command == "/avatar":

@@ -2,8 +2,8 @@
 
 ``/animate --model master --duration 10 a cat dances --negative blurry, dark``:
 options may stand anywhere; ``--negative`` takes the words up to the next option;
-every other word is the prompt. ``/effect`` arguments are read the same way, the
-words being the effect's name.
+``--sound`` and ``--no-sound`` take no value; every other word is the prompt.
+``/effect`` arguments are read the same way, the words being the effect's name.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot import catalog, messages
-from bot.catalog import Params, ValidationError
+from bot import messages
+from bot.catalog import BUILT_IN, Catalog, Params, ValidationError
 from bot.engine import Engine
 from bot.jobs import UserRef
 
@@ -29,7 +29,10 @@ _OPTIONS = {
     "--duration": ("duration", False), "-d": ("duration", False),
     "--guidance": ("guidance", False), "-g": ("guidance", False),
     "--negative": ("negative", True), "--no": ("negative", True),
+    "--aspect": ("aspect", False), "-a": ("aspect", False),
 }
+# options that are a switch: their value is implied
+_FLAGS = {"--sound": ("sound", "on"), "--no-sound": ("sound", "off"), "--silent": ("sound", "off")}
 
 
 @dataclass
@@ -40,29 +43,33 @@ class CommandArgs:
     params: Params = field(default_factory=Params)
 
 
-def parse_animate(text: str) -> CommandArgs:
-    """Split ``/animate`` arguments into model, settings and prompt; refuse bad values."""
-    prompt, values = _split(text, for_effect=False)
-    return CommandArgs(values.get("model"), _params(values, prompt=" ".join(prompt) or None))
+def parse_animate(text: str, offer: Catalog = BUILT_IN) -> CommandArgs:
+    """Split ``/animate`` arguments into model, settings and prompt; refuse bad values
+    (``offer``: the models on offer, whose options a refusal lists)."""
+    prompt, values = _split(text, for_effect=False, offer=offer)
+    return CommandArgs(values.get("model"), _params(values, offer, prompt=" ".join(prompt) or None))
 
 
-def parse_effect(text: str) -> CommandArgs:
+def parse_effect(text: str, offer: Catalog = BUILT_IN) -> CommandArgs:
     """``/effect`` arguments: the effect's name as typed (all the words that are no option,
     so a name /effects shows with a space is taken whole). An /animate option with its
     value is kept, for the model's checks to refuse it by name ("effects have no model
     choice"); any other option is refused saying effects take none."""
-    words, values = _split(text, for_effect=True)
-    return CommandArgs(values.get("model"), _params(values, effect=" ".join(words)))
+    words, values = _split(text, for_effect=True, offer=offer)
+    return CommandArgs(values.get("model"), _params(values, offer, effect=" ".join(words)))
 
 
-def _params(values: dict[str, str], *, prompt: str | None = None, effect: str | None = None) -> Params:
+def _params(values: dict[str, str], offer: Catalog, *, prompt: str | None = None,
+            effect: str | None = None) -> Params:
     """The settings the options gave, with the prompt or the effect's name."""
     return Params(prompt=prompt, effect=effect, negative_prompt=values.get("negative"),
                   guidance=_number(values["guidance"], "Guidance") if "guidance" in values else None,
-                  duration=_seconds(values["duration"]) if "duration" in values else None)
+                  duration=_seconds(values["duration"], offer) if "duration" in values else None,
+                  sound=values["sound"] == "on" if "sound" in values else None,
+                  aspect=values.get("aspect"))
 
 
-def _split(text: str, *, for_effect: bool) -> tuple[list[str], dict[str, str]]:
+def _split(text: str, *, for_effect: bool, offer: Catalog) -> tuple[list[str], dict[str, str]]:
     """The words that are no option, and each option's value by its canonical name; an
     unknown option or one without a value is refused, listing the options that apply."""
     words = text.split()
@@ -71,20 +78,25 @@ def _split(text: str, *, for_effect: bool) -> tuple[list[str], dict[str, str]]:
     index = 0
     while index < len(words):
         word = words[index]
+        if word.lower() in _FLAGS:
+            key, value = _FLAGS[word.lower()]
+            values[key] = value
+            index += 1
+            continue
         if word.startswith("-") and len(word) > 1 and not word[1:2].isdigit():
             name = word.lower()
             if name not in _OPTIONS:
-                raise ValidationError(_option_refusal(word, for_effect, messages.unknown_option))
+                raise ValidationError(_option_refusal(word, for_effect, messages.unknown_option, offer))
             key, greedy = _OPTIONS[name]
             taken = []
             index += 1
-            while index < len(words) and words[index].lower() not in _OPTIONS:
+            while index < len(words) and words[index].lower() not in _OPTIONS and words[index].lower() not in _FLAGS:
                 taken.append(words[index])
                 index += 1
                 if not greedy:
                     break
             if not taken:
-                raise ValidationError(_option_refusal(word, for_effect, messages.option_needs_value))
+                raise ValidationError(_option_refusal(word, for_effect, messages.option_needs_value, offer))
             values[key] = " ".join(taken)
             continue
         rest.append(word)
@@ -92,8 +104,8 @@ def _split(text: str, *, for_effect: bool) -> tuple[list[str], dict[str, str]]:
     return rest, values
 
 
-def _option_refusal(word: str, for_effect: bool, for_animate: Callable[[str, str], str]) -> str:
-    return messages.effect_takes_no_options(word) if for_effect else for_animate(word, catalog.animate_options())
+def _option_refusal(word: str, for_effect: bool, for_animate: Callable[[str, str], str], offer: Catalog) -> str:
+    return messages.effect_takes_no_options(word) if for_effect else for_animate(word, offer.animate_options())
 
 
 def parse_job_number(text: str) -> int | None:
@@ -130,8 +142,8 @@ def _number(text: str, label: str) -> float:
     return float(text.replace(",", "."))
 
 
-def _seconds(text: str) -> int:
+def _seconds(text: str, offer: Catalog) -> int:
     cleaned = text.lower().removesuffix("seconds").removesuffix("sec").removesuffix("s").strip()
     if not _WHOLE.fullmatch(cleaned):
-        raise ValidationError(messages.duration_choices(catalog.durations_of("animate"), f"'{text}'"))
+        raise ValidationError(messages.duration_choices(offer.durations_of("animate"), f"'{text}'"))
     return int(cleaned)

@@ -11,8 +11,10 @@ import ipaddress
 import os
 import re
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -77,6 +79,24 @@ class QuotaSettings:
     daily_credits: int = 10
     reset_hour_utc: int = 0
     max_jobs_per_user: int = 2  # a user's jobs queued or running at once
+    # The value of one credit: a quoted price is rounded up to whole credits. $0.25 keeps
+    # the seed models' old prices (v2.1 standard $0.25 per 5 s = 1 credit, master $1 = 4).
+    credit_usd: Decimal = catalog.DEFAULT_CREDIT_USD
+
+
+@dataclass(frozen=True)
+class ModelsSettings:
+    """Which models are offered ([models]); the live listing decides which exist."""
+
+    enabled: list[str] | None = None  # ids or glob patterns; None: the seeds + the newest of each tier
+    default: str = catalog.DEFAULT_ANIMATE_MODEL  # what /animate uses without a model
+    names: dict[str, str] = field(default_factory=dict)  # short name -> model id
+    refresh_hours: float = 24.0  # how often GET /api/v3/models is read again
+
+    @property
+    def choice(self) -> catalog.ModelChoice:
+        return catalog.ModelChoice(tuple(self.enabled) if self.enabled is not None else None,
+                                   self.default, dict(self.names))
 
 
 @dataclass(frozen=True)
@@ -135,7 +155,8 @@ class Settings:
     media: MediaSettings = MediaSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
-    costs: dict[str, Any] = field(default_factory=catalog.default_costs)  # per model
+    models: ModelsSettings = ModelsSettings()
+    costs: dict[str, Any] = field(default_factory=dict)  # credits per model that override its quote
     source: str = "built-in defaults"
 
     @property
@@ -151,7 +172,7 @@ class Settings:
 
 _SECTIONS = {"wavespeed": WaveSpeedSettings, "storage": StorageSettings,
              "quota": QuotaSettings, "media": MediaSettings, "telegram": TelegramSettings,
-             "discord": DiscordSettings}
+             "discord": DiscordSettings, "models": ModelsSettings}
 # Environment variables that override a secret in the file.
 _ENV_SECRETS = {("wavespeed", "api_key"): "WAVESPEED_API_KEY",
                 ("wavespeed", "webhook_secret"): "WAVESPEED_WEBHOOK_SECRET",
@@ -215,6 +236,21 @@ def _coerce(label: str, hint: Any, value: Any, source: str) -> Any:
     # A secret's value is never echoed: the error may end up in a log or a bug report.
     got = "" if label in {f"[{s}] {k}" for s, k in _ENV_SECRETS} else f" (got {value!r})"
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
+        (inner,) = (arg for arg in typing.get_args(hint) if arg is not type(None))
+        return _coerce(label, inner, value, source)
+    if hint is Decimal and isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ConfigError(f"{source}: {label} must be a number, e.g. \"0.25\"{got}.") from None
+        if not number.is_finite() or number <= 0:
+            raise ConfigError(f"{source}: {label} must be more than 0{got}.")
+        return number
+    if origin is dict and isinstance(value, dict):
+        key_hint, value_hint = typing.get_args(hint)
+        return {_coerce(label, key_hint, k, source): _coerce(f"{label}.{k}", value_hint, v, source)
+                for k, v in value.items()}
     if origin is Literal:
         if value not in typing.get_args(hint):
             allowed = " or ".join(repr(a) for a in typing.get_args(hint))
@@ -231,20 +267,20 @@ def _coerce(label: str, hint: Any, value: Any, source: str) -> Any:
     if origin is list and isinstance(value, list):
         (item,) = typing.get_args(hint)
         return [_coerce(label, item, v, source) for v in value]
-    kind = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
-    wanted = kind.get(hint, f"a list of {typing.get_args(hint)[0].__name__}" if origin is list else str(hint))
+    kind = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
+            Decimal: "a number"}
+    wanted = kind.get(hint, f"a list of {typing.get_args(hint)[0].__name__}" if origin is list
+                      else "a table of names" if origin is dict else str(hint))
     raise ConfigError(f"{source}: {label} must be {wanted}{got}.")
 
 
 def _costs(values: Any, source: str) -> dict[str, Any]:
-    costs: dict[str, Any] = dict(catalog.default_costs())
+    """Credits per model (short name or id) that override its quote; a name the catalog
+    does not know is said at start, once the live listing is read."""
+    costs: dict[str, Any] = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: [costs] must be a table of model = credits.")
-    keys = [m.key for m in catalog.MODELS]
     for key, value in values.items():
-        if key not in keys:
-            raise ConfigError(f"{source}: unknown model [costs] {key}{_did_you_mean(key, keys)} "
-                              f"(models: {', '.join(keys)})")
         if isinstance(value, dict):
             table = {}
             for seconds, credits in value.items():
@@ -268,6 +304,8 @@ def _is_count(value: Any) -> bool:
 def _check_ranges(s: Settings, source: str) -> None:
     rules = [
         (s.wavespeed.max_concurrent >= 1, "[wavespeed] max_concurrent must be at least 1"),
+        (s.models.refresh_hours > 0, "[models] refresh_hours must be above 0"),
+        (bool(s.models.default.strip()), "[models] default must name a model, e.g. \"v2.1\""),
         (s.wavespeed.poll_interval > 0, "[wavespeed] poll_interval must be above 0 seconds"),
         (s.wavespeed.job_timeout > 0, "[wavespeed] job_timeout must be above 0 seconds"),
         (s.wavespeed.request_timeout > 0, "[wavespeed] request_timeout must be above 0 seconds"),

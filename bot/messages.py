@@ -45,7 +45,11 @@ def echo(text: object, limit: int = ECHO_LIMIT) -> str:
 
 
 def _either(values: Iterable[object]) -> str:
-    return " or ".join(str(v) for v in values)
+    items = [str(v) for v in values]
+    ints = [int(v) for v in items if v.isdigit()]
+    if len(items) > 3 and len(ints) == len(items) and ints == list(range(ints[0], ints[-1] + 1)):
+        return f"from {ints[0]} to {ints[-1]}"  # 3..15, not thirteen choices
+    return " or ".join(items)
 
 
 # Readable effect names for menus where the API's spelling (bot.catalog.EFFECTS) is odd or
@@ -68,6 +72,7 @@ COMMANDS: dict[str, str] = {
     "animate": "Animate a photo from a prompt",
     "avatar": "Make a photo speak a voice note",
     "effects": "List the effects",
+    "models": "The Kling models on offer and their prices",
     "quota": "Your credits and when they reset",
     "jobs": "Your jobs",
     "cancel": "Cancel a queued job of yours",
@@ -86,11 +91,13 @@ OPTIONS: dict[str, str] = {
     "prompt": "What should happen in the video",
     "avatar prompt": "Optional: how the person should look while speaking",
     "audio": "The voice or sound the photo speaks (MP3, WAV, OGG, M4A)",
-    "model": "Kling model",
+    "model": "Kling model (start typing; /models lists them)",
     "duration": "Clip length in seconds",
     "negative_prompt": "What to keep out of the video",
     "guidance": "0-1: how closely to follow the prompt",
-    "end_image": "The last frame",
+    "end_image": "The last frame (models that take one)",
+    "sound": "With sound (models that make it)",
+    "aspect": "Aspect ratio, e.g. 16:9 (models that take one)",
     "job": "The job number (/jobs lists yours)",
     "member": "Whose credits to change",
     "amount": "How many credits",
@@ -105,10 +112,13 @@ def end_image_option(models: Sequence[str]) -> str:
     return f"{OPTIONS['end_image']} ({', '.join(models)} model only)"
 
 
-def animate_options(models: Sequence[str], durations: Sequence[int]) -> str:
+def animate_options(models: Sequence[str], durations: Sequence[int], *, sound: bool = False,
+                    aspects: Sequence[str] = ()) -> str:
     """The text-command options of /animate, for help texts and refusals."""
-    return (f"--model {'|'.join(models)}  --duration {'|'.join(map(str, durations))}  "
-            "--guidance 0-1  --negative <what to avoid>")
+    lengths = (f"{durations[0]}-{durations[-1]}" if len(durations) > 3 else "|".join(map(str, durations))
+               ) if durations else "5"
+    return (f"--model {'|'.join(models)}  --duration {lengths}  --guidance 0-1  --negative <what to avoid>"
+            + ("  --sound" if sound else "") + (f"  --aspect {'|'.join(aspects)}" if aspects else ""))
 
 
 # --- help -------------------------------------------------------------------------
@@ -124,16 +134,18 @@ def telegram_help(options: str, prices: str = "") -> str:
 /animate a cat dances: the same, with your own prompt. Options: {options}
 /avatar [prompt]: reply it to a photo, then answer my message with a voice note or audio file: the photo speaks it.
 
-/effects: the effect menu · /quota: your credits · /jobs: your jobs · /cancel N: cancel a queued job"""
+/effects: the effect menu · /models: the models and prices
+/quota: your credits · /jobs: your jobs · /cancel N: cancel a queued job"""
 
 
 def discord_help(effect_count: int, prices: str = "") -> str:
     return f"""{INTRO}{" " * bool(prices)}{prices}
 **/effect** scene image: one of the {effect_count} effects (start typing to search).
-**/animate** image prompt [model] [duration] [negative_prompt] [guidance] [end_image]
+**/animate** image prompt [model] [duration] [negative_prompt] [guidance] [end_image] [sound] [aspect]
 **/avatar** image audio [prompt]: the photo speaks the audio.
 Right-click a message with a photo > Apps > **{COMMANDS['context menu']}** to pick an effect.
-**/quota** your credits · **/jobs** your jobs · **/cancel** a queued job · **/effects** all effects"""
+**/quota** your credits · **/jobs** your jobs · **/cancel** a queued job · **/effects** all effects
+**/models** the models and their prices"""
 
 
 def console_help(effect_count: int, options: str, prices: str = "") -> str:
@@ -144,7 +156,7 @@ Commands (a photo is a file path; without one the current photo is used):
         options: {options}
   /avatar PHOTO AUDIO [PROMPT]    make the photo speak the audio (mp3/wav/ogg/m4a)
   /photo PATH                     use another photo from now on
-  /effects   /quota   /jobs   /cancel ID   /help   /quit"""
+  /effects   /models   /quota   /jobs   /cancel ID   /help   /quit"""
 
 
 def effects_list(names: Sequence[str], columns: int = 4) -> str:
@@ -979,3 +991,65 @@ def copy_failed(why: str) -> str:
 
 def store_cannot_open(where: str, why: str) -> str:
     return f"cannot open the database {where}: {why}"
+
+
+# --- models from the live catalog (#16) ----------------------------------------------
+
+def no_models_now(kind: str) -> str:
+    """Every model of a kind is withdrawn or disabled."""
+    return f"{KIND_PLURALS.get(kind, kind)} are not available right now: no model for them is on offer."
+
+
+def takes_no_sound(model: str) -> str:
+    return f"{model} makes no sound; leave out --sound, or pick a model that does (/models)."
+
+
+def takes_no_aspect(model: str) -> str:
+    return f"{model} follows the photo's shape; leave out the aspect ratio."
+
+
+def aspect_choices(model: str, allowed: Sequence[str], got: str) -> str:
+    return f"{model} makes {_either(allowed)} videos (got {echo(got)})."
+
+
+def needs_end_image(model: str) -> str:
+    return f"{model} needs an end image too: the frame the video ends on."
+
+
+SCHEMA_WORDS = {"guidance": "guidance", "negative_prompt": "negative prompt", "end_image": "end image",
+                "aspect": "aspect ratio", "effect": "effect", "multi_prompt": "multi-shot prompt"}
+
+
+def schema_refusal(model: str, option: str, rule: str, value: object) -> str:
+    """A request the model's own schema refuses, said in the chat's words (never the raw schema error)."""
+    what = SCHEMA_WORDS.get(option, option.replace("_", " "))
+    if rule == "required":
+        return f"{model} needs a {what}."
+    if rule == "additionalProperties":
+        return f"{model} takes no {what}."
+    if rule == "enum" and isinstance(value, list):
+        return f"{model} takes {what} {_either(value)}."
+    if rule in ("minimum", "exclusiveMinimum"):
+        return f"{model} needs a {what} of at least {echo(value)}."
+    if rule in ("maximum", "exclusiveMaximum"):
+        return f"{model} takes a {what} of at most {echo(value)}."
+    if rule == "maxLength":
+        return f"{model} takes a {what} of at most {echo(value)} characters."
+    return f"{model} does not take that {what}."
+
+
+UNIT = "5 s"
+
+
+def model_line(key: str, title: str, features: Sequence[str], price: str, default: bool) -> str:
+    """One /models line: ``v3.0-pro`` Kling v3.0 Pro: sound, up to 15 s · 3 credits per 5 s."""
+    adds = f": {', '.join(features)}" if features else ""
+    return f"{key}{' (default)' if default else ''} · {title}{adds} · {price}"
+
+
+def models_list(lines: Sequence[str]) -> str:
+    """/models: the models on offer, one per line."""
+    return "Models on offer (use the short name with --model):\n" + "\n".join(lines)
+
+
+MODEL_WITHDRAWN = "the model was withdrawn before your video started; your credits are back"

@@ -15,6 +15,7 @@ import aiohttp
 import discord
 from discord import app_commands
 
+from adapters.chat import register
 from adapters.discord import commands, first_contact, forms, history, picker, replies, results
 from adapters.discord.courier import DiscordCourier
 from adapters.discord.delivery import point_at, quiet_voice, start_problem
@@ -110,7 +111,7 @@ class DiscordAdapter:
         self.client.add_dynamic_items(*results.DYNAMIC_ITEMS, *first_contact.DYNAMIC_ITEMS, *picker.DYNAMIC_ITEMS)
         self.targets = Targets()  # the images of open context menus
         self.courier = DiscordCourier(self.client, self.settings, engine)
-        engine.register(PLATFORM, self.courier)
+        register(engine, PLATFORM, self.courier)
         self._gateway: asyncio.Task[None] | None = None
         self._web: aiohttp.ClientSession | None = None  # for embed images, fetched by URL
 

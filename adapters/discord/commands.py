@@ -2,8 +2,9 @@
 
 Defined as in discord.py's ``examples/app_commands``: module-level functions whose
 annotated parameters become options, every option described. Wording comes from
-``bot.messages``; model and duration choices from ``bot.catalog``, so a model added
-there appears here. ``install`` puts them on a client's command tree.
+``bot.messages``; /animate's model, duration and aspect ratio are autocompleted from
+the engine's live catalog (the durations and ratios of the model chosen so far), so the
+command's options stay one stable set while the models change. ``install`` puts them on a client's command tree.
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ from bot.catalog import Params
 from bot.engine import Engine
 
 log = logging.getLogger(__name__)
-
-UNIT = 5  # seconds: credits are quoted per 5 s of video
-
 
 def is_admin(interaction: discord.Interaction) -> bool:
     """Server managers and the configured admins. ``interaction.permissions`` is what
@@ -51,24 +49,55 @@ async def scene_choices(interaction: discord.Interaction,
 @app_commands.command(name="animate", description=messages.COMMANDS["animate"])
 @app_commands.describe(
     image=messages.OPTIONS["image"], prompt=messages.OPTIONS["prompt"],
-    model=messages.model_option(catalog.DEFAULT_ANIMATE_MODEL),
+    model=messages.OPTIONS["model"],
     duration=messages.OPTIONS["duration"], negative_prompt=messages.OPTIONS["negative_prompt"],
-    guidance=messages.OPTIONS["guidance"],
-    end_image=messages.end_image_option(catalog.models_taking("end_image")))
-@app_commands.choices(model=[app_commands.Choice(name=key, value=key) for key in catalog.model_keys("animate")])
-@app_commands.choices(duration=[app_commands.Choice(name=f"{d} s", value=d) for d in catalog.durations_of("animate")])
+    guidance=messages.OPTIONS["guidance"], end_image=messages.OPTIONS["end_image"],
+    sound=messages.OPTIONS["sound"], aspect=messages.OPTIONS["aspect"])
 async def animate(interaction: discord.Interaction, image: discord.Attachment, prompt: str,
-                  model: app_commands.Choice[str] | None = None,
-                  duration: app_commands.Choice[int] | None = None,
+                  model: str | None = None,
+                  duration: app_commands.Range[int, 1, 60] | None = None,
                   negative_prompt: str | None = None,
                   guidance: app_commands.Range[float, 0.0, 1.0] | None = None,
-                  end_image: discord.Attachment | None = None) -> None:
-    params = Params(prompt=prompt, negative_prompt=negative_prompt, guidance=guidance,
-                    duration=duration.value if duration else None,
-                    has_end_image=end_image is not None)
-    await adapter_of(interaction).generate(interaction, "animate", params, image,
-                                           model=model.value if model else None,
+                  end_image: discord.Attachment | None = None,
+                  sound: bool | None = None,
+                  aspect: str | None = None) -> None:
+    params = Params(prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, duration=duration,
+                    has_end_image=end_image is not None, sound=sound, aspect=aspect)
+    await adapter_of(interaction).generate(interaction, "animate", params, image, model=model,
                                            end_image=end_image)
+
+
+def _chosen_model(interaction: discord.Interaction) -> catalog.Model | None:
+    """The model the user picked so far in this /animate (the default before any)."""
+    offer = adapter_of(interaction).engine.catalog
+    try:
+        return offer.resolve_model(getattr(interaction.namespace, "model", None), "animate")
+    except catalog.ValidationError:
+        return None
+
+
+@animate.autocomplete("model")
+async def model_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    engine = adapter_of(interaction).engine
+    return [app_commands.Choice(name=messages.model_choice(
+                model.key, engine.prices.shown(model), engine.prices.unit_seconds(model)), value=model.key)
+            for model in engine.catalog.search_models("animate", current, limit=AUTOCOMPLETE_LIMIT)]
+
+
+@animate.autocomplete("duration")
+async def duration_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+    model = _chosen_model(interaction)
+    lengths = list(model.durations) if model else []
+    typed = str(current or "").strip()
+    return [app_commands.Choice(name=f"{seconds} s", value=seconds)
+            for seconds in lengths if not typed or str(seconds).startswith(typed)][:AUTOCOMPLETE_LIMIT]
+
+
+@animate.autocomplete("aspect")
+async def aspect_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    model = _chosen_model(interaction)
+    return [app_commands.Choice(name=ratio, value=ratio) for ratio in (model.aspects if model else ())
+            if current.strip() in ratio][:AUTOCOMPLETE_LIMIT]
 
 
 @app_commands.command(name="avatar", description=messages.COMMANDS["avatar"])
@@ -108,6 +137,11 @@ async def cancel(interaction: discord.Interaction, job: int) -> None:
 @app_commands.command(name="effects", description=messages.COMMANDS["effects"])
 async def effects(interaction: discord.Interaction) -> None:
     await answer(interaction, messages.discord_effects([catalog.effect_title(name) for name in catalog.EFFECTS]))
+
+
+@app_commands.command(name="models", description=messages.COMMANDS["models"])
+async def models(interaction: discord.Interaction) -> None:
+    await answer(interaction, adapter_of(interaction).engine.models_text())
 
 
 @app_commands.command(name="help", description=messages.COMMANDS["help"])
@@ -168,16 +202,7 @@ def install(tree: app_commands.CommandTree[discord.Client], engine: Engine,
             *more: app_commands.Command[Any, ..., Any]) -> None:
     """Put every command (and ``more``) on a tree, the model choices priced by ``engine``."""
     everything: list[app_commands.Command[Any, ..., Any] | app_commands.ContextMenu | app_commands.Group] = [
-        effect, animate, avatar, animate_message, quota, jobs, cancel, effects, help_, credits, usage, *more]
+        effect, animate, avatar, animate_message, quota, jobs, cancel, effects, models, help_, credits, usage, *more]
     for command in everything:
         tree.add_command(command)
     tree.error(on_tree_error)
-    price_model_choices(engine)
-
-
-def price_model_choices(engine: Engine) -> None:
-    """/animate's model choices with their price per 5 s (``[costs]`` may change it)."""
-    model = animate._params["model"]
-    model.choices = [app_commands.Choice(name=messages.model_choice(
-        str(choice.value), engine.quote("animate", str(choice.value), Params(prompt="-", duration=UNIT)), UNIT),
-        value=choice.value) for choice in model.choices]

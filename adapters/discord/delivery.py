@@ -17,6 +17,7 @@ import aiohttp
 import discord
 import yarl
 
+from adapters.chat import register
 from adapters.discord.courier import DiscordCourier
 from adapters.discord.kit import PLATFORM
 from bot import messages
@@ -63,7 +64,7 @@ class DiscordDelivery:
         # keeps discord.py from warning that its (unused) cache would miss servers.
         self.client = discord.Client(intents=discord.Intents(guilds=True))
         self.courier = DiscordCourier(self.client, self.settings, engine)
-        engine.register(PLATFORM, self.courier)
+        register(engine, PLATFORM, self.courier)
 
     async def start(self) -> None:
         point_at(self.settings)

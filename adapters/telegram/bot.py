@@ -26,7 +26,7 @@ from telegram.ext import (
     filters,
 )
 
-from adapters.chat import jobs_text
+from adapters.chat import jobs_text, register
 from adapters.telegram.common import (
     PLATFORM,
     args_of,
@@ -59,7 +59,7 @@ HISTORY_LOOKBACK, HISTORY_SHOWN = 50, 10  # a user's jobs searched, and listed, 
 MAX_GRANT = 1_000_000_000  # credits one /grant may give or take; far below SQLite's integers
 CAPTION_COMMAND = re.compile(r"^/(effect|animate|avatar)(@\w+)?(\s|$)", re.IGNORECASE)
 
-MENU_COMMANDS = ["effect", "animate", "avatar", "effects", "history", "quota", "jobs", "cancel", "help"]
+MENU_COMMANDS = ["effect", "animate", "avatar", "effects", "models", "history", "quota", "jobs", "cancel", "help"]
 
 
 class TelegramAdapter:
@@ -82,14 +82,14 @@ class TelegramAdapter:
         self.buttons = Buttons(self.app.bot, self.settings, engine, self.menus, self.starter, self.courier)
         self.replies = Replies(engine, self.starter)
         self.receiver: Poller | WebhookReceiver | None = None
-        engine.register(PLATFORM, self.courier)
+        register(engine, PLATFORM, self.courier)
         self._add_handlers()
 
     def _add_handlers(self) -> None:
         where = filters.Chat(chat_id=self.settings.allowed_chats) if self.settings.allowed_chats \
             else filters.ALL
         commands = {
-            "start": self._welcome, "help": self._help, "effects": self._effects,
+            "start": self._welcome, "help": self._help, "effects": self._effects, "models": self._models,
             "quota": self._quota, "jobs": self._jobs, "cancel": self._cancel, "history": self._history,
             "effect": self._effect_command, "animate": self._animate_command,
             "avatar": self._avatar_command, "grant": self._grant,
@@ -140,7 +140,7 @@ class TelegramAdapter:
 
     async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await message_of(update).reply_text(
-            messages.telegram_help(catalog.animate_options(), self.engine.price_text())
+            messages.telegram_help(self.engine.catalog.animate_options(), self.engine.price_text())
             + "\n" + messages.TELEGRAM_HELP_MORE)
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -169,6 +169,9 @@ class TelegramAdapter:
         text = messages.telegram_first_photo(cost, have) if first else messages.pick_effect_priced(cost, have)
         await message.reply_text(text, reply_markup=await self.menus.effects("fx", sender_id(message)),
                                  reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True))
+
+    async def _models(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await message_of(update).reply_text(self.engine.models_text())
 
     async def _effects(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = message_of(update)
@@ -257,7 +260,7 @@ class TelegramAdapter:
             await self._photo_menu(message, photo)
         else:
             try:
-                args = parse_effect(name)
+                args = parse_effect(name, self.engine.catalog)
             except ValidationError as err:
                 await message.reply_text(str(err))
                 return
@@ -269,7 +272,7 @@ class TelegramAdapter:
             await message.reply_text(messages.ANIMATE_NEEDS_PHOTO)
             return
         try:
-            args = parse_animate(text)
+            args = parse_animate(text, self.engine.catalog)
         except ValidationError as err:
             await message.reply_text(str(err))
             return

@@ -16,6 +16,7 @@ from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, Tel
 from telegram.ext import AIORateLimiter, ExtBot
 from telegram.request import HTTPXRequest
 
+from adapters.chat import register
 from adapters.telegram.common import PLATFORM
 from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.menus import Menus
@@ -52,7 +53,7 @@ class TelegramDelivery:
         self.bot = http_bot(self.settings)
         # The buttons under a video come with it, whichever process delivers it.
         self.courier = TelegramCourier(self.bot, self.settings, Menus(engine))
-        engine.register(PLATFORM, self.courier)
+        register(engine, PLATFORM, self.courier)
 
     async def start(self) -> None:
         await self.bot.initialize()  # getMe: checks the token; nothing is received

@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot import catalog, messages
+from bot import messages
+from bot.catalog import BUILT_IN, Catalog
 from bot.config import WaveSpeedSettings
 from bot.engine.couriers import Couriers
 from bot.engine.submit import JobFailed
@@ -241,8 +242,10 @@ def _likeliest_latest(low: float, ended: int, going: Sequence[float], weight: fl
 
 class Follower:
     def __init__(self, settings: WaveSpeedSettings, store: Store, client: WaveSpeedClient,
-                 couriers: Couriers, clock: Callable[[], float]):
+                 couriers: Couriers, clock: Callable[[], float],
+                 catalog_now: Callable[[], Catalog] = lambda: BUILT_IN):
         self.settings = settings
+        self.catalog_now = catalog_now
         self.store = store
         self.client = client
         self.couriers = couriers
@@ -271,8 +274,9 @@ class Follower:
             return estimate
         if runs := await self._recent_runs(job):
             return _learnt_plan(tuple(runs), max_gap)
-        model = catalog.model_by_id(job.model_id)
-        expected = model.expected_seconds * (2 if job.inputs.get("duration") == "10" else 1)
+        model = self.catalog_now().model_by_id(job.model_id)
+        seconds = int(str(job.inputs.get("duration", model.default_duration)))
+        expected = model.expected_seconds * max(1.0, seconds / 5)  # a 10 s clip runs about twice as long
         # Many alike at once: the first of them to end tells all the others where to look,
         # and until then each may check less often (up to half as often from 2 crowds on).
         crowd = len(burst.running) / BURST_CROWD if burst is not None else 0.0

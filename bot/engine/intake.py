@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from bot import catalog, messages
-from bot.catalog import ValidationError
+from bot.catalog import ValidationError, clip_seconds
+from bot.catalog.schema import image_rule
 from bot.config import MediaSettings, Settings
-from bot.credits import Credits, OutOfCredits, TooManyJobs, cost_of
+from bot.credits import Credits, OutOfCredits, TooManyJobs
 from bot.engine.asks import Asks
 from bot.engine.couriers import Couriers
+from bot.engine.models import LiveCatalog
 from bot.engine.pipeline import Pipeline
+from bot.engine.prices import Prices
 from bot.engine.questions import Questions
 from bot.engine.results import Results
 from bot.engine.scheduler import Scheduler
@@ -73,13 +76,18 @@ class Engine(Questions, Asks):
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.credits = Credits(store, settings.quota, clock)
         self.couriers = Couriers()
-        self.pipeline = Pipeline(settings, store, client, self.credits, self.couriers, clock, self.owner)
+        self.live = LiveCatalog(settings, store, client, clock)
+        self.prices = Prices(settings, client, lambda: self.live.current, clock)
+        self.live.on_change(self.prices.clear)
+        self.pipeline = Pipeline(settings, store, client, self.credits, self.couriers, clock, self.owner,
+                                 lambda: self.live.current)
         self.scheduler = Scheduler(store, self.pipeline, self.couriers,
                                    max_concurrent=settings.wavespeed.max_concurrent,
                                    lease_seconds=settings.storage.lease_seconds, clock=clock)
         self.results = Results(store, client, Path(settings.storage.videos_dir),
-                               settings.storage.keep_days, clock)
+                               settings.storage.keep_days, clock, lambda: self.live.current)
         self._housekeeper: asyncio.Task[None] | None = None
+        self._catalog_keeper: asyncio.Task[None] | None = None
         self._drives = True
         store.on_change(self._on_store_change)
 
@@ -109,8 +117,10 @@ class Engine(Questions, Asks):
         await self.pipeline.sweep_partial_downloads()
         async with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
             await self.store.files.sweep()
+        await self.live.start()
         if self._housekeeper is None:
             self._housekeeper = asyncio.create_task(self.results.keep_house(), name="housekeeping")
+            self._catalog_keeper = asyncio.create_task(self._keep_catalog(), name="model catalog")
         ws = self.settings.wavespeed
         if ws.webhook_url and ws.webhook_listen and self.webhooks is None:
             secret = ws.webhook_secret or await self.client.webhook_secret()
@@ -131,11 +141,12 @@ class Engine(Questions, Asks):
 
         await self.scheduler.stop(before_release=settle_withdrawn)
         await self.couriers.settle()
-        if self._housekeeper is not None:
-            self._housekeeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeper
-            self._housekeeper = None
+        for task in (self._housekeeper, self._catalog_keeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._housekeeper = self._catalog_keeper = None
         if self.webhooks is not None:
             await self.webhooks.stop()
             self.webhooks = None
@@ -166,10 +177,10 @@ class Engine(Questions, Asks):
         # work into one turn of the event loop (which would stall every chat).
         async with self._intake:
             try:
-                model = catalog.resolve_model(request.model, request.kind)
+                model = self.catalog.resolve_model(request.model, request.kind)
                 params = replace(request.params, has_end_image=request.end_image is not None,
                                  has_audio=request.audio is not None)
-                inputs = catalog.check_params(model, params)
+                inputs = self.catalog.check_params(model, params)
                 media = await asyncio.to_thread(_prepare_media, self.settings.media, model, request)
             except ValidationError as err:
                 return Rejected(str(err))
@@ -188,15 +199,16 @@ class Engine(Questions, Asks):
                media: dict[str, Media], staged: dict[str, Staged]) -> Accepted | Rejected:
         """Reserve the credits and write the job with its media, all or nothing (``Credits.reserve_job``)."""
         user = request.user
-        seconds = billable_seconds(media["audio"].seconds) if "audio" in media else int(str(inputs.get("duration", 5)))
-        cost = cost_of(model, seconds, self.settings.costs)
+        seconds = billable_seconds(media["audio"].seconds) if "audio" in media else clip_seconds(model, inputs)
+        price = await self.prices.price(model, inputs, seconds)
+        cost = price.credits
         items = [MediaItem(role, item.mime, item.filename, staged[role]) for role, item in media.items()]
         for attempt in range(2):
             now = self.clock()  # with the user and the reply_to, it tells this accept's row from any other
             try:
                 reserved, credits_left = await self.credits.reserve_job(user, cost, {
                     "platform": user.platform, "reply_to": request.reply_to,
-                    "model_id": model.id, "kind": model.kind, "inputs": inputs,
+                    "model_id": model.id, "kind": model.kind, "inputs": inputs, "quote_usd": price.usd,
                     "label": messages.job_label(model.key, model.title, inputs,
                                                 catalog.effect_title(str(inputs.get("effect_scene", "")))),
                     "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
@@ -328,8 +340,9 @@ def _prepare_media(settings: MediaSettings, model: catalog.Model, request: Gener
     """A request's photo, end image and audio, checked and made ready for WaveSpeed."""
     max_bytes = settings.max_download_bytes
     media = {"image": prepare_image(request.image or b"", model.image, max_input_bytes=max_bytes)}
-    if request.end_image is not None:
-        media["end_image"] = prepare_image(request.end_image, catalog.ImageRule(),
+    if request.end_image is not None:  # kept under the model's own name for it ("last_image")
+        name = model.field("end_image") or "end_image"
+        media[name] = prepare_image(request.end_image, image_rule(model.schema, name),
                                            max_input_bytes=max_bytes, label="end image")
     if request.audio is not None:
         media["audio"] = prepare_audio(request.audio, max_input_bytes=max_bytes,

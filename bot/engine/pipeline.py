@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot import messages
+from bot.catalog import BUILT_IN, Catalog
 from bot.config import Settings
 from bot.credits import Credits
 from bot.engine.couriers import Couriers
@@ -48,7 +49,8 @@ class Pipeline:
     """Drives jobs through their steps; ``released`` is told when a job leaves WaveSpeed."""
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
-                 credits: Credits, couriers: Couriers, clock: Callable[[], float], owner: str):
+                 credits: Credits, couriers: Couriers, clock: Callable[[], float], owner: str,
+                 catalog_now: Callable[[], Catalog] = lambda: BUILT_IN):
         self.settings = settings
         self.store = store
         self.client = client
@@ -57,8 +59,8 @@ class Pipeline:
         self.clock = clock
         self.owner = owner  # this process: every write to a job is fenced by its claim
         self.videos_dir = Path(settings.storage.videos_dir)
-        self.submitter = Submitter(settings, store, client, couriers, clock, owner)
-        self.follower = Follower(settings.wavespeed, store, client, couriers, clock)
+        self.submitter = Submitter(settings, store, client, couriers, clock, owner, catalog_now)
+        self.follower = Follower(settings.wavespeed, store, client, couriers, clock, catalog_now)
 
     async def drive(self, job: Job, released: Callable[[int], None]) -> None:
         """Run a job from the step it is in to its end; never raises but for cancellation."""

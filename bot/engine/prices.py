@@ -1,57 +1,197 @@
-"""What things cost, before anyone spends: the price list, quotes, affordable audio.
+"""What things cost, before anyone spends: WaveSpeed's quotes, turned into whole credits.
 
-The credit rules themselves are ``bot.credits.cost_of``; this module only asks them
-the questions a chat needs answered before a user commits to anything.
+Each request is quoted with ``POST /api/v3/model/price`` for exactly its inputs, cached
+per distinct inputs that can change the price (not prompts or media), and rounded up to
+whole credits at ``[quota] credit_usd``. ``[costs]`` fixes a model's credits instead.
+Without a quote (WaveSpeed unreachable) the catalog's cost applies, never zero.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from bot import catalog, messages
-from bot.catalog import Kind, Params
+from bot.catalog import Catalog, Kind, Model, Params
+from bot.catalog.schema import MEDIA_FIELDS, MEDIA_STAND_IN
+from bot.config import Settings
 from bot.credits import cost_of
+from bot.wavespeed import WaveSpeedClient, WaveSpeedError
 
-UNIT_SECONDS = 5  # credits are charged per started 5 s of video
+log = logging.getLogger(__name__)
 
-
-def price_text(costs: Mapping[str, Any]) -> str:
-    """Every model's price, as help texts and greetings show it."""
-    kinds: list[Kind] = ["effect", "animate", "avatar"]  # the order help texts introduce them
-    return messages.price_list([(_name(model), _price(model, costs))
-                                for kind in kinds for model in catalog.models_of(kind)])
-
-
-def _name(model: catalog.Model) -> str:
-    return f"/{model.kind}" if len(catalog.models_of(model.kind)) == 1 else f"/{model.kind} {model.key}"
-
-
-def _price(model: catalog.Model, costs: Mapping[str, Any]) -> str:
-    if not model.durations and model.kind != "avatar":  # fixed length: one price
-        return messages.price(cost_of(model, UNIT_SECONDS, costs), None)
-    rate = costs.get(model.key, model.cost)
-    if isinstance(rate, dict):  # a table by clip length
-        return messages.price_table([(seconds, cost_of(model, seconds, costs)) for seconds in model.durations])
-    return messages.price(cost_of(model, UNIT_SECONDS, costs), UNIT_SECONDS)
+UNIT_SECONDS = 5  # prices are shown per 5 s of video
+QUOTE_WAIT = 5.0  # a quote that takes longer is given up: the catalog's cost applies
+QUOTES_KEPT_FOR = 3600.0  # a quote is asked again after this long (and after each catalog refresh)
+QUOTE_AT_ONCE = 4  # quotes asked concurrently when warming the menus' prices
+# Inputs that never change what a clip costs: left out of the cache key.
+PRICE_FREE = frozenset({*MEDIA_FIELDS, "prompt", "negative_prompt", "guidance_scale", "cfg_scale",
+                        "effect_scene", "multi_prompt", "seed", "shot_type"})
+PROBE_PROMPT = "a gentle camera move"  # stands for any prompt when a price is asked before one
 
 
-def quote(kind: Kind, model_name: str | None, params: Params, costs: Mapping[str, Any]) -> int:
-    """Credits a request would cost (an avatar clip: its shortest, 5 s); ValidationError
-    when the request is refused anyway."""
-    model = catalog.resolve_model(model_name, kind)
-    inputs = catalog.check_params(model, params)
-    return cost_of(model, int(str(inputs.get("duration", UNIT_SECONDS))), costs)
+@dataclass(frozen=True)
+class Price:
+    """A clip's price: the credits charged and the USD quote they came from (None: no quote)."""
+
+    credits: int
+    usd: Decimal | None
 
 
-def unit_cost(kind: Kind, costs: Mapping[str, Any]) -> int:
-    """Credits for the first 5 s of a kind's default model."""
-    return cost_of(catalog.resolve_model(None, kind), UNIT_SECONDS, costs)
+class Prices:
+    """Quotes per model and inputs (cached), the credits they make, the price texts."""
+
+    def __init__(self, settings: Settings, client: WaveSpeedClient, catalog_now: Callable[[], Catalog],
+                 clock: Callable[[], float]):
+        self.settings = settings
+        self.client = client
+        self.catalog_now = catalog_now
+        self.clock = clock
+        self._quotes: dict[tuple[Any, ...], tuple[float, Decimal]] = {}
+        self._asking: dict[tuple[Any, ...], asyncio.Future[Decimal | None]] = {}
+        self._warned_at = -math.inf
+
+    def clear(self, _catalog: Catalog | None = None) -> None:
+        """Forget every quote (a new catalog may price differently)."""
+        self._quotes.clear()
+
+    # --- quotes -----------------------------------------------------------------------
+
+    @staticmethod
+    def _key(model: Model, inputs: Mapping[str, object]) -> tuple[Any, ...]:
+        priced = {k: v for k, v in inputs.items() if k not in PRICE_FREE}
+        return model.id, json.dumps(priced, sort_keys=True, default=str)
+
+    def cached(self, model: Model, inputs: Mapping[str, object]) -> Decimal | None:
+        found = self._quotes.get(self._key(model, inputs))
+        return found[1] if found is not None and self.clock() - found[0] < QUOTES_KEPT_FOR else None
+
+    async def quote_usd(self, model: Model, inputs: Mapping[str, object]) -> Decimal | None:
+        """WaveSpeed's price for these inputs (cached); None when it cannot be had now."""
+        if (known := self.cached(model, inputs)) is not None:
+            return known
+        key = self._key(model, inputs)
+        if key not in self._asking:  # one question per distinct price at a time
+            self._asking[key] = asyncio.ensure_future(self._ask(model, dict(inputs), key))
+        return await asyncio.shield(self._asking[key])
+
+    async def _ask(self, model: Model, inputs: dict[str, object], key: tuple[Any, ...]) -> Decimal | None:
+        body = {**inputs, **{name: MEDIA_STAND_IN for name in model.required if name in MEDIA_FIELDS}}
+        try:
+            usd: Decimal = await asyncio.wait_for(self.client.price(model.id, body), QUOTE_WAIT)
+        except (WaveSpeedError, OSError, TimeoutError) as err:
+            if self.clock() - self._warned_at > 60:
+                self._warned_at = self.clock()
+                log.warning("no price quote for %s (%s): charging the catalog's cost", model.id, err)
+            return None
+        finally:
+            self._asking.pop(key, None)
+        self._quotes[key] = (self.clock(), usd)
+        return usd
+
+    # --- credits ----------------------------------------------------------------------
+
+    def credits(self, model: Model, seconds: float, usd: Decimal | None) -> int:
+        """Credits for a clip of ``seconds`` given its quote (None: the catalog's cost)."""
+        override = self.settings.costs.get(model.key, self.settings.costs.get(model.id))
+        if override is not None:
+            return cost_of(model, seconds, {model.key: override})
+        if usd is None:
+            return catalog.fallback_credits(model, seconds)
+        if not model.durations:  # audio-driven (avatar): the quote is per 5 s
+            usd *= max(1, math.ceil(seconds / UNIT_SECONDS))
+        return max(1, catalog.credits_for(usd, self.settings.quota.credit_usd))
+
+    def clip_usd(self, model: Model, seconds: float, usd: Decimal | None) -> Decimal | None:
+        """The USD a job keeps: its quote (an avatar's per-5 s quote times its units)."""
+        if usd is None or model.durations:
+            return usd
+        return usd * max(1, math.ceil(seconds / UNIT_SECONDS))
+
+    async def price(self, model: Model, inputs: Mapping[str, object], seconds: float) -> Price:
+        """The price of a request now: quoted (or the catalog's cost without a quote)."""
+        usd = await self.quote_usd(model, inputs)
+        return Price(self.credits(model, seconds, usd), self.clip_usd(model, seconds, usd))
+
+    def known_price(self, model: Model, inputs: Mapping[str, object], seconds: float) -> int:
+        """Credits from the cached quote, else the catalog's cost: for menus, without waiting."""
+        return self.credits(model, seconds, self.cached(model, inputs))
+
+    # --- what menus and help texts show -------------------------------------------------
+
+    def probe_inputs(self, model: Model, seconds: int | None = None) -> dict[str, object]:
+        """The inputs of a typical request of a model (for prices shown before any request)."""
+        params = Params(effect=catalog.EFFECTS[0] if model.kind == "effect" else None,
+                        prompt=PROBE_PROMPT if model.takes("prompt") else None,
+                        duration=seconds if model.durations else None,
+                        has_end_image=model.field("end_image") in model.required,
+                        has_audio=model.kind == "avatar")
+        return catalog.check_params(model, params)
+
+    def unit_seconds(self, model: Model) -> int:
+        """The clip length a model's price is shown for: 5 s, or its shortest above that."""
+        if not model.durations:
+            return UNIT_SECONDS
+        return next((d for d in model.durations if d >= UNIT_SECONDS), model.durations[-1])
+
+    def shown(self, model: Model, seconds: int | None = None) -> int:
+        """Credits of a typical request of a model (``seconds`` long), from what is cached."""
+        seconds = seconds or self.unit_seconds(model)
+        return self.known_price(model, self.probe_inputs(model, seconds if model.durations else None), seconds)
+
+    async def warm(self) -> None:
+        """Quote what menus and help show (each offered model's lengths up to 10 s), so they
+        show WaveSpeed's prices without waiting."""
+        wanted: list[tuple[Model, int | None]] = []
+        for model in self.catalog_now().offered:
+            lengths = [d for d in (UNIT_SECONDS, 10) if d in model.durations]
+            wanted += [(model, seconds) for seconds in lengths] if lengths else [(model, None)]
+        gate = asyncio.Semaphore(QUOTE_AT_ONCE)
+
+        async def one(model: Model, seconds: int | None) -> None:
+            async with gate:
+                await self.quote_usd(model, self.probe_inputs(model, seconds))
+
+        await asyncio.gather(*(one(model, seconds) for model, seconds in wanted))
+
+    def price_text(self) -> str:
+        """Every offered model's price, as help texts and greetings show it."""
+        now = self.catalog_now()
+        return messages.price_list([(_name(now, model), self.price_of(model)) for kind in catalog.KINDS
+                                    for model in now.models_of(kind)])
+
+    def price_of(self, model: Model) -> str:
+        """``1 credit`` (fixed length), ``1 credit per 5 s``, or a table by clip length."""
+        if not model.durations and model.kind != "avatar":
+            return messages.price(self.shown(model), None)
+        rate = self.settings.costs.get(model.key)
+        if isinstance(rate, dict):
+            return messages.price_table([(seconds, self.shown(model, seconds)) for seconds in model.durations])
+        return messages.price(self.shown(model), self.unit_seconds(model))
+
+    def affordable_audio(self, have: int, max_seconds: float) -> float:
+        """Seconds of avatar audio ``have`` credits buy, at most ``max_seconds``; 0: not even 5 s."""
+        avatars = self.catalog_now().models_of("avatar")
+        unit = self.shown(avatars[0]) if avatars else 0
+        if unit <= 0:
+            return max_seconds
+        return min(max_seconds, float(have // unit * UNIT_SECONDS))
+
+    def quote(self, kind: Kind, model_name: str | None, params: Params) -> int:
+        """Credits a request would cost from what is known now (an avatar clip: its shortest,
+        5 s); ValidationError when the request is refused anyway."""
+        now = self.catalog_now()
+        model = now.resolve_model(model_name, kind)
+        inputs = now.check_params(model, params)
+        return self.known_price(model, inputs, int(str(inputs.get(model.field("duration") or "duration",
+                                                                   UNIT_SECONDS))))
 
 
-def affordable_audio(have: int, max_seconds: float, costs: Mapping[str, Any]) -> float:
-    """Seconds of avatar audio ``have`` credits buy, at most ``max_seconds``; 0: not even 5 s."""
-    unit = unit_cost("avatar", costs)
-    if unit <= 0:
-        return max_seconds
-    return min(max_seconds, float(have // unit * UNIT_SECONDS))
+def _name(now: Catalog, model: Model) -> str:
+    return f"/{model.kind}" if len(now.models_of(model.kind)) == 1 else f"/{model.kind} {model.key}"

@@ -7,11 +7,14 @@ adapters still ask everything of the one facade.
 
 from __future__ import annotations
 
+import asyncio
+
 from bot import catalog, messages
-from bot.catalog import ValidationError
+from bot.catalog import Catalog, Kind, Params, ValidationError, clip_seconds
 from bot.config import Settings
-from bot.credits import Credits, cost_of
-from bot.engine import prices
+from bot.credits import Credits
+from bot.engine.models import LiveCatalog
+from bot.engine.prices import UNIT_SECONDS, Prices
 from bot.engine.results import Results
 from bot.jobs import Balance, Job, Press, Rejected, UserRef
 from bot.media import billable_seconds
@@ -25,21 +28,51 @@ class Questions:
     store: Store
     credits: Credits
     results: Results
+    live: LiveCatalog
+    prices: Prices
+    _warming: asyncio.Future[None] | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        """The models on offer now (WaveSpeed's live list, or the built-in one)."""
+        return self.live.current
+
+    async def _keep_catalog(self) -> None:
+        """Quote what menus show, then keep the catalog fresh (quoting again after each change)."""
+        self.live.on_change(self._warm_prices)
+        await self.prices.warm()
+        await self.live.keep_fresh()
+
+    def _warm_prices(self, _new: Catalog) -> None:
+        self._warming = asyncio.ensure_future(self.prices.warm())  # kept: a task nobody holds may vanish
 
     async def balance(self, user: UserRef) -> Balance:
         return await self.credits.balance(user)
 
     def price_text(self) -> str:
-        return prices.price_text(self.settings.costs)
+        return self.prices.price_text()
 
-    def quote(self, kind: catalog.Kind, model_name: str | None, params: catalog.Params) -> int:
-        """Credits a request would cost; ValidationError when it is refused anyway."""
-        return prices.quote(kind, model_name, params, self.settings.costs)
+    def quote(self, kind: Kind, model_name: str | None, params: Params) -> int:
+        """Credits a request would cost, from the quotes known now; ValidationError when it is refused anyway."""
+        return self.prices.quote(kind, model_name, params)
+
+    async def price(self, kind: Kind, model_name: str | None, params: Params) -> int:
+        """Credits a request costs, quoted by WaveSpeed now; ValidationError when it is refused anyway."""
+        model = self.catalog.resolve_model(model_name, kind)
+        inputs = self.catalog.check_params(model, params)
+        return (await self.prices.price(model, inputs, clip_seconds(model, inputs))).credits
+
+    def models_text(self) -> str:
+        """/models: each offered model with its short name, what it adds and its price per 5 s."""
+        now = self.catalog
+        return messages.models_list([
+            messages.model_line(model.key, model.title, model.features, self.prices.price_of(model),
+                                model.kind == "animate" and model.key == now.default_animate)
+            for kind in catalog.KINDS for model in now.models_of(kind)])
 
     async def audio_allowance(self, user: UserRef) -> float:
         """Seconds of avatar audio the user can afford now (0: not even 5 s)."""
-        return prices.affordable_audio((await self.balance(user)).total, self.settings.media.max_audio_seconds,
-                                       self.settings.costs)
+        return self.prices.affordable_audio((await self.balance(user)).total, self.settings.media.max_audio_seconds)
 
     async def history(self, user: UserRef, limit: int = 10) -> list[Job]:
         """The user's ended jobs, newest first."""
@@ -90,14 +123,14 @@ class Questions:
 
     # --- refusals known before anything is downloaded ---------------------------------
 
-    async def precheck(self, user: UserRef, kind: catalog.Kind, model_name: str | None,
-                 params: catalog.Params, *, audio_seconds: float | None = None) -> Rejected | None:
+    async def precheck(self, user: UserRef, kind: Kind, model_name: str | None,
+                 params: Params, *, audio_seconds: float | None = None) -> Rejected | None:
         """Refusals that need no media (bad settings, too many jobs, no credits), so an
         adapter can answer before downloading anything. ``accept`` checks again. An avatar's
         audio length, when the chat tells it before the download, is priced too."""
         try:
-            model = catalog.resolve_model(model_name, kind)
-            inputs = catalog.check_params(model, params)
+            model = self.catalog.resolve_model(model_name, kind)
+            inputs = self.catalog.check_params(model, params)
         except ValidationError as err:
             return Rejected(str(err))
         if busy := await self._too_many_jobs(user):
@@ -105,14 +138,14 @@ class Questions:
         limit = self.settings.media.max_audio_seconds
         if audio_seconds is not None and billable_seconds(audio_seconds) > limit:
             return Rejected(messages.audio_too_long(audio_seconds, limit))
-        seconds = billable_seconds(audio_seconds) if audio_seconds is not None else int(str(inputs.get("duration", 5)))
-        cost = cost_of(model, seconds, self.settings.costs)
+        seconds = billable_seconds(audio_seconds) if audio_seconds is not None else clip_seconds(model, inputs)
+        cost = (await self.prices.price(model, inputs, seconds)).credits
         have = (await self.credits.balance(user)).total
         if have >= cost:
             return None
         if kind != "avatar":
             return Rejected(self.credits.shortfall(cost, have))
-        unit = cost_of(model, 5, self.settings.costs)
+        unit = (await self.prices.price(model, inputs, UNIT_SECONDS)).credits
         if audio_seconds is None or have < unit:
             return Rejected(messages.avatar_unaffordable(unit, have))
         return Rejected(messages.audio_costs_too_much(audio_seconds, cost, have, await self.audio_allowance(user)))
@@ -130,9 +163,9 @@ class Questions:
             return gone
         user = press.user
         if effect is not None:
-            return await self.precheck(user, "effect", None, catalog.Params(effect=effect))
+            return await self.precheck(user, "effect", None, Params(effect=effect))
         if prompt is not None:
-            return await self.precheck(user, "animate", None, catalog.Params(prompt=prompt))
+            return await self.precheck(user, "animate", None, Params(prompt=prompt))
         source = await self.store.job(source_job_id)
         assert source is not None  # rerun_refusal found it
         if busy := await self._too_many_jobs(user):

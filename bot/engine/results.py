@@ -45,7 +45,9 @@ def refused_video_days(keep_days: float) -> int:
 
 class Results:
     def __init__(self, store: Store, client: WaveSpeedClient, videos_dir: Path,
-                 keep_days: float, clock: Callable[[], float]):
+                 keep_days: float, clock: Callable[[], float],
+                 catalog_now: Callable[[], catalog.Catalog] = lambda: catalog.BUILT_IN):
+        self.catalog_now = catalog_now
         self.store = store
         self.client = client
         self.videos_dir = videos_dir
@@ -78,13 +80,12 @@ class Results:
             return GenerationRequest(user, "effect", image, Params(effect=effect), reply_to=reply_to)
         if prompt is not None:
             return GenerationRequest(user, "animate", image, Params(prompt=prompt), reply_to=reply_to)
-        inputs = source.inputs
-        params = Params(effect=inputs.get("effect_scene"), prompt=inputs.get("prompt"),
-                        negative_prompt=inputs.get("negative_prompt"), guidance=inputs.get("guidance_scale"),
-                        duration=int(inputs["duration"]) if "duration" in inputs else None)
+        model = self.catalog_now().model_by_id(source.model_id)
+        params = catalog.params_of(model, source.inputs)
+        end = next((media[name] for name in catalog.OPTION_FIELDS["end_image"] if name in media), None)
         return GenerationRequest(
-            user, source.kind, image, params, model=catalog.model_by_id(source.model_id).key,
-            end_image=media["end_image"]["data"] if "end_image" in media else None,
+            user, source.kind, image, params, model=model.id,
+            end_image=end["data"] if end is not None else None,
             audio=media["audio"]["data"] if "audio" in media else None, reply_to=reply_to)
 
     async def fetch_video(self, user: UserRef, job_id: int) -> Video | Rejected:
@@ -158,7 +159,7 @@ class Results:
             for job_id in forgotten:  # the label quoted the prompt: name the model instead
                 job = await self.store.job(job_id)
                 if job is not None and job.kind != "effect":
-                    model = catalog.model_by_id(job.model_id)
+                    model = self.catalog_now().model_by_id(job.model_id)
                     await self.store.update_job(job_id, label=messages.job_label(model.key, model.title, job.inputs))
         if forgotten:
             log.info("forgot the photos and prompts of %d jobs older than the retention time", len(forgotten))

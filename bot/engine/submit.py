@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import messages
+from bot.catalog import BUILT_IN, Catalog
 from bot.config import Settings
 from bot.engine.couriers import Couriers
 from bot.engine.reconcile import Ambiguous, HistoryUnavailable, Reconciler
@@ -46,8 +47,10 @@ class JobFailed(Exception):
 
 class Submitter:
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
-                 couriers: Couriers, clock: Callable[[], float], owner: str):
+                 couriers: Couriers, clock: Callable[[], float], owner: str,
+                 catalog_now: Callable[[], Catalog] = lambda: BUILT_IN):
         self.settings = settings
+        self.catalog_now = catalog_now
         self.store = store
         self.client = client
         self.couriers = couriers
@@ -77,6 +80,9 @@ class Submitter:
     async def _send(self, job: Job) -> Job:
         """One submit; the job comes back PROCESSING, QUEUED (not created, retry later)
         or SUBMITTING with its submit window recorded (unconfirmed)."""
+        if not self.catalog_now().listed(job.model_id):  # WaveSpeed would refuse it: nothing is created
+            log.warning("job %s: model %s is no longer in WaveSpeed's list; refunding", job.id, job.model_id)
+            raise JobFailed(messages.MODEL_WITHDRAWN)
         try:
             inputs = {**job.inputs, **await self._media_refs(job)}
         except Transient as err:  # the media upload failed: nothing was submitted
