@@ -273,7 +273,7 @@ class Store(Protocol):
     async def model_listing(self) -> tuple[list[dict[str, Any]], float] | None:
         """WaveSpeed's model listing as last saved, and when it was fetched; None before the first."""
     async def save_model_listing(self, listing: list[dict[str, Any]], fetched_at: float) -> None:
-        """Keep a listing fetched at ``fetched_at`` unless the one kept was fetched later (one
+        """Keep a listing fetched at ``fetched_at`` unless the one kept is as new or newer (one
         statement: a slower process's older listing never replaces a newer one)."""
 
     # copying between stores (``bot.store.copy``)
