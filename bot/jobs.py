@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -88,6 +89,7 @@ class Job:
     resubmits: int = 0  # submits sent again after WaveSpeed provably had no task
     submit_attempts: int = 0  # submits refused at the door (429, 503), retried later
     webhook_result: dict[str, Any] | None = None  # the task's end, as its webhook reported it
+    quote_usd: Decimal | None = None  # WaveSpeed's price for it when accepted (None: unquoted, or older)
 
     @property
     def seconds(self) -> int:

@@ -922,7 +922,8 @@ STOPPED_BEFORE_SUBMIT = "stopped before it was sent to WaveSpeed"  # a job's err
 # What each table the copy moves holds, in the words of its counts.
 _COPIED_THINGS = {"users": ("user", "users"), "jobs": ("job", "jobs"),
                   "ledger": ("ledger entry", "ledger entries"), "job_media": ("media file", "media files"),
-                  "pending_asks": ("pending question or mark", "pending questions and marks")}
+                  "pending_asks": ("pending question or mark", "pending questions and marks"),
+                  "model_listing": ("model listing", "model listings")}
 
 
 def copied_things(table: str, n: int) -> str:

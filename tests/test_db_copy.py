@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
@@ -34,6 +35,8 @@ NOW = 1_700_000_000.0
 USERS = [f"test:{n}" for n in range(1, 5)]
 ASKS = [("telegram", 42, 7), ("discord", "g1-c2", "m3")]
 MARK = ("discord", 9, 10)  # a one-use mark (a menu already used)
+LISTING = [{"model_id": "kwaivgi/kling-v3.0-pro/image-to-video", "name": "Kling V3 ✨", "base_price": 0.7,
+            "api_schema": {"api_schemas": [{"request_schema": {"properties": {"sound": {"type": "boolean"}}}}]}}]
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +72,7 @@ async def populate(store) -> dict[int, dict[str, bytes]]:
                    submit_attempts=2, resubmits=1, submit_started_at=NOW + 1.5, submit_ended_at=NOW + 1.75,
                    # as JSON text: both backends take it so (record_result is the usual writer)
                    webhook_result=json.dumps({"id": "p-1", "status": "completed", "outputs": ["https://cdn/x"]}),
-                   completed_at=NOW + 8, not_before=NOW + 0.5),
+                   completed_at=NOW + 8, not_before=NOW + 0.5, quote_usd=Decimal("0.350")),
         job_fields(2, state=JobState.FAILED.value, settlement="refunded", error="WaveSpeed refused it",
                    finished_at=NOW + 5),
         job_fields(3, state=JobState.QUEUED.value, settlement="reserved", owner="front-2", lease_until=NOW - 100,
@@ -93,6 +96,7 @@ async def populate(store) -> dict[int, dict[str, bytes]]:
     for platform, chat, message_id in ASKS:
         await store.asks.put(platform, chat, message_id, {"ask": "voice", "job": ids[0], "who": [1, "x"]}, NOW)
     assert await store.asks.claim(*MARK, NOW)
+    await store.save_model_listing(LISTING, NOW - 1)
     return media
 
 
@@ -121,7 +125,7 @@ async def snapshot(store) -> dict:
             media[job_id] = {role: (m["mime"], m["filename"], m["data"]) for role, m in kept.items()}
     return {"contents": contents, "users": [await store.user(key) for key in USERS], "job rows": rows,
             "jobs": [await store.job(job_id) for job_id in job_ids], "media": media,
-            "asks": [await store.asks.get(*key) for key in ASKS]}
+            "asks": [await store.asks.get(*key) for key in ASKS], "listing": await store.model_listing()}
 
 
 def sqlite_table(db_path: Path, table: str) -> list[tuple]:
@@ -149,7 +153,8 @@ async def test_sqlite_to_postgresql_and_back_keeps_every_row_and_every_media_byt
     seen = []
     counts = await copy_between(str(first), pg_url, force=False, now=time.time(), progress=seen.append)
     assert counts == before["contents"]
-    assert [p.table for p in seen if p.table_done] == ["users", "jobs", "ledger", "job_media", "pending_asks"]
+    assert [p.table for p in seen if p.table_done] == ["users", "jobs", "ledger", "job_media", "pending_asks",
+                                                       "model_listing"]
     media_steps = [p.done for p in seen if p.table == "job_media" and not p.table_done]
     batches = [(now["job_media"] - then["job_media"], now["media_bytes"] - then["media_bytes"])
                for then, now in zip([seen[0].total | {"job_media": 0, "media_bytes": 0}, *media_steps],
@@ -259,11 +264,11 @@ async def test_the_command_copies_and_says_the_checked_counts(tmp_path, pg_url):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     lines = done.stdout.strip().splitlines()
-    assert lines[:5] == ["copied 4 users", "copied 11 jobs", "copied 12 ledger entries", "copied 5 media files",
-                         "copied 3 pending questions and marks"]  # not a terminal: a plain line per table
-    assert lines[5].startswith("Copied 4 users, 11 jobs, 12 ledger entries, 5 media files, "
-                               "3 pending questions and marks (0.5 MB of media) from ")
-    assert lines[5].endswith("Counts checked: the target holds exactly what the source held.")
+    assert lines[:6] == ["copied 4 users", "copied 11 jobs", "copied 12 ledger entries", "copied 5 media files",
+                         "copied 3 pending questions and marks", "copied 1 model listing"]  # a line per table
+    assert lines[6].startswith("Copied 4 users, 11 jobs, 12 ledger entries, 5 media files, "
+                               "3 pending questions and marks, 1 model listing (0.5 MB of media) from ")
+    assert lines[6].endswith("Counts checked: the target holds exactly what the source held.")
 
 
 async def test_a_non_empty_target_is_refused_without_force_and_replaced_with_it(tmp_path):

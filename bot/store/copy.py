@@ -1,6 +1,7 @@
 """Copy everything a bot keeps from one store to another, whatever their backends
 (``kling-bot db copy``): users, the ledger, jobs (every column: leases, webhook results,
-settlements), their media (bytes, wherever a backend keeps them) and pending questions.
+settlements, quotes), their media (bytes, wherever a backend keeps them), pending
+questions and the cached model listing.
 
 The shape of Red-DiscordBot's ``BaseDriver.migrate_to``: one backend-neutral loop over
 the source's ``export_batches`` and the target's ``import_batch``, so each backend only
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 from bot import messages
 from bot.store import open_store
-from bot.store.interface import COPIED_TABLES, MEDIA_BYTES, MediaMissing, Store
+from bot.store.interface import CACHE_TABLES, COPIED_TABLES, MEDIA_BYTES, MediaMissing, Store
 from bot.store.locations import is_postgres_url, passwords, reason, shown
 
 __all__ = ["MEDIA_BYTES", "CopyFailed", "CopyMismatch", "CopyProgress", "CopyRefused", "copy_between",
@@ -99,13 +100,13 @@ async def copy_store(source: Store, target: Store, *, force: bool, now: float,
             until = datetime.fromtimestamp(max(end for _, end in leases), UTC)
             raise CopyRefused(messages.copy_in_use(name, len(leases), until))
     held = await target.contents()
-    if any(held.values()) and not force:
+    if any(n for table, n in held.items() if table not in CACHE_TABLES) and not force:
         raise CopyRefused(messages.copy_target_not_empty(names[1], described(held)))
     total = await source.contents()
     done = dict.fromkeys(total, 0)
     try:
         async with target.transaction():
-            if force:
+            if any(held.values()):  # with --force, or only a cache the source's copy replaces
                 await target.erase()
             for table in COPIED_TABLES:
                 async for batch in source.export_batches(table):

@@ -28,8 +28,11 @@ every backend keeps, because the money rules rest on them:
   one that no live process holds; ``take_over`` hands over started jobs of a dead one;
   ``mark_places`` gives each lower place in line of a job to one caller only.
 - ``export_batches`` and ``import_batch`` move every row of a table between backends in
-  one neutral form (``COPIED_TABLES``), ids kept, media as bytes; what the bot stores
-  beyond that form (a SQLite media file's path) is each backend's own business.
+  one neutral form (``COPIED_TABLES``), ids kept, media as bytes, JSON columns as Python
+  values, money as ``Decimal``; what the bot stores beyond that form (a SQLite media
+  file's path) is each backend's own business.
+- ``save_model_listing`` keeps the newest listing: one statement, so processes that
+  refresh it independently never put an older one back over a newer one.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,8 +57,15 @@ QUEUE_PLACES = "queue-place"  # the ``platform`` under which pending asks keep e
 COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "users": ("key",), "jobs": ("id",), "ledger": ("id",),
     "job_media": ("job_id", "role"), "pending_asks": ("platform", "chat", "message_id"),
+    "model_listing": ("source",),
 }
-JSON_COLUMNS = {"jobs": ("reply_to", "inputs", "webhook_result"), "pending_asks": ("data",)}
+JSON_COLUMNS = {"jobs": ("reply_to", "inputs", "webhook_result"), "pending_asks": ("data",),
+                "model_listing": ("listing",)}
+DECIMAL_COLUMNS = {"jobs": ("quote_usd",)}  # exact money: a Decimal in the neutral form, never a float
+# Tables that only cache what the bot can fetch again: a copy's target holding nothing
+# else counts as empty (a bot started on it once already saved the model listing).
+CACHE_TABLES = ("model_listing",)
+LISTING_SOURCE = "wavespeed"  # the ``model_listing`` row of WaveSpeed's GET /api/v3/models
 MEDIA_BYTES = "media_bytes"  # the key of ``Store.contents`` that counts media bytes, not rows
 EXPORT_ROWS = 500  # rows in one exported batch, at most
 EXPORT_BYTES = 8 * 1024 * 1024  # media bytes in one batch, at most (or one larger file alone)
@@ -69,6 +80,14 @@ def mended(text: str) -> str:
     if not _SURROGATE.search(text):
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def exact(value: object) -> Decimal | None:
+    """Money as a column gave it back (SQLite: text; PostgreSQL: numeric) as an exact
+    ``Decimal``; None stays None."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    return Decimal(str(value))
 
 
 class LeaseLost(Exception):
@@ -249,6 +268,13 @@ class Store(Protocol):
     async def effect_counts(self) -> dict[str, int]: ...
     async def usage_since(self, platform: str, since: float, place_key: str,
                           place: object) -> tuple[int, int]: ...
+
+    # the model catalog's source (``bot.catalog``), shared by every process
+    async def model_listing(self) -> tuple[list[dict[str, Any]], float] | None:
+        """WaveSpeed's model listing as last saved, and when it was fetched; None before the first."""
+    async def save_model_listing(self, listing: list[dict[str, Any]], fetched_at: float) -> None:
+        """Keep a listing fetched at ``fetched_at`` unless the one kept is as new or newer (one
+        statement: a slower process's older listing never replaces a newer one)."""
 
     # copying between stores (``bot.store.copy``)
     async def contents(self) -> dict[str, int]:

@@ -92,7 +92,17 @@ end $$;
 create trigger users_version before update on users for each row execute function kling_user_written();
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+# WaveSpeed's model listing, one row per source, so every process and a restart without
+# network build the same catalog; and the USD price quoted for each job, exact (NULL: a
+# job from before, or one accepted without a quote).
+_V4 = """
+create table model_listing (
+    source text primary key, listing jsonb not null, fetched_at double precision not null
+);
+alter table jobs add column quote_usd numeric;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 
 
 async def migrate(conn: asyncpg.Connection) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
-from bot.store.interface import ASK_LIFETIME, MAX_JOB_ID, QUEUE_PLACES, Staged
+from bot.store.interface import ASK_LIFETIME, LISTING_SOURCE, MAX_JOB_ID, QUEUE_PLACES, Staged
 from bot.store.pg_migrations import CHANNEL, storable
 from bot.store.pg_session import Connections
 
@@ -32,7 +32,7 @@ def job_from_row(row: asyncpg.Record) -> Job:
         submitted_at=row["submitted_at"], finished_at=row["finished_at"], owner=row["owner"],
         submit_started_at=row["submit_started_at"], submit_ended_at=row["submit_ended_at"],
         resubmits=row["resubmits"] or 0, submit_attempts=row["submit_attempts"] or 0,
-        webhook_result=row["webhook_result"],
+        webhook_result=row["webhook_result"], quote_usd=row["quote_usd"],
     )
 
 
@@ -143,6 +143,26 @@ class PgMediaFiles:
 
     async def drop(self, job_id: int) -> None:
         await self.db.execute("delete from job_media where job_id = $1", job_id)
+
+
+class PgModelListing:
+    """The model listing the catalog is built from (a part of ``PostgresStore``)."""
+
+    db: Connections
+
+    async def model_listing(self) -> tuple[list[dict[str, Any]], float] | None:
+        row = await self.db.fetchrow("select listing, fetched_at from model_listing where source = $1",
+                                     LISTING_SOURCE)
+        return (row["listing"], float(row["fetched_at"])) if row is not None else None
+
+    async def save_model_listing(self, listing: list[dict[str, Any]], fetched_at: float) -> None:
+        """One statement, in autocommit outside a transaction: it locks only this row, which
+        no accept or claim waits for. A rival's upsert waits for it, then finds its row and
+        compares against that: the later fetch stays, whichever commits last."""
+        await self.db.execute(
+            "insert into model_listing (source, listing, fetched_at) values ($1, $2, $3)"
+            " on conflict (source) do update set listing = excluded.listing, fetched_at = excluded.fetched_at"
+            " where excluded.fetched_at > model_listing.fetched_at", LISTING_SOURCE, listing, fetched_at)
 
 
 class PgClaims:

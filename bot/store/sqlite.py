@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import sqlite_utils
 from bot.jobs import ACTIVE_STATES, Job, JobState
 from bot.store.interface import (
     ASK_LIFETIME,
+    LISTING_SOURCE,
     MAX_JOB_ID,
     QUEUE_PLACES,
     STAGED_LIFETIME,
@@ -36,6 +38,7 @@ from bot.store.interface import (
     ReservedJob,
     Staged,
     TaskTaken,
+    exact,
     mended,
 )
 from bot.store.sqlite_transfer import SqliteTransfer
@@ -136,8 +139,17 @@ def _v9(db: sqlite_utils.Database) -> None:
                " begin update users set version = old.version + 1 where rowid = new.rowid; end")
 
 
+def _v10(db: sqlite_utils.Database) -> None:
+    # WaveSpeed's model listing (JSON text), one row per source, so every process and a
+    # restart without network build the same catalog; and the USD price quoted for each
+    # job as decimal text (a float would not keep it exact; NULL: a job from before).
+    db.table("model_listing").create({"source": str, "listing": str, "fetched_at": float},
+                                     pk="source", not_null={"listing", "fetched_at"})
+    db.table("jobs").add_column("quote_usd", str)
+
+
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 
 
@@ -380,7 +392,26 @@ def _switch_to_wal(db: sqlite_utils.Database, busy_timeout: float) -> None:
             time.sleep(0.01)
 
 
-class SqliteStore(_SqliteReads, SqliteTransfer):
+class _SqliteListing:
+    """The model listing the catalog is built from (a part of ``SqliteStore``)."""
+
+    db: sqlite_utils.Database
+
+    async def model_listing(self) -> tuple[list[dict[str, Any]], float] | None:
+        row = self.db.execute("select listing, fetched_at from model_listing where source = ?",
+                              [LISTING_SOURCE]).fetchone()
+        return (json.loads(row[0]), float(row[1])) if row else None
+
+    async def save_model_listing(self, listing: list[dict[str, Any]], fetched_at: float) -> None:
+        """One statement (its own transaction, unless the caller is in one): the row is
+        replaced only by a listing fetched later than the one it holds."""
+        self.db.execute("insert into model_listing (source, listing, fetched_at) values (?, ?, ?)"
+                        " on conflict (source) do update set listing = excluded.listing,"
+                        " fetched_at = excluded.fetched_at where excluded.fetched_at > model_listing.fetched_at",
+                        [LISTING_SOURCE, json.dumps(listing), fetched_at])
+
+
+class SqliteStore(_SqliteReads, _SqliteListing, SqliteTransfer):
     """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
 
     hears_other_processes = False  # another process's changes are seen by looking again
@@ -565,7 +596,8 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
         return _job(rows[0]) if rows else None
 
     async def job_row(self, job_id: int) -> dict[str, Any]:
-        return self._rows("select * from jobs where id = ?", [job_id])[0]
+        row = self._rows("select * from jobs where id = ?", [job_id])[0]
+        return {**row, "quote_usd": exact(row["quote_usd"])}
 
     async def update_job(self, job_id: int, *, owner: str | None = None, known: Job | None = None,
                    **changes: Any) -> Job:
@@ -614,8 +646,10 @@ class SqliteStore(_SqliteReads, SqliteTransfer):
         return self._job(job_id)
 
 def _mended(values: Iterable[Any]) -> list[Any]:
-    """Values as SQLite can store them: text ``mended`` (untrusted input may be broken)."""
-    return [mended(value) if isinstance(value, str) else value for value in values]
+    """Values as SQLite can store them: text ``mended`` (untrusted input may be broken), a
+    ``Decimal`` as its exact text (sqlite3 cannot bind one; a float would round it)."""
+    return [mended(value) if isinstance(value, str) else str(value) if isinstance(value, Decimal) else value
+            for value in values]
 
 
 def _in(column: str, values: tuple[Any, ...]) -> str:
@@ -634,6 +668,7 @@ def _job(row: dict[str, Any]) -> Job:
         submit_started_at=row["submit_started_at"], submit_ended_at=row["submit_ended_at"],
         resubmits=row["resubmits"] or 0, submit_attempts=row["submit_attempts"] or 0,
         webhook_result=json.loads(row["webhook_result"]) if row["webhook_result"] else None,
+        quote_usd=exact(row["quote_usd"]),
     )
 
 

@@ -12,13 +12,23 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
 from bot.jobs import ACTIVE_STATES
-from bot.store.interface import COPIED_TABLES, EXPORT_BYTES, EXPORT_ROWS, JSON_COLUMNS, MEDIA_BYTES, MediaMissing
+from bot.store.interface import (
+    COPIED_TABLES,
+    DECIMAL_COLUMNS,
+    EXPORT_BYTES,
+    EXPORT_ROWS,
+    JSON_COLUMNS,
+    MEDIA_BYTES,
+    MediaMissing,
+    exact,
+)
 
 if TYPE_CHECKING:
     from bot.store.sqlite import SqliteMediaFiles
@@ -125,14 +135,17 @@ class SqliteTransfer:
 
 
 def _decoded(table: str, row: dict[str, Any]) -> dict[str, Any]:
-    """JSON columns as Python values (the neutral form)."""
+    """JSON columns as Python values, money as ``Decimal`` (the neutral form)."""
     for name in JSON_COLUMNS.get(table, ()):
         if row[name] is not None:
             row[name] = json.loads(row[name])
+    for name in DECIMAL_COLUMNS.get(table, ()):
+        row[name] = exact(row[name])
     return row
 
 
 def _encoded(table: str, row: dict[str, Any]) -> dict[str, Any]:
-    """JSON columns as the text this backend keeps."""
-    return {name: json.dumps(value) if value is not None and name in JSON_COLUMNS.get(table, ()) else value
+    """JSON columns and money as the text this backend keeps."""
+    return {name: json.dumps(value) if value is not None and name in JSON_COLUMNS.get(table, ())
+            else str(value) if isinstance(value, Decimal) else value
             for name, value in row.items()}
