@@ -1,4 +1,5 @@
-"""aiohttp client for the WaveSpeed REST API: submit, results, media upload, downloads.
+"""aiohttp client for the WaveSpeed REST API: submit, results, media upload, downloads,
+and the account's reads (the model listing, price quotes, the balance).
 
 Errors are typed so the engine can decide: retry later, refund, or tell the user.
 Submits are never retried here: only the caller knows whether a paid task may
@@ -19,6 +20,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -239,16 +241,7 @@ class WaveSpeedClient:
 
     async def webhook_secret(self) -> str:
         """The account's webhook signing secret (``whsec_...``)."""
-        url = f"{self.base_url}/api/v3/webhook/secret"
-
-        async def fetch() -> str:
-            async with self.session.get(url, headers=self._headers(url)) as resp:
-                data = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
-            if not isinstance(data.get("secret"), str) or not data["secret"]:
-                raise Transient("the webhook secret answer had no secret")
-            return str(data["secret"])
-
-        return await self._retrying("webhook secret", fetch)
+        return await self._get("webhook secret", "/api/v3/webhook/secret", _secret)
 
     async def history(self, model_id: str, created_after: float, created_before: float,
                       *, max_pages: int = 10) -> list[Prediction]:
@@ -275,6 +268,50 @@ class WaveSpeedClient:
             if len(items) < HISTORY_PAGE:
                 break
         return found
+
+    async def models(self) -> list[dict[str, Any]]:
+        """Every model the account can run (``GET /api/v3/models``), in WaveSpeed's shape
+        (model_id, name, base_price, type, api_schema...); entries that are not objects are dropped."""
+        return await self._get("model listing", "/api/v3/models", _listing)
+
+    async def price(self, model_id: str, inputs: dict[str, Any]) -> Decimal:
+        """WaveSpeed's quote in USD for running ``model_id`` on exactly these inputs
+        (``POST /api/v3/model/price``; free, creates no task). Raises BadRequest when the
+        API refuses the inputs, WaveSpeedError when the answer carries no usable price."""
+        url = f"{self.base_url}/api/v3/model/price"
+
+        async def quote() -> Decimal:
+            body = {"model_id": model_id, "inputs": inputs}
+            async with self.session.post(url, json=body, headers=self._headers(url)) as resp:
+                data = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
+            return _amount(data.get("price"), "price")
+
+        return await self._retrying(f"price of {model_id}", quote)
+
+    async def balance(self) -> Decimal:
+        """The account's balance in USD: ``GET /api/v3/balance``, or, where that path is
+        not served (404), the newer ``GET /api/v3/account/balance`` (bare ``{balance, currency}``)."""
+        try:
+            return await self._get("balance", "/api/v3/balance", _balance)
+        except WaveSpeedError as err:
+            if 404 not in (err.status, err.code):
+                raise
+        log.info("GET /api/v3/balance is not served here; asking /api/v3/account/balance")
+        return await self._get("balance", "/api/v3/account/balance", _balance, bare=True)
+
+    async def _get(self, what: str, path: str, parse: Callable[[Any], T], *, bare: bool = False) -> T:
+        """A retried GET of an API path, its ``data`` turned into the result by ``parse`` (with
+        ``bare``: an answer without an envelope, as some newer endpoints give, is the data)."""
+        url = f"{self.base_url}{path}"
+
+        async def fetch() -> T:
+            async with self.session.get(url, headers=self._headers(url)) as resp:
+                status, body, retry_after = resp.status, await _json_or_none(resp), _retry_after(resp)
+            if bare and status == 200 and isinstance(body, dict) and not {"code", "data"} & body.keys():
+                return parse(body)
+            return parse(_envelope_data(status, body, retry_after))
+
+        return await self._retrying(what, fetch)
 
     async def upload(self, data: bytes, filename: str, mime: str) -> str:
         """Upload media; returns the URL WaveSpeed can read it from."""
@@ -445,8 +482,47 @@ def _unix_time(value: Any) -> float | None:
     return moment.timestamp()
 
 
+def _listing(data: Any) -> list[dict[str, Any]]:
+    if not isinstance(data, list):
+        raise Transient("the model listing was not a list")
+    return [entry for entry in data if isinstance(entry, dict)]
+
+
+def _balance(data: Any) -> Decimal:
+    return _amount(_dict(data).get("balance"), "balance")
+
+
+def _secret(data: Any) -> str:
+    secret = _dict(data).get("secret")
+    if not isinstance(secret, str) or not secret:
+        raise Transient("the webhook secret answer had no secret")
+    return secret
+
+
+def _amount(value: Any, name: str) -> Decimal:
+    """A USD amount from an answer, exactly as written (0.1 stays 0.1, not its float);
+    WaveSpeedError when it is missing, not a number, or negative."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise WaveSpeedError(f"the answer had no {name}")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise WaveSpeedError(f"the answer's {name} is not a number") from None
+    if not amount.is_finite() or amount < 0:
+        raise WaveSpeedError(f"the answer's {name} is not a usable amount")
+    return amount
+
+
 def _unwrap(status: int, body: Any, retry_after: float | None = None) -> dict[str, Any]:
-    """The envelope's ``data``, or the typed error its HTTP status / ``code`` means."""
+    """The envelope's ``data`` object, or the typed error its HTTP status / ``code`` means."""
+    data = _envelope_data(status, body, retry_after)
+    if not isinstance(data, dict):
+        raise Transient("the answer was not the expected JSON envelope", status=status)
+    return data
+
+
+def _envelope_data(status: int, body: Any, retry_after: float | None = None) -> Any:
+    """The envelope's ``data`` (any JSON value), or the typed error its HTTP status / ``code`` means."""
     envelope = body if isinstance(body, dict) else {}
     code = envelope.get("code", status)
     if not isinstance(code, int) or isinstance(code, bool):  # an odd envelope: unreadable, not a refusal
@@ -455,7 +531,7 @@ def _unwrap(status: int, body: Any, retry_after: float | None = None) -> dict[st
         code = status
     message = str(envelope.get("message") or f"HTTP {status}")[:300]
     data = envelope.get("data")
-    if status == 200 and code == 200 and isinstance(data, dict):
+    if status == 200 and code == 200 and data is not None:
         return data
     if status == 200 and code == 200:
         raise Transient("the answer was not the expected JSON envelope", status=status)

@@ -23,6 +23,19 @@ PROBE = textwrap.dedent("""
         v21, key="v9", id="kwaivgi/kling-v9-i2v-pro", title="Kling v9 pro", aliases=("9",),
         durations=(5, 10, 15), cost=3))
 
+    # WaveSpeed (here its simulator) lists the model too, with a schema taking 15 s
+    from bot.devtools import models as served
+    listed = served.load_listing
+
+    def with_v9(*paths):
+        entries = listed(*paths)
+        v9 = json.loads(json.dumps(next(e for e in entries if e["model_id"] == v21.id)))
+        v9["model_id"] = "kwaivgi/kling-v9-i2v-pro"
+        v9["api_schema"]["api_schemas"][0]["request_schema"]["properties"]["duration"]["enum"].append("15")
+        return [*entries, v9]
+
+    served.load_listing = with_v9
+
     from adapters import cli
     from adapters.discord import commands
     from adapters.text_commands import parse_animate

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 log = logging.getLogger(__name__)
 
-API_ENDPOINTS = ("submit", "result", "upload", "output", "history")
+API_ENDPOINTS = ("submit", "result", "upload", "output", "history", "models", "price", "balance")
 ENDPOINTS = (*API_ENDPOINTS, "webhook")  # everything a fault can target
 # fault kind -> the endpoints it can be scripted on
 FAULT_KINDS: dict[str, tuple[str, ...]] = {
@@ -98,5 +98,8 @@ class FaultBook:
             "upload": [e500, e503, e429, reset],
             "output": [Fault(404, 404, "not found"), e500, reset, Fault(0, delay=slow, kind="stall")],
             "history": [e500, e503, e429, reset],
+            "models": [e500, e503, e429, reset, malformed],
+            "price": [e500, e503, e429, reset],
+            "balance": [e500, e503, e429, reset],
         }[endpoint]
         return self._rng.choice(choices)

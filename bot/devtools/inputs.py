@@ -1,10 +1,13 @@
-"""A submit's inputs, checked as the real API checks them (same codes, same messages)."""
+"""A submit's media inputs, checked as the real API checks them (same codes, same messages):
+reachable, and within the rules their schema descriptions state (size, resolution, aspect ratio)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import io
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -12,10 +15,11 @@ from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 from yarl import URL
 
-from bot import catalog
 from bot.devtools.answers import SimulatedError
 
 Uploads = dict[str, tuple[bytes, str]]  # token -> (bytes, content type)
+RATIO = r"\d+(?:\.\d+)?:\d+(?:\.\d+)?"  # "1:2.5"
+IMAGE_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF", "bmp": "BMP"}
 
 
 def check_webhook_url(value: str | None) -> str | None:
@@ -31,30 +35,51 @@ def check_webhook_url(value: str | None) -> str | None:
     return value
 
 
-async def check_inputs(model: catalog.Model, body: dict[str, Any], request: web.Request,
-                       uploads: Uploads) -> bytes:
-    """The image to animate, once every input is valid; SimulatedError otherwise."""
-    for name in sorted(model.required):
-        if body.get(name) in (None, ""):
-            raise SimulatedError(400, 1400, f"missing required parameter: {name}")
-    if model.kind == "effect" and body["effect_scene"] not in catalog.EFFECTS:
-        raise SimulatedError(400, 1401, f"effect_scene must be one of the {len(catalog.EFFECTS)} scenes")
-    for name in ("prompt", "negative_prompt"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, str) or len(value) > catalog.PROMPT_MAX_CHARS):
-            raise SimulatedError(400, 1401, f"{name} must be text of at most {catalog.PROMPT_MAX_CHARS} characters")
-    if "guidance_scale" in body:
-        g = body["guidance_scale"]
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 1:
-            raise SimulatedError(400, 1401, "guidance_scale must be a number from 0 to 1")
-    if "duration" in body and body["duration"] not in [str(d) for d in model.durations]:
-        raise SimulatedError(400, 1401, "duration must be \"5\" or \"10\"")
-    image = await fetch_media(body["image"], request, uploads)
-    check_image(image, model.image, "image")
-    if body.get("end_image"):
-        check_image(await fetch_media(body["end_image"], request, uploads), catalog.ImageRule(), "end_image")
-    if "audio" in model.required and not await fetch_media(body["audio"], request, uploads):
-        raise SimulatedError(400, 1402, "audio is empty")
+@dataclass(frozen=True)
+class ImageRule:
+    """What one image input accepts, as its schema description states it (WaveSpeed's
+    general rules where it states nothing: jpg/png, at most 10 MB, at least 300*300 px)."""
+
+    min_side: int = 300
+    max_bytes: int = 10 * 1024 * 1024
+    aspect: tuple[str, str] | None = None  # e.g. ("1:2.5", "2.5:1"): width/height bounds as written
+    formats: tuple[str, ...] = ("JPEG", "PNG")
+
+    @classmethod
+    def from_description(cls, description: str) -> ImageRule:
+        rule = cls()
+        if size := re.search(r"cannot exceed\s*(\d+(?:\.\d+)?)\s*MB", description, re.IGNORECASE):
+            rule = replace(rule, max_bytes=int(float(size[1]) * 1024 * 1024))
+        if side := re.search(r"not less than\s*(\d+)\s*\*\s*(\d+)\s*px", description, re.IGNORECASE):
+            rule = replace(rule, min_side=min(int(side[1]), int(side[2])))
+        if aspect := re.search(rf"between\s*({RATIO})\s*~\s*({RATIO})", description):
+            rule = replace(rule, aspect=(aspect[1], aspect[2]))
+        if listed := re.search(r"formats include\s*([./\w]+)", description, re.IGNORECASE):
+            names = {IMAGE_FORMATS.get(ext.strip(".").lower()) for ext in listed[1].split("/")}
+            rule = replace(rule, formats=tuple(sorted(name for name in names if name)) or rule.formats)
+        return rule
+
+
+def image_fields(schema: dict[str, Any]) -> list[str]:
+    """The schema's image inputs, the first frame ("image") first."""
+    names = [name for name in schema.get("properties", {}) if name == "image" or name.endswith("_image")]
+    return sorted(names, key=lambda name: name != "image")
+
+
+async def check_inputs(schema: dict[str, Any], body: dict[str, Any], request: web.Request,
+                       uploads: Uploads) -> bytes | None:
+    """The image to animate (None: the model was given none), once every media input of a
+    schema-valid body is reachable and within its rules; SimulatedError otherwise."""
+    properties = schema.get("properties", {})
+    image = None
+    for name in image_fields(schema):
+        if body.get(name):
+            data = await fetch_media(body[name], request, uploads)
+            check_image(data, ImageRule.from_description(properties[name].get("description", "")), name)
+            image = data if name == "image" else image
+    for name in ("audio", "video"):
+        if name in properties and body.get(name) and not await fetch_media(body[name], request, uploads):
+            raise SimulatedError(400, 1402, f"{name} is empty")
     return image
 
 
@@ -82,17 +107,22 @@ async def fetch_media(ref: Any, request: web.Request, uploads: Uploads) -> bytes
     raise SimulatedError(400, 1402, "media URL unreachable")
 
 
-def check_image(data: bytes, rule: catalog.ImageRule, name: str) -> None:
+def check_image(data: bytes, rule: ImageRule, name: str) -> None:
     if len(data) > rule.max_bytes:
-        raise SimulatedError(400, 1401, f"{name} exceeds 10MB")
+        raise SimulatedError(400, 1401, f"{name} exceeds {rule.max_bytes // (1024 * 1024)}MB")
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, (w, h) = img.format, img.size
     except (UnidentifiedImageError, OSError):
         raise SimulatedError(400, 1401, f"{name} is not a readable image") from None
-    if fmt not in ("JPEG", "PNG"):
-        raise SimulatedError(400, 1401, f"{name} must be jpg/jpeg/png")
+    if fmt not in rule.formats:
+        raise SimulatedError(400, 1401, f"{name} must be one of {'/'.join(rule.formats).lower()}")
     if min(w, h) < rule.min_side:
-        raise SimulatedError(400, 1401, f"{name} resolution must be at least 300*300px")
-    if rule.aspect and not rule.aspect[0] <= w / h <= rule.aspect[1]:
-        raise SimulatedError(400, 1401, f"{name} aspect ratio must be between 1:2.5 and 2.5:1")
+        raise SimulatedError(400, 1401, f"{name} resolution must be at least {rule.min_side}*{rule.min_side}px")
+    if rule.aspect and not _ratio(rule.aspect[0]) <= w / h <= _ratio(rule.aspect[1]):
+        raise SimulatedError(400, 1401, f"{name} aspect ratio must be between {rule.aspect[0]} and {rule.aspect[1]}")
+
+
+def _ratio(text: str) -> float:
+    width, height = text.split(":")
+    return float(width) / float(height)

@@ -1,6 +1,9 @@
-"""A local server that speaks the WaveSpeed API for the five Kling models.
+"""A local server that speaks the WaveSpeed API for the Kling models (and a few others).
 
-It validates inputs like the real API (same envelope, same error codes), moves each
+It serves a WaveSpeed-shaped model listing (``GET /api/v3/models``: the five seed models
+and newer ones, see models.py), quotes prices (``POST /api/v3/model/price``), reports a
+balance, validates each submit against its model's served request schema and media
+rules like the real API (same envelope, same error codes), moves each
 task ``created -> processing -> completed`` over ``job_seconds`` (each task +- up to
 ``run_spread`` seconds, as real run times vary), and serves a real
 MP4 zooming into the submitted image (with ``video_bytes``: a clip of noise about that
@@ -19,7 +22,9 @@ A submit with ``?webhook=<url>`` gets the task's end POSTed there, signed with
 ``fail_next("webhook", kind=...)`` drops, duplicates, mis-signs or backdates one.
 
 The parts live beside it: faults.py (kinds, queues, random draws), answers.py
-(envelopes and broken answers), inputs.py (input checks), tasks.py (task states and
+(envelopes and broken answers), models.py (the listing, prices, schema checks),
+inputs.py (media checks), account.py (listing, price, balance and webhook secret
+routes), tasks.py (task states and
 the prediction object), history.py (the history query), webhooks.py (deliveries)
 and control.py (``/_sim/control`` and ``/_sim/state``).
 """
@@ -33,12 +38,13 @@ import itertools
 import random
 import secrets
 import time
+from decimal import Decimal
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bot import catalog
+from bot.devtools.account import add_account_routes
 from bot.devtools.answers import (
     SimulatedError,
     drop_connection,
@@ -48,17 +54,17 @@ from bot.devtools.answers import (
     malformed,
     unauthorised,
 )
-from bot.devtools.clips import noisy_clip, zoom_clip
+from bot.devtools.clips import noisy_clip, sample_photo, zoom_clip
 from bot.devtools.control import add_control_routes
 from bot.devtools.faults import ENDPOINTS, FAULT_KINDS, Fault, FaultBook
 from bot.devtools.history import HistoryQuery
 from bot.devtools.inputs import Uploads, check_inputs, check_webhook_url
+from bot.devtools.models import ModelBook
 from bot.devtools.tasks import ENDED, OUTCOMES, SimTask, prediction
+from bot.devtools.uploads import add_upload_routes
 from bot.devtools.webhooks import WebhookSender, signature
 
-__all__ = ["ENDPOINTS", "FAULT_KINDS", "OUTCOMES", "Fault", "SimTask", "SimulatedError", "Simulator"]
-
-AVATAR_MODEL_ID = next(m.id for m in catalog.MODELS if m.kind == "avatar")
+__all__ = ["ENDPOINTS", "FAULT_KINDS", "OUTCOMES", "Fault", "ModelBook", "SimTask", "SimulatedError", "Simulator"]
 
 
 class Simulator:
@@ -89,6 +95,10 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.output_origin: str | None = None  # where results say videos are (a CDN); None: here
+        self.models = ModelBook()  # what GET /api/v3/models lists and submits are checked against
+        self.price_requests: list[dict[str, Any]] = []  # {"model_id", "inputs"} per quote asked
+        self.balance = Decimal("100")  # USD; each accepted submit spends its price
+        self.old_balance_path = True  # False: GET /api/v3/balance answers 404 (only /account/balance)
 
     @property
     def faults(self) -> dict[str, collections.deque[Fault]]:
@@ -120,6 +130,17 @@ class Simulator:
         """
         self.fault_book.script(endpoint, Fault(status, code, message, retry_after, delay, kind), times)
 
+    def set_base_price(self, model_id: str, usd: Decimal | float | str) -> None:
+        """A listed model's new base_price (the price of its default inputs), and so its quotes."""
+        self.models.set_base_price(model_id, usd)
+
+    def remove_model(self, model_id: str) -> None:
+        """Take a model off the listing: its submits then answer 404, its quotes 1401."""
+        self.models.remove(model_id)
+
+    def restore_model(self, model_id: str) -> None:
+        self.models.restore(model_id)
+
     def plan_outcome(self, outcome: str, times: int = 1) -> None:
         """How the next submitted tasks end: ok, nsfw, failed, stuck or moderated."""
         if outcome not in OUTCOMES:
@@ -130,13 +151,14 @@ class Simulator:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._record])
-        app.router.add_post("/api/v3/media/upload/binary", self._upload)
+        add_upload_routes(app, self)
         app.router.add_get("/api/v3/predictions/{id}/result", self._result)
         app.router.add_post("/api/v3/predictions", self._history)
-        app.router.add_get("/api/v3/webhook/secret", self._webhook_secret)
-        app.router.add_post("/api/v3/{owner}/{name}", self._submit)
+        add_account_routes(app, self)
+        # last: a model id may hold slashes ("kwaivgi/kling-v3.0-pro/image-to-video"), and the
+        # routes above win over it as they are matched in the order they were added
+        app.router.add_post("/api/v3/{model_id:.+}", self._submit)
         app.router.add_get("/outputs/{id}.mp4", self._output)
-        app.router.add_get("/media/{token}/{name}", self._media)
         add_control_routes(app, self)
         return app
 
@@ -161,29 +183,28 @@ class Simulator:
                               "headers": dict(request.headers)})
         return await handler(request)
 
-    def _authorised(self, request: web.Request) -> bool:
+    def authorised(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
         return bool(token) and (self.api_key is None or token == self.api_key)
 
-    def _take_fault(self, endpoint: str, *, completed: bool = False) -> Fault | None:
+    def take_fault(self, endpoint: str, *, completed: bool = False) -> Fault | None:
         return self.fault_book.take(endpoint, rate=self.fault_rate, slow=self.slow_seconds, completed=completed)
 
     def _prediction(self, task: SimTask, origin: str) -> dict[str, Any]:
         return prediction(task, origin, self.job_seconds, self.output_origin)
 
     async def _submit(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorised(request):
+        if not self.authorised(request):
             return unauthorised()
-        model_id = f"{request.match_info['owner']}/{request.match_info['name']}"
-        model = next((m for m in catalog.MODELS if m.id == model_id), None)
-        if model is None:
+        model_id = request.match_info["model_id"]
+        if not self.models.serves(model_id):
             return envelope(None, 404, 404, f"model {model_id} not found")
-        fault = self._take_fault("submit")
+        fault = self.take_fault("submit")
         # the full delay: a task it creates appears then, as from a slow server
         if early := await fault_answer(fault, request, ("malformed", "accept_drop"), full_delay=True):
             return early
-        answer = await self._create_task(model, request)
+        answer = await self._create_task(model_id, request)
         if fault is None or fault.kind == "status":
             return answer
         if fault.kind == "malformed":  # the task exists; its answer is what breaks
@@ -193,13 +214,14 @@ class Simulator:
         await hang(request, fault.delay or self.slow_seconds)  # accept_hang
         return answer
 
-    async def _create_task(self, model: catalog.Model, request: web.Request) -> web.Response:
+    async def _create_task(self, model_id: str, request: web.Request) -> web.Response:
         try:
             webhook = check_webhook_url(request.query.get("webhook"))
             body = await request.json()
             if not isinstance(body, dict):
                 raise SimulatedError(400, 1401, "the body must be a JSON object")
-            image = await check_inputs(model, body, request, self.uploads)
+            self.models.check_submit(model_id, body)
+            image = await check_inputs(self.models.schema(model_id), body, request, self.uploads)
         except SimulatedError as err:
             return err.answer()
         except ValueError:
@@ -207,10 +229,12 @@ class Simulator:
         outcome = self.outcomes.popleft() if self.outcomes else "ok"
         if outcome == "moderated":
             return envelope(None, 400, 1200, "content flagged by moderation")
-        task = SimTask(f"sim-{next(self._ids)}-{secrets.token_hex(4)}", model.id, body, image, outcome,
-                       webhook=webhook, run_offset=self._run_rng.uniform(-self.run_spread, self.run_spread))
+        # a model given no photo (text-to-video, video-to-video) still makes a clip of something
+        task = SimTask(f"sim-{next(self._ids)}-{secrets.token_hex(4)}", model_id, body, image or sample_photo(),
+                       outcome, webhook=webhook, run_offset=self._run_rng.uniform(-self.run_spread, self.run_spread))
         self.tasks[task.id] = task
-        self.submissions.append({"model": model.id, "body": body})
+        self.submissions.append({"model": model_id, "body": body})
+        self.balance -= self.models.price(model_id, body)
         origin = str(request.url.origin())
         if webhook is not None and outcome != "stuck":
             self._webhooks.in_background(self._report_end(task, webhook, origin))
@@ -220,16 +244,16 @@ class Simulator:
         """Wait for the task to end, then POST its prediction to its webhook, unasked."""
         while task.status(self.job_seconds) not in ENDED:  # noqa: ASYNC110 (job_seconds may change)
             await asyncio.sleep(max(0.01, task.ends_at(self.job_seconds) - time.monotonic()))
-        fault = self._take_fault("webhook")  # the next event to end draws the next webhook fault
+        fault = self.take_fault("webhook")  # the next event to end draws the next webhook fault
         await self._render(task)  # so the output URL in the event serves the video
         await self._webhooks.deliver(url, self._prediction(task, origin), fault,
                                      secret=self.webhook_secret, retry_delays=self.webhook_retry_delays)
 
     async def _result(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorised(request):
+        if not self.authorised(request):
             return unauthorised()
         task = self.tasks.get(request.match_info["id"])
-        fault = self._take_fault("result", completed=task is not None and task.status(self.job_seconds) == "completed")
+        fault = self.take_fault("result", completed=task is not None and task.status(self.job_seconds) == "completed")
         if early := await fault_answer(fault, request, late=("no_outputs",)):
             return early
         if task is None:
@@ -247,11 +271,11 @@ class Simulator:
     def _clip(self, task: SimTask) -> bytes:
         if self.video_bytes is None:
             return zoom_clip(task.image, seconds=self.video_seconds)
-        # avatar videos carry the voice: the big clip of an avatar task has a sound track
-        return noisy_clip(self.video_bytes, seconds=self.video_seconds, audio=task.model == AVATAR_MODEL_ID)
+        # videos made to audio (avatars) carry the voice: their big clip has a sound track
+        return noisy_clip(self.video_bytes, seconds=self.video_seconds, audio=bool(task.inputs.get("audio")))
 
     async def _output(self, request: web.Request) -> web.StreamResponse:
-        fault = self._take_fault("output")
+        fault = self.take_fault("output")
         if early := await fault_answer(fault, request):
             return early
         task = self.tasks.get(request.match_info["id"])
@@ -269,27 +293,11 @@ class Simulator:
         await hang(request, fault.delay or self.slow_seconds)
         return await drop_connection(request, response)  # never finishes the body
 
-    async def _upload(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorised(request):
-            return unauthorised()
-        if fault := await fault_answer(self._take_fault("upload"), request):
-            return fault
-        reader = await request.multipart()
-        async for part in reader:
-            if isinstance(part, BodyPartReader) and part.name == "file":
-                data = await part.read()
-                token = secrets.token_hex(8)
-                name = part.filename or "file"
-                self.uploads[token] = (data, part.headers.get("Content-Type", "application/octet-stream"))
-                return envelope({"download_url": f"{request.url.origin()}/media/{token}/{name}",
-                                 "type": self.uploads[token][1], "size": len(data)})
-        return envelope(None, 400, 1400, "missing multipart field: file")
-
     async def _history(self, request: web.Request) -> web.StreamResponse:
         """``POST /api/v3/predictions``: the last 7 days' tasks, newest first, no inputs."""
-        if not self._authorised(request):
+        if not self.authorised(request):
             return unauthorised()
-        if fault := await fault_answer(self._take_fault("history"), request):
+        if fault := await fault_answer(self.take_fault("history"), request):
             return fault
         try:
             query = HistoryQuery.parse(await request.text())
@@ -299,15 +307,3 @@ class Simulator:
         origin = str(request.url.origin())
         items = [self._prediction(task, origin) for task in tasks]
         return envelope({"items": items, "page": query.page, "page_size": query.page_size, "total": total})
-
-    async def _webhook_secret(self, request: web.Request) -> web.Response:
-        """``GET /api/v3/webhook/secret``: the key webhook deliveries are signed with."""
-        if not self._authorised(request):
-            return unauthorised()
-        return envelope({"secret": self.webhook_secret})
-
-    async def _media(self, request: web.Request) -> web.Response:
-        data, mime = self.uploads.get(request.match_info["token"], (None, ""))
-        if data is None:
-            raise web.HTTPNotFound()
-        return web.Response(body=data, content_type=mime)
