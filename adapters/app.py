@@ -585,6 +585,27 @@ async def run_jobs(config: Path | None, *, simulate: bool) -> int:
         await engine.close()
 
 
+async def run_models(config: Path | None, *, simulate: bool) -> int:
+    """``kling-bot models``: the models on offer with their prices, from WaveSpeed's list now."""
+    settings, simulator = await _backend(settings_from(config), simulate, job_seconds=2.0)
+    if settings is None:
+        return EXIT_USAGE
+    try:
+        engine = await Engine.from_settings(settings)
+    except StoreUnavailable as err:
+        fail(str(err))
+        return EXIT_USAGE
+    try:
+        await engine.live.start()
+        await engine.prices.warm()
+        say(engine.models_text(), sys.stdout)
+        return 0
+    finally:
+        await engine.close()
+        if simulator:
+            await simulator.close()
+
+
 async def run_db_copy(source: str, target: str, *, force: bool) -> int:
     """``kling-bot db copy``: every row and media byte of one database into another,
     counts checked. A progress bar on a terminal, a line per table elsewhere."""

@@ -92,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--simulate", action="store_true",
                       help="the jobs of simulated runs, which keep their own database and credits")
 
+    models = sub.add_parser("models", help="list the models on offer and their prices",
+                            description="Read WaveSpeed's model list (GET /api/v3/models) as the bot does, "
+                                        "keep it in the configured database, and print the models on offer "
+                                        "([models] enabled) with their short names, what each adds, and the "
+                                        "price per 5 s quoted by WaveSpeed (in credits of [quota] credit_usd).")
+    models.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
+    models.add_argument("--simulate", action="store_true",
+                        help="ask the offline simulator, not WaveSpeed (no API key needed)")
+
     sim = sub.add_parser("simulator", help="run the WaveSpeed simulator as a server",
                          description="Serve the WaveSpeed-compatible simulator on this computer until "
                                      "Ctrl+C; point [wavespeed] base_url at the address it prints. It "
@@ -140,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.output, simulate=args.simulate))
     if args.command == "db":
         return app.main(lambda: app.run_db_copy(args.source, args.target, force=args.force))
+    if args.command == "models":
+        return app.main(lambda: app.run_models(args.config, simulate=args.simulate))
     if args.command == "jobs":
         return app.main(lambda: app.run_jobs(args.config, simulate=args.simulate))
     return app.main(lambda: app.serve_simulator(args.host, args.port, args.job_seconds))
