@@ -94,7 +94,7 @@ def typed_variants(title: str) -> list[str]:
 
 
 def test_every_shown_effect_name_typed_as_shown_resolves_through_the_text_parser():
-    effects = catalog.resolve_model(None, "effect")
+    effects = catalog.BUILT_IN.resolve_model(None, "effect")
     for name, api in zip(shown_effect_names(), catalog.EFFECTS, strict=True):
         for typed in typed_variants(name):
             args = parse_effect(typed)
@@ -103,7 +103,7 @@ def test_every_shown_effect_name_typed_as_shown_resolves_through_the_text_parser
 
 @pytest.mark.parametrize("typo", ["magic brom", "lets rid", "Jely press", "boyfrend", "let\u2019s rde"])
 def test_did_you_mean_suggests_names_that_work_as_typed(typo):
-    effects = catalog.resolve_model(None, "effect")
+    effects = catalog.BUILT_IN.resolve_model(None, "effect")
     with pytest.raises(ValidationError) as refused:
         catalog.check_params(effects, parse_effect(typo).params)
     answer = str(refused.value)

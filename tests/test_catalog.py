@@ -42,9 +42,9 @@ def test_effect_search_puts_prefix_matches_first():
     ("kwaivgi/kling-v2.0-i2v-master", "kwaivgi/kling-v2.0-i2v-master"), (None, "kwaivgi/kling-v2.1-i2v-standard"),
 ])
 def test_model_names(name, model_id):
-    assert catalog.resolve_model(name, "animate").id == model_id
+    assert catalog.BUILT_IN.resolve_model(name, "animate").id == model_id
 
 
 def test_effects_model_is_not_an_animate_model():
     with pytest.raises(ValidationError, match=re.escape("Choose one of: v1.6, v2.1, master")):
-        catalog.resolve_model("effects", "animate")
+        catalog.BUILT_IN.resolve_model("effects", "animate")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from decimal import Decimal
 
 from bot.config import ConfigError, load_settings
 
@@ -22,11 +23,11 @@ def test_every_key_has_a_default_except_secrets():
 def test_the_example_config_loads_and_documents_every_key():
     example = (ROOT / "config.example.toml").read_text()
     settings = load_settings(ROOT / "config.example.toml", env={})
-    for section in ("wavespeed", "storage", "quota", "media", "telegram", "discord"):
+    for section in ("wavespeed", "storage", "quota", "media", "models", "telegram", "discord"):
         for key in vars(getattr(settings, section)):
             assert f"{key} =" in example, f"[{section}] {key} is not in config.example.toml"
-    for model in settings.costs:
-        assert f'"{model}" =' in example or f"{model} =" in example
+    assert settings.costs == {}  # every model costs what WaveSpeed quotes unless [costs] says otherwise
+    assert settings.models.enabled is None and settings.quota.credit_usd == Decimal("0.25")
 
 
 def test_secrets_from_environment_win_and_are_not_in_repr(tmp_path):
@@ -52,7 +53,11 @@ def test_telegram_lists(tmp_path):
     ("[wavespeed]\nmax_concurent = 3\n", "unknown key [wavespeed] max_concurent (did you mean 'max_concurrent'?)"),
     ("[wavespeeed]\n", "unknown section [wavespeeed] (did you mean 'wavespeed'?)"),
     ("[costs]\nmaster = \"lots\"\n", "[costs] master must be a whole number of credits"),
-    ("[costs]\nv3 = 1\n", "unknown model [costs] v3"),
+    ("[models]\nenabled = \"*v3*\"\n", "[models] enabled must be a list of str"),
+    ("[models]\nfavourite = \"v3\"\n", "unknown key [models] favourite"),
+    ("[models.names]\nv3 = 3\n", "[models] names.v3 must be a string"),
+    ("[quota]\ncredit_usd = \"a quarter\"\n", "[quota] credit_usd must be a number"),
+    ("[quota]\ncredit_usd = 0\n", "[quota] credit_usd must be more than 0"),
     ("[quota\n", "not valid TOML"),
 ])
 def test_mistakes_name_the_key_on_one_line(tmp_path, text, message):
@@ -63,7 +68,7 @@ def test_mistakes_name_the_key_on_one_line(tmp_path, text, message):
 
 def test_costs_accept_a_table_by_duration(tmp_path):
     s = _load(tmp_path, '[costs]\nmaster = { 5 = 3, 10 = 5 }\neffects = 2\n')
-    assert s.costs["master"] == {5: 3, 10: 5} and s.costs["effects"] == 2 and s.costs["v1.6"] == 1
+    assert s.costs == {"master": {5: 3, 10: 5}, "effects": 2}  # the others: their quotes
 
 
 def test_missing_file_is_one_line(tmp_path):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.catalog import MODELS, Params
+from bot.catalog import BUILT_IN, Params
 from bot.config import QuotaSettings
 from bot.credits import Credits, OutOfCredits, cost_of
 from bot.jobs import GenerationRequest, JobState, Rejected
@@ -56,11 +56,11 @@ async def test_ten_second_clip_costs_twice_a_five_second_one(engine, courier):
 
 
 def test_costs_table_by_duration():
-    master = next(m for m in MODELS if m.key == "master")
+    master = next(m for m in BUILT_IN.models if m.key == "master")
     assert cost_of(master, 5, {"master": 4}) == 4
     assert cost_of(master, 10, {"master": 4}) == 8
     assert cost_of(master, 10, {"master": {5: 3, 10: 5}}) == 5
-    avatar = next(m for m in MODELS if m.key == "avatar")
+    avatar = next(m for m in BUILT_IN.models if m.key == "avatar")
     assert cost_of(avatar, 12.3, {"avatar": 1}) == 3  # per started 5 s of audio
 
 

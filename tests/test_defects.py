@@ -189,7 +189,7 @@ async def test_telegram_numbers_in_other_scripts_and_huge_job_numbers(adapter_ru
                                       _texts(telegram, "sendMessage"))
     assert sorted(replies) == sorted([
         "Usage: /cancel N (/jobs lists yours).", "You have no job 99999999999999999999999.",
-        "Usage: /cancel N (/jobs lists yours).", "Duration must be 5 or 10 seconds (got '²')."])
+        "Usage: /cancel N (/jobs lists yours).", "Duration must be from 3 to 15 seconds (got '²')."])
     await asyncio.sleep(0.3)
     assert len(telegram.calls_to("sendMessage")) == 4 and _texts(telegram) == []
     assert simulator.submissions == [] and (await engine.balance(UserRef("telegram", str(ALICE)))).total == 10
@@ -218,7 +218,7 @@ async def test_console_numbers_in_other_scripts_and_huge_job_numbers(engine, sim
         "Usage: /cancel JOB_ID (/jobs lists yours).",
         "You have no job 99999999999999999999999.",
         "You have no job 7.",
-        "Duration must be 5 or 10 seconds (got '²').",
+        "Duration must be from 3 to 15 seconds (got '²').",
         "Guidance must be a number such as 0.5 (got '٠.٥').",
         "Guidance must be between 0 and 1 (got 2); 0.5 is the default.",
     ]
@@ -319,7 +319,7 @@ async def test_discord_embed_image_is_read_up_to_the_size_limit(adapter_runner, 
     (["--duration", "10"], "Kling Effects makes clips of a fixed length; leave out the duration."),
     (["--guidance", "0.5"], "Kling Effects takes no guidance setting."),
     (["--negative-prompt", "blur"], "Kling Effects takes no negative prompt."),
-    (["--end-image", "cat.jpg"], "Only the 'master' model takes an end image."),
+    (["--end-image", "cat.jpg"], "Only the 'master' or 'v3.0-pro' model takes an end image."),
     (["--avatar-prompt", "smile"], "Kling Effects takes no prompt: the effect decides the motion."),
 ])
 async def test_generate_refuses_options_the_effect_model_does_not_take(tmp_path, options, refusal):

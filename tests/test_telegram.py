@@ -82,7 +82,7 @@ async def test_commands_are_registered_at_start(run_bot, telegram):
     await run_bot()
     [call] = telegram.calls_to("setMyCommands")
     names = [c["command"] for c in call["params"]["commands"]]
-    assert names == ["effect", "animate", "avatar", "effects", "history", "quota", "jobs", "cancel", "help"]
+    assert names == ["effect", "animate", "avatar", "effects", "models", "history", "quota", "jobs", "cancel", "help"]
 
 
 async def test_group_reply_to_someone_elses_photo_with_botname(run_bot, telegram, simulator):

@@ -296,7 +296,7 @@ async def test_animate_with_a_prompt_asks_and_the_pressers_reply_starts_it(run_b
     await telegram.wait_for(lambda: len(telegram.calls_to("sendVideo")) == 2)
     [_, submission] = simulator.submissions
     assert submission["body"]["prompt"] == "she waves and smiles"
-    assert submission["model"] == catalog.resolve_model(None, "animate").id
+    assert submission["model"] == catalog.BUILT_IN.resolve_model(None, "animate").id
     assert telegram.calls_to("sendVideo")[1]["params"]["reply_parameters"]["message_id"] == video["message_id"]
     assert (await engine.balance(who(BOB))).total == 9 and (await engine.balance(who(ALICE))).total == 9
 

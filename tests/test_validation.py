@@ -37,11 +37,11 @@ CASES = {
     "guidance above 1": (lambda: _animate(guidance=1.5), "Guidance must be between 0 and 1 (got 1.5)"),
     "guidance below 0": (lambda: _animate(guidance=-0.1), "Guidance must be between 0 and 1"),
     "duration 7": (lambda: _animate(duration=7), "Duration must be 5 or 10 seconds (got 7)."),
-    "unknown model": (lambda: _animate(model="v9"), "Unknown model 'v9'. Choose one of: v1.6, v2.1, master."),
+    "unknown model": (lambda: _animate(model="v9"), "Unknown model 'v9'. Choose one of: v1.6, v2.1, master, v3.0-pro."),
     "v2.1 without prompt": (lambda: _animate(prompt=None, model="v2.1"), "needs a prompt"),
     "end image on v1.6": (lambda: GenerationRequest(user(), "animate", image_bytes(), Params(prompt="go"),
                                                     model="v1.6", end_image=image_bytes()),
-                          "Only the 'master' model takes an end image."),
+                          "Only the 'master' or 'v3.0-pro' model takes an end image."),
     "tiny image": (lambda: effect_request(image=image_bytes(200, 150)),
                    "The photo is 200×150 px; Kling needs at least 300×300 px."),
     "thin side": (lambda: effect_request(image=image_bytes(1200, 299)), "at least 300×300 px"),
@@ -75,6 +75,10 @@ CASES = {
 }
 
 
+# The model list and price quotes cost nothing: read at start and for menus, refused or not.
+FREE_READS = ("/api/v3/models", "/api/v3/model/price")
+
+
 @pytest.mark.parametrize("case", list(CASES))
 async def test_refusal_is_readable_costs_nothing_and_sends_nothing(engine, simulator, case):
     make, expected = CASES[case]
@@ -86,7 +90,7 @@ async def test_refusal_is_readable_costs_nothing_and_sends_nothing(engine, simul
     assert expected in answer.text
     assert (await engine.balance(user())).total == before
     assert engine.store.db["jobs"].count == 0
-    assert not [r for r in simulator.requests if r["path"].startswith("/api/")]
+    assert not [r for r in simulator.requests if r["path"].startswith("/api/") and r["path"] not in FREE_READS]
 
 
 @pytest.mark.parametrize("fmt", ["WEBP", "GIF", "BMP", "TIFF"])

@@ -120,9 +120,9 @@ def differences(built_in: Model, live: Model) -> list[str]:
     """Where a live entry disagrees with the built-in one (empty: it may replace it)."""
     said: list[str] = []
     if missing := set(built_in.inputs) - set(live.inputs):
-        said.append(f"no longer takes {sorted(missing)}")
+        said.append(f"inputs gone {sorted(missing)}")
     if extra := live.required - built_in.required:
-        said.append(f"now requires {sorted(extra)}")
+        said.append(f"required now {sorted(extra)}")
     if built_in.durations != live.durations:
         said.append(f"durations {list(built_in.durations)} -> {list(live.durations)}")
     if built_in.kind != live.kind:

@@ -27,6 +27,7 @@ from bot.catalog import ValidationError, clip_seconds
 from bot.catalog.schema import image_rule
 from bot.config import MediaSettings, Settings
 from bot.credits import Credits, OutOfCredits, TooManyJobs
+from bot.engine.admin import AdminActions
 from bot.engine.asks import Asks
 from bot.engine.couriers import Couriers
 from bot.engine.models import LiveCatalog
@@ -37,7 +38,6 @@ from bot.engine.results import Results
 from bot.engine.scheduler import Scheduler
 from bot.jobs import (
     Accepted,
-    Balance,
     Courier,
     GenerationRequest,
     Job,
@@ -45,7 +45,6 @@ from bot.jobs import (
     Press,
     Rejected,
     UserRef,
-    Video,
 )
 from bot.media import Media, billable_seconds, prepare_audio, prepare_image
 from bot.store import LeaseLost, MediaItem, Staged, Store, StoreOffline, open_store
@@ -60,7 +59,7 @@ DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same u
 OUTCOME_CHECKS = (0.2, 0.5, 1.0, 2.0)  # waits before each look for a cut-off accept's job (~4 s in all)
 
 
-class Engine(Questions, Asks):
+class Engine(Questions, Asks, AdminActions):
     """Runs jobs for every adapter; adapters register a courier per platform."""
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
@@ -305,20 +304,6 @@ class Engine(Questions, Asks):
         if isinstance(answer, Rejected):  # nothing started: pressing again is a new try
             await self.store.asks.unclaim(user.platform, user.user_id, order)
         return answer
-
-    async def fetch_video(self, user: UserRef, job_id: int) -> Video | Rejected:
-        """A past video of the user's, downloaded again to post (the caller deletes the file)."""
-        return await self.results.fetch_video(user, job_id)
-
-    # --- admins -------------------------------------------------------------------------
-
-    async def grant(self, user: UserRef, credits: int, by: str = "") -> Balance:
-        """Add lasting bonus credits (negative takes them away, not below zero)."""
-        return await self.credits.grant(user, credits, by)
-
-    async def set_credits(self, user: UserRef, credits: int, by: str = "") -> Balance:
-        """Set what a user has right now: today's allowance, the rest as bonus."""
-        return await self.credits.set_credits(user, credits, by)
 
 
 _startup_frozen = False

@@ -50,6 +50,9 @@ class LiveCatalog:
             log.info("models on offer: %s", ", ".join(m.key for m in self.current.offered))
         for withdrawn in sorted(before - after):
             log.warning("model %s is no longer offered", withdrawn)
+        names = {n.lower() for m in self.current.models for n in (m.key, m.id, *m.aliases)}
+        for unknown in sorted(k for k in self.settings.costs if k.lower() not in names):
+            log.warning("[costs] %s: no such model in the catalog; it costs what WaveSpeed quotes", unknown)
         for listener in self._listeners:
             listener(self.current)
 

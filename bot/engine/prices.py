@@ -33,7 +33,6 @@ QUOTE_AT_ONCE = 4  # quotes asked concurrently when warming the menus' prices
 # Inputs that never change what a clip costs: left out of the cache key.
 PRICE_FREE = frozenset({*MEDIA_FIELDS, "prompt", "negative_prompt", "guidance_scale", "cfg_scale",
                         "effect_scene", "multi_prompt", "seed", "shot_type"})
-PROBE_PROMPT = "a gentle camera move"  # stands for any prompt when a price is asked before one
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ class Prices:
     def probe_inputs(self, model: Model, seconds: int | None = None) -> dict[str, object]:
         """The inputs of a typical request of a model (for prices shown before any request)."""
         params = Params(effect=catalog.EFFECTS[0] if model.kind == "effect" else None,
-                        prompt=PROBE_PROMPT if model.takes("prompt") else None,
+                        prompt=messages.PROMPT_EXAMPLE if model.takes("prompt") else None,
                         duration=seconds if model.durations else None,
                         has_end_image=model.field("end_image") in model.required,
                         has_audio=model.kind == "avatar")
