@@ -36,7 +36,8 @@ class LiveCatalog:
 
     def on_change(self, listener: Callable[[Catalog], None]) -> None:
         """Call ``listener`` with each new catalog (prices quoted for the old one go stale)."""
-        self._listeners.append(listener)
+        if listener not in self._listeners:  # an engine started again registers again
+            self._listeners.append(listener)
 
     def _build(self, listing: list[dict[str, Any]] | None) -> Catalog:
         return catalog.build_catalog(listing, self.settings.models.choice, self.settings.quota.credit_usd)
