@@ -1053,4 +1053,5 @@ def models_list(lines: Sequence[str]) -> str:
     return "Models on offer (use the short name with --model):\n" + "\n".join(lines)
 
 
-MODEL_WITHDRAWN = "the model was withdrawn before your video started; your credits are back"
+# A job's failure: with_refund adds the refund sentence.
+MODEL_WITHDRAWN = "WaveSpeed no longer offers this model, so your video was not started."

@@ -6,6 +6,7 @@ pages) through the same code, plus the names and run times the bot has always us
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -15,6 +16,10 @@ from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
 
 from bot.catalog import schema as schemas
 from bot.catalog.model import Kind, Model
@@ -59,6 +64,13 @@ def request_schema(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _check_schema(text: str) -> None:
+    """SchemaError unless ``text`` is a valid JSON Schema (slow, ~10 ms: each schema checked once)."""
+    schema = json.loads(text)
+    validator_for(schema, default=Draft202012Validator).check_schema(schema)
+
+
 def short_key(model_id: str) -> str:
     """A name people can type: ``kwaivgi/kling-v3.0-pro/image-to-video`` -> ``v3.0-pro``."""
     name = model_id.removeprefix(KLING_OWNER).removeprefix("kling-").removeprefix("video-")
@@ -75,6 +87,8 @@ def model_of(entry: Mapping[str, Any], credit_usd: Decimal) -> Model | None:
     fields = schemas.properties(request)
     if "image" not in fields or "video" in fields:  # text-to-video, video-to-video, lip-sync of a video
         return None
+    # A schema that is not valid JSON Schema would fail every request's check: refused here, once.
+    _check_schema(json.dumps(request, sort_keys=True, default=str))
     kind: Kind = "effect" if "effect_scene" in fields else "avatar" if "audio" in fields else "animate"
     base = _usd(entry.get("base_price"))
     key, title, aliases, expected = SEED_NAMES.get(
@@ -110,7 +124,11 @@ def models_of_listing(listing: Iterable[Any], credit_usd: Decimal) -> list[Model
     """The photo-taking Kling models of a listing, in its order (entries it cannot read skipped)."""
     found: dict[str, Model] = {}
     for entry in listing:
-        model = model_of(entry, credit_usd) if isinstance(entry, Mapping) else None
+        try:
+            model = model_of(entry, credit_usd) if isinstance(entry, Mapping) else None
+        except (TypeError, ValueError, AttributeError, LookupError, SchemaError) as err:  # its fields have wrong types
+            log.warning("model list entry %r skipped: %s", str(entry.get("model_id"))[:100], err)
+            continue
         if model is not None and model.id not in found:
             found[model.id] = model
     return list(found.values())

@@ -117,6 +117,7 @@ class Engine(Questions, Asks, AdminActions):
         async with self.store.transaction():  # holds the write lock: no accept is half done meanwhile
             await self.store.files.sweep()
         await self.live.start()
+        await self._warm_before_serving()
         if self._housekeeper is None:
             self._housekeeper = asyncio.create_task(self.results.keep_house(), name="housekeeping")
             self._catalog_keeper = asyncio.create_task(self._keep_catalog(), name="model catalog")

@@ -42,9 +42,13 @@ class LiveCatalog:
     def _build(self, listing: list[dict[str, Any]] | None) -> Catalog:
         return catalog.build_catalog(listing, self.settings.models.choice, self.settings.quota.credit_usd)
 
-    def _use(self, listing: list[dict[str, Any]] | None, fetched_at: float | None) -> None:
+    async def _built(self, listing: list[dict[str, Any]] | None) -> Catalog:
+        """The catalog of a listing, built off the event loop (a long listing takes a while)."""
+        return await asyncio.to_thread(self._build, listing)
+
+    def _use(self, new: Catalog, fetched_at: float | None) -> None:
         before = {m.id for m in self.current.offered}
-        self.current = self._build(listing)
+        self.current = new
         self.fetched_at = fetched_at
         after = {m.id for m in self.current.offered}
         if before != after:
@@ -57,14 +61,28 @@ class LiveCatalog:
         for listener in self._listeners:
             listener(self.current)
 
+    async def _use_stored(self, newer_than: float | None = None) -> None:
+        """Use the listing in the store (when newer than ``newer_than``): the last one any process read."""
+        stored = await self.store.model_listing()
+        if stored is not None and (newer_than is None or stored[1] > newer_than):
+            self._use(await self._built(stored[0]), stored[1])
+
     async def start(self) -> None:
         """Use the stored listing, then read a fresh one if it is due (waiting at most START_WAIT)."""
-        with contextlib.suppress(StoreOffline):
-            if (stored := await self.store.model_listing()) is not None:
-                self._use(*stored)
+        try:
+            await self._use_stored()
+        except StoreOffline:
+            pass
+        except Exception:  # a stored listing the bot cannot read: the built-in models serve meanwhile
+            log.exception("the stored model list could not be used")
         if self._due():
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self.refresh(), START_WAIT)
+            except TimeoutError:
+                log.warning("WaveSpeed's model list did not come within %.0f s; using the %s one", START_WAIT,
+                            "stored" if self.fetched_at is not None else "built-in")
+            except Exception:
+                log.exception("reading WaveSpeed's model list failed")
 
     def _due(self) -> bool:
         every = self.settings.models.refresh_hours * 3600
@@ -78,13 +96,18 @@ class LiveCatalog:
             log.warning("could not read WaveSpeed's model list (%s); keeping the %s one", err,
                         "stored" if self.fetched_at is not None else "built-in")
             return False
-        if not catalog.build_catalog(listing).models_of("animate"):
+        new = await self._built(listing)
+        if not any(m.kind == "animate" and new.listed(m.id) for m in new.models):
             log.warning("WaveSpeed's model list has no Kling photo model; keeping the one before")
             return False
         now = self.clock()
-        with contextlib.suppress(StoreOffline):
+        try:
             await self.store.save_model_listing(listing, now)
-        self._use(listing, now)
+        except StoreOffline:
+            pass
+        except Exception:  # e.g. text PostgreSQL cannot keep (a NUL): this process uses it all the same
+            log.exception("WaveSpeed's model list could not be kept in the store")
+        self._use(new, now)
         return True
 
     async def keep_fresh(self) -> None:
@@ -93,8 +116,16 @@ class LiveCatalog:
         while True:
             last = self.fetched_at or self.clock()
             await asyncio.sleep(max(1.0, last + every - self.clock()))
-            with contextlib.suppress(StoreOffline):  # another process may have read it meanwhile
-                if (stored := await self.store.model_listing()) is not None and stored[1] > (self.fetched_at or 0):
-                    self._use(*stored)
-            if self._due() and not await self.refresh():
+            try:
+                fresh = await self.catch_up()
+            except Exception:  # a surprise must not end the refreshes for good: say it, try again later
+                log.exception("refreshing the model catalog failed; trying again in %.0f s", RETRY_SECONDS)
+                fresh = False
+            if not fresh:
                 await asyncio.sleep(RETRY_SECONDS)
+
+    async def catch_up(self) -> bool:
+        """Use a newer listing another process stored, else read one if due; False when a due read failed."""
+        with contextlib.suppress(StoreOffline):  # another process may have read it meanwhile
+            await self._use_stored(newer_than=self.fetched_at or 0)
+        return not self._due() or await self.refresh()

@@ -22,7 +22,7 @@ from bot.catalog import Catalog, Kind, Model, Params
 from bot.catalog.schema import MEDIA_FIELDS, MEDIA_STAND_IN
 from bot.config import Settings
 from bot.credits import cost_of
-from bot.wavespeed import WaveSpeedClient, WaveSpeedError
+from bot.wavespeed import BadRequest, WaveSpeedClient, WaveSpeedError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ UNIT_SECONDS = 5  # prices are shown per 5 s of video
 QUOTE_WAIT = 5.0  # a quote that takes longer is given up: the catalog's cost applies
 QUOTES_KEPT_FOR = 3600.0  # a quote is asked again after this long (and after each catalog refresh)
 QUOTE_AT_ONCE = 4  # quotes asked concurrently when warming the menus' prices
+# After WaveSpeed failed to quote (unreachable, slow, 5xx), no quote is asked for this long:
+# in an outage each request would otherwise wait QUOTE_WAIT before its fallback price.
+QUOTES_PAUSED_FOR = 60.0
 # Inputs that never change what a clip costs: left out of the cache key.
 PRICE_FREE = frozenset({*MEDIA_FIELDS, "prompt", "negative_prompt", "guidance_scale", "cfg_scale",
                         "effect_scene", "multi_prompt", "seed", "shot_type"})
@@ -55,10 +58,12 @@ class Prices:
         self._quotes: dict[tuple[Any, ...], tuple[float, Decimal]] = {}
         self._asking: dict[tuple[Any, ...], asyncio.Future[Decimal | None]] = {}
         self._warned_at = -math.inf
+        self._paused_until = -math.inf  # no quote is asked before this (WaveSpeed just failed to give one)
 
     def clear(self, _catalog: Catalog | None = None) -> None:
-        """Forget every quote (a new catalog may price differently)."""
+        """Forget every quote (a new catalog may price differently), and ask again at once."""
         self._quotes.clear()
+        self._paused_until = -math.inf
 
     # --- quotes -----------------------------------------------------------------------
 
@@ -75,6 +80,8 @@ class Prices:
         """WaveSpeed's price for these inputs (cached); None when it cannot be had now."""
         if (known := self.cached(model, inputs)) is not None:
             return known
+        if self.clock() < self._paused_until:
+            return None
         key = self._key(model, inputs)
         if key not in self._asking:  # one question per distinct price at a time
             self._asking[key] = asyncio.ensure_future(self._ask(model, dict(inputs), key))
@@ -84,10 +91,14 @@ class Prices:
         body = {**inputs, **{name: MEDIA_STAND_IN for name in model.required if name in MEDIA_FIELDS}}
         try:
             usd: Decimal = await asyncio.wait_for(self.client.price(model.id, body), QUOTE_WAIT)
-        except (WaveSpeedError, OSError, TimeoutError) as err:
+        except Exception as err:  # a quote is never worth a failed request: the catalog's cost serves
+            if not isinstance(err, BadRequest):  # not these inputs: WaveSpeed (or the way to it) is down
+                self._paused_until = self.clock() + QUOTES_PAUSED_FOR
             if self.clock() - self._warned_at > 60:
                 self._warned_at = self.clock()
-                log.warning("no price quote for %s (%s): charging the catalog's cost", model.id, err)
+                expected = isinstance(err, WaveSpeedError | OSError | TimeoutError)
+                log.warning("no price quote for %s (%s): charging the catalog's cost", model.id,
+                            str(err) or type(err).__name__, exc_info=not expected)
             return None
         finally:
             self._asking.pop(key, None)
@@ -142,7 +153,11 @@ class Prices:
     def shown(self, model: Model, seconds: int | None = None) -> int:
         """Credits of a typical request of a model (``seconds`` long), from what is cached."""
         seconds = seconds or self.unit_seconds(model)
-        return self.known_price(model, self.probe_inputs(model, seconds if model.durations else None), seconds)
+        try:
+            probe = self.probe_inputs(model, seconds if model.durations else None)
+        except catalog.ValidationError:  # its schema wants what no typical request has: no quote
+            return self.credits(model, seconds, None)
+        return self.known_price(model, probe, seconds)
 
     async def warm(self) -> None:
         """Quote what menus and help show (each offered model's lengths up to 10 s), so they
@@ -154,8 +169,13 @@ class Prices:
         gate = asyncio.Semaphore(QUOTE_AT_ONCE)
 
         async def one(model: Model, seconds: int | None) -> None:
+            try:
+                probe = self.probe_inputs(model, seconds)
+            except catalog.ValidationError as err:  # menus show its catalog cost (``shown``)
+                log.info("model %s: no typical request to quote (%s)", model.id, err)
+                return
             async with gate:
-                await self.quote_usd(model, self.probe_inputs(model, seconds))
+                await self.quote_usd(model, probe)
 
         await asyncio.gather(*(one(model, seconds) for model, seconds in wanted))
 

@@ -8,6 +8,7 @@ adapters still ask everything of the one facade.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from bot import catalog, messages
 from bot.catalog import Catalog, Kind, Params, ValidationError, clip_seconds
@@ -20,6 +21,8 @@ from bot.jobs import Balance, Job, Press, Rejected, UserRef
 from bot.media import billable_seconds
 from bot.store import Store
 
+WARM_WAIT = 5.0  # at start, the menus' prices are waited for this long (then quoted as they come)
+
 
 class Questions:
     """What a chat may ask about a user, a job or the bot's prices."""
@@ -31,6 +34,7 @@ class Questions:
     live: LiveCatalog
     prices: Prices
     _warming: asyncio.Future[None] | None = None
+    _warms_on_change = False
 
     @property
     def catalog(self) -> Catalog:
@@ -39,9 +43,16 @@ class Questions:
 
     async def _keep_catalog(self) -> None:
         """Quote what menus show, then keep the catalog fresh (quoting again after each change)."""
-        self.live.on_change(self._warm_prices)
+        if not self._warms_on_change:  # once: an engine started again keeps its one listener
+            self._warms_on_change = True
+            self.live.on_change(self._warm_prices)
         await self.prices.warm()
         await self.live.keep_fresh()
+
+    async def _warm_before_serving(self) -> None:
+        """At start: menus, /help and the first requests then show WaveSpeed's prices at once."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.prices.warm(), WARM_WAIT)
 
     def _warm_prices(self, _new: Catalog) -> None:
         self._warming = asyncio.ensure_future(self.prices.warm())  # kept: a task nobody holds may vanish
