@@ -1002,7 +1002,7 @@ def no_models_now(kind: str) -> str:
 
 
 def takes_no_sound(model: str) -> str:
-    return f"{model} makes no sound; leave out --sound, or pick a model that does (/models)."
+    return f"{model} makes no sound; ask without sound, or pick a model that does (/models)."
 
 
 def takes_no_aspect(model: str) -> str:
@@ -1054,3 +1054,10 @@ def models_list(lines: Sequence[str]) -> str:
 
 
 MODEL_WITHDRAWN = "the model was withdrawn before your video started; your credits are back"
+
+
+# --- #16, Discord part: result buttons of a model no longer offered -------------------------
+
+def model_not_offered(model: str) -> str:
+    """A result button of a video whose model is no longer on offer."""
+    return f"{model} is no longer offered, so this video cannot be made again; /models lists the models on offer."
