@@ -1002,7 +1002,7 @@ def no_models_now(kind: str) -> str:
 
 
 def takes_no_sound(model: str) -> str:
-    return f"{model} makes no sound; leave out --sound, or pick a model that does (/models)."
+    return f"{model} makes no sound; ask without sound, or pick a model that does (/models)."
 
 
 def takes_no_aspect(model: str) -> str:
@@ -1055,3 +1055,10 @@ def models_list(lines: Sequence[str]) -> str:
 
 # A job's failure: with_refund adds the refund sentence.
 MODEL_WITHDRAWN = "WaveSpeed no longer offers this model, so your video was not started."
+
+
+# --- #16, Discord part: result buttons of a model no longer offered -------------------------
+
+def model_not_offered(model: str) -> str:
+    """A result button of a video whose model is no longer on offer."""
+    return f"{model} is no longer offered, so this video cannot be made again; /models lists the models on offer."

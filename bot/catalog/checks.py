@@ -31,11 +31,11 @@ def check_params(model: Model, params: Params, *, end_image_models: Sequence[str
     if params.guidance is not None:
         _guidance(model, params.guidance, inputs)
     _duration(model, params.duration, inputs)
-    if params.sound is not None:
-        name = model.field("sound")
-        if name is None:
-            raise ValidationError(messages.takes_no_sound(model.title))
-        inputs[name] = params.sound
+    sound_field = model.field("sound")
+    if params.sound and sound_field is None:
+        raise ValidationError(messages.takes_no_sound(model.title))
+    if params.sound is not None and sound_field is not None:  # "no sound" from a silent model: nothing to send
+        inputs[sound_field] = params.sound
     if params.aspect:
         aspect = params.aspect.strip()
         if not model.aspects:

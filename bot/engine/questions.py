@@ -179,6 +179,8 @@ class Questions:
             return await self.precheck(user, "animate", None, Params(prompt=prompt))
         source = await self.store.job(source_job_id)
         assert source is not None  # rerun_refusal found it
+        if not self.catalog.offers(source.model_id):  # withdrawn or disabled since: accept would name its raw id
+            return Rejected(messages.model_not_offered(self.catalog.model_by_id(source.model_id).title))
         if busy := await self._too_many_jobs(user):
             return Rejected(busy)
         have = (await self.credits.balance(user)).total
