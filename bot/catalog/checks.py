@@ -33,9 +33,10 @@ def check_params(model: Model, params: Params, *, end_image_models: Sequence[str
     _duration(model, params.duration, inputs)
     if params.sound is not None:
         name = model.field("sound")
-        if name is None:
+        if name is not None:
+            inputs[name] = params.sound
+        elif params.sound:  # silence is what a model without sound makes anyway
             raise ValidationError(messages.takes_no_sound(model.title))
-        inputs[name] = params.sound
     if params.aspect:
         aspect = params.aspect.strip()
         if not model.aspects:
