@@ -70,9 +70,10 @@ class Catalog:
 
     def animate_options(self) -> str:
         """The /animate text options, as help texts and refusals show them."""
+        # aspect ratios in the models' own order (16:9, 9:16, 1:1), each once
+        aspects = list(dict.fromkeys(a for m in self.models_of("animate") for a in m.aspects))
         return messages.animate_options(self.model_keys("animate"), self.durations_of("animate"),
-                                        sound=bool(self.models_taking("sound")),
-                                        aspects=sorted({a for m in self.models_of("animate") for a in m.aspects}))
+                                        sound=bool(self.models_taking("sound")), aspects=aspects)
 
     def search_models(self, kind: Kind, query: str, limit: int = 25) -> list[Model]:
         """Offered models of a kind whose names contain ``query`` (for autocomplete)."""
