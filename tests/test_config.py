@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-import pytest
 from decimal import Decimal
+
+import pytest
 
 from bot.config import ConfigError, load_settings
 
