@@ -1042,15 +1042,17 @@ def schema_refusal(model: str, option: str, rule: str, value: object) -> str:
 UNIT = "5 s"
 
 
-def model_line(key: str, title: str, features: Sequence[str], price: str, default: bool) -> str:
-    """One /models line: ``v3.0-pro`` Kling v3.0 Pro: sound, up to 15 s · 3 credits per 5 s."""
+def model_line(key: str, nicknames: Sequence[str], title: str, features: Sequence[str], price: str,
+               default: bool) -> str:
+    """One /models line: ``v3.0-pro (or v3) · Kling v3.0 Pro: sound, up to 15 s · 3 credits per 5 s``."""
     adds = f": {', '.join(features)}" if features else ""
-    return f"{key}{' (default)' if default else ''} · {title}{adds} · {price}"
+    also = f" (or {', '.join(nicknames)})" if nicknames else ""
+    return f"{key}{also}{' (default)' if default else ''} · {title}{adds} · {price}"
 
 
 def models_list(lines: Sequence[str]) -> str:
     """/models: the models on offer, one per line."""
-    return "Models on offer (use the short name with --model):\n" + "\n".join(lines)
+    return "Models on offer (ask for one by its short name):\n" + "\n".join(lines)
 
 
 # A job's failure: with_refund adds the refund sentence.

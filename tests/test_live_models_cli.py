@@ -151,7 +151,7 @@ async def test_o1s_end_image_goes_out_as_last_image(against_simulator, simulator
     (["--model", "v3", "--duration", "20"], "Duration must be from 3 to 15 seconds (got 20)."),
     (["--model", "v3", "--aspect", "4:3"], "Kling v3.0 Pro Image-to-Video makes 16:9 or 9:16 or 1:1 videos (got 4:3)."),
     (["--model", "turbo", "--end-image", "end.png"], "Only the 'v3.0-pro' or 'o1-std' model takes an end image."),
-    (["--model", "turbo", "--sound"], "Kling v2.5 Turbo Pro Image-to-Video makes no sound; leave out --sound, "
+    (["--model", "turbo", "--sound"], "Kling v2.5 Turbo Pro Image-to-Video makes no sound; ask without sound, "
                                       "or pick a model that does (/models)."),
     (["--model", "v2.1", "--duration", "7"], "Duration must be 5 or 10 seconds (got 7)."),
 ])
@@ -191,7 +191,7 @@ def test_models_simulated_lists_the_offer_with_short_names_features_and_prices(f
     done = kling("models", "--simulate", cwd=folder)
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    assert text.startswith("Models on offer (use the short name with --model):\n")
+    assert text.startswith("Models on offer (ask for one by its short name):\n")
     v3 = _line_of(text, "v3.0-pro")
     assert "sound" in v3 and "1080p" in v3 and "up to 15 s" in v3
     assert v3.endswith("· 3 credits per 5 s")  # the simulator's $0.56 at 0.25 a credit, rounded up
@@ -226,7 +226,7 @@ def test_demo_animates_with_a_newer_model(tmp_path):
                           input=lines, capture_output=True, text=True, timeout=120, env=_env())
     assert done.returncode == 0, done.stderr
     out = done.stdout.splitlines()
-    assert any(line.startswith("v3.0-pro · ") and line.endswith("· 3 credits per 5 s") for line in out)
+    assert any(line.startswith("v3.0-pro (or v3.0, v3) · ") and line.endswith("· 3 credits per 5 s") for line in out)
     [queued] = [line for line in out if line.startswith("Job 1 queued")]
     assert queued.startswith("Job 1 queued (v3.0-pro: a cat dances)") and "It costs 9 credits; 1 left." in queued
     [saved] = [line for line in out if line.startswith("[job 1] done: ")]

@@ -152,7 +152,7 @@ async def test_again_under_a_live_only_models_video_repeats_its_options_at_the_q
 @pytest.mark.parametrize(("options", "refusal"), [
     ("--model v3 --duration 20", "Duration must be from 3 to 15 seconds (got 20)."),
     ("--model v3 --aspect 4:3", "Kling v3.0 Pro Image-to-Video makes 16:9 or 9:16 or 1:1 videos (got 4:3)."),
-    ("--model turbo --sound", "Kling v2.5 Turbo Pro Image-to-Video makes no sound; leave out --sound, "
+    ("--model turbo --sound", "Kling v2.5 Turbo Pro Image-to-Video makes no sound; ask without sound, "
                               "or pick a model that does (/models)."),
     ("--model v2.1 --duration 7", "Duration must be 5 or 10 seconds (got 7)."),
     ("--model v2.1 --aspect 9:16", "Kling v2.1 standard follows the photo's shape; leave out the aspect ratio."),
@@ -196,7 +196,7 @@ async def test_models_lists_the_offer_with_what_each_adds_and_the_quoted_price(r
     [text] = await telegram.wait_for(lambda: _replies(telegram))
 
     lines = text.splitlines()
-    assert lines[0] == "Models on offer (use the short name with --model):"
+    assert lines[0] == "Models on offer (ask for one by its short name):"
     v3 = next(line for line in lines if line.startswith("v3.0-pro"))
     assert "sound" in v3 and "1080p" in v3 and "up to 15 s" in v3
     # v3.0 pro's quote for 5 s without sound is its base price, $0.56: 3 credits of $0.25
@@ -267,7 +267,7 @@ async def test_console_models_and_refusals(console, simulator):
     await chat.handle("/animate --model turbo --sound a cat")
     await chat.handle("/quota")
     text = out.getvalue()
-    assert text.startswith("Models on offer (use the short name with --model):\n")
+    assert text.startswith("Models on offer (ask for one by its short name):\n")
     assert any(line.startswith("v3.0-pro") and line.endswith("· 3 credits per 5 s") for line in text.splitlines())
     assert "Duration must be from 3 to 15 seconds (got 20)." in text
     assert "makes no sound" in text

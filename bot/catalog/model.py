@@ -61,6 +61,7 @@ class Model:
     base_usd: Decimal | None = None  # WaveSpeed's price of the default inputs
     features: tuple[str, ...] = ()  # what it adds, as /models lists it
     fields: Mapping[str, str] = field(default_factory=dict)  # chat option -> this model's API field
+    nicknames: tuple[str, ...] = ()  # family and operator names among the aliases, as /models shows them
 
     @property
     def default_duration(self) -> int:

@@ -162,7 +162,8 @@ def with_family_names(models: Sequence[Model], names: Mapping[str, str]) -> list
         extra.setdefault(model_id, []).insert(0, short)
     if unknown := [short for short, model_id in names.items() if all(m.id != model_id for m in models)]:
         log.warning("[models.names] %s: no such model in the catalog", ", ".join(sorted(unknown)))
-    return [replace(m, aliases=(*extra.get(m.id, ()), *m.aliases)) if m.id in extra else m for m in models]
+    return [replace(m, aliases=(*extra[m.id], *m.aliases), nicknames=tuple(extra[m.id])) if m.id in extra else m
+            for m in models]
 
 
 def _families(models: Sequence[Model]) -> dict[str, list[Model]]:

@@ -189,7 +189,7 @@ class Prices:
         """``1 credit`` (fixed length), ``1 credit per 5 s``, or a table by clip length."""
         if not model.durations and model.kind != "avatar":
             return messages.price(self.shown(model), None)
-        rate = self.settings.costs.get(model.key)
+        rate = self.settings.costs.get(model.key, self.settings.costs.get(model.id))
         if isinstance(rate, dict):
             return messages.price_table([(seconds, self.shown(model, seconds)) for seconds in model.durations])
         return messages.price(self.shown(model), self.unit_seconds(model))

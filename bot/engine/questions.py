@@ -77,7 +77,7 @@ class Questions:
         """/models: each offered model with its short name, what it adds and its price per 5 s."""
         now = self.catalog
         return messages.models_list([
-            messages.model_line(model.key, model.title, model.features, self.prices.price_of(model),
+            messages.model_line(model.key, model.nicknames, model.title, model.features, self.prices.price_of(model),
                                 model.kind == "animate" and model.key == now.default_animate)
             for kind in catalog.KINDS for model in now.models_of(kind)])
 
