@@ -151,7 +151,7 @@ async def test_o1s_end_image_goes_out_as_last_image(against_simulator, simulator
     (["--model", "v3", "--duration", "20"], "Duration must be from 3 to 15 seconds (got 20)."),
     (["--model", "v3", "--aspect", "4:3"], "Kling v3.0 Pro Image-to-Video makes 16:9 or 9:16 or 1:1 videos (got 4:3)."),
     (["--model", "turbo", "--end-image", "end.png"], "Only the 'v3.0-pro' or 'o1-std' model takes an end image."),
-    (["--model", "turbo", "--sound"], "Kling v2.5 Turbo Pro Image-to-Video makes no sound; leave out --sound, "
+    (["--model", "turbo", "--sound"], "Kling v2.5 Turbo Pro Image-to-Video makes no sound; ask without sound, "
                                       "or pick a model that does (/models)."),
     (["--model", "v2.1", "--duration", "7"], "Duration must be 5 or 10 seconds (got 7)."),
 ])

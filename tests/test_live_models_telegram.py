@@ -152,7 +152,7 @@ async def test_again_under_a_live_only_models_video_repeats_its_options_at_the_q
 @pytest.mark.parametrize(("options", "refusal"), [
     ("--model v3 --duration 20", "Duration must be from 3 to 15 seconds (got 20)."),
     ("--model v3 --aspect 4:3", "Kling v3.0 Pro Image-to-Video makes 16:9 or 9:16 or 1:1 videos (got 4:3)."),
-    ("--model turbo --sound", "Kling v2.5 Turbo Pro Image-to-Video makes no sound; leave out --sound, "
+    ("--model turbo --sound", "Kling v2.5 Turbo Pro Image-to-Video makes no sound; ask without sound, "
                               "or pick a model that does (/models)."),
     ("--model v2.1 --duration 7", "Duration must be 5 or 10 seconds (got 7)."),
     ("--model v2.1 --aspect 9:16", "Kling v2.1 standard follows the photo's shape; leave out the aspect ratio."),
