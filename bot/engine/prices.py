@@ -213,8 +213,7 @@ class Prices:
         now = self.catalog_now()
         model = now.resolve_model(model_name, kind)
         inputs = now.check_params(model, params)
-        return self.known_price(model, inputs, int(str(inputs.get(model.field("duration") or "duration",
-                                                                   UNIT_SECONDS))))
+        return self.known_price(model, inputs, catalog.clip_seconds(model, inputs))
 
 
 def _name(now: Catalog, model: Model) -> str:
