@@ -104,14 +104,6 @@ OPTIONS: dict[str, str] = {
 }
 
 
-def model_option(default: str) -> str:
-    return f"{OPTIONS['model']} (default {default})"
-
-
-def end_image_option(models: Sequence[str]) -> str:
-    return f"{OPTIONS['end_image']} ({', '.join(models)} model only)"
-
-
 def animate_options(models: Sequence[str], durations: Sequence[int], *, sound: bool = False,
                     aspects: Sequence[str] = ()) -> str:
     """The text-command options of /animate, for help texts and refusals."""
@@ -1037,9 +1029,6 @@ def schema_refusal(model: str, option: str, rule: str, value: object) -> str:
     if rule == "maxLength":
         return f"{model} takes a {what} of at most {echo(value)} characters."
     return f"{model} does not take that {what}."
-
-
-UNIT = "5 s"
 
 
 def model_line(key: str, nicknames: Sequence[str], title: str, features: Sequence[str], price: str,

@@ -198,11 +198,6 @@ def newest_per_tier(models: Sequence[Model]) -> list[Model]:
     return list(best.values())
 
 
-def unit_seconds(model: Model) -> int:
-    """The clip length a model's base price is for."""
-    return model.default_duration if model.durations else 5
-
-
 def fallback_credits(model: Model, seconds: float) -> int:
     """Credits when no quote is known: the catalog's cost per started 5 s, never zero."""
     return max(1, model.cost) * max(1, math.ceil(seconds / 5))

@@ -126,10 +126,16 @@ def build_catalog(listing: Sequence[Any] | None, choice: ModelChoice = ModelChoi
     """The catalog for a live listing (None: never fetched, the built-in seeds alone)."""
     seeds = listings.models_of_listing(listings.seed_listing(), credit_usd)
     live = listings.models_of_listing(listing or [], credit_usd)
-    models = with_family_names(listings.merged(seeds, live), choice.names)
+    models = listings.merged(seeds, live)
     listed = {m.id for m in live} if listing is not None else None
     patterns = choice.enabled if choice.enabled is not None else default_enabled(seeds, live)
     offered = [m.id for m in models if (listed is None or m.id in listed) and _matches(m, patterns)]
+    if listed is not None and choice.enabled is not None:  # before any listing, a live-only id is no typo
+        for pattern in patterns:
+            if not any(_matches(m, (pattern,)) for m in models if m.id in listed):
+                log.warning("[models] enabled %r matches no model WaveSpeed lists (ids, globs or short names "
+                            "such as v3.0-pro; `kling-bot models` shows what is offered)", pattern)
+    models = with_family_names(models, choice.names, offered)  # after the offer: a family name follows it
     catalog = Catalog(models, offered, DEFAULT_ANIMATE_MODEL, listed)
     default = catalog._named(choice.default)
     if default is not None and default.kind == "animate" and default.id in offered:
@@ -149,12 +155,17 @@ def _matches(model: Model, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns for name in names)
 
 
-def with_family_names(models: Sequence[Model], names: Mapping[str, str]) -> list[Model]:
-    """Models with their family names (``v3``, ``v2.6``, ``o1``, ``turbo``) and the operator's."""
+def with_family_names(models: Sequence[Model], names: Mapping[str, str],
+                      offered: Iterable[str] = ()) -> list[Model]:
+    """Models with their family names (``v3``, ``v2.6``, ``o1``, ``turbo``) and the operator's.
+
+    A family name goes to the best offered member of its family (else the best of all), so
+    ``v3`` reaches v3.0 standard where the operator offers it and not v3.0 pro."""
+    offered_ids = set(offered)
     taken = {n.lower() for m in models for n in (m.key, *m.aliases)}
     extra: dict[str, list[str]] = {}
     for family, members in _families(models).items():
-        best = min(members, key=_preference)
+        best = min(members, key=lambda m: (m.id not in offered_ids, _preference(m)))
         if family.lower() not in taken:
             extra.setdefault(best.id, []).append(family)
             taken.add(family.lower())

@@ -109,7 +109,7 @@ class Prices:
 
     def credits(self, model: Model, seconds: float, usd: Decimal | None) -> int:
         """Credits for a clip of ``seconds`` given its quote (None: the catalog's cost)."""
-        override = self.settings.costs.get(model.key, self.settings.costs.get(model.id))
+        override = self._override(model)
         if override is not None:
             return cost_of(model, seconds, {model.key: override})
         if usd is None:
@@ -117,6 +117,12 @@ class Prices:
         if not model.durations:  # audio-driven (avatar): the quote is per 5 s
             usd *= max(1, math.ceil(seconds / UNIT_SECONDS))
         return max(1, catalog.credits_for(usd, self.settings.quota.credit_usd))
+
+    def _override(self, model: Model) -> Any:
+        """The model's ``[costs]`` entry under any name it answers to (key, id, a family or
+        operator's name; any case, as ``_use`` checks them), or None."""
+        names = {name.lower() for name in (model.key, model.id, *model.aliases)}
+        return next((rate for name, rate in self.settings.costs.items() if name.lower() in names), None)
 
     def clip_usd(self, model: Model, seconds: float, usd: Decimal | None) -> Decimal | None:
         """The USD a job keeps: its quote (an avatar's per-5 s quote times its units)."""
@@ -189,8 +195,7 @@ class Prices:
         """``1 credit`` (fixed length), ``1 credit per 5 s``, or a table by clip length."""
         if not model.durations and model.kind != "avatar":
             return messages.price(self.shown(model), None)
-        rate = self.settings.costs.get(model.key, self.settings.costs.get(model.id))
-        if isinstance(rate, dict):
+        if isinstance(self._override(model), dict):
             return messages.price_table([(seconds, self.shown(model, seconds)) for seconds in model.durations])
         return messages.price(self.shown(model), self.unit_seconds(model))
 
@@ -208,8 +213,7 @@ class Prices:
         now = self.catalog_now()
         model = now.resolve_model(model_name, kind)
         inputs = now.check_params(model, params)
-        return self.known_price(model, inputs, int(str(inputs.get(model.field("duration") or "duration",
-                                                                   UNIT_SECONDS))))
+        return self.known_price(model, inputs, catalog.clip_seconds(model, inputs))
 
 
 def _name(now: Catalog, model: Model) -> str:
