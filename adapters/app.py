@@ -596,8 +596,7 @@ async def run_models(config: Path | None, *, simulate: bool) -> int:
         fail(str(err))
         return EXIT_USAGE
     try:
-        await engine.live.start()
-        await engine.prices.warm()
+        await engine.refresh_models()
         say(engine.models_text(), sys.stdout)
         return 0
     finally:

@@ -164,3 +164,14 @@ def test_a_model_gone_from_the_listing_is_no_longer_offered_nor_listed():
 ])
 def test_prices_become_whole_credits_rounding_up_exactly(usd, credit, credits):
     assert credits_for(Decimal(usd), Decimal(credit)) == credits
+
+
+def test_a_listed_model_the_bot_cannot_read_is_not_offered_but_not_withdrawn_either():
+    """Its queued jobs still go to WaveSpeed, which serves it: refunding them as withdrawn would be wrong."""
+    listing = live_listing()
+    v3 = next(e for e in listing if e["model_id"] == "kwaivgi/kling-v3.0-pro/image-to-video")
+    v3["api_schema"] = {"api_schemas": [{"request_schema": "not a schema"}]}
+    offer = build_catalog(listing, ModelChoice(enabled=("*",)))
+    assert "v3.0-pro" not in offer.model_keys("animate")
+    assert offer.listed("kwaivgi/kling-v3.0-pro/image-to-video")
+    assert not offer.listed("kwaivgi/kling-v9-pro/image-to-video")

@@ -80,7 +80,7 @@ def _chosen_model(interaction: discord.Interaction) -> catalog.Model | None:
 async def model_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     engine = adapter_of(interaction).engine
     return [app_commands.Choice(name=messages.model_choice(
-                model.key, engine.prices.shown(model), engine.prices.unit_seconds(model)), value=model.key)
+                model.key, *engine.model_price(model)), value=model.key)
             for model in engine.catalog.search_models("animate", current, limit=AUTOCOMPLETE_LIMIT)]
 
 

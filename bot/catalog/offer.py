@@ -127,7 +127,10 @@ def build_catalog(listing: Sequence[Any] | None, choice: ModelChoice = ModelChoi
     seeds = listings.models_of_listing(listings.seed_listing(), credit_usd)
     live = listings.models_of_listing(listing or [], credit_usd)
     models = listings.merged(seeds, live)
-    listed = {m.id for m in live} if listing is not None else None
+    # Every id WaveSpeed lists, also of entries this bot cannot read: such a model is not
+    # offered, but its queued jobs are not withdrawn from a model WaveSpeed still serves.
+    listed = ({str(e.get("model_id")) for e in listing if isinstance(e, Mapping)} if listing is not None
+              else None)
     patterns = choice.enabled if choice.enabled is not None else default_enabled(seeds, live)
     offered = [m.id for m in models if (listed is None or m.id in listed) and _matches(m, patterns)]
     if listed is not None and choice.enabled is not None:  # before any listing, a live-only id is no typo

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 
 from bot import catalog, messages
-from bot.catalog import Catalog, Kind, Params, ValidationError, clip_seconds
+from bot.catalog import Catalog, Kind, Model, Params, ValidationError, clip_seconds
 from bot.config import Settings
 from bot.credits import Credits
 from bot.engine.models import LiveCatalog
@@ -72,6 +72,15 @@ class Questions:
         model = self.catalog.resolve_model(model_name, kind)
         inputs = self.catalog.check_params(model, params)
         return (await self.prices.price(model, inputs, clip_seconds(model, inputs))).credits
+
+    def model_price(self, model: Model) -> tuple[int, int]:
+        """(credits, seconds): what a typical clip of a model costs, from the quotes known now."""
+        return self.prices.shown(model), self.prices.unit_seconds(model)
+
+    async def refresh_models(self) -> None:
+        """Read WaveSpeed's model list now if it is due (else the stored one), and quote the menus."""
+        await self.live.start()
+        await self.prices.warm()
 
     def models_text(self) -> str:
         """/models: each offered model with its short name, what it adds and its price per 5 s."""
