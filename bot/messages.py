@@ -44,11 +44,16 @@ def echo(text: object, limit: int = ECHO_LIMIT) -> str:
     return words if len(words) <= limit else words[:limit - 1] + "…"
 
 
+EITHER_LIMIT = 20  # choices a sentence lists (a model's listing may offer thousands)
+
+
 def _either(values: Iterable[object]) -> str:
-    items = [str(v) for v in values]
-    ints = [int(v) for v in items if v.isdigit()]
+    items = [echo(v) for v in values]
+    ints = [int(v) for v in items if v.isascii() and v.isdigit()]  # "³".isdigit() is true, int("³") fails
     if len(items) > 3 and len(ints) == len(items) and ints == list(range(ints[0], ints[-1] + 1)):
         return f"from {ints[0]} to {ints[-1]}"  # 3..15, not thirteen choices
+    if len(items) > EITHER_LIMIT:
+        items = [*items[:EITHER_LIMIT], f"{len(items) - EITHER_LIMIT} more"]
     return " or ".join(items)
 
 

@@ -284,7 +284,7 @@ class WaveSpeedClient:
             body = {"model_id": model_id, "inputs": inputs}
             async with self.session.post(url, json=body, headers=self._headers(url)) as resp:
                 data = _unwrap(resp.status, await _json_or_none(resp), _retry_after(resp))
-            return _amount(data.get("price"), "price")
+            return _usd_price(data)
 
         return await self._retrying(f"price of {model_id}", quote)
 
@@ -486,6 +486,15 @@ def _listing(data: Any) -> list[dict[str, Any]]:
     if not isinstance(data, list):
         raise Transient("the model listing was not a list")
     return [entry for entry in data if isinstance(entry, dict)]
+
+
+def _usd_price(data: dict[str, Any]) -> Decimal:
+    """A quote's price, which must be in USD: a price in another currency is not one (an
+    answer without a currency is taken as USD, as WaveSpeed documents its prices)."""
+    currency = data.get("currency")
+    if currency is not None and str(currency).strip().upper() != "USD":
+        raise WaveSpeedError(f"the quote is in {str(currency)[:12]!r}, not USD")
+    return _amount(data.get("price"), "price")
 
 
 def _balance(data: Any) -> Decimal:

@@ -40,6 +40,14 @@ SEED_NAMES: dict[str, tuple[str, str, tuple[str, ...], int]] = {
 # The v2.1 page makes the prompt required and the image optional; the bot always sends
 # a photo, so an image is required of every model here.
 ALWAYS_REQUIRED = frozenset({"image"})
+# A model id is a submit path: a Kling one, of the characters ids are made of, of a sane length
+# (a listing's odd id must not reach a URL, a chat message or a Discord choice, at most 100 long).
+_MODEL_ID = re.compile(r"(?=.{1,100}\Z)kwaivgi(?:/[A-Za-z0-9][A-Za-z0-9._-]*){1,3}", re.ASCII)
+LONGEST_TITLE = 60  # characters of a listing's model name that messages show
+# WaveSpeed lists about a hundred Kling models, each schema a few kB; checking one takes ~6 ms,
+# so a listing of 50,000 (or a 20 MB schema) would keep a core busy for minutes at each refresh.
+MOST_MODELS = 500
+LONGEST_SCHEMA = 200_000
 
 
 def credits_for(usd: Decimal, credit_usd: Decimal) -> int:
@@ -82,17 +90,20 @@ def model_of(entry: Mapping[str, Any], credit_usd: Decimal) -> Model | None:
     """The catalog entry for a listing entry, or None when it is not a Kling model taking a photo."""
     model_id = entry.get("model_id")
     request = request_schema(entry)
-    if not isinstance(model_id, str) or not model_id.startswith(KLING_OWNER) or request is None:
+    if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id) or request is None:
         return None
     fields = schemas.properties(request)
     if "image" not in fields or "video" in fields:  # text-to-video, video-to-video, lip-sync of a video
         return None
     # A schema that is not valid JSON Schema would fail every request's check: refused here, once.
-    _check_schema(json.dumps(request, sort_keys=True, default=str))
+    text = json.dumps(request, sort_keys=True, default=str)
+    if len(text) > LONGEST_SCHEMA:
+        raise ValueError(f"its request schema is {len(text)} characters long")
+    _check_schema(text)
     kind: Kind = "effect" if "effect_scene" in fields else "avatar" if "audio" in fields else "animate"
     base = _usd(entry.get("base_price"))
     key, title, aliases, expected = SEED_NAMES.get(
-        model_id, (short_key(model_id), str(entry.get("name") or model_id), (), 180))
+        model_id, (short_key(model_id), _title(entry.get("name"), model_id), (), 180))
     durations = schemas.durations(request)
     model = Model(
         key=key, id=model_id, kind=kind, title=title,
@@ -102,6 +113,12 @@ def model_of(entry: Mapping[str, Any], credit_usd: Decimal) -> Model | None:
         cost=max(1, credits_for(base, credit_usd)) if base is not None else 1,
         schema=request, aspects=schemas.choices(request, "aspect_ratio"), base_usd=base)
     return replace(model, features=features_of(model, str(entry.get("description", ""))))
+
+
+def _title(name: object, model_id: str) -> str:
+    """A listing's model name as messages show it: plain words, not markup, not a page long."""
+    words = " ".join(re.sub(r"[<>*_`~|\\\[\]]", " ", str(name or "")).split())
+    return words[:LONGEST_TITLE].strip() or short_key(model_id)
 
 
 def features_of(model: Model, description: str) -> tuple[str, ...]:
@@ -126,11 +143,16 @@ def models_of_listing(listing: Iterable[Any], credit_usd: Decimal) -> list[Model
     for entry in listing:
         try:
             model = model_of(entry, credit_usd) if isinstance(entry, Mapping) else None
-        except (TypeError, ValueError, AttributeError, LookupError, SchemaError) as err:  # its fields have wrong types
-            log.warning("model list entry %r skipped: %s", str(entry.get("model_id"))[:100], err)
+        except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError, SchemaError) as err:
+            # its fields have wrong types, or numbers no clip has (Infinity): one short line, not the schema
+            reason = err.message if isinstance(err, SchemaError) else str(err)
+            log.warning("model list entry %r skipped: %s", str(entry.get("model_id"))[:100], reason[:200])
             continue
         if model is not None and model.id not in found:
             found[model.id] = model
+            if len(found) == MOST_MODELS:
+                log.warning("the model list has %d Kling photo models or more; any more are left out", MOST_MODELS)
+                break
     return list(found.values())
 
 

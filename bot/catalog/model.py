@@ -65,9 +65,12 @@ class Model:
 
     @property
     def default_duration(self) -> int:
-        default = (self.schema or {}).get("properties", {}).get("duration", {}).get("default")
-        if default is not None and str(default).isdigit() and int(str(default)) in self.durations:
-            return int(str(default))
+        fields = (self.schema or {}).get("properties")
+        spec = fields.get("duration") if isinstance(fields, Mapping) else None
+        default = spec.get("default") if isinstance(spec, Mapping) else None
+        text = str(default) if isinstance(default, int | str) and not isinstance(default, bool) else ""
+        if text.isascii() and text.isdigit() and int(text) in self.durations:  # "³".isdigit() is true
+            return int(text)
         return self.durations[0] if self.durations else 5
 
     def field(self, option: str) -> str | None:

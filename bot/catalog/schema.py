@@ -3,17 +3,24 @@ durations, aspect ratios, image rules, and whether a request's inputs satisfy it
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import jsonschema
+from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
 
 from bot import messages
 from bot.catalog.model import OPTION_FIELDS, ImageRule, ValidationError
 
 LONGEST_RANGE = 60  # a duration range wider than this is not a list of choices anyone reads
+MOST_CHOICES = 20  # an enum longer than this (from the listing) is cut: refusals and menus list them all
+LONGEST_CHOICE = 20  # characters of one choice (an aspect ratio is "16:9")
+DESCRIPTION_READ = 2000  # characters of a field's description searched for image rules
 
 # Media inputs are checked by the bot itself (bot.media); the schema sees a stand-in URL.
 MEDIA_FIELDS = ("image", "audio", *OPTION_FIELDS["end_image"])
@@ -36,44 +43,57 @@ def durations(schema: Mapping[str, Any] | None) -> tuple[int, ...]:
     if not isinstance(spec, Mapping):
         return ()
     if isinstance(spec.get("enum"), list):
-        return tuple(sorted({int(str(v)) for v in spec["enum"] if str(v).isdigit()}))
+        return tuple(sorted({int(str(v)) for v in spec["enum"] if str(v).isdigit()}))  # "²": ValueError, skipped
     low, high = spec.get("minimum"), spec.get("maximum")
-    if isinstance(low, int | float) and isinstance(high, int | float) and 0 < low <= high:
+    if _finite(low) and _finite(high) and 0 < low <= high:  # Infinity or NaN (json reads them) is no bound
         return tuple(range(int(low), min(int(high), int(low) + LONGEST_RANGE) + 1))
     return ()
 
 
+def _finite(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def duration_as_text(schema: Mapping[str, Any] | None) -> bool:
     """Whether the API wants the duration as a string ("5") rather than a number."""
-    spec = properties(schema).get("duration", {})
-    return spec.get("type") == "string" or any(isinstance(v, str) for v in spec.get("enum", []))
+    spec = _spec(schema, "duration")
+    values = spec.get("enum")
+    return spec.get("type") == "string" or (isinstance(values, list) and any(isinstance(v, str) for v in values))
 
 
 def choices(schema: Mapping[str, Any] | None, name: str) -> tuple[str, ...]:
-    """A string field's enum, in the schema's order."""
-    spec = properties(schema).get(name, {})
-    values = spec.get("enum") if isinstance(spec, Mapping) else None
-    return tuple(str(v) for v in values) if isinstance(values, list) else ()
+    """A string field's enum, in the schema's order (its first MOST_CHOICES short strings)."""
+    values = _spec(schema, name).get("enum")
+    if not isinstance(values, list):
+        return ()
+    return tuple(v for v in values if isinstance(v, str) and 0 < len(v) <= LONGEST_CHOICE)[:MOST_CHOICES]
+
+
+def _spec(schema: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
+    """A field's sub-schema, {} when it is none or not an object (``true`` is a valid JSON Schema)."""
+    spec = properties(schema).get(name)
+    return spec if isinstance(spec, Mapping) else {}
 
 
 def number_range(schema: Mapping[str, Any] | None, name: str,
                  fallback: tuple[float, float, float]) -> tuple[float, float, float]:
     """(minimum, maximum, default) of a number field, each falling back to ``fallback``."""
-    spec = properties(schema).get(name, {})
+    spec = _spec(schema, name)
     low, high, default = (spec.get(key) for key in ("minimum", "maximum", "default"))
-    return tuple(float(v) if isinstance(v, int | float) and not isinstance(v, bool) else f  # type: ignore[return-value]
+    return tuple(float(v) if _finite(v) else f  # type: ignore[return-value]
                  for v, f in zip((low, high, default), fallback, strict=True))
 
 
-_MEGABYTES = re.compile(r"(\d+(?:\.\d+)?)\s*MB", re.IGNORECASE)
-_PIXELS = re.compile(r"(\d+)\s*[*x×]\s*(\d+)\s*px", re.IGNORECASE)
-_ASPECT = re.compile(r"1\s*:\s*(\d+(?:\.\d+)?)\s*(?:~|to|and|-)\s*(\d+(?:\.\d+)?)\s*:\s*1")
+# Bounded repeats: unbounded ones (\d+ then \s*) take quadratic time on a long run of digits.
+_MEGABYTES = re.compile(r"(?<![0-9.])([0-9]{1,5}(?:\.[0-9]{1,3})?) {0,3}MB", re.IGNORECASE)
+_PIXELS = re.compile(r"(?<![0-9])([0-9]{1,5}) {0,3}[*x×] {0,3}([0-9]{1,5}) {0,3}px", re.IGNORECASE)
+_ASPECT = re.compile(r"1 {0,3}: {0,3}([0-9]{1,3}(?:\.[0-9]{1,3})?) {0,3}(?:~|to|and|-) {0,3}"
+                     r"([0-9]{1,3}(?:\.[0-9]{1,3})?) {0,3}: {0,3}1")
 
 
 def image_rule(schema: Mapping[str, Any] | None, name: str = "image") -> ImageRule:
     """The image rules a field's description states (10MB, 300*300px, 1:2.5 ~ 2.5:1), else the defaults."""
-    spec = properties(schema).get(name, {})
-    text = str(spec.get("description", "")) if isinstance(spec, Mapping) else ""
+    text = str(_spec(schema, name).get("description", ""))[:DESCRIPTION_READ]
     rule = ImageRule()
     size = _MEGABYTES.search(text)
     pixels = _PIXELS.search(text)
@@ -88,12 +108,26 @@ def check(schema: Mapping[str, Any] | None, inputs: Mapping[str, Any], title: st
     """Refuse ``inputs`` the schema forbids (media stand in as URLs), in the chat's words."""
     if not schema:
         return
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator = _without_patterns(jsonschema.validators.validator_for(schema, default=Draft202012Validator))(schema)
     error = best_match(validator.iter_errors(dict(inputs)))
     if error is None:
         return
     name = _field_of(error)
     raise ValidationError(messages.schema_refusal(title, _option_of(name), error.validator, error.validator_value))
+
+
+@functools.cache
+def _without_patterns(base: type[Validator]) -> type[Validator]:
+    """A validator class that leaves ``pattern`` unchecked. Python's regex engine backtracks
+    (``^(a+)+$`` on 40 a's and a "!" runs for hours) and holds the GIL while it does, so
+    neither a thread nor a time limit would keep the event loop alive: the pattern is
+    WaveSpeed's to enforce, and a submit it refuses is refunded."""
+    lenient: type[Validator] = jsonschema.validators.extend(base, {"pattern": _unchecked})
+    return lenient
+
+
+def _unchecked(*_args: object) -> None:
+    return None
 
 
 def _field_of(error: jsonschema.ValidationError) -> str:

@@ -33,6 +33,10 @@ QUOTE_AT_ONCE = 4  # quotes asked concurrently when warming the menus' prices
 # After WaveSpeed failed to quote (unreachable, slow, 5xx), no quote is asked for this long:
 # in an outage each request would otherwise wait QUOTE_WAIT before its fallback price.
 QUOTES_PAUSED_FOR = 60.0
+# No Kling clip costs more (the dearest, 15 s of v3 with sound, is a few dollars); a quote of
+# more, or of nothing, is a broken answer: the catalog's cost applies rather than charging
+# thousands of credits (or one) for it.
+QUOTE_CEILING_USD = Decimal(100)
 # Inputs that never change what a clip costs: left out of the cache key.
 PRICE_FREE = frozenset({*MEDIA_FIELDS, "prompt", "negative_prompt", "guidance_scale", "cfg_scale",
                         "effect_scene", "multi_prompt", "seed", "shot_type"})
@@ -102,6 +106,10 @@ class Prices:
             return None
         finally:
             self._asking.pop(key, None)
+        if not 0 < usd <= QUOTE_CEILING_USD:
+            log.warning("WaveSpeed quoted %s USD for %s: no price of a clip; charging the catalog's cost",
+                        str(usd)[:20], model.id)
+            return None
         self._quotes[key] = (self.clock(), usd)
         return usd
 
