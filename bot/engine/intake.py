@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ class Engine(Questions, Asks, AdminActions):
         self.prices = Prices(settings, client, lambda: self.live.current, clock)
         self.live.on_change(self.prices.clear)
         self.pipeline = Pipeline(settings, store, client, self.credits, self.couriers, clock, self.owner,
-                                 lambda: self.live.current)
+                                 lambda: self.live.current, self.live.newest)
         self.scheduler = Scheduler(store, self.pipeline, self.couriers,
                                    max_concurrent=settings.wavespeed.max_concurrent,
                                    lease_seconds=settings.storage.lease_seconds, clock=clock)
@@ -173,14 +174,19 @@ class Engine(Questions, Asks, AdminActions):
 
     async def accept(self, request: GenerationRequest) -> Accepted | Rejected:
         """Validate, check media, reserve credits and queue the job; or say why not."""
+        try:
+            model = self.catalog.resolve_model(request.model, request.kind)
+            params = replace(request.params, has_end_image=request.end_image is not None,
+                             has_audio=request.audio is not None)
+            inputs = self.catalog.check_params(model, params)
+        except ValidationError as err:
+            return Rejected(str(err))
+        # Quoted outside the intake: a slow quote held there would stall the requests behind it.
+        usd = await self.prices.quote_usd(model, inputs)
         # A few at a time: a burst of arrivals queues here instead of piling its database
         # work into one turn of the event loop (which would stall every chat).
         async with self._intake:
             try:
-                model = self.catalog.resolve_model(request.model, request.kind)
-                params = replace(request.params, has_end_image=request.end_image is not None,
-                                 has_audio=request.audio is not None)
-                inputs = self.catalog.check_params(model, params)
                 media = await asyncio.to_thread(_prepare_media, self.settings.media, model, request)
             except ValidationError as err:
                 return Rejected(str(err))
@@ -190,18 +196,17 @@ class Engine(Questions, Asks, AdminActions):
                 return refusal
             staged = {role: await self.store.files.stage(item.data, item.filename) for role, item in media.items()}
             try:
-                return await self._queue(request, model, inputs, media, staged)
+                return await self._queue(request, model, inputs, media, staged, usd)
             finally:
                 for item in staged.values():
                     await self.store.files.discard(item)  # given to the job by now, unless refused
 
     async def _queue(self, request: GenerationRequest, model: catalog.Model, inputs: dict[str, object],
-               media: dict[str, Media], staged: dict[str, Staged]) -> Accepted | Rejected:
-        """Reserve the credits and write the job with its media, all or nothing (``Credits.reserve_job``)."""
+               media: dict[str, Media], staged: dict[str, Staged], usd: Decimal | None) -> Accepted | Rejected:
+        """Reserve the credits of quote ``usd``, write the job with its media: all or nothing."""
         user = request.user
         seconds = billable_seconds(media["audio"].seconds) if "audio" in media else clip_seconds(model, inputs)
-        price = await self.prices.price(model, inputs, seconds)
-        cost = price.credits
+        cost = (price := self.prices.priced(model, seconds, usd)).credits
         items = [MediaItem(role, item.mime, item.filename, staged[role]) for role, item in media.items()]
         for attempt in range(2):
             now = self.clock()  # with the user and the reply_to, it tells this accept's row from any other

@@ -124,6 +124,17 @@ class LiveCatalog:
             if not fresh:
                 await asyncio.sleep(RETRY_SECONDS)
 
+    async def newest(self) -> Catalog:
+        """The current catalog after taking a newer listing another process stored (a
+        worker's own may be a day older than the front's that accepted a job)."""
+        try:
+            await self._use_stored(newer_than=self.fetched_at or 0)
+        except StoreOffline:
+            pass
+        except Exception:  # a stored listing the bot cannot read: the current one serves
+            log.exception("the stored model list could not be used")
+        return self.current
+
     async def catch_up(self) -> bool:
         """Use a newer listing another process stored, else read one if due; False when a due read failed."""
         with contextlib.suppress(StoreOffline):  # another process may have read it meanwhile

@@ -50,7 +50,8 @@ class Pipeline:
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
                  credits: Credits, couriers: Couriers, clock: Callable[[], float], owner: str,
-                 catalog_now: Callable[[], Catalog] = lambda: BUILT_IN):
+                 catalog_now: Callable[[], Catalog] = lambda: BUILT_IN,
+                 newest_catalog: Callable[[], Awaitable[Catalog]] | None = None):
         self.settings = settings
         self.store = store
         self.client = client
@@ -59,7 +60,7 @@ class Pipeline:
         self.clock = clock
         self.owner = owner  # this process: every write to a job is fenced by its claim
         self.videos_dir = Path(settings.storage.videos_dir)
-        self.submitter = Submitter(settings, store, client, couriers, clock, owner, catalog_now)
+        self.submitter = Submitter(settings, store, client, couriers, clock, owner, catalog_now, newest_catalog)
         self.follower = Follower(settings.wavespeed, store, client, couriers, clock, catalog_now)
 
     async def drive(self, job: Job, released: Callable[[int], None]) -> None:

@@ -140,7 +140,10 @@ class Prices:
 
     async def price(self, model: Model, inputs: Mapping[str, object], seconds: float) -> Price:
         """The price of a request now: quoted (or the catalog's cost without a quote)."""
-        usd = await self.quote_usd(model, inputs)
+        return self.priced(model, seconds, await self.quote_usd(model, inputs))
+
+    def priced(self, model: Model, seconds: float, usd: Decimal | None) -> Price:
+        """The price of a clip of ``seconds`` given its quote (None: the catalog's cost)."""
         return Price(self.credits(model, seconds, usd), self.clip_usd(model, seconds, usd))
 
     def known_price(self, model: Model, inputs: Mapping[str, object], seconds: float) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages
@@ -48,9 +48,11 @@ class JobFailed(Exception):
 class Submitter:
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
                  couriers: Couriers, clock: Callable[[], float], owner: str,
-                 catalog_now: Callable[[], Catalog] = lambda: BUILT_IN):
+                 catalog_now: Callable[[], Catalog] = lambda: BUILT_IN,
+                 newest_catalog: Callable[[], Awaitable[Catalog]] | None = None):
         self.settings = settings
         self.catalog_now = catalog_now
+        self.newest_catalog = newest_catalog
         self.store = store
         self.client = client
         self.couriers = couriers
@@ -80,7 +82,7 @@ class Submitter:
     async def _send(self, job: Job) -> Job:
         """One submit; the job comes back PROCESSING, QUEUED (not created, retry later)
         or SUBMITTING with its submit window recorded (unconfirmed)."""
-        if not self.catalog_now().listed(job.model_id):  # WaveSpeed would refuse it: nothing is created
+        if not await self._listed(job.model_id):  # WaveSpeed would refuse it: nothing is created
             log.warning("job %s: model %s is no longer in WaveSpeed's list; refunding", job.id, job.model_id)
             raise JobFailed(messages.MODEL_WITHDRAWN)
         try:
@@ -103,6 +105,13 @@ class Submitter:
             raise self._refused(job, err) from None
         log.info("job %s submitted as %s", job.id, prediction.id)
         return await self._adopt(job, prediction)
+
+    async def _listed(self, model_id: str) -> bool:
+        """Whether WaveSpeed lists a model, by this process's listing or a newer one another
+        process stored: the front that accepted the job may have read it after this one."""
+        if self.catalog_now().listed(model_id):
+            return True
+        return self.newest_catalog is not None and (await self.newest_catalog()).listed(model_id)
 
     @staticmethod
     def _refused(job: Job, err: WaveSpeedError) -> JobFailed:
