@@ -226,7 +226,7 @@ def test_demo_animates_with_a_newer_model(tmp_path):
                           input=lines, capture_output=True, text=True, timeout=120, env=_env())
     assert done.returncode == 0, done.stderr
     out = done.stdout.splitlines()
-    assert any(line.startswith("v3.0-pro (or v3.0, v3) · ") and line.endswith("· 3 credits per 5 s") for line in out)
+    assert any(line.startswith("v3.0-pro (or v3, v3.0) · ") and line.endswith("· 3 credits per 5 s") for line in out)
     [queued] = [line for line in out if line.startswith("Job 1 queued")]
     assert queued.startswith("Job 1 queued (v3.0-pro: a cat dances)") and "It costs 9 credits; 1 left." in queued
     [saved] = [line for line in out if line.startswith("[job 1] done: ")]

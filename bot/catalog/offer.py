@@ -186,9 +186,9 @@ def _families(models: Sequence[Model]) -> dict[str, list[Model]]:
         if model.kind != "animate" or "end_image" in model.required:
             continue
         head = model.key.split("-")[0]  # "v3.0", "v2.6", "o1"
-        labels = {head, head.removesuffix(".0")}
+        labels = list(dict.fromkeys([head.removesuffix(".0"), head]))  # "v3" before "v3.0", in every process
         if "turbo" in model.key.split("-"):
-            labels = {f"{head.removesuffix('.0')}-turbo", "turbo"}
+            labels = [f"{head.removesuffix('.0')}-turbo", "turbo"]
         for label in labels:
             found.setdefault(label, []).append(model)
     return found
