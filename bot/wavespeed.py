@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -439,10 +440,21 @@ def _origin(url: str | URL) -> tuple[str, str, int | None] | None:
     return parsed.scheme, parsed.host.lower(), parsed.port
 
 
+LARGEST_ANSWER = 64 * 1024 * 1024  # bytes: the model list, the largest answer, is a few MB
+
+
 async def _json_or_none(resp: aiohttp.ClientResponse) -> Any:
+    """The answer's JSON; None when it is not JSON or larger than LARGEST_ANSWER (read no further)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > LARGEST_ANSWER:
+            return None
+        chunks.append(chunk)
     try:
-        return await resp.json(content_type=None)
-    except (ValueError, aiohttp.ContentTypeError):
+        return json.loads(b"".join(chunks))
+    except ValueError:  # UnicodeDecodeError is one
         return None
 
 

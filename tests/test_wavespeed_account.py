@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from aiohttp import web
 
+from bot import wavespeed
 from bot.wavespeed import BadRequest, Transient, WaveSpeedClient, WaveSpeedError
 from tests.conftest import API_KEY
 from tests.helpers import image_bytes
@@ -153,6 +154,16 @@ async def test_listing_entries_that_are_not_objects_are_dropped(odd_api):
     answers, client = odd_api
     answers["/api/v3/models"] = [_ok([{"model_id": "a/b"}, "junk", None, 7, {"model_id": "c/d"}])]
     assert await client.models() == [{"model_id": "a/b"}, {"model_id": "c/d"}]
+
+
+async def test_an_answer_larger_than_any_listing_is_not_read_into_memory(odd_api, monkeypatch):
+    answers, client = odd_api
+    monkeypatch.setattr(wavespeed, "LARGEST_ANSWER", 4096)  # the real cap is 64 MiB
+    answers["/api/v3/models"] = [_ok([{"model_id": "a/b", "description": "x" * 5000}])] * 2
+    with pytest.raises(Transient):
+        await client.models()
+    answers["/api/v3/models"] = [_ok([{"model_id": "a/b", "description": "x" * 3000}])]
+    assert await client.models() == [{"model_id": "a/b", "description": "x" * 3000}]
 
 
 async def test_a_listing_that_is_not_a_list_is_retried_then_transient(odd_api):
