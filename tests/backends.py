@@ -76,3 +76,28 @@ async def query(database: str, sql: str, args: list[Any] | tuple[Any, ...] = ())
 def storage_config(database: str) -> str:
     """The ``[storage]`` line that names this database in a config file."""
     return f'url = "{database}"' if on_postgres(database) else f'path = "{database}"'
+
+
+def process_config(tmp_path: Path, base_url: str, database: str, extra: str = "") -> Path:
+    """A config.toml for bot processes on one database and a simulator (``extra``: more TOML)."""
+    from tests.conftest import API_KEY  # conftest imports this module
+
+    path = tmp_path / "config.toml"
+    path.write_text(f"""
+[wavespeed]
+base_url = "{base_url}"
+api_key = "{API_KEY}"
+poll_interval = 0.2
+history_settle = 0.5
+
+[storage]
+{storage_config(database)}
+videos_dir = "{tmp_path / 'videos'}"
+lease_seconds = 2
+
+[quota]
+daily_credits = 20
+max_jobs_per_user = 20
+{extra}
+""")
+    return path

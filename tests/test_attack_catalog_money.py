@@ -20,8 +20,8 @@ from bot.catalog import Params
 from bot.engine import prices
 from bot.jobs import GenerationRequest, JobState
 from bot.store.copy import copy_between
-from tests.backends import ledger_entries, query, raw_sql, storage_config
-from tests.conftest import API_KEY, user
+from tests.backends import ledger_entries, process_config, query, raw_sql
+from tests.conftest import user
 from tests.helpers import image_bytes, settled
 
 pytestmark = pytest.mark.both_backends
@@ -184,29 +184,6 @@ async def test_slow_quotes_of_many_requests_are_waited_for_together_not_four_at_
 # --- a process killed mid-refresh and mid-accept ------------------------------------------------
 
 
-def _generate_config(tmp_path, base_url: str, database: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[wavespeed]
-base_url = "{base_url}"
-api_key = "{API_KEY}"
-poll_interval = 0.2
-history_settle = 0.5
-
-[storage]
-{storage_config(database)}
-videos_dir = "{tmp_path / 'videos'}"
-lease_seconds = 2
-
-[models]
-refresh_hours = 0.0001
-
-[quota]
-daily_credits = 20
-""")
-    return path
-
-
 async def _generate(tmp_path, config, *args: str) -> asyncio.subprocess.Process:
     (tmp_path / "photo.jpg").write_bytes(image_bytes(800, 600))
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_API_KEY"))}
@@ -238,7 +215,7 @@ async def _ledger_total(database: str) -> tuple[int, int, int]:
 
 async def test_killed_mid_refresh_and_mid_quote_leaves_no_half_listing_nor_half_job(
         tmp_path, simulator, database):
-    config = _generate_config(tmp_path, simulator.base_url, database)
+    config = process_config(tmp_path, simulator.base_url, database, "[models]\nrefresh_hours = 0.0001")
     first = await _generate(tmp_path, config, "--effect", "hula", "-o", "one.mp4")
     _, err = await asyncio.wait_for(first.communicate(), 60)
     assert first.returncode == 0, err.decode()[-500:]

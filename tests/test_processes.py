@@ -12,8 +12,7 @@ import av
 import pytest
 from PIL import Image
 
-from tests.backends import query, storage_config
-from tests.conftest import API_KEY
+from tests.backends import process_config, query
 from tests.fake_telegram import FakeTelegram
 
 pytestmark = pytest.mark.both_backends
@@ -22,28 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # Twelve colours far apart, one per run: each output video must show its own run's photo.
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255),
            (128, 0, 0), (0, 128, 0), (0, 0, 128), (255, 255, 255), (0, 0, 0), (128, 128, 128)]
-
-
-def _config(tmp_path: Path, base_url: str, database: str, extra: str = "") -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[wavespeed]
-base_url = "{base_url}"
-api_key = "{API_KEY}"
-poll_interval = 0.2
-history_settle = 0.5
-
-[storage]
-{storage_config(database)}
-videos_dir = "{tmp_path / 'videos'}"
-lease_seconds = 2
-
-[quota]
-daily_credits = 20
-max_jobs_per_user = 20
-{extra}
-""")
-    return path
 
 
 def _photo(colour: tuple[int, int, int]) -> bytes:
@@ -68,7 +45,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 async def test_twelve_generate_runs_on_one_database_each_get_their_own_video(tmp_path, simulator, database):
-    config = _config(tmp_path, simulator.base_url, database)
+    config = process_config(tmp_path, simulator.base_url, database)
     for n, colour in enumerate(COLOURS):
         (tmp_path / f"photo{n}.jpg").write_bytes(_photo(colour))
     runs = [await asyncio.create_subprocess_exec(
@@ -97,7 +74,7 @@ async def test_two_chat_bot_processes_on_one_database_drive_only_their_own_jobs(
     for bot in bots:
         await bot.start()
     try:
-        config = _config(tmp_path, simulator.base_url, database, "[telegram]\nprogress_interval = 0\n")
+        config = process_config(tmp_path, simulator.base_url, database, "[telegram]\nprogress_interval = 0\n")
         for n, bot in enumerate(bots):
             text = config.read_text() + f'base_url = "{bot.base_url}"\nbase_file_url = "{bot.base_file_url}"\n'
             own = tmp_path / f"bot{n}.toml"
