@@ -114,6 +114,12 @@ async def test_a_front_and_a_worker_that_disagree_on_models_and_credit_value(
 # --- a model withdrawn at each step of its job -------------------------------------------------
 
 
+async def unconfirmed(engine, job_id: int) -> bool:
+    """Whether a job's submit went out and its answer was lost (the window is recorded)."""
+    job = await engine.store.job(job_id)
+    return job.submit_ended_at is not None and job.state == JobState.SUBMITTING
+
+
 async def test_withdrawn_while_its_submit_is_unconfirmed_but_made_the_task_it_is_delivered(
         make_engine, courier, simulator, settings):
     """The submit made the task and its answer was lost; then WaveSpeed withdrew the model.
@@ -122,11 +128,7 @@ async def test_withdrawn_while_its_submit_is_unconfirmed_but_made_the_task_it_is
     simulator.fail_next("submit", kind="accept_drop")
     answer = await engine.accept(request("v3"))
 
-    async def unconfirmed():
-        job = await engine.store.job(answer.job.id)
-        return job.submit_ended_at is not None and job.state == JobState.SUBMITTING
-
-    await until(unconfirmed)
+    await until(lambda: unconfirmed(engine, answer.job.id))
     simulator.remove_model(V3)
     assert await engine.live.refresh() and not engine.catalog.listed(V3)
     outcome = await courier.outcome(answer.job.id)
@@ -143,11 +145,7 @@ async def test_withdrawn_while_its_submit_is_unconfirmed_and_made_nothing_it_is_
     simulator.fail_next("submit", 0, kind="reset")  # no task, and the bot cannot know it
     answer = await engine.accept(request("v3"))
 
-    async def unconfirmed():
-        job = await engine.store.job(answer.job.id)
-        return job.submit_ended_at is not None and job.state == JobState.SUBMITTING
-
-    await until(unconfirmed)
+    await until(lambda: unconfirmed(engine, answer.job.id))
     simulator.remove_model(V3)
     assert await engine.live.refresh()
     outcome = await courier.outcome(answer.job.id)
