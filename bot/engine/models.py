@@ -4,7 +4,6 @@ store so every process (and a restart without network) builds the same catalog."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -62,19 +61,21 @@ class LiveCatalog:
             listener(self.current)
 
     async def _use_stored(self, newer_than: float | None = None) -> None:
-        """Use the listing in the store (when newer than ``newer_than``): the last one any process read."""
-        stored = await self.store.model_listing()
-        if stored is not None and (newer_than is None or stored[1] > newer_than):
-            self._use(await self._built(stored[0]), stored[1])
+        """Use the listing in the store (when newer than ``newer_than``): the last one any
+        process read. A store that does not answer, or a listing the bot cannot read,
+        leaves the current catalog serving (the latter said in the log)."""
+        try:
+            stored = await self.store.model_listing()
+            if stored is not None and (newer_than is None or stored[1] > newer_than):
+                self._use(await self._built(stored[0]), stored[1])
+        except StoreOffline:
+            pass
+        except Exception:
+            log.exception("the stored model list could not be used")
 
     async def start(self) -> None:
         """Use the stored listing, then read a fresh one if it is due (waiting at most START_WAIT)."""
-        try:
-            await self._use_stored()
-        except StoreOffline:
-            pass
-        except Exception:  # a stored listing the bot cannot read: the built-in models serve meanwhile
-            log.exception("the stored model list could not be used")
+        await self._use_stored()
         if self._due():
             try:
                 await asyncio.wait_for(self.refresh(), START_WAIT)
@@ -127,16 +128,10 @@ class LiveCatalog:
     async def newest(self) -> Catalog:
         """The current catalog after taking a newer listing another process stored (a
         worker's own may be a day older than the front's that accepted a job)."""
-        try:
-            await self._use_stored(newer_than=self.fetched_at or 0)
-        except StoreOffline:
-            pass
-        except Exception:  # a stored listing the bot cannot read: the current one serves
-            log.exception("the stored model list could not be used")
+        await self._use_stored(newer_than=self.fetched_at or 0)
         return self.current
 
     async def catch_up(self) -> bool:
         """Use a newer listing another process stored, else read one if due; False when a due read failed."""
-        with contextlib.suppress(StoreOffline):  # another process may have read it meanwhile
-            await self._use_stored(newer_than=self.fetched_at or 0)
+        await self._use_stored(newer_than=self.fetched_at or 0)  # another process may have read it meanwhile
         return not self._due() or await self.refresh()

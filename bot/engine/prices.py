@@ -120,11 +120,10 @@ class Prices:
         override = self._override(model)
         if override is not None:
             return cost_of(model, seconds, {model.key: override})
-        if usd is None:
+        total = self.clip_usd(model, seconds, usd)
+        if total is None:
             return catalog.fallback_credits(model, seconds)
-        if not model.durations:  # audio-driven (avatar): the quote is per 5 s
-            usd *= max(1, math.ceil(seconds / UNIT_SECONDS))
-        return max(1, catalog.credits_for(usd, self.settings.quota.credit_usd))
+        return max(1, catalog.credits_for(total, self.settings.quota.credit_usd))
 
     def _override(self, model: Model) -> Any:
         """The model's ``[costs]`` entry under any name it answers to (key, id, a family or
@@ -133,7 +132,7 @@ class Prices:
         return next((rate for name, rate in self.settings.costs.items() if name.lower() in names), None)
 
     def clip_usd(self, model: Model, seconds: float, usd: Decimal | None) -> Decimal | None:
-        """The USD a job keeps: its quote (an avatar's per-5 s quote times its units)."""
+        """The USD a clip costs: its quote (audio-driven, an avatar's: the per-5 s quote times its units)."""
         if usd is None or model.durations:
             return usd
         return usd * max(1, math.ceil(seconds / UNIT_SECONDS))
@@ -218,13 +217,22 @@ class Prices:
             return max_seconds
         return min(max_seconds, float(have // unit * UNIT_SECONDS))
 
+    def _request(self, kind: Kind, model_name: str | None, params: Params) -> tuple[Model, dict[str, object]]:
+        """The model a request names and its API inputs; ValidationError when it is refused."""
+        now = self.catalog_now()
+        model = now.resolve_model(model_name, kind)
+        return model, now.check_params(model, params)
+
     def quote(self, kind: Kind, model_name: str | None, params: Params) -> int:
         """Credits a request would cost from what is known now (an avatar clip: its shortest,
         5 s); ValidationError when the request is refused anyway."""
-        now = self.catalog_now()
-        model = now.resolve_model(model_name, kind)
-        inputs = now.check_params(model, params)
+        model, inputs = self._request(kind, model_name, params)
         return self.known_price(model, inputs, catalog.clip_seconds(model, inputs))
+
+    async def request_price(self, kind: Kind, model_name: str | None, params: Params) -> int:
+        """Credits a request costs, quoted now; ValidationError when it is refused anyway."""
+        model, inputs = self._request(kind, model_name, params)
+        return (await self.price(model, inputs, catalog.clip_seconds(model, inputs))).credits
 
 
 def _name(now: Catalog, model: Model) -> str:

@@ -34,7 +34,6 @@ class Questions:
     live: LiveCatalog
     prices: Prices
     _warming: asyncio.Future[None] | None = None
-    _warms_on_change = False
 
     @property
     def catalog(self) -> Catalog:
@@ -43,9 +42,7 @@ class Questions:
 
     async def _keep_catalog(self) -> None:
         """Quote what menus show, then keep the catalog fresh (quoting again after each change)."""
-        if not self._warms_on_change:  # once: an engine started again keeps its one listener
-            self._warms_on_change = True
-            self.live.on_change(self._warm_prices)
+        self.live.on_change(self._warm_prices)  # once, however often the engine starts (``on_change``)
         await self.prices.warm()
         await self.live.keep_fresh()
 
@@ -69,9 +66,7 @@ class Questions:
 
     async def price(self, kind: Kind, model_name: str | None, params: Params) -> int:
         """Credits a request costs, quoted by WaveSpeed now; ValidationError when it is refused anyway."""
-        model = self.catalog.resolve_model(model_name, kind)
-        inputs = self.catalog.check_params(model, params)
-        return (await self.prices.price(model, inputs, clip_seconds(model, inputs))).credits
+        return await self.prices.request_price(kind, model_name, params)
 
     def model_price(self, model: Model) -> tuple[int, int]:
         """(credits, seconds): what a typical clip of a model costs, from the quotes known now."""
