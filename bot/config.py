@@ -130,6 +130,7 @@ class TelegramSettings:
     # Seconds a polling bot listens at start for another program polling the same token
     # (Telegram then answers one of them 409 Conflict); 0 skips the check.
     conflict_check_seconds: float = 2.0
+    chats: dict[str, int] = field(default_factory=dict)  # chat id -> daily credits of its members
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,37 @@ class DiscordSettings:
     # Sharding: this process runs shards shard_ids (empty: all) of shard_count; 0: not sharded.
     shard_count: int = 0
     shard_ids: list[int] = field(default_factory=list)
+    admin_channel: int = 0  # channel id the 80%/100% spend alerts go to; 0: none
+    roles: dict[str, int] = field(default_factory=dict)  # role id -> daily credits (the highest applies)
+
+
+@dataclass(frozen=True)
+class SpendSettings:
+    """Caps on what the whole bot spends at WaveSpeed ([spend]); None: no cap."""
+
+    daily_usd: Decimal | None = None  # the whole bot, per day (from [quota] reset_hour_utc)
+    daily_usd_per_place: Decimal | None = None  # each Discord server / Telegram chat, per day
+    monthly_usd: Decimal | None = None  # the whole bot, per calendar month (UTC)
+
+
+@dataclass(frozen=True)
+class ModerationSettings:
+    """Prompt rules ([moderation]), checked before any cost."""
+
+    blocked_words: list[str] = field(default_factory=list)  # whole words, any case
+    blocked_patterns: list[str] = field(default_factory=list)  # Python regular expressions, any case
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The optional operations listener ([http]): /healthz, /readyz, /metrics."""
+
+    listen: str = ""  # host:port; empty: none
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: Literal["text", "json"] = "text"  # json: one object per line, with the job id on job lines
 
 
 @dataclass(frozen=True)
@@ -156,6 +188,10 @@ class Settings:
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     models: ModelsSettings = ModelsSettings()
+    spend: SpendSettings = SpendSettings()
+    moderation: ModerationSettings = ModerationSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
     costs: dict[str, Any] = field(default_factory=dict)  # credits per model that override its quote
     source: str = "built-in defaults"
 
@@ -172,7 +208,8 @@ class Settings:
 
 _SECTIONS = {"wavespeed": WaveSpeedSettings, "storage": StorageSettings,
              "quota": QuotaSettings, "media": MediaSettings, "telegram": TelegramSettings,
-             "discord": DiscordSettings, "models": ModelsSettings}
+             "discord": DiscordSettings, "models": ModelsSettings, "spend": SpendSettings,
+             "moderation": ModerationSettings, "http": HttpSettings, "log": LogSettings}
 # Environment variables that override a secret in the file.
 _ENV_SECRETS = {("wavespeed", "api_key"): "WAVESPEED_API_KEY",
                 ("wavespeed", "webhook_secret"): "WAVESPEED_WEBHOOK_SECRET",
@@ -351,6 +388,11 @@ def _check_ranges(s: Settings, source: str) -> None:
          f"[discord] shard_ids must be 0 to {s.discord.shard_count - 1} with shard_count = {s.discord.shard_count}"
          f" (got {s.discord.shard_ids})"),
         (len(set(s.discord.shard_ids)) == len(s.discord.shard_ids), "[discord] shard_ids lists a shard twice"),
+        (s.http.listen == "" or _host_port_ok(s.http.listen), "[http] listen must be host:port (or empty: none)"),
+        (all(key.isdigit() and credits >= 0 for key, credits in s.discord.roles.items()),
+         "[discord.roles] must map role ids to daily credits, e.g. \"123456789012345678\" = 30"),
+        (all(key.lstrip("-").isdigit() and credits >= 0 for key, credits in s.telegram.chats.items()),
+         "[telegram.chats] must map chat ids to daily credits, e.g. \"-1001234567890\" = 20"),
     ]
     for ok, message in rules:
         if not ok:

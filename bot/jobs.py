@@ -32,6 +32,12 @@ class JobState(str, enum.Enum):
 
 
 ACTIVE_STATES = tuple(s for s in JobState if not s.finished)
+# What a job that did not deliver failed of (``Job.failure``), for /stats and /metrics:
+# WaveSpeed's content filter (code 1200), inputs it refused (1400-1405), its own fault or
+# its task failing, no end within [wavespeed] job_timeout, the video not downloaded, the
+# chat refusing it, the model withdrawn, cancelled by its owner, its process stopped.
+FAILURE_KINDS = ("moderated", "refused", "wavespeed", "timeout", "download", "delivery",
+                 "withdrawn", "cancelled", "stopped", "other")
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,9 @@ class Job:
     submit_attempts: int = 0  # submits refused at the door (429, 503), retried later
     webhook_result: dict[str, Any] | None = None  # the task's end, as its webhook reported it
     quote_usd: Decimal | None = None  # WaveSpeed's price for it when accepted (None: unquoted, or older)
+    place_key: str = ""  # the server or chat whose spend it counts to ("discord:guild:1"; "": none)
+    charged_usd: Decimal | None = None  # what WaveSpeed charged, once known (0: nothing; None: not yet)
+    failure: str | None = None  # a failed job's kind of failure (``bot.jobs.FAILURE_KINDS``)
 
     @property
     def seconds(self) -> int:

@@ -154,7 +154,7 @@ async def test_sqlite_to_postgresql_and_back_keeps_every_row_and_every_media_byt
     counts = await copy_between(str(first), pg_url, force=False, now=time.time(), progress=seen.append)
     assert counts == before["contents"]
     assert [p.table for p in seen if p.table_done] == ["users", "jobs", "ledger", "job_media", "pending_asks",
-                                                       "model_listing"]
+                                                       "model_listing", "bans", "bot_state", "alerts_sent"]
     media_steps = [p.done for p in seen if p.table == "job_media" and not p.table_done]
     batches = [(now["job_media"] - then["job_media"], now["media_bytes"] - then["media_bytes"])
                for then, now in zip([seen[0].total | {"job_media": 0, "media_bytes": 0}, *media_steps],

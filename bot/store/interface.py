@@ -57,11 +57,11 @@ QUEUE_PLACES = "queue-place"  # the ``platform`` under which pending asks keep e
 COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "users": ("key",), "jobs": ("id",), "ledger": ("id",),
     "job_media": ("job_id", "role"), "pending_asks": ("platform", "chat", "message_id"),
-    "model_listing": ("source",),
+    "model_listing": ("source",), "bans": ("user_key",), "bot_state": ("key",), "alerts_sent": ("key",),
 }
 JSON_COLUMNS = {"jobs": ("reply_to", "inputs", "webhook_result"), "pending_asks": ("data",),
-                "model_listing": ("listing",)}
-DECIMAL_COLUMNS = {"jobs": ("quote_usd",)}  # exact money: a Decimal in the neutral form, never a float
+                "model_listing": ("listing",), "bot_state": ("value",)}
+DECIMAL_COLUMNS = {"jobs": ("quote_usd", "charged_usd")}  # exact money: a Decimal in the neutral form, never a float
 # Tables that only cache what the bot can fetch again: a copy's target holding nothing
 # else counts as empty (a bot started on it once already saved the model listing).
 CACHE_TABLES = ("model_listing",)

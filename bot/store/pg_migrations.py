@@ -102,7 +102,21 @@ create table model_listing (
 alter table jobs add column quote_usd numeric;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+# The operator's controls (#17): a job's place, what WaveSpeed charged for it and the kind
+# of its failure; a user's allowance in their period; bans, the bot-wide state (a pause)
+# and the admin alerts already sent (as ``bot.store.sqlite``'s v11).
+_V5 = """
+alter table jobs add column place_key text;
+alter table jobs add column charged_usd numeric;
+alter table jobs add column failure text;
+alter table users add column allowance bigint;
+create table bans (user_key text primary key, at double precision, by text, reason text);
+create table bot_state (key text primary key, value jsonb, updated_at double precision);
+create table alerts_sent (key text primary key, at double precision);
+create index jobs_created_at on jobs (created_at);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
 
 
 async def migrate(conn: asyncpg.Connection) -> int:

@@ -33,6 +33,7 @@ def job_from_row(row: asyncpg.Record) -> Job:
         submit_started_at=row["submit_started_at"], submit_ended_at=row["submit_ended_at"],
         resubmits=row["resubmits"] or 0, submit_attempts=row["submit_attempts"] or 0,
         webhook_result=row["webhook_result"], quote_usd=row["quote_usd"],
+        place_key=row["place_key"] or "", charged_usd=row["charged_usd"], failure=row["failure"],
     )
 
 

@@ -148,8 +148,26 @@ def _v10(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column("quote_usd", str)
 
 
+def _v11(db: sqlite_utils.Database) -> None:
+    # The operator's controls (#17). A job's place (the Discord server or Telegram chat
+    # whose spend it counts to), what WaveSpeed charged for it once known (decimal text;
+    # NULL: not known yet) and, for a job that failed, the kind of failure (for /stats and
+    # /metrics). A user's daily allowance in their current period (NULL: [quota]
+    # daily_credits; a role or a chat may give more). Bans, the bot-wide state (a pause)
+    # and the admin alerts already sent (each once, whichever process reached the mark).
+    jobs = db.table("jobs")
+    jobs.add_column("place_key", str)
+    jobs.add_column("charged_usd", str)
+    jobs.add_column("failure", str)
+    db.table("users").add_column("allowance", int)
+    db.table("bans").create({"user_key": str, "at": float, "by": str, "reason": str}, pk="user_key")
+    db.table("bot_state").create({"key": str, "value": str, "updated_at": float}, pk="key")
+    db.table("alerts_sent").create({"key": str, "at": float}, pk="key")
+    db.execute("create index jobs_created_at on jobs (created_at)")
+
+
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11]
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 
 
@@ -597,7 +615,7 @@ class SqliteStore(_SqliteReads, _SqliteListing, SqliteTransfer):
 
     async def job_row(self, job_id: int) -> dict[str, Any]:
         row = self._rows("select * from jobs where id = ?", [job_id])[0]
-        return {**row, "quote_usd": exact(row["quote_usd"])}
+        return {**row, "quote_usd": exact(row["quote_usd"]), "charged_usd": exact(row["charged_usd"])}
 
     async def update_job(self, job_id: int, *, owner: str | None = None, known: Job | None = None,
                    **changes: Any) -> Job:
@@ -669,6 +687,7 @@ def _job(row: dict[str, Any]) -> Job:
         resubmits=row["resubmits"] or 0, submit_attempts=row["submit_attempts"] or 0,
         webhook_result=json.loads(row["webhook_result"]) if row["webhook_result"] else None,
         quote_usd=exact(row["quote_usd"]),
+        place_key=row["place_key"] or "", charged_usd=exact(row["charged_usd"]), failure=row["failure"],
     )
 
 
