@@ -43,6 +43,7 @@ from bot.devtools.clips import sample_photo
 from bot.devtools.simulator import Simulator
 from bot.engine import Engine, StoreUnavailable
 from bot.jobs import Accepted, GenerationRequest, Job, JobState, UserRef
+from bot.ops_http import OpsListener
 from bot.store.copy import (
     MEDIA_BYTES,
     CopyFailed,
@@ -73,6 +74,10 @@ class ChatAdapter(Protocol):
 
     def start_problem(self, error: Exception) -> str | None:
         """One line saying why ``start`` failed, if the error is one the platform knows."""
+        ...
+
+    def ready(self) -> bool:
+        """Connected to its platform now (``/readyz`` of the operations listener)."""
         ...
 
 
@@ -235,6 +240,7 @@ async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> i
         loop.add_signal_handler(signum, stop.set)
     engine: Engine | None = None
     adapters: list[ChatAdapter] = []
+    ops: OpsListener | None = None
     try:
         # Start-up: a problem here is one line naming it (secrets masked), never a traceback.
         try:
@@ -245,6 +251,10 @@ async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> i
                 engine.register(CLI_PLATFORM, ConsoleCourier(sys.stderr, Path.cwd(),
                                                              fallback_dir=Path(ready.storage.videos_dir)))
             adapters = _deliveries(ready, engine) if role == WORKER else _chat_adapters(ready, engine)
+            if ready.http.listen:  # up before the platforms connect: /readyz says what is missing meanwhile
+                ops = OpsListener(ready.http.listen, engine.store,
+                                  {platform_of(adapter): adapter.ready for adapter in adapters})
+                await ops.start()
             if role == ALL:
                 await engine.start()
             elif role == FRONT:
@@ -267,6 +277,8 @@ async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> i
         print(messages.running_banner(names) if role == ALL else messages.role_banner(role, names), flush=True)
         await stop.wait()
     finally:
+        if ops is not None:
+            await _quietly(ops.stop())
         for adapter in adapters:
             await _quietly(adapter.stop())
         if engine is not None:
@@ -274,6 +286,11 @@ async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> i
         if simulator:
             await simulator.close()
     return 0
+
+
+def platform_of(adapter: ChatAdapter) -> str:
+    """The platform a chat adapter or courier serves, as ``/readyz`` names it ("telegram")."""
+    return type(adapter).__name__.removesuffix("Adapter").removesuffix("Delivery").lower()
 
 
 async def _start(adapter: ChatAdapter) -> str | None:

@@ -1058,3 +1058,37 @@ MODEL_WITHDRAWN = "WaveSpeed no longer offers this model, so your video was not 
 def model_not_offered(model: str) -> str:
     """A result button of a video whose model is no longer on offer."""
     return f"{model} is no longer offered, so this video cannot be made again; /models lists the models on offer."
+
+
+# --- #17 http ---
+# The operations listener ([http] listen): Prometheus help texts and /readyz's plain answers.
+METRIC_HELP = {
+    "kling_wavespeed_request_seconds": "Seconds a WaveSpeed HTTP request took, by endpoint (this process)",
+    "kling_wavespeed_errors": "WaveSpeed requests that failed, by kind (this process)",
+    "kling_webhook_deliveries": "WaveSpeed webhook deliveries received, by outcome (this process)",
+    "kling_jobs": "Jobs in the database, by model and state",
+    "kling_queue_depth": "Jobs queued, waiting for a WaveSpeed slot",
+    "kling_spend_usd": "USD spent on WaveSpeed jobs, by model: what WaveSpeed charged once known,"
+                       " else nothing for a refunded job, else its quote",
+    "kling_job_failures": "Jobs that ended without a video, by kind of failure",
+    "kling_credits_spent": "Credits of delivered videos (reservations committed)",
+    "kling_credits_reserved": "Credits held by jobs not yet settled",
+    "kling_credits_refunded": "Credits given back for jobs that made no video",
+    "kling_credits_granted": "Credits admins added (grant and set)",
+    "kling_database_up": "1 when the database answered this scrape, else 0 (its figures are then absent)",
+}
+READY = "ready"
+ALIVE = "ok"
+
+
+def not_ready(problems: list[str]) -> str:
+    """/readyz's answer when something this process needs is not there: one line each."""
+    return "not ready:\n" + "\n".join(problems)
+
+
+def database_not_answering(why: str) -> str:
+    return f"database: not answering ({why})"
+
+
+def platform_not_connected(name: str) -> str:
+    return f"{name}: not connected"

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 import aiohttp
 from yarl import URL
 
+from bot import metrics
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -169,7 +171,8 @@ class WaveSpeedClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # The trace times every request for /metrics (bot.metrics), whatever call makes it.
+            self._session = aiohttp.ClientSession(timeout=self._timeout, trace_configs=[metrics.wavespeed_trace()])
             self._owns_session = True
         return self._session
 
@@ -543,7 +546,25 @@ def _unwrap(status: int, body: Any, retry_after: float | None = None) -> dict[st
 
 
 def _envelope_data(status: int, body: Any, retry_after: float | None = None) -> Any:
-    """The envelope's ``data`` (any JSON value), or the typed error its HTTP status / ``code`` means."""
+    """The envelope's ``data`` (any JSON value), or the typed error its HTTP status / ``code`` means
+    (counted for /metrics by its kind)."""
+    try:
+        return _read_envelope(status, body, retry_after)
+    except WaveSpeedError as err:
+        metrics.wavespeed_error(error_kind(err))
+        raise
+
+
+def error_kind(err: WaveSpeedError) -> str:
+    """The kind of a WaveSpeed refusal (``bot.metrics.ERROR_KINDS``)."""
+    for kind, name in ((AuthError, "auth"), (RateLimited, "rate_limited"), (Moderated, "moderated"),
+                       (BadRequest, "bad_request")):
+        if isinstance(err, kind):
+            return name
+    return "server"
+
+
+def _read_envelope(status: int, body: Any, retry_after: float | None) -> Any:
     envelope = body if isinstance(body, dict) else {}
     code = envelope.get("code", status)
     if not isinstance(code, int) or isinstance(code, bool):  # an odd envelope: unreadable, not a refusal

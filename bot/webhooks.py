@@ -34,6 +34,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from bot import metrics
 from bot.wavespeed import Prediction
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,9 @@ async def _read_capped(request: web.Request) -> bytes:
 
 
 def _answer(data: dict[str, Any], status: int) -> web.Response:
-    """A JSON answer that closes its connection: one request per connection."""
+    """A JSON answer that closes its connection: one request per connection (counted
+    for /metrics by its outcome)."""
+    metrics.webhook_delivery(status)
     response = web.json_response(data, status=status)
     response.force_close()
     return response

@@ -140,6 +140,16 @@ class DiscordAdapter:
     def start_problem(self, error: Exception) -> str | None:
         return start_problem(error, self.settings)
 
+    def ready(self) -> bool:
+        """Connected to the gateway (``/readyz``): READY received, and every socket open (a
+        reconnect in progress is not ready)."""
+        client = self.client
+        if client.is_closed() or not client.is_ready():
+            return False
+        if isinstance(client, discord.AutoShardedClient):
+            return bool(client.shards) and all(not shard.is_closed() for shard in client.shards.values())
+        return client.ws is not None and client.ws.open
+
     async def stop(self) -> None:
         await self.client.close()
         if self._web is not None:

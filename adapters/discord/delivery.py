@@ -74,5 +74,9 @@ class DiscordDelivery:
     def start_problem(self, error: Exception) -> str | None:
         return start_problem(error, self.settings)
 
+    def ready(self) -> bool:
+        """Logged in over REST and not closed (``/readyz``)."""
+        return self.client.user is not None and not self.client.is_closed()
+
     async def stop(self) -> None:
         await self.client.close()

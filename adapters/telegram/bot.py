@@ -45,7 +45,7 @@ from adapters.telegram.delivery import quiet_token_loggers, rate_limiter, start_
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
 from adapters.telegram.menus import PATTERN, Menus
 from adapters.telegram.starter import JobStarter
-from adapters.telegram.updates import Poller, WebhookReceiver
+from adapters.telegram.updates import Poller, PollsSeen, WebhookReceiver
 from adapters.text_commands import cancel_job, parse_animate, parse_effect, parse_whole_number
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
@@ -70,10 +70,12 @@ class TelegramAdapter:
         self.media = settings.media
         self.engine = engine
         quiet_token_loggers()
+        self.polls = PollsSeen()  # getUpdates' connection: tells /readyz whether polls are answered
         self.app: Application = (
             ApplicationBuilder().token(self.settings.token)
             .base_url(self.settings.base_url).base_file_url(self.settings.base_file_url)
             .rate_limiter(rate_limiter())
+            .get_updates_request(self.polls)
             .concurrent_updates(True)  # one user's download must not hold up the others
             .build())
         self.menus = Menus(engine)
@@ -114,13 +116,17 @@ class TelegramAdapter:
             [BotCommand(name, messages.COMMANDS[name]) for name in MENU_COMMANDS])
         # Updates come by webhook (any number of fronts) or by polling (one process per token).
         self.receiver = WebhookReceiver(self.app, self.engine, self.settings) if self.settings.webhook_url \
-            else Poller(self.app, self.engine, self.settings)
+            else Poller(self.app, self.engine, self.settings, self.polls)
         await self.receiver.start()
         log.info("Telegram bot @%s is running (%s)", self.app.bot.username,
                  "webhook" if self.settings.webhook_url else "polling")
 
     def start_problem(self, error: Exception) -> str | None:
         return start_problem(error, self.settings)
+
+    def ready(self) -> bool:
+        """Receiving updates (``/readyz``): started, and polling answered or the webhook served."""
+        return self.app.running and self.receiver is not None and self.receiver.ready()
 
     async def stop(self) -> None:
         if self.receiver is not None:

@@ -51,18 +51,25 @@ class TelegramDelivery:
         self.settings = settings.telegram
         quiet_token_loggers()
         self.bot = http_bot(self.settings)
+        self.started = False
         # The buttons under a video come with it, whichever process delivers it.
         self.courier = TelegramCourier(self.bot, self.settings, Menus(engine))
         register(engine, PLATFORM, self.courier)
 
     async def start(self) -> None:
         await self.bot.initialize()  # getMe: checks the token; nothing is received
+        self.started = True
         log.info("Telegram bot @%s delivers (no updates received here)", self.bot.username)
+
+    def ready(self) -> bool:
+        """Logged in (getMe answered) and not stopped (``/readyz``)."""
+        return self.started
 
     def start_problem(self, error: Exception) -> str | None:
         return start_problem(error, self.settings)
 
     async def stop(self) -> None:
+        self.started = False
         await self.bot.shutdown()
 
 

@@ -40,6 +40,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from telegram import Update
 from telegram.error import Conflict, TelegramError
 from telegram.ext import Application
+from telegram.request import HTTPXRequest
 
 from adapters.telegram.common import PLATFORM, updater_of
 from bot.config import TelegramSettings
@@ -86,10 +87,12 @@ def webhook_fronts(bot_id: int) -> str:
 class Poller:
     """getUpdates for one bot token, by one process at a time (see the module's docstring)."""
 
-    def __init__(self, app: Application, engine: Engine, settings: TelegramSettings):
+    def __init__(self, app: Application, engine: Engine, settings: TelegramSettings,
+                 polls: PollsSeen | None = None):
         self.app = app
         self.engine = engine
         self.settings = settings
+        self.polls = polls  # the app's getUpdates connection, if it is one that tells
         self._lease = engine.lease(poller_lease(app.bot.id), on_lost=self._lost)
         self._stopping: asyncio.Task[None] | None = None
 
@@ -118,6 +121,10 @@ class Poller:
             await updater.stop()
         await self._lease.release()
 
+    def ready(self) -> bool:
+        """Polling, and the last getUpdates did not fail (when ``polls`` watches them)."""
+        return updater_of(self.app).running and not (self.polls is not None and self.polls.failing)
+
     async def _listen_for_another_poller(self) -> None:
         """Hold getUpdates open for ``conflict_check_seconds``: another poller's next call
         ends it with 409 Conflict (raised). Nothing is confirmed: no offset is sent."""
@@ -143,6 +150,27 @@ def _polling_failed(error: TelegramError) -> None:
         log.warning("Telegram refused getUpdates: %s", error)
     else:
         log.warning("polling Telegram failed: %s: %s", type(error).__name__, error)
+
+
+class PollsSeen(HTTPXRequest):
+    """The connection getUpdates goes through, remembering whether its last call failed
+    (no answer, or not 200) until one is answered: PTB retries a failing poll quietly, so
+    this is how ``/readyz`` tells a bot that receives from one that only keeps trying."""
+
+    def __init__(self) -> None:
+        super().__init__(connection_pool_size=1)  # as PTB's own getUpdates connection
+        self.failing = False
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        try:
+            status, payload = await super().do_request(*args, **kwargs)
+        except asyncio.CancelledError:  # a poll stopped by the bot itself says nothing of Telegram
+            raise
+        except BaseException:
+            self.failing = True
+            raise
+        self.failing = status != 200
+        return status, payload
 
 
 class WebhookReceiver:
@@ -186,6 +214,10 @@ class WebhookReceiver:
                 await self._announcer
             self._announcer = None
         await self.listener.stop()
+
+    def ready(self) -> bool:
+        """Listening for Telegram's deliveries."""
+        return self.listener.serving
 
     async def _keep_announced(self, name: str) -> None:
         while True:
@@ -237,6 +269,10 @@ class UpdateListener:
         if self._server is not None:
             await self._server.stop()
             self._server = None
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
 
     async def _receive(self, request: web.Request) -> web.Response:
         given = request.headers.get(SECRET_HEADER, "").encode(errors="replace")

@@ -144,6 +144,32 @@ class ReservedJob:
     queue_position: int
 
 
+@dataclass(frozen=True)
+class MetricTotals:
+    """The database's figures for ``/metrics`` (``Store.metric_totals``), the same in every
+    process sharing the database. Spend follows the spend rule: what WaveSpeed charged
+    when known, else nothing for a refunded job, else its quote."""
+
+    jobs: dict[tuple[str, str], int]  # (model id, state) -> jobs
+    queue_depth: int  # jobs queued now
+    spend_usd: dict[str, Decimal]  # model id -> USD
+    failures: dict[str, int]  # failure kind -> jobs that ended with it
+    credits_spent: int  # credits of reservations committed (videos delivered)
+    credits_reserved: int  # credits held by jobs not yet settled
+    credits_refunded: int  # credits of reservations refunded
+    credits_granted: int  # credits admins added (``grant`` and ``set`` movements upwards)
+
+
+class OpsReads(Protocol):
+    """What the operations listener (``bot.ops_http``) reads of a store."""
+
+    async def metric_totals(self) -> MetricTotals:
+        """Every figure of ``MetricTotals`` in one read of the database."""
+    async def check_alive(self) -> None:
+        """Raise when the database does not answer a trivial query (SQLite: also when
+        its file is no longer at its path, so writes would be lost)."""
+
+
 class PendingAsks(Protocol):
     """Questions a chat asked a user, and one-use marks (menus, update ids)."""
 
@@ -199,7 +225,7 @@ class Claims(Protocol):
                        user_key: str | None = None) -> float | None: ...
 
 
-class Store(Protocol):
+class Store(OpsReads, Protocol):
     """Users, the credit ledger, jobs, their media and the questions chats asked."""
 
     @property
@@ -289,3 +315,4 @@ class Store(Protocol):
         """Delete every row of ``COPIED_TABLES`` and the media they kept."""
     async def live_leases(self, now: float) -> list[tuple[int, float]]:
         """(job id, lease end) of unfinished jobs whose process's lease still holds."""
+
