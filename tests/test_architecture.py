@@ -24,7 +24,8 @@ CHAT_LIBRARIES = ("discord", "telegram")
 ADAPTER_MAY_IMPORT = {"bot.engine", "bot.jobs", "bot.messages", "bot.catalog", "bot.config", "bot.videofit",
                       "bot.webhooks"}
 # `kling-bot db copy` works on two stores and no engine: the composition root runs it.
-COMPOSITION_ROOT_MAY_ALSO = {"bot.devtools.simulator", "bot.devtools.clips", "bot.store.copy"}
+# The composition root also wires the simulator, the database copy and the operations listener.
+COMPOSITION_ROOT_MAY_ALSO = {"bot.devtools.simulator", "bot.devtools.clips", "bot.store.copy", "bot.ops_http"}
 SQL = re.compile(r"^\s*(select\s.*\sfrom\s|insert\s+into\s|update\s+\w+\s+set\s|delete\s+from\s"
                  r"|create\s+(table|index)\s|pragma\s|begin\s+immediate)", re.IGNORECASE | re.DOTALL)
 SQL_CALLS = {"execute", "executemany", "executescript", "rows_where", "count_where", "conn"}
