@@ -254,7 +254,11 @@ async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> i
             if ready.http.listen:  # up before the platforms connect: /readyz says what is missing meanwhile
                 ops = OpsListener(ready.http.listen, engine.store,
                                   {platform_of(adapter): adapter.ready for adapter in adapters})
-                await ops.start()
+                try:
+                    await ops.start()
+                except OSError as err:
+                    fail(messages.ops_cannot_listen(ready.http.listen, str(err.strerror or err)))
+                    return EXIT_USAGE
             if role == ALL:
                 await engine.start()
             elif role == FRONT:

@@ -1092,3 +1092,8 @@ def database_not_answering(why: str) -> str:
 
 def platform_not_connected(name: str) -> str:
     return f"{name}: not connected"
+
+
+def ops_cannot_listen(listen: str, why: str) -> str:
+    """``run`` with an ``[http] listen`` address it cannot bind."""
+    return f"the operations listener cannot listen on {listen} ([http] listen): {why}"

@@ -276,3 +276,26 @@ async def test_run_serves_probes_and_metrics_and_tells_when_telegram_is_gone(tmp
             await telegram.close()
     assert code == 0, err
     assert TG_TOKEN not in err
+
+
+async def test_run_says_in_one_line_when_the_listener_cannot_listen(tmp_path):
+    telegram = FakeTelegram(TG_TOKEN)
+    await telegram.start()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "config.toml"
+        config.write_text(f'[storage]\npath = "{tmp_path / "bot.sqlite"}"\n\n' + _telegram_and_http(telegram, port))
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "adapters", "run", "--simulate", "--config", str(config), cwd=tmp_path,
+                env={**os.environ, "PYTHONPATH": str(ROOT), "TELEGRAM_BOT_TOKEN": TG_TOKEN, "DISCORD_BOT_TOKEN": ""},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(process.communicate(), START_TIMEOUT)
+        finally:
+            await telegram.close()
+    lines = err.decode().strip().splitlines()
+    assert process.returncode == 2 and len(lines) == 1, err.decode()
+    assert f"cannot listen on 127.0.0.1:{port} ([http] listen)" in lines[0] and "in use" in lines[0]
+    assert not telegram.calls_to("getUpdates")  # nothing was started
