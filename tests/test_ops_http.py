@@ -24,6 +24,7 @@ from bot.ops_http import OpsListener
 from bot.wavespeed import AuthError
 from tests.backends import on_postgres, process_config, raw_sql
 from tests.conftest import effect_request, user
+from tests.fake_discord import GUILD, FakeDiscord
 from tests.fake_telegram import FakeTelegram
 from tests.helpers import settled
 
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.both_backends
 
 ROOT = Path(__file__).resolve().parent.parent
 TG_TOKEN = "515151:OPS-telegram-token-SECRET"
+DC_TOKEN = "MTIz.ops-discord-token.SECRET"
 START_TIMEOUT = 40
 # The figures every process on one database reports alike.
 DATABASE_FAMILIES = ("kling_jobs", "kling_queue_depth", "kling_spend_usd", "kling_job_failures",
@@ -208,11 +210,12 @@ def _telegram_and_http(telegram: FakeTelegram, port: int) -> str:
             f'conflict_check_seconds = 0\n\n[http]\nlisten = "127.0.0.1:{port}"\n')
 
 
-async def _start_run(config: Path, *args: str) -> asyncio.subprocess.Process:
+async def _start_run(config: Path, *args: str, tokens: dict[str, str] | None = None) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_API_KEY"))}
+    tokens = tokens or {"TELEGRAM_BOT_TOKEN": TG_TOKEN, "DISCORD_BOT_TOKEN": ""}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "adapters", "run", "--config", str(config), *args, cwd=config.parent,
-        env={**env, "PYTHONPATH": str(ROOT), "TELEGRAM_BOT_TOKEN": TG_TOKEN, "DISCORD_BOT_TOKEN": ""},
+        env={**env, "PYTHONPATH": str(ROOT), **tokens},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert process.stdout is not None
     banner = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
@@ -299,3 +302,35 @@ async def test_run_says_in_one_line_when_the_listener_cannot_listen(tmp_path):
     assert process.returncode == 2 and len(lines) == 1, err.decode()
     assert f"cannot listen on 127.0.0.1:{port} ([http] listen)" in lines[0] and "in use" in lines[0]
     assert not telegram.calls_to("getUpdates")  # nothing was started
+
+
+async def test_run_is_ready_once_the_discord_gateway_is_open_and_not_after_it_closes(tmp_path):
+    discord = FakeDiscord(DC_TOKEN)
+    await discord.start()
+    port = _free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "bot.sqlite"}"\nvideos_dir = "{tmp_path / "videos"}"\n\n'
+                      f'[discord]\napi_base_url = "{discord.api_base_url}"\ngateway_url = "{discord.gateway_url}"\n'
+                      f'guild_ids = [{GUILD}]\n\n[http]\nlisten = "127.0.0.1:{port}"\n')
+    process = await _start_run(config, "--simulate", tokens={"DISCORD_BOT_TOKEN": DC_TOKEN, "TELEGRAM_BOT_TOKEN": ""})
+    closed = False
+    try:
+        async def ready() -> bool:
+            return (await _get(port, "/readyz"))[0] == 200
+        await _until(ready)
+        assert discord.identify is not None  # ready means logged in on the gateway
+
+        await discord.close()  # the gateway gone: discord.py tries to reconnect meanwhile
+        closed = True
+
+        async def not_ready() -> tuple[int, str, str] | None:
+            answer = await _get(port, "/readyz")
+            return answer if answer[0] == 503 else None
+        status, body, _ = await _until(not_ready)
+        assert "discord: not connected" in body
+    finally:
+        code, err = await _stop(process)
+        if not closed:
+            await discord.close()
+    assert code == 0, err
+    assert DC_TOKEN not in err
