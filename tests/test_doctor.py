@@ -6,9 +6,11 @@ passed, and no secret (API key, bot tokens, database password) is ever printed."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 import uuid
@@ -19,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from aiohttp import web
 
 from bot.devtools.simulator import Simulator
 from bot.store import open_store, pg_migrations, sqlite
@@ -329,3 +332,77 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_a_video_folder_under_a_file_is_one_line(simulator, folder):
+    (folder / "taken").write_text("a file, where the videos' folder should go")
+    config = write_config(folder, wavespeed=simulator, database=str(folder / "bot.sqlite"))
+    config.write_text(config.read_text().replace(f'videos_dir = "{folder / "videos"}"',
+                                                 f'videos_dir = "{folder / "taken" / "videos"}"'))
+
+    rc, out, err = await doctor(config)
+
+    assert rc == 1
+    assert failing(out) == [f"FAIL  [storage] videos_dir: the video folder {folder / 'taken' / 'videos'} cannot be "
+                            f"written ({folder / 'taken'} is a file, not a folder): make it writable by the user the "
+                            "bot runs as (chown/chmod), or point [storage] videos_dir elsewhere."]
+    assert f"ok    database: {folder / 'bot.sqlite'} does not exist yet: the bot creates it at start" in out
+
+
+async def test_a_database_of_a_newer_kling_bot_fails_and_an_older_one_is_migrated_at_start(simulator, folder):
+    path = await migrated(str(folder / "bot.sqlite"), folder)
+    newest = len(sqlite.MIGRATIONS)
+    config = write_config(folder, wavespeed=simulator, database=path)
+    for version, ok, said in ((newest + 1, False, f"holds schema version {newest + 1}, newer than this kling-bot "
+                                                  f"knows ({newest}): upgrade kling-bot"),
+                              (newest - 1, True, f"schema version {newest - 1}, migrated to {newest} when the "
+                                                 "bot starts")):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute(f"PRAGMA user_version = {version}")
+
+        rc, out, err = await doctor(config)
+
+        (line,) = [line for line in out.splitlines() if " database: " in line]
+        assert (rc == 0) is ok and line.startswith("ok  " if ok else "FAIL") and said in line, out
+    with contextlib.closing(sqlite3.connect(path)) as db:  # the doctor migrated nothing
+        assert db.execute("PRAGMA user_version").fetchone()[0] == newest - 1
+
+
+async def test_a_webhook_url_behind_a_proxy_with_no_bot_fails(simulator, folder):
+    async def bad_gateway(request: web.Request) -> web.Response:
+        return web.Response(status=502, text="502 Bad Gateway")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", bad_gateway)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    proxy = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        config = write_config(folder, wavespeed=simulator, database=str(folder / "bot.sqlite"))
+        config.write_text(config.read_text().replace(f'webhook_url = "{simulator.base_url}/kling"',
+                                                     f'webhook_url = "{proxy}/kling"'))
+        rc, out, err = await doctor(config)
+    finally:
+        await runner.cleanup()
+
+    assert rc == 1
+    assert failing(out) == [f"FAIL  [wavespeed] webhook_url: {proxy}/kling answers HTTP 502 from the proxy in front, "
+                            "which does not reach the bot: start the bot, and check the proxy forwards to "
+                            "[wavespeed] webhook_listen."]
+
+
+async def test_an_error_quoting_the_token_in_its_url_shows_it_masked(simulator, telegram, folder):
+    """Telegram's URLs carry the token: an error naming the URL must not print it."""
+    config = write_config(folder, wavespeed=simulator, database=str(folder / "bot.sqlite"), telegram=telegram)
+    config.write_text(config.read_text().replace(f'base_url = "{telegram.base_url}"',
+                                                 'base_url = "http://127.0.0.1:99999/bot"'))  # no such port
+
+    rc, out, err = await doctor(config)
+
+    assert rc == 1
+    (line,) = failing(out)
+    assert line.startswith("FAIL  [telegram] token: cannot reach Telegram at http://127.0.0.1:99999")
+    assert "/bot[secret]/getMe" in line
+    assert_no_secret(out, err)
