@@ -406,3 +406,48 @@ async def test_an_error_quoting_the_token_in_its_url_shows_it_masked(simulator, 
     assert line.startswith("FAIL  [telegram] token: cannot reach Telegram at http://127.0.0.1:99999")
     assert "/bot[secret]/getMe" in line
     assert_no_secret(out, err)
+
+
+async def test_a_bad_key_a_bad_token_and_an_unwritable_database_at_once_are_three_lines(
+        telegram, discord, database, folder):
+    wavespeed = Simulator(api_key=API_KEY)
+    await wavespeed.start()
+    wrong_key, wrong_token = "ws-another-key-DoNotLeak-1111", "MTanother.DiscordTokenDoNotLeak.1111"
+    if on_postgres(database):
+        location = with_password(database, DB_PASSWORD)
+        admin = await asyncpg.connect(database)
+        try:  # the whole database read-only, as on a standby
+            await admin.execute(f'alter database "{urlsplit(database).path[1:]}" set default_transaction_read_only = on')
+        finally:
+            await admin.close()
+    else:
+        location = await migrated(database, folder)
+        Path(location).chmod(0o444)
+    try:
+        config = write_config(folder, wavespeed=wavespeed, database=location, telegram=telegram,
+                              discord=discord, api_key=wrong_key, dc_token=wrong_token)
+        rc, out, err = await doctor(config, file_modes_bind=True)
+    finally:
+        await wavespeed.close()
+
+    assert rc == 1
+    database_line, key_line, token_line = failing(out)
+    assert database_line.startswith("FAIL  database: the database ") and "cannot be written" in database_line
+    assert key_line.startswith("FAIL  [wavespeed] api_key: bad key:")
+    assert token_line.startswith("FAIL  [discord] token: bad token:")
+    assert_no_secret(out, err, more=(wrong_key, wrong_token))
+
+
+async def test_without_a_config_file_the_defaults_and_the_environment_are_checked(folder):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "adapters", "doctor", "--quick", cwd=folder,
+        env={**{k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_API_KEY", "_DATABASE_URL"))},
+             "PYTHONPATH": str(ROOT), "WAVESPEED_API_KEY": API_KEY},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = (part.decode() for part in await asyncio.wait_for(process.communicate(), RUN_TIMEOUT))
+
+    assert process.returncode == 0, out + err
+    assert out.splitlines()[0].startswith("ok    config: no config file (no --config and no ./config.toml)")
+    assert f"ok    database: {folder / 'kling-bot.sqlite'} does not exist yet" in out
+    assert not (folder / "kling-bot.sqlite").exists()  # checked, not created
+    assert_no_secret(out, err)
