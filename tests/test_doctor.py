@@ -417,7 +417,8 @@ async def test_a_bad_key_a_bad_token_and_an_unwritable_database_at_once_are_thre
         location = with_password(database, DB_PASSWORD)
         admin = await asyncpg.connect(database)
         try:  # the whole database read-only, as on a standby
-            await admin.execute(f'alter database "{urlsplit(database).path[1:]}" set default_transaction_read_only = on')
+            name = urlsplit(database).path[1:]
+            await admin.execute(f'alter database "{name}" set default_transaction_read_only = on')
         finally:
             await admin.close()
     else:
