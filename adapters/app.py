@@ -36,7 +36,7 @@ from adapters.console import (
     wanted_path,
 )
 from adapters.videofiles import unwritable_because
-from bot import messages
+from bot import doctor, messages
 from bot.catalog import ValidationError
 from bot.config import ConfigError, Settings, is_local_host, load_settings
 from bot.devtools.clips import sample_photo
@@ -624,6 +624,21 @@ async def run_models(config: Path | None, *, simulate: bool) -> int:
         await engine.close()
         if simulator:
             await simulator.close()
+
+
+async def run_doctor(config: Path | None, *, quick: bool) -> int:
+    """``kling-bot doctor``: one line per check on stdout, then a summary; 0 only when all pass."""
+    try:
+        settings: Settings | ConfigError = settings_from(config)  # its secrets are masked in the log too
+    except ConfigError as err:
+        settings = err
+    from_file = config is not None or DEFAULT_CONFIG.is_file()
+    checks = await doctor.diagnose(settings, from_file=from_file, quick=quick)
+    for check in checks:
+        say(str(check), sys.stdout)
+    failed = sum(not check.ok for check in checks)
+    say(messages.doctor_summary(failed, len(checks)), sys.stdout)
+    return EXIT_FAILED if failed else 0
 
 
 async def run_db_copy(source: str, target: str, *, force: bool) -> int:

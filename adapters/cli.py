@@ -111,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--job-seconds", type=float, default=5.0,
                      help="how long each simulated job takes (default: 5)")
 
+    doctor = sub.add_parser(
+        "doctor", help="check the config, database, API key, tokens, webhooks and encoders",
+        description="Check that the bot can work with this config, changing nothing: the config file and "
+                    "the folders in it, the database (reachable, writable, schema version), the WaveSpeed "
+                    "key (bad key, no balance), each configured Telegram and Discord token, the webhook URLs "
+                    "(seen from this machine) and PyAV's H.264 and AAC encoders. One line per check, with "
+                    "the fix when it fails; no secret is printed. Exits 0 when every check passes, 1 when "
+                    "any fails.")
+    doctor.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
+    doctor.add_argument("--quick", action="store_true",
+                        help="only the checks of this machine (config, folders, database, encoders), no "
+                             "network call: cheap enough for a container health check every few seconds")
+
     db = sub.add_parser("db", help="database tools: copy a bot's database to another backend",
                         description="Tools for the bot's database (`kling-bot db COMMAND --help`).")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -151,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return app.main(lambda: app.run_db_copy(args.source, args.target, force=args.force))
     if args.command == "models":
         return app.main(lambda: app.run_models(args.config, simulate=args.simulate))
+    if args.command == "doctor":
+        return app.main(lambda: app.run_doctor(args.config, quick=args.quick))
     if args.command == "jobs":
         return app.main(lambda: app.run_jobs(args.config, simulate=args.simulate))
     return app.main(lambda: app.serve_simulator(args.host, args.port, args.job_seconds))

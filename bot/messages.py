@@ -1097,3 +1097,145 @@ def platform_not_connected(name: str) -> str:
 def ops_cannot_listen(listen: str, why: str) -> str:
     """``run`` with an ``[http] listen`` address it cannot bind."""
     return f"the operations listener cannot listen on {listen} ([http] listen): {why}"
+# --- #17 doctor ---------------------------------------------------------------------------
+# `kling-bot doctor`: one line per check, saying what is wrong and how to fix it.
+
+def doctor_line(name: str, ok: bool, text: str) -> str:
+    """One check's line: ``ok    [storage] path: ...`` or ``FAIL  [wavespeed] api_key: ...``."""
+    return f"{'ok  ' if ok else 'FAIL'}  {name}: {text}"
+
+
+def doctor_summary(failed: int, total: int) -> str:
+    if not failed:
+        return f"All {total} checks passed."
+    return f"{failed} of {total} checks failed: fix what the FAIL lines say, then run kling-bot doctor again."
+
+
+def doctor_config_loaded(source: str) -> str:
+    return f"{source} loads."
+
+
+DOCTOR_NO_CONFIG = ("no config file (no --config and no ./config.toml): built-in defaults and the environment "
+                    "only; pass --config PATH to check a file.")
+
+
+def doctor_config_failed(problem: str) -> str:
+    return f"{problem} Nothing else was checked: fix the config first."
+
+
+DOCTOR_DATABASE_FOLDER, DOCTOR_MEDIA_FOLDER, DOCTOR_VIDEO_FOLDER = (
+    "the database's folder", "the photo and audio folder", "the video folder")
+
+
+def doctor_folder_ok(what: str, folder: str, exists: bool) -> str:
+    if exists:
+        return f"{what} {folder} is writable."
+    return f"{what} {folder} can be created (the bot creates it at start)."
+
+
+def doctor_not_a_folder(path: str) -> str:
+    return f"{path} is a file, not a folder"
+
+
+def doctor_folder_bad(what: str, folder: str, why: str, key: str) -> str:
+    return (f"{what} {folder} cannot be written ({why}): make it writable by the user the bot runs as "
+            f"(chown/chmod), or point {key} elsewhere.")
+
+
+def doctor_db_unreachable(where: str, why: str) -> str:
+    return (f"cannot open the database {where} ({why}): check [storage] url or path (KLING_DATABASE_URL), "
+            "that the server runs and accepts this user and password.")
+
+
+def doctor_db_unwritable(where: str, why: str) -> str:
+    return (f"the database {where} cannot be written ({why}): give the bot's user write access "
+            "(the file's owner or mode; in PostgreSQL, GRANT on its tables) or use another database.")
+
+
+def doctor_db_new(where: str, newest: int) -> str:
+    return f"{where} does not exist yet: the bot creates it at start (schema version {newest})."
+
+
+def doctor_db_cannot_create(where: str) -> str:
+    return f"{where} does not exist, and cannot be created until its folder can be written (see [storage] path)."
+
+
+def doctor_db_ok(where: str, version: int, newest: int) -> str:
+    if version == newest:
+        return f"{where} is reachable and writable; schema version {version}, the newest."
+    return (f"{where} is reachable and writable; schema version {version}, migrated to {newest} "
+            "when the bot starts.")
+
+
+def doctor_db_too_new(where: str, version: int, newest: int) -> str:
+    return (f"{where} holds schema version {version}, newer than this kling-bot knows ({newest}): "
+            "upgrade kling-bot, or point [storage] at a database of this version.")
+
+
+DOCTOR_NO_API_KEY = "no API key: set [wavespeed] api_key or WAVESPEED_API_KEY (wavespeed.ai, Access Keys)."
+
+
+def doctor_bad_key(status: int | None) -> str:
+    return (f"bad key: WaveSpeed refused the API key (HTTP {status or 401}): copy a valid key from "
+            "wavespeed.ai (Access Keys) into [wavespeed] api_key or WAVESPEED_API_KEY.")
+
+
+def doctor_no_balance(usd: object) -> str:
+    return (f"no balance: the key works, but the account holds ${usd}: top up at wavespeed.ai, "
+            "or every video will fail.")
+
+
+def doctor_balance_ok(usd: object) -> str:
+    return f"the key works; the account's balance is ${usd}."
+
+
+def doctor_unreachable(service: str, where: str, why: str, key: str) -> str:
+    return f"cannot reach {service} at {where} ({why}): check this machine's network, DNS and proxy, and {key}."
+
+
+def doctor_refused(service: str, status: int, detail: str, fix: str) -> str:
+    return f"{service} answered HTTP {status} ({detail}): {fix}"
+
+
+DOCTOR_TRY_LATER = "try again in a minute; if it persists, check the service's status page."
+DOCTOR_TELEGRAM_BAD_TOKEN = ("bad token: Telegram refused it: copy the bot's token from @BotFather into "
+                             "[telegram] token or TELEGRAM_BOT_TOKEN.")
+DOCTOR_TELEGRAM_NOT_FOUND = ("the token is malformed or [telegram] base_url is wrong: copy the token from "
+                             "@BotFather, and leave base_url unset unless you run your own Bot API server.")
+
+
+def doctor_telegram_ok(username: str, user_id: object) -> str:
+    return f"logged in as @{username} (id {user_id})."
+
+
+DOCTOR_DISCORD_BAD_TOKEN = ("bad token: Discord refused it: reset the token on the Bot page of the Developer "
+                            "Portal and put it in [discord] token or DISCORD_BOT_TOKEN.")
+DOCTOR_DISCORD_NO_APPLICATION = ("the token logs in, but its application cannot be read: use the token of "
+                                 "the application's own bot (Developer Portal, Bot page).")
+
+
+def doctor_discord_ok(username: str, user_id: object, application: str, application_id: object) -> str:
+    return f"logged in as {username} (id {user_id}), application {application} (id {application_id})."
+
+
+def doctor_webhook_ok(url: str, status: int) -> str:
+    return f"{url} answers from here (HTTP {status})."
+
+
+def doctor_webhook_gateway(url: str, status: int, listen_key: str) -> str:
+    return (f"{url} answers HTTP {status} from the proxy in front, which does not reach the bot: start the bot, "
+            f"and check the proxy forwards to {listen_key}.")
+
+
+def doctor_webhook_unreachable(url: str, why: str, listen_key: str) -> str:
+    return (f"{url} does not answer from here ({why}): check its DNS name and the reverse proxy, "
+            f"that the bot runs and listens on {listen_key}.")
+
+
+def doctor_encoders_ok(names: Sequence[str], library: str) -> str:
+    return f"{' and '.join(names)} encoders present ({library})."
+
+
+def doctor_encoders_missing(names: Sequence[str]) -> str:
+    return (f"PyAV has no {' or '.join(names)} encoder, so a video too large for a chat cannot be shrunk: "
+            "install PyAV's wheel from PyPI (pip install --force-reinstall av), whose FFmpeg has them.")

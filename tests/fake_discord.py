@@ -323,6 +323,8 @@ class FakeDiscord(Doors):
         return await self._json(request, _user(BOT_ID, bot=True))
 
     async def _app_info(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bot {self.token}":  # as Discord answers a bad token
+            return await self._json(request, {"message": "401: Unauthorized", "code": 0}, status=401)
         return await self._json(request, {
             "id": str(APP_ID), "name": "Kling", "icon": None, "description": "", "rpc_origins": [],
             "bot_public": True, "bot_require_code_grant": False, "owner": _user(1),

@@ -23,9 +23,11 @@ CHAT_LIBRARIES = ("discord", "telegram")
 # shares its bounds (ConnectionGate) rather than copying them.
 ADAPTER_MAY_IMPORT = {"bot.engine", "bot.jobs", "bot.messages", "bot.catalog", "bot.config", "bot.videofit",
                       "bot.webhooks"}
-# `kling-bot db copy` works on two stores and no engine: the composition root runs it.
-# The composition root also wires the simulator, the database copy and the operations listener.
-COMPOSITION_ROOT_MAY_ALSO = {"bot.devtools.simulator", "bot.devtools.clips", "bot.store.copy", "bot.ops_http"}
+# `kling-bot db copy` works on two stores and no engine: the composition root runs it;
+# `kling-bot doctor` checks the settings, the store and the remote services, before any engine.
+# The composition root also wires the simulator and the operations listener.
+COMPOSITION_ROOT_MAY_ALSO = {"bot.devtools.simulator", "bot.devtools.clips", "bot.store.copy", "bot.ops_http",
+                             "bot.doctor"}
 SQL = re.compile(r"^\s*(select\s.*\sfrom\s|insert\s+into\s|update\s+\w+\s+set\s|delete\s+from\s"
                  r"|create\s+(table|index)\s|pragma\s|begin\s+immediate)", re.IGNORECASE | re.DOTALL)
 SQL_CALLS = {"execute", "executemany", "executescript", "rows_where", "count_where", "conn"}
