@@ -208,7 +208,7 @@ async def test_discord_stats_posts_the_figures_and_the_chart_to_admins_only(
     [followup] = await until(lambda: fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}", "POST"))
     [deferred] = dc.callbacks(fake_discord, payload["token"])
     assert deferred["type"] == 5 and deferred["data"]["flags"] & 64  # "thinking…", only to the admin
-    assert followup["json"]["flags"] & 64
+    assert followup["json"]["flags"] & 64 and followup["json"]["allowed_mentions"]["parse"] == []
     assert followup["json"]["content"].startswith("Bot figures (days start at 00:00 UTC):\nToday: 6 jobs")
     [(name, png)] = followup["files"].items()
     assert name == messages.STATS_CHART_FILENAME

@@ -26,7 +26,9 @@ async def stats(interaction: discord.Interaction) -> None:
     await interaction.response.defer(ephemeral=True, thinking=True)
     figures = await adapter_of(interaction).engine.stats()
     chart = await asyncio.to_thread(figures.chart_png)  # drawing takes a moment: not on the event loop
+    # The figures quote users' names: a name like "@everyone" must not ping anyone.
     await interaction.followup.send(fit(figures.text()), ephemeral=True,
+                                    allowed_mentions=discord.AllowedMentions.none(),
                                     file=discord.File(io.BytesIO(chart), filename=messages.STATS_CHART_FILENAME))
 
 
