@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import json
 import logging
 import os
 import select
@@ -639,6 +640,26 @@ async def run_doctor(config: Path | None, *, quick: bool) -> int:
     failed = sum(not check.ok for check in checks)
     say(messages.doctor_summary(failed, len(checks)), sys.stdout)
     return EXIT_FAILED if failed else 0
+async def run_stats(config: Path | None, days: int, *, as_json: bool, chart: Path | None) -> int:
+    """``kling-bot stats``: the figures /stats shows, as text or JSON (and the chart, to a file)."""
+    settings = settings_from(config)
+    try:
+        engine = await Engine.from_settings(settings)
+    except StoreUnavailable as err:
+        fail(str(err))
+        return EXIT_USAGE
+    try:
+        figures = await engine.stats(days)
+        if chart is not None:
+            try:
+                chart.write_bytes(figures.chart_png())
+            except OSError as err:
+                fail(messages.cannot_write_chart(chart, str(err.strerror or err)))
+                return EXIT_USAGE
+        say(json.dumps(figures.as_json(), indent=2) if as_json else figures.text(), sys.stdout)
+        return 0
+    finally:
+        await engine.close()
 
 
 async def run_db_copy(source: str, target: str, *, force: bool) -> int:

@@ -101,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--simulate", action="store_true",
                         help="ask the offline simulator, not WaveSpeed (no API key needed)")
 
+    stats = sub.add_parser("stats", help="what the bot did: jobs, spend, busiest users and places",
+                           description="The figures /stats shows admins, from the configured database (every "
+                                       "process sharing it counts): today and the last --days days, jobs by "
+                                       "outcome (delivered, failed, cancelled, running; refunded besides), "
+                                       "spend at WaveSpeed in USD, credits spent, the busiest users and places, "
+                                       "failures by kind, and the queue now. Days start at [quota] reset_hour_utc.")
+    stats.add_argument("--days", type=_days, default=7, help="the longer span, in days: 1 to 366 (default: 7)")
+    stats.add_argument("--json", action="store_true",
+                       help="print the figures as one JSON object (money as decimal strings), with every "
+                            "day of the last max(days, 14)")
+    stats.add_argument("--chart", type=Path, metavar="FILE",
+                       help="also write the chart of the last 14 days (jobs and spend) to FILE as a PNG")
+    stats.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
+
     sim = sub.add_parser("simulator", help="run the WaveSpeed simulator as a server",
                          description="Serve the WaveSpeed-compatible simulator on this computer until "
                                      "Ctrl+C; point [wavespeed] base_url at the address it prints. It "
@@ -168,7 +182,20 @@ def main(argv: list[str] | None = None) -> int:
         return app.main(lambda: app.run_doctor(args.config, quick=args.quick))
     if args.command == "jobs":
         return app.main(lambda: app.run_jobs(args.config, simulate=args.simulate))
+    if args.command == "stats":
+        return app.main(lambda: app.run_stats(args.config, args.days, as_json=args.json, chart=args.chart))
     return app.main(lambda: app.serve_simulator(args.host, args.port, args.job_seconds))
+
+
+def _days(text: str) -> int:
+    """``--days``: a whole number of days, 1 to 366."""
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 366:
+        raise argparse.ArgumentTypeError(messages.CLI_STATS_DAYS)
+    return days
 
 
 def generate_request(args: argparse.Namespace, max_bytes: int) -> GenerationRequest:

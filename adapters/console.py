@@ -273,6 +273,10 @@ class ConsoleChat:
                 self.say((await self.engine.balance(self.user)).text())
             elif command == "/jobs":
                 self.say(await jobs_text(self.engine, self.user))
+            elif command == "/stats":  # whoever runs the console runs the bot: an admin
+                self.say((await self.engine.stats()).text())
+            elif command == "/balance":
+                self.say(await self.engine.wavespeed_balance())
             elif command == "/cancel":
                 self.say(await self._cancel(rest))
             elif command == "/photo":

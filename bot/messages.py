@@ -12,6 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the types /stats reads (they build their text here)
+    from bot.engine.stats import Stats, Window
+    from bot.store.activity import Spender
 
 # --- small pieces ---------------------------------------------------------------
 
@@ -1239,3 +1245,71 @@ def doctor_encoders_ok(names: Sequence[str], library: str) -> str:
 def doctor_encoders_missing(names: Sequence[str]) -> str:
     return (f"PyAV has no {' or '.join(names)} encoder, so a video too large for a chat cannot be shrunk: "
             "install PyAV's wheel from PyPI (pip install --force-reinstall av), whose FFmpeg has them.")
+# --- #17 stats: /stats, its chart, kling-bot stats, /balance -----------------------------
+
+COMMANDS.update({
+    "stats": "What the bot did today and in 7 days, with a chart (admins)",
+    "balance": "The WaveSpeed account's balance (admins)",
+})
+TELEGRAM_FIGURES_ADMINS_ONLY = "Only the bot's admins can see its figures and balance."
+TELEGRAM_FIGURES_SENT_PRIVATELY = "I sent it to you in our private chat."
+TELEGRAM_FIGURES_NEED_PRIVATE_CHAT = ("Start a private chat with me first (open my profile, press Start),"
+                                      " then ask again.")
+BALANCE_BAD_KEY = "WaveSpeed refused the bot's API key: set a valid one in [wavespeed] api_key (or WAVESPEED_API_KEY)."
+BALANCE_UNAVAILABLE = "WaveSpeed did not tell the balance just now; try again in a minute."
+CHART_JOBS_AXIS = "jobs (dark: delivered)"
+CHART_SPEND_AXIS = "spend (USD)"
+CHART_DAYS_AXIS = "day (UTC, from the credit reset hour)"
+STATS_CHART_FILENAME = "kling-stats.png"
+CLI_STATS_DAYS = "--days must be 1 to 366."
+
+
+def cannot_write_chart(path: object, why: str) -> str:
+    return f"cannot write the chart to {echo(path, PATH_ECHO_LIMIT)}: {why}"
+
+
+def chart_title(days: int) -> str:
+    return f"Jobs and spend at WaveSpeed, last {day_count(days)}"
+
+
+def usd(amount: object) -> str:
+    """A dollar amount for admins: cents, or finer when the amount has finer digits (to 4)."""
+    exact = Decimal(str(amount)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP).normalize()
+    exponent = exact.as_tuple().exponent
+    places = max(2, -exponent) if isinstance(exponent, int) else 2
+    return f"${exact:.{places}f}"
+
+
+def balance_text(amount: object) -> str:
+    """/balance: what is left on the WaveSpeed account."""
+    return f"WaveSpeed balance: {usd(amount)}."
+
+
+def _outcomes(jobs: dict[str, int], total: int) -> str:
+    parts = ", ".join(f"{jobs[name]} {name}" for name in ("delivered", "failed", "cancelled", "running"))
+    refunded = f"; {jobs['refunded']} refunded" if jobs.get("refunded") else ""
+    return f"{total} job{'s' * (total != 1)} ({parts}{refunded})"
+
+
+def _busiest(who: Sequence[Spender]) -> str:
+    return "; ".join(f"{s.name + ' ' if s.name else ''}{s.key}: {s.jobs} job{'s' * (s.jobs != 1)},"
+                     f" {usd(s.spend_usd)}" for s in who) or "none"
+
+
+def _window_lines(title: str, window: Window) -> list[str]:
+    failures = ", ".join(f"{kind} {n}" for kind, n in window.failures.items()) or "none"
+    return [f"{title}: {_outcomes(window.jobs, window.total)}, {usd(window.spend_usd)} spent at WaveSpeed,"
+            f" {credits(window.credits)} spent.",
+            f"  Failures: {failures}.",
+            f"  Top users: {_busiest(window.top_users)}.",
+            f"  Top places: {_busiest(window.top_places)}."]
+
+
+def stats_text(stats: Stats) -> str:
+    """/stats and ``kling-bot stats``: today and the longer span (a ``bot.engine.stats.Stats``)."""
+    reset = datetime.fromtimestamp(stats.today.since, UTC).strftime("%H:%M")
+    lines = [f"Bot figures (days start at {reset} UTC):",
+             *_window_lines("Today", stats.today),
+             *_window_lines(f"Last {day_count(stats.window.days)}", stats.window),
+             f"Now: {stats.queued} waiting in the queue, {stats.running} being made."]
+    return "\n".join(lines)

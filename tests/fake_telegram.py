@@ -1,7 +1,7 @@
 """A fake Telegram Bot API server: enough of it for python-telegram-bot to run against.
 
 It serves getMe, getUpdates (long polling over a queue the test fills), sendMessage,
-editMessageText, sendVideo, getFile and file downloads, and records every call.
+editMessageText, sendVideo, sendPhoto, getFile and file downloads, and records every call.
 getUpdates follows Telegram's rules on conflicts: a newer call ends a pending one with 409
 ("terminated by other getUpdates request"), and every call is 409 while a webhook is set.
 setWebhook / deleteWebhook / getWebhookInfo keep a webhook; while one is set, pushed updates
@@ -17,6 +17,7 @@ which accepts an http URL on any port (how the tests point Telegram at 127.0.0.1
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import time
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from PIL import Image
 
 from tests import spec_check
 from tests.doors import Doors
@@ -411,6 +413,20 @@ class FakeTelegram(Doors):
         video = files.get("video", b"")
         return self._bot_message(params, caption=params.get("caption", ""), video={
             **self.add_file(video), "width": 320, "height": 320, "duration": 2})
+
+    def _m_sendPhoto(self, params, files):
+        """As Telegram answers: the photo in sizes (the largest last); one it cannot read as an
+        image, over 10 MB, or over 10000 px in width and height together is refused."""
+        photo = files.get("photo", b"")
+        try:
+            with Image.open(io.BytesIO(photo)) as image:
+                width, height = image.size
+        except (OSError, ValueError):
+            return _error(400, "Bad Request: IMAGE_PROCESS_FAILED")
+        if len(photo) > 10 * 1024 * 1024 or width + height > 10000 or max(width, height) > 20 * min(width, height):
+            return _error(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
+        sizes = [{**self.add_file(photo), "width": width, "height": height, "file_size": len(photo)}]
+        return self._bot_message(params, caption=params.get("caption", ""), photo=sizes)
 
     def _m_getFile(self, params, files):
         file_id = params["file_id"]

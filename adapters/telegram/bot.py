@@ -42,6 +42,7 @@ from adapters.telegram.common import (
 )
 from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.delivery import quiet_token_loggers, rate_limiter, start_problem
+from adapters.telegram.figures import Figures
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
 from adapters.telegram.menus import PATTERN, Menus
 from adapters.telegram.starter import JobStarter
@@ -83,6 +84,7 @@ class TelegramAdapter:
         self.starter = JobStarter(self.app.bot, engine, self.courier, self.media)
         self.buttons = Buttons(self.app.bot, self.settings, engine, self.menus, self.starter, self.courier)
         self.replies = Replies(engine, self.starter)
+        self.figures = Figures(self.app.bot, self.settings, engine)
         self.receiver: Poller | WebhookReceiver | None = None
         register(engine, PLATFORM, self.courier)
         self._add_handlers()
@@ -95,6 +97,7 @@ class TelegramAdapter:
             "quota": self._quota, "jobs": self._jobs, "cancel": self._cancel, "history": self._history,
             "effect": self._effect_command, "animate": self._animate_command,
             "avatar": self._avatar_command, "grant": self._grant,
+            "stats": self.figures.stats, "balance": self.figures.balance,
         }
         for name, callback in commands.items():
             self.app.add_handler(CommandHandler(name, callback, filters=where))

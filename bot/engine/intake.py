@@ -37,6 +37,7 @@ from bot.engine.prices import Prices
 from bot.engine.questions import Questions
 from bot.engine.results import Results
 from bot.engine.scheduler import Scheduler
+from bot.engine.stats import AdminFigures
 from bot.jobs import (
     Accepted,
     Courier,
@@ -60,7 +61,7 @@ DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same u
 OUTCOME_CHECKS = (0.2, 0.5, 1.0, 2.0)  # waits before each look for a cut-off accept's job (~4 s in all)
 
 
-class Engine(Questions, Asks, AdminActions):
+class Engine(Questions, Asks, AdminActions, AdminFigures):
     """Runs jobs for every adapter; adapters register a courier per platform."""
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,

@@ -43,9 +43,12 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.jobs import Job, JobState
+
+if TYPE_CHECKING:
+    from bot.store.activity import Activity
 
 ASK_LIFETIME = 24 * 3600  # seconds an unanswered question in a chat is kept
 STAGED_LIFETIME = 3600  # seconds a staged media file may wait for its job row
@@ -316,3 +319,9 @@ class Store(OpsReads, Protocol):
     async def live_leases(self, now: float) -> list[tuple[int, float]]:
         """(job id, lease end) of unfinished jobs whose process's lease still holds."""
 
+    # what the bot did (/stats, ``kling-bot stats``)
+    async def daily_stats(self, since: float, until: float, reset_hour_utc: int, *, top: int = 5) -> Activity:
+        """Jobs by outcome, spend in USD and credits spent per credit period (day) of
+        [since, until), every day of it (empty ones too); the span's ``top`` busiest users
+        and places and its failures by kind; the jobs queued and running now
+        (``bot.store.activity``, which also says how a job's spend is counted)."""

@@ -42,6 +42,7 @@ from bot.store.interface import (
     mended,
 )
 from bot.store.sqlite_metrics import SqliteMetrics
+from bot.store.sqlite_stats import SqliteStats
 from bot.store.sqlite_transfer import SqliteTransfer
 
 JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
@@ -430,7 +431,7 @@ class _SqliteListing:
                         [LISTING_SOURCE, json.dumps(listing), fetched_at])
 
 
-class SqliteStore(_SqliteReads, _SqliteListing, SqliteTransfer, SqliteMetrics):
+class SqliteStore(_SqliteReads, _SqliteListing, SqliteTransfer, SqliteMetrics, SqliteStats):
     """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
 
     hears_other_processes = False  # another process's changes are seen by looking again

@@ -1,0 +1,136 @@
+"""What the bot did in a span of days, as ``Store.daily_stats`` gives it (for /stats).
+
+Both backends run the same grouped queries (``bot.store.sqlite_stats``,
+``bot.store.pg_stats``) and fold their rows here, so the figures are the same whichever
+database holds them. Money is folded in Python from rows grouped by the job's quote and
+charge: SQLite keeps them as decimal text, and summing them in SQL would make them floats.
+
+A job's spend (what it cost at WaveSpeed): ``charged_usd`` once known; else nothing when
+its credits were refunded (no task billed); else its ``quote_usd`` (a job still running,
+or one that ended before charges were recorded). A job's outcome is one of ``OUTCOMES``
+by its state; ``refunded`` counts, besides, the jobs whose credits went back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from bot.jobs import ACTIVE_STATES, JobState
+from bot.store.interface import exact
+
+DAY = 86400
+OUTCOMES = ("delivered", "failed", "cancelled", "running")
+REFUNDED = "refunded"  # a count beside the outcomes: jobs whose credits were given back
+_OUTCOME_OF = {JobState.DONE.value: "delivered", JobState.FAILED.value: "failed",
+               JobState.CANCELLED.value: "cancelled", **{s.value: "running" for s in ACTIVE_STATES}}
+ACTIVE = tuple(s.value for s in ACTIVE_STATES)
+
+
+@dataclass(frozen=True)
+class DayActivity:
+    """One credit period (a day from ``[quota] reset_hour_utc``)."""
+
+    day: str  # the date the period started on (ISO), as ``Credits.period`` labels it
+    jobs: dict[str, int]  # OUTCOMES and REFUNDED -> jobs created that day
+    spend_usd: Decimal
+    credits: int  # credits spent (reservations not refunded)
+
+    @property
+    def total(self) -> int:
+        return sum(self.jobs[name] for name in OUTCOMES)
+
+
+@dataclass(frozen=True)
+class Spender:
+    """A user or a place (a server, a chat) among the busiest of a span."""
+
+    key: str  # the user key ("telegram:1001") or the place key ("discord:guild:1")
+    name: str  # the user's name as last seen ("" for a place, or unknown)
+    jobs: int
+    spend_usd: Decimal
+
+
+@dataclass(frozen=True)
+class Activity:
+    """``Store.daily_stats``: every day of the span, oldest first (empty days too), the
+    busiest users and places of the span, its failures by kind, and the queue now."""
+
+    days: tuple[DayActivity, ...]
+    top_users: tuple[Spender, ...]
+    top_places: tuple[Spender, ...]
+    failures: dict[str, int]  # ``bot.jobs.FAILURE_KINDS`` -> jobs (only kinds that happened)
+    queued: int  # jobs waiting now (whenever they were made)
+    running: int  # jobs started and not ended now
+
+
+def day_index(moment: float, reset_hour_utc: int) -> int:
+    """The credit period a moment falls in, as days since 1970-01-01 (what the queries group by)."""
+    return int((moment - reset_hour_utc * 3600) // DAY)
+
+
+def _label(index: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=index)).date().isoformat()
+
+
+def spend_of(charged: object, refunded: object, quote: object) -> Decimal:
+    """One job's spend, by the rule above."""
+    if charged is not None:
+        return exact(charged) or Decimal(0)
+    if refunded:
+        return Decimal(0)
+    return exact(quote) or Decimal(0)
+
+
+def fold_days(rows: Iterable[Mapping[str, Any]], since: float, until: float,
+              reset_hour_utc: int) -> tuple[DayActivity, ...]:
+    """Rows of (day, state, refunded, quote_usd, charged_usd, jobs, credits) into every day of the span."""
+    first, last = day_index(since, reset_hour_utc), day_index(until - 1e-6, reset_hour_utc)
+    counts = {i: dict.fromkeys((*OUTCOMES, REFUNDED), 0) for i in range(first, last + 1)}
+    spend = {i: Decimal(0) for i in counts}
+    spent = dict.fromkeys(counts, 0)
+    for row in rows:
+        index, jobs = int(row["day"]), int(row["jobs"])
+        if index not in counts:
+            continue
+        counts[index][_OUTCOME_OF.get(row["state"], "failed")] += jobs
+        if row["refunded"]:
+            counts[index][REFUNDED] += jobs
+        else:
+            spent[index] += int(row["credits"] or 0)
+        spend[index] += jobs * spend_of(row["charged_usd"], row["refunded"], row["quote_usd"])
+    return tuple(DayActivity(_label(i), counts[i], spend[i], spent[i]) for i in sorted(counts))
+
+
+def fold_spenders(rows: Iterable[Mapping[str, Any]], names: Mapping[str, str], top: int) -> tuple[Spender, ...]:
+    """Rows of (key, refunded, quote_usd, charged_usd, jobs) into the ``top`` busiest keys:
+    most jobs first, then most spend, then by key (a stable order)."""
+    jobs: dict[str, int] = {}
+    spend: dict[str, Decimal] = {}
+    for row in rows:
+        key, count = str(row["key"]), int(row["jobs"])
+        jobs[key] = jobs.get(key, 0) + count
+        spend[key] = spend.get(key, Decimal(0)) + count * spend_of(row["charged_usd"], row["refunded"],
+                                                                    row["quote_usd"])
+    ranked = sorted(jobs, key=lambda key: (-jobs[key], -spend[key], key))[:top]
+    return tuple(Spender(key, names.get(key) or "", jobs[key], spend[key]) for key in ranked)
+
+
+def fold_failures(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Rows of (kind, jobs) into kind -> jobs, most first."""
+    found = {str(row["kind"]): int(row["jobs"]) for row in rows}
+    return dict(sorted(found.items(), key=lambda item: (-item[1], item[0])))
+
+
+def fold_now(rows: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """Rows of (state, jobs) of the active jobs into (queued, running)."""
+    queued = running = 0
+    for row in rows:
+        if row["state"] == JobState.QUEUED.value:
+            queued += int(row["jobs"])
+        else:
+            running += int(row["jobs"])
+    return queued, running

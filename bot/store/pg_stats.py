@@ -1,0 +1,35 @@
+"""``Store.daily_stats`` on PostgreSQL (a part of ``PostgresStore``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.store import stats_sql
+from bot.store.activity import ACTIVE, DAY, Activity, fold_days, fold_failures, fold_now, fold_spenders
+from bot.store.pg_session import Connections
+
+_MARKS = {"since": "$1", "until": "$2", "active": ", ".join(f"'{state}'" for state in ACTIVE),
+          "day": f"floor((created_at - $3) / {DAY})::bigint"}
+
+
+class PgStats:
+    """The figures /stats shows, read from the jobs and users tables."""
+
+    db: Connections
+
+    async def _grouped(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [dict(row) for row in await self.db.fetch(sql.format(**_MARKS), *args)]
+
+    async def daily_stats(self, since: float, until: float, reset_hour_utc: int, *, top: int = 5) -> Activity:
+        """Jobs, spend and credits per day of [since, until), the span's busiest users and
+        places and its failures by kind, and the queue now (``bot.store.activity``)."""
+        days = await self._grouped(stats_sql.DAYS, since, until, float(reset_hour_utc * 3600))
+        users = await self._grouped(stats_sql.USERS, since, until)
+        places = await self._grouped(stats_sql.PLACES, since, until)
+        keys = sorted({row["key"] for row in users})
+        names = {row["key"]: row["name"] for row in
+                 await self._grouped("select key, name from users where key = any($1::text[])", keys)}
+        queued, running = fold_now(await self._grouped(stats_sql.NOW))
+        return Activity(fold_days(days, since, until, reset_hour_utc), fold_spenders(users, names, top),
+                        fold_spenders(places, {}, top),
+                        fold_failures(await self._grouped(stats_sql.FAILURES, since, until)), queued, running)
