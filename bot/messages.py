@@ -926,7 +926,9 @@ STOPPED_BEFORE_SUBMIT = "stopped before it was sent to WaveSpeed"  # a job's err
 _COPIED_THINGS = {"users": ("user", "users"), "jobs": ("job", "jobs"),
                   "ledger": ("ledger entry", "ledger entries"), "job_media": ("media file", "media files"),
                   "pending_asks": ("pending question or mark", "pending questions and marks"),
-                  "model_listing": ("model listing", "model listings")}
+                  "model_listing": ("model listing", "model listings"), "bans": ("ban", "bans"),
+                  "bot_state": ("bot-wide setting", "bot-wide settings"),
+                  "alerts_sent": ("spend alert sent", "spend alerts sent")}
 
 
 def copied_things(table: str, n: int) -> str:
