@@ -1058,3 +1058,10 @@ MODEL_WITHDRAWN = "WaveSpeed no longer offers this model, so your video was not 
 def model_not_offered(model: str) -> str:
     """A result button of a video whose model is no longer on offer."""
     return f"{model} is no longer offered, so this video cannot be made again; /models lists the models on offer."
+
+
+# --- #17 fakes ---
+
+def telegram_file_over_limit(what: str) -> str:
+    """A file Telegram refused to hand over (its size untold in the message): over 20 MB."""
+    return f"The {what} is larger than the 20 MB Telegram lets bots download. Send a smaller one."

@@ -415,6 +415,31 @@ def discord_route(path: str) -> Route | None:
     return next((route for route in discord_routes() if route.pattern.fullmatch(path)), None)
 
 
+def discord_response_headers(method: str, path: str, status: int) -> set[str]:
+    """The headers the document says an answer of ``method path`` (with the /api/v10 prefix
+    or without) with ``status`` carries, e.g. the X-RateLimit-* ones."""
+    route = discord_route(path.removeprefix(DISCORD_API_PREFIX))
+    operation = route.operations.get(method.upper(), {}) if route else {}
+    return set(operation.get("responses", {}).get(str(status), {}).get("headers", {}))
+
+
+HEADER_TYPES = {"integer": re.compile(r"-?\d+"), "number": re.compile(r"-?\d+(\.\d+)?"),
+                "string": re.compile(r".+")}
+
+
+def discord_header_problems(declared: Iterable[str], headers: Mapping[str, str]) -> list[str]:
+    """Each declared header an answer lacks or whose value is not of the document's type."""
+    problems = []
+    for name in sorted(declared):
+        kind = discord_spec()["components"]["headers"][name]["schema"]["type"]
+        value = headers.get(name)
+        if value is None:
+            problems.append(f"{name}: missing")
+        elif not HEADER_TYPES[kind].fullmatch(value):
+            problems.append(f"{name}: {value!r} is not an {kind}")
+    return problems
+
+
 @cache
 def _body_validator(template: str, method: str) -> Draft202012Validator | None:
     """A validator of an operation's JSON request body ($refs resolved in the document)."""
