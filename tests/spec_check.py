@@ -24,6 +24,9 @@ README; KLING_SPECS_DIR points elsewhere):
   1-100, <= 25 select options, autocomplete choice values <= 100; one initial response per
   interaction (40060); uploads within the interaction's attachment_size_limit or, for
   channel messages, ``DiscordRules.channel_upload_limit`` (413, 40005).
+- Discord answers: ``discord_response_headers`` names the headers the document declares
+  for an answer (the X-RateLimit-* ones), ``discord_header_problems`` checks an answer has
+  them with the declared types.
 
 Opting out: a test that sends bad requests on purpose asserts ``fake.violations`` and then
 clears it; ``fake.check_specs = False`` turns the checks off for one fake altogether.

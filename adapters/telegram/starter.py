@@ -28,7 +28,8 @@ from bot.jobs import Accepted, GenerationRequest, Press, Rejected, UserRef
 log = logging.getLogger(__name__)
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB to bots
-TOO_BIG = "file is too big"  # getFile's refusal of a file over DOWNLOAD_LIMIT
+# The words of getFile's refusal of a file over DOWNLOAD_LIMIT ("Bad Request: file is too big").
+TOO_BIG = {"too", "big"}
 # A photo or a voice note of at most 20 MB: a minute is plenty, and a stalled server ends sooner.
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_read=20)
 
@@ -92,7 +93,7 @@ class JobStarter:
             file = await self.bot.get_file(ref["file_id"])
         except BadRequest as err:
             # A message need not tell a file's size; getFile then refuses one over 20 MB.
-            if TOO_BIG in err.message.lower():
+            if TOO_BIG <= set(err.message.lower().split()):
                 raise ValidationError(messages.telegram_file_over_limit(what)) from None
             log.warning("download of a %s failed: %s", what, type(err).__name__)
             raise ValidationError(messages.download_failed(what, "Telegram")) from None
