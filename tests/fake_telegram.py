@@ -316,7 +316,10 @@ class FakeTelegram(Doors):
             return None
         allowed = reply.get("allow_sending_without_reply", params.get("allow_sending_without_reply"))
         chat = reply.get("chat_id") or params["chat_id"]
-        if allowed in (True, "true", "True") or not str(chat).lstrip("-").isdigit():
+        if not str(chat).lstrip("-").isdigit():
+            return None
+        # ReplyParameters: allow_sending_without_reply is "always False for replies in another chat"
+        if allowed in (True, "true", "True") and str(chat) == str(params["chat_id"]):
             return None
         if (int(chat), int(message_id)) in self.messages:
             return None

@@ -77,6 +77,9 @@ async def test_the_fake_bot_api_refuses_a_reply_to_a_missing_message_unless_allo
             await bot.send_message(GROUP, "hello", reply_parameters=ReplyParameters(gone))
         sent = await bot.send_message(GROUP, "hello", reply_parameters=ReplyParameters(
             gone, allow_sending_without_reply=True))
+        with pytest.raises(BadRequest, match="Message to be replied not found"):  # not in another chat
+            await bot.send_message(ALICE, "hello", reply_parameters=ReplyParameters(
+                gone, chat_id=GROUP, allow_sending_without_reply=True))
     assert sent.reply_to_message is None and sent.text == "hello"
 
 
