@@ -70,6 +70,7 @@ class RateLimits:
         self.limit, self.window = limit, window
         self.windows: dict[tuple[str, str], tuple[float, int]] = {}  # (bucket, major) -> (resets at, used)
         self.refused: list[str] = []  # "METHOD path" of each request answered 429
+        self.emptied = 0  # requests that took a bucket's last one (Remaining: 0): the client must wait
 
     def take(self, request: web.Request) -> tuple[bool, dict[str, str]]:
         """Count one request: whether it may go through, and the headers of its answer."""
@@ -83,6 +84,7 @@ class RateLimits:
             resets_at, used = now + self.window, 0
         allowed = used < self.limit
         used += 1 if allowed else 0
+        self.emptied += 1 if allowed and used == self.limit else 0
         self.windows[(bucket, major)] = (resets_at, used)
         headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.limit - used),
                    "X-RateLimit-Reset": f"{resets_at:.3f}", "X-RateLimit-Reset-After": f"{resets_at - now:.3f}",

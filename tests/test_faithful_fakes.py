@@ -177,6 +177,7 @@ async def test_the_bot_keeps_to_tight_discord_rate_limits_and_delivers(run_disco
     _, pick = await _pick(fake_discord, adapter, menu, "hula", user=DC_ALICE)
     await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{pick['token']}", "POST") if c["files"]],
                 timeout=30)
+    assert fake_discord.rate_limits.emptied > 0  # the limits did bite
     assert fake_discord.rate_limits.refused == []
 
 
