@@ -93,7 +93,7 @@ class JobStarter:
             file = await self.bot.get_file(ref["file_id"])
         except BadRequest as err:
             # A message need not tell a file's size; getFile then refuses one over 20 MB.
-            if TOO_BIG <= set(err.message.lower().split()):
+            if TOO_BIG.issubset(err.message.lower().split()):
                 raise ValidationError(messages.telegram_file_over_limit(what)) from None
             log.warning("download of a %s failed: %s", what, type(err).__name__)
             raise ValidationError(messages.download_failed(what, "Telegram")) from None
