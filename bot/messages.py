@@ -1315,3 +1315,8 @@ def stats_text(stats: Stats) -> str:
              *_window_lines(f"Last {day_count(stats.window.days)}", stats.window),
              f"Now: {stats.queued} waiting in the queue, {stats.running} being made."]
     return "\n".join(lines)
+# --- #17 fakes ---
+
+def telegram_file_over_limit(what: str) -> str:
+    """A file Telegram refused to hand over (its size untold in the message): over 20 MB."""
+    return f"The {what} is larger than the 20 MB Telegram lets bots download. Send a smaller one."

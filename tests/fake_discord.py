@@ -14,6 +14,13 @@ direct message) only those of shard 0; an invalid shard closes the socket with 4
 than 2,500 servers on one session with 4011 (sharding required). ``GET /gateway/bot``
 recommends ``recommended_shards``.
 
+Every REST answer carries Discord's rate limit headers (X-RateLimit-Limit, -Remaining,
+-Reset, -Reset-After, -Bucket) and ``Via``, counted per route and major parameter (channel,
+server, webhook or interaction); a request over ``rate_limit`` (requests per window) is
+answered 429 with ``retry_after``, as Discord answers a client that ignores the headers.
+An interaction callback is answered 204 without ``?with_response=true``, and 200 with the
+interaction callback response (the interaction and the message it made) with it.
+
 As Discord does, a message is read only through its own channel (another channel answers
 "Unknown Message"), a channel the bot cannot view answers "Missing Access", and the
 message of a component or form interaction is in the interaction's channel; messages an
@@ -22,6 +29,7 @@ interaction's answers make are in that interaction's channel.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import time
@@ -38,6 +46,8 @@ GUILD = 800000000000000001
 CHANNEL = 700000000000000001
 INVALID_SHARD, SHARDING_REQUIRED = 4010, 4011  # gateway close codes
 MAX_GUILDS_PER_SHARD = 2500
+MAJOR_PARAMETERS = ("cid", "guild", "app", "iid", "token")  # route parts that get a bucket of their own
+RATE_LIMIT = (50, 1.0)  # requests per window (seconds) per bucket: generous, the tests' bots are busy
 
 
 def shard_of(guild_id: int, shard_count: int) -> int:
@@ -50,6 +60,40 @@ def _reply(body: Any, status: int = 200) -> web.Response:
     # as Discord sends it (aiohttp's json_response would add a charset).
     return web.Response(body=json.dumps(body).encode(), status=status,
                         headers={"Content-Type": "application/json"})
+
+
+class RateLimits:
+    """Discord's per-route rate limits: a bucket per route (its hash in X-RateLimit-Bucket)
+    and major parameters, ``limit`` requests per ``window`` seconds."""
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self.windows: dict[tuple[str, str], tuple[float, int]] = {}  # (bucket, major) -> (resets at, used)
+        self.refused: list[str] = []  # "METHOD path" of each request answered 429
+        self.emptied = 0  # requests that took a bucket's last one (Remaining: 0): the client must wait
+
+    def take(self, request: web.Request) -> tuple[bool, dict[str, str]]:
+        """Count one request: whether it may go through, and the headers of its answer."""
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else request.path
+        bucket = hashlib.sha1(f"{request.method} {route}".encode()).hexdigest()[:16]
+        major = "/".join(request.match_info.get(name, "") for name in MAJOR_PARAMETERS)
+        now = time.time()
+        resets_at, used = self.windows.get((bucket, major), (0.0, 0))
+        if now >= resets_at:
+            resets_at, used = now + self.window, 0
+        allowed = used < self.limit
+        used += 1 if allowed else 0
+        self.emptied += 1 if allowed and used == self.limit else 0
+        self.windows[(bucket, major)] = (resets_at, used)
+        headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.limit - used),
+                   "X-RateLimit-Reset": f"{resets_at:.3f}", "X-RateLimit-Reset-After": f"{resets_at - now:.3f}",
+                   "X-RateLimit-Bucket": bucket, "Via": "1.1 google"}
+        if not allowed:
+            self.refused.append(f"{request.method} {request.path}")
+            headers["X-RateLimit-Scope"] = "user"
+            headers["Retry-After"] = str(max(1, round(resets_at - now + 0.5)))
+        return allowed, headers
 
 
 def _user(user_id: int, bot: bool = False) -> dict[str, Any]:
@@ -76,6 +120,7 @@ class FakeDiscord(Doors):
         self.identifies: list[dict[str, Any]] = []  # every IDENTIFY, in order
         self.guilds: dict[int, dict[str, Any]] = {}  # the servers the bot is in (``guild``)
         self.recommended_shards = 1  # GET /gateway/bot's "shards"
+        self.rate_limits = RateLimits(*RATE_LIMIT)  # set another to make the limits bite
         # Requests real Discord would refuse (tests/spec_check.py); asserted empty after each test.
         # A test that sends bad requests on purpose checks and clears them, or sets check_specs.
         self.violations: list[str] = []
@@ -92,7 +137,7 @@ class FakeDiscord(Doors):
         self._init_doors()
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=100 * 1024 * 1024, middlewares=[self._by_door])
+        app = web.Application(client_max_size=100 * 1024 * 1024, middlewares=[self._by_door, self._rate_limited])
         api = "/api/v10"
         app.router.add_get(f"{api}/users/@me", self._me)
         app.router.add_post(f"{api}/users/@me/channels", self._create_dm)
@@ -118,6 +163,25 @@ class FakeDiscord(Doors):
             await socket.close()
         if self._runner:
             await self._runner.cleanup()
+
+    @web.middleware
+    async def _rate_limited(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """The REST API's rate limits: headers on every answer, 429 over the limit."""
+        if not request.path.startswith("/api/"):
+            return await handler(request)  # the gateway and the CDN (attachments) have none
+        allowed, headers = self.rate_limits.take(request)
+        if not allowed:
+            retry_after = float(headers["X-RateLimit-Reset-After"])
+            answer = _reply({"message": "You are being rate limited.", "retry_after": retry_after,
+                             "global": False}, status=429)
+        else:
+            try:
+                answer = await handler(request)
+            except web.HTTPException as refused:  # spec_check's refusals: the headers too
+                refused.headers.update(headers)
+                raise
+        answer.headers.update(headers)
+        return answer
 
     @property
     def gateway_url(self) -> str:
@@ -356,6 +420,8 @@ class FakeDiscord(Doors):
                 data = body.get("data") or {}
                 message.update({k: v for k, v in data.items() if k in ("content", "components")})
             answer["resource"] = {"type": 7}
+        if request.query.get("with_response", "").lower() not in ("true", "1"):
+            return web.Response(status=204)  # the OpenAPI's 204: no body unless asked for
         return _reply(answer)
 
     def _expired(self, token: str) -> web.Response | None:

@@ -12,6 +12,10 @@ which accepts an http URL on any port (how the tests point Telegram at 127.0.0.1
 ``flood_next`` answers a method with 429 + retry_after, like Telegram's flood control.
 ``blocked`` (users who blocked the bot, or never started it) and ``no_video_rights``
 (chats where the bot may not post videos) refuse calls the way the Bot API does.
+As the Bot API does, getFile refuses a file over 20 MB ("file is too big": bots can
+download files of up to 20 MB), and a message that replies to a message that is not there
+(``user_deletes``) is refused unless it allows sending without the reply
+(``reply_parameters.allow_sending_without_reply``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ CHANNEL_BOT = {"id": 136817688, "is_bot": True, "first_name": "Channel", "userna
 BOT_USER = {"id": 777000, "is_bot": True, "first_name": "Kling", "username": "kling_test_bot",
             "can_join_groups": True, "can_read_all_group_messages": False,
             "supports_inline_queries": False}
+DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile: "bots can download files of up to 20MB in size"
 WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports api.telegram.org delivers to (setWebhook docs)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _THE_WEBHOOKS = object()  # deliver(): the secret token setWebhook was given
@@ -61,6 +66,7 @@ class FakeTelegram(Doors):
         self.calls: list[dict[str, Any]] = []  # {"method", "params", "files", "at", "door"}
         self.paths: list[str] = []
         self.files: dict[str, bytes] = {}
+        self.sizes: dict[str, int] = {}  # a file's true size where a test says it is not its bytes' length
         # Files Telegram tells no size of (file_size is optional, in messages and getFile):
         # served in chunks without Content-Length; ``streamed`` counts the bytes actually sent.
         self.unsized: set[str] = set()
@@ -155,7 +161,7 @@ class FakeTelegram(Doors):
         if photo is not None:
             info = self.add_unsized_file(photo) if unsized else self.add_file(photo)
             if file_size:
-                info["file_size"] = file_size
+                info["file_size"] = self.sizes[info["file_id"]] = file_size
             message["photo"] = [{**info, "file_id": info["file_id"], "width": 90, "height": 90},
                                 {**info, "width": 800, "height": 600}]
         if document is not None:
@@ -169,6 +175,11 @@ class FakeTelegram(Doors):
         if push:
             self.push({"message": message})
         return message
+
+    def user_deletes(self, chat_id: int, message_id: int) -> None:
+        """A user (or a group's admin, or another bot) deletes a message: it is gone for the
+        bot too, its files stay downloadable, and a reply to it needs allow_sending_without_reply."""
+        del self.messages[(chat_id, message_id)]
 
     def press_button(self, user_id: int, message: dict[str, Any], data: str, *,
                      push: bool = True) -> dict[str, Any]:
@@ -247,7 +258,7 @@ class FakeTelegram(Doors):
             return web.json_response({
                 "ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {retry}",
                 "parameters": {"retry_after": retry}}, status=429)
-        if refused := self._refused(method, params):
+        if refused := self._refused(method, params) or self._reply_target_missing(params):
             return refused
         handler = getattr(self, f"_m_{method}", None)
         result = handler(params, files) if handler else True
@@ -295,6 +306,26 @@ class FakeTelegram(Doors):
             return web.json_response({"ok": False, "error_code": 400, "description":
                                       "Bad Request: not enough rights to send videos to the chat"}, status=400)
         return None
+
+    def _reply_target_missing(self, params: dict[str, Any]) -> web.Response | None:
+        """A send that replies to a message not (or no longer) in its chat: refused as the Bot
+        API does, unless it allows sending without the reply (ReplyParameters, or the older
+        top-level reply_to_message_id / allow_sending_without_reply parameters)."""
+        reply = params.get("reply_parameters")
+        reply = reply if isinstance(reply, dict) else {}
+        message_id = reply.get("message_id") or params.get("reply_to_message_id")
+        if not message_id or "chat_id" not in params:
+            return None
+        allowed = reply.get("allow_sending_without_reply", params.get("allow_sending_without_reply"))
+        chat = reply.get("chat_id") or params["chat_id"]
+        if not str(chat).lstrip("-").isdigit():
+            return None
+        # ReplyParameters: allow_sending_without_reply is "always False for replies in another chat"
+        if allowed in (True, "true", "True") and str(chat) == str(params["chat_id"]):
+            return None
+        if (int(chat), int(message_id)) in self.messages:
+            return None
+        return _error(400, "Bad Request: message to be replied not found")
 
     def _m_getMe(self, params, files):
         return self.bot_user
@@ -433,8 +464,11 @@ class FakeTelegram(Doors):
         if file_id not in self.files:
             return web.json_response({"ok": False, "error_code": 400,
                                       "description": "Bad Request: invalid file_id"}, status=400)
+        size = self.sizes.get(file_id, len(self.files[file_id]))
+        if size > DOWNLOAD_LIMIT:  # Telegram names no path for it: the bot cannot download it
+            return _error(400, "Bad Request: file is too big")
         file = {"file_id": file_id, "file_unique_id": f"u{file_id}",
-                "file_size": len(self.files[file_id]), "file_path": f"documents/{file_id}"}
+                "file_size": size, "file_path": f"documents/{file_id}"}
         if file_id in self.unsized:
             del file["file_size"]
         return file

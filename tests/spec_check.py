@@ -24,6 +24,9 @@ README; KLING_SPECS_DIR points elsewhere):
   1-100, <= 25 select options, autocomplete choice values <= 100; one initial response per
   interaction (40060); uploads within the interaction's attachment_size_limit or, for
   channel messages, ``DiscordRules.channel_upload_limit`` (413, 40005).
+- Discord answers: ``discord_response_headers`` names the headers the document declares
+  for an answer (the X-RateLimit-* ones), ``discord_header_problems`` checks an answer has
+  them with the declared types.
 
 Opting out: a test that sends bad requests on purpose asserts ``fake.violations`` and then
 clears it; ``fake.check_specs = False`` turns the checks off for one fake altogether.
@@ -413,6 +416,31 @@ def discord_routes() -> list[Route]:
 def discord_route(path: str) -> Route | None:
     """The route an API path (without the /api/v10 prefix) belongs to."""
     return next((route for route in discord_routes() if route.pattern.fullmatch(path)), None)
+
+
+def discord_response_headers(method: str, path: str, status: int) -> set[str]:
+    """The headers the document says an answer of ``method path`` (with the /api/v10 prefix
+    or without) with ``status`` carries, e.g. the X-RateLimit-* ones."""
+    route = discord_route(path.removeprefix(DISCORD_API_PREFIX))
+    operation = route.operations.get(method.upper(), {}) if route else {}
+    return set(operation.get("responses", {}).get(str(status), {}).get("headers", {}))
+
+
+HEADER_TYPES = {"integer": re.compile(r"-?\d+"), "number": re.compile(r"-?\d+(\.\d+)?"),
+                "string": re.compile(r".+")}
+
+
+def discord_header_problems(declared: Iterable[str], headers: Mapping[str, str]) -> list[str]:
+    """Each declared header an answer lacks or whose value is not of the document's type."""
+    problems = []
+    for name in sorted(declared):
+        kind = discord_spec()["components"]["headers"][name]["schema"]["type"]
+        value = headers.get(name)
+        if value is None:
+            problems.append(f"{name}: missing")
+        elif not HEADER_TYPES[kind].fullmatch(value):
+            problems.append(f"{name}: {value!r} is not an {kind}")
+    return problems
 
 
 @cache

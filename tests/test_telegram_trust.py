@@ -212,14 +212,15 @@ async def test_a_photo_of_no_told_size_is_read_only_up_to_the_limit(run_bot, tg_
                                                                     caplog):
     caplog.set_level("DEBUG")
     await run_bot(replace(tg_settings, media=replace(tg_settings.media, max_download_mb=1)))
-    size = 48 * 1024 * 1024
+    size = 20 * 1024 * 1024  # the most getFile serves (over it, getFile refuses: tests/test_faithful_fakes.py)
     began = time.monotonic()
     message = telegram.user_message(ALICE, ALICE, caption="/effect hula", photo=bytes(size), unsized=True)
     assert "file_size" not in json.dumps(message)
     await telegram.wait_for(lambda: [t for t in texts(telegram, "editMessageText") if "1.0 MB" in t])
     await asyncio.sleep(0.3)
     [streamed] = telegram.streamed.values()
-    assert streamed < size / 4, f"the bot read {streamed} of {size} bytes"
+    # what the fake wrote before the bot hung up, socket buffers included: a few MB, not all 20
+    assert streamed < size / 2, f"the bot read {streamed} of {size} bytes"
     [refusal] = texts(telegram, "editMessageText")
     assert refusal == messages.media_larger_than("photo", 1024 * 1024)
     assert time.monotonic() - began < 10

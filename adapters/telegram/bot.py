@@ -41,7 +41,7 @@ from adapters.telegram.common import (
     sender_ref,
 )
 from adapters.telegram.courier import TelegramCourier
-from adapters.telegram.delivery import quiet_token_loggers, rate_limiter, start_problem
+from adapters.telegram.delivery import quiet_token_loggers, rate_limiter, reply_defaults, start_problem
 from adapters.telegram.figures import Figures
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
 from adapters.telegram.menus import PATTERN, Menus
@@ -75,7 +75,7 @@ class TelegramAdapter:
         self.app: Application = (
             ApplicationBuilder().token(self.settings.token)
             .base_url(self.settings.base_url).base_file_url(self.settings.base_file_url)
-            .rate_limiter(rate_limiter())
+            .rate_limiter(rate_limiter()).defaults(reply_defaults())
             .get_updates_request(self.polls)
             .concurrent_updates(True)  # one user's download must not hold up the others
             .build())

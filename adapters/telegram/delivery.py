@@ -13,7 +13,7 @@ import json
 import logging
 
 from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, TelegramError
-from telegram.ext import AIORateLimiter, ExtBot
+from telegram.ext import AIORateLimiter, Defaults, ExtBot
 from telegram.request import HTTPXRequest
 
 from adapters.chat import register
@@ -37,10 +37,18 @@ def rate_limiter() -> AIORateLimiter:
     return AIORateLimiter(max_retries=RATE_LIMIT_RETRIES)
 
 
+def reply_defaults() -> Defaults:
+    """Every role's defaults: a reply is sent even when the message it answers is gone (its
+    sender or a group's moderator deleted it meanwhile), which the Bot API refuses otherwise;
+    PTB's replies in groups (``reply_text``) quote the message they answer."""
+    return Defaults(allow_sending_without_reply=True)
+
+
 def http_bot(settings: TelegramSettings) -> ExtBot[int]:
     """A bot object for sending only: the configured API, the rate limiter, no updates."""
     return ExtBot(settings.token, base_url=settings.base_url, base_file_url=settings.base_file_url,
-                  request=HTTPXRequest(connection_pool_size=CONNECTIONS), rate_limiter=rate_limiter())
+                  request=HTTPXRequest(connection_pool_size=CONNECTIONS), rate_limiter=rate_limiter(),
+                  defaults=reply_defaults())
 
 
 class TelegramDelivery:

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 from telegram import Bot, File, Message
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 
 from adapters.downloads import read_capped
 from adapters.telegram.common import file_of, reply_to, sender_ref
@@ -28,6 +28,8 @@ from bot.jobs import Accepted, GenerationRequest, Press, Rejected, UserRef
 log = logging.getLogger(__name__)
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB to bots
+# The words of getFile's refusal of a file over DOWNLOAD_LIMIT ("Bad Request: file is too big").
+TOO_BIG = {"too", "big"}
 # A photo or a voice note of at most 20 MB: a minute is plenty, and a stalled server ends sooner.
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_read=20)
 
@@ -89,6 +91,12 @@ class JobStarter:
         self._check_size(ref.get("size"), what)
         try:
             file = await self.bot.get_file(ref["file_id"])
+        except BadRequest as err:
+            # A message need not tell a file's size; getFile then refuses one over 20 MB.
+            if TOO_BIG.issubset(err.message.lower().split()):
+                raise ValidationError(messages.telegram_file_over_limit(what)) from None
+            log.warning("download of a %s failed: %s", what, type(err).__name__)
+            raise ValidationError(messages.download_failed(what, "Telegram")) from None
         except TelegramError as err:
             log.warning("download of a %s failed: %s", what, type(err).__name__)
             raise ValidationError(messages.download_failed(what, "Telegram")) from None
