@@ -264,9 +264,10 @@ async def test_the_command_copies_and_says_the_checked_counts(tmp_path, pg_url):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     lines = done.stdout.strip().splitlines()
+    # a line per table
     assert lines[:9] == ["copied 4 users", "copied 11 jobs", "copied 12 ledger entries", "copied 5 media files",
                          "copied 3 pending questions and marks", "copied 1 model listing",
-                         "copied 0 bans", "copied 0 bot-wide settings", "copied 0 spend alerts sent"]  # a line per table
+                         "copied 0 bans", "copied 0 bot-wide settings", "copied 0 spend alerts sent"]
     assert lines[9].startswith("Copied 4 users, 11 jobs, 12 ledger entries, 5 media files, "
                                "3 pending questions and marks, 1 model listing, 0 bans, 0 bot-wide settings, "
                                "0 spend alerts sent (0.5 MB of media) from ")
