@@ -31,6 +31,7 @@ from bot.credits import Credits, OutOfCredits, TooManyJobs
 from bot.engine.admin import AdminActions
 from bot.engine.asks import Asks
 from bot.engine.couriers import Couriers
+from bot.engine.lost_tasks import requeue_lost_tasks
 from bot.engine.models import LiveCatalog
 from bot.engine.pipeline import Pipeline
 from bot.engine.prices import Prices
@@ -130,15 +131,20 @@ class Engine(Questions, Asks, AdminActions):
         if drive:
             await self.scheduler.start(resume=resume, user_key=only_of.key if only_of else None)
 
-    async def stop(self, *, withdraw: Sequence[int] = (), wavespeed_gone: bool = False) -> dict[int, Job | None]:
+    async def stop(self, *, withdraw: Sequence[int] = (), wavespeed_gone: bool = False,
+                   requeue_lost: bool = False) -> dict[int, Job | None]:
         """Stop all work; unfinished jobs stay in the database for the next start, except
         those in ``withdraw``, settled first (``withdraw``) while still this process's: no
-        other process can take one over in between. Those jobs as they now are."""
+        other process can take one over in between. ``requeue_lost`` (a simulated run: its
+        tasks end with it): the jobs at the simulator go back to the queue, to be made
+        afresh by the next run. The withdrawn jobs as they now are."""
         withdrawn: dict[int, Job | None] = {}
 
         async def settle_withdrawn() -> None:
             for job_id in withdraw:
                 withdrawn[job_id] = await self.withdraw(job_id, wavespeed_gone=wavespeed_gone)
+            if requeue_lost:
+                await requeue_lost_tasks(self.store, self.owner, self.clock())
 
         await self.scheduler.stop(before_release=settle_withdrawn)
         await self.couriers.settle()
