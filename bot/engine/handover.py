@@ -1,15 +1,18 @@
-"""Jobs whose WaveSpeed ends with this process: a simulated run's own simulator.
+"""What a stopping engine settles while its jobs are still its own (``Engine.stop``).
 
-Its tasks die with it, so the next run could only poll for tasks no server knows. A job
-not yet downloaded goes back to the queue instead, with no task, and the next run makes
-it afresh: the simulator bills nothing, and the job's credits stay reserved, once.
+Jobs ``withdraw``n (an interrupted ``generate``'s), and jobs whose WaveSpeed ends with this
+process: a simulated run's own simulator. Its tasks die with it, so the next run could only
+poll for tasks no server knows. A job not yet downloaded goes back to the queue instead,
+with no task, and the next run makes it afresh: the simulator bills nothing, and the job's
+credits stay reserved, once.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
-from bot.jobs import JobState
+from bot.jobs import Job, JobState
 from bot.store import LeaseLost, Store
 
 log = logging.getLogger(__name__)
@@ -35,3 +38,20 @@ async def requeue_lost_tasks(store: Store, owner: str, now: float) -> list[int]:
         requeued.append(job.id)
         log.info("job %s back in the queue: its task ended with this run's simulator", job.id)
     return requeued
+
+
+class HandOver:
+    """``Engine.stop``'s settling before its jobs are handed over; ``Engine`` inherits it."""
+
+    store: Store
+    owner: str
+    clock: Callable[[], float]
+
+    async def withdraw(self, job_id: int, *, wavespeed_gone: bool = False) -> Job | None: ...
+
+    async def _settle_before_release(self, withdraw: Sequence[int], wavespeed_gone: bool, requeue_lost: bool,
+                                     withdrawn: dict[int, Job | None]) -> None:
+        for job_id in withdraw:
+            withdrawn[job_id] = await self.withdraw(job_id, wavespeed_gone=wavespeed_gone)
+        if requeue_lost:
+            await requeue_lost_tasks(self.store, self.owner, self.clock())
