@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from adapters.cli import build_parser
-from bot.config import StorageSettings
+from bot.config import StorageSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_IN_CONTAINER = "/config/config.toml"
@@ -73,8 +73,11 @@ def test_the_database_and_media_are_on_a_volume_and_the_config_where_the_command
     assert _exec_form(volume) == [str(DATA)]
     # The defaults' relative paths ([storage] path, videos_dir) resolve in the working directory.
     assert PurePosixPath(docker["WORKDIR"][-1]) == DATA
-    defaults = StorageSettings()
-    for relative in (defaults.path, defaults.videos_dir):
+    # So do those of config.example.toml, copied to the read-only /config: none is read
+    # against the config's own folder.
+    example = load_settings(ROOT / "config.example.toml", env={}).storage
+    assert (example.path, example.videos_dir) == (StorageSettings().path, StorageSettings().videos_dir)
+    for relative in (example.path, example.videos_dir):
         assert not PurePosixPath(relative).is_absolute()
     [entrypoint], [cmd] = docker["ENTRYPOINT"], docker["CMD"]
     command = _exec_form(entrypoint) + _exec_form(cmd)

@@ -51,6 +51,7 @@ class HandOver:
 
     async def _settle_before_release(self, withdraw: Sequence[int], wavespeed_gone: bool, requeue_lost: bool,
                                      withdrawn: dict[int, Job | None]) -> None:
+        """Settle ``withdraw`` (into ``withdrawn``) and, with ``requeue_lost``, requeue."""
         for job_id in withdraw:
             withdrawn[job_id] = await self.withdraw(job_id, wavespeed_gone=wavespeed_gone)
         if requeue_lost:
