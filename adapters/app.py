@@ -36,6 +36,7 @@ from adapters.console import (
     silence,
     wanted_path,
 )
+from adapters.logs import JsonLines, one_line
 from adapters.videofiles import unwritable_because
 from bot import doctor, messages
 from bot.catalog import ValidationError
@@ -97,9 +98,15 @@ def main(command: Callable[[], Coroutine[Any, Any, int]]) -> int:
 _secrets: list[str] = []
 
 
+# The JSON log's formatter once [log] format = "json" is read (use_log_format), else None.
+_json_lines: list[JsonLines] = []
+
+
 def fail(text: str) -> None:
-    """One line on stderr; configured secrets are masked, as in the log."""
-    say(f"kling-bot: {' '.join(mask(text).split())}")
+    """One line on stderr; configured secrets are masked, as in the log (a JSON line when
+    the log is JSON, so a log collector reads it as it reads the others)."""
+    line = ' '.join(mask(text).split())
+    say(one_line(_json_lines[0], line) if _json_lines else f"kling-bot: {line}")
 
 
 def say(text: str, stream: TextIO | None = None) -> bool:
@@ -149,11 +156,23 @@ def redact_secrets(secrets: list[str]) -> None:
             handler.setFormatter(_Redacting(handler.formatter))
 
 
+def use_log_format(log_format: str) -> None:
+    """``[log] format``: "json" makes every log line (and every ``fail`` line) one JSON
+    object; "text", the default, leaves the log as ``configure_logging`` set it."""
+    if log_format != "json" or _json_lines:
+        return
+    _json_lines.append(JsonLines(mask))
+    logging.captureWarnings(True)  # a library's warning is a log line too, not bare text on stderr
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_Redacting(_json_lines[0]))
+
+
 def settings_from(path: Path | None) -> Settings:
     """The config file given, else ./config.toml if present, else the defaults."""
     settings = load_settings(path if path is not None
                              else DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     redact_secrets(settings.secrets)
+    use_log_format(settings.log.format)
     return settings
 
 
@@ -284,10 +303,7 @@ async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> i
     finally:
         if ops is not None:
             await _quietly(ops.stop())
-        for adapter in adapters:
-            await _quietly(adapter.stop())
-        if engine is not None:
-            await engine.close()
+        await _shut_down(adapters, engine, within=ready.storage.lease_seconds * STOP_SHARE, simulated=simulate)
         if simulator:
             await simulator.close()
     return 0
@@ -296,6 +312,35 @@ async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> i
 def platform_of(adapter: ChatAdapter) -> str:
     """The platform a chat adapter or courier serves, as ``/readyz`` names it ("telegram")."""
     return type(adapter).__name__.removesuffix("Adapter").removesuffix("Delivery").lower()
+
+
+# Of [storage] lease_seconds, what a stop may take: the rest is for the interpreter's exit,
+# so the process is gone before another one may take its jobs over anyway.
+STOP_SHARE = 0.8
+
+
+async def _shut_down(adapters: list[ChatAdapter], engine: Engine | None, *, within: float,
+                     simulated: bool) -> None:
+    """Stop the chat adapters (half of ``within`` at most), then the engine, handing its
+    jobs over, in what is left. A step still hanging then (a chat server that stopped
+    answering) is given up: its leases lapse by themselves, and the database closes with
+    the process. A simulated run's jobs at its simulator go back to the queue."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    try:
+        async with asyncio.timeout(within / 2):
+            for adapter in adapters:
+                await _quietly(adapter.stop())
+    except TimeoutError:
+        log.warning("chat adapters not stopped within %.1fs; stopping the engine", within / 2)
+    if engine is None:
+        return
+    try:
+        async with asyncio.timeout_at(deadline):
+            await engine.stop(requeue_lost=simulated)
+            await engine.close()
+    except TimeoutError:
+        log.warning("engine not stopped within %.1fs ([storage] lease_seconds); its leases lapse", within)
 
 
 async def _start(adapter: ChatAdapter) -> str | None:

@@ -240,6 +240,8 @@ def load_settings(path: str | os.PathLike[str] | None = None,
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{file}: not valid TOML: {err}") from None
         source = str(file)
+    if path is not None:
+        raw = _paths_beside(raw, Path(path).parent)
     unknown = set(raw) - set(_SECTIONS) - {"costs"}
     if unknown:
         name = sorted(unknown)[0]
@@ -250,6 +252,26 @@ def load_settings(path: str | os.PathLike[str] | None = None,
     settings = Settings(**sections, costs=costs, source=source)
     _check_ranges(settings, source)
     return settings
+
+
+# [storage] keys naming a file or folder: a relative one is read against the config
+# file's own folder, so the bot finds its database whatever folder it is started in.
+_PATH_KEYS = ("path", "url", "videos_dir")
+
+
+def _paths_beside(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``raw`` with the relative [storage] paths it names made absolute, from ``folder``
+    (a URL, SQLite's ``:memory:`` and values of the wrong type stay as they are: the key's
+    own check says what is wrong with those)."""
+    storage = raw.get("storage")
+    if not isinstance(storage, dict):
+        return raw
+    resolved = dict(storage)
+    for key in _PATH_KEYS:
+        value = storage.get(key)
+        if isinstance(value, str) and value and value != ":memory:" and "://" not in value:
+            resolved[key] = str(folder.absolute() / Path(value).expanduser())
+    return {**raw, "storage": resolved}
 
 
 def _section(cls: type, name: str, values: Any, source: str,

@@ -5,6 +5,7 @@ couriers.py calls the adapters back.
 """
 
 from bot.engine.intake import Engine
+from bot.engine.joblog import logged_job_id  # which job a log line is about, for the JSON log
 from bot.store import StoreUnavailable  # what Engine.from_settings raises when the store cannot open
 
-__all__ = ["Engine", "StoreUnavailable"]
+__all__ = ["Engine", "StoreUnavailable", "logged_job_id"]

@@ -31,6 +31,7 @@ from bot.credits import Credits, OutOfCredits, TooManyJobs
 from bot.engine.admin import AdminActions
 from bot.engine.asks import Asks
 from bot.engine.couriers import Couriers
+from bot.engine.handover import HandOver
 from bot.engine.models import LiveCatalog
 from bot.engine.pipeline import Pipeline
 from bot.engine.prices import Prices
@@ -61,7 +62,7 @@ DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same u
 OUTCOME_CHECKS = (0.2, 0.5, 1.0, 2.0)  # waits before each look for a cut-off accept's job (~4 s in all)
 
 
-class Engine(Questions, Asks, AdminActions, AdminFigures):
+class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver):
     """Runs jobs for every adapter; adapters register a courier per platform."""
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
@@ -131,17 +132,15 @@ class Engine(Questions, Asks, AdminActions, AdminFigures):
         if drive:
             await self.scheduler.start(resume=resume, user_key=only_of.key if only_of else None)
 
-    async def stop(self, *, withdraw: Sequence[int] = (), wavespeed_gone: bool = False) -> dict[int, Job | None]:
+    async def stop(self, *, withdraw: Sequence[int] = (), wavespeed_gone: bool = False,
+                   requeue_lost: bool = False) -> dict[int, Job | None]:
         """Stop all work; unfinished jobs stay in the database for the next start, except
         those in ``withdraw``, settled first (``withdraw``) while still this process's: no
-        other process can take one over in between. Those jobs as they now are."""
+        other process can take one over in between. ``requeue_lost``: a simulated run's jobs
+        at its simulator go back to the queue (``bot/engine/handover.py``). The withdrawn jobs."""
         withdrawn: dict[int, Job | None] = {}
-
-        async def settle_withdrawn() -> None:
-            for job_id in withdraw:
-                withdrawn[job_id] = await self.withdraw(job_id, wavespeed_gone=wavespeed_gone)
-
-        await self.scheduler.stop(before_release=settle_withdrawn)
+        await self.scheduler.stop(before_release=lambda: self._settle_before_release(
+            withdraw, wavespeed_gone, requeue_lost, withdrawn))
         await self.couriers.settle()
         for task in (self._housekeeper, self._catalog_keeper):
             if task is not None:

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.engine.couriers import Couriers
+from bot.engine.joblog import job_logged
 from bot.engine.pipeline import Pipeline
 from bot.jobs import Job, JobState, Progress
 from bot.store import Store, StoreOffline
@@ -241,6 +242,10 @@ class Scheduler:
         self._tasks[job.id] = asyncio.create_task(self._drive(job), name=f"kling-job-{job.id}")
 
     async def _drive(self, job: Job) -> None:
+        with job_logged(job.id):  # this task's lines (and its children's) carry the job's id
+            await self._drive_logged(job)
+
+    async def _drive_logged(self, job: Job) -> None:
         try:
             await self.pipeline.drive(job, self._release)
         except StoreOffline as err:
