@@ -24,9 +24,8 @@ from adapters.downloads import read_capped
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import Settings
-from bot.engine import Engine
+from bot.engine import Engine, place_key_of
 from bot.jobs import GenerationRequest, Rejected
-from bot.spend import place_key_of
 
 log = logging.getLogger(__name__)
 

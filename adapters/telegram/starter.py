@@ -22,9 +22,8 @@ from adapters.telegram.courier import TelegramCourier
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import MediaSettings
-from bot.engine import Engine
+from bot.engine import Engine, place_key_of
 from bot.jobs import Accepted, GenerationRequest, Press, Rejected, UserRef
-from bot.spend import place_key_of
 
 log = logging.getLogger(__name__)
 

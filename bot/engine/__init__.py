@@ -5,6 +5,7 @@ couriers.py calls the adapters back.
 """
 
 from bot.engine.intake import Engine
+from bot.spend import place_key_of  # the place a request's spend counts to, for an adapter's precheck
 from bot.store import StoreUnavailable  # what Engine.from_settings raises when the store cannot open
 
-__all__ = ["Engine", "StoreUnavailable"]
+__all__ = ["Engine", "StoreUnavailable", "place_key_of"]
