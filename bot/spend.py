@@ -128,8 +128,10 @@ class SpendCaps:
     async def spent(self, cap: Cap) -> Decimal:
         return await self.store.spend_usd(cap.since.timestamp(), cap.place_key, credit_usd=self.quota.credit_usd)
 
-    async def check(self, place_key: str, usd: Decimal) -> None:
-        """Raise SpendCapReached when a job of ``usd`` would cross a cap of its place."""
+    async def check(self, place_key: str, usd: Decimal) -> list[tuple[Cap, Decimal]]:
+        """Raise SpendCapReached when a job of ``usd`` would cross a cap of its place; else
+        each cap with what was spent against it before this job."""
+        standing = []
         for cap in self.caps(place_key):
             spent = await self.spent(cap)
             if spent + usd > cap.limit:
@@ -137,29 +139,25 @@ class SpendCaps:
                             f" of {cap.place_key}" if cap.place_key else "", spent, cap.limit, usd)
                 self.alert_later(cap, 100, spent)  # reached for this request: the admins hear it
                 raise SpendCapReached(messages.spend_cap_reached(cap.kind, cap.limit - spent, cap.resets_at))
+            standing.append((cap, spent))
+        return standing
 
     async def within(self, place_key: str, usd: Decimal, reserve: Callable[[], Awaitable[T]]) -> T:
         """``reserve()`` (the accept's write) only if a job of ``usd`` crosses no cap: read
         and write in one transaction under the spend lock, so no other accept, in any
-        process, reads the spend in between. Without caps, ``reserve()`` as it is."""
+        process, reads the spend in between. Without caps, ``reserve()`` as it is. Once
+        written, the admins hear of each mark (80%, 100%) this job took a cap to."""
         if not self.configured:
             return await reserve()
         async with self.store.transaction():
             await self.store.lock_spend()
-            await self.check(place_key, usd)
-            return await reserve()
-
-    def accepted(self, place_key: str) -> None:
-        """After an accept: tell the admins of each cap it took past 80% or 100% (in the background)."""
-        if self.configured:
-            self._in_background(self._alerts(place_key))
-
-    async def _alerts(self, place_key: str) -> None:
-        for cap in self.caps(place_key):
-            spent = await self.spent(cap)
+            standing = await self.check(place_key, usd)
+            reserved = await reserve()
+        for cap, spent in standing:  # committed now
             for level in ALERT_LEVELS:
-                if spent * 100 >= cap.limit * level:
-                    await self._alert(cap, level, spent)
+                if (spent + usd) * 100 >= cap.limit * level:
+                    self.alert_later(cap, level, spent + usd)
+        return reserved
 
     def alert_later(self, cap: Cap, level: int, spent: Decimal) -> None:
         self._in_background(self._alert(cap, level, spent))

@@ -252,7 +252,6 @@ class Engine(Questions, Asks, AdminActions, JobEndings):
                 return Accepted(job, position, credits_left)
             job = reserved.job
             self.scheduler.wake()
-            self.spend.accepted(place)  # the admins hear of a cap it took past 80% or 100%
             log.info("job %s accepted: %s for %s, %s credits", job.id, model.id, user.key, cost)
             return Accepted(job, reserved.queue_position, credits_left)
         raise AssertionError("unreachable")  # the second attempt returns
