@@ -1069,7 +1069,7 @@ SPEND_CAP_LABELS = {"daily": "The bot's daily spending cap", "daily_place": "Thi
                     "monthly": "The bot's monthly spending cap"}
 
 
-def usd(amount: Decimal) -> str:
+def dollars(amount: Decimal) -> str:
     """Dollars as people write them: $1.50, $0.07, $12.00 (cents rounded down: never more than there is)."""
     return f"${amount.quantize(Decimal('0.01'), rounding='ROUND_FLOOR'):,}"
 
@@ -1084,7 +1084,7 @@ def cap_reset_time(resets_at: datetime, now: datetime | None = None) -> str:
 
 def spend_cap_reached(cap: str, left: Decimal, resets_at: datetime) -> str:
     """A request refused by a [spend] cap, before any cost: what is left and when it resets."""
-    return (f"{SPEND_CAP_LABELS[cap]} is reached: {usd(max(left, Decimal(0)))} is left and this video "
+    return (f"{SPEND_CAP_LABELS[cap]} is reached: {dollars(max(left, Decimal(0)))} is left and this video "
             f"would cost more, so it was not started and nothing was charged. The cap resets "
             f"{cap_reset_time(resets_at)}.")
 
@@ -1094,5 +1094,5 @@ def spend_alert(cap: str, percent: int, spent: Decimal, limit: Decimal, resets_a
     where = f" ({place})" if place else ""
     after = ("New requests are refused until it resets" if percent >= 100
              else "Requests are refused once it is reached; it resets")
-    return (f"⚠️ {SPEND_CAP_LABELS[cap]}{where} is {percent}% used: {usd(spent)} of {usd(limit)}. "
+    return (f"⚠️ {SPEND_CAP_LABELS[cap]}{where} is {percent}% used: {dollars(spent)} of {dollars(limit)}. "
             f"{after} {cap_reset_time(resets_at)}.")
