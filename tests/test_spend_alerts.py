@@ -61,15 +61,15 @@ async def test_two_processes_send_one_alert_at_80_and_one_at_100_percent(tmp_pat
     processes = [await spawn(config, path, submit=3, at=at) for path in events]
     try:
         answers = [line for process in processes for line in await answers_of(process, 3)]
-        await until(lambda: len(alerts_in(events)) >= 2)
+        await until(lambda: len(alerts_in(events)) >= 2, timeout=60)
         await asyncio.sleep(1.0)  # a duplicate from the other process would have come by now
         sent = alerts_in(events)
     finally:
         for process in processes:
             process.terminate()
             await process.wait()
-    assert sum("daily spending cap" in line for line in answers) == 1  # $5 of six $1 requests
-    assert len(sent) == 2
+    assert sum("daily spending cap" in line for line in answers) == 1, answers  # $5 of six $1 requests
+    assert len(sent) == 2, sent
     [eighty] = [text for text in sent if "80% used" in text]
     [hundred] = [text for text in sent if "100% used" in text]
     assert "$4.00 of $5.00" in eighty and "$5.00 of $5.00" in hundred
