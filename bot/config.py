@@ -415,6 +415,14 @@ def _check_ranges(s: Settings, source: str) -> None:
          "[discord.roles] must map role ids to daily credits, e.g. \"123456789012345678\" = 30"),
         (all(key.lstrip("-").isdigit() and credits >= 0 for key, credits in s.telegram.chats.items()),
          "[telegram.chats] must map chat ids to daily credits, e.g. \"-1001234567890\" = 20"),
+        *((cap is None or cap > 0, f"[spend] {name} must be above 0 dollars (leave it out for no cap)")
+          for name, cap in (("daily_usd", s.spend.daily_usd), ("daily_usd_per_place", s.spend.daily_usd_per_place),
+                            ("monthly_usd", s.spend.monthly_usd))),
+        (all(word.strip() for word in s.moderation.blocked_words), "[moderation] blocked_words lists an empty word"),
+        *((_pattern_problem(pattern) is None,
+           f"[moderation] blocked_patterns: {pattern!r} is not a valid regular expression"
+           f" ({_pattern_problem(pattern)})")
+          for pattern in s.moderation.blocked_patterns),
     ]
     for ok, message in rules:
         if not ok:
@@ -440,6 +448,15 @@ def is_local_host(host: str) -> bool:
         return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return False
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    """Why a [moderation] pattern does not compile, or None when it does."""
+    try:
+        re.compile(pattern, re.IGNORECASE)
+    except re.error as err:
+        return str(err)
+    return None if pattern else "it is empty: it would match every prompt"
 
 
 def _host_port_ok(listen: str) -> bool:

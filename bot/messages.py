@@ -1320,3 +1320,38 @@ def stats_text(stats: Stats) -> str:
 def telegram_file_over_limit(what: str) -> str:
     """A file Telegram refused to hand over (its size untold in the message): over 20 MB."""
     return f"The {what} is larger than the 20 MB Telegram lets bots download. Send a smaller one."
+# --- #17 spend: caps in USD, their admin alerts, prompt rules ----------------------------
+
+PROMPT_BLOCKED = ("This prompt uses words this bot does not accept, so nothing was made and "
+                  "nothing was charged. Please write it another way.")
+SPEND_CAP_LABELS = {"daily": "The bot's daily spending cap", "daily_place": "This place's daily spending cap",
+                    "monthly": "The bot's monthly spending cap"}
+
+
+def dollars(amount: Decimal) -> str:
+    """Dollars as people write them: $1.50, $0.07, $12.00 (cents rounded down: never more than there is)."""
+    return f"${amount.quantize(Decimal('0.01'), rounding='ROUND_FLOOR'):,}"
+
+
+def cap_reset_time(resets_at: datetime, now: datetime | None = None) -> str:
+    """When a spending cap resets: today's form within a day, else its date."""
+    now = now or datetime.now(UTC)
+    if resets_at - now <= timedelta(days=1):
+        return reset_time(resets_at, now)
+    return f"on {resets_at:%Y-%m-%d} at {resets_at:%H:%M} UTC"
+
+
+def spend_cap_reached(cap: str, left: Decimal, resets_at: datetime) -> str:
+    """A request refused by a [spend] cap, before any cost: what is left and when it resets."""
+    return (f"{SPEND_CAP_LABELS[cap]} is reached: {dollars(max(left, Decimal(0)))} is left and this video "
+            f"would cost more, so it was not started and nothing was charged. The cap resets "
+            f"{cap_reset_time(resets_at)}.")
+
+
+def spend_alert(cap: str, percent: int, spent: Decimal, limit: Decimal, resets_at: datetime, place: str = "") -> str:
+    """To the admins, once per cap, period and level: a [spend] cap is 80% or 100% used."""
+    where = f" ({place})" if place else ""
+    after = ("New requests are refused until it resets" if percent >= 100
+             else "Requests are refused once it is reached; it resets")
+    return (f"⚠️ {SPEND_CAP_LABELS[cap]}{where} is {percent}% used: {dollars(spent)} of {dollars(limit)}. "
+            f"{after} {cap_reset_time(resets_at)}.")

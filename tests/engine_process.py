@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import time
 from pathlib import Path
 
 from bot.catalog import Params
@@ -47,6 +48,9 @@ class FileCourier:
     async def cancelled(self, job: Job, text: str) -> None:
         self._write(event="cancelled", job=job.id, text=text)
 
+    async def alert_admins(self, text: str) -> None:
+        self._write(event="alert", text=text)
+
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
@@ -54,15 +58,20 @@ async def main() -> None:
     parser.add_argument("events", type=Path)
     parser.add_argument("--submit", type=int, default=0, help="how many requests to make at start")
     parser.add_argument("--hang-delivery", action="store_true")
+    parser.add_argument("--at-once-at", type=float, default=0.0,
+                        help="make the requests all at once, at this Unix time (several processes in step)")
     args = parser.parse_args()
     engine = await Engine.from_settings(load_settings(args.config))
     engine.register(PLATFORM, FileCourier(args.events, args.hang_delivery))
     await engine.start()
-    for n in range(args.submit):
-        answer = await engine.accept(GenerationRequest(
-            UserRef(PLATFORM, str(7 + n)), "effect", sample_photo(), Params(effect="hula"),
-            reply_to={"chat": 99, "message": 1234 + n}))
-        print(answer.text, flush=True)
+    requests = [GenerationRequest(UserRef(PLATFORM, str(7 + n)), "effect", sample_photo(), Params(effect="hula"),
+                                  reply_to={"chat": 99, "message": 1234 + n}) for n in range(args.submit)]
+    if args.at_once_at:
+        await asyncio.sleep(max(0.0, args.at_once_at - time.time()))
+        for answer in await asyncio.gather(*(engine.accept(request) for request in requests)):
+            print(answer.text, flush=True)
+    for request in requests if not args.at_once_at else []:
+        print((await engine.accept(request)).text, flush=True)
     await asyncio.Event().wait()
 
 

@@ -24,7 +24,7 @@ from adapters.downloads import read_capped
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import Settings
-from bot.engine import Engine
+from bot.engine import Engine, place_key_of
 from bot.jobs import GenerationRequest, Rejected
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,9 @@ class DiscordAdapter:
             or self._attachment_refusal(end_image, "end image", wants_image=True) \
             or self._attachment_refusal(audio, "audio", wants_image=False) \
             or await self.engine.precheck(user, kind, model, params,
-                                    audio_seconds=audio.duration if audio is not None else None)
+                                    audio_seconds=audio.duration if audio is not None else None,
+                                    place=place_key_of(PLATFORM, {"guild_id": interaction.guild_id,
+                                                                  "user_id": interaction.user.id}))
         if refusal:
             await answer(interaction, refusal.text if isinstance(refusal, Rejected) else refusal)
             return

@@ -74,6 +74,12 @@ class DiscordCourier(ChatCourier):
         return {"dm_user_id": job.reply_to["user_id"], "user_id": job.reply_to["user_id"],
                 "nsfw_channel": False}
 
+    async def alert_admins(self, text: str) -> None:
+        """A message for the admins (a [spend] cap): posted in ``[discord] admin_channel``, if set."""
+        if self.settings.admin_channel:
+            channel = self.client.get_partial_messageable(self.settings.admin_channel)
+            await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
+
     async def post(self, job: Job, text: str, video: Video | None) -> None:
         try:
             await self._post(job, text, video)

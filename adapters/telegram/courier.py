@@ -71,6 +71,14 @@ class TelegramCourier(ChatCourier):
     def history_where(self, job: Job) -> str:
         return messages.TELEGRAM_HISTORY_WHERE if job.reply_to.get("group") else ""
 
+    async def alert_admins(self, text: str) -> None:
+        """A message for the admins (a [spend] cap): to each of ``[telegram] admins`` privately."""
+        for admin in self.settings.admins:
+            try:
+                await self.bot.send_message(admin, text)
+            except TelegramError as err:  # e.g. an admin who never started the bot: the others still hear
+                log.warning("admin alert to %s not sent (%s)", admin, err)
+
     async def post(self, job: Job, text: str, video: Video | None) -> None:
         try:
             await self._post(job, text, video)

@@ -17,12 +17,12 @@ from telegram import Bot, File, Message
 from telegram.error import BadRequest, TelegramError
 
 from adapters.downloads import read_capped
-from adapters.telegram.common import file_of, reply_to, sender_ref
+from adapters.telegram.common import PLATFORM, file_of, reply_to, sender_ref
 from adapters.telegram.courier import TelegramCourier
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import MediaSettings
-from bot.engine import Engine
+from bot.engine import Engine, place_key_of
 from bot.jobs import Accepted, GenerationRequest, Press, Rejected, UserRef
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ class JobStarter:
         """Check, download the media, hand the request to the engine, show its answer."""
         who = user or sender_ref(message)  # a menu's presser, else whoever sent the message
         refusal = await self.engine.precheck(who, kind, model, replace(params, has_audio=audio_file is not None),
-                                       audio_seconds=(audio_file or {}).get("seconds"))
+                                       audio_seconds=(audio_file or {}).get("seconds"),
+                                       place=place_key_of(PLATFORM, {"chat_id": message.chat_id}))
         if refusal is not None:
             if status is None:
                 await message.reply_text(refusal.text)

@@ -6,6 +6,7 @@ couriers.py calls the adapters back.
 
 from bot.engine.intake import Engine
 from bot.engine.joblog import logged_job_id  # which job a log line is about, for the JSON log
+from bot.spend import place_key_of  # the place a request's spend counts to, for an adapter's precheck
 from bot.store import StoreUnavailable  # what Engine.from_settings raises when the store cannot open
 
-__all__ = ["Engine", "StoreUnavailable", "logged_job_id"]
+__all__ = ["Engine", "StoreUnavailable", "logged_job_id", "place_key_of"]

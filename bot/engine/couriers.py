@@ -71,6 +71,16 @@ class Couriers:
         if courier is not None:
             await self._best_effort(job, "refused", courier.refused(job, video, days), within=REFUSED_TIMEOUT)
 
+    async def alert_admins(self, text: str) -> None:
+        """Tell the admins of every platform (a courier's optional ``alert_admins``: a
+        Discord admin channel, Telegram's admins), best effort, all at once."""
+        alerts = {platform: alert for platform, courier in self._by_platform.items()
+                  if (alert := getattr(courier, "alert_admins", None)) is not None}
+        outcomes = await asyncio.gather(*(alert(text) for alert in alerts.values()), return_exceptions=True)
+        for platform, outcome in zip(alerts, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.warning("admin alert on %s failed (%s: %s)", platform, type(outcome).__name__, outcome)
+
     async def deliver(self, job: Job, video: Video) -> None:
         """Hand the video to the job's courier; errors are the caller's to handle."""
         await self._by_platform[job.platform].deliver(job, video)

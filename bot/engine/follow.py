@@ -347,14 +347,15 @@ class Follower:
                     # Paid for: a "completed" answer without a video is asked again first.
                     empty_answers += 1
                     if empty_answers > EMPTY_RESULT_RECHECKS:
-                        raise JobFailed(messages.NO_VIDEO)
+                        raise JobFailed(messages.NO_VIDEO, "wavespeed", billed=True)
                     log.warning("job %s: completed without a video; checking again", job.id)
                     next_check = self.clock() + backoff(empty_answers, base=1.0, cap=self.settings.poll_interval)
                     continue
                 if prediction and prediction.status in FINISHED_AT_WAVESPEED:
-                    raise JobFailed(messages.model_failed(prediction.error or prediction.status))
+                    raise JobFailed(messages.model_failed(prediction.error or prediction.status), "wavespeed",
+                                    billed=False)  # WaveSpeed bills no failed task
                 if self.clock() >= deadline:
-                    raise JobFailed(messages.took_too_long(self.settings.job_timeout))
+                    raise JobFailed(messages.took_too_long(self.settings.job_timeout), "timeout")
                 if polled and prediction is not None:
                     last_check = self.clock()
                     burst.seen(job.id, last_check - origin)
@@ -414,7 +415,7 @@ class Follower:
                 return None
             self._refusals.pop(job.id, None)
             raise JobFailed(messages.ACCOUNT_PROBLEM if isinstance(err, AuthError)
-                            else messages.lost_track(err)) from None
+                            else messages.lost_track(err), "wavespeed") from None
         self._refusals.pop(job.id, None)
         return prediction
 

@@ -10,7 +10,7 @@ credits stay reserved, once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from bot.jobs import Job, JobState
 from bot.store import LeaseLost, Store
@@ -47,7 +47,8 @@ class HandOver:
     owner: str
     clock: Callable[[], float]
 
-    async def withdraw(self, job_id: int, *, wavespeed_gone: bool = False) -> Job | None: ...
+    # ``JobEndings.withdraw``, by annotation only: a method here would shadow it in Engine's bases.
+    withdraw: Callable[..., Awaitable[Job | None]]
 
     async def _settle_before_release(self, withdraw: Sequence[int], wavespeed_gone: bool, requeue_lost: bool,
                                      withdrawn: dict[int, Job | None]) -> None:

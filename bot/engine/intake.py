@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from bot.credits import Credits, OutOfCredits, TooManyJobs
 from bot.engine.admin import AdminActions
 from bot.engine.asks import Asks
 from bot.engine.couriers import Couriers
+from bot.engine.endings import JobEndings
 from bot.engine.handover import HandOver
 from bot.engine.models import LiveCatalog
 from bot.engine.pipeline import Pipeline
@@ -50,19 +52,19 @@ from bot.jobs import (
     UserRef,
 )
 from bot.media import Media, billable_seconds, prepare_audio, prepare_image
-from bot.store import LeaseLost, MediaItem, Staged, Store, StoreOffline, open_store
+from bot.spend import PromptRules, SpendCapReached, SpendCaps, place_key_of
+from bot.store import MediaItem, Staged, Store, StoreOffline, open_store
 from bot.wavespeed import WaveSpeedClient
 from bot.webhooks import WebhookListener
 
 log = logging.getLogger(__name__)
 
-CANCELLED = "owner cancelled"  # the job's error and the ledger note of its refund
 ACCEPTS_AT_ONCE = 4  # requests checked and written concurrently; more wait their turn
 DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same user is one press
 OUTCOME_CHECKS = (0.2, 0.5, 1.0, 2.0)  # waits before each look for a cut-off accept's job (~4 s in all)
 
 
-class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver):
+class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver, JobEndings):
     """Runs jobs for every adapter; adapters register a courier per platform."""
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
@@ -78,6 +80,8 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver):
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.credits = Credits(store, settings.quota, clock)
         self.couriers = Couriers()
+        self.rules = PromptRules(settings.moderation)
+        self.spend = SpendCaps(settings.spend, settings.quota, store, self.couriers.alert_admins, clock)
         self.live = LiveCatalog(settings, store, client, clock)
         self.prices = Prices(settings, client, lambda: self.live.current, clock)
         self.live.on_change(self.prices.clear)
@@ -142,6 +146,7 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver):
         await self.scheduler.stop(before_release=lambda: self._settle_before_release(
             withdraw, wavespeed_gone, requeue_lost, withdrawn))
         await self.couriers.settle()
+        await self.spend.settle()
         for task in (self._housekeeper, self._catalog_keeper):
             if task is not None:
                 task.cancel()
@@ -181,10 +186,15 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver):
             inputs = self.catalog.check_params(model, params)
         except ValidationError as err:
             return Rejected(str(err))
+        if refusal := self.prompt_refusal(params):  # before any cost, and never saying what matched
+            return refusal
         # Quoted outside the intake: a slow quote held there would stall the requests behind it.
         usd = await self.prices.quote_usd(model, inputs)
         # A few at a time: a burst of arrivals queues here instead of piling its database
         # work into one turn of the event loop (which would stall every chat).
+        place = place_key_of(request.user.platform, request.reply_to)
+        if refusal := await self.cap_refusal(place, self.prices.priced(model, clip_seconds(model, inputs), usd)):
+            return refusal  # a cheap look first: the authoritative one is in the accept's write
         async with self._intake:
             try:
                 media = await asyncio.to_thread(_prepare_media, self.settings.media, model, request)
@@ -204,24 +214,26 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver):
     async def _queue(self, request: GenerationRequest, model: catalog.Model, inputs: dict[str, object],
                media: dict[str, Media], staged: dict[str, Staged], usd: Decimal | None) -> Accepted | Rejected:
         """Reserve the credits of quote ``usd``, write the job with its media: all or nothing."""
-        user = request.user
+        user, place = request.user, place_key_of(request.user.platform, request.reply_to)
         seconds = billable_seconds(media["audio"].seconds) if "audio" in media else clip_seconds(model, inputs)
         cost = (price := self.prices.priced(model, seconds, usd)).credits
         items = [MediaItem(role, item.mime, item.filename, staged[role]) for role, item in media.items()]
         for attempt in range(2):
             now = self.clock()  # with the user and the reply_to, it tells this accept's row from any other
-            try:
-                reserved, credits_left = await self.credits.reserve_job(user, cost, {
-                    "platform": user.platform, "reply_to": request.reply_to,
-                    "model_id": model.id, "kind": model.kind, "inputs": inputs, "quote_usd": price.usd,
-                    "label": messages.job_label(model.key, model.title, inputs,
-                                                catalog.effect_title(str(inputs.get("effect_scene", "")))),
-                    "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
-                    # Ours to drive when we serve its platform; else any process that does.
-                    **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
-                       if self._drives and self.couriers.serves(user.platform) else {}),
-                }, items)
-            except (OutOfCredits, TooManyJobs) as err:
+            row = {
+                "platform": user.platform, "reply_to": request.reply_to, "place_key": place,
+                "model_id": model.id, "kind": model.kind, "inputs": inputs, "quote_usd": price.usd,
+                "label": messages.job_label(model.key, model.title, inputs,
+                                            catalog.effect_title(str(inputs.get("effect_scene", "")))),
+                "state": JobState.QUEUED.value, "created_at": now, "updated_at": now,
+                # Ours to drive when we serve its platform; else any process that does.
+                **({"owner": self.owner, "lease_until": self.scheduler.lease_until()}
+                   if self._drives and self.couriers.serves(user.platform) else {}),
+            }
+            try:  # within the [spend] caps, checked in the same write
+                reserved, credits_left = await self.spend.within(
+                    place, self.spend.counted(price), partial(self.credits.reserve_job, user, cost, row, items))
+            except (OutOfCredits, TooManyJobs, SpendCapReached) as err:
                 return Rejected(str(err))
             except StoreOffline as err:
                 # The write's outcome is unknown (a cut COMMIT may have happened): an error now
@@ -244,53 +256,9 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver):
             return Accepted(job, reserved.queue_position, credits_left)
         raise AssertionError("unreachable")  # the second attempt returns
 
-    async def cancel(self, user: UserRef, job_id: int) -> str:
-        """Cancel a queued job of the user's and refund it; the answer is user-facing."""
-        async with self.store.transaction():
-            job = await self.store.job(job_id)
-            if job is None or job.user_key != user.key:
-                return messages.no_such_job(job_id)
-            if job.state.finished:
-                return messages.job_already_ended(job_id, job.state.value)
-            if job.state != JobState.QUEUED or self.scheduler.is_driving(job_id):
-                return messages.job_already_running(job_id)
-            job = await self.store.update_job(job_id, state=JobState.CANCELLED, finished_at=self.clock(),
-                                        error=CANCELLED)
-            await self.credits.refund(job, CANCELLED)
-            await self.store.files.drop(job_id)
-        text = messages.job_cancelled(job_id, job.cost)
-        await self.couriers.cancelled(job, text)
-        await self.scheduler.announce_positions()
-        return text
-
     async def held_jobs(self) -> list[Job]:
         """The unfinished jobs this process drives: its own and those it took over."""
         return await self.store.claims.held(self.owner)
-
-    async def withdraw(self, job_id: int, *, wavespeed_gone: bool = False) -> Job | None:
-        """Settle a job whose process stops first (``generate`` interrupted), from ``stop``
-        while still ours: nothing sent to WaveSpeed, it is cancelled and refunded; else it
-        stays (its task may exist and bill) for the next process to follow; unless
-        ``wavespeed_gone`` (this run's simulator ends with it, and every task in it): then
-        a job whose video is not yet downloaded is cancelled and refunded too."""
-        async with self.store.transaction():
-            job = await self.store.job(job_id)
-            if job is None or job.state.finished:
-                return job
-            untouched = not job.prediction_id and job.submit_started_at is None and \
-                job.state in (JobState.QUEUED, JobState.SUBMITTING)
-            lost_with_us = wavespeed_gone and job.state != JobState.DELIVERING
-            if not (untouched or lost_with_us):
-                return job
-            try:
-                job = await self.store.update_job(job_id, owner=self.owner, state=JobState.CANCELLED,
-                                            finished_at=self.clock(), error=messages.STOPPED_BEFORE_SUBMIT)
-            except LeaseLost:  # another process has it now: it is that one's to drive
-                return job
-            await self.credits.refund(job, messages.STOPPED_BEFORE_SUBMIT)
-            await self.store.files.drop(job_id)
-        log.info("job %s cancelled: its process stopped before submitting it", job_id)
-        return job
 
     async def rerun(self, press: Press, source_job_id: int, *, reply_to: dict[str, Any],
                     effect: str | None = None, prompt: str | None = None) -> Accepted | Rejected:

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 
 from bot import messages
@@ -76,7 +77,7 @@ class Pipeline:
             if job.state == JobState.DELIVERING:
                 await self.deliver(job)
         except JobFailed as failure:
-            await self.fail(job.id, str(failure))
+            await self.fail(job.id, str(failure), failure.kind, billed=failure.billed)
         except LeaseLost:
             log.warning("job %s: another process took it over; leaving it to that one", job.id)
         except (asyncio.CancelledError, StoreOffline):
@@ -119,7 +120,7 @@ class Pipeline:
                     raise self._refused_host(job, host) from None
                 if refetch == OUTPUT_REFETCHES:
                     log.error("job %s: the video could not be fetched (%s)", job.id, err)
-                    raise JobFailed(messages.FETCH_FAILED) from None
+                    raise JobFailed(messages.FETCH_FAILED, "download") from None
                 log.warning("job %s: output failed (%s); asking WaveSpeed for it afresh", job.id, err)
                 await asyncio.sleep(backoff(refetch, base=1.0))
                 fresh = await self.follower.check(job)
@@ -137,7 +138,7 @@ class Pipeline:
         log.error("job %s: WaveSpeed made the video but serves it from %s, which is not in "
                   "[wavespeed] download_hosts (add it there if it is WaveSpeed's); the job is refunded",
                   job.id, host)
-        return JobFailed(messages.VIDEO_ON_REFUSED_HOST)
+        return JobFailed(messages.VIDEO_ON_REFUSED_HOST, "download")
 
     async def sweep_partial_downloads(self) -> int:
         """Delete the ``.part`` files of downloads no live process is making (a process
@@ -186,7 +187,7 @@ class Pipeline:
             except Exception as err:
                 log.warning("job %s: delivery failed (%s: %s)", job.id, type(err).__name__, err)
                 if attempt == DELIVERY_ATTEMPTS - 1:
-                    raise JobFailed(messages.NOT_POSTED) from None
+                    raise JobFailed(messages.NOT_POSTED, "delivery") from None
                 await asyncio.sleep(backoff(attempt, base=2.0))
         await self._surely(lambda: self.settle_done(job), job)
         path.unlink(missing_ok=True)
@@ -244,16 +245,20 @@ class Pipeline:
         one write, fenced by this process's claim."""
         now = self.clock()
         await self.credits.commit_delivered(job, self.owner, drop_media=not self.settings.storage.keep_days,
-                                            state=JobState.DONE, finished_at=now, updated_at=now, **changes)
+                                            state=JobState.DONE, finished_at=now, updated_at=now,
+                                            charged_usd=job.quote_usd, **changes)  # WaveSpeed billed its task
 
-    async def fail(self, job_id: int, reason: str) -> None:
-        """End a job as failed, refund it once, and tell its chat why."""
+    async def fail(self, job_id: int, reason: str, kind: str = "other", *, billed: bool | None = None) -> None:
+        """End a job as failed (``kind``: ``bot.jobs.FAILURE_KINDS``), refund it once, and
+        tell its chat why. What WaveSpeed charged is recorded: the quote when it bills the
+        task (``billed``; None: when the task completed, or exists and did not fail), else 0."""
         try:
             async with self.store.transaction():
                 job = await self.store.job(job_id)
                 if job is None or job.state.finished:
                     return
-                job = await self._update(job, state=JobState.FAILED, error=reason, finished_at=self.clock())
+                job = await self._update(job, state=JobState.FAILED, error=reason, finished_at=self.clock(),
+                                         failure=kind, charged_usd=charged_usd(job, billed))
                 refunded = await self.credits.refund(job, reason)
                 await self.store.files.drop(job_id)
         except LeaseLost:
@@ -264,6 +269,15 @@ class Pipeline:
         log.info("job %s failed: %s", job_id, reason)
         await self.couriers.fail(job, messages.with_refund(reason, job.cost)
                                  if refunded and job.cost else reason)
+
+
+def charged_usd(job: Job, billed: bool | None = None) -> Decimal | None:
+    """What WaveSpeed charges for a job that ends now: its quote when it bills the task
+    (``billed``; None: when its task completed, or exists, as far as the job tells), else
+    nothing (no task, or a failed one: WaveSpeed bills neither). None: billed, unquoted."""
+    if billed is None:
+        billed = bool(job.output_url or job.prediction_id)
+    return job.quote_usd if billed else Decimal(0)
 
 
 def _process_tag(owner: str) -> str:

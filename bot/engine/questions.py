@@ -17,6 +17,7 @@ from bot.credits import Credits
 from bot.engine.models import LiveCatalog
 from bot.engine.prices import UNIT_SECONDS, Prices
 from bot.engine.results import Results
+from bot.engine.spending import Spending
 from bot.jobs import Balance, Job, Press, Rejected, UserRef
 from bot.media import billable_seconds
 from bot.store import Store
@@ -24,7 +25,7 @@ from bot.store import Store
 WARM_WAIT = 5.0  # at start, the menus' prices are waited for this long (then quoted as they come)
 
 
-class Questions:
+class Questions(Spending):
     """What a chat may ask about a user, a job or the bot's prices."""
 
     settings: Settings
@@ -139,22 +140,27 @@ class Questions:
     # --- refusals known before anything is downloaded ---------------------------------
 
     async def precheck(self, user: UserRef, kind: Kind, model_name: str | None,
-                 params: Params, *, audio_seconds: float | None = None) -> Rejected | None:
-        """Refusals that need no media (bad settings, too many jobs, no credits), so an
-        adapter can answer before downloading anything. ``accept`` checks again. An avatar's
-        audio length, when the chat tells it before the download, is priced too."""
+                 params: Params, *, audio_seconds: float | None = None, place: str = "") -> Rejected | None:
+        """Refusals that need no media (bad settings, a blocked prompt, too many jobs, no
+        credits, a [spend] cap of the whole bot or of ``place``: ``bot.spend.place_key_of``),
+        so an adapter can answer before downloading anything. ``accept`` checks again. An
+        avatar's audio length, when the chat tells it before the download, is priced too."""
         try:
             model = self.catalog.resolve_model(model_name, kind)
             inputs = self.catalog.check_params(model, params)
         except ValidationError as err:
             return Rejected(str(err))
+        if blocked := self.prompt_refusal(params):
+            return blocked
         if busy := await self._too_many_jobs(user):
             return Rejected(busy)
         limit = self.settings.media.max_audio_seconds
         if audio_seconds is not None and billable_seconds(audio_seconds) > limit:
             return Rejected(messages.audio_too_long(audio_seconds, limit))
         seconds = billable_seconds(audio_seconds) if audio_seconds is not None else clip_seconds(model, inputs)
-        cost = (await self.prices.price(model, inputs, seconds)).credits
+        cost = (price := await self.prices.price(model, inputs, seconds)).credits
+        if capped := await self.cap_refusal(place, price):
+            return capped
         have = (await self.credits.balance(user)).total
         if have >= cost:
             return None

@@ -42,7 +42,14 @@ RESUBMITS = 1  # submits sent again after WaveSpeed provably created no task
 
 
 class JobFailed(Exception):
-    """Ends a job as failed; str() is the user-facing reason."""
+    """Ends a job as failed; str() is the user-facing reason, ``kind`` one of
+    ``bot.jobs.FAILURE_KINDS``. ``billed``: whether WaveSpeed bills (or may bill) its task;
+    None: as the job says (a task completed, or one exists that did not fail)."""
+
+    def __init__(self, reason: str, kind: str = "other", *, billed: bool | None = None):
+        super().__init__(reason)
+        self.kind = kind
+        self.billed = billed
 
 
 class Submitter:
@@ -84,7 +91,7 @@ class Submitter:
         or SUBMITTING with its submit window recorded (unconfirmed)."""
         if not await self._listed(job.model_id):  # WaveSpeed would refuse it: nothing is created
             log.warning("job %s: model %s is no longer in WaveSpeed's list; refunding", job.id, job.model_id)
-            raise JobFailed(messages.MODEL_WITHDRAWN)
+            raise JobFailed(messages.MODEL_WITHDRAWN, "withdrawn", billed=False)
         try:
             inputs = {**job.inputs, **await self._media_refs(job)}
         except Transient as err:  # the media upload failed: nothing was submitted
@@ -118,10 +125,10 @@ class Submitter:
         """WaveSpeed refused the job outright (so it created no task): why, for the user."""
         if isinstance(err, AuthError):
             log.error("job %s: %s. Check [wavespeed] api_key / WAVESPEED_API_KEY.", job.id, err)
-            return JobFailed(messages.ACCOUNT_PROBLEM)
+            return JobFailed(messages.ACCOUNT_PROBLEM, "wavespeed", billed=False)
         if isinstance(err, Moderated):
-            return JobFailed(messages.MODERATED)
-        return JobFailed(messages.api_refused(err))
+            return JobFailed(messages.MODERATED, "moderated", billed=False)
+        return JobFailed(messages.api_refused(err), "refused", billed=False)
 
     async def _adopt(self, job: Job, prediction: Prediction) -> Job:
         try:
@@ -130,23 +137,23 @@ class Submitter:
         except TaskTaken:  # never two jobs on one task: the other one shows its video
             log.error("job %s: task %s already belongs to another job; not following it twice",
                       job.id, prediction.id)
-            raise JobFailed(messages.SUBMIT_UNCONFIRMED) from None
+            raise JobFailed(messages.SUBMIT_UNCONFIRMED, "wavespeed", billed=False) from None  # the other job's
 
     async def _reconcile(self, job: Job) -> Job:
         """Settle an unconfirmed submit: adopt its task, or clear it to submit again."""
         try:
             found = await self.reconciler.find(job)
-        except Ambiguous:
-            raise JobFailed(messages.SUBMIT_UNCONFIRMED) from None
+        except Ambiguous:  # a task may exist, and bill: counted as spent
+            raise JobFailed(messages.SUBMIT_UNCONFIRMED, "wavespeed", billed=True) from None
         except HistoryUnavailable:
             log.error("job %s: WaveSpeed's history stayed unreadable; refunding though a task "
                       "may exist", job.id)
-            raise JobFailed(messages.SUBMIT_UNCONFIRMED) from None
+            raise JobFailed(messages.SUBMIT_UNCONFIRMED, "wavespeed", billed=True) from None
         if found is not None:
             return await self._adopt(job, found)
         if job.resubmits >= RESUBMITS:
             log.error("job %s: no task after %d resubmit(s); refunding", job.id, job.resubmits)
-            raise JobFailed(messages.SUBMIT_UNCONFIRMED)
+            raise JobFailed(messages.SUBMIT_UNCONFIRMED, "wavespeed", billed=False)  # surely no task
         log.warning("job %s: submitting again (WaveSpeed has no task for it)", job.id)
         return await self._update(job, submit_started_at=None, submit_ended_at=None,
                             resubmits=job.resubmits + 1)
@@ -166,7 +173,7 @@ class Submitter:
         delay = max(backoff(attempts, base=2.0, cap=60.0), retry_after or 0.0)
         if self.clock() + delay > job.created_at + self.settings.wavespeed.job_timeout:
             log.warning("job %s not submitted (%s) and out of time", job.id, err)
-            raise JobFailed(messages.WAVESPEED_BUSY)
+            raise JobFailed(messages.WAVESPEED_BUSY, "wavespeed", billed=False)
         log.warning("job %s not submitted (%s); retrying in %.0fs", job.id, err, delay)
         return await self._update(job, state=JobState.QUEUED, submit_attempts=attempts,
                             not_before=self.clock() + delay, submit_started_at=None,

@@ -65,6 +65,14 @@ COPIED_TABLES: dict[str, tuple[str, ...]] = {
 JSON_COLUMNS = {"jobs": ("reply_to", "inputs", "webhook_result"), "pending_asks": ("data",),
                 "model_listing": ("listing",), "bot_state": ("value",)}
 DECIMAL_COLUMNS = {"jobs": ("quote_usd", "charged_usd")}  # exact money: a Decimal in the neutral form, never a float
+# What a job counts to the spend (``Store.spend_usd``), in SQL both backends speak: what
+# WaveSpeed charged once known; nothing for a refunded job whose task never completed
+# (none was created, or it failed: WaveSpeed bills neither); else its quote, and for a job
+# without one (NULL here) its credits at ``[quota] credit_usd`` (UNQUOTED_CREDITS_OF_JOB).
+_NOT_BILLED = "(coalesce(settlement, '') = 'refunded' and completed_at is null)"
+SPEND_OF_JOB = f"coalesce(charged_usd, case when {_NOT_BILLED} then 0 else quote_usd end)"
+UNQUOTED_CREDITS_OF_JOB = (f"case when charged_usd is null and quote_usd is null and not {_NOT_BILLED}"
+                           " then cost else 0 end")
 # Tables that only cache what the bot can fetch again: a copy's target holding nothing
 # else counts as empty (a bot started on it once already saved the model listing).
 CACHE_TABLES = ("model_listing",)
@@ -297,6 +305,18 @@ class Store(OpsReads, Protocol):
     async def effect_counts(self) -> dict[str, int]: ...
     async def usage_since(self, platform: str, since: float, place_key: str,
                           place: object) -> tuple[int, int]: ...
+
+    # spend (``bot.spend``)
+    async def spend_usd(self, since: float, place_key: str | None = None, *,
+                        credit_usd: Decimal = ...) -> Decimal:
+        """USD spent by jobs created at or after ``since`` (of ``place_key`` only, when
+        given), each counted as ``SPEND_OF_JOB`` says (a job without a quote: its credits at
+        ``credit_usd``), exactly."""
+    async def lock_spend(self) -> None:
+        """Inside a transaction: hold the lock every accept under a cap takes, to its end."""
+    async def claim_alert(self, key: str, at: float) -> bool:
+        """Record the admin alert ``key`` as sent at ``at``; False when it was already, by
+        any process (the caller then sends nothing)."""
 
     # the model catalog's source (``bot.catalog``), shared by every process
     async def model_listing(self) -> tuple[list[dict[str, Any]], float] | None:

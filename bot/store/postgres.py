@@ -28,6 +28,7 @@ from bot.store.pg_metrics import PgMetrics
 from bot.store.pg_migrations import USER_LOCK_CLASS, migrate, storable
 from bot.store.pg_parts import ACTIVE, PgClaims, PgMediaFiles, PgModelListing, PgPendingAsks, job_from_row
 from bot.store.pg_session import CONNECT_TIMEOUT, ChangeFeed, Connections, create_pool
+from bot.store.pg_spend import PgSpend
 from bot.store.pg_stats import PgStats
 from bot.store.pg_transfer import PgTransfer
 
@@ -37,7 +38,7 @@ JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 ONE_JOB_PER_TASK = "jobs_one_job_per_task"  # the unique index on jobs.prediction_id
 
 
-class PostgresStore(PgCreditWrites, PgTransfer, PgModelListing, PgMetrics, PgStats):
+class PostgresStore(PgCreditWrites, PgTransfer, PgModelListing, PgMetrics, PgStats, PgSpend):
     """The bot's database in PostgreSQL. One per event loop; any number per database."""
 
     hears_other_processes = True  # LISTEN/NOTIFY

@@ -42,6 +42,7 @@ from bot.store.interface import (
     mended,
 )
 from bot.store.sqlite_metrics import SqliteMetrics
+from bot.store.sqlite_spend import SqliteSpend
 from bot.store.sqlite_stats import SqliteStats
 from bot.store.sqlite_transfer import SqliteTransfer
 
@@ -431,7 +432,7 @@ class _SqliteListing:
                         [LISTING_SOURCE, json.dumps(listing), fetched_at])
 
 
-class SqliteStore(_SqliteReads, _SqliteListing, SqliteTransfer, SqliteMetrics, SqliteStats):
+class SqliteStore(_SqliteReads, _SqliteListing, SqliteSpend, SqliteTransfer, SqliteMetrics, SqliteStats):
     """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
 
     hears_other_processes = False  # another process's changes are seen by looking again

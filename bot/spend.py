@@ -1,0 +1,191 @@
+"""What the bot spends at WaveSpeed, and the rules before any spending.
+
+* ``place_key_of``: the Discord server or Telegram chat a job's spend counts to.
+* ``PromptRules``: ``[moderation]`` blocked words and patterns, checked before any cost.
+* ``SpendCaps``: ``[spend]`` caps in USD (whole bot per day and per month, each place per
+  day). A job counts from its accept (its quote), then what WaveSpeed charged
+  (``Store.spend_usd`` says how); a request that would cross a cap is refused. The
+  authoritative check runs inside the accept's write, under the store's spend lock, so
+  parallel accepts in any number of processes never overshoot. Admins hear once per cap,
+  period and level when 80% and 100% of a cap is used (``Store.claim_alert``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from bot import messages
+from bot.config import ModerationSettings, QuotaSettings, SpendSettings
+from bot.store import Store
+
+if TYPE_CHECKING:
+    from bot.engine.prices import Price
+
+log = logging.getLogger(__name__)
+
+ALERT_LEVELS = (80, 100)  # percent of a cap at which the admins are told, once each
+T = TypeVar("T")
+
+
+def place_key_of(platform: str, reply_to: Mapping[str, Any]) -> str:
+    """The place a job's spend counts to: ``discord:guild:<id>`` (a DM: ``discord:dm:<user
+    id>``), ``telegram:chat:<id>``; "" for the console and the command line (no place)."""
+    if platform == "discord":
+        if reply_to.get("guild_id"):
+            return f"discord:guild:{reply_to['guild_id']}"
+        user = reply_to.get("user_id") or reply_to.get("dm_user_id")
+        return f"discord:dm:{user}" if user else ""
+    if platform == "telegram" and reply_to.get("chat_id") is not None:
+        return f"telegram:chat:{reply_to['chat_id']}"
+    return ""
+
+
+class PromptRules:
+    """``[moderation]``: whether a prompt uses a blocked word or matches a blocked pattern."""
+
+    def __init__(self, settings: ModerationSettings):
+        words = [re.escape(word.strip().casefold()) for word in settings.blocked_words if word.strip()]
+        # Whole words: "ass" blocks "ass" and "ASS!", not "class".
+        self._words = re.compile(rf"(?<!\w)(?:{'|'.join(words)})(?!\w)", re.IGNORECASE) if words else None
+        self._patterns = [re.compile(pattern, re.IGNORECASE) for pattern in settings.blocked_patterns]
+
+    def blocked(self, texts: Iterable[str | None]) -> bool:
+        """Whether any of the texts (a prompt, a negative prompt) breaks a rule."""
+        for text in texts:
+            if not text:
+                continue
+            folded = text.casefold()
+            if self._words is not None and self._words.search(folded):
+                return True
+            if any(pattern.search(text) for pattern in self._patterns):
+                return True
+        return False
+
+
+class SpendCapReached(Exception):
+    """A request would cross a ``[spend]`` cap; str() is user-facing."""
+
+
+@dataclass(frozen=True)
+class Cap:
+    """One cap as it applies now: its kind, limit, period and (per place) its place."""
+
+    kind: str  # "daily", "daily_place" or "monthly" (``messages.SPEND_CAP_LABELS``)
+    limit: Decimal
+    since: datetime
+    resets_at: datetime
+    place_key: str | None = None  # None: the whole bot
+
+    @property
+    def period(self) -> str:
+        return self.since.strftime("%Y-%m-%dT%H")
+
+
+class SpendCaps:
+    """The ``[spend]`` caps: checked at accept, alerts sent after."""
+
+    def __init__(self, settings: SpendSettings, quota: QuotaSettings, store: Store,
+                 alert: Callable[[str], Awaitable[None]], clock: Callable[[], float]):
+        self.settings = settings
+        self.quota = quota
+        self.store = store
+        self.alert = alert  # tells every admin (each courier's ``alert_admins``)
+        self.clock = clock
+        self._alerting: set[asyncio.Task[None]] = set()
+
+    @property
+    def configured(self) -> bool:
+        s = self.settings
+        return any(cap is not None for cap in (s.daily_usd, s.daily_usd_per_place, s.monthly_usd))
+
+    def counted(self, price: Price) -> Decimal:
+        """What a job of this price counts to the caps: its quote, else its credits' worth."""
+        return price.usd if price.usd is not None else self.quota.credit_usd * price.credits
+
+    def caps(self, place_key: str) -> list[Cap]:
+        """The caps that apply to a job of this place now."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        day = (now - timedelta(hours=self.quota.reset_hour_utc)).replace(hour=0, minute=0, second=0, microsecond=0)
+        day += timedelta(hours=self.quota.reset_hour_utc)
+        month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        next_month = (month + timedelta(days=32)).replace(day=1)
+        s, found = self.settings, []
+        if s.daily_usd is not None:
+            found.append(Cap("daily", s.daily_usd, day, day + timedelta(days=1)))
+        if s.daily_usd_per_place is not None and place_key:
+            found.append(Cap("daily_place", s.daily_usd_per_place, day, day + timedelta(days=1), place_key))
+        if s.monthly_usd is not None:
+            found.append(Cap("monthly", s.monthly_usd, month, next_month))
+        return found
+
+    async def spent(self, cap: Cap) -> Decimal:
+        return await self.store.spend_usd(cap.since.timestamp(), cap.place_key, credit_usd=self.quota.credit_usd)
+
+    async def check(self, place_key: str, usd: Decimal) -> list[tuple[Cap, Decimal]]:
+        """Raise SpendCapReached when a job of ``usd`` would cross a cap of its place; else
+        each cap with what was spent against it before this job."""
+        standing = []
+        for cap in self.caps(place_key):
+            spent = await self.spent(cap)
+            if spent + usd > cap.limit:
+                log.warning("spend cap %s%s reached: %s spent of %s; a request of %s refused", cap.kind,
+                            f" of {cap.place_key}" if cap.place_key else "", spent, cap.limit, usd)
+                self.alert_later(cap, 100, spent)  # reached for this request: the admins hear it
+                raise SpendCapReached(messages.spend_cap_reached(cap.kind, cap.limit - spent, cap.resets_at))
+            standing.append((cap, spent))
+        return standing
+
+    async def within(self, place_key: str, usd: Decimal, reserve: Callable[[], Awaitable[T]]) -> T:
+        """``reserve()`` (the accept's write) only if a job of ``usd`` crosses no cap: read
+        and write in one transaction under the spend lock, so no other accept, in any
+        process, reads the spend in between. Without caps, ``reserve()`` as it is. Once
+        written, the admins hear of each mark (80%, 100%) this job took a cap to."""
+        if not self.configured:
+            return await reserve()
+        async with self.store.transaction():
+            await self.store.lock_spend()
+            standing = await self.check(place_key, usd)
+            reserved = await reserve()
+        for cap, spent in standing:  # committed now
+            for level in ALERT_LEVELS:
+                if (spent + usd) * 100 >= cap.limit * level:
+                    self.alert_later(cap, level, spent + usd)
+        return reserved
+
+    def alert_later(self, cap: Cap, level: int, spent: Decimal) -> None:
+        self._in_background(self._alert(cap, level, spent))
+
+    async def _alert(self, cap: Cap, level: int, spent: Decimal) -> None:
+        """Tell the admins that ``cap`` is ``level``% used, unless someone (any process) did."""
+        key = f"spend:{cap.kind}:{cap.place_key or '*'}:{cap.period}:{level}"
+        async with self.store.transaction():
+            first = await self.store.claim_alert(key, self.clock())
+        if not first:
+            return
+        text = messages.spend_alert(cap.kind, level, spent, cap.limit, cap.resets_at, cap.place_key or "")
+        log.warning("%s", text)
+        await self.alert(text)
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(self._quietly(work))
+        self._alerting.add(task)
+        task.add_done_callback(self._alerting.discard)
+
+    @staticmethod
+    async def _quietly(work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception as err:  # an alert is never worth a failed request
+            log.warning("spend alert not sent (%s: %s)", type(err).__name__, err)
+
+    async def settle(self) -> None:
+        """Let the alerts under way finish (a clean stop)."""
+        if self._alerting:
+            await asyncio.gather(*self._alerting, return_exceptions=True)
