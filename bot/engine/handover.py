@@ -10,7 +10,8 @@ credits stay reserved, once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from bot.jobs import Job, JobState
 from bot.store import LeaseLost, Store
@@ -47,8 +48,8 @@ class HandOver:
     owner: str
     clock: Callable[[], float]
 
-    # ``JobEndings.withdraw``, by annotation only: a method here would shadow it in Engine's bases.
-    withdraw: Callable[..., Awaitable[Job | None]]
+    if TYPE_CHECKING:  # ``JobEndings.withdraw``: a method here at run time would shadow it in Engine's bases
+        async def withdraw(self, job_id: int, *, wavespeed_gone: bool = False) -> Job | None: ...
 
     async def _settle_before_release(self, withdraw: Sequence[int], wavespeed_gone: bool, requeue_lost: bool,
                                      withdrawn: dict[int, Job | None]) -> None:
