@@ -40,6 +40,7 @@ from adapters.telegram.common import (
     sender_id,
     sender_ref,
 )
+from adapters.telegram.controls import AdminCommands
 from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.delivery import quiet_token_loggers, rate_limiter, start_problem
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
@@ -93,6 +94,7 @@ class TelegramAdapter:
             "quota": self._quota, "jobs": self._jobs, "cancel": self._cancel, "history": self._history,
             "effect": self._effect_command, "animate": self._animate_command,
             "avatar": self._avatar_command, "grant": self._grant,
+            **AdminCommands(self.settings, self.engine).handlers(),
         }
         for name, callback in commands.items():
             self.app.add_handler(CommandHandler(name, callback, filters=where))

@@ -30,6 +30,7 @@ from bot.config import MediaSettings, Settings
 from bot.credits import Credits, OutOfCredits, TooManyJobs
 from bot.engine.admin import AdminActions
 from bot.engine.asks import Asks
+from bot.engine.controls import Controls, daily_allowance
 from bot.engine.couriers import Couriers
 from bot.engine.models import LiveCatalog
 from bot.engine.pipeline import Pipeline
@@ -60,7 +61,7 @@ DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same u
 OUTCOME_CHECKS = (0.2, 0.5, 1.0, 2.0)  # waits before each look for a cut-off accept's job (~4 s in all)
 
 
-class Engine(Questions, Asks, AdminActions):
+class Engine(Questions, Asks, AdminActions, Controls):
     """Runs jobs for every adapter; adapters register a courier per platform."""
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,
@@ -74,7 +75,7 @@ class Engine(Questions, Asks, AdminActions):
         self.webhooks: WebhookListener | None = None
         # Who this process is in the jobs table: its claims (leases) carry this name.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.credits = Credits(store, settings.quota, clock)
+        self.credits = Credits(store, settings.quota, clock, lambda user: daily_allowance(settings, user))
         self.couriers = Couriers()
         self.live = LiveCatalog(settings, store, client, clock)
         self.prices = Prices(settings, client, lambda: self.live.current, clock)
@@ -83,7 +84,7 @@ class Engine(Questions, Asks, AdminActions):
                                  lambda: self.live.current, self.live.newest)
         self.scheduler = Scheduler(store, self.pipeline, self.couriers,
                                    max_concurrent=settings.wavespeed.max_concurrent,
-                                   lease_seconds=settings.storage.lease_seconds, clock=clock)
+                                   lease_seconds=settings.storage.lease_seconds, clock=clock, paused=self.is_paused)
         self.results = Results(store, client, Path(settings.storage.videos_dir),
                                settings.storage.keep_days, clock, lambda: self.live.current)
         self._housekeeper: asyncio.Task[None] | None = None
@@ -174,6 +175,8 @@ class Engine(Questions, Asks, AdminActions):
 
     async def accept(self, request: GenerationRequest) -> Accepted | Rejected:
         """Validate, check media, reserve credits and queue the job; or say why not."""
+        if refusal := await self.access_refusal(request.user):  # banned, or paused: before any cost
+            return refusal
         try:
             model = self.catalog.resolve_model(request.model, request.kind)
             params = replace(request.params, has_end_image=request.end_image is not None,
@@ -262,10 +265,6 @@ class Engine(Questions, Asks, AdminActions):
         await self.couriers.cancelled(job, text)
         await self.scheduler.announce_positions()
         return text
-
-    async def held_jobs(self) -> list[Job]:
-        """The unfinished jobs this process drives: its own and those it took over."""
-        return await self.store.claims.held(self.owner)
 
     async def withdraw(self, job_id: int, *, wavespeed_gone: bool = False) -> Job | None:
         """Settle a job whose process stops first (``generate`` interrupted), from ``stop``

@@ -33,7 +33,11 @@ class Questions:
     results: Results
     live: LiveCatalog
     prices: Prices
+    owner: str
     _warming: asyncio.Future[None] | None = None
+
+    async def access_refusal(self, user: UserRef) -> Rejected | None:
+        raise NotImplementedError  # ``Controls``: banned, or the bot paused
 
     @property
     def catalog(self) -> Catalog:
@@ -89,6 +93,10 @@ class Questions:
         """Seconds of avatar audio the user can afford now (0: not even 5 s)."""
         return self.prices.affordable_audio((await self.balance(user)).total, self.settings.media.max_audio_seconds)
 
+    async def held_jobs(self) -> list[Job]:
+        """The unfinished jobs this process drives: its own and those it took over."""
+        return await self.store.claims.held(self.owner)
+
     async def history(self, user: UserRef, limit: int = 10) -> list[Job]:
         """The user's ended jobs, newest first."""
         return await self.results.history(user, limit)
@@ -143,6 +151,8 @@ class Questions:
         """Refusals that need no media (bad settings, too many jobs, no credits), so an
         adapter can answer before downloading anything. ``accept`` checks again. An avatar's
         audio length, when the chat tells it before the download, is priced too."""
+        if refusal := await self.access_refusal(user):
+            return refusal
         try:
             model = self.catalog.resolve_model(model_name, kind)
             inputs = self.catalog.check_params(model, params)
@@ -174,6 +184,8 @@ class Questions:
         """Why a result button of this job cannot start a job for the presser (the photo
         is gone or not theirs to use, the effect or prompt, too many jobs, credits), before any public message;
         None when ``rerun`` may try. Neither effect nor prompt: the same job again."""
+        if refusal := await self.access_refusal(press.user):
+            return refusal
         if gone := await self.rerun_refusal(press, source_job_id):
             return gone
         user = press.user

@@ -41,6 +41,7 @@ from bot.store.interface import (
     exact,
     mended,
 )
+from bot.store.sqlite_access import SqliteAccess
 from bot.store.sqlite_transfer import SqliteTransfer
 
 JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
@@ -429,7 +430,7 @@ class _SqliteListing:
                         [LISTING_SOURCE, json.dumps(listing), fetched_at])
 
 
-class SqliteStore(_SqliteReads, _SqliteListing, SqliteTransfer):
+class SqliteStore(_SqliteReads, _SqliteListing, SqliteTransfer, SqliteAccess):
     """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
 
     hears_other_processes = False  # another process's changes are seen by looking again
