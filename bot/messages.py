@@ -922,7 +922,9 @@ STOPPED_BEFORE_SUBMIT = "stopped before it was sent to WaveSpeed"  # a job's err
 _COPIED_THINGS = {"users": ("user", "users"), "jobs": ("job", "jobs"),
                   "ledger": ("ledger entry", "ledger entries"), "job_media": ("media file", "media files"),
                   "pending_asks": ("pending question or mark", "pending questions and marks"),
-                  "model_listing": ("model listing", "model listings")}
+                  "model_listing": ("model listing", "model listings"),
+                  "bans": ("ban", "bans"), "bot_state": ("bot-wide setting (a pause)", "bot-wide settings"),
+                  "alerts_sent": ("admin alert sent", "admin alerts sent")}
 
 
 def copied_things(table: str, n: int) -> str:
@@ -1073,7 +1075,7 @@ def paused(reason: str) -> str:
 def paused_refunded(cost: int, reason: str) -> str:
     """To the owner of a queued job an admin's pause refunded (after "Job N: ")."""
     why = f" ({echo(reason)})" if reason else ""
-    return f"not started: the bot was paused by its admins{why}. Your {credits(cost)} are back."
+    return f"not started: the bot was paused by its admins{why}; {credits(cost)} refunded."
 
 
 def now_paused(reason: str, refunded: int) -> str:

@@ -30,7 +30,7 @@ from bot.config import MediaSettings, Settings
 from bot.credits import Credits, OutOfCredits, TooManyJobs
 from bot.engine.admin import AdminActions
 from bot.engine.asks import Asks
-from bot.engine.controls import Controls, daily_allowance
+from bot.engine.controls import daily_allowance
 from bot.engine.couriers import Couriers
 from bot.engine.models import LiveCatalog
 from bot.engine.pipeline import Pipeline
@@ -61,7 +61,7 @@ DOUBLE_TAP = 3.0  # seconds in which the same button pressed again by the same u
 OUTCOME_CHECKS = (0.2, 0.5, 1.0, 2.0)  # waits before each look for a cut-off accept's job (~4 s in all)
 
 
-class Engine(Questions, Asks, AdminActions, Controls):
+class Engine(Questions, Asks, AdminActions):
     """Runs jobs for every adapter; adapters register a courier per platform."""
 
     def __init__(self, settings: Settings, store: Store, client: WaveSpeedClient,

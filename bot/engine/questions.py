@@ -14,6 +14,7 @@ from bot import catalog, messages
 from bot.catalog import Catalog, Kind, Model, Params, ValidationError, clip_seconds
 from bot.config import Settings
 from bot.credits import Credits
+from bot.engine.controls import Controls
 from bot.engine.models import LiveCatalog
 from bot.engine.prices import UNIT_SECONDS, Prices
 from bot.engine.results import Results
@@ -24,8 +25,9 @@ from bot.store import Store
 WARM_WAIT = 5.0  # at start, the menus' prices are waited for this long (then quoted as they come)
 
 
-class Questions:
-    """What a chat may ask about a user, a job or the bot's prices."""
+class Questions(Controls):
+    """What a chat may ask about a user, a job or the bot's prices (and, from ``Controls``,
+    whether they may ask at all: bans and a pause)."""
 
     settings: Settings
     store: Store
@@ -35,9 +37,6 @@ class Questions:
     prices: Prices
     owner: str
     _warming: asyncio.Future[None] | None = None
-
-    async def access_refusal(self, user: UserRef) -> Rejected | None:
-        raise NotImplementedError  # ``Controls``: banned, or the bot paused
 
     @property
     def catalog(self) -> Catalog:
