@@ -44,7 +44,7 @@ async def answer_to(fake, adapter, payload):
     return response["data"]["content"]
 
 
-async def test_discord_credits_show_set_and_grant(dc_settings, run_discord, fake_discord):
+async def test_discord_credits_show_set_and_grant(dc_settings, run_discord, fake_discord):  # noqa: F811
     engine, adapter = await run_discord(dc_settings)
     show = credits_command(fake_discord, "show", user=D_ALICE, permissions=MANAGE)
     assert await answer_to(fake_discord, adapter, show) == \
@@ -59,7 +59,7 @@ async def test_discord_credits_show_set_and_grant(dc_settings, run_discord, fake
         f"<@{D_BOB}> has 30 credits (20 bonus), with a daily allowance of 10. They are banned."
 
 
-async def test_discord_credit_commands_refuse_non_admins(dc_settings, run_discord, fake_discord):
+async def test_discord_credit_commands_refuse_non_admins(dc_settings, run_discord, fake_discord):  # noqa: F811
     engine, adapter = await run_discord(dc_settings)
     for subcommand, amount in (("show", None), ("set", 99)):
         payload = credits_command(fake_discord, subcommand, user=D_ALICE, permissions="0", amount=amount)
@@ -67,7 +67,7 @@ async def test_discord_credit_commands_refuse_non_admins(dc_settings, run_discor
     assert (await engine.balance(dc_user(D_BOB))).total == 10
 
 
-async def test_telegram_setcredits_and_credits_show_by_reply_or_id(tg_settings, adapter_runner, telegram):
+async def test_telegram_setcredits_and_credits_show_by_reply_or_id(tg_settings, adapter_runner, telegram):  # noqa: F811
     engine, _ = await adapter_runner(tg_settings, TelegramAdapter)
     bob_said = telegram.user_message(GROUP, BOB, text="hello", push=False)
     telegram.user_message(GROUP, ALICE, text="/setcredits 25", reply_to=bob_said)
@@ -87,7 +87,7 @@ async def test_telegram_setcredits_and_credits_show_by_reply_or_id(tg_settings, 
     assert (await engine.balance(tg_user(BOB))).total == 3
 
 
-async def test_telegram_credit_commands_refuse_non_admins(tg_settings, adapter_runner, telegram):
+async def test_telegram_credit_commands_refuse_non_admins(tg_settings, adapter_runner, telegram):  # noqa: F811
     engine, _ = await adapter_runner(tg_settings, TelegramAdapter)
     alice_said = telegram.user_message(GROUP, ALICE, text="hello", push=False)
     telegram.user_message(GROUP, BOB, text="/setcredits 500", reply_to=alice_said)
