@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from adapters import app
+from adapters import admin_cli, app
 from adapters.console import read_limited
 from bot import catalog, messages
 from bot.catalog import Params
@@ -161,12 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
                            "row is refused). It never copies while a running bot holds leases on jobs "
                            "of either database: that bot would go on writing what the copy misses, and "
                            "two bots would then drive the same jobs")
+    add_access_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     app.configure_logging(args.verbose)
+    if (done := run_access_command(args)) is not None:
+        return done
     if args.command == "run":
         return app.main(lambda: app.run_bots(args.config, simulate=args.simulate, role=args.role))
     if args.command == "demo":
@@ -221,3 +224,72 @@ def _read(path: Path, what: str, max_bytes: int) -> bytes:
     except OSError as err:
         raise catalog.ValidationError(
             messages.cannot_read_input(what, path, str(err.strerror or err))) from None
+
+
+def add_access_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pause``, ``resume``, ``users`` and ``credits``: the admins' controls on the command line."""
+    config_help = "TOML settings (default: ./config.toml if present)"
+    key_help = "the user as platform:id, e.g. telegram:123456 or discord:123456789012345678"
+    pause = sub.add_parser(
+        "pause", help="pause the bot: refuse new requests, let queued jobs wait",
+        description="Pause every process on the configured database within seconds (it holds across "
+                    "restarts): new requests are refused with REASON, queued jobs wait, running jobs "
+                    "finish. `kling-bot resume` lifts it.")
+    pause.add_argument("reason", nargs="?", default="", help="why, shown to whoever asks meanwhile")
+    pause.add_argument("--refund", action="store_true",
+                       help="also cancel and refund every queued job not yet sent to WaveSpeed, telling "
+                            "each owner in their chat")
+    pause.add_argument("--config", type=Path, help=config_help)
+    resume = sub.add_parser("resume", help="lift a pause", description="Accept requests again and start "
+                                                                       "the queued jobs, on every process.")
+    resume.add_argument("--config", type=Path, help=config_help)
+
+    users = sub.add_parser("users", help="ban or unban users, list the bans",
+                           description="Bans hold on every platform's chats and every process: a banned "
+                                       "user's requests are refused politely and cost nothing.")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    ban = users_sub.add_parser("ban", help="ban a user")
+    ban.add_argument("user", help=key_help)
+    ban.add_argument("--reason", default="", help="why (kept for the admins)")
+    unban = users_sub.add_parser("unban", help="lift a user's ban")
+    unban.add_argument("user", help=key_help)
+    listing = users_sub.add_parser("list", help="list the bans")
+    for each in (ban, unban, listing):
+        each.add_argument("--config", type=Path, help=config_help)
+
+    credits = sub.add_parser("credits", help="show, grant or set a user's credits",
+                             description="A user's credits on the configured database; the ledger "
+                                         "rows say the command line made the change.")
+    credits_sub = credits.add_subparsers(dest="credits_command", required=True)
+    show = credits_sub.add_parser("show", help="a user's credits, daily allowance and ban")
+    show.add_argument("user", help=key_help)
+    grant = credits_sub.add_parser("grant", help="give lasting bonus credits (negative takes them away)")
+    grant.add_argument("user", help=key_help)
+    grant.add_argument("amount", type=int, help="credits to add")
+    set_ = credits_sub.add_parser("set", help="set what a user has now (today's allowance first, the rest bonus)")
+    set_.add_argument("user", help=key_help)
+    set_.add_argument("amount", type=_not_negative, help="credits they have after")
+    for each in (show, grant, set_):
+        each.add_argument("--config", type=Path, help=config_help)
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0 or value > 1_000_000_000:
+        raise argparse.ArgumentTypeError("must be 0 to 1000000000")
+    return value
+
+
+def run_access_command(args: argparse.Namespace) -> int | None:
+    """Run ``pause``, ``resume``, ``users`` or ``credits``; None for any other command."""
+    if args.command == "pause":
+        return app.main(lambda: admin_cli.run_pause(args.config, args.reason, refund=args.refund))
+    if args.command == "resume":
+        return app.main(lambda: admin_cli.run_resume(args.config))
+    if args.command == "users":
+        return app.main(lambda: admin_cli.run_users(args.config, args.users_command, getattr(args, "user", None),
+                                                    getattr(args, "reason", "")))
+    if args.command == "credits":
+        return app.main(lambda: admin_cli.run_credits(args.config, args.credits_command, args.user,
+                                                      getattr(args, "amount", None)))
+    return None

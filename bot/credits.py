@@ -94,11 +94,13 @@ class Credits:
     """Reserve, commit, refund, grant and set credits, by the rules above."""
 
     def __init__(self, store: Store, settings: QuotaSettings,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, allowance: Callable[[UserRef], int] | None = None):
         self.store = store
         self.settings = settings
         self.clock = clock
         self.known = KnownUsers()
+        # A user's daily credits where they ask from (a Discord role, a Telegram chat).
+        self.allowance_of = allowance or (lambda _user: settings.daily_credits)
 
     # --- periods ----------------------------------------------------------------
 
@@ -116,7 +118,17 @@ class Credits:
     async def balance(self, user: UserRef) -> Balance:
         async with self.store.transaction():
             row = await self._user_row(user)
-        return Balance(row["daily_left"], row["bonus"], self.resets_at())
+        daily = self.daily_of(row)
+        return Balance(row["daily_left"], row["bonus"], self.resets_at(),
+                       allowance=None if daily == self.settings.daily_credits else daily)
+
+    def daily_of(self, row: dict[str, Any]) -> int:
+        """The daily allowance a user's row holds for its period (NULL: ``[quota] daily_credits``)."""
+        allowance = row.get("allowance")
+        return self.settings.daily_credits if allowance is None else int(allowance)
+
+    def _stored(self, allowance: int) -> int | None:
+        return None if allowance == self.settings.daily_credits else allowance
 
     async def _user_row(self, user: UserRef) -> dict[str, Any]:
         """The user's row, created or rolled into the current period as needed."""
@@ -133,15 +145,20 @@ class Credits:
         """What the user's row must be now, given the row as stored (None: a new user,
         with today's allowance): rolled forward into the current period, named as the chat names them."""
         period = self.period()
+        allowance = self.allowance_of(user)
         if found is None:
             return {"key": user.key, "platform": user.platform, "name": user.name,
-                    "period": period, "daily_left": self.settings.daily_credits,
+                    "period": period, "daily_left": allowance, "allowance": self._stored(allowance),
                     "bonus": 0, "created_at": self.clock()}
         row = dict(found)
         # Forward only (periods are ISO dates): a machine whose clock is a little behind
         # another's at the reset must not take the row back a day for a second allowance.
         if row["period"] < period:
-            row.update(period=period, daily_left=self.settings.daily_credits)
+            row.update(period=period, daily_left=allowance, allowance=self._stored(allowance))
+        elif allowance > (had := self.daily_of(row)):
+            # A higher allowance mid-period (a new role, a chat that gives more): the
+            # difference now, once; a lower one takes nothing away before the reset.
+            row.update(daily_left=row["daily_left"] + allowance - had, allowance=allowance)
         if user.name and user.name != row["name"]:
             row["name"] = user.name
         return row
@@ -159,7 +176,7 @@ class Credits:
         leaves; OutOfCredits when they do not have them. Writes nothing."""
         row = self.current_row(user, found)
         if row["daily_left"] + row["bonus"] < cost:
-            raise OutOfCredits(self.shortfall(cost, row["daily_left"] + row["bonus"]))
+            raise OutOfCredits(self.shortfall(cost, row["daily_left"] + row["bonus"], self.daily_of(row)))
         from_daily = min(cost, row["daily_left"])
         from_bonus = cost - from_daily
         after = {**row, "daily_left": row["daily_left"] - from_daily, "bonus": row["bonus"] - from_bonus}
@@ -224,9 +241,11 @@ class Credits:
         return {**job, "user_key": user.key, "cost": cost, "paid_daily": taken.daily,
                 "paid_bonus": taken.bonus, "period": taken.period}
 
-    def shortfall(self, cost: int, have: int) -> str:
-        """What a user is told when ``have`` credits do not cover ``cost``."""
-        return messages.out_of_credits(cost, have, self.settings.daily_credits, self.resets_at())
+    def shortfall(self, cost: int, have: int, daily: int | None = None) -> str:
+        """What a user is told when ``have`` credits do not cover ``cost`` (``daily``: their
+        allowance, by default ``[quota] daily_credits``)."""
+        return messages.out_of_credits(cost, have, self.settings.daily_credits if daily is None else daily,
+                                       self.resets_at())
 
     def entry(self, user_key: str, entry: str, daily: int, bonus: int,
               job_id: int | None = None, note: str = "") -> dict[str, Any]:
@@ -288,7 +307,7 @@ class Credits:
         self.known.forget(user.key)
         async with self.store.transaction():
             row = await self._user_row(user)
-            daily = min(max(0, credits), self.settings.daily_credits)
+            daily = min(max(0, credits), self.daily_of(row))
             bonus = max(0, credits - daily)
             await self.store.update_user(user.key, daily_left=daily, bonus=bonus)
             await self.record(user.key, "set", daily - row["daily_left"], bonus - row["bonus"], note=by)

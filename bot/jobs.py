@@ -47,6 +47,11 @@ class UserRef:
     platform: str
     user_id: str
     name: str = ""
+    # Where they ask from, for their daily allowance ([discord.roles], [telegram.chats]):
+    # their Discord role ids in the server they ask in, the Telegram chat they ask in.
+    # Not who they are: the same user compares equal from anywhere.
+    roles: tuple[str, ...] = field(default=(), compare=False)
+    chat: str = field(default="", compare=False)
 
     @property
     def key(self) -> str:
@@ -233,13 +238,14 @@ class Balance:
     daily_left: int
     bonus: int
     resets_at: datetime
+    allowance: int | None = None  # their daily credits, when a role or chat makes them not [quota]'s
 
     @property
     def total(self) -> int:
         return self.daily_left + self.bonus
 
     def text(self, now: datetime | None = None) -> str:
-        return messages.balance(self.total, self.bonus, self.resets_at, now)
+        return messages.balance(self.total, self.bonus, self.resets_at, now, allowance=self.allowance)
 
 
 class DeliveryRefused(Exception):

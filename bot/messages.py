@@ -384,10 +384,12 @@ def reset_time(resets_at: datetime, now: datetime | None = None) -> str:
     return f"at {resets_at:%H:%M} UTC (in {left})"
 
 
-def balance(total: int, bonus: int, resets_at: datetime, now: datetime | None = None) -> str:
+def balance(total: int, bonus: int, resets_at: datetime, now: datetime | None = None,
+            *, allowance: int | None = None) -> str:
     extra = f" (+{bonus} bonus)" if bonus else ""
+    to = f" to {allowance}" if allowance is not None else ""  # a role's or chat's, not the usual
     return (f"You have {total} credit{'s' * (total != 1)}{extra}. "
-            f"Daily credits reset {reset_time(resets_at, now)}.")
+            f"Daily credits reset{to} {reset_time(resets_at, now)}.")
 
 
 def out_of_credits(cost: int, have: int, daily: int, resets_at: datetime) -> str:
@@ -926,9 +928,9 @@ STOPPED_BEFORE_SUBMIT = "stopped before it was sent to WaveSpeed"  # a job's err
 _COPIED_THINGS = {"users": ("user", "users"), "jobs": ("job", "jobs"),
                   "ledger": ("ledger entry", "ledger entries"), "job_media": ("media file", "media files"),
                   "pending_asks": ("pending question or mark", "pending questions and marks"),
-                  "model_listing": ("model listing", "model listings"), "bans": ("ban", "bans"),
-                  "bot_state": ("bot-wide setting", "bot-wide settings"),
-                  "alerts_sent": ("spend alert sent", "spend alerts sent")}
+                  "model_listing": ("model listing", "model listings"),
+                  "bans": ("ban", "bans"), "bot_state": ("bot-wide setting (a pause)", "bot-wide settings"),
+                  "alerts_sent": ("admin alert sent", "admin alerts sent")}
 
 
 def copied_things(table: str, n: int) -> str:
@@ -1355,3 +1357,75 @@ def spend_alert(cap: str, percent: int, spent: Decimal, limit: Decimal, resets_a
              else "Requests are refused once it is reached; it resets")
     return (f"⚠️ {SPEND_CAP_LABELS[cap]}{where} is {percent}% used: {dollars(spent)} of {dollars(limit)}. "
             f"{after} {cap_reset_time(resets_at)}.")
+# --- #17 access: pause, bans, allowances, admin credit commands -----------------------------
+
+def paused(reason: str) -> str:
+    """A request while an admin paused the bot."""
+    why = f" ({echo(reason)})" if reason else ""
+    return f"The bot is paused by its admins{why}. No video can be started right now; please try again later."
+
+
+def paused_refunded(cost: int, reason: str) -> str:
+    """To the owner of a queued job an admin's pause refunded (after "Job N: ")."""
+    why = f" ({echo(reason)})" if reason else ""
+    return f"not started: the bot was paused by its admins{why}; {credits(cost)} refunded."
+
+
+def now_paused(reason: str, refunded: int) -> str:
+    """The admin's answer to /pause (and the command line's)."""
+    why = f" ({echo(reason)})" if reason else ""
+    back = f" {refunded} queued job{'s' * (refunded != 1)} refunded." if refunded else \
+        " Queued jobs wait for /resume; running ones finish."
+    return f"Paused{why}: new requests are refused.{back}"
+
+
+PAUSED_REFUND = "refunded: the bot was paused"  # a job's error and its refund's ledger note
+NOW_RESUMED = "Resumed: requests are accepted again and queued jobs start."
+NOT_PAUSED = "The bot was not paused."
+BANNED = "Sorry, you can't make videos with this bot. If you think this is a mistake, ask its admins."
+
+
+def now_banned(who: str, already: bool) -> str:
+    return f"{echo(who)} was already banned." if already else \
+        f"{echo(who)} is banned: their requests are refused and cost nothing."
+
+
+def now_unbanned(who: str, was: bool) -> str:
+    return f"{echo(who)} is no longer banned." if was else f"{echo(who)} was not banned."
+
+
+def bans_list(bans: Sequence[tuple[str, str, str]]) -> str:
+    """``kling-bot users list``: (user key, by, reason) per ban."""
+    if not bans:
+        return "Nobody is banned."
+    return "\n".join(f"{key} banned by {by or 'an admin'}" + (f": {echo(reason)}" if reason else "")
+                     for key, by, reason in bans)
+
+
+def credits_of(who: str, total: int, bonus: int, daily: int, banned: bool) -> str:
+    """An admin's look at a user's credits (/credits show, `kling-bot credits show`)."""
+    extra = f" ({bonus} bonus)" if bonus else ""
+    ban = " They are banned." if banned else ""
+    return f"{echo(who)} has {credits(total)}{extra}, with a daily allowance of {daily}.{ban}"
+
+
+TELEGRAM_ADMIN_COMMAND_ONLY = "Only the bot's admins can do that."
+TELEGRAM_BAN_USAGE = "Reply /ban [reason] to a message of the person to ban, or send /ban USER_ID [reason]."
+TELEGRAM_UNBAN_USAGE = "Reply /unban to a message of the person, or send /unban USER_ID."
+TELEGRAM_SET_USAGE = "Reply /setcredits N to a message of the person, or send /setcredits USER_ID N."
+TELEGRAM_CREDITS_USAGE = "Reply /credits to a message of the person, or send /credits USER_ID."
+CLI_USER_KEY = "Name the user as platform:id, e.g. telegram:123456 or discord:123456789012345678."
+
+COMMANDS.update({
+    "pause": "Pause the bot: refuse new requests, queued jobs wait (admins)",
+    "resume": "Resume after /pause (admins)",
+    "ban": "Ban a user from making videos (admins)",
+    "unban": "Lift a ban (admins)",
+    "credits show": "Show a member's credits and daily allowance",
+})
+OPTIONS.update({
+    "pause reason": "Why (shown to whoever asks meanwhile)",
+    "pause refund": "Also cancel and refund every queued job",
+    "ban member": "Who",
+    "ban reason": "Why (kept for the admins)",
+})

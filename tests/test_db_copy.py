@@ -65,7 +65,8 @@ async def populate(store) -> dict[int, dict[str, bytes]]:
     the media bytes by job and role."""
     for n, key in enumerate(USERS):
         await store.add_user({"key": key, "platform": "test", "name": f"Ann ✨ {n}", "period": "2024-01-01",
-                              "daily_left": 10 - n, "bonus": n, "created_at": NOW})
+                              "daily_left": 10 - n, "bonus": n, "created_at": NOW,
+                              "allowance": 30 if n == 2 else None})  # a role's or a chat's (#17)
     jobs = [
         job_fields(1, prediction_id="p-1", result_url="https://ws/p-1", output_url="https://cdn/p-1.mp4", nsfw=1,
                    video_path="videos/1.mp4", inference_ms=1234, submitted_at=NOW + 2, finished_at=NOW + 9,
@@ -97,6 +98,9 @@ async def populate(store) -> dict[int, dict[str, bytes]]:
         await store.asks.put(platform, chat, message_id, {"ask": "voice", "job": ids[0], "who": [1, "x"]}, NOW)
     assert await store.asks.claim(*MARK, NOW)
     await store.save_model_listing(LISTING, NOW - 1)
+    # The operator's controls (#17): a ban and a pause, each as an admin left it.
+    await store.ban(USERS[1], at=NOW, by="telegram:1", reason="spam ✨")
+    await store.set_bot_state("pause", {"reason": "db upgrade ✨", "by": "cli", "at": NOW}, NOW)
     return media
 
 
@@ -125,7 +129,8 @@ async def snapshot(store) -> dict:
             media[job_id] = {role: (m["mime"], m["filename"], m["data"]) for role, m in kept.items()}
     return {"contents": contents, "users": [await store.user(key) for key in USERS], "job rows": rows,
             "jobs": [await store.job(job_id) for job_id in job_ids], "media": media,
-            "asks": [await store.asks.get(*key) for key in ASKS], "listing": await store.model_listing()}
+            "asks": [await store.asks.get(*key) for key in ASKS], "listing": await store.model_listing(),
+            "bans": await store.bans(), "pause": await store.bot_state("pause")}
 
 
 def sqlite_table(db_path: Path, table: str) -> list[tuple]:
@@ -148,6 +153,9 @@ async def test_sqlite_to_postgresql_and_back_keeps_every_row_and_every_media_byt
     first, back = tmp_path / "bot.db", tmp_path / "back" / "bot.db"
     media, before = await populated_sqlite(first)
     assert before["contents"]["job_media"] == 5 and before["contents"]["jobs"] == 11
+    assert before["contents"]["bans"] == 1 and before["contents"]["bot_state"] == 1
+    assert before["bans"] == [{"user_key": USERS[1], "at": NOW, "by": "telegram:1", "reason": "spam ✨"}]
+    assert before["pause"] == {"reason": "db upgrade ✨", "by": "cli", "at": NOW}
     assert before["contents"]["media_bytes"] == sum(len(d) for files in media.values() for d in files.values())
 
     seen = []
@@ -186,7 +194,7 @@ async def test_sqlite_to_postgresql_and_back_keeps_every_row_and_every_media_byt
     finally:
         await sqlite_again.close()
     assert after == before
-    for table in ("users", "ledger", "pending_asks"):  # every column, as SQLite itself has it
+    for table in ("users", "ledger", "pending_asks", "bans"):  # every column, as SQLite itself has it
         assert sqlite_table(back, table) == sqlite_table(first, table)
     assert [row[:-2] for row in sqlite_table(back, "job_media")] == \
         [row[:-2] for row in sqlite_table(first, "job_media")]  # job, role, mime, filename (data, path: own)
@@ -266,11 +274,11 @@ async def test_the_command_copies_and_says_the_checked_counts(tmp_path, pg_url):
     lines = done.stdout.strip().splitlines()
     # a line per table
     assert lines[:9] == ["copied 4 users", "copied 11 jobs", "copied 12 ledger entries", "copied 5 media files",
-                         "copied 3 pending questions and marks", "copied 1 model listing",
-                         "copied 0 bans", "copied 0 bot-wide settings", "copied 0 spend alerts sent"]
+                         "copied 3 pending questions and marks", "copied 1 model listing", "copied 1 ban",
+                         "copied 1 bot-wide setting (a pause)", "copied 0 admin alerts sent"]
     assert lines[9].startswith("Copied 4 users, 11 jobs, 12 ledger entries, 5 media files, "
-                               "3 pending questions and marks, 1 model listing, 0 bans, 0 bot-wide settings, "
-                               "0 spend alerts sent (0.5 MB of media) from ")
+                               "3 pending questions and marks, 1 model listing, 1 ban, 1 bot-wide setting (a pause),"
+                               " 0 admin alerts sent (0.5 MB of media) from ")
     assert lines[9].endswith("Counts checked: the target holds exactly what the source held.")
 
 

@@ -96,7 +96,8 @@ async def test_commands_are_synced_to_the_configured_guild(run_discord, fake_dis
     [sync] = fake_discord.to(f"/applications/{APP_ID}/guilds/{GUILD}/commands", "PUT")
     names = sorted(c["name"] for c in sync["json"])
     assert names == sorted(["effect", "animate", "avatar", "quota", "jobs", "cancel", "effects", "models",
-                            "help", "history", "credits", "usage", "stats", "balance", "Animate with Kling"])
+                            "help", "history", "credits", "usage", "stats", "balance", "Animate with Kling",
+                            "pause", "resume", "ban", "unban"])
     credits = next(c for c in sync["json"] if c["name"] == "credits")
     assert int(credits["default_member_permissions"]) == discord.Permissions(manage_guild=True).value
 

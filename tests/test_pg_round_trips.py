@@ -123,6 +123,7 @@ async def test_an_accept_reserves_in_one_write_between_a_lock_and_one_read(pg_ur
     engine, sent = await _logged_engine(pg_url, tmp_path)
     try:
         await engine.credits.balance(user())  # the user exists, as for a running bot
+        await engine.paused()  # the pause and the bans read, as a running bot has them (#17)
         sent.clear()
         answer = await engine.accept(effect_request())
         assert answer.credits_left == 9 and answer.position == 1

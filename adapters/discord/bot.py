@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 
 from adapters.chat import register
-from adapters.discord import commands, figures, first_contact, forms, history, picker, replies, results
+from adapters.discord import commands, controls, figures, first_contact, forms, history, picker, replies, results
 from adapters.discord.courier import DiscordCourier
 from adapters.discord.delivery import point_at, quiet_voice, start_problem
 from adapters.discord.kit import PLATFORM, Source, Targets, answer, carries, user_of
@@ -106,7 +106,7 @@ class DiscordAdapter:
             ShardedKlingClient(self, self.settings.shard_count, self.settings.shard_ids)
             if self.settings.shard_count else KlingClient(self))
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self.client)
-        commands.install(self.tree, engine, history.history, *figures.COMMANDS)
+        commands.install(self.tree, engine, history.history, *figures.COMMANDS, *controls.COMMANDS)
         # The buttons under videos and photo menus answer by their custom ids, also after a restart.
         self.client.add_dynamic_items(*results.DYNAMIC_ITEMS, *first_contact.DYNAMIC_ITEMS, *picker.DYNAMIC_ITEMS)
         self.targets = Targets()  # the images of open context menus

@@ -81,7 +81,10 @@ def adapter_of(interaction: discord.Interaction) -> Adapter:
 
 
 def user_of(user: discord.abc.User) -> UserRef:
-    return UserRef(PLATFORM, str(user.id), user.display_name)
+    """Who, with their role ids here when Discord sent them as a server member (for
+    ``[discord.roles]``): the ids the interaction carries, so no cached guild is needed."""
+    roles = tuple(str(role) for role in getattr(user, "_roles", ()))  # Member.roles needs the guild's cache
+    return UserRef(PLATFORM, str(user.id), user.display_name, roles=roles)
 
 
 def press_of(interaction: discord.Interaction, custom_id: str | None = None) -> Press:

@@ -40,6 +40,7 @@ from adapters.telegram.common import (
     sender_id,
     sender_ref,
 )
+from adapters.telegram.controls import AdminCommands
 from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.delivery import quiet_token_loggers, rate_limiter, reply_defaults, start_problem
 from adapters.telegram.figures import Figures
@@ -98,6 +99,7 @@ class TelegramAdapter:
             "effect": self._effect_command, "animate": self._animate_command,
             "avatar": self._avatar_command, "grant": self._grant,
             "stats": self.figures.stats, "balance": self.figures.balance,
+            **AdminCommands(self.settings, self.engine).handlers(),
         }
         for name, callback in commands.items():
             self.app.add_handler(CommandHandler(name, callback, filters=where))

@@ -3,6 +3,7 @@ file it holds, and where a job started from a message should answer."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from telegram import CallbackQuery, Chat, ForceReply, Message, Update, User
@@ -28,7 +29,8 @@ def press_of(query: CallbackQuery) -> Press:
     markup = message.reply_markup if isinstance(message, Message) and message.forward_origin is None else None
     carried = markup is not None and any(
         button.callback_data == query.data for row in markup.inline_keyboard for button in row)
-    return Press.of_button(user_ref(query.from_user), str(message.chat.id) if message else "", carried=carried)
+    place = str(message.chat.id) if message else ""
+    return Press.of_button(replace(user_ref(query.from_user), chat=place), place, carried=carried)
 
 
 def menu_owner(key: int) -> tuple[UserRef, bool]:
@@ -87,10 +89,10 @@ def sender_id(message: Message) -> int:
 
 def sender_ref(message: Message) -> UserRef:
     """The user a message counts for (credits, /jobs, /cancel): see ``sender_id``."""
-    chat = message.sender_chat
+    chat, where = message.sender_chat, str(message.chat.id)  # where: for [telegram.chats]
     if chat is not None:
-        return UserRef(PLATFORM, str(chat.id), chat.effective_name or "")
-    return user_ref(sender(message))
+        return UserRef(PLATFORM, str(chat.id), chat.effective_name or "", chat=where)
+    return replace(user_ref(sender(message)), chat=where)
 
 
 def sender_first_name(message: Message) -> str:

@@ -31,6 +31,7 @@ from bot.config import MediaSettings, Settings
 from bot.credits import Credits, OutOfCredits, TooManyJobs
 from bot.engine.admin import AdminActions
 from bot.engine.asks import Asks
+from bot.engine.controls import daily_allowance
 from bot.engine.couriers import Couriers
 from bot.engine.endings import JobEndings
 from bot.engine.handover import HandOver
@@ -78,7 +79,7 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver, JobEndings):
         self.webhooks: WebhookListener | None = None
         # Who this process is in the jobs table: its claims (leases) carry this name.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.credits = Credits(store, settings.quota, clock)
+        self.credits = Credits(store, settings.quota, clock, lambda user: daily_allowance(settings, user))
         self.couriers = Couriers()
         self.rules = PromptRules(settings.moderation)
         self.spend = SpendCaps(settings.spend, settings.quota, store, self.couriers.alert_admins, clock)
@@ -89,7 +90,7 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver, JobEndings):
                                  lambda: self.live.current, self.live.newest)
         self.scheduler = Scheduler(store, self.pipeline, self.couriers,
                                    max_concurrent=settings.wavespeed.max_concurrent,
-                                   lease_seconds=settings.storage.lease_seconds, clock=clock)
+                                   lease_seconds=settings.storage.lease_seconds, clock=clock, paused=self.is_paused)
         self.results = Results(store, client, Path(settings.storage.videos_dir),
                                settings.storage.keep_days, clock, lambda: self.live.current)
         self._housekeeper: asyncio.Task[None] | None = None
@@ -179,6 +180,8 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver, JobEndings):
 
     async def accept(self, request: GenerationRequest) -> Accepted | Rejected:
         """Validate, check media, reserve credits and queue the job; or say why not."""
+        if refusal := await self.access_refusal(request.user):  # banned, or paused: before any cost
+            return refusal
         try:
             model = self.catalog.resolve_model(request.model, request.kind)
             params = replace(request.params, has_end_image=request.end_image is not None,
@@ -255,10 +258,6 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver, JobEndings):
             log.info("job %s accepted: %s for %s, %s credits", job.id, model.id, user.key, cost)
             return Accepted(job, reserved.queue_position, credits_left)
         raise AssertionError("unreachable")  # the second attempt returns
-
-    async def held_jobs(self) -> list[Job]:
-        """The unfinished jobs this process drives: its own and those it took over."""
-        return await self.store.claims.held(self.owner)
 
     async def rerun(self, press: Press, source_job_id: int, *, reply_to: dict[str, Any],
                     effect: str | None = None, prompt: str | None = None) -> Accepted | Rejected:

@@ -14,6 +14,7 @@ from bot import catalog, messages
 from bot.catalog import Catalog, Kind, Model, Params, ValidationError, clip_seconds
 from bot.config import Settings
 from bot.credits import Credits
+from bot.engine.controls import Controls
 from bot.engine.models import LiveCatalog
 from bot.engine.prices import UNIT_SECONDS, Prices
 from bot.engine.results import Results
@@ -25,8 +26,9 @@ from bot.store import Store
 WARM_WAIT = 5.0  # at start, the menus' prices are waited for this long (then quoted as they come)
 
 
-class Questions(Spending):
-    """What a chat may ask about a user, a job or the bot's prices."""
+class Questions(Spending, Controls):
+    """What a chat may ask about a user, a job or the bot's prices (and, from ``Controls``,
+    whether they may ask at all: bans and a pause)."""
 
     settings: Settings
     store: Store
@@ -34,6 +36,7 @@ class Questions(Spending):
     results: Results
     live: LiveCatalog
     prices: Prices
+    owner: str
     _warming: asyncio.Future[None] | None = None
 
     @property
@@ -90,6 +93,10 @@ class Questions(Spending):
         """Seconds of avatar audio the user can afford now (0: not even 5 s)."""
         return self.prices.affordable_audio((await self.balance(user)).total, self.settings.media.max_audio_seconds)
 
+    async def held_jobs(self) -> list[Job]:
+        """The unfinished jobs this process drives: its own and those it took over."""
+        return await self.store.claims.held(self.owner)
+
     async def history(self, user: UserRef, limit: int = 10) -> list[Job]:
         """The user's ended jobs, newest first."""
         return await self.results.history(user, limit)
@@ -141,10 +148,13 @@ class Questions(Spending):
 
     async def precheck(self, user: UserRef, kind: Kind, model_name: str | None,
                  params: Params, *, audio_seconds: float | None = None, place: str = "") -> Rejected | None:
-        """Refusals that need no media (bad settings, a blocked prompt, too many jobs, no
-        credits, a [spend] cap of the whole bot or of ``place``: ``bot.spend.place_key_of``),
-        so an adapter can answer before downloading anything. ``accept`` checks again. An
-        avatar's audio length, when the chat tells it before the download, is priced too."""
+        """Refusals that need no media (banned, paused, bad settings, a blocked prompt, too
+        many jobs, no credits, a [spend] cap of the whole bot or of ``place``:
+        ``bot.spend.place_key_of``), so an adapter can answer before downloading anything.
+        ``accept`` checks again. An avatar's audio length, when the chat tells it before the
+        download, is priced too."""
+        if refusal := await self.access_refusal(user):
+            return refusal
         try:
             model = self.catalog.resolve_model(model_name, kind)
             inputs = self.catalog.check_params(model, params)
@@ -180,6 +190,8 @@ class Questions(Spending):
         """Why a result button of this job cannot start a job for the presser (the photo
         is gone or not theirs to use, the effect or prompt, too many jobs, credits), before any public message;
         None when ``rerun`` may try. Neither effect nor prompt: the same job again."""
+        if refusal := await self.access_refusal(press.user):
+            return refusal
         if gone := await self.rerun_refusal(press, source_job_id):
             return gone
         user = press.user

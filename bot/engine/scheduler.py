@@ -38,12 +38,15 @@ ROWS_PER_CALL = 500
 # comes this far; telling every waiting job on every claim would be hundreds of chat
 # edits each time (Telegram allows about 30 messages a second).
 WAITING_PLACES_TOLD = 20
+PAUSE_LOOK = 1.0  # seconds between looks at a pause (held in the store) while paused
 
 
 class Scheduler:
     def __init__(self, store: Store, pipeline: Pipeline, couriers: Couriers, *,
-                 max_concurrent: int, lease_seconds: float, clock: Callable[[], float]):
+                 max_concurrent: int, lease_seconds: float, clock: Callable[[], float],
+                 paused: Callable[[], Awaitable[bool]] | None = None):
         self.store = store
+        self.paused = paused  # while it says so (an admin's pause), queued jobs wait
         self.pipeline = pipeline
         self.couriers = couriers
         self.owner = pipeline.owner
@@ -136,6 +139,8 @@ class Scheduler:
     async def _sleep_time(self) -> float | None:
         if len(self._at_wavespeed) >= self.max_concurrent:
             return None  # a freed slot wakes the loop
+        if self.paused is not None and await self.paused():
+            return PAUSE_LOOK  # a resume in another process is seen by looking again
         due = await self.store.claims.next_due(self.owner, self.couriers.platforms, self.clock(),
                                                adopt=self._take_over, user_key=self._take_over_of)
         return None if due is None else max(0.05, due - self.clock())
@@ -191,6 +196,8 @@ class Scheduler:
         self._spawn(job)
 
     async def _fill_slots(self) -> None:
+        if self.paused is not None and await self.paused():
+            return  # queued jobs wait; the ones started go on
         started = False
         while len(self._at_wavespeed) < self.max_concurrent:
             job = await self.store.claims.claim_next(self.owner, self.couriers.platforms, self.lease_until(),

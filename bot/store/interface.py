@@ -345,3 +345,22 @@ class Store(OpsReads, Protocol):
         [since, until), every day of it (empty ones too); the span's ``top`` busiest users
         and places and its failures by kind; the jobs queued and running now
         (``bot.store.activity``, which also says how a job's spend is counted)."""
+    # the operator's controls (#17: pause, bans)
+    async def bot_state(self, key: str) -> dict[str, Any] | None:
+        """The bot-wide value kept under ``key`` (e.g. "pause"), shared by every process; None: none."""
+    async def set_bot_state(self, key: str, value: dict[str, Any] | None, at: float) -> None:
+        """Keep ``value`` under ``key`` (None: forget it)."""
+    async def ban(self, user_key: str, *, at: float, by: str, reason: str) -> bool:
+        """Ban a user; False when they were banned already (the first ban stays)."""
+    async def unban(self, user_key: str) -> bool:
+        """Lift a ban; False when there was none."""
+    async def ban_of(self, user_key: str) -> dict[str, Any] | None:
+        """The user's ban (user_key, at, by, reason); None: not banned."""
+    async def bans(self) -> list[dict[str, Any]]:
+        """Every ban, oldest first."""
+    async def queued_job_ids(self) -> list[int]:
+        """The jobs waiting in the queue (state queued), first come first."""
+    async def cancel_queued(self, job_id: int, *, finished_at: float, error: str, failure: str) -> Job | None:
+        """Cancel a job only while it is queued and nothing of it reached WaveSpeed (one
+        write, fenced on its state: a job a process claimed meanwhile is left alone): the
+        job as cancelled (nothing charged), or None. Its refund is the caller's."""

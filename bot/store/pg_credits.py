@@ -27,6 +27,11 @@ from bot.store.pg_session import Connections
 USER_COLUMNS = ("key", "platform", "name", "period", "daily_left", "bonus", "created_at")
 
 
+def _user_columns(user: dict[str, Any]) -> tuple[str, ...]:
+    """The columns of a user row to write: ``allowance`` too when the row names it."""
+    return USER_COLUMNS + (("allowance",) if "allowance" in user else ())
+
+
 class PgCreditWrites:
     """Accept's read and write, and settle's one write, for ``PostgresStore``."""
 
@@ -54,8 +59,8 @@ class PgCreditWrites:
         """One statement: the user's row upserted, the job inserted, its ledger row and its
         media inserted naming it (foreign keys are checked at the statement's end)."""
         args: list[Any] = []
-        user_names, user_marks = _marks(args, {name: user[name] for name in USER_COLUMNS})
-        updates = ", ".join(f'"{name}" = excluded."{name}"' for name in USER_COLUMNS
+        user_names, user_marks = _marks(args, {name: user[name] for name in _user_columns(user)})
+        updates = ", ".join(f'"{name}" = excluded."{name}"' for name in _user_columns(user)
                             if name not in ("key", "created_at"))
         sql = (f"with who as (insert into users ({user_names}) values ({user_marks})"
                f" on conflict (key) do update set {updates} returning version),")
@@ -88,7 +93,7 @@ class PgCreditWrites:
         first), this statement either commits before such a read starts or waits for that
         transaction to end (and then finds the version it wrote)."""
         args: list[Any] = [USER_LOCK_CLASS, storable(user["key"]), version, ACTIVE, active_below]
-        changes = {name: user[name] for name in USER_COLUMNS if name not in ("key", "created_at")}
+        changes = {name: user[name] for name in _user_columns(user) if name not in ("key", "created_at")}
         sets = []
         for name, value in clean(changes).items():
             args.append(value)

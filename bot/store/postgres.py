@@ -23,6 +23,7 @@ import asyncpg
 
 from bot.jobs import ACTIVE_STATES, Job, JobState
 from bot.store.interface import MAX_JOB_ID, LeaseLost, TaskTaken
+from bot.store.pg_access import PgAccess
 from bot.store.pg_credits import PgCreditWrites, clean
 from bot.store.pg_metrics import PgMetrics
 from bot.store.pg_migrations import USER_LOCK_CLASS, migrate, storable
@@ -38,7 +39,7 @@ JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 ONE_JOB_PER_TASK = "jobs_one_job_per_task"  # the unique index on jobs.prediction_id
 
 
-class PostgresStore(PgCreditWrites, PgTransfer, PgModelListing, PgMetrics, PgStats, PgSpend):
+class PostgresStore(PgCreditWrites, PgTransfer, PgModelListing, PgMetrics, PgStats, PgSpend, PgAccess):
     """The bot's database in PostgreSQL. One per event loop; any number per database."""
 
     hears_other_processes = True  # LISTEN/NOTIFY

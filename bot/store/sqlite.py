@@ -41,6 +41,7 @@ from bot.store.interface import (
     exact,
     mended,
 )
+from bot.store.sqlite_access import SqliteAccess
 from bot.store.sqlite_metrics import SqliteMetrics
 from bot.store.sqlite_spend import SqliteSpend
 from bot.store.sqlite_stats import SqliteStats
@@ -432,7 +433,8 @@ class _SqliteListing:
                         [LISTING_SOURCE, json.dumps(listing), fetched_at])
 
 
-class SqliteStore(_SqliteReads, _SqliteListing, SqliteSpend, SqliteTransfer, SqliteMetrics, SqliteStats):
+class SqliteStore(_SqliteReads, _SqliteListing, SqliteSpend, SqliteTransfer, SqliteMetrics, SqliteStats,
+                  SqliteAccess):
     """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
 
     hears_other_processes = False  # another process's changes are seen by looking again
