@@ -149,10 +149,12 @@ async def test_a_schema_9_sqlite_database_upgrades_keeping_its_jobs(tmp_path):
     schema_9_database(path)
     store = SqliteStore(path)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 10
+        assert await store.schema_version() == len(MIGRATIONS) == 11
         old = [await store.job(n) for n in (1, 2)]
         assert [job.state for job in old] == [JobState.DONE, JobState.QUEUED]
         assert [job.quote_usd for job in old] == [None, None]  # unknown, not zero
+        # #17's columns: no place, no known charge, no failure kind
+        assert [(job.place_key, job.charged_usd, job.failure) for job in old] == [("", None, None)] * 2
         assert await store.model_listing() is None
         await store.save_model_listing(LISTING, NOW)
         credits = Credits(store, QuotaSettings(daily_credits=10, max_jobs_per_user=5))
