@@ -119,6 +119,19 @@ def fold_spenders(rows: Iterable[Mapping[str, Any]], names: Mapping[str, str], t
     return tuple(Spender(key, names.get(key) or "", jobs[key], spend[key]) for key in ranked)
 
 
+def fold_models(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str, str], int], dict[str, Decimal]]:
+    """Rows of (model_id, state, refunded, quote_usd, charged_usd, jobs) into jobs by
+    (model, state) and spend by model (``/metrics``: the same rule as /stats')."""
+    jobs: dict[tuple[str, str], int] = {}
+    spend: dict[str, Decimal] = {}
+    for row in rows:
+        model, count = str(row["model_id"]), int(row["jobs"])
+        jobs[model, str(row["state"])] = jobs.get((model, str(row["state"])), 0) + count
+        spend[model] = spend.get(model, Decimal(0)) + count * spend_of(row["charged_usd"], row["refunded"],
+                                                                        row["quote_usd"])
+    return jobs, spend
+
+
 def fold_failures(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Rows of (kind, jobs) into kind -> jobs, most first."""
     found = {str(row["kind"]): int(row["jobs"]) for row in rows}

@@ -1,0 +1,97 @@
+"""#17 review: the operator's reads attacked (/metrics, /readyz, /stats, their store reads).
+
+Each test is a defect found by attacking the merged http, doctor and stats parts; it
+reads what an operator sees: the scrape as Prometheus parses it, the figures /stats and
+``kling-bot stats`` show.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.jobs import JobState
+from bot.ops_http import OpsListener
+
+pytestmark = pytest.mark.both_backends
+
+
+async def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        assert resp.status == 200
+        body = await resp.text()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(body) for sample in family.samples}
+
+
+async def _readyz(port: int) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+        return resp.status
+
+
+@pytest.fixture
+async def listen():
+    started: list[OpsListener] = []
+
+    async def start(store) -> int:
+        listener = OpsListener("127.0.0.1:0", store)
+        started.append(listener)
+        return await listener.start()
+
+    yield start
+    for listener in started:
+        await listener.stop()
+
+
+async def _job(store, user_key: str, state: JobState, settlement: str, quote: str | None,
+               charged: str | None = None, place: str = "") -> int:
+    at = time.time() - 1
+    job_id = await store.insert_job({
+        "user_key": user_key, "platform": "test", "reply_to": {}, "model_id": "kwaivgi/kling-effects",
+        "kind": "effect", "inputs": {"effect_scene": "hula"}, "label": "effect hula", "cost": 1,
+        "paid_daily": 1, "paid_bonus": 0, "period": "2026-01-01", "state": state.value,
+        "settlement": settlement, "created_at": at, "updated_at": at, "place_key": place})
+    await store.update_job(job_id, quote_usd=None if quote is None else Decimal(quote),
+                           charged_usd=None if charged is None else Decimal(charged))
+    return job_id
+
+
+async def test_metrics_say_the_database_is_down_when_its_file_is_gone(make_engine, listen, database):
+    """/readyz says "not answering" once the SQLite file is deleted (what this connection
+    writes then lands in a file no one opens again); /metrics must not report it up."""
+    if not database.endswith(".sqlite"):
+        pytest.skip("a file deleted under the bot is SQLite's case (PostgreSQL's is in test_ops_http)")
+    engine = await make_engine()
+    port = await listen(engine.store)
+    assert (await _scrape(port))[("kling_database_up", frozenset())] == 1
+    Path(database).unlink()
+    assert await _readyz(port) == 503
+    samples = await _scrape(port)
+    assert samples[("kling_database_up", frozenset())] == 0
+    assert not any(name.startswith("kling_jobs") for name, _ in samples)  # absent, not stale
+
+
+async def test_metrics_spend_is_the_spend_stats_show(make_engine, make_store, listen):
+    """One spend rule: /metrics' kling_spend_usd and /stats' spend agree to the last digit,
+    whatever the quotes' precision (jobs with no quote and no place count too)."""
+    engine = await make_engine()
+    writer = await make_store()  # another process's store on the same database
+    for key in ("test:1", "test:2", "test:3"):
+        await writer.add_user({"key": key, "platform": "test", "name": key, "period": "2026-01-01",
+                               "daily_left": 10, "bonus": 0, "created_at": time.time()})
+    await _job(writer, "test:1", JobState.DONE, "committed", "0.0000004", place="discord:guild:1")
+    await _job(writer, "test:1", JobState.DONE, "committed", "0.1234567", "0.1234567")
+    await _job(writer, "test:2", JobState.FAILED, "refunded", "0.5000005", "0.5000005")
+    await _job(writer, "test:2", JobState.FAILED, "refunded", "0.28")  # refunded, no charge: nothing
+    await _job(writer, "test:3", JobState.QUEUED, "reserved", None)  # no quote, no place
+    figures = await engine.stats(1)
+    assert figures.today.spend_usd == Decimal("0.6234576")
+    port = await listen(engine.store)
+    samples = await _scrape(port)
+    spend = samples[("kling_spend_usd", frozenset({("model", "kwaivgi/kling-effects")}))]
+    assert spend == float(figures.today.spend_usd)
