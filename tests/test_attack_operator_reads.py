@@ -7,6 +7,9 @@ reads what an operator sees: the scrape as Prometheus parses it, the figures /st
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +22,8 @@ from bot.jobs import JobState
 from bot.ops_http import OpsListener
 
 pytestmark = pytest.mark.both_backends
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -95,3 +100,52 @@ async def test_metrics_spend_is_the_spend_stats_show(make_engine, make_store, li
     samples = await _scrape(port)
     spend = samples[("kling_spend_usd", frozenset({("model", "kwaivgi/kling-effects")}))]
     assert spend == float(figures.today.spend_usd)
+
+
+WRITER = """
+import asyncio, sys, time
+from decimal import Decimal
+from bot.store import open_store
+
+async def main():
+    store = await open_store(sys.argv[1])
+    await store.add_user({"key": "test:w", "platform": "test", "name": "w", "period": "2026-01-01",
+                          "daily_left": 10, "bonus": 0, "created_at": time.time()})
+    print("writing", flush=True)
+    deadline = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < deadline:
+        at = time.time()
+        job_id = await store.insert_job({
+            "user_key": "test:w", "platform": "test", "reply_to": {}, "model_id": "kwaivgi/kling-effects",
+            "kind": "effect", "inputs": {}, "label": "effect hula", "cost": 1, "paid_daily": 1,
+            "paid_bonus": 0, "period": "2026-01-01", "state": "done", "settlement": "committed",
+            "created_at": at, "updated_at": at, "place_key": "discord:guild:9"})
+        await store.update_job(job_id, quote_usd=Decimal("0.28"), charged_usd=Decimal("0.28"))
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_stats_figures_agree_with_each_other_while_another_process_writes(make_engine, database):
+    """Today's jobs are among the week's, and the week's are the sum of its days, even
+    while a second process adds jobs between the reads /stats makes."""
+    engine = await make_engine()
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WRITER, database, "6", env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE)
+    assert writer.stdout is not None
+    assert (await asyncio.wait_for(writer.stdout.readline(), 30)).strip() == b"writing"
+    disagreements = []
+    try:
+        for _ in range(60):
+            figures = await engine.stats(7)
+            week = sum(day.total for day in figures.daily[-7:])
+            if not (figures.today.total == figures.daily[-1].total and figures.window.total == week
+                    and figures.today.spend_usd == figures.daily[-1].spend_usd
+                    and figures.window.spend_usd == sum((d.spend_usd for d in figures.daily[-7:]), Decimal(0))):
+                disagreements.append((figures.today.total, figures.daily[-1].total, figures.window.total, week))
+            await asyncio.sleep(0.02)
+    finally:
+        await writer.wait()
+    assert disagreements == []
