@@ -640,6 +640,8 @@ async def run_doctor(config: Path | None, *, quick: bool) -> int:
     failed = sum(not check.ok for check in checks)
     say(messages.doctor_summary(failed, len(checks)), sys.stdout)
     return EXIT_FAILED if failed else 0
+
+
 async def run_stats(config: Path | None, days: int, *, as_json: bool, chart: Path | None) -> int:
     """``kling-bot stats``: the figures /stats shows, as text or JSON (and the chart, to a file)."""
     settings = settings_from(config)

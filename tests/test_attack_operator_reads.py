@@ -11,19 +11,25 @@ import asyncio
 import os
 import sys
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
+import discord
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import tests.test_discord as dc
+from bot import messages
 from bot.jobs import JobState
 from bot.ops_http import OpsListener
+from tests.fake_discord import APP_ID
 
 pytestmark = pytest.mark.both_backends
 
 ROOT = Path(__file__).resolve().parent.parent
+fake_discord, dc_settings, run_discord = dc.fake_discord, dc.dc_settings, dc.run_discord
 
 
 async def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -104,6 +110,7 @@ async def test_metrics_spend_is_the_spend_stats_show(make_engine, make_store, li
 
 WRITER = """
 import asyncio, sys, time
+from dataclasses import replace
 from decimal import Decimal
 from bot.store import open_store
 
@@ -149,3 +156,25 @@ async def test_stats_figures_agree_with_each_other_while_another_process_writes(
     finally:
         await writer.wait()
     assert disagreements == []
+
+
+# --- who may read the figures ------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["stats", "balance"])
+async def test_discord_figures_in_a_dm_ignore_a_forged_member_and_go_to_configured_admins_only(
+        command, run_discord, dc_settings, fake_discord, simulator):
+    """A DM has no server to manage: a member with Manage Server slipped into a DM's
+    payload grants nothing; a configured admin still gets the figures there."""
+    admin_settings = replace(dc_settings, discord=replace(dc_settings.discord, admins=[dc.ALICE]))
+    _, adapter = await run_discord(admin_settings)
+    forged = fake_discord.slash(command, [], user=dc.BOB, dm=4242)
+    forged["member"] = {"user": forged["user"], "roles": [],
+                        "permissions": str(discord.Permissions(manage_guild=True).value)}
+    dc.feed(adapter, forged)
+    [answer] = await dc.until(lambda: dc.callbacks(fake_discord, forged["token"]))
+    assert answer["data"]["content"] == messages.ADMINS_ONLY
+    asked = fake_discord.slash(command, [], user=dc.ALICE, dm=4243)
+    dc.feed(adapter, asked)
+    [followup] = await dc.until(lambda: fake_discord.to(f"/webhooks/{APP_ID}/{asked['token']}", "POST"))
+    assert followup["json"]["flags"] & 64
+    assert not fake_discord.to(f"/webhooks/{APP_ID}/{forged['token']}", "POST")
