@@ -178,3 +178,51 @@ async def test_discord_figures_in_a_dm_ignore_a_forged_member_and_go_to_configur
     [followup] = await dc.until(lambda: fake_discord.to(f"/webhooks/{APP_ID}/{asked['token']}", "POST"))
     assert followup["json"]["flags"] & 64
     assert not fake_discord.to(f"/webhooks/{APP_ID}/{forged['token']}", "POST")
+
+
+# --- doctor -------------------------------------------------------------------------------
+
+async def test_doctor_calls_a_busy_sqlite_database_busy_not_unwritable(database, simulator, tmp_path):
+    """Another process holding the write lock (a long write, an operator's sqlite3 shell)
+    is not a permission problem: doctor (a container's health check) must not fail the
+    bot for it, nor tell the operator to change the file's owner."""
+    import sqlite3
+
+    from bot.store.sqlite import SqliteStore
+    from tests.test_doctor import doctor, write_config
+
+    if not database.endswith(".sqlite"):
+        pytest.skip("SQLite's write lock")
+    store = SqliteStore(database)
+    await store.close()
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("begin immediate")
+    try:
+        config = write_config(tmp_path, wavespeed=simulator, database=database)
+        rc, out, err = await doctor(config, "--quick")
+    finally:
+        holder.execute("rollback")
+        holder.close()
+    [line] = [line for line in out.splitlines() if "database:" in line]
+    assert "cannot be written" not in line and "write access" not in line, line
+    assert line.startswith("ok") and "another process holds its write lock" in line, line
+    assert rc == 0, out + err
+
+
+def test_doctor_database_reasons_are_sentences_of_messages():
+    """The reasons doctor's database line gives (bot/store/health.py) are words an operator
+    reads: built in bot/messages.py like every other sentence (test_architecture's rule,
+    which skips the store for its SQL)."""
+    import ast
+    import re
+
+    sentence = re.compile(r"[A-Za-z]+[,;:'’]?\s+[A-Za-z]+[,;:'’]?\s+[A-Za-z]+")
+    tree = ast.parse((ROOT / "bot" / "store" / "health.py").read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    sql = re.compile(r"^\s*(select|show|begin|rollback|pragma)\b|\bfrom\b.*\bwhere\b|\bfrom sqlite_master\b", re.I)
+    found = [node.value for node in ast.walk(tree)
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+             and sentence.search(node.value) and not sql.search(node.value)]
+    assert found == []
