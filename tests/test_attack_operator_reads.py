@@ -226,3 +226,37 @@ def test_doctor_database_reasons_are_sentences_of_messages():
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
              and sentence.search(node.value) and not sql.search(node.value)]
     assert found == []
+
+
+async def test_a_scrape_of_a_locked_database_ends_in_seconds_and_the_next_one_counts(make_engine, listen,
+                                                                                    database):
+    """A table locked by another session (a migration, an operator's LOCK TABLE): the scrape
+    answers within the database's few seconds with the database down, probes answer
+    meanwhile, and once the lock goes the next scrape has the figures again."""
+    import asyncpg
+
+    if database.endswith(".sqlite"):
+        pytest.skip("a PostgreSQL table lock (SQLite's WAL readers never wait for a writer)")
+    engine = await make_engine()
+    port = await listen(engine.store)
+    locker = await asyncpg.connect(database)
+    try:
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("lock table jobs in access exclusive mode")
+        started = time.monotonic()
+        scrape, healthz = await asyncio.gather(_scrape(port), _status_after(port, "/healthz", 0.5))
+        assert time.monotonic() - started < 8
+        assert scrape[("kling_database_up", frozenset())] == 0 and healthz == 200
+        await lock.rollback()
+    finally:
+        await locker.close()
+    for _ in range(3):  # the pool's connections are all fit again, not one left mid-query
+        assert (await _scrape(port))[("kling_database_up", frozenset())] == 1
+
+
+async def _status_after(port: int, path: str, delay: float) -> int:
+    await asyncio.sleep(delay)
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}",
+                                                               timeout=aiohttp.ClientTimeout(total=2)) as resp:
+        return resp.status
