@@ -1341,3 +1341,9 @@ DB_NO_CREATE_PRIVILEGE = "no CREATE privilege on the schema, where the tables go
 
 def db_no_write_privilege(tables: Sequence[str]) -> str:
     return f"no write privilege on {', '.join(tables)}"
+
+
+def stats_no_database(path: str) -> str:
+    """``kling-bot stats`` on a SQLite path where no database is (none is made)."""
+    return (f"no database at {echo(path, PATH_ECHO_LIMIT)}: check [storage] path (or --config); "
+            "the bot creates it when it first runs.")

@@ -260,3 +260,22 @@ async def _status_after(port: int, path: str, delay: float) -> int:
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}",
                                                                timeout=aiohttp.ClientTimeout(total=2)) as resp:
         return resp.status
+
+
+# --- kling-bot stats ----------------------------------------------------------------------
+
+def test_kling_bot_stats_of_a_database_that_does_not_exist_says_so_and_creates_none(tmp_path):
+    """A wrong [storage] path (or a run from another folder) must not answer "0 jobs" from
+    a new empty database it just made, leaving that file behind."""
+    import subprocess
+
+    missing = tmp_path / "elsewhere" / "bot.sqlite"
+    missing.parent.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\npath = "{missing}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_API_KEY", "_DATABASE_URL"))}
+    done = subprocess.run([sys.executable, "-m", "adapters", "stats", "--config", str(config)], cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "0 jobs" not in done.stdout
+    assert str(missing) in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not missing.exists()
