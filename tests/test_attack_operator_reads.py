@@ -279,3 +279,18 @@ def test_kling_bot_stats_of_a_database_that_does_not_exist_says_so_and_creates_n
     assert done.returncode != 0 and "0 jobs" not in done.stdout
     assert str(missing) in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not missing.exists()
+
+
+# --- the simulator's upload ticket ----------------------------------------------------------
+
+@pytest.mark.parametrize("body", [[1], "a.png", 4, {"filename": ["a.png"], "size": 4}, {"filename": "a.png"},
+                                  {"filename": "a.png", "size": 4, "content_type": 5}])
+async def test_a_malformed_upload_ticket_is_a_400_not_a_crash(simulator, body):
+    """POST /api/v3/media/uploads with a JSON body of the wrong shape: refused as the API
+    refuses bad parameters (400, code 1400), not a 500 from the simulator's own error."""
+    from tests.conftest import API_KEY
+
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as http, \
+            http.post(f"{simulator.base_url}/api/v3/media/uploads", json=body) as answer:
+        assert answer.status == 400
+        assert (await answer.json())["code"] == 1400
