@@ -1,4 +1,5 @@
-"""What the bot did in a span of days, as ``Store.daily_stats`` gives it (for /stats).
+"""What the bot did in a span of days, as ``Store.daily_stats`` gives it (for /stats), and
+the spend rule every figure of money follows (/stats, and ``Store.metric_totals`` for /metrics).
 
 Both backends run the same grouped queries (``bot.store.sqlite_stats``,
 ``bot.store.pg_stats``) and fold their rows here, so the figures are the same whichever
