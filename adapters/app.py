@@ -685,9 +685,16 @@ async def run_doctor(config: Path | None, *, quick: bool) -> int:
     failed = sum(not check.ok for check in checks)
     say(messages.doctor_summary(failed, len(checks)), sys.stdout)
     return EXIT_FAILED if failed else 0
+
+
 async def run_stats(config: Path | None, days: int, *, as_json: bool, chart: Path | None) -> int:
     """``kling-bot stats``: the figures /stats shows, as text or JSON (and the chart, to a file)."""
     settings = settings_from(config)
+    database = settings.storage.sqlite_file
+    if database is not None and not database.exists():
+        # A read makes no database: a new empty one would show zeros for the real one's figures.
+        fail(messages.stats_no_database(str(database.absolute())))
+        return EXIT_USAGE
     try:
         engine = await Engine.from_settings(settings)
     except StoreUnavailable as err:

@@ -73,6 +73,11 @@ class StorageSettings:
         """What the store opens: ``url`` when set, else the SQLite file ``path``."""
         return self.url or self.path
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite file the database is (None: a PostgreSQL URL)."""
+        return None if is_postgres_url(self.database) else Path(self.database)
+
 
 @dataclass(frozen=True)
 class QuotaSettings:

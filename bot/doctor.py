@@ -125,6 +125,8 @@ async def _database(settings: Settings) -> Check:
         return Check(name, True, messages.doctor_db_new(where, health.newest))
     if health.version > health.newest:
         return Check(name, False, messages.doctor_db_too_new(where, health.version, health.newest))
+    if health.busy:
+        return Check(name, True, messages.doctor_db_busy(where, health.version, health.newest))
     return Check(name, True, messages.doctor_db_ok(where, health.version, health.newest))
 
 

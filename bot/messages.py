@@ -1429,3 +1429,30 @@ OPTIONS.update({
     "ban member": "Who",
     "ban reason": "Why (kept for the admins)",
 })
+
+
+# --- #17 review ---
+
+def doctor_db_busy(where: str, version: int, newest: int) -> str:
+    """A SQLite file another process keeps write-locked: busy, not unwritable (the bot waits its turn)."""
+    schema = "the newest" if version == newest else f"migrated to {newest} when the bot starts"
+    return (f"{where} is reachable; schema version {version}, {schema}; another process holds its write lock, "
+            "so writing was not tried (the bot waits its turn; if this lasts, look for a long transaction, "
+            "e.g. an open sqlite3 shell).")
+
+
+# Why doctor finds a database unusable (bot/store/health.py), inside its database lines.
+DB_IS_A_FOLDER = "IsADirectoryError: a folder, not a database file"
+DB_SERVER_READ_ONLY = ("the server takes no writes (transaction_read_only is on: a standby, or "
+                       "default_transaction_read_only)")
+DB_NO_CREATE_PRIVILEGE = "no CREATE privilege on the schema, where the tables go"
+
+
+def db_no_write_privilege(tables: Sequence[str]) -> str:
+    return f"no write privilege on {', '.join(tables)}"
+
+
+def stats_no_database(path: str) -> str:
+    """``kling-bot stats`` on a SQLite path where no database is (none is made)."""
+    return (f"no database at {echo(path, PATH_ECHO_LIMIT)}: check [storage] path (or --config); "
+            "the bot creates it when it first runs.")

@@ -73,8 +73,11 @@ def add_upload_routes(app: web.Application, sim: Simulator) -> None:
             body = await request.json()
         except ValueError:
             return envelope(None, 400, 1400, "the body is not JSON")
-        name, size = body.get("filename") if isinstance(body, dict) else None, (body or {}).get("size")
-        if not isinstance(name, str) or not name or type(size) is not int or size < 0:
+        if not isinstance(body, dict):
+            return envelope(None, 400, 1400, "filename and size are required")
+        name, size = body.get("filename"), body.get("size")
+        if not isinstance(name, str) or not name or type(size) is not int or size < 0 \
+                or not isinstance(body.get("content_type", ""), str):
             return envelope(None, 400, 1400, "filename and size are required")
         mime = body.get("content_type") or mimetypes.guess_type(name)[0] or "application/octet-stream"
         kind = media_type(mime, name)

@@ -50,10 +50,12 @@ class Window:
         return sum(self.jobs[name] for name in OUTCOMES)
 
     @classmethod
-    def of(cls, days: int, since: float, activity: Activity) -> Window:
-        jobs = {name: sum(day.jobs[name] for day in activity.days) for name in (*OUTCOMES, REFUNDED)}
-        return cls(days, since, jobs, sum((day.spend_usd for day in activity.days), Decimal(0)),
-                   sum(day.credits for day in activity.days), activity.top_users, activity.top_places,
+    def of(cls, since: float, counted: tuple[DayActivity, ...], activity: Activity) -> Window:
+        """The span of the days ``counted`` (their jobs, spend, credits), with the busiest
+        users and places and the failures ``activity`` read for it."""
+        jobs = {name: sum(day.jobs[name] for day in counted) for name in (*OUTCOMES, REFUNDED)}
+        return cls(len(counted), since, jobs, sum((day.spend_usd for day in counted), Decimal(0)),
+                   sum(day.credits for day in counted), activity.top_users, activity.top_places,
                    activity.failures)
 
     def as_json(self) -> dict[str, Any]:
@@ -122,8 +124,11 @@ class AdminFigures:
         daily = await self.store.daily_stats(since(max(days, CHART_DAYS)), until, reset, top=TOP)
         window = await self.store.daily_stats(since(days), until, reset, top=TOP)
         now_day = await self.store.daily_stats(today, until, reset, top=TOP)
-        return Stats(now, Window.of(1, today, now_day), Window.of(days, since(days), window), daily.days,
-                     now_day.queued, now_day.running)
+        # Every count comes from the one read of the days: jobs another process adds between
+        # the reads must not make today's figures exceed the week's.
+        return Stats(now, Window.of(today, daily.days[-1:], now_day),
+                     Window.of(since(days), daily.days[-days:], window), daily.days,
+                     daily.queued, daily.running)
 
     async def wavespeed_balance(self) -> str:
         """WaveSpeed's balance as one line for an admin (a refused key or no answer said plainly)."""

@@ -1,4 +1,5 @@
-"""What the bot did in a span of days, as ``Store.daily_stats`` gives it (for /stats).
+"""What the bot did in a span of days, as ``Store.daily_stats`` gives it (for /stats), and
+the spend rule every figure of money follows (/stats, and ``Store.metric_totals`` for /metrics).
 
 Both backends run the same grouped queries (``bot.store.sqlite_stats``,
 ``bot.store.pg_stats``) and fold their rows here, so the figures are the same whichever
@@ -117,6 +118,19 @@ def fold_spenders(rows: Iterable[Mapping[str, Any]], names: Mapping[str, str], t
                                                                     row["quote_usd"])
     ranked = sorted(jobs, key=lambda key: (-jobs[key], -spend[key], key))[:top]
     return tuple(Spender(key, names.get(key) or "", jobs[key], spend[key]) for key in ranked)
+
+
+def fold_models(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str, str], int], dict[str, Decimal]]:
+    """Rows of (model_id, state, refunded, quote_usd, charged_usd, jobs) into jobs by
+    (model, state) and spend by model (``/metrics``: the same rule as /stats')."""
+    jobs: dict[tuple[str, str], int] = {}
+    spend: dict[str, Decimal] = {}
+    for row in rows:
+        model, count = str(row["model_id"]), int(row["jobs"])
+        jobs[model, str(row["state"])] = jobs.get((model, str(row["state"])), 0) + count
+        spend[model] = spend.get(model, Decimal(0)) + count * spend_of(row["charged_usd"], row["refunded"],
+                                                                        row["quote_usd"])
+    return jobs, spend
 
 
 def fold_failures(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot import messages
 from bot.store.interface import COPIED_TABLES
 from bot.store.locations import is_postgres_url, reason
 
@@ -31,6 +32,7 @@ class DatabaseHealth:
     version: int = 0
     newest: int = 0
     exists: bool = True  # False: a SQLite file the bot will create at start
+    busy: bool = False  # True: another connection held SQLite's write lock all along (writing not tried)
 
 
 async def inspect_database(location: str) -> DatabaseHealth:
@@ -47,7 +49,7 @@ def _inspect_sqlite(location: str) -> DatabaseHealth:
     newest = len(MIGRATIONS)
     path = Path(location)
     if path.is_dir():
-        return DatabaseHealth(unreachable="IsADirectoryError: a folder, not a database file", newest=newest)
+        return DatabaseHealth(unreachable=messages.DB_IS_A_FOLDER, newest=newest)
     if not path.exists():
         return DatabaseHealth(newest=newest, exists=False)
     try:
@@ -71,6 +73,9 @@ def _inspect_sqlite(location: str) -> DatabaseHealth:
             finally:
                 db.execute("ROLLBACK")
         except sqlite3.Error as err:
+            if getattr(err, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+                # Locked by a writer for PROBE_TIMEOUT: says nothing of the file's permissions.
+                return DatabaseHealth(busy=True, version=version, newest=newest)
             return DatabaseHealth(unwritable=reason(err, ()), version=version, newest=newest)
         return DatabaseHealth(version=version, newest=newest)
     finally:
@@ -92,12 +97,10 @@ async def _inspect_postgres(url: str) -> DatabaseHealth:
         version = int(await conn.fetchval("select coalesce(max(version), 0) from kling_schema")) \
             if has_schema else 0
         if await conn.fetchval("show transaction_read_only") == "on":
-            return DatabaseHealth(unwritable="the server takes no writes (transaction_read_only is on: "
-                                  "a standby, or default_transaction_read_only)", version=version, newest=newest)
+            return DatabaseHealth(unwritable=messages.DB_SERVER_READ_ONLY, version=version, newest=newest)
         if not has_schema:
             if not await conn.fetchval("select has_schema_privilege(current_schema(), 'CREATE')"):
-                return DatabaseHealth(unwritable="no CREATE privilege on the schema, where the tables go",
-                                      version=version, newest=newest)
+                return DatabaseHealth(unwritable=messages.DB_NO_CREATE_PRIVILEGE, version=version, newest=newest)
             return DatabaseHealth(version=version, newest=newest)
         tables = ["kling_schema", *COPIED_TABLES]
         lacking = [row["name"] for row in await conn.fetch(
@@ -106,8 +109,8 @@ async def _inspect_postgres(url: str) -> DatabaseHealth:
             " and not (has_table_privilege(name, 'SELECT') and has_table_privilege(name, 'INSERT')"
             " and has_table_privilege(name, 'UPDATE') and has_table_privilege(name, 'DELETE'))", tables)]
         if lacking:
-            return DatabaseHealth(unwritable=f"no write privilege on {', '.join(lacking)}",
-                                  version=version, newest=newest)
+            return DatabaseHealth(unwritable=messages.db_no_write_privilege(lacking), version=version,
+                                  newest=newest)
         return DatabaseHealth(version=version, newest=newest)
     except Exception as err:
         return DatabaseHealth(unreachable=reason(err, (url,)), newest=newest)

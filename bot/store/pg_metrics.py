@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
+from bot.store import stats_sql
+from bot.store.activity import fold_models
 from bot.store.interface import MetricTotals
 from bot.store.pg_session import Connections
-
-# The spend rule: what WaveSpeed charged once known, else nothing for a refunded job, else its quote.
-_SPENT = ("case when charged_usd is not null then charged_usd"
-          " when settlement = 'refunded' then 0 else coalesce(quote_usd, 0) end")
 
 
 class PgMetrics:
@@ -20,9 +16,10 @@ class PgMetrics:
     async def metric_totals(self) -> MetricTotals:
         row = await self.db.fetchrow(
             "select"
-            f" (select coalesce(jsonb_agg(jsonb_build_array(model_id, state, n, spent::text)), '[]'::jsonb)"
-            f"   from (select model_id, state, count(*) as n, coalesce(sum({_SPENT}), 0) as spent"
-            "          from jobs group by model_id, state) as m) as by_model,"
+            # money as text: the pool's jsonb codec would read numbers as floats
+            " (select coalesce(jsonb_agg(jsonb_build_object('model_id', model_id, 'state', state,"
+            "   'refunded', refunded, 'quote_usd', quote_usd::text, 'charged_usd', charged_usd::text,"
+            f"   'jobs', jobs)), '[]'::jsonb) from ({stats_sql.MODELS}) as m) as by_model,"
             " (select coalesce(jsonb_object_agg(failure, n), '{}'::jsonb) from"
             "   (select failure, count(*) as n from jobs where failure is not null group by failure) as f) as failures,"
             " (select coalesce(sum(cost) filter (where settlement = 'committed'), 0)::bigint from jobs) as spent,"
@@ -31,13 +28,9 @@ class PgMetrics:
             " (select coalesce(sum(daily_delta + bonus_delta), 0)::bigint from ledger"
             "   where entry in ('grant', 'set') and daily_delta + bonus_delta > 0) as granted")
         assert row is not None
-        by_model = row["by_model"]  # jsonb: decoded by the pool's codec
-        spend: dict[str, Decimal] = {}
-        for model_id, _, _, spent in by_model:
-            spend[model_id] = spend.get(model_id, Decimal(0)) + Decimal(spent)
+        jobs, spend = fold_models(row["by_model"])  # jsonb, decoded by the pool's codec; the spend rule once
         return MetricTotals(
-            jobs={(model_id, state): int(n) for model_id, state, n, _ in by_model},
-            queue_depth=sum(int(n) for _, state, n, _ in by_model if state == "queued"),
+            jobs=jobs, queue_depth=sum(count for (_, state), count in jobs.items() if state == "queued"),
             spend_usd=spend, failures={kind: int(n) for kind, n in row["failures"].items()},
             credits_spent=int(row["spent"]), credits_reserved=int(row["reserved"]),
             credits_refunded=int(row["refunded"]), credits_granted=int(row["granted"]))

@@ -23,6 +23,14 @@ class PgStats:
     async def daily_stats(self, since: float, until: float, reset_hour_utc: int, *, top: int = 5) -> Activity:
         """Jobs, spend and credits per day of [since, until), the span's busiest users and
         places and its failures by kind, and the queue now (``bot.store.activity``)."""
+        if self.db.in_transaction() is not None:
+            return await self._daily_stats(since, until, reset_hour_utc, top)
+        async with self.db.transaction():
+            # One snapshot for every query, so the figures agree while other processes write.
+            await self.db.execute("set transaction isolation level repeatable read, read only")
+            return await self._daily_stats(since, until, reset_hour_utc, top)
+
+    async def _daily_stats(self, since: float, until: float, reset_hour_utc: int, top: int) -> Activity:
         days = await self._grouped(stats_sql.DAYS, since, until, float(reset_hour_utc * 3600))
         users = await self._grouped(stats_sql.USERS, since, until)
         places = await self._grouped(stats_sql.PLACES, since, until)

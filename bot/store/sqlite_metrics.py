@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 
 import sqlite_utils
 
+from bot.store import stats_sql
+from bot.store.activity import fold_models
 from bot.store.interface import MetricTotals
-
-MICRO = 1_000_000  # money is summed in millionths of a dollar: exact, where text summed as REAL is not
-
-# The spend rule: what WaveSpeed charged once known, else nothing for a refunded job, else its quote.
-_SPENT_MICRO = ("cast(round(cast(case when charged_usd is not null then charged_usd"
-                " when settlement = 'refunded' then '0' else coalesce(quote_usd, '0') end as real)"
-                f" * {MICRO}) as integer)")
 
 
 class SqliteMetrics:
@@ -24,13 +18,15 @@ class SqliteMetrics:
     path: Path
 
     async def metric_totals(self) -> MetricTotals:
+        self._still_there()  # a deleted file's figures are stale, not the database's
         # A read inside BEGIN (deferred) sees one snapshot of the WAL; nothing is locked for writers.
         in_transaction = self.db.conn.in_transaction
         if not in_transaction:
             self.db.execute("begin")
         try:
-            by_model = self.db.execute(
-                f"select model_id, state, count(*), sum({_SPENT_MICRO}) from jobs group by model_id, state").fetchall()
+            cursor = self.db.execute(stats_sql.MODELS)
+            names = [column[0] for column in cursor.description]
+            by_model = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
             failures = self.db.execute(
                 "select failure, count(*) from jobs where failure is not null group by failure").fetchall()
             spent, reserved, refunded = self.db.execute(
@@ -43,19 +39,19 @@ class SqliteMetrics:
         finally:
             if not in_transaction:
                 self.db.execute("commit")
-        spend: dict[str, Decimal] = {}
-        for model_id, _, _, micro in by_model:
-            spend[model_id] = spend.get(model_id, Decimal(0)) + Decimal(micro or 0) / MICRO
+        jobs, spend = fold_models(by_model)  # the spend rule, in Python: once, for /stats too
         return MetricTotals(
-            jobs={(model_id, state): count for model_id, state, count, _ in by_model},
-            queue_depth=sum(count for _, state, count, _ in by_model if state == "queued"),
+            jobs=jobs, queue_depth=sum(count for (_, state), count in jobs.items() if state == "queued"),
             spend_usd=spend, failures={kind: count for kind, count in failures},
             credits_spent=int(spent), credits_reserved=int(reserved), credits_refunded=int(refunded),
             credits_granted=int(granted))
 
     async def check_alive(self) -> None:
+        self._still_there()
+        self.db.execute("select 1").fetchone()
+
+    def _still_there(self) -> None:
         if str(self.path) != ":memory:" and not self.path.exists():
             # The file was deleted or moved: this connection still answers, but what it
             # writes lands in a file no other process (nor a restart) will ever open.
             raise FileNotFoundError(str(self.path))
-        self.db.execute("select 1").fetchone()

@@ -27,6 +27,18 @@ class SqliteStats:
     async def daily_stats(self, since: float, until: float, reset_hour_utc: int, *, top: int = 5) -> Activity:
         """Jobs, spend and credits per day of [since, until), the span's busiest users and
         places and its failures by kind, and the queue now (``bot.store.activity``)."""
+        # One read transaction: one snapshot of the WAL, so the figures agree with each other
+        # while other processes write (and nothing is locked for them).
+        in_transaction = self.db.conn.in_transaction
+        if not in_transaction:
+            self.db.execute("begin")
+        try:
+            return self._daily_stats(since, until, reset_hour_utc, top)
+        finally:
+            if not in_transaction:
+                self.db.execute("commit")
+
+    def _daily_stats(self, since: float, until: float, reset_hour_utc: int, top: int) -> Activity:
         span = {"since": since, "until": until}
         days = self._grouped(stats_sql.DAYS, {**span, "offset": reset_hour_utc * 3600})
         users = self._grouped(stats_sql.USERS, span)

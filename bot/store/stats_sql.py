@@ -22,4 +22,7 @@ PLACES = (f"select place_key as key, {_REFUNDED} as refunded, quote_usd, charged
 FAILURES = ("select coalesce(failure, case when state = 'cancelled' then 'cancelled' else 'other' end) as kind,"
             f" count(*) as jobs from jobs where {_WINDOW}"
             " and (failure is not null or state in ('failed', 'cancelled')) group by 1")
+# Every job (``/metrics``), grouped as DAYS is, by model instead of day.
+MODELS = (f"select model_id, state, {_REFUNDED} as refunded, quote_usd, charged_usd, count(*) as jobs"
+          f" from jobs group by model_id, state, 3, quote_usd, charged_usd")
 NOW = "select state, count(*) as jobs from jobs where state in ({active}) group by state"
