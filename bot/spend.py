@@ -154,10 +154,19 @@ class SpendCaps:
             standing = await self.check(place_key, usd)
             reserved = await reserve()
         for cap, spent in standing:  # committed now
-            for level in ALERT_LEVELS:
-                if (spent + usd) * 100 >= cap.limit * level:
-                    self.alert_later(cap, level, spent + usd)
+            for level in self.levels_told(cap, spent, spent + usd):
+                self.alert_later(cap, level, spent + usd)
         return reserved
+
+    @staticmethod
+    def levels_told(cap: Cap, before: Decimal, after: Decimal) -> list[int]:
+        """The marks a job taking ``cap`` from ``before`` to ``after`` tells the admins of:
+        each one it crossed, and the highest one reached (a cap set above what was already
+        spent). Not a lower mark crossed by an earlier job: that job's alert says it, with
+        the amount of its own moment, even when this one's claim would come first."""
+        reached = [level for level in ALERT_LEVELS if after * 100 >= cap.limit * level]
+        crossed = [level for level in reached if before * 100 < cap.limit * level]
+        return sorted(set(crossed) | set(reached[-1:]))
 
     def alert_later(self, cap: Cap, level: int, spent: Decimal) -> None:
         self._in_background(self._alert(cap, level, spent))

@@ -17,11 +17,13 @@ import pytest
 from adapters.discord import DiscordAdapter
 from adapters.telegram import TelegramAdapter
 from bot.catalog import BUILT_IN
-from bot.config import SpendSettings
+from bot.config import QuotaSettings, SpendSettings
+from bot.spend import SpendCaps
 from tests.backends import process_config
 from tests.fake_discord import GUILD, FakeDiscord
 from tests.fake_telegram import FakeTelegram
 from tests.helpers import checked, image_bytes
+from tests.test_postgres_store import add_user, job_row
 from tests.test_spend_caps import answers_of, spawn
 
 pytestmark = pytest.mark.both_backends
@@ -151,3 +153,45 @@ async def test_telegram_admins_hear_in_their_private_chats(settings, telegram, a
     refusals = [c["params"]["text"] for c in telegram.calls_to("sendMessage") if int(c["params"]["chat_id"]) == GROUP]
     assert any("daily spending cap is reached" in text for text in refusals)
     assert TG_TOKEN not in "".join(to_admin())
+
+
+
+
+async def test_a_job_that_reaches_100_percent_leaves_the_80_percent_alert_to_the_job_that_crossed_it(make_store):
+    """The job that takes a cap from 80% to 100% claims only the 100% alert: were it to
+    claim 80% too, it could win that claim over the job that crossed 80% in a slower
+    process, and the admins would read "80% used: $5.00 of $5.00"."""
+    first, second = await make_store(), await make_store()  # two processes on one database
+    await add_user(first)
+    told: list[str] = []
+
+    async def alert(text: str) -> None:
+        told.append(text)
+
+    slow, quick = (SpendCaps(SpendSettings(daily_usd=Decimal("5")), QuotaSettings(), store, alert, time.time)
+                   for store in (first, second))
+    real_alert = slow._alert
+
+    async def late_alert(*args) -> None:  # the first process is busy: its alerts start late
+        await asyncio.sleep(0.3)
+        await real_alert(*args)
+
+    slow._alert = late_alert  # type: ignore[method-assign]
+
+    def a_job_of(store, usd: str):
+        async def reserve() -> int:  # the accept's write: a job row that counts its quote
+            return await store.insert_job(job_row("test:1", quote_usd=Decimal(usd), created_at=time.time()))
+        return reserve
+
+    await slow.within("", Decimal("3"), a_job_of(first, "3"))  # 60%
+    await slow.within("", Decimal("1"), a_job_of(first, "1"))  # 80%: told late
+    await quick.within("", Decimal("1"), a_job_of(second, "1"))  # 100%, told at once
+    await quick.settle()
+    await slow.settle()
+    assert len(told) == 2, told
+    [eighty] = [text for text in told if "80% used" in text]
+    [hundred] = [text for text in told if "100% used" in text]
+    assert "$4.00 of $5.00" in eighty and "$5.00 of $5.00" in hundred
+    [cap] = quick.caps("")
+    assert quick.levels_told(cap, Decimal("3"), Decimal("5")) == [80, 100]  # both crossed at once: both said
+    assert quick.levels_told(cap, Decimal("4.2"), Decimal("4.5")) == [80]  # a cap set above what was spent
