@@ -15,11 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import regex
 
 from bot import messages
 from bot.config import ModerationSettings, QuotaSettings, SpendSettings
@@ -31,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALERT_LEVELS = (80, 100)  # percent of a cap at which the admins are told, once each
+ALERT_SECONDS = 30.0  # an admin alert that hangs (a chat that never answers) is given up
+# A prompt is checked against every rule within this: a pattern that backtracks without end
+# on the text a user chose stops here (and the prompt is refused) instead of freezing the bot.
+RULES_SECONDS = 0.5
 T = TypeVar("T")
 
 
@@ -47,25 +55,47 @@ def place_key_of(platform: str, reply_to: Mapping[str, Any]) -> str:
     return ""
 
 
+def plain_text(text: str) -> str:
+    """A prompt as a reader sees it: compatibility forms folded (full-width "ｎａｋｅｄ" is
+    "naked") and invisible format characters (zero-width spaces and joiners, soft hyphens)
+    dropped, so a blocked word cannot hide behind them."""
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(char for char in folded if unicodedata.category(char) != "Cf")
+
+
 class PromptRules:
-    """``[moderation]``: whether a prompt uses a blocked word or matches a blocked pattern."""
+    """``[moderation]``: whether a prompt uses a blocked word or matches a blocked pattern.
+
+    The operator's patterns run on text a user chose, so they run with the ``regex`` engine
+    (same syntax as ``re``): off the event loop, the GIL released, and within
+    ``RULES_SECONDS``; a check that takes longer refuses the prompt."""
 
     def __init__(self, settings: ModerationSettings):
-        words = [re.escape(word.strip().casefold()) for word in settings.blocked_words if word.strip()]
+        words = [re.escape(plain_text(word.strip()).casefold()) for word in settings.blocked_words if word.strip()]
         # Whole words: "ass" blocks "ass" and "ASS!", not "class".
-        self._words = re.compile(rf"(?<!\w)(?:{'|'.join(words)})(?!\w)", re.IGNORECASE) if words else None
-        self._patterns = [re.compile(pattern, re.IGNORECASE) for pattern in settings.blocked_patterns]
+        self._words = regex.compile(rf"(?<!\w)(?:{'|'.join(words)})(?!\w)", regex.IGNORECASE | regex.V0) \
+            if words else None
+        self._patterns = [regex.compile(pattern, regex.IGNORECASE | regex.V0) for pattern in settings.blocked_patterns]
 
-    def blocked(self, texts: Iterable[str | None]) -> bool:
+    async def blocked(self, texts: Iterable[str | None]) -> bool:
         """Whether any of the texts (a prompt, a negative prompt) breaks a rule."""
-        for text in texts:
-            if not text:
-                continue
-            folded = text.casefold()
-            if self._words is not None and self._words.search(folded):
-                return True
-            if any(pattern.search(text) for pattern in self._patterns):
-                return True
+        chosen = [text for text in texts if text]
+        if not chosen or (self._words is None and not self._patterns):
+            return False
+        return await asyncio.to_thread(self._blocked, chosen)
+
+    def _blocked(self, texts: list[str]) -> bool:
+        deadline = time.monotonic() + RULES_SECONDS
+        try:
+            for text in texts:
+                plain = plain_text(text)
+                for rule, seen in ((self._words, plain.casefold()), *((p, plain) for p in self._patterns)):
+                    if rule is not None and rule.search(seen, concurrent=True,
+                                                        timeout=max(0.001, deadline - time.monotonic())):
+                        return True
+        except TimeoutError:
+            log.warning("a prompt took over %ss to check against [moderation]: refused", RULES_SECONDS)
+            return True
         return False
 
 
@@ -171,7 +201,8 @@ class SpendCaps:
             return
         text = messages.spend_alert(cap.kind, level, spent, cap.limit, cap.resets_at, cap.place_key or "")
         log.warning("%s", text)
-        await self.alert(text)
+        async with asyncio.timeout(ALERT_SECONDS):
+            await self.alert(text)
 
     def _in_background(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(self._quietly(work))

@@ -186,7 +186,7 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver, JobEndings):
             inputs = self.catalog.check_params(model, params)
         except ValidationError as err:
             return Rejected(str(err))
-        if refusal := self.prompt_refusal(params):  # before any cost, and never saying what matched
+        if refusal := await self.prompt_refusal(params):  # before any cost, and never saying what matched
             return refusal
         # Quoted outside the intake: a slow quote held there would stall the requests behind it.
         usd = await self.prices.quote_usd(model, inputs)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bot.store.interface import MetricTotals
+from bot.store.interface import SPEND_OF_JOB, UNQUOTED_CREDITS_OF_JOB, MetricTotals
 from bot.store.pg_session import Connections
 
-# The spend rule: what WaveSpeed charged once known, else nothing for a refunded job, else its quote.
-_SPENT = ("case when charged_usd is not null then charged_usd"
-          " when settlement = 'refunded' then 0 else coalesce(quote_usd, 0) end")
+# The spend rule the caps count by (``SPEND_OF_JOB``; an unquoted job's credits apart).
+_SPENT = f"coalesce({SPEND_OF_JOB}, 0)"
 
 
 class PgMetrics:
@@ -17,11 +16,12 @@ class PgMetrics:
 
     db: Connections
 
-    async def metric_totals(self) -> MetricTotals:
+    async def metric_totals(self, *, credit_usd: Decimal = Decimal("0.25")) -> MetricTotals:
         row = await self.db.fetchrow(
             "select"
-            f" (select coalesce(jsonb_agg(jsonb_build_array(model_id, state, n, spent::text)), '[]'::jsonb)"
-            f"   from (select model_id, state, count(*) as n, coalesce(sum({_SPENT}), 0) as spent"
+            f" (select coalesce(jsonb_agg(jsonb_build_array(model_id, state, n, spent::text, unquoted)), '[]'::jsonb)"
+            f"   from (select model_id, state, count(*) as n, coalesce(sum({_SPENT}), 0) as spent,"
+            f"         coalesce(sum({UNQUOTED_CREDITS_OF_JOB}), 0) as unquoted"
             "          from jobs group by model_id, state) as m) as by_model,"
             " (select coalesce(jsonb_object_agg(failure, n), '{}'::jsonb) from"
             "   (select failure, count(*) as n from jobs where failure is not null group by failure) as f) as failures,"
@@ -33,11 +33,11 @@ class PgMetrics:
         assert row is not None
         by_model = row["by_model"]  # jsonb: decoded by the pool's codec
         spend: dict[str, Decimal] = {}
-        for model_id, _, _, spent in by_model:
-            spend[model_id] = spend.get(model_id, Decimal(0)) + Decimal(spent)
+        for model_id, _, _, spent, unquoted in by_model:
+            spend[model_id] = spend.get(model_id, Decimal(0)) + Decimal(spent) + credit_usd * int(unquoted)
         return MetricTotals(
-            jobs={(model_id, state): int(n) for model_id, state, n, _ in by_model},
-            queue_depth=sum(int(n) for _, state, n, _ in by_model if state == "queued"),
+            jobs={(model_id, state): int(n) for model_id, state, n, _, _ in by_model},
+            queue_depth=sum(int(n) for _, state, n, _, _ in by_model if state == "queued"),
             spend_usd=spend, failures={kind: int(n) for kind, n in row["failures"].items()},
             credits_spent=int(row["spent"]), credits_reserved=int(row["reserved"]),
             credits_refunded=int(row["refunded"]), credits_granted=int(row["granted"]))

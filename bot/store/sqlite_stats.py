@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import sqlite_utils
@@ -24,7 +25,8 @@ class SqliteStats:
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    async def daily_stats(self, since: float, until: float, reset_hour_utc: int, *, top: int = 5) -> Activity:
+    async def daily_stats(self, since: float, until: float, reset_hour_utc: int, *, top: int = 5,
+                          credit_usd: Decimal = Decimal("0.25")) -> Activity:
         """Jobs, spend and credits per day of [since, until), the span's busiest users and
         places and its failures by kind, and the queue now (``bot.store.activity``)."""
         span = {"since": since, "until": until}
@@ -34,9 +36,10 @@ class SqliteStats:
         keys = sorted({row["key"] for row in users})
         names = {row["key"]: row["name"] for row in self._named(keys)}
         queued, running = fold_now(self._grouped(stats_sql.NOW, {}))
-        return Activity(fold_days(days, since, until, reset_hour_utc), fold_spenders(users, names, top),
-                        fold_spenders(places, {}, top), fold_failures(self._grouped(stats_sql.FAILURES, span)),
-                        queued, running)
+        return Activity(fold_days(days, since, until, reset_hour_utc, credit_usd),
+                        fold_spenders(users, names, top, credit_usd),
+                        fold_spenders(places, {}, top, credit_usd),
+                        fold_failures(self._grouped(stats_sql.FAILURES, span)), queued, running)
 
     def _named(self, keys: list[str]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
