@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 ALERT_LEVELS = (80, 100)  # percent of a cap at which the admins are told, once each
 ALERT_SECONDS = 30.0  # an admin alert that hangs (a chat that never answers) is given up
+SETTLE_SECONDS = 5.0  # a stop waits this long for alerts under way: well inside a lease
 # A prompt is checked against every rule within this: a pattern that backtracks without end
 # on the text a user chose stops here (and the prompt is refused) instead of freezing the bot.
 RULES_SECONDS = 0.5
@@ -216,7 +217,14 @@ class SpendCaps:
         except Exception as err:  # an alert is never worth a failed request
             log.warning("spend alert not sent (%s: %s)", type(err).__name__, err)
 
-    async def settle(self) -> None:
-        """Let the alerts under way finish (a clean stop)."""
-        if self._alerting:
-            await asyncio.gather(*self._alerting, return_exceptions=True)
+    async def settle(self, within: float = SETTLE_SECONDS) -> None:
+        """Let the alerts under way finish (a clean stop), for ``within`` seconds at most:
+        a stop must end inside ``[storage] lease_seconds`` whatever a chat does."""
+        if not self._alerting:
+            return
+        _, late = await asyncio.wait(set(self._alerting), timeout=within)
+        for task in late:
+            log.warning("spend alert not sent: the bot is stopping")
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)

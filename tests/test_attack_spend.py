@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -17,7 +18,11 @@ import pytest
 from bot import messages
 from bot.catalog import Params
 from bot.config import ModerationSettings, SpendSettings
+from bot.engine import Engine
 from bot.jobs import Accepted, GenerationRequest, JobState, Rejected
+from bot.store import open_store
+from bot.wavespeed import WaveSpeedClient
+from tests.backends import raw_sql
 from tests.conftest import user
 from tests.helpers import image_bytes, settled
 
@@ -107,8 +112,7 @@ class HangingAlerts:
 
 
 async def test_an_admin_alert_that_hangs_neither_slows_accepts_nor_holds_up_a_stop(
-        make_engine, settings, simulator, monkeypatch):
-    monkeypatch.setattr("bot.spend.ALERT_SECONDS", 1.0, raising=False)
+        make_engine, settings, simulator):
     engine = await make_engine(replace(settings, spend=SpendSettings(daily_usd=Decimal("0.01"))), start=False)
     hanging = HangingAlerts()
     engine.register("hanging", hanging)
@@ -121,7 +125,63 @@ async def test_an_admin_alert_that_hangs_neither_slows_accepts_nor_holds_up_a_st
         while not hanging.alerts:
             await asyncio.sleep(0.01)
 
+    started = time.monotonic()
     try:
-        await asyncio.wait_for(engine.stop(), 10)
+        await asyncio.wait_for(engine.stop(), 20)
     except TimeoutError:
         pytest.fail("a stop waited on an admin alert that never ends")
+    assert time.monotonic() - started < 10, "a stop waited on an alert for longer than a lease"
+
+
+# --- judged fine: kept as checks --------------------------------------------------------
+
+V3 = "kwaivgi/kling-v3.0-pro/image-to-video"
+
+
+def v3_for(who) -> GenerationRequest:
+    return GenerationRequest(who, "animate", image_bytes(800, 600), Params(prompt="a cat", duration=5),
+                             model="v3", reply_to={"chat": 1})
+
+
+async def test_one_user_racing_two_engines_at_the_caps_edge_keeps_the_cap_and_the_ledger(
+        make_engine, settings, simulator):
+    simulator.set_base_price(V3, "1")
+    chosen = replace(settings, spend=SpendSettings(daily_usd=Decimal("3.5")),
+                     quota=replace(settings.quota, daily_credits=100, max_jobs_per_user=20))
+    one, two = await make_engine(chosen, start=False), await make_engine(chosen, start=False)
+    for engine in (one, two):
+        await engine.start(drive=False)
+    await one.accept(v3_for(user()))  # both know the user's row: the one-write accept is tempting
+
+    answers = await asyncio.gather(*(engine.accept(v3_for(user())) for _ in range(6) for engine in (one, two)))
+
+    assert sum(isinstance(a, Accepted) for a in answers) == 2  # 3 in all at $1 under $3.50
+    assert await one.store.spend_usd(0.0) == Decimal(3)
+    jobs = await one.store.user_jobs(user().key, active_only=False, limit=50)
+    rows = await raw_sql(one.store, "select daily_left, bonus from users where key = ?", [user().key])
+    ledger = await raw_sql(one.store, "select daily_delta, bonus_delta from ledger where user_key = ?", [user().key])
+    assert len(jobs) == 3 and int(rows[0]["daily_left"]) == 100 - sum(job.cost for job in jobs)
+    assert sum(int(r["daily_delta"]) + int(r["bonus_delta"]) for r in ledger) == -sum(job.cost for job in jobs)
+
+
+async def test_the_daily_cap_resets_at_reset_hour_utc_not_at_midnight(settings, simulator, courier):
+    simulator.set_base_price(V3, "1")
+    chosen = replace(settings, spend=SpendSettings(daily_usd=Decimal("1.5")),
+                     quota=replace(settings.quota, daily_credits=100, max_jobs_per_user=20, reset_hour_utc=5))
+    moment = [datetime(2026, 3, 10, 4, 59, 58, tzinfo=UTC).timestamp()]
+    ws = chosen.wavespeed
+    engine = Engine(chosen, await open_store(chosen.storage.database), WaveSpeedClient(ws.base_url, ws.api_key),
+                    clock=lambda: moment[0])
+    engine.register("test", courier)
+    try:
+        await engine.start(drive=False)
+        moment[0] -= 3600  # 03:59: the day that began yesterday at 05:00
+        assert isinstance(await engine.accept(v3_for(user())), Accepted)
+        moment[0] += 3600 + 0.5  # 04:59:58.5, still that day
+        refused = await engine.accept(v3_for(user()))
+        assert isinstance(refused, Rejected) and "resets at 05:00 UTC" in refused.text
+        moment[0] += 3  # 05:00:01.5: a new day
+        assert isinstance(await engine.accept(v3_for(user())), Accepted)
+        assert isinstance(await engine.accept(v3_for(user())), Rejected)
+    finally:
+        await engine.close()
