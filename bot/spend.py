@@ -40,6 +40,7 @@ SETTLE_SECONDS = 5.0  # a stop waits this long for alerts under way: well inside
 # A prompt is checked against every rule within this: a pattern that backtracks without end
 # on the text a user chose stops here (and the prompt is refused) instead of freezing the bot.
 RULES_SECONDS = 0.5
+LATIN_END = 0x250  # past Latin Extended-B: letters whose marks a blocked word ignores
 T = TypeVar("T")
 
 
@@ -58,10 +59,17 @@ def place_key_of(platform: str, reply_to: Mapping[str, Any]) -> str:
 
 def plain_text(text: str) -> str:
     """A prompt as a reader sees it: compatibility forms folded (full-width "ｎａｋｅｄ" is
-    "naked") and invisible format characters (zero-width spaces and joiners, soft hyphens)
-    dropped, so a blocked word cannot hide behind them."""
-    folded = unicodedata.normalize("NFKC", text)
-    return "".join(char for char in folded if unicodedata.category(char) != "Cf")
+    "naked"), invisible format characters (zero-width spaces and joiners, soft hyphens)
+    dropped, and marks on Latin letters too (struck-through "n̶a̶k̶e̶d̶", "nakéd"), so a
+    blocked word cannot hide behind them. (Marks of other scripts stay: there they make
+    the word.)"""
+    kept: list[str] = []
+    for char in unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text)):
+        kind = unicodedata.category(char)
+        if kind == "Cf" or (kind == "Mn" and kept and ord(kept[-1]) < LATIN_END):
+            continue
+        kept.append(char)
+    return unicodedata.normalize("NFC", "".join(kept))
 
 
 class PromptRules:
@@ -90,7 +98,10 @@ class PromptRules:
         try:
             for text in texts:
                 plain = plain_text(text)
-                for rule, seen in ((self._words, plain.casefold()), *((p, plain) for p in self._patterns)):
+                # Patterns see the text as typed too: an operator's own "pornô" matches "pornô".
+                seen_by_patterns = (plain,) if plain == text else (plain, text)
+                for rule, seen in ((self._words, plain.casefold()),
+                                   *((p, seen) for p in self._patterns for seen in seen_by_patterns)):
                     if rule is not None and rule.search(seen, concurrent=True,
                                                         timeout=max(0.001, deadline - time.monotonic())):
                         return True

@@ -75,6 +75,8 @@ async def test_a_pattern_that_backtracks_on_a_users_prompt_does_not_freeze_the_b
     "a na\u200bked man",  # a zero-width space inside the word
     "a nak\u200ded man",  # a zero-width joiner
     "a NA\u00adKED man",  # a soft hyphen, in capitals
+    "a n\u0336a\u0336k\u0336e\u0336d\u0336 man",  # struck through with combining marks
+    "a nakéd man",  # an accent
     "celeb\u200b deepfake",  # a pattern too
 ])
 async def test_a_blocked_word_hidden_by_unicode_tricks_is_refused(make_engine, settings, simulator, prompt):
@@ -83,6 +85,12 @@ async def test_a_blocked_word_hidden_by_unicode_tricks_is_refused(make_engine, s
     assert isinstance(answer, Rejected) and answer.text == messages.PROMPT_BLOCKED
     assert "naked" not in answer.text.lower() and "deepfake" not in answer.text.lower()
     assert simulator.submissions == []
+
+
+async def test_a_pattern_with_an_accent_still_matches_the_text_as_typed(make_engine, settings):
+    engine = await make_engine(moderated(settings, patterns=[r"porn[ôo]\b"]))
+    answer = await engine.accept(animate("un pornô"))
+    assert isinstance(answer, Rejected) and answer.text == messages.PROMPT_BLOCKED
 
 
 async def test_an_unquoted_job_counts_the_same_to_the_caps_in_stats_and_in_metrics(make_engine, settings, simulator):
