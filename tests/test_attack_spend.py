@@ -88,7 +88,7 @@ async def test_a_blocked_word_hidden_by_unicode_tricks_is_refused(make_engine, s
 
 
 async def test_a_pattern_with_an_accent_still_matches_the_text_as_typed(make_engine, settings):
-    engine = await make_engine(moderated(settings, patterns=[r"porn[ôo]\b"]))
+    engine = await make_engine(moderated(settings, patterns=[r"pornô"]))
     answer = await engine.accept(animate("un pornô"))
     assert isinstance(answer, Rejected) and answer.text == messages.PROMPT_BLOCKED
 
