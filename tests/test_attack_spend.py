@@ -15,8 +15,9 @@ from decimal import Decimal
 
 import pytest
 
+from adapters.telegram import TelegramAdapter
 from bot import messages
-from bot.catalog import Params
+from bot.catalog import BUILT_IN, Params
 from bot.config import ModerationSettings, SpendSettings
 from bot.engine import Engine
 from bot.jobs import Accepted, GenerationRequest, JobState, Rejected
@@ -24,6 +25,7 @@ from bot.store import open_store
 from bot.wavespeed import WaveSpeedClient
 from tests.backends import raw_sql
 from tests.conftest import user
+from tests.fake_telegram import FakeTelegram
 from tests.helpers import image_bytes, settled
 
 pytestmark = pytest.mark.both_backends
@@ -193,3 +195,30 @@ async def test_the_daily_cap_resets_at_reset_hour_utc_not_at_midnight(settings, 
         assert isinstance(await engine.accept(v3_for(user())), Rejected)
     finally:
         await engine.close()
+
+
+async def test_a_telegram_admin_who_never_started_the_bot_does_not_cost_the_others_their_alert(
+        settings, adapter_runner, simulator):
+    token, never_started, admin, member, group = "123456:ATTACK-spend-SECRET", 1001, 1002, 1003, -100500
+    simulator.set_base_price(BUILT_IN.resolve_model(None, "effect").id, "1")
+    fake = FakeTelegram(token)
+    await fake.start()
+    try:
+        fake.blocked.add(never_started)  # 403 "Forbidden": the bot may not write first
+        chosen = replace(settings, spend=SpendSettings(daily_usd=Decimal("0.5")),
+                         quota=replace(settings.quota, daily_credits=100), telegram=replace(
+                             settings.telegram, token=token, base_url=fake.base_url,
+                             base_file_url=fake.base_file_url, admins=[never_started, admin]))
+        await adapter_runner(chosen, TelegramAdapter)
+        fake.user_message(group, member, caption="/effect hula", photo=image_bytes(800, 600))
+
+        def said_to(chat):
+            return [c["params"]["text"] for c in fake.calls_to("sendMessage") if int(c["params"]["chat_id"]) == chat]
+
+        async with asyncio.timeout(20):
+            while not said_to(admin) or not any("spending cap is reached" in t for t in said_to(group)):
+                await asyncio.sleep(0.05)
+        assert "100% used" in said_to(admin)[0]
+        assert token not in "".join(said_to(admin))
+    finally:
+        await fake.close()
