@@ -20,7 +20,7 @@ from bot import messages
 from bot.catalog import BUILT_IN, Params
 from bot.config import ModerationSettings, SpendSettings
 from bot.engine import Engine
-from bot.jobs import Accepted, GenerationRequest, JobState, Rejected
+from bot.jobs import Accepted, GenerationRequest, JobState, Rejected, UserRef
 from bot.store import open_store
 from bot.wavespeed import WaveSpeedClient
 from tests.backends import raw_sql
@@ -29,6 +29,7 @@ from tests.fake_telegram import FakeTelegram
 from tests.helpers import image_bytes, settled
 
 pytestmark = pytest.mark.both_backends
+TG_TOKEN = "123456:ATTACK-spend-SECRET"
 
 
 def animate(prompt: str) -> GenerationRequest:
@@ -197,28 +198,72 @@ async def test_the_daily_cap_resets_at_reset_hour_utc_not_at_midnight(settings, 
         await engine.close()
 
 
-async def test_a_telegram_admin_who_never_started_the_bot_does_not_cost_the_others_their_alert(
-        settings, adapter_runner, simulator):
-    token, never_started, admin, member, group = "123456:ATTACK-spend-SECRET", 1001, 1002, 1003, -100500
-    simulator.set_base_price(BUILT_IN.resolve_model(None, "effect").id, "1")
-    fake = FakeTelegram(token)
+@pytest.fixture
+async def fake_telegram():
+    fake = FakeTelegram(TG_TOKEN)
     await fake.start()
-    try:
-        fake.blocked.add(never_started)  # 403 "Forbidden": the bot may not write first
-        chosen = replace(settings, spend=SpendSettings(daily_usd=Decimal("0.5")),
-                         quota=replace(settings.quota, daily_credits=100), telegram=replace(
-                             settings.telegram, token=token, base_url=fake.base_url,
-                             base_file_url=fake.base_file_url, admins=[never_started, admin]))
-        await adapter_runner(chosen, TelegramAdapter)
-        fake.user_message(group, member, caption="/effect hula", photo=image_bytes(800, 600))
+    yield fake
+    await fake.close()
 
-        def said_to(chat):
-            return [c["params"]["text"] for c in fake.calls_to("sendMessage") if int(c["params"]["chat_id"]) == chat]
 
-        async with asyncio.timeout(20):
-            while not said_to(admin) or not any("spending cap is reached" in t for t in said_to(group)):
-                await asyncio.sleep(0.05)
-        assert "100% used" in said_to(admin)[0]
-        assert token not in "".join(said_to(admin))
-    finally:
-        await fake.close()
+def on_telegram(settings, fake, admins=(), **spend: str):
+    return replace(settings, spend=SpendSettings(**{cap: Decimal(usd) for cap, usd in spend.items()}),
+                   quota=replace(settings.quota, daily_credits=100), telegram=replace(
+                       settings.telegram, token=TG_TOKEN, base_url=fake.base_url,
+                       base_file_url=fake.base_file_url, admins=list(admins)))
+
+
+def said_to(fake, chat) -> list[str]:
+    """What the bot wrote in a chat: messages sent and edited."""
+    return [c["params"]["text"] for c in fake.calls if c["method"] in ("sendMessage", "editMessageText")
+            and int(c["params"]["chat_id"]) == chat]
+
+
+def downloads(fake) -> int:
+    return sum(path.startswith("/file/") for path in fake.paths)
+
+
+async def test_a_telegram_admin_who_never_started_the_bot_does_not_cost_the_others_their_alert(
+        settings, adapter_runner, simulator, fake_telegram):
+    never_started, admin, member, group = 1001, 1002, 1003, -100500
+    simulator.set_base_price(BUILT_IN.resolve_model(None, "effect").id, "1")
+    fake_telegram.blocked.add(never_started)  # 403 "Forbidden": the bot may not write first
+    await adapter_runner(on_telegram(settings, fake_telegram, [never_started, admin], daily_usd="0.5"),
+                         TelegramAdapter)
+    fake_telegram.user_message(group, member, caption="/effect hula", photo=image_bytes(800, 600))
+
+    async with asyncio.timeout(20):
+        while not said_to(fake_telegram, admin) or \
+                not any("spending cap is reached" in t for t in said_to(fake_telegram, group)):
+            await asyncio.sleep(0.05)
+    assert "100% used" in said_to(fake_telegram, admin)[0]
+    assert TG_TOKEN not in "".join(said_to(fake_telegram, admin))
+
+
+async def test_a_request_over_the_places_cap_downloads_nothing_and_costs_nothing(
+        settings, adapter_runner, simulator, fake_telegram):
+    member, group, other_group = 1003, -100500, -100600
+    simulator.set_base_price(BUILT_IN.resolve_model(None, "effect").id, "1")
+    engine, _ = await adapter_runner(on_telegram(settings, fake_telegram, daily_usd_per_place="1.5"),
+                                     TelegramAdapter)
+    fake_telegram.user_message(group, member, caption="/effect hula", photo=image_bytes(800, 600))
+    async with asyncio.timeout(20):
+        while not await engine.store.user_jobs(f"telegram:{member}", active_only=False):
+            await asyncio.sleep(0.05)  # the first photo is fetched and its job accepted
+    fetched, asked = downloads(fake_telegram), len(fake_telegram.calls_to("getFile"))
+    assert fetched >= 1
+    left = (await engine.balance(UserRef("telegram", str(member), ""))).total
+
+    fake_telegram.user_message(group, member, caption="/effect hula", photo=image_bytes(800, 600))
+    async with asyncio.timeout(20):
+        while not any("This place's daily spending cap" in t for t in said_to(fake_telegram, group)):
+            await asyncio.sleep(0.05)
+
+    assert downloads(fake_telegram) == fetched and len(fake_telegram.calls_to("getFile")) == asked
+    assert (await engine.balance(UserRef("telegram", str(member), ""))).total == left
+    assert len(await engine.store.user_jobs(f"telegram:{member}", active_only=False)) == 1
+    # Another chat has its own cap.
+    fake_telegram.user_message(other_group, member, caption="/effect hula", photo=image_bytes(800, 600))
+    async with asyncio.timeout(20):
+        while len(await engine.store.user_jobs(f"telegram:{member}", active_only=False)) < 2:
+            await asyncio.sleep(0.05)
