@@ -23,7 +23,8 @@ from bot.engine import Engine
 from bot.jobs import Accepted, GenerationRequest, JobState, Rejected, UserRef
 from bot.store import open_store
 from bot.wavespeed import WaveSpeedClient
-from tests.backends import raw_sql
+from tests import test_restart as restart
+from tests.backends import query, raw_sql
 from tests.conftest import user
 from tests.fake_telegram import FakeTelegram
 from tests.helpers import image_bytes, settled
@@ -267,3 +268,40 @@ async def test_a_request_over_the_places_cap_downloads_nothing_and_costs_nothing
     async with asyncio.timeout(20):
         while len(await engine.store.user_jobs(f"telegram:{member}", active_only=False)) < 2:
             await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("kill_while", ["submitting", "delivering"])
+async def test_a_job_killed_mid_submit_or_mid_delivery_is_charged_once_its_quote(
+        tmp_path, simulator, database, kill_while):
+
+
+    config, events = restart._config(tmp_path, simulator.base_url, database), tmp_path / "events.jsonl"
+    simulator.job_seconds = 0.3
+    if kill_while == "submitting":  # WaveSpeed creates the task; its answer never arrives
+        simulator.fail_next("submit", kind="accept_hang", delay=60)
+    reached = {"submitting": lambda: simulator.tasks and restart._job_state_is(database, ("submitting", "reserved")),
+               "delivering": lambda: any(e["event"] == "delivering" for e in restart._events(events))}[kill_while]
+    first = await restart._spawn(config, events, "--submit", "1",
+                                 *(["--hang-delivery"] if kill_while == "delivering" else []))
+    try:
+        await restart._until(reached)
+    finally:
+        first.kill()  # SIGKILL
+        await first.wait()
+    second = await restart._spawn(config, events)
+    try:
+        await restart._until(lambda: restart._all_done(database, 1), timeout=45)
+    finally:
+        second.kill()
+        await second.wait()
+
+    [(state, quote, charged, failure)] = await query(
+        database, "select state, quote_usd, charged_usd, failure from jobs")
+    assert state == "done" and failure is None
+    assert charged is not None and Decimal(str(charged)) == Decimal(str(quote))  # once: the task it made
+    assert len(simulator.tasks) == 1
+    store = await open_store(database)
+    try:
+        assert await store.spend_usd(0.0) == Decimal(str(quote))
+    finally:
+        await store.close()
