@@ -305,3 +305,17 @@ async def test_a_job_killed_mid_submit_or_mid_delivery_is_charged_once_its_quote
         assert await store.spend_usd(0.0) == Decimal(str(quote))
     finally:
         await store.close()
+
+
+async def test_an_avatar_over_the_places_cap_is_refused_before_asking_for_the_voice_note(
+        settings, adapter_runner, simulator, fake_telegram):
+    member, group = 1003, -100500
+    await adapter_runner(on_telegram(settings, fake_telegram, daily_usd_per_place="0.01"), TelegramAdapter)
+    photo = fake_telegram.user_message(group, member, photo=image_bytes(800, 600), push=False)
+    fake_telegram.user_message(group, member, text="/avatar smiling", reply_to=photo)
+
+    async with asyncio.timeout(20):
+        while not said_to(fake_telegram, group):
+            await asyncio.sleep(0.05)
+    [answer] = said_to(fake_telegram, group)
+    assert "This place's daily spending cap is reached" in answer  # not "reply with a voice note"
