@@ -151,9 +151,9 @@ class SpendCaps:
         """What a job of this price counts to the caps: its quote, else its credits' worth."""
         return price.usd if price.usd is not None else self.quota.credit_usd * price.credits
 
-    def caps(self, place_key: str) -> list[Cap]:
-        """The caps that apply to a job of this place now."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
+    def caps(self, place_key: str, at: float | None = None) -> list[Cap]:
+        """The caps that apply to a job of this place made ``at`` (default: now)."""
+        now = datetime.fromtimestamp(self.clock() if at is None else at, UTC)
         day = (now - timedelta(hours=self.quota.reset_hour_utc)).replace(hour=0, minute=0, second=0, microsecond=0)
         day += timedelta(hours=self.quota.reset_hour_utc)
         month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -170,11 +170,11 @@ class SpendCaps:
     async def spent(self, cap: Cap) -> Decimal:
         return await self.store.spend_usd(cap.since.timestamp(), cap.place_key, credit_usd=self.quota.credit_usd)
 
-    async def check(self, place_key: str, usd: Decimal) -> list[tuple[Cap, Decimal]]:
-        """Raise SpendCapReached when a job of ``usd`` would cross a cap of its place; else
-        each cap with what was spent against it before this job."""
+    async def check(self, place_key: str, usd: Decimal, at: float | None = None) -> list[tuple[Cap, Decimal]]:
+        """Raise SpendCapReached when a job of ``usd`` made ``at`` (default: now) would cross
+        a cap of its place; else each cap with what was spent against it before this job."""
         standing = []
-        for cap in self.caps(place_key):
+        for cap in self.caps(place_key, at):
             spent = await self.spent(cap)
             if spent + usd > cap.limit:
                 log.warning("spend cap %s%s reached: %s spent of %s; a request of %s refused", cap.kind,
@@ -184,16 +184,20 @@ class SpendCaps:
             standing.append((cap, spent))
         return standing
 
-    async def within(self, place_key: str, usd: Decimal, reserve: Callable[[], Awaitable[T]]) -> T:
-        """``reserve()`` (the accept's write) only if a job of ``usd`` crosses no cap: read
-        and write in one transaction under the spend lock, so no other accept, in any
-        process, reads the spend in between. Without caps, ``reserve()`` as it is. Once
-        written, the admins hear of each mark (80%, 100%) this job took a cap to."""
+    async def within(self, place_key: str, usd: Decimal, reserve: Callable[[], Awaitable[T]],
+                     at: float | None = None) -> T:
+        """``reserve()`` (the accept's write of a job created ``at``) only if a job of ``usd``
+        crosses no cap: read and write in one transaction under the spend lock, so no other
+        accept, in any process, reads the spend in between. The caps are those of the
+        period the job counts to (its ``created_at``), however long it waited for the lock:
+        one made before a reset and written after it still counts to the day it was made.
+        Without caps, ``reserve()`` as it is. Once written, the admins hear of each mark
+        (80%, 100%) this job took a cap to."""
         if not self.configured:
             return await reserve()
         async with self.store.transaction():
             await self.store.lock_spend()
-            standing = await self.check(place_key, usd)
+            standing = await self.check(place_key, usd, at)
             reserved = await reserve()
         for cap, spent in standing:  # committed now
             for level in ALERT_LEVELS:

@@ -319,3 +319,42 @@ async def test_an_avatar_over_the_places_cap_is_refused_before_asking_for_the_vo
             await asyncio.sleep(0.05)
     [answer] = said_to(fake_telegram, group)
     assert "This place's daily spending cap is reached" in answer  # not "reply with a voice note"
+
+
+async def test_requests_made_before_the_reset_and_checked_after_it_count_to_the_day_they_were_made(
+        settings, simulator, courier):
+    # Requests made at 04:59:59 wait for the spend lock (another accept holds it) until
+    # past the 05:00 reset. They count to the day they were made (their created_at): they
+    # must be checked against that day's cap, not against the new day's empty one.
+    simulator.set_base_price(V3, "1")
+    chosen = replace(settings, spend=SpendSettings(daily_usd=Decimal("1.5")),
+                     quota=replace(settings.quota, daily_credits=100, max_jobs_per_user=20, reset_hour_utc=5))
+    day_start = datetime(2026, 3, 10, 5, tzinfo=UTC).timestamp() - 86400
+    moment = [day_start + 86400 - 1.0]
+    ws = chosen.wavespeed
+    engine = Engine(chosen, await open_store(chosen.storage.database), WaveSpeedClient(ws.base_url, ws.api_key),
+                    clock=lambda: moment[0])
+    engine.register("test", courier)
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def another_accept_holding_the_lock():
+        async with engine.store.transaction():
+            await engine.store.lock_spend()
+            held.set()
+            await release.wait()
+
+    try:
+        await engine.start(drive=False)
+        holder = asyncio.create_task(another_accept_holding_the_lock())
+        await held.wait()
+        accepts = [asyncio.create_task(engine.accept(v3_for(user(n)))) for n in (1, 2)]
+        await asyncio.sleep(1.5)  # both checked as things stood, media ready, their rows made: at the lock
+        moment[0] += 2.0  # 05:00:01: a new day
+        release.set()
+        await holder
+        answers = await asyncio.gather(*accepts)
+
+        assert sum(isinstance(answer, Accepted) for answer in answers) == 1, answers
+        assert await engine.store.spend_usd(day_start) <= Decimal("1.5")
+    finally:
+        await engine.close()

@@ -231,8 +231,9 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver, JobEndings):
                    if self._drives and self.couriers.serves(user.platform) else {}),
             }
             try:  # within the [spend] caps, checked in the same write
-                reserved, credits_left = await self.spend.within(
-                    place, self.spend.counted(price), partial(self.credits.reserve_job, user, cost, row, items))
+                reserved, credits_left = await self.spend.within(  # the caps of the day it is made (now)
+                    place, self.spend.counted(price), partial(self.credits.reserve_job, user, cost, row, items),
+                    at=now)
             except (OutOfCredits, TooManyJobs, SpendCapReached) as err:
                 return Rejected(str(err))
             except StoreOffline as err:
