@@ -358,3 +358,28 @@ async def test_requests_made_before_the_reset_and_checked_after_it_count_to_the_
         assert await engine.store.spend_usd(day_start) <= Decimal("1.5")
     finally:
         await engine.close()
+
+
+async def test_a_photo_menu_press_over_the_places_cap_is_a_toast_and_keeps_the_menu(
+        settings, adapter_runner, simulator, fake_telegram):
+    member, group = 1003, -100500
+    await adapter_runner(on_telegram(settings, fake_telegram, daily_usd_per_place="0.01"), TelegramAdapter)
+    fake_telegram.user_message(group, member, photo=image_bytes(800, 600), caption="@kling_test_bot hi")
+    async with asyncio.timeout(20):
+        while not any("Effects cost" in text for text in said_to(fake_telegram, group)):
+            await asyncio.sleep(0.05)
+    [menu] = [m for (chat, _), m in sorted(fake_telegram.messages.items()) if chat == group
+              and m["from"]["id"] == fake_telegram.bot_user["id"] and "Effects cost" in m.get("text", "")]
+    first = next(b["callback_data"] for row in menu["reply_markup"]["inline_keyboard"] for b in row
+                 if b["callback_data"].startswith("fx:"))
+
+    fake_telegram.press_button(member, menu, first)
+    async with asyncio.timeout(20):
+        while not fake_telegram.calls_to("answerCallbackQuery"):
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+
+    [toast] = [c["params"] for c in fake_telegram.calls_to("answerCallbackQuery")]
+    assert "spending cap" in toast.get("text", "") and toast.get("show_alert")
+    assert fake_telegram.calls_to("editMessageText") == []  # the menu stays, for after the reset
+    assert downloads(fake_telegram) == 0
