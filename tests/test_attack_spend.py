@@ -1,9 +1,13 @@
 """Attacks on the money and process side of #17 (spend caps, alerts, prompt rules).
 
-Each test here failed before the fix it names: a pattern that backtracks on the text a
-user chose froze the whole bot; a blocked word hidden behind full-width letters or a
-zero-width character went through; an unquoted job cost the cap one amount and /stats
-and /metrics another; an admin alert that never answered held up a stop (SIGTERM)."""
+Each test above the "judged fine" line failed before the fix it names: a pattern that
+backtracks on the text a user chose froze the whole bot; a blocked word hidden behind
+full-width letters, zero-width characters or combining marks went through; an unquoted
+job cost the cap one amount and /stats and /metrics another; an admin alert that never
+answered held up a stop (SIGTERM); requests made before a reset and written after it
+(waiting for the spend lock) overshot the day before's cap; on Telegram, /avatar asked for
+the voice note and a menu press used up its menu before the chat's cap refused them.
+The others are checks of what held (races at a cap's edge, resets, takeovers, downloads)."""
 
 from __future__ import annotations
 
