@@ -1,6 +1,6 @@
 """Attacks on the money and process side of #17 (spend caps, alerts, prompt rules).
 
-Each test above the "judged fine" line failed before the fix it names: a pattern that
+The tests of these defects failed before their fixes: a pattern that
 backtracks on the text a user chose froze the whole bot; a blocked word hidden behind
 full-width letters, zero-width characters or combining marks went through; an unquoted
 job cost the cap one amount and /stats and /metrics another; an admin alert that never
@@ -149,7 +149,7 @@ async def test_an_admin_alert_that_hangs_neither_slows_accepts_nor_holds_up_a_st
     assert time.monotonic() - started < 10, "a stop waited on an alert for longer than a lease"
 
 
-# --- judged fine: kept as checks --------------------------------------------------------
+# --- more: checks of what held, and (further down) more defects found ---------------------
 
 V3 = "kwaivgi/kling-v3.0-pro/image-to-video"
 
