@@ -273,7 +273,8 @@ async def run_bots(config: Path | None, *, simulate: bool, role: str = ALL) -> i
             adapters = _deliveries(ready, engine) if role == WORKER else _chat_adapters(ready, engine)
             if ready.http.listen:  # up before the platforms connect: /readyz says what is missing meanwhile
                 ops = OpsListener(ready.http.listen, engine.store,
-                                  {platform_of(adapter): adapter.ready for adapter in adapters})
+                                  {platform_of(adapter): adapter.ready for adapter in adapters},
+                                  credit_usd=ready.quota.credit_usd)
                 try:
                     await ops.start()
                 except OSError as err:

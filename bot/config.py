@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import regex
+
 from bot import catalog
 from bot.store.locations import is_postgres_url, passwords
 
@@ -457,9 +459,9 @@ def is_local_host(host: str) -> bool:
 
 def _pattern_problem(pattern: str) -> str | None:
     """Why a [moderation] pattern does not compile, or None when it does."""
-    try:
-        re.compile(pattern, re.IGNORECASE)
-    except re.error as err:
+    try:  # compiled as bot.spend.PromptRules runs it
+        regex.compile(pattern, regex.IGNORECASE | regex.V0)
+    except regex.error as err:
         return str(err)
     return None if pattern else "it is empty: it would match every prompt"
 

@@ -18,6 +18,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -45,12 +46,13 @@ class OpsListener:
     """An aiohttp server on ``listen`` (host:port) answering probes and scrapes."""
 
     def __init__(self, listen: str, store: OpsReads, ready_checks: dict[str, ReadyCheck] | None = None,
-                 *, database_timeout: float = DATABASE_TIMEOUT):
+                 *, database_timeout: float = DATABASE_TIMEOUT, credit_usd: Decimal = Decimal("0.25")):
         host, _, port = listen.rpartition(":")
         self.host, self.port = host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
         self.store = store
         self.ready_checks: dict[str, ReadyCheck] = dict(ready_checks or {})
         self.database_timeout = database_timeout
+        self.credit_usd = credit_usd  # an unquoted job's spend: its credits at ``[quota] credit_usd``
         self._server: GatedServer | None = None
 
     def app(self) -> web.Application:
@@ -100,7 +102,7 @@ class OpsListener:
     async def _metrics(self, _: web.Request) -> web.Response:
         scrape = CollectorRegistry(auto_describe=False)
         try:
-            totals = await asyncio.wait_for(self.store.metric_totals(), self.database_timeout)
+            totals = await asyncio.wait_for(self.store.metric_totals(credit_usd=self.credit_usd), self.database_timeout)
         except Exception as err:
             # This process's own counters still count; the database's figures are absent, not zero.
             log.warning("metrics: the database did not answer: %s: %s", type(err).__name__, err)

@@ -15,11 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import regex
 
 from bot import messages
 from bot.config import ModerationSettings, QuotaSettings, SpendSettings
@@ -31,6 +35,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALERT_LEVELS = (80, 100)  # percent of a cap at which the admins are told, once each
+ALERT_SECONDS = 30.0  # an admin alert that hangs (a chat that never answers) is given up
+SETTLE_SECONDS = 5.0  # a stop waits this long for alerts under way: well inside a lease
+# A prompt is checked against every rule within this: a pattern that backtracks without end
+# on the text a user chose stops here (and the prompt is refused) instead of freezing the bot.
+RULES_SECONDS = 0.5
+LATIN_END = 0x250  # past Latin Extended-B: letters whose marks a blocked word ignores
 T = TypeVar("T")
 
 
@@ -47,25 +57,57 @@ def place_key_of(platform: str, reply_to: Mapping[str, Any]) -> str:
     return ""
 
 
+def plain_text(text: str) -> str:
+    """A prompt as a reader sees it: compatibility forms folded (full-width "ｎａｋｅｄ" is
+    "naked"), invisible format characters (zero-width spaces and joiners, soft hyphens)
+    dropped, and marks on Latin letters too (struck-through "n̶a̶k̶e̶d̶", "nakéd"), so a
+    blocked word cannot hide behind them. (Marks of other scripts stay: there they make
+    the word.)"""
+    kept: list[str] = []
+    for char in unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text)):
+        kind = unicodedata.category(char)
+        if kind == "Cf" or (kind == "Mn" and kept and ord(kept[-1]) < LATIN_END):
+            continue
+        kept.append(char)
+    return unicodedata.normalize("NFC", "".join(kept))
+
+
 class PromptRules:
-    """``[moderation]``: whether a prompt uses a blocked word or matches a blocked pattern."""
+    """``[moderation]``: whether a prompt uses a blocked word or matches a blocked pattern.
+
+    The operator's patterns run on text a user chose, so they run with the ``regex`` engine
+    (same syntax as ``re``): off the event loop, the GIL released, and within
+    ``RULES_SECONDS``; a check that takes longer refuses the prompt."""
 
     def __init__(self, settings: ModerationSettings):
-        words = [re.escape(word.strip().casefold()) for word in settings.blocked_words if word.strip()]
+        words = [re.escape(plain_text(word.strip()).casefold()) for word in settings.blocked_words if word.strip()]
         # Whole words: "ass" blocks "ass" and "ASS!", not "class".
-        self._words = re.compile(rf"(?<!\w)(?:{'|'.join(words)})(?!\w)", re.IGNORECASE) if words else None
-        self._patterns = [re.compile(pattern, re.IGNORECASE) for pattern in settings.blocked_patterns]
+        self._words = regex.compile(rf"(?<!\w)(?:{'|'.join(words)})(?!\w)", regex.IGNORECASE | regex.V0) \
+            if words else None
+        self._patterns = [regex.compile(pattern, regex.IGNORECASE | regex.V0) for pattern in settings.blocked_patterns]
 
-    def blocked(self, texts: Iterable[str | None]) -> bool:
+    async def blocked(self, texts: Iterable[str | None]) -> bool:
         """Whether any of the texts (a prompt, a negative prompt) breaks a rule."""
-        for text in texts:
-            if not text:
-                continue
-            folded = text.casefold()
-            if self._words is not None and self._words.search(folded):
-                return True
-            if any(pattern.search(text) for pattern in self._patterns):
-                return True
+        chosen = [text for text in texts if text]
+        if not chosen or (self._words is None and not self._patterns):
+            return False
+        return await asyncio.to_thread(self._blocked, chosen)
+
+    def _blocked(self, texts: list[str]) -> bool:
+        deadline = time.monotonic() + RULES_SECONDS
+        try:
+            for text in texts:
+                plain = plain_text(text)
+                # Patterns see the text as typed too: an operator's own "pornô" matches "pornô".
+                seen_by_patterns = (plain,) if plain == text else (plain, text)
+                for rule, seen in ((self._words, plain.casefold()),
+                                   *((p, seen) for p in self._patterns for seen in seen_by_patterns)):
+                    if rule is not None and rule.search(seen, concurrent=True,
+                                                        timeout=max(0.001, deadline - time.monotonic())):
+                        return True
+        except TimeoutError:
+            log.warning("a prompt took over %ss to check against [moderation]: refused", RULES_SECONDS)
+            return True
         return False
 
 
@@ -109,9 +151,9 @@ class SpendCaps:
         """What a job of this price counts to the caps: its quote, else its credits' worth."""
         return price.usd if price.usd is not None else self.quota.credit_usd * price.credits
 
-    def caps(self, place_key: str) -> list[Cap]:
-        """The caps that apply to a job of this place now."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
+    def caps(self, place_key: str, at: float | None = None) -> list[Cap]:
+        """The caps that apply to a job of this place made ``at`` (default: now)."""
+        now = datetime.fromtimestamp(self.clock() if at is None else at, UTC)
         day = (now - timedelta(hours=self.quota.reset_hour_utc)).replace(hour=0, minute=0, second=0, microsecond=0)
         day += timedelta(hours=self.quota.reset_hour_utc)
         month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -128,11 +170,11 @@ class SpendCaps:
     async def spent(self, cap: Cap) -> Decimal:
         return await self.store.spend_usd(cap.since.timestamp(), cap.place_key, credit_usd=self.quota.credit_usd)
 
-    async def check(self, place_key: str, usd: Decimal) -> list[tuple[Cap, Decimal]]:
-        """Raise SpendCapReached when a job of ``usd`` would cross a cap of its place; else
-        each cap with what was spent against it before this job."""
+    async def check(self, place_key: str, usd: Decimal, at: float | None = None) -> list[tuple[Cap, Decimal]]:
+        """Raise SpendCapReached when a job of ``usd`` made ``at`` (default: now) would cross
+        a cap of its place; else each cap with what was spent against it before this job."""
         standing = []
-        for cap in self.caps(place_key):
+        for cap in self.caps(place_key, at):
             spent = await self.spent(cap)
             if spent + usd > cap.limit:
                 log.warning("spend cap %s%s reached: %s spent of %s; a request of %s refused", cap.kind,
@@ -142,16 +184,20 @@ class SpendCaps:
             standing.append((cap, spent))
         return standing
 
-    async def within(self, place_key: str, usd: Decimal, reserve: Callable[[], Awaitable[T]]) -> T:
-        """``reserve()`` (the accept's write) only if a job of ``usd`` crosses no cap: read
-        and write in one transaction under the spend lock, so no other accept, in any
-        process, reads the spend in between. Without caps, ``reserve()`` as it is. Once
-        written, the admins hear of each mark (80%, 100%) this job took a cap to."""
+    async def within(self, place_key: str, usd: Decimal, reserve: Callable[[], Awaitable[T]],
+                     at: float | None = None) -> T:
+        """``reserve()`` (the accept's write of a job created ``at``) only if a job of ``usd``
+        crosses no cap: read and write in one transaction under the spend lock, so no other
+        accept, in any process, reads the spend in between. The caps are those of the
+        period the job counts to (its ``created_at``), however long it waited for the lock:
+        one made before a reset and written after it still counts to the day it was made.
+        Without caps, ``reserve()`` as it is. Once written, the admins hear of each mark
+        (80%, 100%) this job took a cap to."""
         if not self.configured:
             return await reserve()
         async with self.store.transaction():
             await self.store.lock_spend()
-            standing = await self.check(place_key, usd)
+            standing = await self.check(place_key, usd, at)
             reserved = await reserve()
         for cap, spent in standing:  # committed now
             for level in self.levels_told(cap, spent, spent + usd):
@@ -180,7 +226,8 @@ class SpendCaps:
             return
         text = messages.spend_alert(cap.kind, level, spent, cap.limit, cap.resets_at, cap.place_key or "")
         log.warning("%s", text)
-        await self.alert(text)
+        async with asyncio.timeout(ALERT_SECONDS):
+            await self.alert(text)
 
     def _in_background(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(self._quietly(work))
@@ -194,7 +241,14 @@ class SpendCaps:
         except Exception as err:  # an alert is never worth a failed request
             log.warning("spend alert not sent (%s: %s)", type(err).__name__, err)
 
-    async def settle(self) -> None:
-        """Let the alerts under way finish (a clean stop)."""
-        if self._alerting:
-            await asyncio.gather(*self._alerting, return_exceptions=True)
+    async def settle(self, within: float = SETTLE_SECONDS) -> None:
+        """Let the alerts under way finish (a clean stop), for ``within`` seconds at most:
+        a stop must end inside ``[storage] lease_seconds`` whatever a chat does."""
+        if not self._alerting:
+            return
+        _, late = await asyncio.wait(set(self._alerting), timeout=within)
+        for task in late:
+            log.warning("spend alert not sent: the bot is stopping")
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)

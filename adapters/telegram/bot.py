@@ -52,7 +52,7 @@ from adapters.text_commands import cancel_job, parse_animate, parse_effect, pars
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
 from bot.config import Settings
-from bot.engine import Engine
+from bot.engine import Engine, place_key_of
 from bot.jobs import Press, UserRef
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,9 @@ class TelegramAdapter:
             return
         user = sender_ref(message)
         params = Params(prompt=prompt or None, has_audio=True)
-        if refusal := await self.engine.precheck(user, "avatar", None, params):
+        # This chat's [spend] cap too: refused now, not after the user recorded the voice note.
+        if refusal := await self.engine.precheck(user, "avatar", None, params,
+                                                 place=place_key_of(PLATFORM, {"chat_id": message.chat_id})):
             await message.reply_text(refusal.text)
             return
         ask = await message.reply_text(

@@ -33,7 +33,7 @@ from adapters.telegram.starter import JobStarter
 from bot import catalog, messages
 from bot.catalog import Params
 from bot.config import TelegramSettings
-from bot.engine import Engine
+from bot.engine import Engine, place_key_of
 from bot.jobs import Accepted, DeliveryRefused, Press, Rejected
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,9 @@ class Buttons:
         the result's photo is no longer kept (or not the presser's to use), or the
         settings or credits of whoever the press acts for."""
         gone = await self.engine.rerun_refusal(acting, source) if source is not None else None
-        return gone or await self.engine.precheck(acting.user, kind, None, params)
+        # The chat's [spend] cap too: refused as a toast now, the menu kept for another day.
+        place = place_key_of(PLATFORM, {"chat_id": acting.place}) if acting.place else ""
+        return gone or await self.engine.precheck(acting.user, kind, None, params, place=place)
 
     async def _photo_effect(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """A tap in the menu under a photo: that effect on that photo."""

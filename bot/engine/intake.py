@@ -189,7 +189,7 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver, JobEndings):
             inputs = self.catalog.check_params(model, params)
         except ValidationError as err:
             return Rejected(str(err))
-        if refusal := self.prompt_refusal(params):  # before any cost, and never saying what matched
+        if refusal := await self.prompt_refusal(params):  # before any cost, and never saying what matched
             return refusal
         # Quoted outside the intake: a slow quote held there would stall the requests behind it.
         usd = await self.prices.quote_usd(model, inputs)
@@ -234,8 +234,9 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver, JobEndings):
                    if self._drives and self.couriers.serves(user.platform) else {}),
             }
             try:  # within the [spend] caps, checked in the same write
-                reserved, credits_left = await self.spend.within(
-                    place, self.spend.counted(price), partial(self.credits.reserve_job, user, cost, row, items))
+                reserved, credits_left = await self.spend.within(  # the caps of the day it is made (now)
+                    place, self.spend.counted(price), partial(self.credits.reserve_job, user, cost, row, items),
+                    at=now)
             except (OutOfCredits, TooManyJobs, SpendCapReached) as err:
                 return Rejected(str(err))
             except StoreOffline as err:

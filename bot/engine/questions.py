@@ -160,7 +160,7 @@ class Questions(Spending, Controls):
             inputs = self.catalog.check_params(model, params)
         except ValidationError as err:
             return Rejected(str(err))
-        if blocked := self.prompt_refusal(params):
+        if blocked := await self.prompt_refusal(params):
             return blocked
         if busy := await self._too_many_jobs(user):
             return Rejected(busy)

@@ -18,9 +18,9 @@ class Spending:
     rules: PromptRules
     spend: SpendCaps
 
-    def prompt_refusal(self, params: Params) -> Rejected | None:
+    async def prompt_refusal(self, params: Params) -> Rejected | None:
         """A prompt or negative prompt that ``[moderation]`` blocks: refused, without saying what matched."""
-        if self.rules.blocked((params.prompt, params.negative_prompt)):
+        if await self.rules.blocked((params.prompt, params.negative_prompt)):
             log.info("a prompt was refused by [moderation]")
             return Rejected(messages.PROMPT_BLOCKED)
         return None

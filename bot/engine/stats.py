@@ -118,12 +118,14 @@ class AdminFigures:
                  + timedelta(hours=reset)).timestamp()
         until = today + 86400
 
+        figures: dict[str, Any] = {"top": TOP, "credit_usd": self.settings.quota.credit_usd}
+
         def since(n: int) -> float:
             return today - (n - 1) * 86400
 
-        daily = await self.store.daily_stats(since(max(days, CHART_DAYS)), until, reset, top=TOP)
-        window = await self.store.daily_stats(since(days), until, reset, top=TOP)
-        now_day = await self.store.daily_stats(today, until, reset, top=TOP)
+        daily = await self.store.daily_stats(since(max(days, CHART_DAYS)), until, reset, **figures)
+        window = await self.store.daily_stats(since(days), until, reset, **figures)
+        now_day = await self.store.daily_stats(today, until, reset, **figures)
         # Every count comes from the one read of the days: jobs another process adds between
         # the reads must not make today's figures exceed the week's.
         return Stats(now, Window.of(today, daily.days[-1:], now_day),

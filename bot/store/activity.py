@@ -6,9 +6,9 @@ Both backends run the same grouped queries (``bot.store.sqlite_stats``,
 database holds them. Money is folded in Python from rows grouped by the job's quote and
 charge: SQLite keeps them as decimal text, and summing them in SQL would make them floats.
 
-A job's spend (what it cost at WaveSpeed): ``charged_usd`` once known; else nothing when
-its credits were refunded (no task billed); else its ``quote_usd`` (a job still running,
-or one that ended before charges were recorded). A job's outcome is one of ``OUTCOMES``
+A job's spend (what it cost at WaveSpeed) is the one rule the caps count by
+(``bot.store.interface.SPEND_OF_JOB``, and an unquoted job's credits at ``credit_usd``:
+``UNQUOTED_CREDITS_OF_JOB``), so /stats, /metrics and the caps agree. A job's outcome is one of ``OUTCOMES``
 by its state; ``refunded`` counts, besides, the jobs whose credits went back.
 """
 
@@ -77,18 +77,14 @@ def _label(index: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=index)).date().isoformat()
 
 
-def spend_of(charged: object, refunded: object, quote: object) -> Decimal:
-    """One job's spend, by the rule above."""
-    if charged is not None:
-        return exact(charged) or Decimal(0)
-    if refunded:
-        return Decimal(0)
-    return exact(quote) or Decimal(0)
+def spend_of(row: Mapping[str, Any], credit_usd: Decimal) -> Decimal:
+    """The spend of a row of jobs grouped by their spend (``usd``, ``jobs``, ``unquoted``)."""
+    return int(row["jobs"]) * (exact(row["usd"]) or Decimal(0)) + credit_usd * int(row["unquoted"] or 0)
 
 
 def fold_days(rows: Iterable[Mapping[str, Any]], since: float, until: float,
-              reset_hour_utc: int) -> tuple[DayActivity, ...]:
-    """Rows of (day, state, refunded, quote_usd, charged_usd, jobs, credits) into every day of the span."""
+              reset_hour_utc: int, credit_usd: Decimal) -> tuple[DayActivity, ...]:
+    """Rows of (day, state, refunded, usd, unquoted, jobs, credits) into every day of the span."""
     first, last = day_index(since, reset_hour_utc), day_index(until - 1e-6, reset_hour_utc)
     counts = {i: dict.fromkeys((*OUTCOMES, REFUNDED), 0) for i in range(first, last + 1)}
     spend = {i: Decimal(0) for i in counts}
@@ -102,34 +98,34 @@ def fold_days(rows: Iterable[Mapping[str, Any]], since: float, until: float,
             counts[index][REFUNDED] += jobs
         else:
             spent[index] += int(row["credits"] or 0)
-        spend[index] += jobs * spend_of(row["charged_usd"], row["refunded"], row["quote_usd"])
+        spend[index] += spend_of(row, credit_usd)
     return tuple(DayActivity(_label(i), counts[i], spend[i], spent[i]) for i in sorted(counts))
 
 
-def fold_spenders(rows: Iterable[Mapping[str, Any]], names: Mapping[str, str], top: int) -> tuple[Spender, ...]:
-    """Rows of (key, refunded, quote_usd, charged_usd, jobs) into the ``top`` busiest keys:
+def fold_spenders(rows: Iterable[Mapping[str, Any]], names: Mapping[str, str], top: int,
+                  credit_usd: Decimal) -> tuple[Spender, ...]:
+    """Rows of (key, usd, unquoted, jobs) into the ``top`` busiest keys:
     most jobs first, then most spend, then by key (a stable order)."""
     jobs: dict[str, int] = {}
     spend: dict[str, Decimal] = {}
     for row in rows:
         key, count = str(row["key"]), int(row["jobs"])
         jobs[key] = jobs.get(key, 0) + count
-        spend[key] = spend.get(key, Decimal(0)) + count * spend_of(row["charged_usd"], row["refunded"],
-                                                                    row["quote_usd"])
+        spend[key] = spend.get(key, Decimal(0)) + spend_of(row, credit_usd)
     ranked = sorted(jobs, key=lambda key: (-jobs[key], -spend[key], key))[:top]
     return tuple(Spender(key, names.get(key) or "", jobs[key], spend[key]) for key in ranked)
 
 
-def fold_models(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str, str], int], dict[str, Decimal]]:
-    """Rows of (model_id, state, refunded, quote_usd, charged_usd, jobs) into jobs by
-    (model, state) and spend by model (``/metrics``: the same rule as /stats')."""
+def fold_models(rows: Iterable[Mapping[str, Any]], credit_usd: Decimal
+                ) -> tuple[dict[tuple[str, str], int], dict[str, Decimal]]:
+    """Rows of (model_id, state, usd, unquoted, jobs) into jobs by (model, state) and
+    spend by model (``/metrics``: the same rule as /stats' and the caps')."""
     jobs: dict[tuple[str, str], int] = {}
     spend: dict[str, Decimal] = {}
     for row in rows:
         model, count = str(row["model_id"]), int(row["jobs"])
         jobs[model, str(row["state"])] = jobs.get((model, str(row["state"])), 0) + count
-        spend[model] = spend.get(model, Decimal(0)) + count * spend_of(row["charged_usd"], row["refunded"],
-                                                                        row["quote_usd"])
+        spend[model] = spend.get(model, Decimal(0)) + spend_of(row, credit_usd)
     return jobs, spend
 
 

@@ -174,8 +174,9 @@ class MetricTotals:
 class OpsReads(Protocol):
     """What the operations listener (``bot.ops_http``) reads of a store."""
 
-    async def metric_totals(self) -> MetricTotals:
-        """Every figure of ``MetricTotals`` in one read of the database."""
+    async def metric_totals(self, *, credit_usd: Decimal = ...) -> MetricTotals:
+        """Every figure of ``MetricTotals`` in one read of the database (spend as
+        ``SPEND_OF_JOB`` counts it, an unquoted job's credits at ``credit_usd``)."""
     async def check_alive(self) -> None:
         """Raise when the database does not answer a trivial query (SQLite: also when
         its file is no longer at its path, so writes would be lost)."""
@@ -340,7 +341,8 @@ class Store(OpsReads, Protocol):
         """(job id, lease end) of unfinished jobs whose process's lease still holds."""
 
     # what the bot did (/stats, ``kling-bot stats``)
-    async def daily_stats(self, since: float, until: float, reset_hour_utc: int, *, top: int = 5) -> Activity:
+    async def daily_stats(self, since: float, until: float, reset_hour_utc: int, *, top: int = 5,
+                          credit_usd: Decimal = ...) -> Activity:
         """Jobs by outcome, spend in USD and credits spent per credit period (day) of
         [since, until), every day of it (empty ones too); the span's ``top`` busiest users
         and places and its failures by kind; the jobs queued and running now

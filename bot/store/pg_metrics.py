@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from bot.store import stats_sql
 from bot.store.activity import fold_models
 from bot.store.interface import MetricTotals
@@ -13,12 +15,12 @@ class PgMetrics:
 
     db: Connections
 
-    async def metric_totals(self) -> MetricTotals:
+    async def metric_totals(self, *, credit_usd: Decimal = Decimal("0.25")) -> MetricTotals:
         row = await self.db.fetchrow(
             "select"
             # money as text: the pool's jsonb codec would read numbers as floats
             " (select coalesce(jsonb_agg(jsonb_build_object('model_id', model_id, 'state', state,"
-            "   'refunded', refunded, 'quote_usd', quote_usd::text, 'charged_usd', charged_usd::text,"
+            "   'usd', usd::text, 'unquoted', unquoted,"
             f"   'jobs', jobs)), '[]'::jsonb) from ({stats_sql.MODELS}) as m) as by_model,"
             " (select coalesce(jsonb_object_agg(failure, n), '{}'::jsonb) from"
             "   (select failure, count(*) as n from jobs where failure is not null group by failure) as f) as failures,"
@@ -28,7 +30,8 @@ class PgMetrics:
             " (select coalesce(sum(daily_delta + bonus_delta), 0)::bigint from ledger"
             "   where entry in ('grant', 'set') and daily_delta + bonus_delta > 0) as granted")
         assert row is not None
-        jobs, spend = fold_models(row["by_model"])  # jsonb, decoded by the pool's codec; the spend rule once
+        # jsonb, decoded by the pool's codec; the spend rule once (the caps', /stats')
+        jobs, spend = fold_models(row["by_model"], credit_usd)
         return MetricTotals(
             jobs=jobs, queue_depth=sum(count for (_, state), count in jobs.items() if state == "queued"),
             spend_usd=spend, failures={kind: int(n) for kind, n in row["failures"].items()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import sqlite_utils
@@ -17,7 +18,7 @@ class SqliteMetrics:
     db: sqlite_utils.Database
     path: Path
 
-    async def metric_totals(self) -> MetricTotals:
+    async def metric_totals(self, *, credit_usd: Decimal = Decimal("0.25")) -> MetricTotals:
         self._still_there()  # a deleted file's figures are stale, not the database's
         # A read inside BEGIN (deferred) sees one snapshot of the WAL; nothing is locked for writers.
         in_transaction = self.db.conn.in_transaction
@@ -39,7 +40,7 @@ class SqliteMetrics:
         finally:
             if not in_transaction:
                 self.db.execute("commit")
-        jobs, spend = fold_models(by_model)  # the spend rule, in Python: once, for /stats too
+        jobs, spend = fold_models(by_model, credit_usd)  # the spend rule once: the caps', /stats'
         return MetricTotals(
             jobs=jobs, queue_depth=sum(count for (_, state), count in jobs.items() if state == "queued"),
             spend_usd=spend, failures={kind: count for kind, count in failures},

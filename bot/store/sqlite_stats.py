@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import sqlite_utils
@@ -24,7 +25,8 @@ class SqliteStats:
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    async def daily_stats(self, since: float, until: float, reset_hour_utc: int, *, top: int = 5) -> Activity:
+    async def daily_stats(self, since: float, until: float, reset_hour_utc: int, *, top: int = 5,
+                          credit_usd: Decimal = Decimal("0.25")) -> Activity:
         """Jobs, spend and credits per day of [since, until), the span's busiest users and
         places and its failures by kind, and the queue now (``bot.store.activity``)."""
         # One read transaction: one snapshot of the WAL, so the figures agree with each other
@@ -33,12 +35,13 @@ class SqliteStats:
         if not in_transaction:
             self.db.execute("begin")
         try:
-            return self._daily_stats(since, until, reset_hour_utc, top)
+            return self._daily_stats(since, until, reset_hour_utc, top, credit_usd)
         finally:
             if not in_transaction:
                 self.db.execute("commit")
 
-    def _daily_stats(self, since: float, until: float, reset_hour_utc: int, top: int) -> Activity:
+    def _daily_stats(self, since: float, until: float, reset_hour_utc: int, top: int,
+                     credit_usd: Decimal) -> Activity:
         span = {"since": since, "until": until}
         days = self._grouped(stats_sql.DAYS, {**span, "offset": reset_hour_utc * 3600})
         users = self._grouped(stats_sql.USERS, span)
@@ -46,9 +49,10 @@ class SqliteStats:
         keys = sorted({row["key"] for row in users})
         names = {row["key"]: row["name"] for row in self._named(keys)}
         queued, running = fold_now(self._grouped(stats_sql.NOW, {}))
-        return Activity(fold_days(days, since, until, reset_hour_utc), fold_spenders(users, names, top),
-                        fold_spenders(places, {}, top), fold_failures(self._grouped(stats_sql.FAILURES, span)),
-                        queued, running)
+        return Activity(fold_days(days, since, until, reset_hour_utc, credit_usd),
+                        fold_spenders(users, names, top, credit_usd),
+                        fold_spenders(places, {}, top, credit_usd),
+                        fold_failures(self._grouped(stats_sql.FAILURES, span)), queued, running)
 
     def _named(self, keys: list[str]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

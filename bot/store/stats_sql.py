@@ -8,21 +8,26 @@ the rows they give.
 
 from __future__ import annotations
 
+from bot.store.interface import SPEND_OF_JOB, UNQUOTED_CREDITS_OF_JOB
+
 _WINDOW = "created_at >= {since} and created_at < {until}"
 _REFUNDED = "(settlement = 'refunded')"
+# Each job's spend as the caps count it (``Store.spend_usd``): grouped by its amount, with
+# the credits of the unquoted ones summed (``activity.fold_*`` price them at credit_usd).
+_SPEND = f"{SPEND_OF_JOB} as usd, sum({UNQUOTED_CREDITS_OF_JOB}) as unquoted"
 
-DAYS = (f"select {{day}} as day, state, {_REFUNDED} as refunded, quote_usd, charged_usd,"
+DAYS = (f"select {{day}} as day, state, {_REFUNDED} as refunded, {_SPEND},"
         f" count(*) as jobs, sum(cost) as credits from jobs where {_WINDOW}"
-        f" group by 1, state, 3, quote_usd, charged_usd")
-USERS = (f"select user_key as key, {_REFUNDED} as refunded, quote_usd, charged_usd, count(*) as jobs"
-         f" from jobs where {_WINDOW} group by user_key, 2, quote_usd, charged_usd")
-PLACES = (f"select place_key as key, {_REFUNDED} as refunded, quote_usd, charged_usd, count(*) as jobs"
+        f" group by 1, state, 3, 4")
+USERS = (f"select user_key as key, {_SPEND}, count(*) as jobs"
+         f" from jobs where {_WINDOW} group by user_key, 2")
+PLACES = (f"select place_key as key, {_SPEND}, count(*) as jobs"
           f" from jobs where {_WINDOW} and place_key is not null and place_key != ''"
-          f" group by place_key, 2, quote_usd, charged_usd")
+          f" group by place_key, 2")
 FAILURES = ("select coalesce(failure, case when state = 'cancelled' then 'cancelled' else 'other' end) as kind,"
             f" count(*) as jobs from jobs where {_WINDOW}"
             " and (failure is not null or state in ('failed', 'cancelled')) group by 1")
 # Every job (``/metrics``), grouped as DAYS is, by model instead of day.
-MODELS = (f"select model_id, state, {_REFUNDED} as refunded, quote_usd, charged_usd, count(*) as jobs"
-          f" from jobs group by model_id, state, 3, quote_usd, charged_usd")
+MODELS = (f"select model_id, state, {_SPEND}, count(*) as jobs"
+          f" from jobs group by model_id, state, 3")
 NOW = "select state, count(*) as jobs from jobs where state in ({active}) group by state"
