@@ -1078,8 +1078,8 @@ METRIC_HELP = {
     "kling_webhook_deliveries": "WaveSpeed webhook deliveries received, by outcome (this process)",
     "kling_jobs": "Jobs in the database, by model and state",
     "kling_queue_depth": "Jobs queued, waiting for a WaveSpeed slot",
-    "kling_spend_usd": "USD spent on WaveSpeed jobs, by model: what WaveSpeed charged once known,"
-                       " else nothing for a refunded job, else its quote",
+    "kling_spend_usd": "USD spent on WaveSpeed jobs, by model, as the [spend] caps count it: what WaveSpeed"
+                       " charged once known, else the quote",
     "kling_job_failures": "Jobs that ended without a video, by kind of failure",
     "kling_credits_spent": "Credits of delivered videos (reservations committed)",
     "kling_credits_reserved": "Credits held by jobs not yet settled",
