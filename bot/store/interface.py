@@ -158,8 +158,7 @@ class ReservedJob:
 @dataclass(frozen=True)
 class MetricTotals:
     """The database's figures for ``/metrics`` (``Store.metric_totals``), the same in every
-    process sharing the database. Spend follows the spend rule: what WaveSpeed charged
-    when known, else nothing for a refunded job, else its quote."""
+    process sharing the database. Spend follows the caps' rule (``SPEND_OF_JOB``)."""
 
     jobs: dict[tuple[str, str], int]  # (model id, state) -> jobs
     queue_depth: int  # jobs queued now
