@@ -159,6 +159,7 @@ Commands (a photo is a file path; without one the current photo is used):
         options: {options}
   /avatar PHOTO AUDIO [PROMPT]    make the photo speak the audio (mp3/wav/ogg/m4a)
   /photo PATH                     use another photo from now on
+  /stats   /balance               the bot's figures and WaveSpeed's balance (as the admins see them)
   /effects   /models   /quota   /jobs   /cancel ID   /help   /quit"""
 
 

@@ -1,0 +1,54 @@
+"""#17 review: what the README, config.example.toml and the help texts promise the operator
+holds, run as the operator runs it (the CLI as a subprocess)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
+from bot.config import HttpSettings, LogSettings, ModerationSettings, SpendSettings, load_settings
+from tests.test_cli import kling
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_help_names_the_admin_commands_the_console_answers(tmp_path):
+    """The console answers /stats and /balance (README: "Console (`kling-bot demo`)"):
+    its /help says so, or nobody trying the demo finds them."""
+    done = kling("demo", cwd=tmp_path, stdin="/help\n/stats\n/balance\n/quit\n")
+    assert done.returncode == 0, done.stderr
+    help_text = done.stdout.split("> /stats")[0]
+    assert "/stats" in help_text and "/balance" in help_text
+    assert "Today: 0 jobs" in done.stdout and "WaveSpeed balance: $" in done.stdout
+
+
+def _operating_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Operating the bot")
+    return readme[start:readme.index("\n## ", start + 1)]
+
+
+def test_every_operator_key_is_in_the_readme_and_the_example_config():
+    """Done when: the README's "Operating the bot" names every [spend], [moderation],
+    [http] and [log] key, and config.example.toml documents each with its section."""
+    section = _operating_section()
+    example = tomllib.loads((ROOT / "config.example.toml").read_text())
+    example_text = (ROOT / "config.example.toml").read_text()
+    for table, settings in (("spend", SpendSettings), ("moderation", ModerationSettings),
+                            ("http", HttpSettings), ("log", LogSettings)):
+        assert f"[{table}]" in section and table in example, table
+        for field in dataclasses.fields(settings):
+            assert f"`{field.name}`" in section, (table, field.name)
+            assert re.search(rf"^#? ?{field.name} = ", example_text, re.MULTILINE), (table, field.name)
+
+
+def test_the_readmes_operator_toml_blocks_load(tmp_path):
+    """Each TOML example of "Operating the bot" is a config the bot accepts as written."""
+    blocks = re.findall(r"```toml\n(.*?)```", _operating_section(), re.DOTALL)
+    assert len(blocks) >= 4
+    for number, block in enumerate(blocks):
+        path = tmp_path / f"block-{number}.toml"
+        path.write_text(block)
+        load_settings(path)
