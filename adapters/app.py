@@ -18,7 +18,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -627,15 +627,29 @@ async def _until_set(work: Coroutine[Any, Any, None], event: asyncio.Event) -> N
         await task
 
 
+@contextlib.asynccontextmanager
+async def opened_engine(settings: Settings) -> AsyncIterator[Engine | None]:
+    """An engine on the store ``settings`` name, for one command (nothing started: it
+    drives no job), closed after it; None, the reason said in one line, when the store
+    cannot be opened."""
+    try:
+        engine = await Engine.from_settings(settings)
+    except StoreUnavailable as err:
+        fail(str(err))
+        yield None
+        return
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
 async def run_jobs(config: Path | None, *, simulate: bool) -> int:
     """``kling-bot jobs``: the command line user's jobs, running and recent."""
     settings = settings_from(config)
-    try:
-        engine = await Engine.from_settings(simulated_storage(settings) if simulate else settings)
-    except StoreUnavailable as err:
-        fail(str(err))
-        return EXIT_USAGE
-    try:
+    async with opened_engine(simulated_storage(settings) if simulate else settings) as engine:
+        if engine is None:
+            return EXIT_USAGE
         user = cli_user()
         running = await engine.jobs_of(user)
         ended = await engine.history(user)
@@ -649,8 +663,6 @@ async def run_jobs(config: Path | None, *, simulate: bool) -> int:
                                                 for job in ended]))
         say("\n".join(lines), sys.stdout)
         return 0
-    finally:
-        await engine.close()
 
 
 async def run_models(config: Path | None, *, simulate: bool) -> int:
@@ -659,16 +671,13 @@ async def run_models(config: Path | None, *, simulate: bool) -> int:
     if settings is None:
         return EXIT_USAGE
     try:
-        engine = await Engine.from_settings(settings)
-    except StoreUnavailable as err:
-        fail(str(err))
-        return EXIT_USAGE
-    try:
-        await engine.refresh_models()
-        say(engine.models_text(), sys.stdout)
-        return 0
+        async with opened_engine(settings) as engine:
+            if engine is None:
+                return EXIT_USAGE
+            await engine.refresh_models()
+            say(engine.models_text(), sys.stdout)
+            return 0
     finally:
-        await engine.close()
         if simulator:
             await simulator.close()
 
@@ -696,12 +705,9 @@ async def run_stats(config: Path | None, days: int, *, as_json: bool, chart: Pat
         # A read makes no database: a new empty one would show zeros for the real one's figures.
         fail(messages.stats_no_database(str(database.absolute())))
         return EXIT_USAGE
-    try:
-        engine = await Engine.from_settings(settings)
-    except StoreUnavailable as err:
-        fail(str(err))
-        return EXIT_USAGE
-    try:
+    async with opened_engine(settings) as engine:
+        if engine is None:
+            return EXIT_USAGE
         figures = await engine.stats(days)
         if chart is not None:
             try:
@@ -711,8 +717,6 @@ async def run_stats(config: Path | None, days: int, *, as_json: bool, chart: Pat
                 return EXIT_USAGE
         say(json.dumps(figures.as_json(), indent=2) if as_json else figures.text(), sys.stdout)
         return 0
-    finally:
-        await engine.close()
 
 
 async def run_db_copy(source: str, target: str, *, force: bool) -> int:
