@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from bot import messages
 from bot.metrics import PROCESS, DatabaseCollector
 from bot.store.interface import OpsReads
-from bot.webhooks import GatedServer
+from bot.webhooks import GatedListener
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +42,16 @@ MAX_CONNECTIONS = 16  # probes and scrapes: a handful at once
 READ_DEADLINE = 10.0  # seconds from connecting to a request's last byte
 
 
-class OpsListener:
+class OpsListener(GatedListener):
     """An aiohttp server on ``listen`` (host:port) answering probes and scrapes."""
 
     def __init__(self, listen: str, store: OpsReads, ready_checks: dict[str, ReadyCheck] | None = None,
                  *, database_timeout: float = DATABASE_TIMEOUT, credit_usd: Decimal = Decimal("0.25")):
-        host, _, port = listen.rpartition(":")
-        self.host, self.port = host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
+        super().__init__(listen, max_connections=MAX_CONNECTIONS, read_deadline=READ_DEADLINE, logger=log)
         self.store = store
         self.ready_checks: dict[str, ReadyCheck] = dict(ready_checks or {})
         self.database_timeout = database_timeout
         self.credit_usd = credit_usd  # an unquoted job's spend: its credits at ``[quota] credit_usd``
-        self._server: GatedServer | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -61,17 +59,6 @@ class OpsListener:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         return app
-
-    async def start(self) -> int:
-        """Listen; the port (useful when 0 was asked). An OSError when the bind fails."""
-        self._server = GatedServer(self.app(), limit=MAX_CONNECTIONS, deadline=READ_DEADLINE, logger=log)
-        self.port = await self._server.start(self.host, self.port)
-        return self.port
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop()
-            self._server = None
 
     async def problems(self) -> list[str]:
         """What keeps this process from being ready, one line each (none: ready)."""

@@ -240,27 +240,25 @@ class GatedServer:
             self._runner = None
 
 
-class WebhookListener:
-    """An aiohttp server on ``[wavespeed] webhook_listen`` that hands verified results on."""
+class GatedListener:
+    """A listener on ``listen`` (host:port; an IPv6 host in brackets, ``[::1]:8080``; no
+    host: 127.0.0.1) serving the application ``app()`` builds behind a GatedServer."""
 
-    def __init__(self, listen: str, secret: str, on_result: OnResult, *,
-                 max_connections: int = MAX_CONNECTIONS, read_deadline: float = READ_DEADLINE):
+    def __init__(self, listen: str, *, max_connections: int, read_deadline: float, logger: logging.Logger):
         host, _, port = listen.rpartition(":")
-        self.host, self.port = host or "127.0.0.1", int(port)
-        self.secret = secret
-        self.on_result = on_result
+        self.host, self.port = host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
         self.max_connections = max_connections
         self.read_deadline = read_deadline
+        self.logger = logger
         self._server: GatedServer | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_post(PATH, self._receive)
-        return app
+        raise NotImplementedError
 
     async def start(self) -> int:
-        """Listen; returns the port (useful when 0 was asked)."""
-        self._server = GatedServer(self.app(), limit=self.max_connections, deadline=self.read_deadline, logger=log)
+        """Listen; the port (useful when 0 was asked). An OSError when the bind fails."""
+        self._server = GatedServer(self.app(), limit=self.max_connections, deadline=self.read_deadline,
+                                   logger=self.logger)
         self.port = await self._server.start(self.host, self.port)
         return self.port
 
@@ -268,6 +266,21 @@ class WebhookListener:
         if self._server is not None:
             await self._server.stop()
             self._server = None
+
+
+class WebhookListener(GatedListener):
+    """An aiohttp server on ``[wavespeed] webhook_listen`` that hands verified results on."""
+
+    def __init__(self, listen: str, secret: str, on_result: OnResult, *,
+                 max_connections: int = MAX_CONNECTIONS, read_deadline: float = READ_DEADLINE):
+        super().__init__(listen, max_connections=max_connections, read_deadline=read_deadline, logger=log)
+        self.secret = secret
+        self.on_result = on_result
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post(PATH, self._receive)
+        return app
 
     async def _receive(self, request: web.Request) -> web.Response:
         if not (well_formed(request.headers) and fresh(request.headers)):

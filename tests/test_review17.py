@@ -52,3 +52,24 @@ def test_the_readmes_operator_toml_blocks_load(tmp_path):
         path = tmp_path / f"block-{number}.toml"
         path.write_text(block)
         load_settings(path)
+
+
+async def test_the_wavespeed_listener_takes_a_bracketed_ipv6_address():
+    """``[wavespeed] webhook_listen = "[::1]:8080"`` passes the config check, as it does for
+    ``[http] listen`` and ``[telegram] webhook_listen``, whose listeners serve it: so must
+    WaveSpeed's (it asked the resolver for a host named "[::1]" and could not start)."""
+    import aiohttp
+
+    from bot.webhooks import PATH, WebhookListener
+
+    async def nothing(*_: object) -> None:
+        raise AssertionError("an unsigned delivery is never handed on")
+
+    listener = WebhookListener("[::1]:0", "secret", nothing)
+    port = await listener.start()
+    try:
+        url = f"http://[::1]:{port}{PATH.replace('{job_id}', '1')}"
+        async with aiohttp.ClientSession() as session, session.post(url, data=b"{}") as answer:
+            assert answer.status == 401
+    finally:
+        await listener.stop()
