@@ -8,8 +8,26 @@ import re
 import tomllib
 from pathlib import Path
 
+from adapters.telegram import TelegramAdapter
+from bot import messages
 from bot.config import HttpSettings, LogSettings, ModerationSettings, SpendSettings, load_settings
+from tests.helpers import image_bytes
+from tests.test_bans_and_allowances import (  # noqa: F401  (fixtures)
+    ALICE,
+    BOB,
+    D_ALICE,
+    D_BOB,
+    GROUP,
+    MANAGE,
+    dc_settings,
+    fake_discord,
+    run_discord,
+    telegram,
+    tg_settings,
+)
 from tests.test_cli import kling
+from tests.test_discord import callbacks, effect_payload, feed, until
+from tests.test_telegram import _texts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,3 +91,41 @@ async def test_the_wavespeed_listener_takes_a_bracketed_ipv6_address():
             assert answer.status == 401
     finally:
         await listener.stop()
+
+
+# --- /pause and /resume as the admins type them (README "Pausing the bot") -------------------
+
+PAUSED_FOR_DB = ("The bot is paused by its admins (db upgrade). No video can be started right now;"
+                 " please try again later.")
+
+
+async def test_a_telegram_admins_pause_refuses_the_others_until_resume(tg_settings, adapter_runner, telegram,  # noqa: F811
+                                                                       simulator):
+    engine, _ = await adapter_runner(tg_settings, TelegramAdapter)
+    telegram.user_message(GROUP, ALICE, text="/pause db upgrade")
+    await telegram.wait_for(lambda: messages.now_paused("db upgrade", 0) in _texts(telegram, "sendMessage"))
+    telegram.user_message(GROUP, BOB, caption="/effect hula", photo=image_bytes())
+    await telegram.wait_for(lambda: PAUSED_FOR_DB in _texts(telegram, "sendMessage"))
+    assert telegram.calls_to("getFile") == [] and simulator.submissions == []
+    telegram.user_message(GROUP, ALICE, text="/resume")
+    await telegram.wait_for(lambda: messages.NOW_RESUMED in _texts(telegram, "sendMessage"))
+    assert await engine.paused() is None
+
+
+async def test_a_discord_managers_pause_and_resume_answer_privately(dc_settings, run_discord, fake_discord,  # noqa: F811
+                                                                    simulator):
+    engine, adapter = await run_discord(dc_settings)
+
+    async def answer_to(payload):
+        feed(adapter, payload)
+        [response] = await until(lambda: callbacks(fake_discord, payload["token"]))
+        return response["data"]
+
+    paused = await answer_to(fake_discord.slash("pause", [{"name": "reason", "type": 3, "value": "db upgrade"}],
+                                                user=D_ALICE, permissions=MANAGE))
+    assert paused["content"] == messages.now_paused("db upgrade", 0) and paused["flags"] & 64
+    refused = await answer_to(effect_payload(fake_discord, user=D_BOB))
+    assert refused["content"] == PAUSED_FOR_DB and fake_discord.to("/attachments/") == []
+    resumed = await answer_to(fake_discord.slash("resume", [], user=D_ALICE, permissions=MANAGE))
+    assert resumed["content"] == messages.NOW_RESUMED and await engine.paused() is None
+    assert simulator.submissions == []
