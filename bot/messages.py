@@ -75,7 +75,6 @@ EFFECT_TITLES: dict[str, str] = {
 }
 
 
-
 # --- commands and options: names and descriptions every front end shows ----------
 
 COMMANDS: dict[str, str] = {
@@ -653,8 +652,12 @@ ASK_PROMPT = "Reply to this message with what should happen in the video, e.g. '
 def ask_prompt_for(name: str) -> str:
     """The prompt question in a group, addressed to whoever pressed (the name starts it)."""
     return f"{echo(name)}: {ASK_PROMPT}"
+
+
 SOURCE_GONE = "The photo of that video is no longer kept. Send it again to make a new one."
 VIDEO_GONE = "That video is no longer available at WaveSpeed (videos are kept for 7 days)."
+
+
 def made_no_video(job_id: int, state: str) -> str:
     return f"Job {job_id} made no video ({state})."
 
@@ -1111,6 +1114,7 @@ def ops_cannot_listen(listen: str, why: str) -> str:
 # --- #17 doctor ---------------------------------------------------------------------------
 # `kling-bot doctor`: one line per check, saying what is wrong and how to fix it.
 
+
 def doctor_line(name: str, ok: bool, text: str) -> str:
     """One check's line: ``ok    [storage] path: ...`` or ``FAIL  [wavespeed] api_key: ...``."""
     return f"{'ok  ' if ok else 'FAIL'}  {name}: {text}"
@@ -1252,6 +1256,7 @@ def doctor_encoders_missing(names: Sequence[str]) -> str:
             "install PyAV's wheel from PyPI (pip install --force-reinstall av), whose FFmpeg has them.")
 # --- #17 stats: /stats, its chart, kling-bot stats, /balance -----------------------------
 
+
 COMMANDS.update({
     "stats": "What the bot did today and in 7 days, with a chart (admins)",
     "balance": "The WaveSpeed account's balance (admins)",
@@ -1320,10 +1325,12 @@ def stats_text(stats: Stats) -> str:
     return "\n".join(lines)
 # --- #17 fakes ---
 
+
 def telegram_file_over_limit(what: str) -> str:
     """A file Telegram refused to hand over (its size untold in the message): over 20 MB."""
     return f"The {what} is larger than the 20 MB Telegram lets bots download. Send a smaller one."
 # --- #17 spend: caps in USD, their admin alerts, prompt rules ----------------------------
+
 
 PROMPT_BLOCKED = ("This prompt uses words this bot does not accept, so nothing was made and "
                   "nothing was charged. Please write it another way.")
@@ -1359,6 +1366,7 @@ def spend_alert(cap: str, percent: int, spent: Decimal, limit: Decimal, resets_a
     return (f"⚠️ {SPEND_CAP_LABELS[cap]}{where} is {percent}% used: {dollars(spent)} of {dollars(limit)}. "
             f"{after} {cap_reset_time(resets_at)}.")
 # --- #17 access: pause, bans, allowances, admin credit commands -----------------------------
+
 
 def paused(reason: str) -> str:
     """A request while an admin paused the bot."""

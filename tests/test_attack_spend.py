@@ -278,7 +278,6 @@ async def test_a_request_over_the_places_cap_downloads_nothing_and_costs_nothing
 async def test_a_job_killed_mid_submit_or_mid_delivery_is_charged_once_its_quote(
         tmp_path, simulator, database, kill_while):
 
-
     config, events = restart._config(tmp_path, simulator.base_url, database), tmp_path / "events.jsonl"
     simulator.job_seconds = 0.3
     if kill_while == "submitting":  # WaveSpeed creates the task; its answer never arrives

@@ -155,8 +155,6 @@ async def test_telegram_admins_hear_in_their_private_chats(settings, telegram, a
     assert TG_TOKEN not in "".join(to_admin())
 
 
-
-
 async def test_a_job_that_reaches_100_percent_leaves_the_80_percent_alert_to_the_job_that_crossed_it(make_store):
     """The job that takes a cap from 80% to 100% claims only the 100% alert: were it to
     claim 80% too, it could win that claim over the job that crossed 80% in a slower

@@ -668,6 +668,7 @@ class SqliteStore(_SqliteReads, _SqliteListing, SqliteSpend, SqliteTransfer, Sql
         self._notify(job_id)
         return self._job(job_id)
 
+
 def _mended(values: Iterable[Any]) -> list[Any]:
     """Values as SQLite can store them: text ``mended`` (untrusted input may be broken), a
     ``Decimal`` as its exact text (sqlite3 cannot bind one; a float would round it)."""
@@ -705,7 +706,6 @@ class SqliteClaims:
 
     def __init__(self, store: SqliteStore):
         self.store = store
-
 
     async def claim_next(self, owner: str, platforms: list[str], lease_until: float, now: float,
                          exclude: set[int], *, adopt: bool = False, user_key: str | None = None) -> Job | None:
