@@ -11,6 +11,8 @@ from bot import catalog, messages
 from bot.catalog import Params
 from bot.jobs import GenerationRequest
 
+MAX_CREDITS = 1_000_000_000  # what one credits command may give, take or set; far below the store's integers
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -265,18 +267,32 @@ def add_access_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     show.add_argument("user", help=key_help)
     grant = credits_sub.add_parser("grant", help="give lasting bonus credits (negative takes them away)")
     grant.add_argument("user", help=key_help)
-    grant.add_argument("amount", type=int, help="credits to add")
+    grant.add_argument("amount", type=_credits_change, help="credits to add (negative: to take away), "
+                                                             f"up to {MAX_CREDITS} either way")
     set_ = credits_sub.add_parser("set", help="set what a user has now (today's allowance first, the rest bonus)")
     set_.add_argument("user", help=key_help)
-    set_.add_argument("amount", type=_not_negative, help="credits they have after")
+    set_.add_argument("amount", type=_credits_count, help=f"credits they have after, 0 to {MAX_CREDITS}")
     for each in (show, grant, set_):
         each.add_argument("--config", type=Path, help=config_help)
 
 
-def _not_negative(text: str) -> int:
-    value = int(text)
-    if value < 0 or value > 1_000_000_000:
-        raise argparse.ArgumentTypeError("must be 0 to 1000000000")
+def _credits_count(text: str) -> int:
+    """``credits set``'s amount: a whole number, 0 to ``MAX_CREDITS``."""
+    value = _credits_change(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_CREDITS}")
+    return value
+
+
+def _credits_change(text: str) -> int:
+    """``credits grant``'s amount: a whole number within ``MAX_CREDITS`` either way (as
+    Telegram's /grant), so the store never sees a number its integers cannot hold."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a whole number") from None
+    if abs(value) > MAX_CREDITS:
+        raise argparse.ArgumentTypeError(f"must be -{MAX_CREDITS} to {MAX_CREDITS}")
     return value
 
 

@@ -129,3 +129,15 @@ async def test_a_discord_managers_pause_and_resume_answer_privately(dc_settings,
     resumed = await answer_to(fake_discord.slash("resume", [], user=D_ALICE, permissions=MANAGE))
     assert resumed["content"] == messages.NOW_RESUMED and await engine.paused() is None
     assert simulator.submissions == []
+
+
+def test_a_credits_grant_too_large_is_a_usage_line_not_a_traceback(tmp_path):
+    """`kling-bot credits grant ID N` takes what Telegram's /grant takes (at most a billion
+    either way): a larger N is one usage line, exit 2, and nothing changes."""
+    for amount in ("99999999999999999999", "-1000000001", "lots"):
+        done = kling("credits", "grant", "telegram:1", "--", amount, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and "amount" in done.stderr
+    assert kling("credits", "grant", "telegram:1", "1000000000", cwd=tmp_path).returncode == 0
+    shown = kling("credits", "show", "telegram:1", cwd=tmp_path)
+    assert shown.stdout.strip() == "telegram:1 has 1000000010 credits (1000000000 bonus), with a daily allowance of 10."
