@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from adapters import admin_cli, app
@@ -265,7 +266,7 @@ def add_access_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     show.add_argument("user", help=key_help)
     grant = credits_sub.add_parser("grant", help="give lasting bonus credits (negative takes them away)")
     grant.add_argument("user", help=key_help)
-    grant.add_argument("amount", type=int, help="credits to add")
+    grant.add_argument("amount", type=_credits_given, help="credits to add")
     set_ = credits_sub.add_parser("set", help="set what a user has now (today's allowance first, the rest bonus)")
     set_.add_argument("user", help=key_help)
     set_.add_argument("amount", type=_not_negative, help="credits they have after")
@@ -273,11 +274,21 @@ def add_access_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         each.add_argument("--config", type=Path, help=config_help)
 
 
+def _whole_number(text: str, lowest: int) -> int:
+    """``text`` as a whole number of credits from ``lowest`` to ``admin_cli.MAX_CREDITS``
+    (ASCII digits: far inside the database's integers, as the chats' /grant and /setcredits)."""
+    highest = admin_cli.MAX_CREDITS
+    if not re.fullmatch(r"[+-]?[0-9]{1,12}", text.strip(), re.ASCII) or not lowest <= int(text) <= highest:
+        raise argparse.ArgumentTypeError(f"must be a whole number from {lowest} to {highest}")
+    return int(text)
+
+
 def _not_negative(text: str) -> int:
-    value = int(text)
-    if value < 0 or value > 1_000_000_000:
-        raise argparse.ArgumentTypeError("must be 0 to 1000000000")
-    return value
+    return _whole_number(text, 0)
+
+
+def _credits_given(text: str) -> int:
+    return _whole_number(text, -admin_cli.MAX_CREDITS)
 
 
 def run_access_command(args: argparse.Namespace) -> int | None:

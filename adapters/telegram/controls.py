@@ -80,8 +80,22 @@ class AdminCommands:
         if target is None:
             await message.reply_text(messages.TELEGRAM_BAN_USAGE)
             return
+        if refusal := self._unbannable(message, target, context):
+            await message.reply_text(refusal)
+            return
         fresh = await self.engine.ban(target.key, sender_ref(message).key, " ".join(rest))
         await message.reply_text(messages.now_banned(target.name or target.user_id, already=not fresh))
+
+    def _unbannable(self, message: Message, target: UserRef, context: ContextTypes.DEFAULT_TYPE) -> str | None:
+        """Why banning ``target`` would stop no one: a bot (this one, typed or replied to),
+        or one of the admins; None when it may be banned."""
+        replied = message.reply_to_message
+        by_bot = replied is not None and replied.sender_chat is None and sender(replied).is_bot
+        if by_bot or target.user_id == str(context.bot.id):
+            return messages.BAN_A_BOT
+        if target.user_id.lstrip("-").isdigit() and int(target.user_id) in self.settings.admins:
+            return messages.ban_an_admin("telegram")
+        return None
 
     async def _unban(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if (message := await self._admin_message(update)) is None:
