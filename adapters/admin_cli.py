@@ -39,7 +39,7 @@ def user_from_key(key: str) -> UserRef | None:
         if not shape.fullmatch(user_id) or abs(number := int(user_id)) >= bound:
             return None
         user_id = str(number)  # "0042" is user 42, as the chat names them
-    return UserRef(platform, user_id, f"{platform}:{user_id}")
+    return UserRef(platform, user_id)  # no name: the user's row keeps the one their chat gives
 
 
 @contextlib.asynccontextmanager

@@ -175,3 +175,22 @@ async def test_discord_ban_of_a_bot_or_of_a_configured_admin_is_refused(dc_setti
         [answer] = await until(lambda b=ban: callbacks(fake_discord, b["token"]))
         assert answer["data"]["content"] == said and answer["data"]["flags"] & 64
     assert await engine.bans() == []
+
+
+# --- an admin's look at a user, by id, leaves the user's name as their chat gives it ----------
+
+
+async def test_credits_by_id_on_the_command_line_and_telegram_keep_the_users_name(
+        tg_settings, adapter_runner, telegram, simulator, database, tmp_path):  # noqa: F811
+    engine, _ = await adapter_runner(tg_settings, TelegramAdapter)
+    await engine.balance(UserRef("telegram", "1002", "Bob Example"))  # Bob came once
+    config = process_config(tmp_path, simulator.base_url, database)
+    for command in (("credits", "show", "telegram:1002"), ("credits", "grant", "telegram:1002", "2"),
+                    ("credits", "set", "telegram:1002", "4")):
+        done = kling(*command, "--config", str(config), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "telegram:1002 has 4 credits, with a daily allowance of 20."
+    telegram.user_message(ALICE, ALICE, text="/credits 1002")
+    telegram.user_message(ALICE, ALICE, text="/setcredits 1002 6")
+    await telegram.wait_for(lambda: "1002 now has 6 credits." in _texts(telegram, "sendMessage"))
+    assert (await engine.store.user("telegram:1002"))["name"] == "Bob Example"

@@ -55,7 +55,8 @@ class AdminCommands:
         if message.reply_to_message is not None:
             return sender_ref(message.reply_to_message), args
         if args and (user_id := parse_whole_number(args[0], signed=True)) is not None:
-            return UserRef(PLATFORM, str(user_id), str(user_id)), args[1:]
+            # No name: an id says nothing of what the user is called (their row keeps theirs).
+            return UserRef(PLATFORM, str(user_id)), args[1:]
         return None, args
 
     async def _pause(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
