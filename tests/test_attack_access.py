@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from adapters.telegram import TelegramAdapter
+from bot import messages
 from bot.jobs import Accepted, UserRef
 from tests.backends import ledger_entries, process_config, raw_sql
 from tests.conftest import effect_request, user
@@ -194,3 +195,16 @@ async def test_credits_by_id_on_the_command_line_and_telegram_keep_the_users_nam
     telegram.user_message(ALICE, ALICE, text="/setcredits 1002 6")
     await telegram.wait_for(lambda: "1002 now has 6 credits." in _texts(telegram, "sendMessage"))
     assert (await engine.store.user("telegram:1002"))["name"] == "Bob Example"
+
+
+async def test_telegram_ban_and_setcredits_of_an_id_no_telegram_user_can_have_say_how_to_use_them(
+        tg_settings, adapter_runner, telegram):  # noqa: F811
+    engine, _ = await adapter_runner(tg_settings, TelegramAdapter)
+    huge = "9" * 30
+    for text in (f"/ban {huge} spam", f"/setcredits {huge} 5", f"/credits {huge}", f"/unban {huge}",
+                 "/ban @bob", "/setcredits 1002 -5", f"/setcredits 1002 {2**63}", "/setcredits 1002 1.5"):
+        telegram.user_message(ALICE, ALICE, text=text)
+    usages = (messages.TELEGRAM_BAN_USAGE, messages.TELEGRAM_SET_USAGE, messages.TELEGRAM_CREDITS_USAGE,
+              messages.TELEGRAM_UNBAN_USAGE, messages.TELEGRAM_BAN_USAGE) + (messages.TELEGRAM_SET_USAGE,) * 3
+    await telegram.wait_for(lambda: sorted(_texts(telegram, "sendMessage")) == sorted(usages))
+    assert await engine.bans() == [] and await raw_sql(engine.store, "select key from users") == []

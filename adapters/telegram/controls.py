@@ -21,6 +21,7 @@ from bot.config import TelegramSettings
 from bot.engine import Engine
 from bot.jobs import UserRef
 
+ID_BOUND = 2**63  # Telegram's ids (users; negative: the chats a message is sent as) are smaller
 MAX_CREDITS = 1_000_000_000  # credits /setcredits may set; far below SQLite's integers
 
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
@@ -54,7 +55,7 @@ class AdminCommands:
         first) and the arguments left."""
         if message.reply_to_message is not None:
             return sender_ref(message.reply_to_message), args
-        if args and (user_id := parse_whole_number(args[0], signed=True)) is not None:
+        if args and (user_id := parse_whole_number(args[0], signed=True)) is not None and abs(user_id) < ID_BOUND:
             # No name: an id says nothing of what the user is called (their row keeps theirs).
             return UserRef(PLATFORM, str(user_id)), args[1:]
         return None, args
