@@ -208,3 +208,16 @@ async def test_telegram_ban_and_setcredits_of_an_id_no_telegram_user_can_have_sa
               messages.TELEGRAM_UNBAN_USAGE, messages.TELEGRAM_BAN_USAGE) + (messages.TELEGRAM_SET_USAGE,) * 3
     await telegram.wait_for(lambda: sorted(_texts(telegram, "sendMessage")) == sorted(usages))
     assert await engine.bans() == [] and await raw_sql(engine.store, "select key from users") == []
+
+
+# --- Discord: the amounts /credits takes ------------------------------------------------------
+
+
+async def test_discord_credits_grant_and_set_take_amounts_within_a_billion(run_discord, dc_settings,  # noqa: F811
+                                                                           fake_discord):  # noqa: F811
+    await run_discord(dc_settings)
+    [sync] = fake_discord.to("/commands", "PUT")
+    credits = next(c for c in sync["json"] if c["name"] == "credits")
+    bounds = {sub["name"]: next((o.get("min_value"), o.get("max_value")) for o in sub["options"]
+                                if o["name"] == "amount") for sub in credits["options"] if sub["name"] != "show"}
+    assert bounds == {"grant": (-1_000_000_000, 1_000_000_000), "set": (0, 1_000_000_000)}
