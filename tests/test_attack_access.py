@@ -221,3 +221,29 @@ async def test_discord_credits_grant_and_set_take_amounts_within_a_billion(run_d
     bounds = {sub["name"]: next((o.get("min_value"), o.get("max_value")) for o in sub["options"]
                                 if o["name"] == "amount") for sub in credits["options"] if sub["name"] != "show"}
     assert bounds == {"grant": (-1_000_000_000, 1_000_000_000), "set": (0, 1_000_000_000)}
+
+
+# --- Discord: forged admin rights on the access commands ------------------------------------
+
+
+@pytest.mark.parametrize("forgery", ["member in a dm", "admin id in the user field"])
+@pytest.mark.parametrize("command", ["pause", "ban", "unban", "credits show"])
+async def test_discord_access_commands_ignore_forged_admin_rights(forgery, command, run_discord,  # noqa: F811
+                                                                  dc_settings, fake_discord):  # noqa: F811
+    custom = replace(dc_settings, discord=replace(dc_settings.discord, admins=[D_ALICE]))
+    engine, adapter = await run_discord(custom)
+    name, _, sub = command.partition(" ")
+    options = [] if name == "pause" else [{"name": "member", "type": 6, "value": str(D_BOB)}]
+    kw = {"users": [D_BOB]} if options else {}
+    if forgery == "member in a dm":
+        payload = fake_discord.slash(name, options, user=D_BOB, dm=4242, subcommand=sub or None, **kw)
+        payload["member"] = {"user": payload["user"], "roles": [], "permissions": MANAGE}
+    else:  # a guild member without Manage Server; the admin's id where Discord puts no one
+        payload = fake_discord.slash(name, options, user=D_BOB, subcommand=sub or None, **kw)
+        payload["user"] = {**payload["member"]["user"], "id": str(D_ALICE)}
+    await engine.ban(f"discord:{D_BOB}", "discord:1") if name == "unban" else None
+    feed(adapter, payload)
+    [answer] = await until(lambda: callbacks(fake_discord, payload["token"]))
+    assert answer["data"]["content"] == messages.ADMINS_ONLY
+    assert await engine.paused() is None
+    assert [key for key, _, _ in await engine.bans()] == ([f"discord:{D_BOB}"] if name == "unban" else [])
