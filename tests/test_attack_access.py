@@ -18,6 +18,7 @@ from tests.fake_discord import BOT_ID
 from tests.helpers import settled
 from tests.test_bans_and_allowances import (  # noqa: F401  (fixtures)
     ALICE,
+    BOB,
     D_ALICE,
     D_BOB,
     GROUP,
@@ -31,6 +32,7 @@ from tests.test_bans_and_allowances import (  # noqa: F401  (fixtures)
 from tests.test_cli import kling
 from tests.test_discord import callbacks, feed, until
 from tests.test_telegram import _texts
+from tests.test_telegram_experience import answers, bot_message, button, deliver_one, sent
 
 pytestmark = pytest.mark.both_backends
 
@@ -247,3 +249,27 @@ async def test_discord_access_commands_ignore_forged_admin_rights(forgery, comma
     assert answer["data"]["content"] == messages.ADMINS_ONLY
     assert await engine.paused() is None
     assert [key for key, _, _ in await engine.bans()] == ([f"discord:{D_BOB}"] if name == "unban" else [])
+
+
+# --- Telegram: banned after asking, before answering ------------------------------------------
+
+
+async def test_a_user_banned_between_a_question_and_its_answer_is_refused_at_no_cost(
+        tg_settings, adapter_runner, telegram, simulator):  # noqa: F811
+    quiet = replace(tg_settings, telegram=replace(tg_settings.telegram, progress_interval=60.0))
+    engine, _ = await adapter_runner(quiet, TelegramAdapter)
+    video = await deliver_one(telegram, GROUP, ALICE)
+    telegram.press_button(BOB, video, button(video, "ask:"))  # Bob: "animate with a prompt"
+    await telegram.wait_for(lambda: sent(telegram, messages.ASK_PROMPT))
+    ask = bot_message(telegram, GROUP, messages.ASK_PROMPT)
+    async with asyncio.timeout(10):  # kept once sent: an answer before that answers nothing
+        while await engine.pending_ask("telegram", GROUP, ask["message_id"]) is None:
+            await asyncio.sleep(0.02)
+    await engine.ban(f"telegram:{BOB}", f"telegram:{ALICE}", "spam")
+    telegram.user_message(GROUP, BOB, text="she waves", reply_to=ask)
+    await telegram.wait_for(lambda: messages.BANNED in _texts(telegram) + _texts(telegram, "sendMessage"))
+    telegram.press_button(BOB, video, button(video, "again:"))
+    await telegram.wait_for(lambda: any(a.get("text") == messages.BANNED for a in answers(telegram)))
+    await asyncio.sleep(0.3)
+    assert len(simulator.submissions) == 1 and len(telegram.calls_to("getFile")) == 1  # Alice's photo only
+    assert (await engine.balance(UserRef("telegram", str(BOB)))).total == 10
