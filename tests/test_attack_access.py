@@ -30,7 +30,7 @@ from tests.test_bans_and_allowances import (  # noqa: F401  (fixtures)
     tg_settings,
 )
 from tests.test_cli import kling
-from tests.test_discord import callbacks, feed, until
+from tests.test_discord import callbacks, effect_payload, feed, until
 from tests.test_telegram import _texts
 from tests.test_telegram_experience import answers, bot_message, button, deliver_one, sent
 
@@ -273,3 +273,26 @@ async def test_a_user_banned_between_a_question_and_its_answer_is_refused_at_no_
     await asyncio.sleep(0.3)
     assert len(simulator.submissions) == 1 and len(telegram.calls_to("getFile")) == 1  # Alice's photo only
     assert (await engine.balance(UserRef("telegram", str(BOB)))).total == 10
+
+
+# --- a pause reason of 10 kB with mentions and markup, from the command line ----------------
+
+REASON = "@everyone <@&1> **now** <b>x</b> " + "y" * 10_000
+
+
+async def test_a_long_pause_reason_with_mentions_reaches_the_chats_cut_short_and_pinging_no_one(
+        dc_settings, run_discord, fake_discord, simulator, database, tmp_path):  # noqa: F811
+    engine, adapter = await run_discord(dc_settings)
+    config = process_config(tmp_path, simulator.base_url, database)
+    done = kling("pause", REASON, "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0 and len(done.stdout) < 300, done.stderr
+    request = effect_payload(fake_discord, user=D_BOB)
+    async with asyncio.timeout(10):
+        while (await engine.paused()) is None:  # read again within 2 s
+            await asyncio.sleep(0.1)
+    feed(adapter, request)
+    [refused] = await until(lambda: callbacks(fake_discord, request["token"]))
+    content = refused["data"]["content"]
+    assert content.startswith("The bot is paused by its admins (@everyone <@&1> **now** <b>x</b> yyy")
+    assert len(content) < 200 and refused["data"]["flags"] & 64  # only the asker sees it: no ping
+    assert fake_discord.to("/attachments/") == []
