@@ -5,6 +5,7 @@ command line fed malformed ids and amounts (as a confused admin would)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 import pytest
@@ -14,8 +15,8 @@ from bot import messages
 from bot.jobs import Accepted, UserRef
 from tests.backends import ledger_entries, process_config, raw_sql
 from tests.conftest import effect_request, user
-from tests.fake_discord import BOT_ID
-from tests.helpers import settled
+from tests.fake_discord import APP_ID, BOT_ID
+from tests.helpers import RecordingCourier, settled
 from tests.test_bans_and_allowances import (  # noqa: F401  (fixtures)
     ALICE,
     BOB,
@@ -296,3 +297,37 @@ async def test_a_long_pause_reason_with_mentions_reaches_the_chats_cut_short_and
     assert content.startswith("The bot is paused by its admins (@everyone <@&1> **now** <b>x</b> yyy")
     assert len(content) < 200 and refused["data"]["flags"] & 64  # only the asker sees it: no ping
     assert fake_discord.to("/attachments/") == []
+
+
+# --- Discord: /pause refund=True answers within Discord's three seconds ----------------------
+
+
+class SlowToTell(RecordingCourier):
+    """A chat that takes a second to show each refunded owner their job's end."""
+
+    async def fail(self, job, reason: str) -> None:
+        await asyncio.sleep(1.0)
+        await super().fail(job, reason)
+
+
+async def test_discord_pause_with_refund_answers_the_admin_within_three_seconds(
+        dc_settings, run_discord, fake_discord):  # noqa: F811
+    engine, adapter = await run_discord(dc_settings)
+    # Jobs of a chat this process does not serve yet: they stay queued.
+    queued = [await engine.accept(effect_request(who=user(n))) for n in range(4)]
+    assert all(isinstance(answer, Accepted) for answer in queued)
+    await engine.pause("hold", "cli")
+    slow = SlowToTell()
+    engine.register("test", slow)
+    pause = fake_discord.slash("pause", [{"name": "refund", "type": 5, "value": True}],
+                               user=D_ALICE, permissions=MANAGE)
+    began = time.monotonic()
+    feed(adapter, pause)
+    await until(lambda: len(slow.failures) == 4, timeout=20)
+    [first] = [c for c in fake_discord.to("/interactions/") if pause["token"] in c["path"]]
+    assert first["at"] - began < 3.0  # Discord forgets an interaction not answered by then
+    said = [c["json"]["content"] for c in fake_discord.to(f"/webhooks/{APP_ID}/{pause['token']}")
+            if c["json"]] + [first["json"]["data"].get("content", "")]
+    assert "Paused: new requests are refused. 4 queued jobs refunded." in said
+    for answer in queued:
+        assert await ledger_entries(engine.store, answer.job.id) == ["reserve", "refund"]

@@ -28,6 +28,8 @@ def _by(interaction: discord.Interaction) -> str:
 @app_commands.check(is_admin)
 async def pause(interaction: discord.Interaction, reason: app_commands.Range[str, 0, 200] = "",
                 refund: bool = False) -> None:
+    if refund:  # each refunded owner is told first: that can outlast Discord's three seconds to answer
+        await interaction.response.defer(ephemeral=True, thinking=True)
     refunded = await adapter_of(interaction).engine.pause(reason, _by(interaction), refund=refund)
     await answer(interaction, messages.now_paused(reason.strip(), len(refunded)))
 
