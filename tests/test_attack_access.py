@@ -326,8 +326,8 @@ async def test_discord_pause_with_refund_answers_the_admin_within_three_seconds(
     await until(lambda: len(slow.failures) == 4, timeout=20)
     [first] = [c for c in fake_discord.to("/interactions/") if pause["token"] in c["path"]]
     assert first["at"] - began < 3.0  # Discord forgets an interaction not answered by then
-    said = [c["json"]["content"] for c in fake_discord.to(f"/webhooks/{APP_ID}/{pause['token']}")
-            if c["json"]] + [first["json"]["data"].get("content", "")]
-    assert "Paused: new requests are refused. 4 queued jobs refunded." in said
+    followups = f"/webhooks/{APP_ID}/{pause['token']}"
+    [said] = await until(lambda: [c["json"] for c in fake_discord.to(followups, "POST")])  # once all are told
+    assert said["content"] == "Paused: new requests are refused. 4 queued jobs refunded." and said["flags"] & 64
     for answer in queued:
         assert await ledger_entries(engine.store, answer.job.id) == ["reserve", "refund"]
