@@ -9,6 +9,7 @@ Ledger rows and bans they write say "cli".
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,16 +19,27 @@ from bot import messages
 from bot.engine import Engine, StoreUnavailable
 from bot.jobs import UserRef
 
+MAX_CREDITS = 1_000_000_000  # credits one grant or set may move; far below the databases' integers
 BY = "cli"  # who the command line acts as, in bans, pauses and the ledger
 PLATFORMS = ("telegram", "discord", app.CLI_PLATFORM)
+# The ids each chat platform gives: Telegram's users (and, negative, the groups and channels
+# a message is sent as), Discord's snowflakes. ASCII digits only: int() also reads "٣".
+NUMERIC_IDS = {"telegram": (re.compile(r"-?[0-9]{1,20}", re.ASCII), 2**63),
+               "discord": (re.compile(r"[0-9]{1,20}", re.ASCII), 2**64)}
 
 
 def user_from_key(key: str) -> UserRef | None:
-    """The user a ``platform:id`` key names; None when it names none."""
+    """The user a ``platform:id`` key names; None when it names none (a chat platform's
+    id that is no number of it: "telegram:abc" would ban, or credit, no one)."""
     platform, _, user_id = key.strip().partition(":")
     if platform not in PLATFORMS or not user_id or any(ch.isspace() for ch in user_id):
         return None
-    return UserRef(platform, user_id, key.strip())
+    if platform in NUMERIC_IDS:
+        shape, bound = NUMERIC_IDS[platform]
+        if not shape.fullmatch(user_id) or abs(number := int(user_id)) >= bound:
+            return None
+        user_id = str(number)  # "0042" is user 42, as the chat names them
+    return UserRef(platform, user_id)  # no name: the user's row keeps the one their chat gives
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from adapters import admin_cli, app
@@ -10,8 +11,6 @@ from adapters.console import read_limited
 from bot import catalog, messages
 from bot.catalog import Params
 from bot.jobs import GenerationRequest
-
-MAX_CREDITS = 1_000_000_000  # what one credits command may give, take or set; far below the store's integers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,33 +266,31 @@ def add_access_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     show.add_argument("user", help=key_help)
     grant = credits_sub.add_parser("grant", help="give lasting bonus credits (negative takes them away)")
     grant.add_argument("user", help=key_help)
-    grant.add_argument("amount", type=_credits_change, help="credits to add (negative: to take away), "
-                                                             f"up to {MAX_CREDITS} either way")
+    grant.add_argument("amount", type=_credits_given, help="credits to add (negative: to take away), "
+                                                            f"up to {admin_cli.MAX_CREDITS} either way")
     set_ = credits_sub.add_parser("set", help="set what a user has now (today's allowance first, the rest bonus)")
     set_.add_argument("user", help=key_help)
-    set_.add_argument("amount", type=_credits_count, help=f"credits they have after, 0 to {MAX_CREDITS}")
+    set_.add_argument("amount", type=_not_negative,
+                      help=f"credits they have after, 0 to {admin_cli.MAX_CREDITS}")
     for each in (show, grant, set_):
         each.add_argument("--config", type=Path, help=config_help)
 
 
-def _credits_count(text: str) -> int:
-    """``credits set``'s amount: a whole number, 0 to ``MAX_CREDITS``."""
-    value = _credits_change(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_CREDITS}")
-    return value
+def _whole_number(text: str, lowest: int) -> int:
+    """``text`` as a whole number of credits from ``lowest`` to ``admin_cli.MAX_CREDITS``
+    (ASCII digits: far inside the database's integers, as the chats' /grant and /setcredits)."""
+    highest = admin_cli.MAX_CREDITS
+    if not re.fullmatch(r"[+-]?[0-9]{1,12}", text.strip(), re.ASCII) or not lowest <= int(text) <= highest:
+        raise argparse.ArgumentTypeError(f"must be a whole number from {lowest} to {highest}")
+    return int(text)
 
 
-def _credits_change(text: str) -> int:
-    """``credits grant``'s amount: a whole number within ``MAX_CREDITS`` either way (as
-    Telegram's /grant), so the store never sees a number its integers cannot hold."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be a whole number") from None
-    if abs(value) > MAX_CREDITS:
-        raise argparse.ArgumentTypeError(f"must be -{MAX_CREDITS} to {MAX_CREDITS}")
-    return value
+def _not_negative(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def _credits_given(text: str) -> int:
+    return _whole_number(text, -admin_cli.MAX_CREDITS)
 
 
 def run_access_command(args: argparse.Namespace) -> int | None:

@@ -1465,3 +1465,14 @@ def stats_no_database(path: str) -> str:
     """``kling-bot stats`` on a SQLite path where no database is (none is made)."""
     return (f"no database at {echo(path, PATH_ECHO_LIMIT)}: check [storage] path (or --config); "
             "the bot creates it when it first runs.")
+
+
+# --- #17 attack3 (access) ---
+
+# /ban aimed at whom a ban would not stop: the bot (or another bot), or one of the admins
+# (their admin commands take no notice of a ban, and they could lift it themselves).
+BAN_A_BOT = "That is a bot: it makes no requests to ban."
+
+
+def ban_an_admin(platform_section: str) -> str:
+    return f"That is one of the bot's admins: take them out of [{platform_section}] admins first."

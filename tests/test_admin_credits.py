@@ -111,6 +111,6 @@ async def test_credits_show_grant_and_set_on_the_command_line(make_store, simula
     notes = await raw_sql(store, "select entry, note from ledger where user_key = ? order by id", ["telegram:1002"])
     assert [(row["entry"], row["note"]) for row in notes] == [("grant", "cli"), ("set", "cli")]
     refused = kling("credits", "set", "telegram:1002", "-1", *config, cwd=tmp_path)
-    assert refused.returncode == 2 and "must be 0 to" in refused.stderr
+    assert refused.returncode == 2 and "must be a whole number from 0 to" in refused.stderr
     refused = kling("credits", "show", "1002", *config, cwd=tmp_path)
     assert refused.returncode == 2 and refused.stderr.strip() == f"kling-bot: {messages.CLI_USER_KEY}"

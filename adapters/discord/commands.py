@@ -154,6 +154,10 @@ async def help_(interaction: discord.Interaction) -> None:
 
 # --- admins -------------------------------------------------------------------------------
 
+# Credits one /credits grant or set may move, as Telegram's /grant and the command line:
+# Discord itself would take up to 2**53, and a few such grants leave the databases' integers.
+MAX_CREDITS = 1_000_000_000
+
 credits = app_commands.Group(name="credits", description=messages.COMMANDS["credits"],
                              default_permissions=discord.Permissions(manage_guild=True),
                              guild_only=True)
@@ -162,7 +166,8 @@ credits = app_commands.Group(name="credits", description=messages.COMMANDS["cred
 @credits.command(name="grant", description=messages.COMMANDS["credits grant"])
 @app_commands.describe(member=messages.OPTIONS["member"], amount=messages.OPTIONS["amount"])
 @app_commands.check(is_admin)
-async def grant(interaction: discord.Interaction, member: discord.User, amount: int) -> None:
+async def grant(interaction: discord.Interaction, member: discord.User,
+                amount: app_commands.Range[int, -MAX_CREDITS, MAX_CREDITS]) -> None:
     balance = await adapter_of(interaction).engine.grant(user_of(member), amount,
                                                    by=f"discord:{interaction.user.id}")
     await answer(interaction, messages.now_has_credits(member.mention, balance.total))
@@ -172,7 +177,7 @@ async def grant(interaction: discord.Interaction, member: discord.User, amount: 
 @app_commands.describe(member=messages.OPTIONS["member"], amount=messages.OPTIONS["amount"])
 @app_commands.check(is_admin)
 async def set_(interaction: discord.Interaction, member: discord.User,
-               amount: app_commands.Range[int, 0]) -> None:
+               amount: app_commands.Range[int, 0, MAX_CREDITS]) -> None:
     balance = await adapter_of(interaction).engine.set_credits(user_of(member), amount,
                                                          by=f"discord:{interaction.user.id}")
     await answer(interaction, messages.now_has_credits(member.mention, balance.total))

@@ -28,6 +28,8 @@ def _by(interaction: discord.Interaction) -> str:
 @app_commands.check(is_admin)
 async def pause(interaction: discord.Interaction, reason: app_commands.Range[str, 0, 200] = "",
                 refund: bool = False) -> None:
+    if refund:  # each refunded owner is told first: that can outlast Discord's three seconds to answer
+        await interaction.response.defer(ephemeral=True, thinking=True)
     refunded = await adapter_of(interaction).engine.pause(reason, _by(interaction), refund=refund)
     await answer(interaction, messages.now_paused(reason.strip(), len(refunded)))
 
@@ -46,6 +48,10 @@ async def resume(interaction: discord.Interaction) -> None:
 @app_commands.check(is_admin)
 async def ban(interaction: discord.Interaction, member: discord.User,
               reason: app_commands.Range[str, 0, 200] = "") -> None:
+    # A ban would stop no one: a bot makes no requests, an admin's commands ignore bans.
+    if member.bot or member.id in adapter_of(interaction).settings.admins:
+        await answer(interaction, messages.BAN_A_BOT if member.bot else messages.ban_an_admin("discord"))
+        return
     fresh = await adapter_of(interaction).engine.ban(user_of(member).key, _by(interaction), reason)
     await answer(interaction, messages.now_banned(member.mention, already=not fresh))
 

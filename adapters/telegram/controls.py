@@ -21,6 +21,7 @@ from bot.config import TelegramSettings
 from bot.engine import Engine
 from bot.jobs import UserRef
 
+ID_BOUND = 2**63  # Telegram's ids (users; negative: the chats a message is sent as) are smaller
 MAX_CREDITS = 1_000_000_000  # credits /setcredits may set; far below SQLite's integers
 
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
@@ -54,8 +55,9 @@ class AdminCommands:
         first) and the arguments left."""
         if message.reply_to_message is not None:
             return sender_ref(message.reply_to_message), args
-        if args and (user_id := parse_whole_number(args[0], signed=True)) is not None:
-            return UserRef(PLATFORM, str(user_id), str(user_id)), args[1:]
+        if args and (user_id := parse_whole_number(args[0], signed=True)) is not None and abs(user_id) < ID_BOUND:
+            # No name: an id says nothing of what the user is called (their row keeps theirs).
+            return UserRef(PLATFORM, str(user_id)), args[1:]
         return None, args
 
     async def _pause(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -80,8 +82,22 @@ class AdminCommands:
         if target is None:
             await message.reply_text(messages.TELEGRAM_BAN_USAGE)
             return
+        if refusal := self._unbannable(message, target, context):
+            await message.reply_text(refusal)
+            return
         fresh = await self.engine.ban(target.key, sender_ref(message).key, " ".join(rest))
         await message.reply_text(messages.now_banned(target.name or target.user_id, already=not fresh))
+
+    def _unbannable(self, message: Message, target: UserRef, context: ContextTypes.DEFAULT_TYPE) -> str | None:
+        """Why banning ``target`` would stop no one: a bot (this one, typed or replied to),
+        or one of the admins; None when it may be banned."""
+        replied = message.reply_to_message
+        by_bot = replied is not None and replied.sender_chat is None and sender(replied).is_bot
+        if by_bot or target.user_id == str(context.bot.id):
+            return messages.BAN_A_BOT
+        if target.user_id.lstrip("-").isdigit() and int(target.user_id) in self.settings.admins:
+            return messages.ban_an_admin("telegram")
+        return None
 
     async def _unban(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if (message := await self._admin_message(update)) is None:
