@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from adapters import app
 from bot import messages
-from bot.engine import Engine, StoreUnavailable
+from bot.engine import Engine
 from bot.jobs import UserRef
 
 MAX_CREDITS = 1_000_000_000  # credits one grant or set may move; far below the databases' integers
@@ -42,20 +41,10 @@ def user_from_key(key: str) -> UserRef | None:
     return UserRef(platform, user_id)  # no name: the user's row keeps the one their chat gives
 
 
-@contextlib.asynccontextmanager
-async def _engine(config: Path | None) -> AsyncIterator[Engine | None]:
-    """An engine on the configured store (nothing started: no job is driven), or None with
-    the reason said."""
-    try:
-        engine = await Engine.from_settings(app.settings_from(config))
-    except StoreUnavailable as err:
-        app.fail(str(err))
-        yield None
-        return
-    try:
-        yield engine
-    finally:
-        await engine.close()
+def _engine(config: Path | None) -> contextlib.AbstractAsyncContextManager[Engine | None]:
+    """An engine on the configured store, which must exist (``app.opened_engine``), or None
+    with the reason said."""
+    return app.opened_engine(app.settings_from(config), existing=True)
 
 
 async def run_pause(config: Path | None, reason: str, *, refund: bool) -> int:
@@ -72,7 +61,7 @@ async def run_pause(config: Path | None, reason: str, *, refund: bool) -> int:
         finally:
             for courier in started:
                 await app._quietly(courier.stop())
-        app.say(messages.now_paused(reason.strip(), len(refunded)), sys.stdout)
+        app.say(messages.now_paused(reason.strip(), len(refunded), messages.CLI_RESUME), sys.stdout)
         return 0
 
 

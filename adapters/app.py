@@ -628,10 +628,17 @@ async def _until_set(work: Coroutine[Any, Any, None], event: asyncio.Event) -> N
 
 
 @contextlib.asynccontextmanager
-async def opened_engine(settings: Settings) -> AsyncIterator[Engine | None]:
+async def opened_engine(settings: Settings, *, existing: bool = False) -> AsyncIterator[Engine | None]:
     """An engine on the store ``settings`` name, for one command (nothing started: it
     drives no job), closed after it; None, the reason said in one line, when the store
-    cannot be opened."""
+    cannot be opened, or (``existing``) when it is a SQLite file not there: a command run
+    from the wrong folder must not make an empty database and report on it (0 jobs), or
+    pause, ban or credit there while the bot runs on the real one."""
+    database = settings.storage.sqlite_file
+    if existing and database is not None and not database.exists():
+        fail(messages.no_database(str(database.absolute())))
+        yield None
+        return
     try:
         engine = await Engine.from_settings(settings)
     except StoreUnavailable as err:
@@ -699,13 +706,7 @@ async def run_doctor(config: Path | None, *, quick: bool) -> int:
 
 async def run_stats(config: Path | None, days: int, *, as_json: bool, chart: Path | None) -> int:
     """``kling-bot stats``: the figures /stats shows, as text or JSON (and the chart, to a file)."""
-    settings = settings_from(config)
-    database = settings.storage.sqlite_file
-    if database is not None and not database.exists():
-        # A read makes no database: a new empty one would show zeros for the real one's figures.
-        fail(messages.stats_no_database(str(database.absolute())))
-        return EXIT_USAGE
-    async with opened_engine(settings) as engine:
+    async with opened_engine(settings_from(config), existing=True) as engine:
         if engine is None:
             return EXIT_USAGE
         figures = await engine.stats(days)

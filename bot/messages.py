@@ -1380,11 +1380,14 @@ def paused_refunded(cost: int, reason: str) -> str:
     return f"not started: the bot was paused by its admins{why}; {credits(cost)} refunded."
 
 
-def now_paused(reason: str, refunded: int) -> str:
-    """The admin's answer to /pause (and the command line's)."""
+CLI_RESUME = "kling-bot resume"  # what ends a pause made on the command line
+
+
+def now_paused(reason: str, refunded: int, resume: str = "/resume") -> str:
+    """The admin's answer to /pause (and the command line's, whose ``resume`` is its own)."""
     why = f" ({echo(reason)})" if reason else ""
     back = f" {refunded} queued job{'s' * (refunded != 1)} refunded." if refunded else \
-        " Queued jobs wait for /resume; running ones finish."
+        f" Queued jobs wait for {resume}; running ones finish."
     return f"Paused{why}: new requests are refused.{back}"
 
 
@@ -1461,8 +1464,9 @@ def db_no_write_privilege(tables: Sequence[str]) -> str:
     return f"no write privilege on {', '.join(tables)}"
 
 
-def stats_no_database(path: str) -> str:
-    """``kling-bot stats`` on a SQLite path where no database is (none is made)."""
+def no_database(path: str) -> str:
+    """An operator command (``stats``, ``pause``, ``users``, ``credits``) on a SQLite path
+    where no database is (none is made)."""
     return (f"no database at {echo(path, PATH_ECHO_LIMIT)}: check [storage] path (or --config); "
             "the bot creates it when it first runs.")
 

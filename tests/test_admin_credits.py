@@ -99,6 +99,7 @@ async def test_telegram_credit_commands_refuse_non_admins(tg_settings, adapter_r
 
 
 async def test_credits_show_grant_and_set_on_the_command_line(make_store, simulator, database, tmp_path):
+    await make_store()  # the bot's database, as its first run made it
     config = ["--config", str(process_config(tmp_path, simulator.base_url, database))]  # 20 credits a day
     shown = kling("credits", "show", "telegram:1002", *config, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr

@@ -90,7 +90,8 @@ async def test_a_pause_with_refund_racing_a_worker_runs_or_refunds_each_job_neve
 @pytest.mark.parametrize("key", ["telegram:abc", "telegram:12x", "discord:@bob", "discord:-5", "telegram:1.5",
                                  "telegram:" + "9" * 40, "discord:٣"])
 async def test_the_command_line_refuses_a_user_id_that_is_no_number_of_its_platform(
-        key, simulator, database, tmp_path):
+        key, simulator, database, make_store, tmp_path):
+    await make_store()  # the bot's database, as its first run made it
     config = process_config(tmp_path, simulator.base_url, database)
     for command in (("users", "ban", key), ("users", "unban", key), ("credits", "show", key),
                     ("credits", "set", key, "5"), ("credits", "grant", key, "5")):

@@ -95,7 +95,7 @@ async def test_a_pause_from_the_command_line_holds_in_a_running_process(make_eng
     done = kling("pause", "db upgrade", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Paused (db upgrade): new requests are refused. " \
-                                  "Queued jobs wait for /resume; running ones finish."
+                                  "Queued jobs wait for kling-bot resume; running ones finish."
     await until(lambda: engine.paused())  # within the 2 s a process trusts what it read
     assert (await engine.accept(effect_request(who=user(2)))).text == PAUSED
     await engine.start()

@@ -11,6 +11,7 @@ from pathlib import Path
 from adapters.telegram import TelegramAdapter
 from bot import messages
 from bot.config import HttpSettings, LogSettings, ModerationSettings, SpendSettings, load_settings
+from bot.store import open_store
 from tests.helpers import image_bytes
 from tests.test_bans_and_allowances import (  # noqa: F401  (fixtures)
     ALICE,
@@ -131,9 +132,10 @@ async def test_a_discord_managers_pause_and_resume_answer_privately(dc_settings,
     assert simulator.submissions == []
 
 
-def test_a_credits_grant_too_large_is_a_usage_line_not_a_traceback(tmp_path):
+async def test_a_credits_grant_too_large_is_a_usage_line_not_a_traceback(tmp_path):
     """`kling-bot credits grant ID N` takes what Telegram's /grant takes (at most a billion
     either way): a larger N is one usage line, exit 2, and nothing changes."""
+    await (await open_store(str(tmp_path / "kling-bot.sqlite"))).close()  # the bot's database, made by its first run
     for amount in ("99999999999999999999", "-1000000001", "lots"):
         done = kling("credits", "grant", "telegram:1", "--", amount, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
@@ -141,3 +143,17 @@ def test_a_credits_grant_too_large_is_a_usage_line_not_a_traceback(tmp_path):
     assert kling("credits", "grant", "telegram:1", "1000000000", cwd=tmp_path).returncode == 0
     shown = kling("credits", "show", "telegram:1", cwd=tmp_path)
     assert shown.stdout.strip() == "telegram:1 has 1000000010 credits (1000000000 bonus), with a daily allowance of 10."
+
+
+def test_an_operator_command_run_where_no_database_is_says_so_and_makes_none(tmp_path):
+    """Run from the wrong folder (no --config, no database here), `kling-bot pause` must not
+    make an empty database and answer "Paused" while the bot runs on the real one; nor may
+    a ban, a credit or the figures land in (or come from) a new empty database."""
+    for command in (("pause", "db upgrade"), ("resume",), ("users", "ban", "telegram:1"), ("users", "list"),
+                    ("credits", "show", "telegram:1"), ("credits", "grant", "telegram:1", "5"),
+                    ("stats", "--json")):
+        done = kling(*command, cwd=tmp_path)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, (command, done.stderr)
+        assert "no database at" in done.stderr and "kling-bot.sqlite" in done.stderr
+    assert list(tmp_path.iterdir()) == []

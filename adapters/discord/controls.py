@@ -15,8 +15,6 @@ from adapters.discord.commands import credits, is_admin
 from adapters.discord.kit import adapter_of, answer, user_of
 from bot import messages
 
-ADMIN_PERMISSIONS = discord.Permissions(manage_guild=True)
-
 
 def _by(interaction: discord.Interaction) -> str:
     return f"discord:{interaction.user.id}"
