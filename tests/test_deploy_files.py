@@ -9,7 +9,6 @@ systemd-analyze verifies the unit where systemd is installed."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import shutil
@@ -93,10 +92,6 @@ def test_the_health_check_is_kling_bot_doctor_on_the_same_config(docker):
     words = _exec_form(command)
     assert words[:3] == ["kling-bot", "doctor", "--quick"] and words[3:] == ["--config", CONFIG_IN_CONTAINER]
     assert "--interval=1m" in options.split()
-    [commands] = [action.choices for action in build_parser()._actions
-                  if isinstance(action, argparse._SubParsersAction)]
-    if "doctor" not in commands:
-        pytest.skip("kling-bot doctor is not on this branch yet")
     parsed = build_parser().parse_args(words[1:])
     assert str(parsed.config) == CONFIG_IN_CONTAINER and parsed.quick
 
