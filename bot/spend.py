@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CLAIMED_KEPT = 4096  # alert keys a process remembers as claimed
 ALERT_LEVELS = (80, 100)  # percent of a cap at which the admins are told, once each
 ALERT_SECONDS = 30.0  # an admin alert that hangs (a chat that never answers) is given up
 SETTLE_SECONDS = 5.0  # a stop waits this long for alerts under way: well inside a lease
@@ -141,6 +142,9 @@ class SpendCaps:
         self.alert = alert  # tells every admin (each courier's ``alert_admins``)
         self.clock = clock
         self._alerting: set[asyncio.Task[None]] = set()
+        # Alert keys this process has seen claimed (by itself or another): a flood of refused
+        # requests must not make a database write each to learn the alert was already sent.
+        self._claimed: set[str] = set()
 
     @property
     def configured(self) -> bool:
@@ -220,8 +224,13 @@ class SpendCaps:
     async def _alert(self, cap: Cap, level: int, spent: Decimal) -> None:
         """Tell the admins that ``cap`` is ``level``% used, unless someone (any process) did."""
         key = f"spend:{cap.kind}:{cap.place_key or '*'}:{cap.period}:{level}"
+        if key in self._claimed:
+            return
         async with self.store.transaction():
             first = await self.store.claim_alert(key, self.clock())
+        if len(self._claimed) >= CLAIMED_KEPT:
+            self._claimed.clear()  # past periods' keys: at worst one more claim each, which the store refuses
+        self._claimed.add(key)
         if not first:
             return
         text = messages.spend_alert(cap.kind, level, spent, cap.limit, cap.resets_at, cap.place_key or "")
