@@ -1,5 +1,6 @@
 """The admins' commands on the command line: ``kling-bot pause|resume``, ``kling-bot users
-ban|unban|list`` and ``kling-bot credits show|grant|set``, on the configured database.
+ban|unban|list``, ``kling-bot credits show|grant|set`` and ``kling-bot payments list``, on the
+configured database.
 
 They act for every process sharing that database (a pause holds there within seconds).
 Users are named by their key, ``platform:id`` (``telegram:123456``, ``discord:4567…``).
@@ -9,6 +10,7 @@ Ledger rows and bans they write say "cli".
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sys
 from pathlib import Path
@@ -111,4 +113,19 @@ async def run_credits(config: Path | None, action: str, key: str, amount: int | 
             assert amount is not None
             await engine.set_credits(user, amount, by=BY)
         app.say(await engine.credits_report(user, user.key), sys.stdout)
+        return 0
+
+
+async def run_payments(config: Path | None, days: int, key: str | None, *, as_json: bool) -> int:
+    """``kling-bot payments list [--user ID] [--days N] [--json]``: newest first."""
+    user = user_from_key(key) if key is not None else None
+    if key is not None and user is None:
+        app.fail(messages.CLI_USER_KEY)
+        return app.EXIT_USAGE
+    async with _engine(config) as engine:
+        if engine is None:
+            return app.EXIT_USAGE
+        payments = await engine.payments_list(days, user.key if user else None)
+        app.say(json.dumps([payment.as_json() for payment in payments], indent=2) if as_json
+                else messages.payments_list_text(payments, days, user.key if user else None), sys.stdout)
         return 0

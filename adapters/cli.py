@@ -107,11 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "process sharing it counts): today and the last --days days, jobs by "
                                        "outcome (delivered, failed, cancelled, running; refunded besides), "
                                        "spend at WaveSpeed in USD, credits spent, the busiest users and places, "
-                                       "failures by kind, and the queue now. Days start at [quota] reset_hour_utc.")
+                                       "failures by kind, purchases and refunds (today, the span and each of its days: "
+                                       "credits bought, Telegram Stars, Discord purchases, credits taken "
+                                       "back and those already spent), and the queue now. Days start at "
+                                       "[quota] reset_hour_utc.")
     stats.add_argument("--days", type=_days, default=7, help="the longer span, in days: 1 to 366 (default: 7)")
     stats.add_argument("--json", action="store_true",
                        help="print the figures as one JSON object (money as decimal strings), with every "
-                            "day of the last max(days, 14)")
+                            "day of the last max(days, 14), their payments under \"payments\"")
     stats.add_argument("--chart", type=Path, metavar="FILE",
                        help="also write the chart of the last 14 days (jobs and spend) to FILE as a PNG")
     stats.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")
@@ -163,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "of either database: that bot would go on writing what the copy misses, and "
                            "two bots would then drive the same jobs")
     add_access_commands(sub)
+    add_payments_command(sub)
     return parser
 
 
@@ -294,7 +298,7 @@ def _credits_given(text: str) -> int:
 
 
 def run_access_command(args: argparse.Namespace) -> int | None:
-    """Run ``pause``, ``resume``, ``users`` or ``credits``; None for any other command."""
+    """Run ``pause``, ``resume``, ``users``, ``credits`` or ``payments``; None for any other command."""
     if args.command == "pause":
         return app.main(lambda: admin_cli.run_pause(args.config, args.reason, refund=args.refund))
     if args.command == "resume":
@@ -305,4 +309,27 @@ def run_access_command(args: argparse.Namespace) -> int | None:
     if args.command == "credits":
         return app.main(lambda: admin_cli.run_credits(args.config, args.credits_command, args.user,
                                                       getattr(args, "amount", None)))
+    if args.command == "payments":
+        return app.main(lambda: admin_cli.run_payments(args.config, args.days, args.user, as_json=args.json))
     return None
+
+
+def add_payments_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``payments list``: the payments ledger, for admins looking for a charge to refund."""
+    payments = sub.add_parser("payments", help="list the payments users made (Telegram Stars, Discord)",
+                              description="The payments ledger on the configured database: each purchase "
+                                          "credited once, with its refund if any.")
+    payments_sub = payments.add_subparsers(dest="payments_command", required=True)
+    listing = payments_sub.add_parser(
+        "list", help="one line per payment, newest first",
+        description="One line per payment credited in the last --days days, newest first: when (UTC), "
+                    "platform, user, pack, credits, its price (Stars, or the Discord SKU), its key "
+                    "(telegram:<charge id> or discord:<entitlement id>: the id after the colon is what "
+                    "/refund takes) and whether it was refunded, when and by whom, with the credits taken "
+                    "back and those already spent (short).")
+    listing.add_argument("--user", help="only this user's, as platform:id (e.g. telegram:123456)")
+    listing.add_argument("--days", type=_days, default=30,
+                         help="how far back, in days: 1 to 366 (default: 30); days start at "
+                              "[quota] reset_hour_utc, today's counts as one")
+    listing.add_argument("--json", action="store_true", help="print the payments as one JSON array")
+    listing.add_argument("--config", type=Path, help="TOML settings (default: ./config.toml if present)")

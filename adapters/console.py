@@ -273,6 +273,8 @@ class ConsoleChat:
                 self.say((await self.engine.balance(self.user)).text())
             elif command == "/jobs":
                 self.say(await jobs_text(self.engine, self.user))
+            elif command == "/buy":  # payments happen in the chats that take them
+                self.say(messages.BUY_ELSEWHERE)
             elif command == "/stats":  # whoever runs the console runs the bot: an admin
                 self.say((await self.engine.stats()).text())
             elif command == "/balance":

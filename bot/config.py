@@ -6,6 +6,7 @@ whose message is one line naming the key, meant to be printed as-is.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
@@ -13,7 +14,7 @@ import re
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -139,6 +140,13 @@ class TelegramSettings:
     conflict_check_seconds: float = 2.0
     chats: dict[str, int] = field(default_factory=dict)  # chat id -> daily credits of its members
 
+    def method_url(self, method: str) -> str:
+        """A Bot API method's URL as python-telegram-bot builds it: the token where base_url
+        says ``{token}`` (Telegram's test environment: ``.../bot{token}/test``), else after it."""
+        base = self.base_url.replace("{token}", self.token) if "{token}" in self.base_url \
+            else self.base_url + self.token
+        return f"{base}/{method}"
+
 
 @dataclass(frozen=True)
 class DiscordSettings:
@@ -182,6 +190,29 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class Pack:
+    """A pack of credits users can buy ([[payments.packs]])."""
+
+    name: str  # shown on /buy and on the invoice; unique
+    credits: int  # credits a purchase adds (purchased credits never expire)
+    stars: int = 0  # price in Telegram Stars (XTR); 0: not sold on Telegram
+    discord_sku: str = ""  # the consumable SKU's id in Discord's Developer Portal; "": not sold on Discord
+
+
+@dataclass(frozen=True)
+class PaymentsSettings:
+    """Credits for sale ([payments]): Telegram Stars and Discord's premium apps."""
+
+    packs: list[Pack] = field(default_factory=list)  # empty: nothing for sale
+    support: str = ""  # what /paysupport answers: how a buyer reaches you about a payment
+
+    def sold_on(self, platform: str) -> list[Pack]:
+        """The packs a platform's users can buy there (Telegram: a Stars price; Discord: an SKU)."""
+        return [pack for pack in self.packs
+                if (platform == "telegram" and pack.stars) or (platform == "discord" and pack.discord_sku)]
+
+
+@dataclass(frozen=True)
 class LogSettings:
     format: Literal["text", "json"] = "text"  # json: one object per line, with the job id on job lines
 
@@ -199,6 +230,7 @@ class Settings:
     moderation: ModerationSettings = ModerationSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
+    payments: PaymentsSettings = PaymentsSettings()
     costs: dict[str, Any] = field(default_factory=dict)  # credits per model that override its quote
     source: str = "built-in defaults"
 
@@ -216,7 +248,8 @@ class Settings:
 _SECTIONS = {"wavespeed": WaveSpeedSettings, "storage": StorageSettings,
              "quota": QuotaSettings, "media": MediaSettings, "telegram": TelegramSettings,
              "discord": DiscordSettings, "models": ModelsSettings, "spend": SpendSettings,
-             "moderation": ModerationSettings, "http": HttpSettings, "log": LogSettings}
+             "moderation": ModerationSettings, "http": HttpSettings, "log": LogSettings,
+             "payments": PaymentsSettings}
 # Environment variables that override a secret in the file.
 _ENV_SECRETS = {("wavespeed", "api_key"): "WAVESPEED_API_KEY",
                 ("wavespeed", "webhook_secret"): "WAVESPEED_WEBHOOK_SECRET",
@@ -317,6 +350,17 @@ def _coerce(label: str, hint: Any, value: Any, source: str) -> Any:
         key_hint, value_hint = typing.get_args(hint)
         return {_coerce(label, key_hint, k, source): _coerce(f"{label}.{k}", value_hint, v, source)
                 for k, v in value.items()}
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type) and isinstance(value, dict):
+        known = {f.name: f for f in fields(hint)}
+        for key in value:
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key {label} {key}{_did_you_mean(key, known)}")
+        hints = typing.get_type_hints(hint)
+        missing = [f.name for f in known.values()
+                   if f.name not in value and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise ConfigError(f"{source}: {label} needs {' and '.join(missing)}{got}.")
+        return hint(**{key: _coerce(f"{label} {key}", hints[key], item, source) for key, item in value.items()})
     if origin is Literal:
         if value not in typing.get_args(hint):
             allowed = " or ".join(repr(a) for a in typing.get_args(hint))
@@ -334,7 +378,7 @@ def _coerce(label: str, hint: Any, value: Any, source: str) -> Any:
         (item,) = typing.get_args(hint)
         return [_coerce(label, item, v, source) for v in value]
     kind = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
-            Decimal: "a number"}
+            Decimal: "a number", Pack: "a table: name, credits, stars, discord_sku"}
     wanted = kind.get(hint, f"a list of {typing.get_args(hint)[0].__name__}" if origin is list
                       else "a table of names" if origin is dict else str(hint))
     raise ConfigError(f"{source}: {label} must be {wanted}{got}.")
@@ -425,6 +469,7 @@ def _check_ranges(s: Settings, source: str) -> None:
         *((cap is None or cap > 0, f"[spend] {name} must be above 0 dollars (leave it out for no cap)")
           for name, cap in (("daily_usd", s.spend.daily_usd), ("daily_usd_per_place", s.spend.daily_usd_per_place),
                             ("monthly_usd", s.spend.monthly_usd))),
+        *_pack_rules(s.payments.packs),
         (all(word.strip() for word in s.moderation.blocked_words), "[moderation] blocked_words lists an empty word"),
         *((_pattern_problem(pattern) is None,
            f"[moderation] blocked_patterns: {pattern!r} is not a valid regular expression"
@@ -434,6 +479,26 @@ def _check_ranges(s: Settings, source: str) -> None:
     for ok, message in rules:
         if not ok:
             raise ConfigError(f"{source}: {message}.")
+
+
+MAX_PACK_CREDITS = 1_000_000
+MAX_PACK_STARS = 100_000  # Telegram refuses an invoice above its own limit; this only stops typos
+
+
+def _pack_rules(packs: list[Pack]) -> list[tuple[bool, str]]:
+    names = [pack.name.strip().casefold() for pack in packs]
+    rules = [(len(set(names)) == len(names), "[[payments.packs]] names a pack twice")]
+    for pack in packs:
+        label = f"[[payments.packs]] {pack.name!r}"
+        rules += [
+            (bool(pack.name.strip()) and len(pack.name) <= 32, "[[payments.packs]] name must be 1-32 characters"),
+            (1 <= pack.credits <= MAX_PACK_CREDITS, f"{label}: credits must be 1 to {MAX_PACK_CREDITS:,}"),
+            (0 <= pack.stars <= MAX_PACK_STARS, f"{label}: stars must be 0 (not on Telegram) to {MAX_PACK_STARS:,}"),
+            (pack.discord_sku == "" or pack.discord_sku.isdigit(),
+             f"{label}: discord_sku must be the SKU's numeric id from the Developer Portal (or \"\": not on Discord)"),
+            (bool(pack.stars or pack.discord_sku), f"{label} needs a stars price, a discord_sku, or both"),
+        ]
+    return rules
 
 
 def _webhook_url_ok(url: str) -> bool:

@@ -228,7 +228,7 @@ async def _telegram(settings: Settings, session: aiohttp.ClientSession) -> Check
     name, tg = "[telegram] token", settings.telegram
 
     async def get_me() -> Check:
-        status, body = await _answer(session, f"{tg.base_url}{tg.token}/getMe")
+        status, body = await _answer(session, tg.method_url("getMe"))
         if status == 200 and _field(body, "ok") is True:
             return Check(name, True, messages.doctor_telegram_ok(_field(body, "result", "username"),
                                                                  _field(body, "result", "id")))

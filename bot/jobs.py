@@ -189,6 +189,7 @@ class Accepted:
 @dataclass(frozen=True)
 class Rejected:
     reason: str  # user-facing
+    offer_packs: bool = False  # out of credits where the platform sells packs: show the buy buttons
 
     @property
     def text(self) -> str:
@@ -239,12 +240,16 @@ class Balance:
     bonus: int
     resets_at: datetime
     allowance: int | None = None  # their daily credits, when a role or chat makes them not [quota]'s
+    purchased: int = 0  # bought credits (#18): never reset, spent after the daily and the bonus ones
 
     @property
     def total(self) -> int:
-        return self.daily_left + self.bonus
+        return self.daily_left + self.bonus + self.purchased
 
     def text(self, now: datetime | None = None) -> str:
+        if self.purchased:
+            return messages.balance_with_purchased(self.daily_left, self.bonus, self.purchased, self.resets_at,
+                                                   now, allowance=self.allowance)
         return messages.balance(self.total, self.bonus, self.resets_at, now, allowance=self.allowance)
 
 

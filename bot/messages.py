@@ -934,7 +934,8 @@ _COPIED_THINGS = {"users": ("user", "users"), "jobs": ("job", "jobs"),
                   "pending_asks": ("pending question or mark", "pending questions and marks"),
                   "model_listing": ("model listing", "model listings"),
                   "bans": ("ban", "bans"), "bot_state": ("bot-wide setting (a pause)", "bot-wide settings"),
-                  "alerts_sent": ("admin alert sent", "admin alerts sent")}
+                  "alerts_sent": ("admin alert sent", "admin alerts sent"),
+                  "payments": ("payment", "payments")}
 
 
 def copied_things(table: str, n: int) -> str:
@@ -1321,7 +1322,8 @@ def stats_text(stats: Stats) -> str:
     lines = [f"Bot figures (days start at {reset} UTC):",
              *_window_lines("Today", stats.today),
              *_window_lines(f"Last {day_count(stats.window.days)}", stats.window),
-             f"Now: {stats.queued} waiting in the queue, {stats.running} being made."]
+             f"Now: {stats.queued} waiting in the queue, {stats.running} being made.",
+             *payments_lines(stats)]  # last: a chat's cut of a long text takes the day list first
     return "\n".join(lines)
 # --- #17 fakes ---
 
@@ -1414,9 +1416,10 @@ def bans_list(bans: Sequence[tuple[str, str, str]]) -> str:
                      for key, by, reason in bans)
 
 
-def credits_of(who: str, total: int, bonus: int, daily: int, banned: bool) -> str:
+def credits_of(who: str, total: int, bonus: int, daily: int, banned: bool, purchased: int = 0) -> str:
     """An admin's look at a user's credits (/credits show, `kling-bot credits show`)."""
-    extra = f" ({bonus} bonus)" if bonus else ""
+    kinds = [f"{bonus} bonus"] * bool(bonus) + [f"{purchased} purchased"] * bool(purchased)
+    extra = f" ({', '.join(kinds)})" if kinds else ""
     ban = " They are banned." if banned else ""
     return f"{echo(who)} has {credits(total)}{extra}, with a daily allowance of {daily}.{ban}"
 
@@ -1480,3 +1483,196 @@ BAN_A_BOT = "That is a bot: it makes no requests to ban."
 
 def ban_an_admin(platform_section: str) -> str:
     return f"That is one of the bot's admins: take them out of [{platform_section}] admins first."
+# --- payments (#18 stats) ----------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from bot.engine.stats import PaymentLine
+    from bot.store.activity import PaymentCounts
+
+METRIC_HELP.update({
+    "kling_payments": "Purchases credited (Telegram Stars, Discord consumables), by platform",
+    "kling_payment_refunds": "Purchases refunded (by an admin or the platform), by platform",
+    "kling_credits_purchased": "Credits bought with payments",
+    "kling_credits_taken_back": "Purchased credits that refunds removed (what was already spent stays spent)",
+    "kling_stars_received": "Telegram Stars received for purchases (refunded ones included)",
+})
+
+
+def payment_figures(counts: PaymentCounts) -> str:
+    """A span's purchases and refunds, for /stats and ``kling-bot stats``."""
+    if not counts.purchases and not counts.refunds:
+        return "none"
+    said = []
+    if counts.purchases:
+        where = "; ".join([f"{counts.telegram} with {counts.stars} Telegram Stars"] * bool(counts.telegram)
+                          + [f"{counts.discord} on Discord"] * bool(counts.discord))
+        said.append(f"{counts.purchases} purchase{'s' * (counts.purchases != 1)}"
+                    f"{f' ({where})' if where else ''}, {credits(counts.credits)} bought")
+    if counts.refunds:
+        short = f", {counts.short} short (spent before the refund)" if counts.short else ""
+        said.append(f"{counts.refunds} refund{'s' * (counts.refunds != 1)}, "
+                    f"{credits(counts.taken_back)} taken back{short}")
+    return "; ".join(said)
+
+
+def payments_lines(stats: Stats) -> list[str]:
+    """/stats' payments: today, the longer span, and each day of it that had any."""
+    lines = [f"Payments today: {payment_figures(stats.today.payments)}.",
+             f"Payments, last {day_count(stats.window.days)}: {payment_figures(stats.window.payments)}."]
+    if stats.window.days > 1:
+        lines += [f"  {day.day}: {payment_figures(day.payments)}." for day in stats.daily[-stats.window.days:]
+                  if day.payments.purchases or day.payments.refunds]
+    return lines
+
+
+def _utc(moment: float) -> str:
+    return f"{datetime.fromtimestamp(moment, UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def payment_line(payment: PaymentLine) -> str:
+    """``kling-bot payments list``: one payment on one line (its key is what /refund takes)."""
+    price = (f"{payment.stars} Stars" if payment.stars is not None
+             else f"SKU {payment.sku_id}" if payment.sku_id else "no price recorded")
+    if payment.refunded_at is None:
+        refund = "not refunded"
+    else:
+        by = f" by {payment.refunded_by}" if payment.refunded_by else ""
+        short = f", {payment.short} short" if payment.short else ""
+        refund = f"refunded {_utc(payment.refunded_at)}{by}: {credits(payment.taken_back)} taken back{short}"
+    return (f"{_utc(payment.at)}  {payment.platform}  {payment.user_key}  {echo(payment.pack)}:"
+            f" {credits(payment.credits)}, {price}  key {payment.key}  {refund}")
+
+
+def payments_list_text(payments: Sequence[PaymentLine], days: int, user_key: str | None) -> str:
+    """``kling-bot payments list``: a line per payment, newest first, or that there is none."""
+    if not payments:
+        whose = f" of {user_key}" if user_key else ""
+        return f"No payments{whose} in the last {day_count(days)}."
+    return "\n".join(payment.text() for payment in payments)
+
+
+# --- payments (#18 core) ---
+
+def balance_with_purchased(daily_left: int, bonus: int, purchased: int, resets_at: datetime,
+                           now: datetime | None = None, *, allowance: int | None = None) -> str:
+    """/quota of a user who bought credits: the daily ones (they reset) and the purchased ones (they stay)."""
+    total = daily_left + bonus + purchased
+    extra = f", {bonus} bonus" if bonus else ""
+    to = f" to {allowance}" if allowance is not None else ""
+    return (f"You have {credits(total)}: {daily_left} daily{extra} and {purchased} purchased. "
+            f"Daily credits reset{to} {reset_time(resets_at, now)}; purchased credits never expire.")
+
+
+def or_buy(refusal: str) -> str:
+    """An out-of-credits answer where the platform sells credit packs."""
+    return f"{refusal} Or /buy credits."
+
+
+BUY_NOTHING = "Credits are not for sale here."
+BUY_ELSEWHERE = "Credits are bought in the bot on Telegram (Stars) or Discord (the app's store), not here."
+BUY_HEADER = "Credit packs (purchased credits never expire; they are spent after your daily ones):"
+
+
+def buy_line(name: str, credits_in_pack: int, stars: int | None = None) -> str:
+    """A pack on /buy: with its price in Stars on Telegram (Discord's button shows its own price)."""
+    price = f" for {stars} Star{'s' * (stars != 1)}" if stars is not None else ""
+    return f"- {echo(name)}: {credits(credits_in_pack)}{price}"
+
+
+def buy_list(lines: Sequence[str]) -> str:
+    return "\n".join([BUY_HEADER, *lines])
+
+
+def pack_description(credits_in_pack: int) -> str:
+    """The invoice's description of a pack."""
+    return f"{credits(credits_in_pack)} for making videos. Purchased credits never expire."
+
+
+def purchase_credited(pack: str, credits_in_pack: int, total: int) -> str:
+    return f"Thank you! {echo(pack)} added {credits(credits_in_pack)}: you now have {credits(total)}."
+
+
+# Pre-checkout refusals (Telegram shows them to the buyer; nothing is charged).
+PAYMENT_NOT_OURS = "This invoice is not one of this bot's: nothing was charged."
+PACK_GONE = "This pack is no longer sold: nothing was charged. Send /buy for the current packs."
+PACK_CHANGED = "This pack changed since the invoice was made: nothing was charged. Send /buy for a new invoice."
+PAYMENT_WRONG_CURRENCY = "Credits are paid in Telegram Stars only: nothing was charged."
+PAYMENT_WRONG_AMOUNT = "The amount does not match the pack's price: nothing was charged. Send /buy for a new invoice."
+PAYMENT_BANNED = "Sorry, you can't buy credits with this bot. If you think this is a mistake, ask its admins."
+PAYSUPPORT = "For help with a payment, write to the bot's admins (say when you paid and which pack)."
+
+
+def refund_unknown(key: str) -> str:
+    return f"No payment {echo(key)} is known: nothing was refunded."
+
+
+def refund_already(key: str) -> str:
+    return f"Payment {echo(key)} was refunded already: nothing changed."
+
+
+def refund_done(key: str, user_key: str, removed: int, short: int, by: str) -> str:
+    """A refund applied: the credits taken back, and in words the ones already spent (never below zero)."""
+    who = {"telegram": " by Telegram", "discord": " by Discord"}.get(by, "")
+    text = f"Payment {echo(key)} of {echo(user_key)} refunded{who}: {credits(removed)} taken back."
+    if short:
+        text += (f" {credits(short)} of it had been spent already and could not be taken back"
+                 " (credits never go below zero).")
+    return text
+
+
+def refund_unknown_by_platform(key: str, by: str) -> str:
+    """The platform refunded a payment this bot never credited."""
+    return f"{by.capitalize()} refunded payment {echo(key)}, which this bot never credited: nothing changed."
+
+
+# --- #18 telegram (adapters/telegram/payments.py) ---
+
+COMMANDS.update({
+    "paysupport": "Help with a payment",  # buy and refund: with Discord's, below (one wording for both)
+})
+TELEGRAM_HELP_BUY = "/buy: more credits, paid in Telegram Stars · /paysupport: help with a payment"
+TELEGRAM_REFUND_USAGE = ("Reply /refund to a message of the buyer (their latest payment), "
+                         "or send /refund CHARGE_ID (the payment's Telegram charge id).")
+TELEGRAM_REFUND_NO_PAYMENT = "That user has no payment left to refund."
+
+
+def telegram_pack_button(name: str, credits: int, stars: int) -> str:
+    """A /buy button: the pack, what it adds and its price."""
+    return f"{name}: {credits} credit{'s' * (credits != 1)} for {stars} ⭐"
+
+
+def telegram_refund_refused(error: str) -> str:
+    """Telegram refused refundStarPayment: nothing was changed."""
+    return f"Telegram refused the refund ({echo(error, 200)}); nothing was changed."
+
+
+# --- #18 discord (payments: /buy, /refund on Discord) ---
+
+COMMANDS.update({
+    "buy": "Buy credits",
+    "refund": "Refund a payment: take its credits back (admins)",
+})
+OPTIONS.update({
+    "refund payment": "The payment's entitlement id",
+    "refund user": "Refund this member's latest payment",
+})
+DISCORD_REFUND_WHICH = "Name the payment (its entitlement id) or the member whose latest payment to refund."
+DISCORD_PAYMENT_ID_INVALID = "A Discord payment is named by its entitlement id, digits only."
+# Discord's API can consume and list entitlements, not pay money back: its support does.
+DISCORD_MONEY_BACK = ("Discord returns the money only through its own support "
+                      "(the buyer asks at support.discord.com): this took the credits back in the bot.")
+
+
+def no_payment_to_refund(who: str) -> str:
+    return f"{who} has no payment to refund."
+
+
+def discord_refund_reply(text: str) -> str:
+    """/refund on Discord: the engine's account of the refund, then who returns the money."""
+    return f"{text}\n{DISCORD_MONEY_BACK}"
+# --- #18 attack (payments' money): a refund's credits held by jobs not yet ended ---
+
+def refund_held(held: int) -> str:
+    """Of a refunded payment's credits, those jobs not yet ended hold: not spent yet."""
+    return (f"{credits(held)} of it are held by jobs not yet ended: taken back if those jobs are refunded,"
+            " spent if they are delivered.")

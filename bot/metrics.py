@@ -7,7 +7,8 @@ Two kinds, kept apart so that several processes sharing one database never disag
   sees them calls the small hooks below (``wavespeed_trace``, ``wavespeed_error``,
   ``webhook_delivery``); Prometheus adds up the processes.
 - from the database (``database_families``): jobs by model and state, queue depth,
-  spend in USD, credits spent, reserved, refunded and granted, failures by kind.
+  spend in USD, credits spent, reserved, refunded and granted, failures by kind;
+  payments (#18) and their refunds by platform, credits purchased and taken back, Stars.
   Read at scrape time in one store read (``Store.metric_totals``), so every process
   reports the same totals.
 
@@ -125,6 +126,22 @@ def database_families(totals: MetricTotals) -> Iterable[Metric]:
     yield _family(GaugeMetricFamily, "kling_credits_reserved", value=totals.credits_reserved)
     yield _family(CounterMetricFamily, "kling_credits_refunded", value=totals.credits_refunded)
     yield _family(CounterMetricFamily, "kling_credits_granted", value=totals.credits_granted)
+    yield from _payment_families(totals)
+
+
+PAYMENT_PLATFORMS = ("telegram", "discord")  # shown at 0 until a payment comes
+
+
+def _payment_families(totals: MetricTotals) -> Iterable[Metric]:
+    """Payments (#18): purchases and refunds by platform, credits bought and taken back, Stars."""
+    for name, counts in (("kling_payments", totals.payments), ("kling_payment_refunds", totals.payment_refunds)):
+        family = _family(CounterMetricFamily, name, labels=["platform"])
+        for platform in sorted(set(PAYMENT_PLATFORMS) | set(counts)):
+            family.add_metric([platform], counts.get(platform, 0))
+        yield family
+    yield _family(CounterMetricFamily, "kling_credits_purchased", value=totals.credits_purchased)
+    yield _family(CounterMetricFamily, "kling_credits_taken_back", value=totals.credits_taken_back)
+    yield _family(CounterMetricFamily, "kling_stars_received", value=totals.stars_received)
 
 
 class DatabaseCollector:

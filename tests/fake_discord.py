@@ -25,6 +25,18 @@ As Discord does, a message is read only through its own channel (another channel
 "Unknown Message"), a channel the bot cannot view answers "Missing Access", and the
 message of a component or form interaction is in the interaction's channel; messages an
 interaction's answers make are in that interaction's channel.
+
+Premium apps (docs: resources/entitlement, monetization): ``purchase`` is a user buying a
+consumable SKU in the store (an entitlement of type PURCHASE, or TEST_MODE_PURCHASE,
+dispatched as ENTITLEMENT_CREATE; Discord lets a user hold one unconsumed entitlement of a
+consumable SKU at a time), ``refund`` is Discord refunding it (deleted, ENTITLEMENT_DELETE).
+The REST routes list entitlements (user_id, sku_ids, guild_id, before, after, limit,
+exclude_ended, exclude_deleted with Discord's defaults; ascending ids), get one, consume one
+(204; 404 Unknown Entitlement 10029; a SKU that is not consumable 400 40018), and create
+(owner_type 2: a user; 40074 while the user holds one unconsumed) and delete (only test
+ones, 40019) test entitlements. Discord documents no answer for consuming an entitlement
+twice: the fake answers ``consumed_again`` (a 400 by default), so a client must not rely on
+it. ``refuse_consume`` makes the next consumes of an entitlement fail (e.g. a 500).
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import hashlib
 import itertools
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -46,7 +59,10 @@ GUILD = 800000000000000001
 CHANNEL = 700000000000000001
 INVALID_SHARD, SHARDING_REQUIRED = 4010, 4011  # gateway close codes
 MAX_GUILDS_PER_SHARD = 2500
-MAJOR_PARAMETERS = ("cid", "guild", "app", "iid", "token")  # route parts that get a bucket of their own
+MAJOR_PARAMETERS = ("cid", "guild", "app", "iid", "token")
+PURCHASE, TEST_MODE_PURCHASE = 1, 4  # entitlement types (docs: Entitlement Types)
+USER_OWNER = 2  # a test entitlement's owner_type for a user
+UNKNOWN_ENTITLEMENT = {"code": 10029, "message": "Unknown Entitlement"}  # route parts that get a bucket of their own
 RATE_LIMIT = (50, 1.0)  # requests per window (seconds) per bucket: generous, the tests' bots are busy
 
 
@@ -120,6 +136,12 @@ class FakeDiscord(Doors):
         self.identifies: list[dict[str, Any]] = []  # every IDENTIFY, in order
         self.guilds: dict[int, dict[str, Any]] = {}  # the servers the bot is in (``guild``)
         self.recommended_shards = 1  # GET /gateway/bot's "shards"
+        self.entitlements: dict[int, dict[str, Any]] = {}  # premium apps: id -> entitlement
+        self.consumable_skus: set[int] = set()  # SKUs that are consumables (``purchase`` adds them)
+        self.consumes: list[int] = []  # each entitlement id a consume request succeeded for
+        # entitlement id -> answers (status, body) its next consume requests get instead
+        self.refuse_consume: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        self.consumed_again: tuple[int, dict[str, Any]] = (400, {"code": 0, "message": "Entitlement already consumed"})
         self.rate_limits = RateLimits(*RATE_LIMIT)  # set another to make the limits bite
         # Requests real Discord would refuse (tests/spec_check.py); asserted empty after each test.
         # A test that sends bad requests on purpose checks and clears them, or sets check_specs.
@@ -151,6 +173,11 @@ class FakeDiscord(Doors):
         app.router.add_get(f"{api}/channels/{{cid}}/messages/{{mid}}", self._get_message)
         app.router.add_get("/attachments/{aid}/{name}", self._attachment)
         app.router.add_get(f"{api}/gateway/bot", self._gateway_bot)
+        app.router.add_get(f"{api}/applications/{{app}}/entitlements", self._list_entitlements)
+        app.router.add_post(f"{api}/applications/{{app}}/entitlements", self._create_test_entitlement)
+        app.router.add_get(f"{api}/applications/{{app}}/entitlements/{{eid}}", self._get_entitlement)
+        app.router.add_delete(f"{api}/applications/{{app}}/entitlements/{{eid}}", self._delete_test_entitlement)
+        app.router.add_post(f"{api}/applications/{{app}}/entitlements/{{eid}}/consume", self._consume)
         app.router.add_get("/gateway", self._gateway)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -288,7 +315,8 @@ class FakeDiscord(Doors):
     def interaction(self, kind: int, data: dict[str, Any], *, user: int, permissions: str = "0",
                     nsfw: bool = False, size_limit: int = 25 * 1024 * 1024,
                     message: dict[str, Any] | None = None, dm: int | None = None,
-                    channel: int | None = None, guild: int = GUILD) -> dict[str, Any]:
+                    channel: int | None = None, guild: int = GUILD,
+                    entitlements: list[dict[str, Any]] = ()) -> dict[str, Any]:
         """An interaction in ``channel`` (by default the message's, else ``CHANNEL``) of ``guild``."""
         iid = next(self._ids)
         channel = channel or (int(message["channel_id"]) if message is not None else None) or dm or CHANNEL
@@ -302,7 +330,7 @@ class FakeDiscord(Doors):
             "member": {"user": _user(user), "roles": [], "permissions": permissions,
                        "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False, "mute": False,
                        "flags": 0},
-            "app_permissions": "0", "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "app_permissions": "0", "locale": "en-US", "guild_locale": "en-US", "entitlements": list(entitlements),
             "authorizing_integration_owners": {"0": str(guild)}, "context": 0,
             "attachment_size_limit": size_limit, "data": data,
         }
@@ -339,6 +367,23 @@ class FakeDiscord(Doors):
             fields.update(mentions=[_user(BOT_ID, bot=True)], content=f"<@{BOT_ID}> {fields.get('content', '')}")
         return self._message(author=_user(user), attachments=list(attachments), embeds=list(embeds), **fields)
 
+    async def purchase(self, user: int, sku_id: int, *, test: bool = False, dispatch: bool = True) -> dict[str, Any]:
+        """``user`` buys the consumable SKU ``sku_id`` in the app's store: an entitlement of
+        type PURCHASE (TEST_MODE_PURCHASE with ``test``), sent as ENTITLEMENT_CREATE."""
+        self.consumable_skus.add(sku_id)
+        assert self._unconsumed(user, sku_id) is None, "Discord sells no second one before the first is consumed"
+        entitlement = self._entitlement(user, sku_id, TEST_MODE_PURCHASE if test else PURCHASE)
+        if dispatch:
+            await self.dispatch("ENTITLEMENT_CREATE", entitlement)
+        return entitlement
+
+    async def refund(self, entitlement_id: int) -> dict[str, Any]:
+        """Discord refunds a purchase: the entitlement is deleted, sent as ENTITLEMENT_DELETE."""
+        entitlement = self.entitlements[entitlement_id]
+        entitlement["deleted"] = True
+        await self.dispatch("ENTITLEMENT_DELETE", entitlement)
+        return entitlement
+
     def webhook_tokens_expire(self, token: str) -> None:
         self.expired_tokens.add(token)
 
@@ -355,6 +400,18 @@ class FakeDiscord(Doors):
                    "components": [], **fields}
         self.messages[int(message["id"])] = message
         return message
+
+    def _entitlement(self, user: int, sku_id: int, kind: int) -> dict[str, Any]:
+        entitlement_id = next(self._ids)
+        self.entitlements[entitlement_id] = {
+            "id": str(entitlement_id), "sku_id": str(sku_id), "application_id": str(APP_ID), "user_id": str(user),
+            "type": kind, "deleted": False, "starts_at": None, "ends_at": None, "consumed": False,
+            "gift_code_flags": 0, "promotion_id": None}
+        return self.entitlements[entitlement_id]
+
+    def _unconsumed(self, user: int, sku_id: int) -> dict[str, Any] | None:
+        return next((e for e in self.entitlements.values() if e["user_id"] == str(user)
+                     and e["sku_id"] == str(sku_id) and not e["deleted"] and not e["consumed"]), None)
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
         call: dict[str, Any] = {"method": request.method, "path": request.path, "query": dict(request.query),
@@ -373,7 +430,7 @@ class FakeDiscord(Doors):
             call["json"] = json.loads(text) if text else None
         self.calls.append(call)
         if refusal := spec_check.discord_refusal(self, self.spec, request.method, request.path, call["json"],
-                                                 call["files"].values()):
+                                                 call["files"].values(), call["query"]):
             raise refusal
         return call
 
@@ -509,6 +566,90 @@ class FakeDiscord(Doors):
             await response.write(data[start:start + 64 * 1024])
         await response.write_eof()
         return response
+
+    # --- premium apps: entitlements --------------------------------------------------
+
+    async def _list_entitlements(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        query = request.query
+        found = sorted(self.entitlements.values(), key=lambda e: int(e["id"]))
+        for field in ("user_id", "guild_id"):
+            if field in query:
+                found = [e for e in found if e.get(field) == query[field]]
+        if "sku_ids" in query:
+            found = [e for e in found if e["sku_id"] in query["sku_ids"].split(",")]
+        if _true(query.get("exclude_ended", "false")):
+            now = time.time()
+            found = [e for e in found if e["ends_at"] is None
+                     or _timestamp(e["ends_at"]) > now]
+        if _true(query.get("exclude_deleted", "true")):  # Discord's default: deleted ones left out
+            found = [e for e in found if not e["deleted"]]
+        limit = int(query.get("limit", 100))
+        if "before" in query:  # the `limit` closest before it, still in ascending order
+            found = [e for e in found if int(e["id"]) < int(query["before"])][-limit:]
+        else:
+            found = [e for e in found if int(e["id"]) > int(query.get("after", 0))][:limit]
+        return _reply(found)
+
+    def _known(self, request: web.Request) -> dict[str, Any] | None:
+        entitlement_id = request.match_info["eid"]
+        return self.entitlements.get(int(entitlement_id)) if entitlement_id.isdigit() else None
+
+    async def _get_entitlement(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        entitlement = self._known(request)
+        return _reply(entitlement) if entitlement is not None else _reply(UNKNOWN_ENTITLEMENT, status=404)
+
+    async def _consume(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        entitlement = self._known(request)
+        if entitlement is None:
+            return _reply(UNKNOWN_ENTITLEMENT, status=404)
+        refusals = self.refuse_consume.get(int(entitlement["id"]))
+        if refusals:
+            status, body = refusals.pop(0)
+            return _reply(body, status=status)
+        if int(entitlement["sku_id"]) not in self.consumable_skus:
+            return _reply({"code": 40018, "message": "Only consumable SKUs can be consumed"}, status=400)
+        if entitlement["consumed"]:
+            status, body = self.consumed_again
+            return _reply(body, status=status)
+        entitlement["consumed"] = True
+        self.consumes.append(int(entitlement["id"]))
+        return web.Response(status=204)
+
+    async def _create_test_entitlement(self, request: web.Request) -> web.Response:
+        call = await self._record(request)
+        body = call["json"]
+        if int(body["owner_type"]) != USER_OWNER:
+            return _reply({"code": 50035, "message": "Invalid Form Body"}, status=400)  # the fake has no servers' ones
+        user, sku_id = int(body["owner_id"]), int(body["sku_id"])
+        if self._unconsumed(user, sku_id) is not None:
+            return _reply({"code": 40074, "message": "An entitlement has already been granted for this resource"},
+                          status=400)
+        self.consumable_skus.add(sku_id)
+        entitlement = self._entitlement(user, sku_id, TEST_MODE_PURCHASE)
+        await self.dispatch("ENTITLEMENT_CREATE", entitlement)
+        return _reply({k: v for k, v in entitlement.items() if k not in ("starts_at", "ends_at")})
+
+    async def _delete_test_entitlement(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        entitlement = self._known(request)
+        if entitlement is None or entitlement["deleted"]:
+            return _reply(UNKNOWN_ENTITLEMENT, status=404)
+        if entitlement["type"] != TEST_MODE_PURCHASE:
+            return _reply({"code": 40019, "message": "You can only delete sandbox entitlements."}, status=400)
+        await self.refund(int(entitlement["id"]))
+        return web.Response(status=204)
+
+
+def _true(value: str) -> bool:
+    """A boolean query string as Discord reads it (the spec check refused other words)."""
+    return value in spec_check.TRUE_WORDS
+
+
+def _timestamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def _valid_shard(shard: Any) -> bool:

@@ -16,6 +16,17 @@ As the Bot API does, getFile refuses a file over 20 MB ("file is too big": bots 
 download files of up to 20 MB), and a message that replies to a message that is not there
 (``user_deletes``) is refused unless it allows sending without the reply
 (``reply_parameters.allow_sending_without_reply``).
+
+Telegram Stars payments: createInvoiceLink and sendInvoice refuse an invoice in Stars that
+breaks the Bot API's rules for one (a provider token, not exactly one price, tips, an amount
+that is no positive whole number; a currency other than XTR without a provider token);
+``pre_checkout`` queues a user's pre-checkout query, whose answers (``checkout_answers``) are
+refused with QUERY_ID_INVALID when a query is answered twice or after ``answer_window``
+seconds (Telegram's 10); ``paid`` and ``refunded`` queue the service messages with
+``successful_payment`` and ``refunded_payment``; refundStarPayment refunds a charge ``paid``
+made, once, for its own user (``refunds`` records each refund Telegram made).
+Telegram sends only the update types the last getUpdates or setWebhook asked for
+(``allowed_updates``): an update of another type is dropped, as Telegram never sends it.
 """
 
 from __future__ import annotations
@@ -46,6 +57,11 @@ BOT_USER = {"id": 777000, "is_bot": True, "first_name": "Kling", "username": "kl
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile: "bots can download files of up to 20MB in size"
 WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports api.telegram.org delivers to (setWebhook docs)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+STARS = "XTR"  # the currency of Telegram Stars
+ANSWER_WINDOW = 10.0  # seconds a bot has to answer a pre_checkout_query
+# What Telegram sends when allowed_updates is empty or never given ("all update types except
+# chat_member, message_reaction, and message_reaction_count").
+NOT_BY_DEFAULT = {"chat_member", "message_reaction", "message_reaction_count"}
 _THE_WEBHOOKS = object()  # deliver(): the secret token setWebhook was given
 
 
@@ -71,6 +87,7 @@ class FakeTelegram(Doors):
         # served in chunks without Content-Length; ``streamed`` counts the bytes actually sent.
         self.unsized: set[str] = set()
         self.streamed: dict[str, int] = {}
+        self.download_delay = 0.0  # seconds each file download waits before its bytes (a slow Telegram)
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.floods: dict[str, list[float]] = {}
         self.blocked: set[int] = set()  # private chats whose user blocked the bot: every call is 403
@@ -80,6 +97,15 @@ class FakeTelegram(Doors):
         self.violations: list[str] = []
         self.check_specs = True
         spec_check.watch(self)
+        # Payments: invoice links made, pre-checkout queries asked (id -> query, asked_at,
+        # answers), charges paid (charge id -> user, amount, refunded) and refunds made.
+        self.invoice_links: list[dict[str, Any]] = []
+        self.checkouts: dict[str, dict[str, Any]] = {}
+        self.answer_window = ANSWER_WINDOW
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.refunds: list[dict[str, Any]] = []
+        self.allowed_updates: list[str] = []  # the last getUpdates' or setWebhook's (empty: the default)
+        self.dropped: list[dict[str, Any]] = []  # updates Telegram would not send (allowed_updates)
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(100)
@@ -197,6 +223,9 @@ class FakeTelegram(Doors):
     def push(self, content: dict[str, Any]) -> dict[str, Any]:
         """Queue an update for getUpdates or, while a webhook is set, POST it there; the update."""
         update = self.new_update(content)
+        if not self._sends(update):
+            self.dropped.append(update)
+            return update
         if self.webhook is not None:
             task = asyncio.get_running_loop().create_task(self.deliver(update))
             self._sending.add(task)
@@ -226,6 +255,56 @@ class FakeTelegram(Doors):
             status = 0
         self.deliveries.append({"update_id": update["update_id"], "to": url, "status": status})
         return status
+
+    def _sends(self, update: dict[str, Any]) -> bool:
+        """Whether Telegram sends this update to a bot that asked for ``allowed_updates``."""
+        kind = next(key for key in update if key != "update_id")
+        return kind in self.allowed_updates if self.allowed_updates else kind not in NOT_BY_DEFAULT
+
+    # --- payments, the test side ---------------------------------------------------
+
+    def pre_checkout(self, user_id: int, *, total_amount: int, invoice_payload: str,
+                     currency: str = STARS, push: bool = True) -> dict[str, Any]:
+        """A user pressed Pay on an invoice: the pre_checkout_query update (pushed unless
+        push=False); its answers are kept under ``checkouts[query id]``."""
+        query = {"id": f"pcq-{next(self._update_ids)}", "from": _user(user_id), "currency": currency,
+                 "total_amount": total_amount, "invoice_payload": invoice_payload}
+        self.checkouts[query["id"]] = {"query": query, "asked_at": time.monotonic(), "answers": []}
+        content = {"pre_checkout_query": query}
+        return self.push(content) if push else self.new_update(content)
+
+    def checkout_answers(self, query_id: str) -> list[dict[str, Any]]:
+        """The bot's answerPreCheckoutQuery calls for a query: params, ``at`` (seconds after
+        the query was asked) and ``accepted`` (whether Telegram took the answer)."""
+        return self.checkouts[query_id]["answers"]
+
+    def paid(self, user_id: int, *, charge_id: str, total_amount: int, invoice_payload: str,
+             currency: str = STARS, provider_charge_id: str = "", chat_id: int | None = None,
+             push: bool = True) -> dict[str, Any]:
+        """Telegram took the user's payment: the service message with ``successful_payment``
+        in the user's chat with the bot (pushed unless push=False); the charge can be refunded."""
+        payment = {"currency": currency, "total_amount": total_amount, "invoice_payload": invoice_payload,
+                   "telegram_payment_charge_id": charge_id, "provider_payment_charge_id": provider_charge_id}
+        self.charges.setdefault(charge_id, {"user_id": user_id, "total_amount": total_amount, "refunded": False})
+        return self._service_message(chat_id or user_id, user_id, {"successful_payment": payment}, push)
+
+    def refunded(self, user_id: int, *, charge_id: str, total_amount: int, invoice_payload: str,
+                 chat_id: int | None = None, push: bool = True) -> dict[str, Any]:
+        """Telegram refunded a payment (its support did, or anyone but the bot): the service
+        message with ``refunded_payment`` (pushed unless push=False)."""
+        payment = {"currency": STARS, "total_amount": total_amount, "invoice_payload": invoice_payload,
+                   "telegram_payment_charge_id": charge_id}
+        if charge_id in self.charges:
+            self.charges[charge_id]["refunded"] = True
+        return self._service_message(chat_id or user_id, user_id, {"refunded_payment": payment}, push)
+
+    def _service_message(self, chat_id: int, user_id: int, content: dict[str, Any], push: bool) -> dict[str, Any]:
+        message = {"message_id": next(self._message_ids), "date": int(time.time()), "chat": _chat(chat_id),
+                   "from": _user(user_id), **content}
+        self.messages[(chat_id, message["message_id"])] = message
+        if push:
+            self.push({"message": message})
+        return message
 
     def flood_next(self, method: str, retry_after: float = 1) -> None:
         self.floods.setdefault(method, []).append(retry_after)
@@ -275,6 +354,8 @@ class FakeTelegram(Doors):
         file_id = request.match_info["path"].split("/")[-1]
         if file_id not in self.files:
             raise web.HTTPNotFound()
+        if self.download_delay:
+            await asyncio.sleep(self.download_delay)
         if file_id in self.unsized:
             return await self._stream(request, file_id)
         return web.Response(body=self.files[file_id])
@@ -343,6 +424,8 @@ class FakeTelegram(Doors):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return _error(400, "Bad Request: bad webhook: Wrong HTTP URL specified")
         self.webhook = dict(params)
+        if params.get("allowed_updates") is not None:
+            self.allowed_updates = list(params["allowed_updates"])
         self._poll = None
         self._new_update.set()  # a pending getUpdates ends (409 below)
         queued, self._updates = self._updates, []
@@ -373,6 +456,8 @@ class FakeTelegram(Doors):
             self.conflicts += 1
             return _error(409, "Conflict: can't use getUpdates method while webhook is active; "
                                "use deleteWebhook to delete the webhook first")
+        if params.get("allowed_updates") is not None:  # kept for later calls, as Telegram does
+            self.allowed_updates = list(params["allowed_updates"])
         call = self._poll = object()
         self._new_update.set()  # an earlier call still waiting ends: Telegram answers it 409
         offset = int(params.get("offset") or 0)
@@ -472,6 +557,74 @@ class FakeTelegram(Doors):
         if file_id in self.unsized:
             del file["file_size"]
         return file
+
+    # --- payments, the server side -------------------------------------------------
+
+    def _m_createInvoiceLink(self, params, files):
+        if refused := _stars_invoice_refusal(params):
+            return refused
+        link = f"https://t.me/$inv{len(self.invoice_links) + 1}"
+        self.invoice_links.append({"link": link, "params": params})
+        return link
+
+    def _m_sendInvoice(self, params, files):
+        if refused := _stars_invoice_refusal(params):
+            return refused
+        total = sum(price["amount"] for price in params["prices"])
+        return self._bot_message(params, invoice={
+            "title": str(params["title"]), "description": str(params["description"]),
+            "start_parameter": str(params.get("start_parameter") or ""), "currency": params["currency"],
+            "total_amount": total})
+
+    def _m_answerPreCheckoutQuery(self, params, files):
+        """Once per query, within ``answer_window`` seconds of it; ok=False needs a reason."""
+        checkout = self.checkouts.get(str(params["pre_checkout_query_id"]))
+        at = time.monotonic()
+        answer = {"params": params, "at": at - checkout["asked_at"] if checkout else None, "accepted": False}
+        if checkout is not None:
+            checkout["answers"].append(answer)
+        if checkout is None or len(checkout["answers"]) > 1 or answer["at"] > self.answer_window:
+            return _error(400, "Bad Request: QUERY_ID_INVALID")
+        if params["ok"] in (False, "false", "False", 0) and not params.get("error_message"):
+            return _error(400, "Bad Request: ERROR_MESSAGE_EMPTY")
+        answer["accepted"] = True
+        return True
+
+    def _m_refundStarPayment(self, params, files):
+        """A charge ``paid`` made, for its own user, once."""
+        charge_id = str(params["telegram_payment_charge_id"])
+        if not charge_id:
+            return _error(400, "Bad Request: CHARGE_ID_EMPTY")
+        charge = self.charges.get(charge_id)
+        if charge is None or str(charge["user_id"]) != str(params["user_id"]):
+            return _error(400, "Bad Request: CHARGE_NOT_FOUND")
+        if charge["refunded"]:
+            return _error(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+        charge["refunded"] = True
+        self.refunds.append({"user_id": int(params["user_id"]), "telegram_payment_charge_id": charge_id,
+                             "at": time.monotonic()})
+        return True
+
+
+def _stars_invoice_refusal(params: dict[str, Any]) -> web.Response | None:
+    """Telegram's answer to an invoice it refuses: in Stars (XTR) no provider token, exactly
+    one price and no tips; another currency needs a payment provider's token; every amount a
+    positive whole number (the spec check has already refused wrong types and lengths)."""
+    prices = params.get("prices")
+    amounts = [price.get("amount") for price in prices] if isinstance(prices, list) else []
+    if any(type(amount) is not int or amount <= 0 for amount in amounts) or not amounts:
+        return _error(400, "Bad Request: CURRENCY_TOTAL_AMOUNT_INVALID")
+    # Any text but the empty one is a token (also "[]", which PTB sends for "" under Defaults).
+    token = params.get("provider_token") not in (None, "")
+    if params.get("currency") != STARS:
+        return None if token else _error(400, "Bad Request: PAYMENT_PROVIDER_INVALID")
+    if token or len(amounts) != 1 or params.get("max_tip_amount") or params.get("suggested_tip_amounts"):
+        return _error(400, "Bad Request: STARS_INVOICE_INVALID")
+    return None
+
+
+def _user(user_id: int) -> dict[str, Any]:
+    return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
 
 
 def chat_of(chat_id: int, title: str = "Test group", kind: str = "supergroup") -> dict[str, Any]:

@@ -23,7 +23,13 @@ README; KLING_SPECS_DIR points elsewhere):
   the schemas leave out: content <= 2000, <= 5 action rows of <= 5 components, custom_id
   1-100, <= 25 select options, autocomplete choice values <= 100; one initial response per
   interaction (40060); uploads within the interaction's attachment_size_limit or, for
-  channel messages, ``DiscordRules.channel_upload_limit`` (413, 40005).
+  channel messages, ``DiscordRules.channel_upload_limit`` (413, 40005); a button's fields
+  by its style (docs: components reference, Button): a premium button (style 6) has a
+  ``sku_id`` and no ``custom_id``, ``label``, ``emoji`` or ``url``, a link button (5) a
+  ``url`` and no ``custom_id`` or ``sku_id``, the others a ``custom_id`` and neither.
+  Query strings: each parameter the operation declares has its schema's type (booleans
+  as Discord reads them: true/True/1, false/False/0; ``sku_ids`` comma-separated
+  snowflakes), within its minimum and maximum; undeclared ones Discord ignores.
 - Discord answers: ``discord_response_headers`` names the headers the document declares
   for an answer (the X-RateLimit-* ones), ``discord_header_problems`` checks an answer has
   them with the declared types.
@@ -371,6 +377,14 @@ MAX_ROW_ITEMS = 5
 MAX_SELECT_OPTIONS = 25
 CUSTOM_ID = (1, 100)
 MAX_CHOICE_VALUE = 100  # "max 100 characters if string" (docs: autocomplete choices)
+BUTTON, LINK_STYLE, PREMIUM_STYLE = 2, 5, 6
+# style -> (the field it needs, the fields it must not have); None: the styles with a custom id
+BUTTON_FIELDS: dict[int | None, tuple[str, tuple[str, ...]]] = {
+    PREMIUM_STYLE: ("sku_id", ("custom_id", "label", "emoji", "url")),
+    LINK_STYLE: ("url", ("custom_id", "sku_id")),
+    None: ("custom_id", ("url", "sku_id")),
+}
+TRUE_WORDS, FALSE_WORDS = {"true", "True", "1"}, {"false", "False", "0"}  # docs: boolean query strings
 DISCORD_ERROR_CODES = {  # jsonschema keyword -> Discord's form error code
     "maxLength": "BASE_TYPE_MAX_LENGTH", "maxItems": "BASE_TYPE_MAX_LENGTH",
     "minLength": "BASE_TYPE_MIN_LENGTH", "minItems": "BASE_TYPE_MIN_LENGTH",
@@ -565,7 +579,26 @@ def _component_problems(path: tuple[str | int, ...], components: Any) -> list[Pr
                                         f"Must be between {low} and {high} in length.",
                                         f"custom_id is {len(custom_id)} characters, Discord allows {low}-{high}"))
         problems += _too_many((*path, i, "options"), component.get("options"), MAX_SELECT_OPTIONS, "select options")
+        if component.get("type") == BUTTON:
+            problems += _button_shape_problems((*path, i), component)
         problems += _component_problems((*path, i, "components"), component.get("components"))
+    return problems
+
+
+def _button_shape_problems(path: tuple[str | int, ...], button: Mapping[str, Any]) -> list[Problem]:
+    """The fields a button must and must not have, by its style."""
+    style = button.get("style")
+    needs, forbids = BUTTON_FIELDS.get(style, BUTTON_FIELDS[None]) if isinstance(style, int) else ("", ())
+    problems = []
+    if needs and button.get(needs) is None:
+        problems.append(_form_error((*path, needs), "BASE_TYPE_REQUIRED", "This field is required",
+                                    f"a button of style {style} needs {needs} (components reference, Button)"))
+    for field in forbids:
+        if button.get(field) is not None:
+            problems.append(_form_error((*path, field), "COMPONENT_INVALID_FIELD",
+                                        f"A button of style {style} cannot have {field}.",
+                                        f"a button of style {style} cannot have {field} "
+                                        "(components reference, Button)"))
     return problems
 
 
@@ -596,7 +629,8 @@ class DiscordRules:
         if event == "INTERACTION_CREATE" and "token" in data and "attachment_size_limit" in data:
             self.upload_limits[str(data["token"])] = int(data["attachment_size_limit"])
 
-    def problems(self, method: str, path: str, body: Any, uploads: Iterable[bytes]) -> list[Problem]:
+    def problems(self, method: str, path: str, body: Any, uploads: Iterable[bytes],
+                 query: Mapping[str, str] | None = None) -> list[Problem]:
         """Everything wrong with one API request (path without the /api/v10 prefix)."""
         route = discord_route(path)
         if route is None:
@@ -609,7 +643,7 @@ class DiscordRules:
         if size > limit:
             return [Problem(f"uploads total {size} bytes, the limit here is {limit}", "Request entity too large",
                             status=413, json_code=40005)]
-        problems = self._body_problems(route, method, body)
+        problems = _query_problems(route, method, query or {}) + self._body_problems(route, method, body)
         if route.template.endswith("/callback") and not problems:
             interaction = path.split("/")[2]
             if interaction in self.acknowledged:
@@ -645,6 +679,51 @@ class DiscordRules:
         return _first_per_path(problems)
 
 
+def _query_problems(route: Route, method: str, query: Mapping[str, str]) -> list[Problem]:
+    """Each declared query parameter's value against its schema (Discord ignores undeclared ones)."""
+    declared = {param["name"]: param for param in route.operations[method].get("parameters", [])
+                if param.get("in") == "query"}
+    problems = []
+    for name, value in query.items():
+        if name in declared and (wrong := _query_value_problem(_resolved(declared[name]["schema"]), value)):
+            problems.append(_form_error((name,), "BASE_TYPE_INVALID", wrong,
+                                        f"query {name}={value!r}: {wrong} (OpenAPI {method} {route.template})"))
+    return problems
+
+
+def _resolved(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema with its $ref (one level, as the parameters use them) looked up in the document."""
+    while "$ref" in schema:
+        schema = discord_spec()["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _query_value_problem(schema: dict[str, Any], value: str) -> str | None:
+    """Why a query string value does not have the parameter's type, or None."""
+    if "oneOf" in schema or "anyOf" in schema:  # e.g. sku_ids: a string or an array of snowflakes
+        branches = [_resolved(branch) for branch in schema.get("oneOf", schema.get("anyOf", []))]
+        if any(branch.get("type") == "array" for branch in branches):
+            return None if all(re.fullmatch(r"\d{1,20}", part) for part in value.split(",")) \
+                else "Value is not a list of snowflakes."
+        return None if any(_query_value_problem(branch, value) is None for branch in branches) \
+            else "Value matches none of the allowed forms."
+    kind = schema.get("type")
+    if kind == "boolean":
+        return None if value in TRUE_WORDS | FALSE_WORDS else "Must be either true or false."
+    if kind == "integer":
+        if not re.fullmatch(r"-?\d+", value):
+            return "Value is not int."
+        number = int(value)
+        if "minimum" in schema and number < schema["minimum"]:
+            return f"int value should be greater than or equal to {schema['minimum']}."
+        if "maximum" in schema and number > schema["maximum"]:
+            return f"int value should be less than or equal to {schema['maximum']}."
+        return None
+    if kind == "string" and schema.get("pattern"):
+        return None if re.fullmatch(schema["pattern"], value) else "Value is not snowflake."
+    return None
+
+
 def _first_per_path(problems: Iterable[Problem]) -> list[Problem]:
     """One problem per JSON path (the schema and the extra limits may flag the same field)."""
     kept: dict[tuple[str | int, ...] | None, Problem] = {}
@@ -654,12 +733,12 @@ def _first_per_path(problems: Iterable[Problem]) -> list[Problem]:
 
 
 def discord_refusal(fake: Checked, rules: DiscordRules, method: str, path: str, body: Any,
-                    uploads: Iterable[bytes]) -> Refusal | None:
+                    uploads: Iterable[bytes], query: Mapping[str, str] | None = None) -> Refusal | None:
     """Check one request: record its problems on the fake; the error Discord would answer, if any."""
     if not fake.check_specs or not path.startswith(f"{DISCORD_API_PREFIX}/"):
         return None  # the gateway socket and CDN downloads are not the HTTP API
     api_path = path.removeprefix(DISCORD_API_PREFIX)
-    problems = _record(fake, f"Discord {method} {api_path}", rules.problems(method, api_path, body, uploads))
+    problems = _record(fake, f"Discord {method} {api_path}", rules.problems(method, api_path, body, uploads, query))
     if not problems:
         return None
     form = [p for p in problems if p.path is not None]

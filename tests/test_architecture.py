@@ -21,8 +21,9 @@ CHAT_LIBRARIES = ("discord", "telegram")
 # bot.videofit: the shared chat courier re-encodes a video to fit a chat's upload limit.
 # bot.webhooks: the Telegram update listener faces the internet as WaveSpeed's does, and
 # shares its bounds (ConnectionGate) rather than copying them.
+# bot.payments: the payments' core types (Purchase, the charge keys, the invoice payload), as bot.jobs is the jobs'.
 ADAPTER_MAY_IMPORT = {"bot.engine", "bot.jobs", "bot.messages", "bot.catalog", "bot.config", "bot.videofit",
-                      "bot.webhooks"}
+                      "bot.webhooks", "bot.payments"}
 # `kling-bot db copy` works on two stores and no engine: the composition root runs it;
 # `kling-bot doctor` checks the settings, the store and the remote services, before any engine.
 # The composition root also wires the simulator and the operations listener.

@@ -347,15 +347,16 @@ async def test_a_reserved_jobs_user_row_replaces_the_stored_one_but_keeps_when_t
     given, except when they first came (PostgreSQL's upsert never touched it)."""
     store = await make_store()
     base = {"key": "test:1", "platform": "test", "name": "Ann", "period": "2026-01-01",
-            "daily_left": 5, "bonus": 1, "created_at": 100.0}
+            "daily_left": 5, "bonus": 1, "purchased": 2, "created_at": 100.0}
     await store.add_user(base)
     job = {"user_key": "test:1", "platform": "test", "reply_to": {}, "model_id": "m", "kind": "effect",
            "inputs": {}, "label": "a job", "cost": 1, "paid_daily": 1, "paid_bonus": 0, "period": "2026-01-02",
            "state": "queued", "created_at": 200.0, "updated_at": 200.0}
     entry = {"at": 200.0, "user_key": "test:1", "entry": "reserve", "daily_delta": -1, "bonus_delta": 0, "note": ""}
     await store.insert_reserved_job(job, entry=entry, user={**base, "name": "Bea", "period": "2026-01-02",
-                                                            "daily_left": 9, "bonus": 0, "created_at": 200.0})
+                                                            "daily_left": 9, "bonus": 0, "purchased": 3,
+                                                            "created_at": 200.0})
     row = await store.user("test:1")
     assert {name: row[name] for name in base} == {"key": "test:1", "platform": "test", "name": "Bea",
                                                  "period": "2026-01-02", "daily_left": 9, "bonus": 0,
-                                                 "created_at": 100.0}
+                                                 "purchased": 3, "created_at": 100.0}

@@ -25,7 +25,7 @@ def test_the_example_config_loads_and_documents_every_key():
     example = (ROOT / "config.example.toml").read_text()
     settings = load_settings(ROOT / "config.example.toml", env={})
     for section in ("wavespeed", "storage", "quota", "media", "models", "telegram", "discord",
-                    "spend", "moderation", "http", "log"):
+                    "spend", "moderation", "http", "log", "payments"):
         for key in vars(getattr(settings, section)):
             # A table of names may be documented as its own [section.key] table.
             assert f"{key} =" in example or f"[{section}.{key}]" in example, \

@@ -162,7 +162,8 @@ async def test_sqlite_to_postgresql_and_back_keeps_every_row_and_every_media_byt
     counts = await copy_between(str(first), pg_url, force=False, now=time.time(), progress=seen.append)
     assert counts == before["contents"]
     assert [p.table for p in seen if p.table_done] == ["users", "jobs", "ledger", "job_media", "pending_asks",
-                                                       "model_listing", "bans", "bot_state", "alerts_sent"]
+                                                       "model_listing", "bans", "bot_state", "alerts_sent",
+                                                       "payments"]
     media_steps = [p.done for p in seen if p.table == "job_media" and not p.table_done]
     batches = [(now["job_media"] - then["job_media"], now["media_bytes"] - then["media_bytes"])
                for then, now in zip([seen[0].total | {"job_media": 0, "media_bytes": 0}, *media_steps],
@@ -273,13 +274,14 @@ async def test_the_command_copies_and_says_the_checked_counts(tmp_path, pg_url):
     assert done.stderr == ""
     lines = done.stdout.strip().splitlines()
     # a line per table
-    assert lines[:9] == ["copied 4 users", "copied 11 jobs", "copied 12 ledger entries", "copied 5 media files",
+    assert lines[:10] == ["copied 4 users", "copied 11 jobs", "copied 12 ledger entries", "copied 5 media files",
                          "copied 3 pending questions and marks", "copied 1 model listing", "copied 1 ban",
-                         "copied 1 bot-wide setting (a pause)", "copied 0 admin alerts sent"]
-    assert lines[9].startswith("Copied 4 users, 11 jobs, 12 ledger entries, 5 media files, "
+                         "copied 1 bot-wide setting (a pause)", "copied 0 admin alerts sent",
+                         "copied 0 payments"]
+    assert lines[10].startswith("Copied 4 users, 11 jobs, 12 ledger entries, 5 media files, "
                                "3 pending questions and marks, 1 model listing, 1 ban, 1 bot-wide setting (a pause),"
-                               " 0 admin alerts sent (0.5 MB of media) from ")
-    assert lines[9].endswith("Counts checked: the target holds exactly what the source held.")
+                               " 0 admin alerts sent, 0 payments (0.5 MB of media) from ")
+    assert lines[10].endswith("Counts checked: the target holds exactly what the source held.")
 
 
 async def test_a_non_empty_target_is_refused_without_force_and_replaced_with_it(tmp_path):

@@ -97,7 +97,7 @@ async def test_commands_are_synced_to_the_configured_guild(run_discord, fake_dis
     names = sorted(c["name"] for c in sync["json"])
     assert names == sorted(["effect", "animate", "avatar", "quota", "jobs", "cancel", "effects", "models",
                             "help", "history", "credits", "usage", "stats", "balance", "Animate with Kling",
-                            "pause", "resume", "ban", "unban"])
+                            "pause", "resume", "ban", "unban", "buy", "refund"])
     credits = next(c for c in sync["json"] if c["name"] == "credits")
     assert int(credits["default_member_permissions"]) == discord.Permissions(manage_guild=True).value
 

@@ -239,6 +239,21 @@ async def test_a_bad_telegram_token_is_one_line(simulator, telegram, discord, da
     assert_no_secret(out, err, more=(wrong,))
 
 
+async def test_a_telegram_base_url_with_a_token_placeholder_is_reached_as_the_bot_reaches_it(
+        simulator, telegram, database, folder):
+    # python-telegram-bot puts the token where base_url says {token} (Telegram's test
+    # environment: .../bot{token}/test): doctor must call the same URL, not append the token.
+    config = write_config(folder, wavespeed=simulator, database=await migrated(database, folder), telegram=telegram)
+    config.write_text(config.read_text().replace(f'base_url = "{telegram.base_url}"',
+                                                 f'base_url = "{telegram.base_url}{{token}}"'))
+
+    rc, out, err = await doctor(config)
+
+    assert not [line for line in failing(out) if "[telegram]" in line], out
+    assert any(line.startswith("ok") and "[telegram] token" in line for line in out.splitlines()), out
+    assert_no_secret(out, err)
+
+
 async def test_a_bad_discord_token_is_one_line(simulator, telegram, discord, database, folder):
     wrong = "MTrevoked.DiscordTokenDoNotLeak.0000"
     config = write_config(folder, wavespeed=simulator, database=await migrated(database, folder),

@@ -149,7 +149,7 @@ async def test_a_schema_9_sqlite_database_upgrades_keeping_its_jobs(tmp_path):
     schema_9_database(path)
     store = SqliteStore(path)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 11
+        assert await store.schema_version() == len(MIGRATIONS) == 12
         old = [await store.job(n) for n in (1, 2)]
         assert [job.state for job in old] == [JobState.DONE, JobState.QUEUED]
         assert [job.quote_usd for job in old] == [None, None]  # unknown, not zero

@@ -92,7 +92,8 @@ async def test_users_and_the_ledger_and_a_reservation_settled_once(store):
     await store.update_user("test:1", daily_left=7, name="Ann B")
     assert await store.user("test:1") == {"key": "test:1", "platform": "test", "name": "Ann B",
                                           "period": "2024-01-01", "daily_left": 7, "bonus": 2, "created_at": NOW,
-                                          "version": 1, "allowance": None}  # one write since it was added
+                                          "version": 1, "allowance": None,  # one write since it was added
+                                          "purchased": 0}
     job_id = await new_job(store)
     await store.add_ledger(at=NOW, user_key="test:1", job_id=job_id, entry="reserve", daily_delta=-2,
                            bonus_delta=-1, note="")

@@ -106,7 +106,7 @@ async def test_each_front_sets_the_webhook_with_its_secret_and_update_types(fron
     for call in calls:
         assert call["params"]["url"] == telegram.webhook["url"]
         assert call["params"]["secret_token"] == SECRET
-        assert call["params"]["allowed_updates"] == ["message", "callback_query"]
+        assert call["params"]["allowed_updates"] == ["message", "callback_query", "pre_checkout_query"]
         assert call["params"]["drop_pending_updates"] is False
     assert telegram.calls_to("deleteWebhook") == []  # a front never removes the others' webhook
     assert SECRET not in caplog.text and TOKEN not in caplog.text

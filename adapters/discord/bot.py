@@ -16,10 +16,21 @@ import discord
 from discord import app_commands
 
 from adapters.chat import register
-from adapters.discord import commands, controls, figures, first_contact, forms, history, picker, replies, results
+from adapters.discord import (
+    commands,
+    controls,
+    figures,
+    first_contact,
+    forms,
+    history,
+    payments,
+    picker,
+    replies,
+    results,
+)
 from adapters.discord.courier import DiscordCourier
 from adapters.discord.delivery import point_at, quiet_voice, start_problem
-from adapters.discord.kit import PLATFORM, Source, Targets, answer, carries, user_of
+from adapters.discord.kit import PLATFORM, Source, Targets, answer, carries, refusal_buttons, user_of
 from adapters.downloads import read_capped
 from bot import catalog, messages
 from bot.catalog import Params, ValidationError
@@ -47,11 +58,23 @@ class Answering:
     async def on_message(self, message: discord.Message) -> None:
         await first_contact.on_message(self.adapter, message)
 
+    async def on_ready(self) -> None:
+        """The first READY of the process looks for purchases made while the bot was down."""
+        await self.adapter.purchases.scan()
+
+    async def on_entitlement_create(self, entitlement: discord.Entitlement) -> None:
+        await self.adapter.purchases.arrived(entitlement)
+
+    async def on_entitlement_delete(self, entitlement: discord.Entitlement) -> None:
+        await self.adapter.purchases.removed(entitlement)
+
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Forms (modal submits) are answered here, by their custom ids (``forms``), and so
-        are presses that name a button or menu the pressed message does not carry."""
+        are presses that name a button or menu the pressed message does not carry; then an
+        unconsumed purchase the interaction carries is credited."""
         if not await forms.answer(interaction, FORMS):
             await refuse_forged(interaction)
+        await self.adapter.purchases.carried(interaction)  # after the answers: they have 3 seconds
 
 
 class KlingClient(Answering, discord.Client):
@@ -106,11 +129,13 @@ class DiscordAdapter:
             ShardedKlingClient(self, self.settings.shard_count, self.settings.shard_ids)
             if self.settings.shard_count else KlingClient(self))
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self.client)
-        commands.install(self.tree, engine, history.history, *figures.COMMANDS, *controls.COMMANDS)
+        commands.install(self.tree, engine, history.history, *figures.COMMANDS, *controls.COMMANDS,
+                         *payments.COMMANDS)
         # The buttons under videos and photo menus answer by their custom ids, also after a restart.
         self.client.add_dynamic_items(*results.DYNAMIC_ITEMS, *first_contact.DYNAMIC_ITEMS, *picker.DYNAMIC_ITEMS)
         self.targets = Targets()  # the images of open context menus
         self.courier = DiscordCourier(self.client, self.settings, engine)
+        self.purchases = payments.Purchases(self.client, engine)  # the premium apps' entitlements
         register(engine, PLATFORM, self.courier)
         self._gateway: asyncio.Task[None] | None = None
         self._web: aiohttp.ClientSession | None = None  # for embed images, fetched by URL
@@ -174,7 +199,8 @@ class DiscordAdapter:
                                     place=place_key_of(PLATFORM, {"guild_id": interaction.guild_id,
                                                                   "user_id": interaction.user.id}))
         if refusal:
-            await answer(interaction, refusal.text if isinstance(refusal, Rejected) else refusal)
+            await answer(interaction, refusal.text if isinstance(refusal, Rejected) else refusal,
+                         view=refusal_buttons(self.engine, refusal))
             return
         status = await replies.open_status(interaction)
         try:
@@ -191,7 +217,7 @@ class DiscordAdapter:
                                     audio=audio_bytes, reply_to=replies.reply_to(interaction, status.id))
         accepted = await self.engine.accept(request)
         if isinstance(accepted, Rejected):
-            await replies.refuse(interaction, status, accepted.text)
+            await replies.refuse(interaction, status, accepted.text, refusal_buttons(self.engine, accepted))
             return
         await interaction.followup.edit_message(status.id, content=accepted.text)
 

@@ -15,7 +15,16 @@ import discord
 
 from adapters.discord import forms, replies
 from adapters.discord.items import MENU_SIZE, ByMessage, EffectsMenu, KeyedButton
-from adapters.discord.kit import Adapter, adapter_of, answer, image_in, own_channel, photo_message, user_of
+from adapters.discord.kit import (
+    Adapter,
+    adapter_of,
+    answer,
+    answer_refusal,
+    image_in,
+    own_channel,
+    photo_message,
+    user_of,
+)
 from bot import catalog, messages
 from bot.catalog import Params
 
@@ -50,8 +59,8 @@ async def make(interaction: discord.Interaction, channel_id: int, message_id: in
         await answer(interaction, messages.DISCORD_PHOTO_GONE)  # as a message it cannot see
         return
     rejected = await adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect))
-    if refusal := adapter.channel_refusal(interaction, channel_id) or (rejected.text if rejected else None):
-        await answer(interaction, refusal)
+    if refusal := adapter.channel_refusal(interaction, channel_id) or rejected:
+        await answer_refusal(interaction, refusal)
         return
     if not interaction.response.is_done():
         await interaction.response.defer()  # reading the message can take longer than Discord waits

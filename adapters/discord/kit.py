@@ -9,7 +9,7 @@ and nothing imports back up. A command or view reaches the adapter that runs it 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import discord
@@ -17,14 +17,15 @@ import discord
 from adapters.chat import ChatCourier
 from bot import catalog
 from bot.catalog import Params
-from bot.config import DiscordSettings
+from bot.config import DiscordSettings, Pack
 from bot.engine import Engine
-from bot.jobs import Press, UserRef
+from bot.jobs import Press, Rejected, UserRef
 
 PLATFORM = "discord"
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
 CONTENT_LIMIT = 2000  # characters of a message
 KEPT = 15 * 60  # seconds a context menu's image is remembered (as long as its interaction token lives)
+MAX_BUTTONS = 25  # five action rows of five
 
 Source = discord.Attachment | str  # an attachment, or an embed image's proxy URL
 
@@ -106,14 +107,40 @@ def carries(message: discord.Message | None, custom_id: str, component_type: int
         for row in message.components for child in getattr(row, "children", [row]))
 
 
-async def answer(interaction: discord.Interaction, text: str) -> None:
+async def answer(interaction: discord.Interaction, text: str, *, view: discord.ui.View | None = None) -> None:
     """An ephemeral answer, whether or not the interaction was answered before (cut to
-    Discord's length limit: a refusal may quote what the user typed)."""
+    Discord's length limit: a refusal may quote what the user typed), with ``view``'s buttons."""
     text = fit(text)
+    extra: dict[str, Any] = {"view": view} if view is not None else {}
     if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=True)
+        await interaction.followup.send(text, ephemeral=True, **extra)
     else:
-        await interaction.response.send_message(text, ephemeral=True)
+        await interaction.response.send_message(text, ephemeral=True, **extra)
+
+
+def buy_buttons(packs: Sequence[Pack]) -> discord.ui.View | None:
+    """One premium button per pack with a Discord SKU: Discord shows the SKU's name and
+    price on it and opens the purchase. None when no pack is sold on Discord."""
+    skus = [int(pack.discord_sku) for pack in packs if pack.discord_sku][:MAX_BUTTONS]
+    if not skus:
+        return None
+    view = discord.ui.View(timeout=None)  # premium buttons send the bot no interaction
+    for sku in skus:
+        view.add_item(discord.ui.Button(style=discord.ButtonStyle.premium, sku_id=sku))
+    return view
+
+
+async def answer_refusal(interaction: discord.Interaction, refusal: Rejected | str) -> None:
+    """A refusal, privately: an out-of-credits one with the buy buttons."""
+    text = refusal.text if isinstance(refusal, Rejected) else refusal
+    await answer(interaction, text, view=refusal_buttons(adapter_of(interaction).engine, refusal))
+
+
+def refusal_buttons(engine: Engine, refusal: Rejected | str) -> discord.ui.View | None:
+    """The buy buttons an out-of-credits refusal carries (the engine says when: ``offer_packs``)."""
+    if isinstance(refusal, Rejected) and refusal.offer_packs:
+        return buy_buttons(engine.packs_for(PLATFORM))
+    return None
 
 
 def fit(text: str) -> str:

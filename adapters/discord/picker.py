@@ -19,7 +19,16 @@ import discord
 
 from adapters.discord import forms, replies
 from adapters.discord.items import ByMessage, EffectsMenu, KeyedButton
-from adapters.discord.kit import Adapter, adapter_of, answer, image_in, own_channel, photo_message, user_of
+from adapters.discord.kit import (
+    Adapter,
+    adapter_of,
+    answer,
+    answer_refusal,
+    image_in,
+    own_channel,
+    photo_message,
+    user_of,
+)
 from bot import catalog, messages
 from bot.catalog import Params
 
@@ -54,7 +63,7 @@ async def pick(interaction: discord.Interaction, channel_id: int, message_id: in
         await interaction.response.edit_message(content=refusal, view=None)
         return
     if rejected := await adapter.engine.precheck(user_of(interaction.user), "effect", None, Params(effect=effect)):
-        await answer(interaction, rejected.text)  # the menu stays, for another pick
+        await answer_refusal(interaction, rejected)  # the menu stays, for another pick
         return
     if interaction.message is not None:
         title = catalog.effect_title(catalog.resolve_effect(effect))  # a known effect: the check passed

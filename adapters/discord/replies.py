@@ -15,7 +15,7 @@ from typing import Any
 
 import discord
 
-from adapters.discord.kit import fit
+from adapters.discord.kit import adapter_of, fit, refusal_buttons
 from bot import messages
 from bot.jobs import Accepted, Rejected
 
@@ -67,10 +67,13 @@ async def open_status(interaction: discord.Interaction) -> discord.Message:
     return await interaction.original_response()
 
 
-async def refuse(interaction: discord.Interaction, status: discord.Message, text: str) -> None:
-    """A refusal after the status message exists: the message goes, the refusal is private."""
+async def refuse(interaction: discord.Interaction, status: discord.Message, text: str,
+                 view: discord.ui.View | None = None) -> None:
+    """A refusal after the status message exists: the message goes, the refusal is private
+    (with ``view``'s buttons: the buy buttons of an out-of-credits refusal)."""
     await interaction.followup.delete_message(status.id)
-    await interaction.followup.send(fit(text), ephemeral=True)
+    extra: dict[str, Any] = {"view": view} if view is not None else {}
+    await interaction.followup.send(fit(text), ephemeral=True, **extra)
 
 
 async def start_job(interaction: discord.Interaction,
@@ -80,6 +83,6 @@ async def start_job(interaction: discord.Interaction,
     status = await open_status(interaction)
     result = await start(reply_to(interaction, status.id))
     if isinstance(result, Rejected):
-        await refuse(interaction, status, result.text)
+        await refuse(interaction, status, result.text, refusal_buttons(adapter_of(interaction).engine, result))
         return
     await interaction.followup.edit_message(status.id, content=result.text)

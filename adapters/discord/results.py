@@ -18,10 +18,10 @@ import discord
 
 from adapters.discord import forms, replies
 from adapters.discord.items import MENU_SIZE, ByJob, EffectsMenu, KeyedButton
-from adapters.discord.kit import adapter_of, answer, press_of, user_of
+from adapters.discord.kit import adapter_of, answer_refusal, press_of, user_of
 from bot import catalog, messages
 from bot.catalog import Params
-from bot.jobs import Press
+from bot.jobs import Press, Rejected
 
 
 async def rerun(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
@@ -30,7 +30,7 @@ async def rerun(interaction: discord.Interaction, job_id: int, *, effect: str | 
     refused privately first when it could not start anyway."""
     press = press or press_of(interaction)
     if refusal := await refusal_of(interaction, job_id, effect=effect, prompt=prompt, press=press):
-        await answer(interaction, refusal)
+        await answer_refusal(interaction, refusal)
         return
     await start(interaction, job_id, effect=effect, prompt=prompt, press=press)
 
@@ -45,7 +45,7 @@ async def start(interaction: discord.Interaction, job_id: int, *, effect: str | 
 
 
 async def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: str | None = None,
-               prompt: str | None = None, press: Press | None = None) -> str | None:
+               prompt: str | None = None, press: Press | None = None) -> Rejected | str | None:
     """Why the presser could not start such a job from job ``job_id`` (the channel pressed
     in or the job's photo's channel outside the allow list, then the engine's
     ``rerun_precheck``: its photo no longer kept or not the presser's to use, the effect or
@@ -54,8 +54,7 @@ async def refusal_of(interaction: discord.Interaction, job_id: int, *, effect: s
     press = press or press_of(interaction)
     if refusal := adapter.channel_refusal(interaction, await adapter.engine.source_place(press, job_id)):
         return refusal
-    rejected = await adapter.engine.rerun_precheck(press, job_id, effect=effect, prompt=prompt)
-    return rejected.text if rejected else None
+    return await adapter.engine.rerun_precheck(press, job_id, effect=effect, prompt=prompt)
 
 
 class Again(ByJob, KeyedButton):
@@ -72,7 +71,7 @@ class OtherEffect(ByJob, KeyedButton):
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if refusal := await refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
-            await answer(interaction, refusal)
+            await answer_refusal(interaction, refusal)
             return
         engine = adapter_of(interaction).engine
         cost = engine.quote("effect", None, Params(effect=catalog.EFFECTS[0]))
@@ -89,7 +88,7 @@ class EffectMenu(ByJob, EffectsMenu):
     async def callback(self, interaction: discord.Interaction) -> None:
         effect = self.item.values[0]
         if refusal := await refusal_of(interaction, self.job_id, effect=effect):
-            await answer(interaction, refusal)  # the menu stays, for another pick
+            await answer_refusal(interaction, refusal)  # the menu stays, for another pick
             return
         await interaction.response.edit_message(content=messages.effect_chosen(catalog.effect_title(effect)),
                                                 view=None)
@@ -101,7 +100,7 @@ class EffectByName(ByJob, KeyedButton):
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if refusal := await refusal_of(interaction, self.job_id, effect=catalog.EFFECTS[0]):
-            await answer(interaction, refusal)
+            await answer_refusal(interaction, refusal)
             return
         await EFFECT_FORM.open(interaction, self.job_id)
 
@@ -111,7 +110,7 @@ class WithPrompt(ByJob, KeyedButton):
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if refusal := await refusal_of(interaction, self.job_id, prompt="-"):
-            await answer(interaction, refusal)
+            await answer_refusal(interaction, refusal)
             return
         await PROMPT_FORM.open(interaction, self.job_id)
 

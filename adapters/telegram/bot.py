@@ -46,6 +46,7 @@ from adapters.telegram.delivery import quiet_token_loggers, rate_limiter, reply_
 from adapters.telegram.figures import Figures
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
 from adapters.telegram.menus import PATTERN, Menus
+from adapters.telegram.payments import StarsPayments
 from adapters.telegram.starter import JobStarter
 from adapters.telegram.updates import Poller, PollsSeen, WebhookReceiver
 from adapters.text_commands import cancel_job, parse_animate, parse_effect, parse_whole_number
@@ -62,6 +63,7 @@ MAX_GRANT = 1_000_000_000  # credits one /grant may give or take; far below SQLi
 CAPTION_COMMAND = re.compile(r"^/(effect|animate|avatar)(@\w+)?(\s|$)", re.IGNORECASE)
 
 MENU_COMMANDS = ["effect", "animate", "avatar", "effects", "models", "history", "quota", "jobs", "cancel", "help"]
+PAYMENT_COMMANDS = ["buy", "paysupport"]  # in the menu while packs are sold on Telegram
 
 
 class TelegramAdapter:
@@ -86,11 +88,15 @@ class TelegramAdapter:
         self.buttons = Buttons(self.app.bot, self.settings, engine, self.menus, self.starter, self.courier)
         self.replies = Replies(engine, self.starter)
         self.figures = Figures(self.app.bot, self.settings, engine)
+        self.payments = StarsPayments(self.app.bot, self.settings, settings.payments, engine)
+        self.starter.offer = self.payments.keyboard  # refusals for lack of credits carry the packs
         self.receiver: Poller | WebhookReceiver | None = None
         register(engine, PLATFORM, self.courier)
         self._add_handlers()
 
     def _add_handlers(self) -> None:
+        # First: a payment's service message must reach its handler, not the catch-all ones below.
+        self.payments.add_handlers(self.app)
         where = filters.Chat(chat_id=self.settings.allowed_chats) if self.settings.allowed_chats \
             else filters.ALL
         commands = {
@@ -100,6 +106,7 @@ class TelegramAdapter:
             "avatar": self._avatar_command, "grant": self._grant,
             "stats": self.figures.stats, "balance": self.figures.balance,
             **AdminCommands(self.settings, self.engine).handlers(),
+            **self.payments.commands(),
         }
         for name, callback in commands.items():
             self.app.add_handler(CommandHandler(name, callback, filters=where))
@@ -117,8 +124,9 @@ class TelegramAdapter:
 
     async def start(self) -> None:
         await self.app.initialize()
+        selling = PAYMENT_COMMANDS if self.engine.packs_for(PLATFORM) else []
         await self.app.bot.set_my_commands(
-            [BotCommand(name, messages.COMMANDS[name]) for name in MENU_COMMANDS])
+            [BotCommand(name, messages.COMMANDS[name]) for name in MENU_COMMANDS + selling])
         # Updates come by webhook (any number of fronts) or by polling (one process per token).
         self.receiver = WebhookReceiver(self.app, self.engine, self.settings) if self.settings.webhook_url \
             else Poller(self.app, self.engine, self.settings, self.polls)
@@ -152,7 +160,8 @@ class TelegramAdapter:
     async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await message_of(update).reply_text(
             messages.telegram_help(self.engine.catalog.animate_options(), self.engine.price_text())
-            + "\n" + messages.TELEGRAM_HELP_MORE)
+            + "\n" + messages.TELEGRAM_HELP_MORE
+            + ("\n" + messages.TELEGRAM_HELP_BUY if self.engine.packs_for(PLATFORM) else ""))
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A message that is no command: an answer to a question of the bot's, a photo

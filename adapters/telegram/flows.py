@@ -95,6 +95,12 @@ class Buttons:
                    "other": self._other_effect, "ask": self._ask_prompt, "hist": self._history}[press.kind]
         await handler(query, press, acting)
 
+    async def _refuse(self, query: CallbackQuery, refusal: Rejected) -> None:
+        """A refusal as an alert; one for lack of credits is followed by the packs to buy,
+        under the pressed message (an alert carries no buttons)."""
+        await query.answer(_toast(refusal.text), show_alert=True)
+        await self.starter.offer_packs(_chat_id(query), refusal, reply_to=_message_id(query))
+
     async def _refusal(self, acting: Press, kind: catalog.Kind, params: Params,
                  source: int | None = None) -> Rejected | None:
         """Why a press cannot start a job, before any menu, question or status message:
@@ -114,7 +120,7 @@ class Buttons:
             await query.answer(messages.PHOTO_GONE, show_alert=True)
             return
         if refusal := await self._refusal(acting, "effect", Params(effect=press.effect)):
-            await query.answer(_toast(refusal.text), show_alert=True)
+            await self._refuse(query, refusal)
             return
         if not await self.engine.claim_menu(PLATFORM, message.chat_id, message.message_id):
             await query.answer(messages.ALREADY_STARTED)  # a double tap: the first one is on its way
@@ -129,7 +135,7 @@ class Buttons:
     async def _ask_photo(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """A tap in the /effects menu: ask for the photo (its reply starts the job)."""
         if refusal := await self._refusal(acting, "effect", Params(effect=press.effect)):
-            await query.answer(_toast(refusal.text), show_alert=True)
+            await self._refuse(query, refusal)
             return
         title = catalog.effect_title(press.effect)
         await query.answer(messages.effect_chosen_toast(title))
@@ -145,7 +151,7 @@ class Buttons:
     async def _other_effect(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """"Another effect" under a video: a menu of effects for that job's photo."""
         if refusal := await self._refusal(acting, "effect", Params(effect=catalog.EFFECTS[0]), press.key):
-            await query.answer(_toast(refusal.text), show_alert=True)
+            await self._refuse(query, refusal)
             return
         await query.answer()
         have = (await self.engine.balance(acting.user)).total
@@ -158,7 +164,7 @@ class Buttons:
         its status a new reply to the video; charged to whoever pressed."""
         effect = press.effect if press.kind == "fxj" else None
         if refusal := await self.engine.rerun_precheck(acting, press.key, effect=effect):
-            await query.answer(_toast(refusal.text), show_alert=True)
+            await self._refuse(query, refusal)
             return
         video = _message_id(query)
         if effect and isinstance(query.message, Message) and query.message.reply_to_message:
@@ -171,11 +177,13 @@ class Buttons:
         # the same, and its status message says so; that must not read "something went wrong".
         with contextlib.suppress(BadRequest):
             await query.answer(_toast(answer.text), show_alert=isinstance(answer, Rejected))
+        if isinstance(answer, Rejected):
+            await self.starter.offer_packs(_chat_id(query), answer, reply_to=video)
 
     async def _ask_prompt(self, query: CallbackQuery, press: ButtonData, acting: Press) -> None:
         """"Animate with a prompt": ask the presser for the prompt (its reply starts the job)."""
         if refusal := await self._refusal(acting, "animate", Params(prompt=PROBE_PROMPT), press.key):
-            await query.answer(_toast(refusal.text), show_alert=True)
+            await self._refuse(query, refusal)
             return
         await query.answer()
         video, presser = _message_id(query), query.from_user

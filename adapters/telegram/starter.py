@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
-from telegram import Bot, File, Message
+from telegram import Bot, File, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.error import BadRequest, TelegramError
 
 from adapters.downloads import read_capped
@@ -37,6 +38,8 @@ DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_read=20)
 class JobStarter:
     def __init__(self, bot: Bot, engine: Engine, courier: TelegramCourier, media: MediaSettings):
         self.bot, self.engine, self.courier, self.media = bot, engine, courier, media
+        # The packs' buy buttons (adapters.telegram.payments), for refusals for lack of credits.
+        self.offer: Callable[[], Awaitable[InlineKeyboardMarkup | None]] | None = None
 
     async def start(self, message: Message, photo: Message | None, kind: catalog.Kind, params: Params, *,
                     model: str | None = None, status: Message | None = None, user: UserRef | None = None,
@@ -49,9 +52,10 @@ class JobStarter:
                                        place=place_key_of(PLATFORM, {"chat_id": message.chat_id}))
         if refusal is not None:
             if status is None:
-                await message.reply_text(refusal.text)
+                await message.reply_text(refusal.text, reply_markup=await self._offer(refusal))
             else:
                 await self.courier.edit(status.chat_id, status.message_id, refusal.text)
+                await self._offer_under(status, refusal)
             return refusal
         if status is None:
             status = await message.reply_text(messages.CHECKING_PHOTO)
@@ -67,7 +71,28 @@ class JobStarter:
         answer = await self.engine.accept(request)
         # through the courier: its edits of this message are kept in order
         await self.courier.edit(status.chat_id, status.message_id, answer.text)
+        if isinstance(answer, Rejected):
+            await self._offer_under(status, answer)
         return answer
+
+    async def offer_packs(self, chat_id: int, refusal: Rejected, *, reply_to: int | None) -> None:
+        """After a refusal shown where no buttons go (a button's alert): the packs to buy, as
+        a message in the chat, when the engine offers them with the refusal."""
+        if (buttons := await self._offer(refusal)) is not None:
+            reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+            with contextlib.suppress(TelegramError):  # the refusal itself is shown already
+                await self.bot.send_message(chat_id, self.engine.buy_text(PLATFORM), reply_markup=buttons,
+                                            reply_parameters=reply)
+
+    async def _offer(self, refusal: Rejected) -> InlineKeyboardMarkup | None:
+        """The buy buttons when the engine offers packs with a refusal (out of credits)."""
+        return await self.offer() if self.offer is not None and refusal.offer_packs else None
+
+    async def _offer_under(self, status: Message, refusal: Rejected) -> None:
+        """The buy buttons under a status message that now says the refusal."""
+        if (buttons := await self._offer(refusal)) is not None:
+            with contextlib.suppress(TelegramError):  # the refusal itself is shown already
+                await self.bot.edit_message_reply_markup(status.chat_id, status.message_id, reply_markup=buttons)
 
     async def rerun(self, press: Press, job_id: int, status: Message, answers: int, *,
                     effect: str | None = None, prompt: str | None = None,

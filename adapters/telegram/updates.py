@@ -49,7 +49,7 @@ from bot.webhooks import GatedServer
 
 log = logging.getLogger(__name__)
 
-UPDATE_TYPES = ["message", "callback_query"]  # what the bot's handlers take
+UPDATE_TYPES = ["message", "callback_query", "pre_checkout_query"]  # what the bot's handlers take
 MAX_UPDATE_BYTES = 1024 * 1024  # an update is a few KB (a message, the one it replies to, entities)
 READ_DEADLINE = 10.0  # seconds from connecting to a delivery's last byte (slow senders are cut off)
 MAX_CONNECTIONS = 64  # held at once; Telegram opens up to setWebhook's max_connections (40)

@@ -162,7 +162,9 @@ class Controls:
     # --- credits, for admins ----------------------------------------------------------
 
     async def credits_report(self, user: UserRef, who: str) -> str:
-        """/credits show: what ``user`` has, their daily allowance, whether they are banned."""
+        """/credits show: what ``user`` has (purchased credits besides), their daily allowance,
+        whether they are banned."""
         balance = await self.credits.balance(user)
         daily = self.settings.quota.daily_credits if balance.allowance is None else balance.allowance
-        return messages.credits_of(who, balance.total, balance.bonus, daily, await self.banned(user.key))
+        return messages.credits_of(who, balance.total, balance.bonus, daily,
+                                   await self.banned(user.key), purchased=balance.purchased)

@@ -28,7 +28,7 @@ from bot import catalog, messages
 from bot.catalog import ValidationError, clip_seconds
 from bot.catalog.schema import image_rule
 from bot.config import MediaSettings, Settings
-from bot.credits import Credits, OutOfCredits, TooManyJobs
+from bot.credits import Credits, OutOfCredits, TooManyJobs, credits_of
 from bot.engine.admin import AdminActions
 from bot.engine.asks import Asks
 from bot.engine.controls import daily_allowance
@@ -237,7 +237,9 @@ class Engine(Questions, Asks, AdminActions, AdminFigures, HandOver, JobEndings):
                 reserved, credits_left = await self.spend.within(  # the caps of the day it is made (now)
                     place, self.spend.counted(price), partial(self.credits.reserve_job, user, cost, row, items),
                     at=now)
-            except (OutOfCredits, TooManyJobs, SpendCapReached) as err:
+            except OutOfCredits as err:
+                return self.out_of_credits(user.platform, str(err))
+            except (TooManyJobs, SpendCapReached) as err:
                 return Rejected(str(err))
             except StoreOffline as err:
                 # The write's outcome is unknown (a cut COMMIT may have happened): an error now
@@ -325,7 +327,7 @@ async def accept_outcome(store: Store, user: UserRef, created_at: float, reply_t
                 for job in await store.user_jobs(user.key, active_only=False, limit=ACCEPTS_AT_ONCE + 10):
                     if job.created_at == created_at and job.reply_to == reply_to and row is not None:
                         position = await store.queue_position(job.id)
-                        return True, (job, position, int(row["daily_left"]) + int(row["bonus"]))
+                        return True, (job, position, credits_of(row))
         except StoreOffline:
             continue
         return True, None

@@ -16,6 +16,7 @@ from bot.config import Settings
 from bot.credits import Credits
 from bot.engine.controls import Controls
 from bot.engine.models import LiveCatalog
+from bot.engine.payments import Payments
 from bot.engine.prices import UNIT_SECONDS, Prices
 from bot.engine.results import Results
 from bot.engine.spending import Spending
@@ -26,7 +27,7 @@ from bot.store import Store
 WARM_WAIT = 5.0  # at start, the menus' prices are waited for this long (then quoted as they come)
 
 
-class Questions(Spending, Controls):
+class Questions(Spending, Controls, Payments):
     """What a chat may ask about a user, a job or the bot's prices (and, from ``Controls``,
     whether they may ask at all: bans and a pause)."""
 
@@ -175,11 +176,12 @@ class Questions(Spending, Controls):
         if have >= cost:
             return None
         if kind != "avatar":
-            return Rejected(self.credits.shortfall(cost, have))
+            return self.out_of_credits(user.platform, self.credits.shortfall(cost, have))
         unit = (await self.prices.price(model, inputs, UNIT_SECONDS)).credits
         if audio_seconds is None or have < unit:
-            return Rejected(messages.avatar_unaffordable(unit, have))
-        return Rejected(messages.audio_costs_too_much(audio_seconds, cost, have, await self.audio_allowance(user)))
+            return self.out_of_credits(user.platform, messages.avatar_unaffordable(unit, have))
+        return self.out_of_credits(user.platform, messages.audio_costs_too_much(
+            audio_seconds, cost, have, await self.audio_allowance(user)))
 
     async def _too_many_jobs(self, user: UserRef) -> str | None:
         limit = self.settings.quota.max_jobs_per_user
@@ -206,4 +208,5 @@ class Questions(Spending, Controls):
         if busy := await self._too_many_jobs(user):
             return Rejected(busy)
         have = (await self.credits.balance(user)).total
-        return Rejected(self.credits.shortfall(source.cost, have)) if have < source.cost else None
+        return self.out_of_credits(user.platform, self.credits.shortfall(source.cost, have)) \
+            if have < source.cost else None

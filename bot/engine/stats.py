@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.credits import Credits
 from bot.stats_chart import ChartDay, draw_chart
 from bot.store import Store
-from bot.store.activity import OUTCOMES, REFUNDED, Activity, DayActivity, Spender
+from bot.store.activity import OUTCOMES, REFUNDED, Activity, DayActivity, PaymentCounts, Spender
 from bot.wavespeed import AuthError, WaveSpeedClient, WaveSpeedError
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 CHART_DAYS = 14  # days the /stats chart shows
 WEEK = 7  # the longer span /stats shows beside today
 MAX_DAYS = 366  # the longest span ``kling-bot stats --days`` reads
+PAYMENT_DAYS = 30  # the span ``kling-bot payments list`` shows unless told
 TOP = 5  # users and places listed
 BALANCE_WAIT = 20.0  # seconds /balance waits for WaveSpeed (retries included)
 
@@ -44,6 +45,7 @@ class Window:
     top_users: tuple[Spender, ...]
     top_places: tuple[Spender, ...]
     failures: dict[str, int]
+    payments: PaymentCounts = field(default_factory=PaymentCounts)  # purchases and refunds made in the span
 
     @property
     def total(self) -> int:
@@ -56,18 +58,20 @@ class Window:
         jobs = {name: sum(day.jobs[name] for day in counted) for name in (*OUTCOMES, REFUNDED)}
         return cls(len(counted), since, jobs, sum((day.spend_usd for day in counted), Decimal(0)),
                    sum(day.credits for day in counted), activity.top_users, activity.top_places,
-                   activity.failures)
+                   activity.failures, sum((day.payments for day in counted), PaymentCounts()))
 
     def as_json(self) -> dict[str, Any]:
         return {"days": self.days, "since": _iso(self.since), "jobs": {"total": self.total, **self.jobs},
                 "spend_usd": str(self.spend_usd), "credits": self.credits,
                 "top_users": [_spender(s) for s in self.top_users],
-                "top_places": [_spender(s) for s in self.top_places], "failures": dict(self.failures)}
+                "top_places": [_spender(s) for s in self.top_places], "failures": dict(self.failures),
+                "payments": self.payments.as_json()}
 
 
 @dataclass(frozen=True)
 class Stats:
-    """Today, the last ``window.days`` days, each of the last ``max(days, 14)`` days, the queue now."""
+    """Today, the last ``window.days`` days, each of the last ``max(days, 14)`` days (with its
+    payments), the queue now."""
 
     at: float
     today: Window
@@ -89,7 +93,43 @@ class Stats:
         return {"at": _iso(self.at), "queued": self.queued, "running": self.running,
                 "today": self.today.as_json(), "window": self.window.as_json(),
                 "daily": [{"day": day.day, "jobs": {"total": day.total, **day.jobs},
-                           "spend_usd": str(day.spend_usd), "credits": day.credits} for day in self.daily]}
+                           "spend_usd": str(day.spend_usd), "credits": day.credits} for day in self.daily],
+                "payments": [{"day": day.day, **day.payments.as_json()} for day in self.daily]}
+
+
+@dataclass(frozen=True)
+class PaymentLine:
+    """One payment as an admin looks it up (to find a charge to /refund)."""
+
+    key: str  # "telegram:<charge id>" / "discord:<entitlement id>": what /refund takes
+    platform: str
+    user_key: str
+    pack: str
+    credits: int
+    stars: int | None
+    sku_id: str | None
+    at: float
+    refunded_at: float | None
+    taken_back: int  # credits the refund removed (0 when not refunded)
+    short: int  # credits of it already spent when refunded, not taken back
+    refunded_by: str
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> PaymentLine:
+        return cls(str(row["key"]), str(row["platform"]), str(row["user_key"]), str(row["pack"]),
+                   int(row["credits"]), None if row["stars"] is None else int(row["stars"]),
+                   row["sku_id"] or None, float(row["at"]),
+                   None if row["refunded_at"] is None else float(row["refunded_at"]),
+                   int(row["refunded_credits"] or 0), int(row["refund_short"] or 0), row["refunded_by"] or "")
+
+    def text(self) -> str:
+        return messages.payment_line(self)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"key": self.key, "platform": self.platform, "user": self.user_key, "pack": self.pack,
+                "credits": self.credits, "stars": self.stars, "sku_id": self.sku_id, "at": _iso(self.at),
+                "refunded_at": None if self.refunded_at is None else _iso(self.refunded_at),
+                "taken_back": self.taken_back, "short": self.short, "refunded_by": self.refunded_by or None}
 
 
 def _iso(moment: float) -> str:
@@ -114,8 +154,7 @@ class AdminFigures:
         days = max(1, min(int(days), MAX_DAYS))
         now = self.clock()
         reset = self.settings.quota.reset_hour_utc
-        today = (datetime.fromisoformat(self.credits.period(now)).replace(tzinfo=UTC)
-                 + timedelta(hours=reset)).timestamp()
+        today = self._period_start(now)
         until = today + 86400
 
         figures: dict[str, Any] = {"top": TOP, "credit_usd": self.settings.quota.credit_usd}
@@ -131,6 +170,18 @@ class AdminFigures:
         return Stats(now, Window.of(today, daily.days[-1:], now_day),
                      Window.of(since(days), daily.days[-days:], window), daily.days,
                      daily.queued, daily.running)
+
+    async def payments_list(self, days: int = PAYMENT_DAYS, user_key: str | None = None) -> list[PaymentLine]:
+        """The payments credited in the last ``days`` days (1 to 366: today's credit period and the
+        days before it), of ``user_key`` or everyone's, newest first (``kling-bot payments list``)."""
+        days = max(1, min(int(days), MAX_DAYS))
+        rows = await self.store.payments_since(self._period_start(self.clock()) - (days - 1) * 86400, user_key)
+        return [PaymentLine.of(row) for row in rows]
+
+    def _period_start(self, now: float) -> float:
+        """When the credit period (the day of the figures) ``now`` falls in started."""
+        return (datetime.fromisoformat(self.credits.period(now)).replace(tzinfo=UTC)
+                + timedelta(hours=self.settings.quota.reset_hour_utc)).timestamp()
 
     async def wavespeed_balance(self) -> str:
         """WaveSpeed's balance as one line for an admin (a refused key or no answer said plainly)."""

@@ -10,12 +10,15 @@ A job's spend (what it cost at WaveSpeed) is the one rule the caps count by
 (``bot.store.interface.SPEND_OF_JOB``, and an unquoted job's credits at ``credit_usd``:
 ``UNQUOTED_CREDITS_OF_JOB``), so /stats, /metrics and the caps agree. A job's outcome is one of ``OUTCOMES``
 by its state; ``refunded`` counts, besides, the jobs whose credits went back.
+
+Payments (#18) count by day too: a purchase on the day it was credited, a refund on the day
+it was made (so a refund of yesterday's purchase counts today).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -32,6 +35,26 @@ ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 
 
 @dataclass(frozen=True)
+class PaymentCounts:
+    """Purchases (#18) made in a span, and refunds made in it (of purchases made whenever)."""
+
+    purchases: int = 0
+    telegram: int = 0  # of the purchases: paid in Telegram Stars
+    discord: int = 0  # of the purchases: Discord consumables
+    credits: int = 0  # credits purchased
+    stars: int = 0  # Telegram Stars received
+    refunds: int = 0
+    taken_back: int = 0  # purchased credits the refunds removed
+    short: int = 0  # credits of refunded purchases already spent: not taken back
+
+    def __add__(self, other: PaymentCounts) -> PaymentCounts:
+        return PaymentCounts(*(getattr(self, name.name) + getattr(other, name.name) for name in fields(self)))
+
+    def as_json(self) -> dict[str, int]:
+        return {name.name: getattr(self, name.name) for name in fields(self)}
+
+
+@dataclass(frozen=True)
 class DayActivity:
     """One credit period (a day from ``[quota] reset_hour_utc``)."""
 
@@ -39,6 +62,7 @@ class DayActivity:
     jobs: dict[str, int]  # OUTCOMES and REFUNDED -> jobs created that day
     spend_usd: Decimal
     credits: int  # credits spent (reservations not refunded)
+    payments: PaymentCounts = field(default_factory=PaymentCounts)  # purchases and refunds made that day
 
     @property
     def total(self) -> int:
@@ -83,8 +107,11 @@ def spend_of(row: Mapping[str, Any], credit_usd: Decimal) -> Decimal:
 
 
 def fold_days(rows: Iterable[Mapping[str, Any]], since: float, until: float,
-              reset_hour_utc: int, credit_usd: Decimal) -> tuple[DayActivity, ...]:
-    """Rows of (day, state, refunded, usd, unquoted, jobs, credits) into every day of the span."""
+              reset_hour_utc: int, credit_usd: Decimal,
+              payments: Iterable[Mapping[str, Any]] = ()) -> tuple[DayActivity, ...]:
+    """Rows of (day, state, refunded, usd, unquoted, jobs, credits) into every day of the span,
+    with ``stats_sql.PAYMENTS``' rows (day, platform, purchases, credits, stars, refunds,
+    taken_back, short) as each day's payments."""
     first, last = day_index(since, reset_hour_utc), day_index(until - 1e-6, reset_hour_utc)
     counts = {i: dict.fromkeys((*OUTCOMES, REFUNDED), 0) for i in range(first, last + 1)}
     spend = {i: Decimal(0) for i in counts}
@@ -99,7 +126,21 @@ def fold_days(rows: Iterable[Mapping[str, Any]], since: float, until: float,
         else:
             spent[index] += int(row["credits"] or 0)
         spend[index] += spend_of(row, credit_usd)
-    return tuple(DayActivity(_label(i), counts[i], spend[i], spent[i]) for i in sorted(counts))
+    paid = {i: PaymentCounts() for i in counts}
+    for row in payments:
+        index = int(row["day"])
+        if index in paid:
+            paid[index] += _payment_counts(row)
+    return tuple(DayActivity(_label(i), counts[i], spend[i], spent[i], paid[i]) for i in sorted(counts))
+
+
+def _payment_counts(row: Mapping[str, Any]) -> PaymentCounts:
+    purchases = int(row["purchases"] or 0)
+    return PaymentCounts(
+        purchases=purchases, telegram=purchases if row["platform"] == "telegram" else 0,
+        discord=purchases if row["platform"] == "discord" else 0, credits=int(row["credits"] or 0),
+        stars=int(row["stars"] or 0), refunds=int(row["refunds"] or 0),
+        taken_back=int(row["taken_back"] or 0), short=int(row["short"] or 0))
 
 
 def fold_spenders(rows: Iterable[Mapping[str, Any]], names: Mapping[str, str], top: int,
@@ -144,3 +185,14 @@ def fold_now(rows: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
         else:
             running += int(row["jobs"])
     return queued, running
+
+
+def fold_payment_totals(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """Rows of (platform, payments, refunded, credits, taken back, stars) as ``MetricTotals``'
+    payment fields (``/metrics``)."""
+    rows = list(rows)
+    return {"payments": {str(row[0]): int(row[1]) for row in rows},
+            "payment_refunds": {str(row[0]): int(row[2]) for row in rows},
+            "credits_purchased": sum(int(row[3]) for row in rows),
+            "credits_taken_back": sum(int(row[4]) for row in rows),
+            "stars_received": sum(int(row[5]) for row in rows)}

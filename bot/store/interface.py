@@ -33,6 +33,10 @@ every backend keeps, because the money rules rest on them:
   file's path) is each backend's own business.
 - ``save_model_listing`` keeps the newest listing: one statement, so processes that
   refresh it independently never put an older one back over a newer one.
+- ``insert_payment`` writes a charge's row once by its key, however many processes try
+  at once (one wins; the rest write nothing and are told so); ``mark_refunded`` moves a
+  payment to refunded once. The credit policy calls them inside one transaction with the
+  user's row and the ledger row, under ``lock_user``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -61,9 +65,11 @@ COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "users": ("key",), "jobs": ("id",), "ledger": ("id",),
     "job_media": ("job_id", "role"), "pending_asks": ("platform", "chat", "message_id"),
     "model_listing": ("source",), "bans": ("user_key",), "bot_state": ("key",), "alerts_sent": ("key",),
+    "payments": ("key",),
 }
 JSON_COLUMNS = {"jobs": ("reply_to", "inputs", "webhook_result"), "pending_asks": ("data",),
-                "model_listing": ("listing",), "bot_state": ("value",)}
+                "model_listing": ("listing",), "bot_state": ("value",),
+                "payments": ("details",)}
 DECIMAL_COLUMNS = {"jobs": ("quote_usd", "charged_usd")}  # exact money: a Decimal in the neutral form, never a float
 # What a job counts to the spend (``Store.spend_usd``), in SQL both backends speak: what
 # WaveSpeed charged once known; nothing for a refunded job whose task never completed
@@ -168,6 +174,12 @@ class MetricTotals:
     credits_reserved: int  # credits held by jobs not yet settled
     credits_refunded: int  # credits of reservations refunded
     credits_granted: int  # credits admins added (``grant`` and ``set`` movements upwards)
+    # payments (#18), by platform ("telegram", "discord") -> how many
+    payments: dict[str, int] = field(default_factory=dict)  # purchases credited
+    payment_refunds: dict[str, int] = field(default_factory=dict)  # of them, refunded
+    credits_purchased: int = 0
+    credits_taken_back: int = 0  # purchased credits refunds removed
+    stars_received: int = 0  # Telegram Stars of the purchases
 
 
 class OpsReads(Protocol):
@@ -344,8 +356,13 @@ class Store(OpsReads, Protocol):
                           credit_usd: Decimal = ...) -> Activity:
         """Jobs by outcome, spend in USD and credits spent per credit period (day) of
         [since, until), every day of it (empty ones too); the span's ``top`` busiest users
-        and places and its failures by kind; the jobs queued and running now
-        (``bot.store.activity``, which also says how a job's spend is counted)."""
+        and places and its failures by kind; the jobs queued and running now; each day's
+        purchases and refunds (``DayActivity.payments``) (``bot.store.activity``, which also
+        says how a job's spend is counted and on which day a payment counts)."""
+    async def payments_since(self, since: float, user_key: str | None = None) -> list[dict[str, Any]]:
+        """Payments (#18) credited at ``since`` or later, of ``user_key`` (None: everyone's), newest
+        first: key, platform, user_key, pack, credits, stars, sku_id, at, consumed_at,
+        refunded_at, refunded_credits, refund_short, refunded_by."""
     # the operator's controls (#17: pause, bans)
     async def bot_state(self, key: str) -> dict[str, Any] | None:
         """The bot-wide value kept under ``key`` (e.g. "pause"), shared by every process; None: none."""
@@ -365,3 +382,21 @@ class Store(OpsReads, Protocol):
         """Cancel a job only while it is queued and nothing of it reached WaveSpeed (one
         write, fenced on its state: a job a process claimed meanwhile is left alone): the
         job as cancelled (nothing charged), or None. Its refund is the caller's."""
+
+    # payments (#18): one row per charge, keyed "telegram:<charge id>" / "discord:<entitlement id>"
+    async def insert_payment(self, row: dict[str, Any]) -> bool:
+        """Write a payment (key, platform, user_key, pack, credits, stars, sku_id, details as a
+        Python value, at) unless one with its key exists, by any process (then nothing, False)."""
+    async def payment(self, key: str) -> dict[str, Any] | None:
+        """The payment with this key (every column, details as a Python value); None: none."""
+    async def latest_payment(self, user_key: str) -> dict[str, Any] | None:
+        """The user's newest payment not refunded; None: none."""
+    async def mark_refunded(self, key: str, *, at: float, by: str, credits: int, short: int) -> bool:
+        """Record the payment's refund (``credits`` taken back, ``short`` not: already spent)
+        only if it was not refunded yet; False then, nothing written."""
+    async def mark_consumed(self, key: str, at: float) -> None:
+        """Record when Discord was told the entitlement is consumed (the first time stays)."""
+    async def make_up_refund(self, key: str, credits: int) -> bool:
+        """Move ``credits`` of a refunded payment's ``refund_short`` to its ``refunded_credits``
+        (credits a job held at the refund, given back since), only if its short is that many
+        or more; False then, nothing written."""

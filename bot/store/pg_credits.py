@@ -24,7 +24,7 @@ from bot.store.pg_migrations import USER_LOCK_CLASS, storable
 from bot.store.pg_parts import ACTIVE, job_from_row
 from bot.store.pg_session import Connections
 
-USER_COLUMNS = ("key", "platform", "name", "period", "daily_left", "bonus", "created_at")
+USER_COLUMNS = ("key", "platform", "name", "period", "daily_left", "bonus", "purchased", "created_at")
 
 
 def _user_columns(user: dict[str, Any]) -> tuple[str, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from bot.store import stats_sql
-from bot.store.activity import fold_models
+from bot.store.activity import fold_models, fold_payment_totals
 from bot.store.interface import MetricTotals
 from bot.store.pg_session import Connections
 
@@ -28,7 +28,11 @@ class PgMetrics:
             " (select coalesce(sum(cost) filter (where settlement = 'reserved'), 0)::bigint from jobs) as reserved,"
             " (select coalesce(sum(cost) filter (where settlement = 'refunded'), 0)::bigint from jobs) as refunded,"
             " (select coalesce(sum(daily_delta + bonus_delta), 0)::bigint from ledger"
-            "   where entry in ('grant', 'set') and daily_delta + bonus_delta > 0) as granted")
+            "   where entry in ('grant', 'set') and daily_delta + bonus_delta > 0) as granted,"
+            " (select coalesce(jsonb_agg(jsonb_build_array(platform, n, refunded, credits, taken_back, stars)),"
+            "   '[]'::jsonb) from (select platform, count(*) as n, count(refunded_at) as refunded,"
+            "   coalesce(sum(credits), 0) as credits, coalesce(sum(refunded_credits), 0) as taken_back,"
+            "   coalesce(sum(stars), 0) as stars from payments group by platform) as p) as payments")
         assert row is not None
         # jsonb, decoded by the pool's codec; the spend rule once (the caps', /stats')
         jobs, spend = fold_models(row["by_model"], credit_usd)
@@ -36,7 +40,8 @@ class PgMetrics:
             jobs=jobs, queue_depth=sum(count for (_, state), count in jobs.items() if state == "queued"),
             spend_usd=spend, failures={kind: int(n) for kind, n in row["failures"].items()},
             credits_spent=int(row["spent"]), credits_reserved=int(row["reserved"]),
-            credits_refunded=int(row["refunded"]), credits_granted=int(row["granted"]))
+            credits_refunded=int(row["refunded"]), credits_granted=int(row["granted"]),
+            **fold_payment_totals(row["payments"]))
 
     async def check_alive(self) -> None:
         await self.db.fetchval("select 1")

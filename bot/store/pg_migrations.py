@@ -116,7 +116,23 @@ create table alerts_sent (key text primary key, at double precision);
 create index jobs_created_at on jobs (created_at);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
+# Payments (#18): purchased credits as a user's third bucket, what of them a job and a
+# ledger row moved, and one row per charge (as ``bot.store.sqlite``'s v12).
+_V6 = """
+alter table users add column purchased bigint not null default 0;
+alter table jobs add column paid_purchased bigint not null default 0;
+alter table ledger add column purchased_delta bigint not null default 0;
+create table payments (
+    key text primary key, platform text not null, user_key text not null, pack text not null,
+    credits bigint not null, stars bigint, sku_id text, details jsonb, at double precision not null,
+    consumed_at double precision, refunded_at double precision, refunded_credits bigint,
+    refund_short bigint, refunded_by text
+);
+create index payments_user_key_at on payments (user_key, at);
+create index payments_at on payments (at);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]
 
 
 async def migrate(conn: asyncpg.Connection) -> int:

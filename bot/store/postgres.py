@@ -28,6 +28,7 @@ from bot.store.pg_credits import PgCreditWrites, clean
 from bot.store.pg_metrics import PgMetrics
 from bot.store.pg_migrations import USER_LOCK_CLASS, migrate, storable
 from bot.store.pg_parts import ACTIVE, PgClaims, PgMediaFiles, PgModelListing, PgPendingAsks, job_from_row
+from bot.store.pg_payments import PgPayments
 from bot.store.pg_session import CONNECT_TIMEOUT, ChangeFeed, Connections, create_pool
 from bot.store.pg_spend import PgSpend
 from bot.store.pg_stats import PgStats
@@ -39,7 +40,8 @@ JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 ONE_JOB_PER_TASK = "jobs_one_job_per_task"  # the unique index on jobs.prediction_id
 
 
-class PostgresStore(PgCreditWrites, PgTransfer, PgModelListing, PgMetrics, PgStats, PgSpend, PgAccess):
+class PostgresStore(PgCreditWrites, PgTransfer, PgModelListing, PgMetrics, PgStats, PgSpend, PgAccess,
+                    PgPayments):
     """The bot's database in PostgreSQL. One per event loop; any number per database."""
 
     hears_other_processes = True  # LISTEN/NOTIFY

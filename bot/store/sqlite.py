@@ -43,6 +43,7 @@ from bot.store.interface import (
 )
 from bot.store.sqlite_access import SqliteAccess
 from bot.store.sqlite_metrics import SqliteMetrics
+from bot.store.sqlite_payments import SqlitePayments
 from bot.store.sqlite_spend import SqliteSpend
 from bot.store.sqlite_stats import SqliteStats
 from bot.store.sqlite_transfer import SqliteTransfer
@@ -170,8 +171,27 @@ def _v11(db: sqlite_utils.Database) -> None:
     db.execute("create index jobs_created_at on jobs (created_at)")
 
 
+def _v12(db: sqlite_utils.Database) -> None:
+    # Payments (#18). Purchased credits are a third bucket of a user's (never expiring,
+    # spent after the daily and the bonus ones), so a refund can take back what is left of
+    # them; a job and a ledger row say how many of those it moved. One row per charge
+    # (a Telegram Stars charge, a Discord entitlement), keyed "telegram:<charge id>" /
+    # "discord:<entitlement id>": the primary key makes each charge credit once.
+    db.table("users").add_column("purchased", int, not_null_default=0)
+    db.table("jobs").add_column("paid_purchased", int, not_null_default=0)
+    db.table("ledger").add_column("purchased_delta", int, not_null_default=0)
+    db.table("payments").create({
+        "key": str, "platform": str, "user_key": str, "pack": str, "credits": int, "stars": int,
+        "sku_id": str, "details": str, "at": float, "consumed_at": float, "refunded_at": float,
+        "refunded_credits": int, "refund_short": int, "refunded_by": str,
+    }, pk="key", not_null={"platform", "user_key", "pack", "credits", "at"})
+    db.execute("create index payments_user_key_at on payments (user_key, at)")
+    db.execute("create index payments_at on payments (at)")
+
+
 # Append only: a database at version N runs migrations N+1.. in order.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12]
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 
 
@@ -434,7 +454,7 @@ class _SqliteListing:
 
 
 class SqliteStore(_SqliteReads, _SqliteListing, SqliteSpend, SqliteTransfer, SqliteMetrics, SqliteStats,
-                  SqliteAccess):
+                  SqliteAccess, SqlitePayments):
     """The bot's database in one SQLite file. Not thread-safe: one per event loop."""
 
     hears_other_processes = False  # another process's changes are seen by looking again

@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlite_utils
 
 from bot.store import stats_sql
-from bot.store.activity import fold_models
+from bot.store.activity import fold_models, fold_payment_totals
 from bot.store.interface import MetricTotals
 
 
@@ -37,6 +37,10 @@ class SqliteMetrics:
             granted = self.db.execute(
                 "select coalesce(sum(daily_delta + bonus_delta), 0) from ledger"
                 " where entry in ('grant', 'set') and daily_delta + bonus_delta > 0").fetchone()[0]
+            payments = self.db.execute(
+                "select platform, count(*), count(refunded_at), coalesce(sum(credits), 0),"
+                " coalesce(sum(refunded_credits), 0), coalesce(sum(stars), 0) from payments group by platform"
+            ).fetchall()
         finally:
             if not in_transaction:
                 self.db.execute("commit")
@@ -45,7 +49,7 @@ class SqliteMetrics:
             jobs=jobs, queue_depth=sum(count for (_, state), count in jobs.items() if state == "queued"),
             spend_usd=spend, failures={kind: count for kind, count in failures},
             credits_spent=int(spent), credits_reserved=int(reserved), credits_refunded=int(refunded),
-            credits_granted=int(granted))
+            credits_granted=int(granted), **fold_payment_totals(payments))
 
     async def check_alive(self) -> None:
         self._still_there()

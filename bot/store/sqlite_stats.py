@@ -12,11 +12,13 @@ from bot.store.activity import ACTIVE, DAY, Activity, fold_days, fold_failures, 
 
 _MARKS = {"since": ":since", "until": ":until", "active": ", ".join(f"'{state}'" for state in ACTIVE),
           # created_at is a moment after 1970: the cast's truncation is the floor
-          "day": f"cast((created_at - :offset) / {DAY} as integer)"}
+          "day": f"cast((created_at - :offset) / {DAY} as integer)",
+          "paid_day": f"cast((at - :offset) / {DAY} as integer)",
+          "refund_day": f"cast((refunded_at - :offset) / {DAY} as integer)", "user": ":user"}
 
 
 class SqliteStats:
-    """The figures /stats shows, read from the jobs and users tables."""
+    """The figures /stats shows, read from the jobs, users and payments tables."""
 
     db: sqlite_utils.Database
 
@@ -44,15 +46,20 @@ class SqliteStats:
                      credit_usd: Decimal) -> Activity:
         span = {"since": since, "until": until}
         days = self._grouped(stats_sql.DAYS, {**span, "offset": reset_hour_utc * 3600})
+        payments = self._grouped(stats_sql.PAYMENTS, {**span, "offset": reset_hour_utc * 3600})
         users = self._grouped(stats_sql.USERS, span)
         places = self._grouped(stats_sql.PLACES, span)
         keys = sorted({row["key"] for row in users})
         names = {row["key"]: row["name"] for row in self._named(keys)}
         queued, running = fold_now(self._grouped(stats_sql.NOW, {}))
-        return Activity(fold_days(days, since, until, reset_hour_utc, credit_usd),
+        return Activity(fold_days(days, since, until, reset_hour_utc, credit_usd, payments),
                         fold_spenders(users, names, top, credit_usd),
                         fold_spenders(places, {}, top, credit_usd),
                         fold_failures(self._grouped(stats_sql.FAILURES, span)), queued, running)
+
+    async def payments_since(self, since: float, user_key: str | None = None) -> list[dict[str, Any]]:
+        """Payments credited since ``since`` (of one user, or everyone's), newest first."""
+        return self._grouped(stats_sql.PAYMENT_LIST, {"since": since, "user": user_key or ""})
 
     def _named(self, keys: list[str]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

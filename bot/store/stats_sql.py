@@ -2,7 +2,8 @@
 
 Each is written with ``{since}``/``{until}``/``{offset}`` placeholders that a backend fills
 with its own parameter marks (SQLite ``?`` in order, PostgreSQL ``$n``), and ``{day}``
-with its way of flooring a moment to its credit period. ``bot.store.activity`` folds
+with its way of flooring a moment (``{day}`` a job's created_at, ``{paid_day}`` a payment's
+``at``, ``{refund_day}`` its refunded_at) to its credit period. ``bot.store.activity`` folds
 the rows they give.
 """
 
@@ -31,3 +32,16 @@ FAILURES = ("select coalesce(failure, case when state = 'cancelled' then 'cancel
 MODELS = (f"select model_id, state, {_SPEND}, count(*) as jobs"
           f" from jobs group by model_id, state, 3")
 NOW = "select state, count(*) as jobs from jobs where state in ({active}) group by state"
+# Payments (#18) by day and platform: purchases on the day they were credited, refunds on
+# the day they were made; one shape for both, so ``activity.fold_days`` adds them up.
+PAYMENTS = ("select {paid_day} as day, platform, count(*) as purchases, sum(credits) as credits,"
+            " coalesce(sum(stars), 0) as stars, 0 as refunds, 0 as taken_back, 0 as short"
+            " from payments where at >= {since} and at < {until} group by 1, platform"
+            " union all"
+            " select {refund_day} as day, platform, 0, 0, 0, count(*), coalesce(sum(refunded_credits), 0),"
+            " coalesce(sum(refund_short), 0)"
+            " from payments where refunded_at >= {since} and refunded_at < {until} group by 1, platform")
+# Payments one by one, newest first (``kling-bot payments list``); ``{user}`` '' for everyone's.
+PAYMENT_LIST = ("select key, platform, user_key, pack, credits, stars, sku_id, at, consumed_at, refunded_at,"
+                " refunded_credits, refund_short, refunded_by from payments"
+                " where at >= {since} and ({user} = '' or user_key = {user}) order by at desc, key desc")

@@ -1,0 +1,180 @@
+"""Telegram Stars: /buy, /paysupport, /refund (admins) and the payment updates.
+
+Thin: which packs are sold, what they cost, whether a checkout may go ahead, what a
+payment credits and what a refund takes back are the engine's (``bot/engine/payments.py``).
+Here: invoice links (``createInvoiceLink``, one per pack, made once per process), the
+pre-checkout query answered in its own handler (Telegram waits 10 seconds; the app runs
+updates concurrently, so no job's download holds it up), a ``successful_payment`` handed
+to the engine under its charge id (credited once however often it arrives, in whichever
+process), a ``refunded_payment`` (a refund made outside the bot) applied once, and
+``refundStarPayment`` for an admin's /refund.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, Update
+from telegram.error import TelegramError
+from telegram.ext import Application, BaseHandler, ContextTypes, MessageHandler, PreCheckoutQueryHandler, filters
+
+from adapters.telegram.common import PLATFORM, args_of, message_of, sender, user_ref
+from bot import messages
+from bot.config import Pack, PaymentsSettings, TelegramSettings
+from bot.engine import Engine
+from bot.payments import STARS, Purchase, invoice_payload, payload_promise, telegram_key
+
+log = logging.getLogger(__name__)
+
+# refundStarPayment's answer for a charge refunded before ("Bad Request: CHARGE_ALREADY_REFUNDED";
+# PTB's error message drops the prefix and capitalizes it: compared without case).
+ALREADY_REFUNDED = "charge_already_refunded"
+
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
+
+
+class StarsPayments:
+    """The payment handlers; ``commands()`` names the commands for the adapter to register,
+    ``add_handlers`` adds the update handlers."""
+
+    def __init__(self, bot: Bot, settings: TelegramSettings, payments: PaymentsSettings, engine: Engine):
+        self.bot, self.settings, self.payments, self.engine = bot, settings, payments, engine
+        self._links: dict[str, str] = {}  # invoice payload -> its invoice link (a pack, as priced now)
+        self._making = asyncio.Lock()  # one createInvoiceLink per pack, however many ask at once
+
+    def commands(self) -> dict[str, Handler]:
+        return {"buy": self._buy, "paysupport": self._support, "refund": self._refund}
+
+    def add_handlers(self, app: Application) -> None:
+        """The pre-checkout query and the two payment service messages. They pass no chat
+        filter ([telegram] allowed_chats): a payment is taken wherever its invoice was opened."""
+        handlers: list[BaseHandler[Update, Any, Any]] = [
+            PreCheckoutQueryHandler(self._pre_checkout),
+            MessageHandler(filters.SUCCESSFUL_PAYMENT, self._paid),
+            MessageHandler(filters.StatusUpdate.REFUNDED_PAYMENT, self._refunded)]
+        for handler in handlers:
+            app.add_handler(handler)
+
+    async def keyboard(self) -> InlineKeyboardMarkup | None:
+        """A URL button per pack sold on Telegram, each opening that pack's invoice; None
+        when none is sold (or Telegram made no link)."""
+        packs = self.engine.packs_for(PLATFORM)
+        if not packs:
+            return None
+        try:
+            links = [(pack, await self._link(pack)) for pack in packs]
+        except TelegramError as err:  # e.g. Telegram down: the list is still shown
+            log.warning("invoice links not made: %s", err)
+            return None
+        return InlineKeyboardMarkup([[InlineKeyboardButton(
+            messages.telegram_pack_button(pack.name, pack.credits, pack.stars), url=link)] for pack, link in links])
+
+    async def _link(self, pack: Pack) -> str:
+        """The pack's invoice link, made once. No provider_token: Stars need none, and an
+        empty one would not arrive empty (PTB's Defaults turn an empty string into [])."""
+        payload = invoice_payload(pack)
+        async with self._making:
+            if payload not in self._links:
+                self._links[payload] = await self.bot.create_invoice_link(
+                    title=pack.name, description=messages.pack_description(pack.credits),
+                    payload=payload, currency=STARS,
+                    prices=[LabeledPrice(pack.name, pack.stars)])
+            return self._links[payload]
+
+    # --- commands -----------------------------------------------------------------
+
+    async def _buy(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await message_of(update).reply_text(self.engine.buy_text(PLATFORM), reply_markup=await self.keyboard())
+
+    async def _support(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await message_of(update).reply_text(self.payments.support.strip() or messages.PAYSUPPORT)
+
+    async def _refund(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """``/refund <charge id>``, or ``/refund`` replying to the buyer's message (their
+        latest payment): Telegram returns the Stars, then the engine takes the credits back."""
+        message, args = message_of(update), args_of(context)
+        if message.sender_chat is not None or sender(message).id not in self.settings.admins:
+            await message.reply_text(messages.TELEGRAM_ADMIN_COMMAND_ONLY)
+            return
+        replied = message.reply_to_message
+        if len(args) == 1 and replied is None:
+            key = telegram_key(args[0])
+            payment = await self.engine.payment(key)
+        elif not args and replied is not None and replied.from_user is not None and replied.sender_chat is None:
+            payment = await self.engine.latest_payment(user_ref(replied.from_user))
+            if payment is None:
+                await message.reply_text(messages.TELEGRAM_REFUND_NO_PAYMENT)
+                return
+            key = str(payment["key"])
+        else:
+            await message.reply_text(messages.TELEGRAM_REFUND_USAGE)
+            return
+        refused = await self._refund_at_telegram(payment) if payment and payment.get("refunded_at") is None else None
+        if refused is not None:
+            await message.reply_text(messages.telegram_refund_refused(refused))
+            return
+        # Unknown, refunded before, or refunded now at Telegram: the engine says which.
+        outcome = await self.engine.refund_payment(key, by=str(sender(message).id))
+        await message.reply_text(outcome.text)
+
+    async def _refund_at_telegram(self, payment: dict[str, Any]) -> str | None:
+        """Ask Telegram to return the payment's Stars; None when they are returned (now or
+        before), else Telegram's error."""
+        user_id = int(str(payment["user_key"]).split(":", 1)[1])
+        charge_id = str(payment["key"]).split(":", 1)[1]
+        try:
+            await self.bot.refund_star_payment(user_id, charge_id)
+        except TelegramError as err:
+            if ALREADY_REFUNDED in err.message.lower():  # returned before (by the bot, or Telegram's support)
+                return None
+            log.warning("refundStarPayment of %s refused: %s", payment["key"], err.message)
+            return err.message
+        return None
+
+    # --- payment updates ----------------------------------------------------------
+
+    async def _pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Answered here and now: Telegram cancels a checkout not answered within 10 s."""
+        query = update.pre_checkout_query
+        assert query is not None  # the handler takes nothing else
+        try:
+            verdict = await self.engine.check_purchase(
+                user_ref(query.from_user), query.invoice_payload, query.currency, query.total_amount)
+        except Exception as err:  # e.g. the database unreachable: no payment it cannot check
+            log.error("pre-checkout %s not checked: %s: %s", query.id, type(err).__name__, err)
+            verdict = messages.SOMETHING_WENT_WRONG
+        await query.answer(ok=verdict is None, error_message=verdict)
+
+    async def _paid(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Telegram took the Stars: credit what the invoice promised, once per charge."""
+        message = message_of(update)
+        payment = message.successful_payment
+        assert payment is not None  # filters.SUCCESSFUL_PAYMENT
+        key = telegram_key(payment.telegram_payment_charge_id)
+        promise = payload_promise(payment.invoice_payload)
+        if promise is None:  # no invoice of ours (the pre-checkout refuses those): nothing to credit
+            log.error("payment %s has no invoice of this bot's (payload %r): not credited",
+                      key, payment.invoice_payload[:40])
+            return
+        credits, stars, pack = promise
+        credited = await self.engine.credit_purchase(Purchase(
+            key=key, user=user_ref(sender(message)), pack=pack, credits=credits, stars=payment.total_amount,
+            details={"payload": payment.invoice_payload, "currency": payment.currency, "invoice_stars": stars,
+                     "provider_payment_charge_id": payment.provider_payment_charge_id,
+                     "chat_id": message.chat_id, "message_id": message.message_id}))
+        if credited.new:  # a repeat of this payment (a retry, another process) says nothing again
+            await message.reply_text(credited.text)
+
+    async def _refunded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A refund made outside the bot (Telegram's support): the credits taken back once;
+        the engine tells the admins."""
+        message = message_of(update)
+        refund = message.refunded_payment
+        assert refund is not None  # filters.StatusUpdate.REFUNDED_PAYMENT
+        # The buyer named: a successful_payment handled after this (another front) credits nothing.
+        await self.engine.refund_payment(telegram_key(refund.telegram_payment_charge_id), by=PLATFORM,
+                                         user=user_ref(sender(message)))
+
