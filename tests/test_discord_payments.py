@@ -227,6 +227,7 @@ async def test_a_discord_refund_takes_the_credits_back_once_and_tells_the_admins
     payload = base.effect_payload(fake_discord, user=ALICE)
     feed(adapter, payload)
     await until(lambda: [c for c in fake_discord.to(f"/webhooks/{APP_ID}/{payload['token']}", "POST") if c["files"]])
+    await until(lambda: _ended(engine))  # delivered and committed: its credit is spent, not held
     spent = 50 - (await engine.balance(ALICE_REF)).purchased
     assert spent >= 1
 
@@ -244,6 +245,25 @@ async def test_a_discord_refund_takes_the_credits_back_once_and_tells_the_admins
     again = await engine.payment(discord_key(entitlement["id"]))
     assert again["refunded_credits"] == 50 - spent and (await engine.balance(ALICE_REF)).purchased == 0
     assert len(admin_posts(fake_discord)) == 1
+
+
+async def _ended(engine) -> bool:
+    """Alice's jobs have all ended (a delivered one's credits are spent)."""
+    return not await engine.store.user_jobs(ALICE_REF.key, active_only=True)
+
+
+async def test_a_refund_that_arrives_before_its_purchase_credits_nothing_later(front, fake_discord):
+    """Events out of order (or handled by two shards): ENTITLEMENT_DELETE first, then the
+    ENTITLEMENT_CREATE of the same entitlement. The refunded purchase never becomes credits."""
+    engine, adapter = await front()
+    entitlement = await fake_discord.purchase(ALICE, SKU, dispatch=False)
+    await handled(adapter, "entitlement_delete", lambda: fake_discord.refund(int(entitlement["id"])))
+    payment = await engine.payment(discord_key(entitlement["id"]))
+    assert payment is not None and payment["refunded_at"] is not None and payment["credits"] == 0
+    await handled(adapter, "entitlement_create", lambda: fake_discord.dispatch(
+        "ENTITLEMENT_CREATE", dict(fake_discord.entitlements[int(entitlement["id"])], deleted=False)))
+    assert (await engine.balance(ALICE_REF)).purchased == 0
+    assert dms(fake_discord, ALICE) == []
 
 
 async def _refunded(engine, entitlement):

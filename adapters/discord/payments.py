@@ -73,7 +73,10 @@ class Purchases:
         key = discord_key(entitlement.id)
         if self.pack_of(entitlement) is None and await self.engine.payment(key) is None:
             return  # another SKU's (or a pack's no longer sold, never credited): not the bot's
-        await self.engine.refund_payment(key, by=PLATFORM)
+        # The buyer, when the event names one: a refund handled before its purchase (events
+        # out of order, or at two processes) leaves a row that the purchase then credits not.
+        user = None if entitlement.user_id is None else UserRef(PLATFORM, str(entitlement.user_id))
+        await self.engine.refund_payment(key, by=PLATFORM, user=user)
 
     async def scan(self) -> None:
         """At the first READY of a process: the purchases made while the bot was down, and
