@@ -1641,6 +1641,11 @@ def telegram_pack_button(name: str, credits: int, stars: int) -> str:
     return f"{name}: {credits} credit{'s' * (credits != 1)} for {stars} ⭐"
 
 
+def telegram_refund_reply(text: str, stars: int) -> str:
+    """/refund on Telegram: the engine's account of the refund, then where the money went."""
+    return f"{text}\nTelegram returned the {stars} Star{'s' * (stars != 1)} to the buyer."
+
+
 def telegram_refund_refused(error: str) -> str:
     """Telegram refused refundStarPayment: nothing was changed."""
     return f"Telegram refused the refund ({echo(error, 200)}); nothing was changed."

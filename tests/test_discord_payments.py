@@ -294,6 +294,25 @@ async def test_refund_by_an_admin_names_the_payment_or_the_member(front, fake_di
     assert (await engine.balance(ALICE_REF)).purchased == 0
 
 
+async def test_a_refund_that_took_nothing_says_so_and_not_that_it_took_the_credits_back(front, fake_discord):
+    """An unknown entitlement id, or a payment refunded before: the answer says nothing was
+    refunded, without the line about Discord's money that follows a refund made now."""
+    engine, adapter = await front()
+    entitlement = await fake_discord.purchase(ALICE, SKU)
+    await until(lambda: consumed_in_ledger(engine, entitlement))
+    answers = []
+    for value in ("987654321", entitlement["id"], entitlement["id"]):
+        payload = fake_discord.slash("refund", [{"name": "payment", "type": 3, "value": value}], user=ADMIN)
+        feed(adapter, payload)
+        [answer] = await until(lambda: callbacks(fake_discord, payload["token"]))  # noqa: B023
+        answers.append(answer["data"]["content"])
+    unknown, done, again = answers
+    assert unknown == messages.refund_unknown(discord_key("987654321"))
+    assert done.endswith(messages.DISCORD_MONEY_BACK)
+    assert again == messages.refund_already(discord_key(entitlement["id"]))
+    assert (await engine.balance(ALICE_REF)).purchased == 0
+
+
 @pytest.mark.parametrize("options, expected", [
     ([], messages.DISCORD_REFUND_WHICH),
     ([{"name": "payment", "type": 3, "value": "not-a-number"}], messages.DISCORD_PAYMENT_ID_INVALID),
