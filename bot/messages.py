@@ -90,7 +90,7 @@ COMMANDS: dict[str, str] = {
     "history": "Your recent videos, to post one again",
     "credits": "Manage credits (admins)",
     "credits grant": "Give a member lasting extra credits",
-    "credits set": "Set how many credits a member has now",
+    "credits set": "Set how many credits a member has now (purchased ones stay)",
     "usage": "Today's videos and credits in this server (admins)",
     "context menu": "Animate with Kling",
 }
@@ -1570,7 +1570,7 @@ def or_buy(refusal: str) -> str:
 
 BUY_NOTHING = "Credits are not for sale here."
 BUY_ELSEWHERE = "Credits are bought in the bot on Telegram (Stars) or Discord (the app's store), not here."
-BUY_HEADER = "Credit packs (purchased credits never expire; they are spent after your daily ones):"
+BUY_HEADER = "Credit packs (purchased credits never expire; they are spent after your daily and bonus ones):"
 
 
 def buy_line(name: str, credits_in_pack: int, stars: int | None = None) -> str:
