@@ -498,6 +498,7 @@ def _check_ranges(s: Settings, source: str) -> None:
             raise ConfigError(f"{source}: {message}.")
 
 
+MAX_PACK_NAME = 32  # an invoice's title: "1-32 characters" (Telegram counts UTF-16 code units)
 MAX_PACK_CREDITS = 1_000_000
 MAX_PACK_STARS = 100_000  # Telegram refuses an invoice above its own limit; this only stops typos
 
@@ -510,7 +511,9 @@ def _pack_rules(packs: list[Pack]) -> list[tuple[bool, str]]:
         label = f"[[payments.packs]] {pack.name!r}"
         name = pack.name.strip().casefold()
         rules += [
-            (bool(pack.name.strip()) and len(pack.name) <= 32, f"{label}: name must be 1-32 characters"),
+            # as Telegram counts an invoice's title: in UTF-16 code units
+            (bool(pack.name.strip()) and len(pack.name.encode("utf-16-le", "surrogatepass")) // 2 <= MAX_PACK_NAME,
+             f"{label}: name must be 1-{MAX_PACK_NAME} characters (an emoji counts as 2)"),
             (name not in names, f"{label}: pack {names.get(name)!r} has that name too; each pack needs its own"),
             (1 <= pack.credits <= MAX_PACK_CREDITS, f"{label}: credits must be 1 to {MAX_PACK_CREDITS:,}"),
             (0 <= pack.stars <= MAX_PACK_STARS, f"{label}: stars must be 0 (not on Telegram) to {MAX_PACK_STARS:,}"),

@@ -87,6 +87,10 @@ def _pack(name="Starter", credits="20", extra='stars = 100'):
     return PACK.format(name=name, credits=credits, extra=extra)
 
 
+def test_a_pack_name_of_32_characters_as_telegram_counts_them_loads(tmp_path):
+    assert _load(tmp_path, _pack("😀" * 16)).payments.packs[0].name == "😀" * 16
+
+
 def test_packs_load_and_each_platform_sells_its_own(tmp_path):
     s = _load(tmp_path, '[payments]\nsupport = "mail me"\n' + _pack() + _pack("Big", "500", 'discord_sku = "123"'))
     assert [p.name for p in s.payments.sold_on("telegram")] == ["Starter"]
@@ -108,7 +112,9 @@ def test_packs_load_and_each_platform_sells_its_own(tmp_path):
      "[[payments.packs]] 'Big': pack 'Starter' has discord_sku 123 too; each pack needs its own SKU."),
     (_pack(extra="star = 100"), "[[payments.packs]] 'Starter': unknown key star (did you mean 'stars'?)"),
     (_pack(extra="stars = -1"), "[[payments.packs]] 'Starter': stars must be 0 (not on Telegram) to 100,000."),
-    (_pack("x" * 33), "name must be 1-32 characters."),
+    (_pack("x" * 33), "name must be 1-32 characters"),
+    # Telegram counts an invoice title in UTF-16 code units: 17 emoji are 34, and it refuses them
+    (_pack("😀" * 17), "[[payments.packs]] '" + "😀" * 17 + "': name must be 1-32 characters (an emoji counts as 2)."),
     ('[payments.packs]\nname = "A"\n', "[payments] packs must be a list of tables, each under its own"
                                        " [[payments.packs]] line"),
 ])
