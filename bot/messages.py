@@ -1531,6 +1531,10 @@ def _utc(moment: float) -> str:
 
 def payment_line(payment: PaymentLine) -> str:
     """``kling-bot payments list``: one payment on one line (its key is what /refund takes)."""
+    if payment.credits == 0 and payment.refunded_at is not None:  # its refund came first: it never credited
+        by = f" by {payment.refunded_by}" if payment.refunded_by else ""
+        return (f"{_utc(payment.at)}  {payment.platform}  {payment.user_key}  key {payment.key}"
+                f"  refunded{by} before it was credited: nothing credited, nothing taken back")
     price = (f"{payment.stars} Stars" if payment.stars is not None
              else f"SKU {payment.sku_id}" if payment.sku_id else "no price recorded")
     if payment.refunded_at is None:

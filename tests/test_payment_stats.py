@@ -228,3 +228,7 @@ async def test_a_platform_refund_of_a_charge_never_credited_counts_as_no_purchas
     samples = await scrape(await ops_of(store))
     assert value(samples, "kling_payments_total", platform="telegram") == 0
     assert value(samples, "kling_payment_refunds_total", platform="telegram") == 0
+    # `kling-bot payments list` shows it for what it is (an admin looking for the charge finds it)
+    [line] = await engine.payments_list()
+    assert line.text().endswith("  telegram  telegram:501  key telegram:early  refunded by telegram before it"
+                                " was credited: nothing credited, nothing taken back")
