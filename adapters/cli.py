@@ -272,10 +272,12 @@ def add_access_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     grant.add_argument("user", help=key_help)
     grant.add_argument("amount", type=_credits_given, help="credits to add (negative: to take away), "
                                                             f"up to {admin_cli.MAX_CREDITS} either way")
-    set_ = credits_sub.add_parser("set", help="set what a user has now (today's allowance first, the rest bonus)")
+    set_ = credits_sub.add_parser("set", help="set what a user has now (today's allowance first, the rest bonus; "
+                                              "purchased credits stay as they are)")
     set_.add_argument("user", help=key_help)
     set_.add_argument("amount", type=_not_negative,
-                      help=f"credits they have after, 0 to {admin_cli.MAX_CREDITS}")
+                      help="daily and bonus credits they have after (purchased ones besides), "
+                           f"0 to {admin_cli.MAX_CREDITS}")
     for each in (show, grant, set_):
         each.add_argument("--config", type=Path, help=config_help)
 

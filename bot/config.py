@@ -354,13 +354,13 @@ def _coerce(label: str, hint: Any, value: Any, source: str) -> Any:
         known = {f.name: f for f in fields(hint)}
         for key in value:
             if key not in known:
-                raise ConfigError(f"{source}: unknown key {label} {key}{_did_you_mean(key, known)}")
+                raise ConfigError(f"{source}: {label}: unknown key {key}{_did_you_mean(key, known)}")
         hints = typing.get_type_hints(hint)
         missing = [f.name for f in known.values()
                    if f.name not in value and f.default is MISSING and f.default_factory is MISSING]
         if missing:
-            raise ConfigError(f"{source}: {label} needs {' and '.join(missing)}{got}.")
-        return hint(**{key: _coerce(f"{label} {key}", hints[key], item, source) for key, item in value.items()})
+            raise ConfigError(f"{source}: {label} has no {' and no '.join(missing)}{got}.")
+        return hint(**{key: _coerce(f"{label}: {key}", hints[key], item, source) for key, item in value.items()})
     if origin is Literal:
         if value not in typing.get_args(hint):
             allowed = " or ".join(repr(a) for a in typing.get_args(hint))
@@ -376,12 +376,29 @@ def _coerce(label: str, hint: Any, value: Any, source: str) -> Any:
         return value
     if origin is list and isinstance(value, list):
         (item,) = typing.get_args(hint)
+        if dataclasses.is_dataclass(item):  # an array of tables: each said by its name, or its place
+            return [_coerce(_table_label(label, n, v), item, v, source) for n, v in enumerate(value, start=1)]
         return [_coerce(label, item, v, source) for v in value]
     kind = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
             Decimal: "a number", Pack: "a table: name, credits, stars, discord_sku"}
-    wanted = kind.get(hint, f"a list of {typing.get_args(hint)[0].__name__}" if origin is list
-                      else "a table of names" if origin is dict else str(hint))
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        wanted = "a string, in quotes"  # an id written as a number: "1234567890123456789"
+    elif origin is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        wanted = f"a list of tables, each under its own {_table_label(label)} line"
+    else:
+        wanted = kind.get(hint, f"a list of {typing.get_args(hint)[0].__name__}" if origin is list
+                          else "a table of names" if origin is dict else str(hint))
     raise ConfigError(f"{source}: {label} must be {wanted}{got}.")
+
+
+def _table_label(label: str, number: int | None = None, value: Any = None) -> str:
+    """``[payments] packs`` as TOML writes an item of it, ``[[payments.packs]]``, then the
+    item's name (``'Starter'``) or, with none, its place (``number 2``)."""
+    array = f"[[{label.strip('[').replace('] ', '.')}]]"
+    if number is None:
+        return array
+    name = value.get("name") if isinstance(value, dict) else None
+    return f"{array} {name!r}" if isinstance(name, str) and name.strip() else f"{array} number {number}"
 
 
 def _costs(values: Any, source: str) -> dict[str, Any]:
@@ -481,23 +498,35 @@ def _check_ranges(s: Settings, source: str) -> None:
             raise ConfigError(f"{source}: {message}.")
 
 
+MAX_PACK_NAME = 32  # an invoice's title: "1-32 characters" (Telegram counts UTF-16 code units)
 MAX_PACK_CREDITS = 1_000_000
 MAX_PACK_STARS = 100_000  # Telegram refuses an invoice above its own limit; this only stops typos
 
 
 def _pack_rules(packs: list[Pack]) -> list[tuple[bool, str]]:
-    names = [pack.name.strip().casefold() for pack in packs]
-    rules = [(len(set(names)) == len(names), "[[payments.packs]] names a pack twice")]
+    rules: list[tuple[bool, str]] = []
+    names: dict[str, str] = {}  # a name as compared (case and edge spaces aside) -> the first pack's
+    skus: dict[str, str] = {}  # an SKU -> the first pack's name
     for pack in packs:
         label = f"[[payments.packs]] {pack.name!r}"
+        name = pack.name.strip().casefold()
         rules += [
-            (bool(pack.name.strip()) and len(pack.name) <= 32, "[[payments.packs]] name must be 1-32 characters"),
+            # as Telegram counts an invoice's title: in UTF-16 code units
+            (bool(pack.name.strip()) and len(pack.name.encode("utf-16-le", "surrogatepass")) // 2 <= MAX_PACK_NAME,
+             f"{label}: name must be 1-{MAX_PACK_NAME} characters (an emoji counts as 2)"),
+            (name not in names, f"{label}: pack {names.get(name)!r} has that name too; each pack needs its own"),
             (1 <= pack.credits <= MAX_PACK_CREDITS, f"{label}: credits must be 1 to {MAX_PACK_CREDITS:,}"),
             (0 <= pack.stars <= MAX_PACK_STARS, f"{label}: stars must be 0 (not on Telegram) to {MAX_PACK_STARS:,}"),
-            (pack.discord_sku == "" or pack.discord_sku.isdigit(),
+            (pack.discord_sku == "" or (pack.discord_sku.isascii() and pack.discord_sku.isdigit()),
              f"{label}: discord_sku must be the SKU's numeric id from the Developer Portal (or \"\": not on Discord)"),
+            # Discord's purchase names only its SKU: two packs on one SKU could not be told apart.
+            (pack.discord_sku not in skus, f"{label}: pack {skus.get(pack.discord_sku)!r} has discord_sku"
+                                           f" {pack.discord_sku} too; each pack needs its own SKU"),
             (bool(pack.stars or pack.discord_sku), f"{label} needs a stars price, a discord_sku, or both"),
         ]
+        names.setdefault(name, pack.name)
+        if pack.discord_sku:
+            skus.setdefault(pack.discord_sku, pack.name)
     return rules
 
 

@@ -90,7 +90,7 @@ COMMANDS: dict[str, str] = {
     "history": "Your recent videos, to post one again",
     "credits": "Manage credits (admins)",
     "credits grant": "Give a member lasting extra credits",
-    "credits set": "Set how many credits a member has now",
+    "credits set": "Set how many credits a member has now (purchased ones stay)",
     "usage": "Today's videos and credits in this server (admins)",
     "context menu": "Animate with Kling",
 }
@@ -1531,6 +1531,10 @@ def _utc(moment: float) -> str:
 
 def payment_line(payment: PaymentLine) -> str:
     """``kling-bot payments list``: one payment on one line (its key is what /refund takes)."""
+    if payment.credits == 0 and payment.refunded_at is not None:  # its refund came first: it never credited
+        by = f" by {payment.refunded_by}" if payment.refunded_by else ""
+        return (f"{_utc(payment.at)}  {payment.platform}  {payment.user_key}  key {payment.key}"
+                f"  refunded{by} before it was credited: nothing credited, nothing taken back")
     price = (f"{payment.stars} Stars" if payment.stars is not None
              else f"SKU {payment.sku_id}" if payment.sku_id else "no price recorded")
     if payment.refunded_at is None:
@@ -1570,7 +1574,7 @@ def or_buy(refusal: str) -> str:
 
 BUY_NOTHING = "Credits are not for sale here."
 BUY_ELSEWHERE = "Credits are bought in the bot on Telegram (Stars) or Discord (the app's store), not here."
-BUY_HEADER = "Credit packs (purchased credits never expire; they are spent after your daily ones):"
+BUY_HEADER = "Credit packs (purchased credits never expire; they are spent after your daily and bonus ones):"
 
 
 def buy_line(name: str, credits_in_pack: int, stars: int | None = None) -> str:
@@ -1639,6 +1643,11 @@ TELEGRAM_REFUND_NO_PAYMENT = "That user has no payment left to refund."
 def telegram_pack_button(name: str, credits: int, stars: int) -> str:
     """A /buy button: the pack, what it adds and its price."""
     return f"{name}: {credits} credit{'s' * (credits != 1)} for {stars} ⭐"
+
+
+def telegram_refund_reply(text: str, stars: int) -> str:
+    """/refund on Telegram: the engine's account of the refund, then where the money went."""
+    return f"{text}\nTelegram returned the {stars} Star{'s' * (stars != 1)} to the buyer."
 
 
 def telegram_refund_refused(error: str) -> str:

@@ -241,3 +241,27 @@ async def test_a_purchase_of_no_or_negative_credits_is_refused_by_the_engine(mak
             await shop.credit_purchase(Purchase(telegram_key(f"odd{credits}"), BUYER, "Starter", credits, stars=-1))
     assert await raw_sql(store, "select key from payments") == []
     assert (await shop.credits.balance(BUYER)).purchased == 0
+
+
+# --- a database outage when a payment arrives ------------------------------------------------
+
+async def test_a_payment_arriving_while_postgresql_is_down_is_credited_once_it_is_back(pg_url, pg_server):
+    """Telegram sends a successful_payment once: a credit that fails because PostgreSQL is
+    restarting was lost for good (the Stars taken, no credits). The engine tries again
+    while the database is offline (the credit is keyed: a repeat writes nothing)."""
+    from bot.store import open_store
+    store = await open_store(pg_url)
+    try:
+        shop = Shop(store, Clock())
+        await pg_server.stop()
+        credit = asyncio.create_task(shop.credit_purchase(bought()))
+        await asyncio.sleep(1.5)
+        assert not credit.done()  # waiting for the database, not failed
+        await pg_server.start()
+        credited = await asyncio.wait_for(credit, 60)
+        assert credited.new and credited.balance.purchased == 50
+        assert (await _row(store))["purchased"] == 50
+        assert not (await shop.credit_purchase(bought())).new
+        await assert_buckets_equal_the_ledger(store)
+    finally:
+        await store.close()

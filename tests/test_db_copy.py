@@ -465,3 +465,58 @@ async def test_jobs_a_stopped_sqlite_bot_left_are_finished_by_a_bot_on_the_postg
                                                             (user(2).key, daily - second.job.cost)]
     assert all(row["have"] == daily + moved_credits.get(row["key"], 0) for row in users)
     assert not Path(moved.storage.path).exists()  # the new bot ran on PostgreSQL alone
+
+
+async def test_payments_and_purchased_credits_survive_a_copy_to_postgresql_and_back(tmp_path, pg_url):
+    """#18: the payments table (a credited charge, a refunded one, one refunded before it was
+    credited) and the purchased bucket of users, jobs and ledger rows come along, every
+    column as SQLite itself had it, and the copy's money still adds up."""
+    from bot.config import Pack, PaymentsSettings, QuotaSettings, Settings
+    from bot.credits import Credits
+    from bot.engine.payments import Payments
+    from bot.jobs import UserRef
+    from bot.payments import Purchase, telegram_key
+
+    class Shop(Payments):
+        def __init__(self, store):
+            from bot.engine.couriers import Couriers
+            self.settings = Settings(quota=QuotaSettings(daily_credits=10, max_jobs_per_user=10),
+                                     payments=PaymentsSettings(packs=[Pack("Starter ✨", 50, stars=100)]))
+            self.store, self.clock = store, (lambda: NOW)
+            self.credits = Credits(store, self.settings.quota, self.clock)
+            self.couriers = Couriers()
+
+    first, back = tmp_path / "bot.db", tmp_path / "back" / "bot.db"
+    buyer = UserRef("telegram", "501", "Buyer")
+    store = await open_store(str(first))
+    try:
+        shop = Shop(store)
+        for n in (1, 2):
+            await shop.credit_purchase(Purchase(telegram_key(f"charge-{n}"), buyer, "Starter ✨", 50, stars=100,
+                                                details={"payload": f"kling1|50|100|Starter ✨ {n}", "n": [n]}))
+        written, _ = await shop.credits.reserve_job(buyer, 70, {
+            "platform": "telegram", "reply_to": {}, "model_id": "m", "kind": "effect", "inputs": {},
+            "label": "a job", "state": "queued", "created_at": NOW, "updated_at": NOW})
+        assert written.job.id
+        await shop.refund_payment(telegram_key("charge-1"), by="42")
+        await shop.refund_payment(telegram_key("early"), by="telegram", user=buyer)
+        assert (await store.user(buyer.key))["purchased"] == 0
+    finally:
+        await store.close()
+    await copy_between(str(first), pg_url, force=False, now=time.time())
+    pg = await open_store(pg_url)
+    try:
+        assert (await pg.user(buyer.key))["purchased"] == 0
+        assert (await pg.payment(telegram_key("charge-2")))["details"] == {
+            "payload": "kling1|50|100|Starter ✨ 2", "n": [2]}
+        assert (await pg.payment(telegram_key("charge-1")))["refund_short"] == 10
+        assert (await pg.job_row(written.job.id))["paid_purchased"] == 60
+    finally:
+        await pg.close()
+    await copy_between(pg_url, str(back), force=False, now=time.time())
+    for table in ("users", "ledger", "jobs"):  # every column, as SQLite itself has it
+        assert sqlite_table(back, table) == sqlite_table(first, table), table
+
+    def payments(path: Path) -> list[tuple]:  # details as its value (jsonb keeps its keys in its own order)
+        return [(*row[:7], json.loads(row[7]), *row[8:]) for row in sqlite_table(path, "payments")]
+    assert payments(back) == payments(first) and len(payments(first)) == 3

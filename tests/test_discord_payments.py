@@ -123,7 +123,8 @@ async def test_the_same_event_delivered_twice_credits_once(front, fake_discord):
 
     # The second consume met a consumed entitlement: Discord was asked, and it counts as consumed.
     assert fake_discord.consumes == [int(entitlement["id"])]
-    assert fake_discord.to(f"/applications/{APP_ID}/entitlements/{entitlement['id']}", "GET")
+    # waited for: the second handler asks after its consume was refused, maybe after the ledger's note
+    assert await until(lambda: fake_discord.to(f"/applications/{APP_ID}/entitlements/{entitlement['id']}", "GET"))
     assert (await engine.balance(ALICE_REF)).purchased == 50
     assert len(await until(lambda: dms(fake_discord, ALICE))) == 1
 
@@ -291,6 +292,25 @@ async def test_refund_by_an_admin_names_the_payment_or_the_member(front, fake_di
     [answer] = await until(lambda: callbacks(fake_discord, by_member["token"]))
     assert answer["data"]["content"].endswith(messages.DISCORD_MONEY_BACK)
     assert (await _refunded(engine, second))["refunded_by"] == str(ADMIN)
+    assert (await engine.balance(ALICE_REF)).purchased == 0
+
+
+async def test_a_refund_that_took_nothing_says_so_and_not_that_it_took_the_credits_back(front, fake_discord):
+    """An unknown entitlement id, or a payment refunded before: the answer says nothing was
+    refunded, without the line about Discord's money that follows a refund made now."""
+    engine, adapter = await front()
+    entitlement = await fake_discord.purchase(ALICE, SKU)
+    await until(lambda: consumed_in_ledger(engine, entitlement))
+    answers = []
+    for value in ("987654321", entitlement["id"], entitlement["id"]):
+        payload = fake_discord.slash("refund", [{"name": "payment", "type": 3, "value": value}], user=ADMIN)
+        feed(adapter, payload)
+        [answer] = await until(lambda: callbacks(fake_discord, payload["token"]))  # noqa: B023
+        answers.append(answer["data"]["content"])
+    unknown, done, again = answers
+    assert unknown == messages.refund_unknown(discord_key("987654321"))
+    assert done.endswith(messages.DISCORD_MONEY_BACK)
+    assert again == messages.refund_already(discord_key(entitlement["id"]))
     assert (await engine.balance(ALICE_REF)).purchased == 0
 
 

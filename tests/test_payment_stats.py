@@ -208,3 +208,27 @@ async def test_kling_bot_credits_show_tells_purchased_credits(make_store, tmp_pa
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == \
         "telegram:1002 has 125 credits (5 bonus, 100 purchased), with a daily allowance of 20."
+
+
+async def test_a_platform_refund_of_a_charge_never_credited_counts_as_no_purchase(make_store, make_engine, ops_of):  # noqa: F811
+    """Telegram's refund handled before its successful_payment leaves a row of 0 credits (so
+    the late payment credits nothing): no purchase was credited, nothing was taken back, so
+    /stats and /metrics count neither."""
+    from bot.jobs import UserRef
+    from bot.payments import Purchase, telegram_key
+    store = await make_store()
+    engine = await make_engine(start=False)
+    buyer = UserRef("telegram", "501", "Buyer")
+    early = await engine.refund_payment(telegram_key("early"), by="telegram", user=buyer)
+    assert early.outcome == "unknown"
+    assert not (await engine.credit_purchase(Purchase(telegram_key("early"), buyer, "Starter", 50, stars=100))).new
+    stats = await engine.stats()
+    assert stats.today.payments == PaymentCounts()
+    assert "Payments today: none." in stats.text()
+    samples = await scrape(await ops_of(store))
+    assert value(samples, "kling_payments_total", platform="telegram") == 0
+    assert value(samples, "kling_payment_refunds_total", platform="telegram") == 0
+    # `kling-bot payments list` shows it for what it is (an admin looking for the charge finds it)
+    [line] = await engine.payments_list()
+    assert line.text().endswith("  telegram  telegram:501  key telegram:early  refunded by telegram before it"
+                                " was credited: nothing credited, nothing taken back")

@@ -316,7 +316,8 @@ async def test_an_admin_refunds_by_charge_id_and_a_second_refund_says_already(ru
     assert await purchased(engine) == 0
     payment = await engine.payment(telegram_key(CHARGE))
     assert payment["refunded_at"] is not None and payment["refunded_by"] == str(ADMIN)
-    assert told["text"] == messages.refund_done(telegram_key(CHARGE), alice().key, 20, 0, str(ADMIN))
+    assert told["text"] == messages.refund_done(telegram_key(CHARGE), alice().key, 20, 0, str(ADMIN)) \
+        + "\nTelegram returned the 100 Stars to the buyer."
     # Should Telegram also post its refunded_payment message, nothing is taken or said twice.
     telegram.refunded(ALICE, charge_id=CHARGE, total_amount=100, invoice_payload=invoice_payload(STARTER))
     await until_quiet(telegram)
@@ -342,7 +343,8 @@ async def test_a_refund_after_purchased_credits_were_spent_tells_the_admin_the_s
     await telegram.wait_for(lambda: _ended(engine))
     telegram.user_message(ADMIN, ADMIN, text=f"/refund {CHARGE}")
     [told] = await telegram.wait_for(lambda: sent_to(telegram, ADMIN))
-    assert told["text"] == messages.refund_done(telegram_key(CHARGE), alice().key, 19, 1, str(ADMIN))
+    assert told["text"] == messages.refund_done(telegram_key(CHARGE), alice().key, 19, 1, str(ADMIN)) \
+        + "\nTelegram returned the 100 Stars to the buyer."
     assert await purchased(engine) == 0  # never below zero
     [call] = telegram.calls_to("refundStarPayment")  # Telegram returns all the Stars
     assert call["params"] == {"user_id": ALICE, "telegram_payment_charge_id": CHARGE}
@@ -371,7 +373,8 @@ async def test_a_charge_telegram_refunded_already_is_refunded_here_and_other_err
     telegram.charges[CHARGE]["refunded"] = True  # refunded at Telegram; the bot never heard of it
     del telegram.charges["stxGONE"]  # a charge Telegram does not know (CHARGE_NOT_FOUND)
     telegram.user_message(ADMIN, ADMIN, text=f"/refund {CHARGE}")
-    await telegram.wait_for(lambda: sent_to(telegram, ADMIN))
+    [told] = await telegram.wait_for(lambda: sent_to(telegram, ADMIN))
+    assert told["text"].endswith("taken back.\nTelegram returned the 100 Stars to the buyer.")
     assert await purchased(engine) == BIG.credits  # Starter's credits taken back
     assert (await engine.payment(telegram_key(CHARGE)))["refunded_at"] is not None
 

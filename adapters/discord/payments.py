@@ -148,7 +148,9 @@ async def refund(interaction: discord.Interaction, payment: str | None = None,
         await answer(interaction, refusal)
         return
     refunded = await engine.refund_payment(key, by=str(interaction.user.id))
-    await answer(interaction, messages.discord_refund_reply(refunded.text))
+    # Who returns the money, after a refund made now (not after "unknown" or "refunded before")
+    await answer(interaction, messages.discord_refund_reply(refunded.text) if refunded.outcome == "refunded"
+                 else refunded.text)
 
 
 async def _named_payment(engine: Engine, payment: str | None,

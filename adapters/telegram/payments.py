@@ -118,7 +118,10 @@ class StarsPayments:
             return
         # Unknown, refunded before, or refunded now at Telegram: the engine says which.
         outcome = await self.engine.refund_payment(key, by=str(sender(message).id))
-        await message.reply_text(outcome.text)
+        stars = int(payment.get("stars") or 0) if payment else 0
+        # As on Discord, the admin is told where the money went: here Telegram returned the Stars.
+        await message.reply_text(messages.telegram_refund_reply(outcome.text, stars)
+                                 if outcome.outcome == "refunded" and stars else outcome.text)
 
     async def _refund_at_telegram(self, payment: dict[str, Any]) -> str | None:
         """Ask Telegram to return the payment's Stars; None when they are returned (now or

@@ -9,6 +9,7 @@ the platform's events in and the answers out.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -20,9 +21,14 @@ from bot.credits import Credits
 from bot.engine.couriers import Couriers
 from bot.jobs import Rejected, UserRef
 from bot.payments import PLATFORMS, STARS, Credited, PaymentRefund, Purchase, payload_promise
-from bot.store import Store
+from bot.store import Store, StoreOffline
 
 log = logging.getLogger(__name__)
+
+# Seconds between tries of a purchase's credit while the database is offline (a restart):
+# about 5 minutes in all. Telegram sends a successful_payment once, so a credit given up
+# is lost; the key makes a repeat (of a try whose commit was cut) write nothing.
+PURCHASE_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 60.0, 60.0, 60.0)
 
 
 class Payments:
@@ -80,8 +86,21 @@ class Payments:
 
     async def credit_purchase(self, purchase: Purchase) -> Credited:
         """Credit a paid pack once by its key, in one transaction with the ledger: a second
-        call (here or in any process) writes nothing and says ``new=False``."""
-        new, balance = await self.credits.purchase(purchase)
+        call (here or in any process) writes nothing and says ``new=False``. While the
+        database is offline it is tried again (``PURCHASE_RETRY_WAITS``), then StoreOffline."""
+        for wait in (*PURCHASE_RETRY_WAITS, None):
+            try:
+                new, balance = await self.credits.purchase(purchase)
+                break
+            except StoreOffline as err:
+                if wait is None:
+                    log.error("payment %s (%s credits of %s to %s) NOT credited: the database stayed offline"
+                              " (%s): grant the credits by hand or refund the charge",
+                              purchase.key, purchase.credits, purchase.pack, purchase.user.key, err)
+                    raise
+                log.warning("payment %s not credited yet, the database is offline (%s): trying again in %s s",
+                            purchase.key, err, wait)
+                await asyncio.sleep(wait)
         if new:
             log.info("payment %s credited: %s credits of %s to %s", purchase.key, purchase.credits,
                      purchase.pack, purchase.user.key)

@@ -32,7 +32,8 @@ class PgMetrics:
             " (select coalesce(jsonb_agg(jsonb_build_array(platform, n, refunded, credits, taken_back, stars)),"
             "   '[]'::jsonb) from (select platform, count(*) as n, count(refunded_at) as refunded,"
             "   coalesce(sum(credits), 0) as credits, coalesce(sum(refunded_credits), 0) as taken_back,"
-            "   coalesce(sum(stars), 0) as stars from payments group by platform) as p) as payments")
+            f"   coalesce(sum(stars), 0) as stars from payments where {stats_sql.CREDITED} group by platform) as p)"
+            " as payments")
         assert row is not None
         # jsonb, decoded by the pool's codec; the spend rule once (the caps', /stats')
         jobs, spend = fold_models(row["by_model"], credit_usd)

@@ -39,7 +39,8 @@ class SqliteMetrics:
                 " where entry in ('grant', 'set') and daily_delta + bonus_delta > 0").fetchone()[0]
             payments = self.db.execute(
                 "select platform, count(*), count(refunded_at), coalesce(sum(credits), 0),"
-                " coalesce(sum(refunded_credits), 0), coalesce(sum(stars), 0) from payments group by platform"
+                " coalesce(sum(refunded_credits), 0), coalesce(sum(stars), 0) from payments"
+                f" where {stats_sql.CREDITED} group by platform"
             ).fetchall()
         finally:
             if not in_transaction:

@@ -33,14 +33,18 @@ MODELS = (f"select model_id, state, {_SPEND}, count(*) as jobs"
           f" from jobs group by model_id, state, 3")
 NOW = "select state, count(*) as jobs from jobs where state in ({active}) group by state"
 # Payments (#18) by day and platform: purchases on the day they were credited, refunds on
-# the day they were made; one shape for both, so ``activity.fold_days`` adds them up.
+# the day they were made; one shape for both, so ``activity.fold_days`` adds them up. A row
+# of 0 credits is a platform's refund of a charge never credited (kept so that its late
+# payment credits nothing): neither a purchase nor a refund of one (``CREDITED``).
+CREDITED = "credits > 0"  # a payment that credited its pack
 PAYMENTS = ("select {paid_day} as day, platform, count(*) as purchases, sum(credits) as credits,"
             " coalesce(sum(stars), 0) as stars, 0 as refunds, 0 as taken_back, 0 as short"
-            " from payments where at >= {since} and at < {until} group by 1, platform"
+            " from payments where at >= {since} and at < {until} and " + CREDITED + " group by 1, platform"
             " union all"
             " select {refund_day} as day, platform, 0, 0, 0, count(*), coalesce(sum(refunded_credits), 0),"
             " coalesce(sum(refund_short), 0)"
-            " from payments where refunded_at >= {since} and refunded_at < {until} group by 1, platform")
+            " from payments where refunded_at >= {since} and refunded_at < {until} and " + CREDITED
+            + " group by 1, platform")
 # Payments one by one, newest first (``kling-bot payments list``); ``{user}`` '' for everyone's.
 PAYMENT_LIST = ("select key, platform, user_key, pack, credits, stars, sku_id, at, consumed_at, refunded_at,"
                 " refunded_credits, refund_short, refunded_by from payments"
