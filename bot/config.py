@@ -485,9 +485,15 @@ MAX_PACK_CREDITS = 1_000_000
 MAX_PACK_STARS = 100_000  # Telegram refuses an invoice above its own limit; this only stops typos
 
 
+MAX_DISCORD_PACKS = 25  # Discord: five action rows of five buttons on a message
+
+
 def _pack_rules(packs: list[Pack]) -> list[tuple[bool, str]]:
     names = [pack.name.strip().casefold() for pack in packs]
-    rules = [(len(set(names)) == len(names), "[[payments.packs]] names a pack twice")]
+    rules = [(len(set(names)) == len(names), "[[payments.packs]] names a pack twice"),
+             (len([pack for pack in packs if pack.discord_sku]) <= MAX_DISCORD_PACKS,
+              f"[[payments.packs]]: at most {MAX_DISCORD_PACKS} packs with a discord_sku (a message holds"
+              f" {MAX_DISCORD_PACKS} premium buttons, five rows of five)")]
     for pack in packs:
         label = f"[[payments.packs]] {pack.name!r}"
         rules += [

@@ -123,7 +123,7 @@ async def test_the_same_event_delivered_twice_credits_once(front, fake_discord):
 
     # The second consume met a consumed entitlement: Discord was asked, and it counts as consumed.
     assert fake_discord.consumes == [int(entitlement["id"])]
-    assert fake_discord.to(f"/applications/{APP_ID}/entitlements/{entitlement['id']}", "GET")
+    await until(lambda: fake_discord.to(f"/applications/{APP_ID}/entitlements/{entitlement['id']}", "GET"))
     assert (await engine.balance(ALICE_REF)).purchased == 50
     assert len(await until(lambda: dms(fake_discord, ALICE))) == 1
 
@@ -135,6 +135,7 @@ async def test_a_restart_before_consume_credits_once_and_consumes_once(front, fa
     await fake_discord.dispatch("ENTITLEMENT_CREATE", entitlement)
     await until(lambda: consume_calls(fake_discord, entitlement))
     await until(lambda: "tried again at the next start" in caplog.text)
+    await until(lambda: dms(fake_discord, ALICE))  # told once credited (after the consume's attempt)
     assert fake_discord.consumes == [] and (await engine.balance(ALICE_REF)).purchased == 50
     payment = await engine.payment(discord_key(entitlement["id"]))
     assert payment is not None and payment["consumed_at"] is None
