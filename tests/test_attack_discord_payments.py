@@ -92,9 +92,11 @@ async def test_a_test_mode_purchase_is_credited_and_says_so_in_the_ledger(front,
     assert (await engine.balance(ALICE_REF)).purchased == 50
 
 
-async def test_a_servers_entitlement_deleted_tells_the_admins_nothing(front, fake_discord):
+@pytest.mark.parametrize("fields", [{"user_id": None, "guild_id": str(GUILD)}, {"type": APPLICATION_SUBSCRIPTION}],
+                         ids=["guild", "subscription"])
+async def test_an_entitlement_never_ours_deleted_tells_the_admins_nothing(front, fake_discord, fields):
     engine, adapter = await front()
-    entitlement = made(fake_discord, ALICE, SKU, user_id=None, guild_id=str(GUILD), deleted=True)
+    entitlement = made(fake_discord, ALICE, SKU, deleted=True, **fields)
     await handled(adapter, "entitlement_delete", lambda: fake_discord.dispatch("ENTITLEMENT_DELETE", entitlement))
     assert admin_posts(fake_discord) == []
     assert await engine.payment(discord_key(entitlement["id"])) is None
@@ -167,6 +169,15 @@ async def test_two_processes_on_one_database_credit_consume_and_tell_once(front,
     assert len(await until(lambda: dms(fake_discord, ALICE))) == 1
     assert await raw_sql(first.store, "select entry, purchased_delta from ledger where purchased_delta != 0") == [
         {"entry": "purchase", "purchased_delta": 50}]
+
+    # Discord's refund reaches both: taken back once, the admin channel told once
+    await fake_discord.refund(int(entitlement["id"]))
+    await until(lambda: admin_posts(fake_discord))
+    await asyncio.sleep(0.3)
+    assert len(admin_posts(fake_discord)) == 1
+    assert (await second.balance(ALICE_REF)).purchased == 0
+    assert [row["purchased_delta"] for row in await raw_sql(
+        first.store, "select purchased_delta from ledger where purchased_delta != 0 order by id")] == [50, -50]
 
 
 # --- restart windows ----------------------------------------------------------------------------

@@ -107,7 +107,8 @@ class Purchases:
         """Discord refunded (deleted) an entitlement: the engine takes back its credits once
         and tells the admins."""
         key = discord_key(entitlement.id)
-        not_ours = self.pack_of(entitlement) is None or entitlement.user_id is None
+        not_ours = (self.pack_of(entitlement) is None or entitlement.user_id is None
+                    or entitlement.type in SUBSCRIPTIONS)
         if not_ours and await self.engine.payment(key) is None:
             return  # another SKU's, a server's (or a pack's no longer sold), never credited: not the bot's
         # The buyer, when the event names one: a refund handled before its purchase (events
