@@ -503,8 +503,14 @@ MAX_PACK_CREDITS = 1_000_000
 MAX_PACK_STARS = 100_000  # Telegram refuses an invoice above its own limit; this only stops typos
 
 
+MAX_DISCORD_PACKS = 25  # Discord: five action rows of five buttons on a message
+
+
 def _pack_rules(packs: list[Pack]) -> list[tuple[bool, str]]:
-    rules: list[tuple[bool, str]] = []
+    rules: list[tuple[bool, str]] = [
+        (len([pack for pack in packs if pack.discord_sku]) <= MAX_DISCORD_PACKS,
+         f"[[payments.packs]]: at most {MAX_DISCORD_PACKS} packs with a discord_sku (a message holds"
+         f" {MAX_DISCORD_PACKS} premium buttons, five rows of five)")]
     names: dict[str, str] = {}  # a name as compared (case and edge spaces aside) -> the first pack's
     skus: dict[str, str] = {}  # an SKU -> the first pack's name
     for pack in packs:

@@ -36,7 +36,8 @@ exclude_ended, exclude_deleted with Discord's defaults; ascending ids), get one,
 (owner_type 2: a user; 40074 while the user holds one unconsumed) and delete (only test
 ones, 40019) test entitlements. Discord documents no answer for consuming an entitlement
 twice: the fake answers ``consumed_again`` (a 400 by default), so a client must not rely on
-it. ``refuse_consume`` makes the next consumes of an entitlement fail (e.g. a 500).
+it. ``refuse_consume`` makes the next consumes of an entitlement fail (e.g. a 500), and
+``refuse_listing`` the next listings (a 503, a 429 with its retry_after).
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ class FakeDiscord(Doors):
         # entitlement id -> answers (status, body) its next consume requests get instead
         self.refuse_consume: dict[int, list[tuple[int, dict[str, Any]]]] = {}
         self.consumed_again: tuple[int, dict[str, Any]] = (400, {"code": 0, "message": "Entitlement already consumed"})
+        self.refuse_listing: list[tuple[int, dict[str, Any]]] = []  # answers the next listings get instead
         self.rate_limits = RateLimits(*RATE_LIMIT)  # set another to make the limits bite
         # Requests real Discord would refuse (tests/spec_check.py); asserted empty after each test.
         # A test that sends bad requests on purpose checks and clears them, or sets check_specs.
@@ -571,6 +573,9 @@ class FakeDiscord(Doors):
 
     async def _list_entitlements(self, request: web.Request) -> web.Response:
         await self._record(request)
+        if self.refuse_listing:
+            status, body = self.refuse_listing.pop(0)
+            return _reply(body, status=status)
         query = request.query
         found = sorted(self.entitlements.values(), key=lambda e: int(e["id"]))
         for field in ("user_id", "guild_id"):

@@ -136,6 +136,7 @@ async def test_a_restart_before_consume_credits_once_and_consumes_once(front, fa
     await fake_discord.dispatch("ENTITLEMENT_CREATE", entitlement)
     await until(lambda: consume_calls(fake_discord, entitlement))
     await until(lambda: "tried again at the next start" in caplog.text)
+    await until(lambda: dms(fake_discord, ALICE))  # told once credited (after the consume's attempt)
     assert fake_discord.consumes == [] and (await engine.balance(ALICE_REF)).purchased == 50
     payment = await engine.payment(discord_key(entitlement["id"]))
     assert payment is not None and payment["consumed_at"] is None

@@ -65,6 +65,9 @@ class Answering:
     async def on_entitlement_create(self, entitlement: discord.Entitlement) -> None:
         await self.adapter.purchases.arrived(entitlement)
 
+    async def on_entitlement_update(self, entitlement: discord.Entitlement) -> None:
+        await self.adapter.purchases.updated(entitlement)
+
     async def on_entitlement_delete(self, entitlement: discord.Entitlement) -> None:
         await self.adapter.purchases.removed(entitlement)
 
@@ -176,6 +179,7 @@ class DiscordAdapter:
         return client.ws is not None and client.ws.open
 
     async def stop(self) -> None:
+        self.purchases.stop()
         await self.client.close()
         if self._web is not None:
             await self._web.close()

@@ -138,6 +138,11 @@ class Payments:
         """The user's newest payment not refunded; None: none."""
         return await self.store.latest_payment(user.key)
 
+    async def unconsumed_payments(self, platform: str) -> set[str]:
+        """The keys of a platform's payments credited whose consumption the ledger has not noted."""
+        return {str(payment["key"]) for payment in await self.store.payments_since(0)
+                if payment["platform"] == platform and payment["consumed_at"] is None}
+
     async def mark_consumed(self, key: str) -> None:
         """Record that Discord was told the payment's entitlement is consumed."""
         await self.store.mark_consumed(key, self.clock())
