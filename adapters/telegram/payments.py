@@ -33,6 +33,22 @@ log = logging.getLogger(__name__)
 # PTB's error message drops the prefix and capitalizes it: compared without case).
 ALREADY_REFUNDED = "charge_already_refunded"
 
+MAX_TITLE = 32  # an invoice's title: 1-32 characters, counted in UTF-16 code units as Telegram counts
+
+
+def invoice_title(name: str) -> str:
+    """A pack's name as an invoice title: cut (with an ellipsis) where Telegram would refuse
+    it. A pack name is 1-32 characters, but an emoji counts 2 to Telegram."""
+    if len(name.encode("utf-16-le")) // 2 <= MAX_TITLE:
+        return name
+    title = ""
+    for char in name:
+        if len((title + char).encode("utf-16-le")) // 2 > MAX_TITLE - 1:
+            break
+        title += char
+    return title + "…"
+
+
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 
@@ -79,7 +95,7 @@ class StarsPayments:
         async with self._making:
             if payload not in self._links:
                 self._links[payload] = await self.bot.create_invoice_link(
-                    title=pack.name, description=messages.pack_description(pack.credits),
+                    title=invoice_title(pack.name), description=messages.pack_description(pack.credits),
                     payload=payload, currency=STARS,
                     prices=[LabeledPrice(pack.name, pack.stars)])
             return self._links[payload]
