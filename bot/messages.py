@@ -1602,6 +1602,32 @@ PAYMENT_BANNED = "Sorry, you can't buy credits with this bot. If you think this 
 PAYSUPPORT = "For help with a payment, write to the bot's admins (say when you paid and which pack)."
 
 
+# A payment taken but not credited as its invoice said (the buyer's Stars are gone either way).
+PAYMENT_NOT_CREDITED = ("Your payment went through, but I could not tell which pack it was for, so no credits "
+                        "were added. The admins were told and will sort it out; /paysupport for help.")
+CHARGE_ECHO_LIMIT = 200  # a charge key in an admin's message: whole (an admin copies it into /refund)
+
+
+def payment_not_saved(charge_id: str) -> str:
+    """To the buyer: paid, but the credit could not be written (the database failed)."""
+    return ("Your payment went through, but I could not add the credits just now. The admins were told; "
+            "if the credits do not appear soon, send /paysupport with this charge id: "
+            f"{echo(charge_id, CHARGE_ECHO_LIMIT)}")
+
+
+def payment_not_credited(key: str, user_key: str, paid: int, currency: str) -> str:
+    """To the admins: a payment taken that the bot did not credit (an invoice it cannot read,
+    or a failed write): credit the buyer by hand or refund the charge at Telegram."""
+    return (f"Payment {echo(key, CHARGE_ECHO_LIMIT)} of {echo(user_key)} ({paid} {echo(currency, 8)}) was "
+            "taken but NOT credited: add the credits by hand or refund it.")
+
+
+def payment_mismatch(key: str, user_key: str, paid: int, currency: str, invoice_stars: int) -> str:
+    """To the admins: a payment whose amount or currency is not its invoice's (credited as the invoice said)."""
+    return (f"Payment {echo(key, CHARGE_ECHO_LIMIT)} of {echo(user_key)} paid {paid} {echo(currency, 8)} for an "
+            f"invoice of {invoice_stars} XTR; it was credited as the invoice promised. Check the packs.")
+
+
 def refund_unknown(key: str) -> str:
     return f"No payment {echo(key)} is known: nothing was refunded."
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from dataclasses import replace
 
 import pytest
@@ -105,6 +106,51 @@ async def test_a_payment_for_a_pack_changed_since_its_checkout_credits_what_was_
     assert thanks["text"] == messages.purchase_credited("Starter", 20, 10 + 20)
     payment = await engine.payment(telegram_key(CHARGE))
     assert (payment["credits"], payment["stars"], payment["pack"]) == (20, 100, "Starter")
+
+
+async def test_a_payment_whose_amount_or_currency_disagrees_with_its_invoice_is_credited_and_the_admins_told(
+        run_bot, telegram):
+    engine, _ = await run_bot()
+    telegram.paid(ALICE, charge_id=CHARGE, total_amount=1, invoice_payload=invoice_payload(BIG))
+    [thanks] = await telegram.wait_for(lambda: sent_to(telegram, ALICE))
+    assert thanks["text"] == messages.purchase_credited("Big", 100, 10 + 100)  # what the invoice promised
+    [alert] = await telegram.wait_for(lambda: sent_to(telegram, ADMIN))
+    assert alert["text"] == messages.payment_mismatch(telegram_key(CHARGE), alice().key, 1, "XTR", BIG.stars)
+    assert await purchased(engine) == BIG.credits
+    telegram.paid(ALICE, charge_id="stxEUR", total_amount=400, invoice_payload=invoice_payload(BIG), currency="EUR")
+    await telegram.wait_for(lambda: len(sent_to(telegram, ADMIN)) == 2)
+    assert sent_to(telegram, ADMIN)[1]["text"] == messages.payment_mismatch(
+        telegram_key("stxEUR"), alice().key, 400, "EUR", BIG.stars)
+    assert await purchased(engine) == 2 * BIG.credits
+
+
+async def test_a_payment_with_no_invoice_of_ours_is_not_lost_silently(run_bot, telegram):
+    """Telegram took Alice's Stars for a payload this bot cannot read (an invoice of an
+    older version, a bug): nothing to credit, but the buyer and the admins are told, with
+    the charge id the admin needs to refund it."""
+    engine, _ = await run_bot()
+    telegram.paid(ALICE, charge_id=CHARGE, total_amount=100, invoice_payload="kling0|legacy")
+    [told] = await telegram.wait_for(lambda: sent_to(telegram, ALICE))
+    assert told["text"] == messages.PAYMENT_NOT_CREDITED
+    [alert] = await telegram.wait_for(lambda: sent_to(telegram, ADMIN))
+    assert alert["text"] == messages.payment_not_credited(telegram_key(CHARGE), alice().key, 100, "XTR")
+    await until_quiet(telegram)
+    assert await purchased(engine) == 0
+
+
+async def test_a_payment_the_database_refuses_is_not_lost_silently(run_bot, telegram, tg_settings):
+    """The database fails the credit's write: the update is gone (polling moved past it,
+    a webhook answered 200), so the buyer and the admins hear of the charge, not just a log."""
+    engine, _ = await run_bot()
+    with sqlite3.connect(tg_settings.storage.path) as db:  # the disk starts failing writes of payments
+        db.execute("create trigger broken before insert on payments begin select raise(abort, 'disk I/O error'); end")
+    pay(telegram)
+    [told] = await telegram.wait_for(lambda: sent_to(telegram, ALICE))
+    assert told["text"] == messages.payment_not_saved(CHARGE)
+    [alert] = await telegram.wait_for(lambda: sent_to(telegram, ADMIN))
+    assert alert["text"] == messages.payment_not_credited(telegram_key(CHARGE), alice().key, 100, "XTR")
+    await until_quiet(telegram)
+    assert await purchased(engine) == 0
 
 
 # --- delivered twice, to two fronts, on either database --------------------------------------

@@ -25,13 +25,14 @@ from adapters.telegram.common import PLATFORM, args_of, message_of, sender, user
 from bot import messages
 from bot.config import Pack, PaymentsSettings, TelegramSettings
 from bot.engine import Engine
-from bot.payments import STARS, Purchase, invoice_payload, payload_promise, telegram_key
+from bot.payments import STARS, Credited, Purchase, invoice_payload, payload_promise, telegram_key
 
 log = logging.getLogger(__name__)
 
 # refundStarPayment's answer for a charge refunded before ("Bad Request: CHARGE_ALREADY_REFUNDED";
 # PTB's error message drops the prefix and capitalizes it: compared without case).
 ALREADY_REFUNDED = "charge_already_refunded"
+CREDIT_RETRIES = (0.5, 1.0, 2.0)  # seconds between tries of a payment's credit (a database's hiccup)
 
 MAX_TITLE = 32  # an invoice's title: 1-32 characters, counted in UTF-16 code units as Telegram counts
 
@@ -165,24 +166,52 @@ class StarsPayments:
         await query.answer(ok=verdict is None, error_message=verdict)
 
     async def _paid(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Telegram took the Stars: credit what the invoice promised, once per charge."""
+        """Telegram took the Stars: credit what the invoice promised, once per charge. A charge
+        not credited so (an invoice this bot cannot read, a write that failed) is told to the
+        buyer and the admins: this update comes once, and the Stars are gone either way."""
         message = message_of(update)
         payment = message.successful_payment
         assert payment is not None  # filters.SUCCESSFUL_PAYMENT
-        key = telegram_key(payment.telegram_payment_charge_id)
+        key, buyer = telegram_key(payment.telegram_payment_charge_id), user_ref(sender(message))
+        not_credited = messages.payment_not_credited(key, buyer.key, payment.total_amount, payment.currency)
         promise = payload_promise(payment.invoice_payload)
         if promise is None:  # no invoice of ours (the pre-checkout refuses those): nothing to credit
             log.error("payment %s has no invoice of this bot's (payload %r): not credited",
                       key, payment.invoice_payload[:40])
+            await self.engine.report_payment(not_credited)
+            await message.reply_text(messages.PAYMENT_NOT_CREDITED)
             return
         credits, stars, pack = promise
-        credited = await self.engine.credit_purchase(Purchase(
-            key=key, user=user_ref(sender(message)), pack=pack, credits=credits, stars=payment.total_amount,
+        purchase = Purchase(
+            key=key, user=buyer, pack=pack, credits=credits, stars=payment.total_amount,
             details={"payload": payment.invoice_payload, "currency": payment.currency, "invoice_stars": stars,
                      "provider_payment_charge_id": payment.provider_payment_charge_id,
-                     "chat_id": message.chat_id, "message_id": message.message_id}))
-        if credited.new:  # a repeat of this payment (a retry, another process) says nothing again
-            await message.reply_text(credited.text)
+                     "chat_id": message.chat_id, "message_id": message.message_id})
+        try:
+            credited = await self._credit(purchase)
+        except Exception as err:  # the database failed every try: the charge must not vanish in a log
+            log.error("payment %s not credited: %s: %s", key, type(err).__name__, err)
+            await self.engine.report_payment(not_credited)
+            await message.reply_text(messages.payment_not_saved(payment.telegram_payment_charge_id))
+            return
+        if not credited.new:  # a repeat of this payment (a retry, another process) says nothing again
+            return
+        await message.reply_text(credited.text)
+        if (payment.currency, payment.total_amount) != (STARS, stars):  # never from Telegram for our invoices
+            await self.engine.report_payment(messages.payment_mismatch(
+                key, buyer.key, payment.total_amount, payment.currency, stars))
+
+    async def _credit(self, purchase: Purchase) -> Credited:
+        """Credit once by the charge's key, trying again after a failure (the key makes a
+        retry of a write that did go through credit nothing twice)."""
+        for delay in CREDIT_RETRIES:
+            try:
+                return await self.engine.credit_purchase(purchase)
+            except Exception as err:
+                log.warning("payment %s: credit failed (%s: %s); trying again in %s s",
+                            purchase.key, type(err).__name__, err, delay)
+                await asyncio.sleep(delay)
+        return await self.engine.credit_purchase(purchase)
 
     async def _refunded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A refund made outside the bot (Telegram's support): the credits taken back once;
