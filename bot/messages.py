@@ -1605,7 +1605,7 @@ PAYSUPPORT = "For help with a payment, write to the bot's admins (say when you p
 # A payment taken but not credited as its invoice said (the buyer's Stars are gone either way).
 PAYMENT_NOT_CREDITED = ("Your payment went through, but I could not tell which pack it was for, so no credits "
                         "were added. The admins were told and will sort it out; /paysupport for help.")
-CHARGE_ECHO_LIMIT = 200  # a charge key in an admin's message: whole (an admin copies it into /refund)
+CHARGE_ECHO_LIMIT = 200  # a charge key in an admin's message: whole (Telegram's run past 128; copied into /refund)
 
 
 def payment_not_saved(charge_id: str) -> str:
@@ -1629,17 +1629,17 @@ def payment_mismatch(key: str, user_key: str, paid: int, currency: str, invoice_
 
 
 def refund_unknown(key: str) -> str:
-    return f"No payment {echo(key)} is known: nothing was refunded."
+    return f"No payment {echo(key, CHARGE_ECHO_LIMIT)} is known: nothing was refunded."
 
 
 def refund_already(key: str) -> str:
-    return f"Payment {echo(key)} was refunded already: nothing changed."
+    return f"Payment {echo(key, CHARGE_ECHO_LIMIT)} was refunded already: nothing changed."
 
 
 def refund_done(key: str, user_key: str, removed: int, short: int, by: str) -> str:
     """A refund applied: the credits taken back, and in words the ones already spent (never below zero)."""
     who = {"telegram": " by Telegram", "discord": " by Discord"}.get(by, "")
-    text = f"Payment {echo(key)} of {echo(user_key)} refunded{who}: {credits(removed)} taken back."
+    text = f"Payment {echo(key, CHARGE_ECHO_LIMIT)} of {echo(user_key)} refunded{who}: {credits(removed)} taken back."
     if short:
         text += (f" {credits(short)} of it had been spent already and could not be taken back"
                  " (credits never go below zero).")
@@ -1648,7 +1648,8 @@ def refund_done(key: str, user_key: str, removed: int, short: int, by: str) -> s
 
 def refund_unknown_by_platform(key: str, by: str) -> str:
     """The platform refunded a payment this bot never credited."""
-    return f"{by.capitalize()} refunded payment {echo(key)}, which this bot never credited: nothing changed."
+    return (f"{by.capitalize()} refunded payment {echo(key, CHARGE_ECHO_LIMIT)}, which this bot never credited:"
+            " nothing changed.")
 
 
 # --- #18 telegram (adapters/telegram/payments.py) ---

@@ -303,3 +303,32 @@ async def test_webhook_mode_answers_the_pre_checkout_and_credits_a_replayed_paym
     assert await telegram.deliver(update, secret_token="wrong") == 401  # not Telegram: not handled
     await until_quiet(telegram)
     assert await purchased(engine) == STARTER.credits
+
+
+# --- real charge ids are long -----------------------------------------------------------------
+
+LONG_CHARGE = "stxhi4w_" + "a1B-" * 33  # Telegram's Stars charge ids run past 128 characters
+
+
+@pytest.mark.both_backends
+async def test_the_admins_messages_name_a_long_charge_id_whole_so_it_can_be_refunded_by_it(run_bot, telegram):
+    """An admin copies a charge id out of the bot's messages into /refund: each message
+    names it whole (Telegram's ids are over 128 characters), and /refund with it works."""
+    engine, _ = await run_bot()
+    pay(telegram, charge=LONG_CHARGE)
+    pay(telegram, BIG, charge=LONG_CHARGE + "2")
+    await telegram.wait_for(lambda: len(sent_to(telegram, ALICE)) == 2)
+    telegram.refunded(ALICE, charge_id=LONG_CHARGE, total_amount=100, invoice_payload=invoice_payload(STARTER))
+    [alert] = await telegram.wait_for(lambda: sent_to(telegram, ADMIN))
+    assert alert["text"] == messages.refund_done(telegram_key(LONG_CHARGE), alice().key, 20, 0, "telegram")
+    assert telegram_key(LONG_CHARGE) in alert["text"]
+    telegram.user_message(ADMIN, ADMIN, text=f"/refund {LONG_CHARGE}")
+    await telegram.wait_for(lambda: len(sent_to(telegram, ADMIN)) == 2)
+    assert telegram_key(LONG_CHARGE) in sent_to(telegram, ADMIN)[1]["text"]  # "refunded already"
+    said = telegram.user_message(GROUP, ALICE, text="hi", push=False)
+    telegram.user_message(GROUP, ADMIN, text="/refund", reply_to=said)  # her latest payment, by reply
+    [done] = await telegram.wait_for(lambda: sent_to(telegram, GROUP))
+    assert telegram_key(LONG_CHARGE + "2") in done["text"]
+    assert [c["params"]["telegram_payment_charge_id"] for c in telegram.calls_to("refundStarPayment")] == [
+        LONG_CHARGE + "2"]
+    assert await purchased(engine) == 0
