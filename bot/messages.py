@@ -1628,6 +1628,12 @@ def payment_mismatch(key: str, user_key: str, paid: int, currency: str, invoice_
             f"invoice of {invoice_stars} XTR; it was credited as the invoice promised. Check the packs.")
 
 
+def refund_not_applied(key: str, user_key: str, by: str) -> str:
+    """To the admins: the platform refunded a payment, but its credits could not be taken back (the database failed)."""
+    return (f"{by.capitalize()} refunded payment {echo(key, CHARGE_ECHO_LIMIT)} of {echo(user_key)}, but its "
+            "credits could NOT be taken back (the database failed): take them back by hand.")
+
+
 def refund_unknown(key: str) -> str:
     return f"No payment {echo(key, CHARGE_ECHO_LIMIT)} is known: nothing was refunded."
 

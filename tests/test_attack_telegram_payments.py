@@ -204,6 +204,24 @@ async def test_a_refund_message_in_another_users_chat_takes_back_from_the_buyer_
     assert await purchased(engine) == 0 and await purchased(engine, bob()) == BIG.credits
 
 
+async def test_a_refund_by_telegram_the_database_refuses_is_told_to_the_admins_not_the_buyer(
+        run_bot, telegram, tg_settings):
+    """Telegram returned the Stars, but the database fails the refund's write: the buyer
+    keeps credits they got back the Stars for unless an admin hears of it (the update
+    comes once); the buyer is not told "something went wrong" about their own refund."""
+    engine, _ = await run_bot()
+    pay(telegram)
+    await telegram.wait_for(lambda: sent_to(telegram, ALICE))
+    with sqlite3.connect(tg_settings.storage.path) as db:
+        db.execute("create trigger broken before update on payments begin select raise(abort, 'disk I/O error'); end")
+    telegram.refunded(ALICE, charge_id=CHARGE, total_amount=100, invoice_payload=invoice_payload(STARTER))
+    [alert] = await telegram.wait_for(lambda: sent_to(telegram, ADMIN))
+    assert alert["text"] == messages.refund_not_applied(telegram_key(CHARGE), alice().key, "telegram")
+    await until_quiet(telegram)
+    assert len(sent_to(telegram, ALICE)) == 1  # the thanks for the payment, nothing more
+    assert await purchased(engine) == STARTER.credits  # not taken back: the admin does it by hand
+
+
 # --- /refund abused ---------------------------------------------------------------------------
 
 async def test_refund_by_a_non_admin_in_a_group_and_with_garbage_arguments_refunds_nothing(run_bot, telegram):

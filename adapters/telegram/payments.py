@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, Update
 from telegram.error import TelegramError
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # refundStarPayment's answer for a charge refunded before ("Bad Request: CHARGE_ALREADY_REFUNDED";
 # PTB's error message drops the prefix and capitalizes it: compared without case).
 ALREADY_REFUNDED = "charge_already_refunded"
-CREDIT_RETRIES = (0.5, 1.0, 2.0)  # seconds between tries of a payment's credit (a database's hiccup)
+WRITE_RETRIES = (0.5, 1.0, 2.0)  # seconds between tries of a payment's credit or refund (a database's hiccup)
 
 MAX_TITLE = 32  # an invoice's title: 1-32 characters, counted in UTF-16 code units as Telegram counts
 
@@ -50,6 +50,7 @@ def invoice_title(name: str) -> str:
     return title + "…"
 
 
+T = TypeVar("T")
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 
@@ -202,16 +203,9 @@ class StarsPayments:
                 key, buyer.key, payment.total_amount, payment.currency, stars))
 
     async def _credit(self, purchase: Purchase) -> Credited:
-        """Credit once by the charge's key, trying again after a failure (the key makes a
-        retry of a write that did go through credit nothing twice)."""
-        for delay in CREDIT_RETRIES:
-            try:
-                return await self.engine.credit_purchase(purchase)
-            except Exception as err:
-                log.warning("payment %s: credit failed (%s: %s); trying again in %s s",
-                            purchase.key, type(err).__name__, err, delay)
-                await asyncio.sleep(delay)
-        return await self.engine.credit_purchase(purchase)
+        """Credit once by the charge's key (a retry of a write that did go through credits
+        nothing twice)."""
+        return await _retried(purchase.key, lambda: self.engine.credit_purchase(purchase))
 
     async def _refunded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A refund made outside the bot (Telegram's support): the credits taken back once;
@@ -219,7 +213,22 @@ class StarsPayments:
         message = message_of(update)
         refund = message.refunded_payment
         assert refund is not None  # filters.StatusUpdate.REFUNDED_PAYMENT
-        # The buyer named: a successful_payment handled after this (another front) credits nothing.
-        await self.engine.refund_payment(telegram_key(refund.telegram_payment_charge_id), by=PLATFORM,
-                                         user=user_ref(sender(message)))
+        key, buyer = telegram_key(refund.telegram_payment_charge_id), user_ref(sender(message))
+        try:
+            # The buyer named: a successful_payment handled after this (another front) credits nothing.
+            await _retried(key, lambda: self.engine.refund_payment(key, by=PLATFORM, user=buyer))
+        except Exception as err:  # the Stars are back with the buyer: the admins must take the credits
+            log.error("refund of payment %s not applied: %s: %s", key, type(err).__name__, err)
+            await self.engine.report_payment(messages.refund_not_applied(key, buyer.key, PLATFORM))
 
+
+async def _retried(key: str, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """A payment's write, tried again after a failure (a database's hiccup): each is keyed
+    by the charge, so a try that did go through and then failed to answer changes nothing twice."""
+    for delay in WRITE_RETRIES:
+        try:
+            return await call()
+        except Exception as err:
+            log.warning("payment %s: write failed (%s: %s); trying again in %s s", key, type(err).__name__, err, delay)
+            await asyncio.sleep(delay)
+    return await call()
