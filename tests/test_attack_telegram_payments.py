@@ -222,6 +222,28 @@ async def test_a_refund_by_telegram_the_database_refuses_is_told_to_the_admins_n
     assert await purchased(engine) == STARTER.credits  # not taken back: the admin does it by hand
 
 
+async def test_an_admins_refund_the_database_fails_after_telegram_returned_the_stars_says_so(
+        run_bot, telegram, tg_settings):
+    engine, _ = await run_bot()
+    pay(telegram)
+    await telegram.wait_for(lambda: sent_to(telegram, ALICE))
+    with sqlite3.connect(tg_settings.storage.path) as db:
+        db.execute("create trigger broken before update on payments begin select raise(abort, 'disk I/O error'); end")
+    telegram.user_message(ADMIN, ADMIN, text=f"/refund {CHARGE}")
+    [told] = await telegram.wait_for(lambda: sent_to(telegram, ADMIN))
+    await until_quiet(telegram)
+    assert [m["text"] for m in sent_to(telegram, ADMIN)] == [
+        messages.refund_not_applied(telegram_key(CHARGE), alice().key, "telegram")]
+    assert len(telegram.refunds) == 1 and await purchased(engine) == STARTER.credits
+    with sqlite3.connect(tg_settings.storage.path) as db:  # the disk mended, the admin tries again
+        db.execute("drop trigger broken")
+    telegram.user_message(ADMIN, ADMIN, text=f"/refund {CHARGE}")
+    await telegram.wait_for(lambda: len(sent_to(telegram, ADMIN)) == 2)
+    assert sent_to(telegram, ADMIN)[1]["text"] == messages.refund_done(
+        telegram_key(CHARGE), alice().key, 20, 0, str(ADMIN))  # CHARGE_ALREADY_REFUNDED at Telegram
+    assert len(telegram.refunds) == 1 and await purchased(engine) == 0
+
+
 # --- /refund abused ---------------------------------------------------------------------------
 
 async def test_refund_by_a_non_admin_in_a_group_and_with_garbage_arguments_refunds_nothing(run_bot, telegram):

@@ -130,12 +130,21 @@ class StarsPayments:
         else:
             await message.reply_text(messages.TELEGRAM_REFUND_USAGE)
             return
-        refused = await self._refund_at_telegram(payment) if payment and payment.get("refunded_at") is None else None
+        returned = payment is not None and payment.get("refunded_at") is None  # Telegram asked for the Stars
+        refused = await self._refund_at_telegram(payment) if payment is not None and returned else None
         if refused is not None:
             await message.reply_text(messages.telegram_refund_refused(refused))
             return
         # Unknown, refunded before, or refunded now at Telegram: the engine says which.
-        outcome = await self.engine.refund_payment(key, by=str(sender(message).id))
+        try:
+            outcome = await _retried(key, lambda: self.engine.refund_payment(key, by=str(sender(message).id)))
+        except Exception as err:
+            if payment is None or not returned:
+                raise  # nothing changed at Telegram: "something went wrong" (the error handler) says enough
+            # The Stars are back with the buyer: the admin must take the credits back.
+            log.error("refund of payment %s not applied: %s: %s", key, type(err).__name__, err)
+            await message.reply_text(messages.refund_not_applied(key, str(payment["user_key"]), PLATFORM))
+            return
         await message.reply_text(outcome.text)
 
     async def _refund_at_telegram(self, payment: dict[str, Any]) -> str | None:
