@@ -340,9 +340,11 @@ async def test_webhook_mode_answers_the_pre_checkout_and_credits_a_replayed_paym
     await telegram.wait_for(lambda: sent_to(telegram, ALICE))
     await until_quiet(telegram)
     assert len(sent_to(telegram, ALICE)) == 1 and await purchased(engine) == STARTER.credits
-    assert await telegram.deliver(update, secret_token="wrong") == 401  # not Telegram: not handled
+    # Anyone else POSTing a payment to the webhook's address (no or a wrong secret): not handled.
+    forged = telegram.new_update({"message": pay(telegram, BIG, charge="stxFORGED", push=False)})
+    assert [await telegram.deliver(forged, secret_token=secret) for secret in ("wrong", None)] == [401, 401]
     await until_quiet(telegram)
-    assert await purchased(engine) == STARTER.credits
+    assert await purchased(engine) == STARTER.credits and len(sent_to(telegram, ALICE)) == 1
 
 
 # --- real charge ids are long -----------------------------------------------------------------
