@@ -7,7 +7,9 @@ pre-checkout query answered in its own handler (Telegram waits 10 seconds; the a
 updates concurrently, so no job's download holds it up), a ``successful_payment`` handed
 to the engine under its charge id (credited once however often it arrives, in whichever
 process), a ``refunded_payment`` (a refund made outside the bot) applied once, and
-``refundStarPayment`` for an admin's /refund.
+``refundStarPayment`` for an admin's /refund. Each such update comes once: a payment or
+refund the bot could not write (tried again first) or could not read is told to the admins
+(and a payment to its buyer), never left in a log alone.
 """
 
 from __future__ import annotations
