@@ -1606,18 +1606,50 @@ PAYMENT_BANNED = "Sorry, you can't buy credits with this bot. If you think this 
 PAYSUPPORT = "For help with a payment, write to the bot's admins (say when you paid and which pack)."
 
 
+# A payment taken but not credited as its invoice said (the buyer's Stars are gone either way).
+PAYMENT_NOT_CREDITED = ("Your payment went through, but I could not tell which pack it was for, so no credits "
+                        "were added. The admins were told and will sort it out; /paysupport for help.")
+CHARGE_ECHO_LIMIT = 200  # a charge key in an admin's message: whole (Telegram's run past 128; copied into /refund)
+
+
+def payment_not_saved(charge_id: str) -> str:
+    """To the buyer: paid, but the credit could not be written (the database failed)."""
+    return ("Your payment went through, but I could not add the credits just now. The admins were told; "
+            "if the credits do not appear soon, send /paysupport with this charge id: "
+            f"{echo(charge_id, CHARGE_ECHO_LIMIT)}")
+
+
+def payment_not_credited(key: str, user_key: str, paid: int, currency: str) -> str:
+    """To the admins: a payment taken that the bot did not credit (an invoice it cannot read,
+    or a failed write): credit the buyer by hand or refund the charge at Telegram."""
+    return (f"Payment {echo(key, CHARGE_ECHO_LIMIT)} of {echo(user_key)} ({paid} {echo(currency, 8)}) was "
+            "taken but NOT credited: add the credits by hand or refund it.")
+
+
+def payment_mismatch(key: str, user_key: str, paid: int, currency: str, invoice_stars: int) -> str:
+    """To the admins: a payment whose amount or currency is not its invoice's (credited as the invoice said)."""
+    return (f"Payment {echo(key, CHARGE_ECHO_LIMIT)} of {echo(user_key)} paid {paid} {echo(currency, 8)} for an "
+            f"invoice of {invoice_stars} XTR; it was credited as the invoice promised. Check the packs.")
+
+
+def refund_not_applied(key: str, user_key: str, by: str) -> str:
+    """To the admins: the platform refunded a payment, but its credits could not be taken back (the database failed)."""
+    return (f"{by.capitalize()} refunded payment {echo(key, CHARGE_ECHO_LIMIT)} of {echo(user_key)}, but its "
+            "credits could NOT be taken back (the database failed): take them back by hand.")
+
+
 def refund_unknown(key: str) -> str:
-    return f"No payment {echo(key)} is known: nothing was refunded."
+    return f"No payment {echo(key, CHARGE_ECHO_LIMIT)} is known: nothing was refunded."
 
 
 def refund_already(key: str) -> str:
-    return f"Payment {echo(key)} was refunded already: nothing changed."
+    return f"Payment {echo(key, CHARGE_ECHO_LIMIT)} was refunded already: nothing changed."
 
 
 def refund_done(key: str, user_key: str, removed: int, short: int, by: str) -> str:
     """A refund applied: the credits taken back, and in words the ones already spent (never below zero)."""
     who = {"telegram": " by Telegram", "discord": " by Discord"}.get(by, "")
-    text = f"Payment {echo(key)} of {echo(user_key)} refunded{who}: {credits(removed)} taken back."
+    text = f"Payment {echo(key, CHARGE_ECHO_LIMIT)} of {echo(user_key)} refunded{who}: {credits(removed)} taken back."
     if short:
         text += (f" {credits(short)} of it had been spent already and could not be taken back"
                  " (credits never go below zero).")
@@ -1626,7 +1658,8 @@ def refund_done(key: str, user_key: str, removed: int, short: int, by: str) -> s
 
 def refund_unknown_by_platform(key: str, by: str) -> str:
     """The platform refunded a payment this bot never credited."""
-    return f"{by.capitalize()} refunded payment {echo(key)}, which this bot never credited: nothing changed."
+    return (f"{by.capitalize()} refunded payment {echo(key, CHARGE_ECHO_LIMIT)}, which this bot never credited:"
+            " nothing changed.")
 
 
 # --- #18 telegram (adapters/telegram/payments.py) ---

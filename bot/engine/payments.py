@@ -106,6 +106,12 @@ class Payments:
                      purchase.pack, purchase.user.key)
         return Credited(new, balance, messages.purchase_credited(purchase.pack, purchase.credits, balance.total))
 
+    async def report_payment(self, text: str) -> None:
+        """A payment that needs an admin (not credited, or not as its invoice said): logged
+        and sent to the admins of every platform, so no charge is lost in a log alone."""
+        log.error("%s", text)
+        await self.couriers.alert_admins(text)
+
     async def refund_payment(self, key: str, *, by: str, user: UserRef | None = None) -> PaymentRefund:
         """Refund a payment once: its purchased credits still there are taken back, the
         rest (already spent) said as short, never below zero. ``by``: the admin's id, or
