@@ -239,8 +239,8 @@ async def test_an_admins_refund_the_database_fails_after_telegram_returned_the_s
         db.execute("drop trigger broken")
     telegram.user_message(ADMIN, ADMIN, text=f"/refund {CHARGE}")
     await telegram.wait_for(lambda: len(sent_to(telegram, ADMIN)) == 2)
-    assert sent_to(telegram, ADMIN)[1]["text"] == messages.refund_done(
-        telegram_key(CHARGE), alice().key, 20, 0, str(ADMIN))  # CHARGE_ALREADY_REFUNDED at Telegram
+    assert sent_to(telegram, ADMIN)[1]["text"] == messages.telegram_refund_reply(messages.refund_done(
+        telegram_key(CHARGE), alice().key, 20, 0, str(ADMIN)), 100)  # CHARGE_ALREADY_REFUNDED at Telegram
     assert len(telegram.refunds) == 1 and await purchased(engine) == 0
 
 
@@ -271,7 +271,8 @@ async def test_an_admin_refunds_in_a_group_by_another_users_charge_id_once(run_b
         telegram.user_message(GROUP, ADMIN, text=f"/refund {CHARGE}")
     await telegram.wait_for(lambda: len(sent_to(telegram, GROUP)) == 2)
     assert sorted(m["text"] for m in sent_to(telegram, GROUP)) == sorted([
-        messages.refund_done(telegram_key(CHARGE), alice().key, 20, 0, str(ADMIN)),
+        messages.telegram_refund_reply(messages.refund_done(telegram_key(CHARGE), alice().key, 20, 0, str(ADMIN)),
+                                       100),
         messages.refund_already(telegram_key(CHARGE))])
     assert [c["params"] for c in telegram.calls_to("refundStarPayment")] <= [
         {"user_id": ALICE, "telegram_payment_charge_id": CHARGE}] * 2
