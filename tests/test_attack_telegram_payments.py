@@ -41,6 +41,7 @@ from tests.test_telegram_payments import (
     telegram,  # noqa: F401  (a fixture)
     tg_settings,  # noqa: F401  (a fixture)
     until_quiet,
+    webhook_fronts,
 )
 
 REFUSALS = {messages.PAYMENT_NOT_OURS, messages.PACK_GONE, messages.PACK_CHANGED,
@@ -158,14 +159,7 @@ async def test_a_payment_the_database_refuses_is_not_lost_silently(run_bot, tele
 @pytest.mark.both_backends
 async def test_one_payment_delivered_again_and_again_to_two_fronts_credits_once_on_either_database(
         telegram, adapter_runner, tg_settings):
-    fronts = []
-    for _ in range(2):
-        port = free_port()
-        own = replace(tg_settings, telegram=replace(
-            tg_settings.telegram, webhook_url=f"http://127.0.0.1:{port}/telegram",
-            webhook_listen=f"127.0.0.1:{port}", secret_token="front-SECRET"))
-        fronts.append((await adapter_runner(own, TelegramAdapter), f"http://127.0.0.1:{port}/telegram"))
-    (a, a_url), (b, b_url) = fronts
+    (a, a_url), (b, b_url) = await webhook_fronts(adapter_runner, tg_settings, 2)
     message = pay(telegram, push=False)
     updates = [telegram.new_update({"message": message}) for _ in range(3)]
     deliveries = [telegram.deliver(update, to=url) for update in updates for url in (a_url, b_url)]

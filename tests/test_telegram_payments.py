@@ -282,16 +282,21 @@ async def test_the_same_successful_payment_delivered_twice_credits_once_and_than
     assert (await engine.balance(alice())).total == 10 + 20  # the daily ones too
 
 
-async def test_a_payment_delivered_to_two_fronts_on_one_database_credits_once(
-        telegram, adapter_runner, tg_settings):
+async def webhook_fronts(adapter_runner, tg_settings, count):
+    """``count`` fronts in webhook mode on one database: ((engine, adapter), webhook URL) each."""
     fronts = []
-    for _ in range(2):
+    for _ in range(count):
         port = free_port()
         own = replace(tg_settings, telegram=replace(
             tg_settings.telegram, webhook_url=f"http://127.0.0.1:{port}/telegram",
             webhook_listen=f"127.0.0.1:{port}", secret_token="front-SECRET"))
         fronts.append((await adapter_runner(own, TelegramAdapter), f"http://127.0.0.1:{port}/telegram"))
-    (a, a_url), (b, b_url) = fronts
+    return fronts
+
+
+async def test_a_payment_delivered_to_two_fronts_on_one_database_credits_once(
+        telegram, adapter_runner, tg_settings):
+    (a, a_url), (b, b_url) = await webhook_fronts(adapter_runner, tg_settings, 2)
     message = pay(telegram, push=False)
     first, second = telegram.new_update({"message": message}), telegram.new_update({"message": message})
     statuses = await asyncio.gather(telegram.deliver(first, to=a_url), telegram.deliver(second, to=b_url),
