@@ -154,7 +154,7 @@ class Purchases:
             if not self.client.is_closed():
                 await self.scan()
 
-        self._retry = asyncio.create_task(later(), name="discord: entitlement scan retry")
+        self._retry = asyncio.create_task(later(), name="discord-entitlement-scan-retry")
 
     def stop(self) -> None:
         """The process ends: a scan waiting to be tried again is not."""

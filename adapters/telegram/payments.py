@@ -26,9 +26,8 @@ from telegram.ext import Application, BaseHandler, ContextTypes, MessageHandler,
 from adapters.telegram.common import PLATFORM, args_of, message_of, sender, user_ref
 from bot import messages
 from bot.config import Pack, PaymentsSettings, TelegramSettings
-from bot.engine import Engine
+from bot.engine import Engine, StoreOffline
 from bot.payments import STARS, Credited, Purchase, invoice_payload, payload_promise, telegram_key
-from bot.store import StoreOffline
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,10 @@ from bot.payments import (  # what an adapter hands the engine and gets back abo
     telegram_key,
 )
 from bot.spend import place_key_of  # the place a request's spend counts to, for an adapter's precheck
-from bot.store import StoreUnavailable  # what Engine.from_settings raises when the store cannot open
+from bot.store import (
+    StoreOffline,  # a store write that could not reach the database (a payment retries it)
+    StoreUnavailable,  # what Engine.from_settings raises when the store cannot open
+)
 
-__all__ = ["STARS", "Credited", "Engine", "PaymentRefund", "Purchase", "StoreUnavailable", "discord_key",
-           "invoice_payload", "logged_job_id", "payload_promise", "place_key_of", "telegram_key"]
+__all__ = ["STARS", "Credited", "Engine", "PaymentRefund", "Purchase", "StoreOffline", "StoreUnavailable",
+           "discord_key", "invoice_payload", "logged_job_id", "payload_promise", "place_key_of", "telegram_key"]
