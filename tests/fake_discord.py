@@ -181,7 +181,8 @@ class FakeDiscord(Doors):
         app.router.add_delete(f"{api}/applications/{{app}}/entitlements/{{eid}}", self._delete_test_entitlement)
         app.router.add_post(f"{api}/applications/{{app}}/entitlements/{{eid}}/consume", self._consume)
         app.router.add_get("/gateway", self._gateway)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A handler still open at the end (a gateway socket of a second client) holds no test for a minute.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
