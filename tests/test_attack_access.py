@@ -10,9 +10,11 @@ from dataclasses import replace
 
 import pytest
 
+from adapters.admin_cli import user_from_key
 from adapters.telegram import TelegramAdapter
 from bot import messages
 from bot.jobs import Accepted, UserRef
+from bot.store import open_store
 from tests.backends import ledger_entries, process_config, raw_sql
 from tests.conftest import effect_request, user
 from tests.fake_discord import APP_ID, BOT_ID
@@ -87,15 +89,26 @@ async def test_a_pause_with_refund_racing_a_worker_runs_or_refunds_each_job_neve
 # --- the command line named with malformed ids and amounts ---------------------------------
 
 
-@pytest.mark.parametrize("key", ["telegram:abc", "telegram:12x", "discord:@bob", "discord:-5", "telegram:1.5",
-                                 "telegram:" + "9" * 40, "discord:٣"])
-async def test_the_command_line_refuses_a_user_id_that_is_no_number_of_its_platform(
-        key, simulator, database, make_store, tmp_path):
-    await make_store()  # the bot's database, as its first run made it
+NO_USER_KEYS = ["telegram:abc", "telegram:12x", "discord:@bob", "discord:-5", "telegram:1.5",
+                "telegram:" + "9" * 40, "discord:٣", "telegram:", "mastodon:5", "telegram:1 2"]
+
+
+@pytest.mark.parametrize("key", NO_USER_KEYS)
+def test_a_user_id_that_is_no_number_of_its_platform_names_nobody(key):
+    assert user_from_key(key) is None
+
+
+async def test_the_command_line_refuses_a_user_id_that_is_no_number_of_its_platform(simulator, tmp_path):
+    # The key is read before any store is opened, so one backend and one process per command
+    # show every command refuses it (the parser itself is tried on each malformed key above).
+    database = str(tmp_path / "bot.sqlite")
+    await (await open_store(database)).close()  # the bot's database, as its first run made it
     config = process_config(tmp_path, simulator.base_url, database)
-    for command in (("users", "ban", key), ("users", "unban", key), ("credits", "show", key),
-                    ("credits", "set", key, "5"), ("credits", "grant", key, "5")):
-        done = kling(*command, "--config", str(config), cwd=tmp_path)
+    for command, key in ((("users", "ban"), "telegram:abc"), (("users", "unban"), "discord:@bob"),
+                         (("credits", "show"), "telegram:" + "9" * 40), (("credits", "set"), "discord:٣"),
+                         (("credits", "grant"), "telegram:1.5")):
+        amount = ("5",) if command[0] == "credits" and command[1] != "show" else ()
+        done = kling(*command, key, *amount, "--config", str(config), cwd=tmp_path)
         assert done.returncode == 2, (command, done.stdout, done.stderr)
         assert "platform:id" in done.stderr and "Traceback" not in done.stderr
     listed = kling("users", "list", "--config", str(config), cwd=tmp_path)
