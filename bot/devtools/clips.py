@@ -3,8 +3,11 @@ of noise for videos over a chat's upload limit (PyAV)."""
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import io
 import os
+import threading
 
 import av
 from PIL import Image, ImageDraw, ImageOps
@@ -26,8 +29,29 @@ def sample_photo(width: int = 768, height: int = 768) -> bytes:
     return out.getvalue()
 
 
+# The same photo makes the same clip, and a simulator's jobs mostly share a few photos:
+# the last clips are kept (each costs 0.06-0.1 s of CPU to encode; the suite makes thousands).
+_ZOOMS_KEPT = 32
+_zooms: collections.OrderedDict[tuple[bytes, float, int, int], bytes] = collections.OrderedDict()
+_zooms_lock = threading.Lock()  # the simulator renders in threads
+
+
 def zoom_clip(image_bytes: bytes, *, seconds: float = 2.0, fps: int = 12, width: int = 320) -> bytes:
     """A playable H.264 MP4: a slow zoom into the image, like a minimal Kling clip."""
+    key = (hashlib.sha256(image_bytes).digest(), seconds, fps, width)
+    with _zooms_lock:
+        if (kept := _zooms.get(key)) is not None:
+            _zooms.move_to_end(key)
+            return kept
+    clip = _zoom_mp4(image_bytes, seconds, fps, width)
+    with _zooms_lock:
+        _zooms[key] = clip
+        while len(_zooms) > _ZOOMS_KEPT:
+            _zooms.popitem(last=False)
+    return clip
+
+
+def _zoom_mp4(image_bytes: bytes, seconds: float, fps: int, width: int) -> bytes:
     source = ImageOps.exif_transpose(Image.open(io.BytesIO(image_bytes))).convert("RGB")
     height = max(2, round(width * source.height / source.width / 2) * 2)
     frames = max(2, int(seconds * fps))
