@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/kling-bot demo $(PHOTO)
 
+# Six test workers on two cores: many tests spend their time waiting on other processes,
+# sockets and retries, so four left a quarter of the CPU idle.
 test: $(STAMP)
 	$(BIN)/ruff check bot adapters tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n 4
+	$(BIN)/python -m pytest -q -n 6
 
 # The benchmarks also need the official SDK (the [bench] extra); about 25 minutes
 # (bench/scale.py starts its own PostgreSQL: it needs the server binaries).

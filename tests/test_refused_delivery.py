@@ -210,4 +210,6 @@ async def test_discord_refusal_with_closed_dms_is_charged_and_kept_for_keep_days
     upload = await dc.until(lambda: [p for p in fake_discord.to(f"/webhooks/{APP_ID}/{again['token']}", "POST")
                                      if p["files"]])
     assert mp4_info(upload[0]["files"]["kling-1.mp4"])[0] == "h264"
+    # the command's last step (its status message removed) comes after its copy is gone
+    await dc.until(lambda: fake_discord.to(f"/webhooks/{APP_ID}/{again['token']}/messages/", "DELETE"))
     assert [p.name for p in Path(custom.storage.videos_dir).iterdir()] == ["kept-1.mp4"]  # still kept
