@@ -30,6 +30,7 @@ from adapters.chat import jobs_text, register
 from adapters.telegram.common import (
     PLATFORM,
     args_of,
+    bot_api_request,
     file_of,
     force_reply,
     is_private,
@@ -42,7 +43,7 @@ from adapters.telegram.common import (
 )
 from adapters.telegram.controls import AdminCommands
 from adapters.telegram.courier import TelegramCourier
-from adapters.telegram.delivery import quiet_token_loggers, rate_limiter, reply_defaults, start_problem
+from adapters.telegram.delivery import CONNECTIONS, quiet_token_loggers, rate_limiter, reply_defaults, start_problem
 from adapters.telegram.figures import Figures
 from adapters.telegram.flows import ASK_AUDIO, Buttons, Replies
 from adapters.telegram.menus import PATTERN, Menus
@@ -79,7 +80,7 @@ class TelegramAdapter:
             ApplicationBuilder().token(self.settings.token)
             .base_url(self.settings.base_url).base_file_url(self.settings.base_file_url)
             .rate_limiter(rate_limiter()).defaults(reply_defaults())
-            .get_updates_request(self.polls)
+            .request(bot_api_request(CONNECTIONS)).get_updates_request(self.polls)
             .concurrent_updates(True)  # one user's download must not hold up the others
             .build())
         self.menus = Menus(engine)

@@ -3,12 +3,16 @@ file it holds, and where a job started from a message should answer."""
 
 from __future__ import annotations
 
+import functools
+import ssl
 from dataclasses import replace
 from typing import Any, TypeVar
 
+import httpx
 from telegram import CallbackQuery, Chat, ForceReply, Message, Update, User
 from telegram.constants import ChatType
 from telegram.ext import Application, ContextTypes, Updater
+from telegram.request import HTTPXRequest
 
 from bot.jobs import Press, UserRef
 
@@ -136,3 +140,21 @@ def file_of(message: Message | None, images_only: bool = False) -> dict | None:
     if document and (document.mime_type or "").startswith("audio/"):
         return {"file_id": document.file_id, "size": document.file_size}
     return None
+
+
+@functools.cache
+def _verifying_tls() -> ssl.SSLContext:
+    # httpx's default (certifi's roots, or SSL_CERT_FILE), loaded once: each client would
+    # load it anew, about 35 ms of CPU each, and a process builds two or three of them.
+    return httpx.create_ssl_context()
+
+
+def bot_api_options() -> dict[str, Any]:
+    """``HTTPXRequest``'s ``httpx_kwargs`` for every Bot API connection of the process: one
+    TLS context, verifying as httpx's default does."""
+    return {"verify": _verifying_tls()}
+
+
+def bot_api_request(connections: int) -> HTTPXRequest:
+    """A Bot API connection pool of ``connections``, on the process's TLS context."""
+    return HTTPXRequest(connection_pool_size=connections, httpx_kwargs=bot_api_options())

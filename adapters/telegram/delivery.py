@@ -14,10 +14,9 @@ import logging
 
 from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, TelegramError
 from telegram.ext import AIORateLimiter, Defaults, ExtBot
-from telegram.request import HTTPXRequest
 
 from adapters.chat import register
-from adapters.telegram.common import PLATFORM
+from adapters.telegram.common import PLATFORM, bot_api_request
 from adapters.telegram.courier import TelegramCourier
 from adapters.telegram.menus import Menus
 from adapters.telegram.updates import CannotListen, PollerBlocksWebhook, PollerElsewhere, WebhookFrontsRun
@@ -47,7 +46,7 @@ def reply_defaults() -> Defaults:
 def http_bot(settings: TelegramSettings) -> ExtBot[int]:
     """A bot object for sending only: the configured API, the rate limiter, no updates."""
     return ExtBot(settings.token, base_url=settings.base_url, base_file_url=settings.base_file_url,
-                  request=HTTPXRequest(connection_pool_size=CONNECTIONS), rate_limiter=rate_limiter(),
+                  request=bot_api_request(CONNECTIONS), rate_limiter=rate_limiter(),
                   defaults=reply_defaults())
 
 

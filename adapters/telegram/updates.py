@@ -42,7 +42,7 @@ from telegram.error import Conflict, TelegramError
 from telegram.ext import Application
 from telegram.request import HTTPXRequest
 
-from adapters.telegram.common import PLATFORM, updater_of
+from adapters.telegram.common import PLATFORM, bot_api_options, updater_of
 from bot.config import TelegramSettings
 from bot.engine import Engine
 from bot.webhooks import GatedServer
@@ -158,7 +158,7 @@ class PollsSeen(HTTPXRequest):
     this is how ``/readyz`` tells a bot that receives from one that only keeps trying."""
 
     def __init__(self) -> None:
-        super().__init__(connection_pool_size=1)  # as PTB's own getUpdates connection
+        super().__init__(connection_pool_size=1, httpx_kwargs=bot_api_options())  # as PTB's getUpdates'
         self.failing = False
 
     async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
