@@ -198,6 +198,15 @@ async def test_buy_without_discord_packs_shows_no_buttons(front, fake_discord, p
     assert answer["data"]["content"] == engine.buy_text("discord") and not answer["data"].get("components")
 
 
+async def test_buy_offers_a_banned_user_nothing_to_pay_for(front, fake_discord):
+    engine, adapter = await front()
+    await engine.ban(ALICE_REF.key, "test", "spam")
+    payload = fake_discord.slash("buy", [], user=ALICE)
+    feed(adapter, payload)
+    [answer] = await until(lambda: callbacks(fake_discord, payload["token"]))
+    assert answer["data"]["content"] == messages.PAYMENT_BANNED and not answer["data"].get("components")
+
+
 async def test_an_out_of_credits_refusal_offers_the_packs(front, fake_discord, pay_settings):
     settings = replace(pay_settings, quota=QuotaSettings(daily_credits=0))
     _, adapter = await front(settings)

@@ -176,6 +176,15 @@ async def test_buy_shows_the_packs_each_with_its_stars_invoice_link_made_once(ru
     assert len(telegram.calls_to("createInvoiceLink")) == 2  # one link per pack per process
 
 
+async def test_buy_offers_a_banned_user_no_invoice(run_bot, telegram):
+    engine, _ = await run_bot()
+    await engine.ban(f"telegram:{ALICE}", "test", "spam")
+    telegram.user_message(ALICE, ALICE, text="/buy")
+    [answer] = await telegram.wait_for(lambda: sent_to(telegram, ALICE))
+    assert answer["text"] == messages.PAYMENT_BANNED and "reply_markup" not in answer
+    assert telegram.calls_to("createInvoiceLink") == []
+
+
 async def test_paysupport_and_the_menu_and_help_name_the_payment_commands(run_bot, telegram):
     await run_bot()
     [menu] = telegram.calls_to("setMyCommands")

@@ -195,8 +195,8 @@ class Purchases:
 
 @app_commands.command(name="buy", description=messages.COMMANDS["buy"])
 async def buy(interaction: discord.Interaction) -> None:
-    engine = adapter_of(interaction).engine
-    await answer(interaction, engine.buy_text(PLATFORM), view=buy_buttons(engine.packs_for(PLATFORM)))
+    text, packs = await adapter_of(interaction).engine.buy_offer(user_of(interaction.user))
+    await answer(interaction, text, view=buy_buttons(packs))
 
 
 @app_commands.command(name="refund", description=messages.COMMANDS["refund"])

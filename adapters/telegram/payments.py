@@ -107,7 +107,9 @@ class StarsPayments:
     # --- commands -----------------------------------------------------------------
 
     async def _buy(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await message_of(update).reply_text(self.engine.buy_text(PLATFORM), reply_markup=await self.keyboard())
+        message = message_of(update)
+        text, packs = await self.engine.buy_offer(user_ref(sender(message)))
+        await message.reply_text(text, reply_markup=await self.keyboard() if packs else None)
 
     async def _support(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await message_of(update).reply_text(self.payments.support.strip() or messages.PAYSUPPORT)

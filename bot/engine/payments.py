@@ -54,6 +54,14 @@ class Payments:
                                                     pack.stars if platform == "telegram" else None)
                                   for pack in packs])
 
+    async def buy_offer(self, user: UserRef) -> tuple[str, list[Pack]]:
+        """/buy for this user: the text and the packs to offer. A banned user is offered
+        none (their checkout is refused, and credits they could not use would be money paid
+        for nothing)."""
+        if await self.store.ban_of(user.key) is not None:
+            return messages.PAYMENT_BANNED, []
+        return self.buy_text(user.platform), self.packs_for(user.platform)
+
     def out_of_credits_offer(self, platform: str) -> bool:
         """Whether an out-of-credits answer on this platform offers packs to buy."""
         return bool(self.packs_for(platform))
