@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from adapters.telegram import TelegramAdapter
+from adapters.telegram.delivery import http_bot
 from bot import catalog, messages
 from bot.config import QuotaSettings
 from tests.fake_telegram import FakeTelegram
@@ -226,6 +227,16 @@ async def test_flood_control_retry_after_is_honoured(run_bot, telegram):
     assert edits[1]["at"] - edits[0]["at"] >= 1.0
     await asyncio.sleep(0.3)
     assert _texts(telegram)[-1] == "Job 1 (effect hula): done."
+
+
+async def test_a_workers_sending_bot_honours_flood_control_too(telegram, tg_settings):
+    bot = http_bot(tg_settings.telegram)  # a worker's: it sends through the Bot API, receives nothing
+    telegram.user_message(ALICE, ALICE, text="hi")  # the chat exists
+    telegram.flood_next("sendMessage", retry_after=1)
+    async with bot:
+        await bot.send_message(ALICE, "Job 1 (effect hula): done.")
+    sends = telegram.calls_to("sendMessage")
+    assert len(sends) == 2 and sends[1]["at"] - sends[0]["at"] >= 1.0  # sent again after retry_after
 
 
 async def test_animate_caption_with_options(run_bot, telegram, simulator):

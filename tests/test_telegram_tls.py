@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from telegram.error import NetworkError
 
-from adapters.telegram.common import bot_api_request
+from adapters.telegram.common import _verifying_tls, bot_api_request
 from adapters.telegram.delivery import http_bot
 from adapters.telegram.updates import PollsSeen
 from bot.config import TelegramSettings
@@ -66,3 +66,29 @@ async def test_the_chat_bots_connections_refuse_an_untrusted_certificate(untrust
     finally:
         await request.shutdown()
     assert seen == []
+
+
+def test_the_sending_bot_loads_no_tls_context_of_its_own(monkeypatch):
+    _verifying_tls()  # the process's one, loaded
+    made = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: made.append(a or k) or real(*a, **k))
+    http_bot(TelegramSettings(token=TOKEN))
+    assert made == []
+
+
+async def test_ssl_cert_file_names_the_roots_a_self_hosted_bot_api_server_is_trusted_by(
+        untrusted_server, tmp_path, monkeypatch):
+    base, seen = untrusted_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))  # as httpx reads it
+    _verifying_tls.cache_clear()
+    try:
+        request = bot_api_request(1)
+        await request.initialize()
+        try:
+            await request.post(f"{base}/bot{TOKEN}/getMe")
+        finally:
+            await request.shutdown()
+    finally:
+        _verifying_tls.cache_clear()
+    assert seen == [f"/bot{TOKEN}/getMe"]

@@ -46,7 +46,9 @@ def reply_defaults() -> Defaults:
 def http_bot(settings: TelegramSettings) -> ExtBot[int]:
     """A bot object for sending only: the configured API, the rate limiter, no updates."""
     return ExtBot(settings.token, base_url=settings.base_url, base_file_url=settings.base_file_url,
-                  request=bot_api_request(CONNECTIONS), rate_limiter=rate_limiter(),
+                  request=bot_api_request(CONNECTIONS),
+                  # never polled; else PTB builds one, loading a TLS context of its own
+                  get_updates_request=bot_api_request(1), rate_limiter=rate_limiter(),
                   defaults=reply_defaults())
 
 
