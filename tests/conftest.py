@@ -32,7 +32,8 @@ BACKENDS = ["sqlite", "postgresql"]
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # once, in the process that starts the test workers
         # The suite starts hundreds of `kling-bot` processes; where PYTHONDONTWRITEBYTECODE is
-        # set (as on this CI) each would compile the bot's sources anew, a quarter of its start.
+        # set (as on the machine the suite is timed on) each would compile the sources anew,
+        # a quarter of its start.
         for package in ("bot", "adapters"):
             compileall.compile_dir(Path(__file__).parent.parent / package, quiet=1)
     config.addinivalue_line("markers", "both_backends: the module's tests that use the `database` fixture"
