@@ -4,6 +4,7 @@ before its fix."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -186,6 +187,10 @@ async def test_a_generate_of_another_user_leaves_a_stopped_job_to_its_own_user(t
     simulator.job_seconds = 4.0
     alice = {"USER": "alice", "LOGNAME": "alice"}
     process = await _generate_until(tmp_path, lambda: simulator.submissions, "-o", "alice.mp4", env=alice)
+    for _ in range(200):  # the task is WaveSpeed's, and the job says so (not a submit still unanswered)
+        if await query(database, "select state from jobs") == [("processing",)]:
+            break
+        await asyncio.sleep(0.02)
     process.send_signal(signal.SIGTERM)
     await _ended(process)
     simulator.job_seconds = 0.3
